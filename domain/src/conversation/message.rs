@@ -1,0 +1,511 @@
+//! Messages inside a conversation: their kinds, senders, visibility, content parts (text,
+//! attachments, e-mail envelope, location, template, interactive, contact cards), reactions, edit
+//! history and delivery status, with the rules that check a new message's content.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ids::MessageId;
+use crate::validate::{self, FieldError, MAX_MESSAGE_TEXT, MAX_SHORT_TEXT};
+
+/// What a message is; decides which content parts it must carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageType {
+    /// Plain text; `text` is required.
+    #[default]
+    Text,
+    /// Images, audio, video or documents; at least one attachment, `text` is the caption.
+    Media,
+    /// A provider template (e.g. a WhatsApp HSM); `template` is required.
+    Template,
+    /// Buttons, lists or carousels; `interactive` is required.
+    Interactive,
+    /// A shared location; `location` is required.
+    Location,
+    /// Shared contact cards; `contacts` is required.
+    Contacts,
+    /// A sticker; exactly one attachment.
+    Sticker,
+    /// An e-mail; `email` (the envelope) is required and `text` is the body.
+    Email,
+    /// A system notice shown in the thread; `text` is required.
+    System,
+}
+
+impl MessageType {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Media => "media",
+            Self::Template => "template",
+            Self::Interactive => "interactive",
+            Self::Location => "location",
+            Self::Contacts => "contacts",
+            Self::Sticker => "sticker",
+            Self::Email => "email",
+            Self::System => "system",
+        }
+    }
+}
+
+/// Who sends a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderKind {
+    /// A human agent.
+    User,
+    /// The contact the conversation is with.
+    Customer,
+    /// An automation.
+    Bot,
+    /// An AI assistant.
+    AiAssistant,
+    /// Colloquy or the provider.
+    System,
+    /// An anonymous web visitor.
+    Visitor,
+}
+
+impl SenderKind {
+    /// Whether messages of this sender come in from the customer's side.
+    pub fn is_incoming(self) -> bool {
+        matches!(self, Self::Customer | Self::Visitor)
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Customer => "customer",
+            Self::Bot => "bot",
+            Self::AiAssistant => "ai_assistant",
+            Self::System => "system",
+            Self::Visitor => "visitor",
+        }
+    }
+}
+
+/// A message's sender: its kind and, where it has one, its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Sender {
+    /// The kind of sender.
+    pub kind: SenderKind,
+    /// The sender's id: a user id, a contact id, a bot id.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Who may see a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Part of the thread the customer sees.
+    #[default]
+    Public,
+    /// A note for the team only.
+    Internal,
+    /// Kept for the record, shown to nobody by default.
+    Hidden,
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Where the file is (http or https).
+    pub url: String,
+    /// Its file name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its MIME type.
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// Its size in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+}
+
+/// Which way an e-mail went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Received from the customer.
+    Inbound,
+    /// Sent to the customer.
+    Outbound,
+}
+
+/// The envelope of an e-mail message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailEnvelope {
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Carbon copies.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Blind carbon copies.
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    /// Subject line.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The provider's thread id.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// The Message-ID this one answers.
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
+    /// Where replies should go, when not to `from`.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Inbound or outbound.
+    pub direction: Direction,
+}
+
+/// A shared location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// Degrees north, -90 to 90.
+    pub latitude: f64,
+    /// Degrees east, -180 to 180.
+    pub longitude: f64,
+    /// A place name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A street address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// The content of a new message, as the sender gave it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageContent {
+    /// What kind of message.
+    pub message_type: MessageType,
+    /// Text, caption or e-mail body.
+    pub text: Option<String>,
+    /// Files.
+    pub attachments: Vec<Attachment>,
+    /// The message this one replies to.
+    pub reply_to: Option<MessageId>,
+    /// Whether it was forwarded from elsewhere.
+    pub forwarded: bool,
+    /// Ids of the users (or, in groups, contacts) mentioned.
+    pub mentions: Vec<String>,
+    /// E-mail envelope, for e-mail messages.
+    pub email: Option<EmailEnvelope>,
+    /// Location, for location messages.
+    pub location: Option<Location>,
+    /// Provider template payload.
+    pub template: Option<Value>,
+    /// Interactive payload (buttons, lists, carousels).
+    pub interactive: Option<Value>,
+    /// Contact cards.
+    pub contacts: Option<Value>,
+    /// Integrator-owned JSON object.
+    pub metadata: Map<String, Value>,
+}
+
+/// A new message: who sends it, who may see it, and its content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// The message's id, chosen by the caller.
+    pub message_id: MessageId,
+    /// Who sends it.
+    pub sender: Sender,
+    /// Who may see it.
+    pub visibility: Visibility,
+    /// What it says.
+    pub content: MessageContent,
+}
+
+/// Delivery progress of an outgoing message, as the provider reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Handed to the provider.
+    Sent,
+    /// Reached the customer's device.
+    Delivered,
+    /// Read by the customer.
+    Read,
+    /// Could not be delivered; final.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Progress order of the non-failure states; a report of a lower rank than the current one
+    /// arrived late and changes nothing.
+    pub(crate) fn rank(self) -> u8 {
+        match self {
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Read => 3,
+            Self::Failed => 4,
+        }
+    }
+}
+
+/// Why a delivery failed, as the provider says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryError {
+    /// The provider's error code.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// A sentence saying what went wrong.
+    pub reason: String,
+}
+
+/// A reaction on a message: one emoji from one sender.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Reaction {
+    /// The emoji.
+    pub emoji: String,
+    /// Who reacted.
+    pub sender: Sender,
+}
+
+/// An earlier text of an edited message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// The text before this edit.
+    pub previous_text: Option<String>,
+    /// When it was replaced.
+    pub edited_at: DateTime<Utc>,
+}
+
+/// A message as it stands now, inside the Conversation aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Its id.
+    pub id: MessageId,
+    /// 1-based position in the conversation, oldest first.
+    pub position: u64,
+    /// Sender.
+    pub sender: Sender,
+    /// Visibility.
+    pub visibility: Visibility,
+    /// Content; `text` reflects the last edit.
+    pub content: MessageContent,
+    /// Reactions, in the order they came.
+    pub reactions: Vec<Reaction>,
+    /// Earlier texts, oldest first.
+    pub edit_history: Vec<Edit>,
+    /// Latest delivery status, for outgoing messages.
+    pub delivery_status: Option<DeliveryStatus>,
+    /// Why delivery failed.
+    pub delivery_error: Option<DeliveryError>,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The longest preview kept of a message, in characters.
+pub const PREVIEW_CHARS: usize = 140;
+const MAX_ATTACHMENTS: usize = 20;
+const MAX_MENTIONS: usize = 100;
+const MAX_JSON_PART_BYTES: usize = 64 * 1024;
+
+impl MessageContent {
+    /// A one-line preview for lists: the text cut at [`PREVIEW_CHARS`], or a placeholder naming
+    /// the kind of content.
+    pub fn preview(&self) -> String {
+        if let Some(text) = self.text.as_deref().filter(|t| !t.trim().is_empty()) {
+            let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            return line.chars().take(PREVIEW_CHARS).collect();
+        }
+        match self.message_type {
+            MessageType::Media => "[media]",
+            MessageType::Template => "[template]",
+            MessageType::Interactive => "[interactive]",
+            MessageType::Location => "[location]",
+            MessageType::Contacts => "[contacts]",
+            MessageType::Sticker => "[sticker]",
+            MessageType::Email => "[e-mail]",
+            MessageType::Text | MessageType::System => "",
+        }
+        .to_owned()
+    }
+
+    /// Checks the content against its type's rules and normalises text fields.
+    pub fn validated(mut self) -> Result<Self, FieldError> {
+        self.text = match self.text.as_deref() {
+            Some(text) => Some(validate::text("text", text, MAX_MESSAGE_TEXT, false)?)
+                .filter(|t| !t.is_empty()),
+            None => None,
+        };
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            return Err(FieldError::new(
+                "attachments",
+                format!("at most {MAX_ATTACHMENTS} attachments"),
+            ));
+        }
+        for attachment in &mut self.attachments {
+            validate_attachment(attachment)?;
+        }
+        if self.mentions.len() > MAX_MENTIONS {
+            return Err(FieldError::new(
+                "mentions",
+                format!("at most {MAX_MENTIONS} mentions"),
+            ));
+        }
+        for mention in &self.mentions {
+            validate::external_id("mentions", mention)?;
+        }
+        self.mentions.dedup();
+        for (field, part) in [
+            ("template", &self.template),
+            ("interactive", &self.interactive),
+            ("contacts", &self.contacts),
+        ] {
+            if let Some(value) = part {
+                json_part(field, value)?;
+            }
+        }
+        json_part("metadata", &Value::Object(self.metadata.clone()))?;
+        let require = |present: bool, field: &str| {
+            if present {
+                Ok(())
+            } else {
+                Err(FieldError::new(
+                    field,
+                    format!("is required for a {} message", self.message_type.as_str()),
+                ))
+            }
+        };
+        match self.message_type {
+            MessageType::Text | MessageType::System => require(self.text.is_some(), "text")?,
+            MessageType::Media => require(!self.attachments.is_empty(), "attachments")?,
+            MessageType::Template => require(self.template.is_some(), "template")?,
+            MessageType::Interactive => require(self.interactive.is_some(), "interactive")?,
+            MessageType::Location => require(self.location.is_some(), "location")?,
+            MessageType::Contacts => require(
+                self.contacts
+                    .as_ref()
+                    .is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty())),
+                "contacts",
+            )?,
+            MessageType::Sticker => {
+                if self.attachments.len() != 1 {
+                    return Err(FieldError::new(
+                        "attachments",
+                        "a sticker message carries exactly one attachment",
+                    ));
+                }
+            }
+            MessageType::Email => {
+                require(self.email.is_some(), "email")?;
+                require(self.text.is_some() || !self.attachments.is_empty(), "text")?;
+            }
+        }
+        if let Some(location) = &mut self.location {
+            validate_location(location)?;
+        }
+        if let Some(envelope) = &mut self.email {
+            validate_envelope(envelope)?;
+        }
+        Ok(self)
+    }
+}
+
+fn json_part(field: &str, value: &Value) -> Result<(), FieldError> {
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_JSON_PART_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("must serialize to at most {MAX_JSON_PART_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_attachment(attachment: &mut Attachment) -> Result<(), FieldError> {
+    let url = attachment.url.trim();
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(FieldError::new(
+            "attachments.url",
+            "must be an http(s) URL of at most 2048 characters without spaces",
+        ));
+    }
+    attachment.url = url.to_owned();
+    attachment.name = validate::optional_text(
+        "attachments.name",
+        attachment.name.as_deref(),
+        MAX_SHORT_TEXT,
+    )?;
+    attachment.mime_type = validate::optional_text(
+        "attachments.mime_type",
+        attachment.mime_type.as_deref(),
+        127,
+    )?;
+    Ok(())
+}
+
+fn validate_location(location: &mut Location) -> Result<(), FieldError> {
+    if !(-90.0..=90.0).contains(&location.latitude) {
+        return Err(FieldError::new(
+            "location.latitude",
+            "must be between -90 and 90",
+        ));
+    }
+    if !(-180.0..=180.0).contains(&location.longitude) {
+        return Err(FieldError::new(
+            "location.longitude",
+            "must be between -180 and 180",
+        ));
+    }
+    location.name =
+        validate::optional_text("location.name", location.name.as_deref(), MAX_SHORT_TEXT)?;
+    location.address =
+        validate::optional_text("location.address", location.address.as_deref(), 1024)?;
+    Ok(())
+}
+
+fn validate_envelope(envelope: &mut EmailEnvelope) -> Result<(), FieldError> {
+    envelope.from = validate::email("email.from", &envelope.from)?;
+    if envelope.to.is_empty() {
+        return Err(FieldError::new(
+            "email.to",
+            "must name at least one recipient",
+        ));
+    }
+    for (field, list) in [
+        ("email.to", &mut envelope.to),
+        ("email.cc", &mut envelope.cc),
+        ("email.bcc", &mut envelope.bcc),
+    ] {
+        if list.len() > 100 {
+            return Err(FieldError::new(field, "at most 100 addresses"));
+        }
+        for address in list.iter_mut() {
+            *address = validate::email(field, address)?;
+        }
+    }
+    if let Some(reply_to) = envelope.reply_to.as_deref() {
+        envelope.reply_to = Some(validate::email("email.reply_to", reply_to)?);
+    }
+    envelope.subject = validate::optional_text("email.subject", envelope.subject.as_deref(), 998)?;
+    envelope.thread_id =
+        validate::optional_text("email.thread_id", envelope.thread_id.as_deref(), 998)?;
+    envelope.in_reply_to =
+        validate::optional_text("email.in_reply_to", envelope.in_reply_to.as_deref(), 998)?;
+    Ok(())
+}
+
+/// Checks an emoji reaction: 1 to 32 characters, no white space or control characters.
+pub fn validate_emoji(emoji: &str) -> Result<String, FieldError> {
+    let count = emoji.chars().count();
+    if count == 0 || count > 32 || emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(FieldError::new(
+            "reactions.emoji",
+            "must be 1 to 32 characters without spaces",
+        ));
+    }
+    Ok(emoji.to_owned())
+}

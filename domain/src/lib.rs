@@ -1,0 +1,33 @@
+//! Colloquy's write model: the Contact and Conversation aggregates, their commands, events and
+//! the typed refusals that say which rule a command broke.
+//!
+//! Nothing here does I/O or reads a clock: time and the acting principal come in through
+//! [`CommandContext`], ids are chosen by the caller, and everything that needs the outside world
+//! (a per-tenant conversation number, whether a contact exists) is resolved before the command is
+//! built.
+
+pub mod channel;
+pub mod contact;
+pub mod context;
+pub mod conversation;
+pub mod ids;
+pub mod metadata;
+pub mod validate;
+
+pub use channel::Channel;
+pub use contact::{Contact, ContactCommand, ContactError, ContactEvent};
+pub use context::{Actor, ActorKind, CommandContext};
+pub use conversation::{Conversation, ConversationCommand, ConversationError, ConversationEvent};
+pub use ids::{ContactId, ConversationId, MessageId, TenantId};
+pub use metadata::EventMetadata;
+
+/// The version every event shape starts at. Bump per event when its stored shape changes, and
+/// add an upcaster in infra/ for the old one.
+pub const EVENT_VERSION_1: &str = "1.0";
+
+/// What the store needs to know of every aggregate beyond cqrs-es's trait: which tenant owns a
+/// stream, so that no command or read crosses tenants.
+pub trait TenantOwned {
+    /// The owning tenant, or `None` while the aggregate has no events yet.
+    fn tenant(&self) -> Option<&TenantId>;
+}
