@@ -1,1 +1,162 @@
-//! placeholder
+//! Colloquy's HTTP API: axum routes over the command runner and the aggregates' state, with one
+//! mapping from errors to problem+json. The only crate that knows HTTP.
+
+pub mod extract;
+pub mod paging;
+pub mod problem;
+pub mod routes;
+pub mod serde_util;
+pub mod state;
+pub mod views;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use colloquy_domain::TenantId;
+use colloquy_infra::{tokens, Config, Store};
+
+use crate::problem::ApiError;
+use crate::routes::{contacts, conversations, health, messages};
+pub use crate::state::AppState;
+
+/// Largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The tenant the embedded default creates on first start.
+pub const DEFAULT_TENANT: &str = "default";
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The router, as both `main` and the tests build it.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/contacts", post(contacts::create))
+        .route("/contacts/{id}", get(contacts::get).patch(contacts::patch))
+        .route("/contacts/{id}/events", get(contacts::events))
+        .route("/conversations", post(conversations::open))
+        .route(
+            "/conversations/{id}",
+            get(conversations::get)
+                .patch(conversations::patch)
+                .delete(conversations::delete),
+        )
+        .route(
+            "/conversations/{id}/status",
+            post(conversations::change_status),
+        )
+        .route(
+            "/conversations/{id}/assignment",
+            post(conversations::assign).delete(conversations::unassign),
+        )
+        .route(
+            "/conversations/{id}/labels",
+            post(conversations::change_labels),
+        )
+        .route("/conversations/{id}/read", post(conversations::mark_read))
+        .route("/conversations/{id}/events", get(conversations::events))
+        .route(
+            "/conversations/{id}/messages",
+            post(messages::add).get(messages::list),
+        )
+        .route(
+            "/conversations/{id}/messages/{message_id}",
+            get(messages::get).patch(messages::patch),
+        )
+        .route(
+            "/conversations/{id}/messages/{message_id}/delivery",
+            post(messages::report_delivery),
+        );
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::not_found("this route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| -> Response {
+            ApiError::internal(&"a request handler panicked").into_response()
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A server that is running.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    /// The admin token generated on this start, if one was; shown once.
+    pub generated_token: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    store: Store,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, and closes the store.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server ends (after [`Running::stop`] or a failure).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let served = self.task.await.context("server task failed")?;
+        self.store.close().await;
+        served.context("server failed")
+    }
+
+    /// A handle that asks the server to stop gracefully.
+    pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+/// Opens the store, makes sure the default tenant can be reached, and starts serving.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let store = Store::open(&config.store_location())
+        .await
+        .context("opening the event store")?;
+    let tenant = TenantId::parse(DEFAULT_TENANT).context("default tenant id")?;
+    let generated_token = tokens::bootstrap(&store, &tenant, config.bootstrap_token.as_deref())
+        .await
+        .context("bootstrapping the default tenant")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let router = app(AppState::new(store.clone(), config.aggregate_cache));
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = signal.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, store = store.kind(), "colloquy is serving");
+    Ok(Running {
+        addr,
+        generated_token,
+        shutdown: Some(shutdown),
+        task,
+        store,
+    })
+}

@@ -66,6 +66,8 @@ pub struct ContactPatch {
     pub metadata: Option<Map<String, Value>>,
     /// Replaces the labels.
     pub labels: Option<Vec<String>>,
+    /// New status; recorded after the field changes, in the same commit.
+    pub status: Option<ContactStatus>,
 }
 
 /// Commands a Contact accepts.
@@ -692,6 +694,28 @@ mod tests {
                 ..ContactPatch::default()
             }))
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_patch_can_change_fields_and_status_in_one_commit() {
+        ContactTest::with(services())
+            .given(vec![created()])
+            .when(ContactCommand::UpdateContact(ContactPatch {
+                email: Some(None),
+                status: Some(ContactStatus::Inactive),
+                ..ContactPatch::default()
+            }))
+            .then_expect_events(vec![
+                ContactEvent::ContactUpdated {
+                    changes: vec![ContactField::Email(None)],
+                    updated_at: now(),
+                },
+                ContactEvent::ContactStatusChanged {
+                    from: ContactStatus::Active,
+                    to: ContactStatus::Inactive,
+                    changed_at: now(),
+                },
+            ]);
     }
 
     #[test]

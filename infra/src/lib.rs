@@ -1,1 +1,12 @@
-//! placeholder
+//! Colloquy's infrastructure: the event stores (PostgreSQL and embedded SQLite) with their
+//! migrations, the command runner with its aggregate cache, tenants and API tokens, and
+//! `Config`. The only crate that knows SQL.
+
+pub mod config;
+pub mod repository;
+pub mod store;
+pub mod tokens;
+
+pub use config::{Config, LogFormat};
+pub use repository::{CommandError, Committed, Intent, Origin, Repository};
+pub use store::{Store, StoreError, StoreLocation, StoredEvent};

@@ -1,0 +1,188 @@
+//! Extractors that answer bad input with problem+json: JSON bodies, path ids, query strings,
+//! `If-Match`, and the bearer token.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use colloquy_infra::tokens::{self, Principal};
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A JSON body; malformed, mistyped or non-JSON bodies become 400, 413 or 415 problems.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(error) => ApiError::bad_request(format!(
+            "the JSON body does not fit this request: {}",
+            error.body_text()
+        )),
+        JsonRejection::JsonSyntaxError(error) => {
+            ApiError::bad_request(format!("the body is not valid JSON: {}", error.body_text()))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::unsupported_media_type(
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        JsonRejection::BytesRejection(error) => {
+            if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(format!(
+                    "the body is larger than {} bytes",
+                    crate::BODY_LIMIT
+                ))
+            } else {
+                ApiError::bad_request(error.body_text())
+            }
+        }
+        other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// Path parameters; ids that are not UUIDs become a 400 naming the parameter.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => Err(ApiError::bad_request(
+                format!("{}; ids are UUIDs", error.body_text()),
+            )),
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// A query string; unknown or mistyped parameters become a 400.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
+                Err(ApiError::bad_request(error.body_text()))
+            }
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// The version an `If-Match` header names, if the request has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfMatch(pub Option<usize>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("If-Match must be an ETag such as \"3\""))?
+            .trim();
+        if text == "*" {
+            return Ok(Self(None));
+        }
+        let tag = text.strip_prefix("W/").unwrap_or(text);
+        let version = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<usize>().ok());
+        match version {
+            Some(version) => Ok(Self(Some(version))),
+            // An ETag we never issued cannot match the current version.
+            None => Err(ApiError::precondition_failed(format!(
+                "If-Match {text} is not a version of this resource; fetch it again and use its ETag"
+            ))),
+        }
+    }
+}
+
+/// The `ETag` value of a version.
+pub fn etag(version: usize) -> String {
+    format!("\"{version}\"")
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be Bearer <token>")
+            })?;
+        let principal = state
+            .authenticate(secret)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
+        Ok(Self(principal))
+    }
+}
+
+/// Checks a scope, answering 403 when the token lacks it.
+pub fn require(principal: &Principal, scope: &str) -> Result<(), ApiError> {
+    if principal.allows(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(scope))
+    }
+}
+
+/// Re-exported so handlers need one import.
+pub use tokens::ADMIN_SCOPE;

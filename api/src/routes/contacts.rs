@@ -1,0 +1,208 @@
+//! `/v1/contacts`: create, read, update a contact, and read its history.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use colloquy_domain::contact::{ContactPatch, ContactStatus, NewContact};
+use colloquy_domain::{Channel, Contact, ContactCommand, ContactId};
+use colloquy_infra::Intent;
+
+use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
+use crate::paging::{cursor, PageParams};
+use crate::problem::{command_failed, ApiError};
+use crate::routes::{origin, Versioned};
+use crate::serde_util::double_option;
+use crate::state::AppState;
+use crate::views::{ContactView, EventView, Page};
+
+/// Body of `POST /v1/contacts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContact {
+    /// Optional client-chosen id (a UUID); a v7 UUID is generated when absent.
+    id: Option<Uuid>,
+    first_name: String,
+    last_name: Option<String>,
+    full_name: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    preferred_channel: Option<Channel>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+/// Body of `PATCH /v1/contacts/{id}`: absent fields stay, `null` clears an optional one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchContact {
+    first_name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    last_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    full_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    preferred_channel: Option<Option<Channel>>,
+    metadata: Option<Map<String, Value>>,
+    labels: Option<Vec<String>>,
+    status: Option<ContactStatus>,
+}
+
+/// `POST /v1/contacts`
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Json(body): Json<CreateContact>,
+) -> Result<Versioned<ContactView>, ApiError> {
+    require(&principal, "contacts:write")?;
+    let origin = origin(&principal, &headers)?;
+    let contact_id = body.id.map_or_else(ContactId::new_v7, ContactId);
+    let command = ContactCommand::CreateContact {
+        contact_id,
+        tenant_id: principal.tenant.clone(),
+        contact: NewContact {
+            first_name: body.first_name,
+            last_name: body.last_name,
+            full_name: body.full_name,
+            phone: body.phone,
+            email: body.email,
+            preferred_channel: body.preferred_channel,
+            metadata: body.metadata,
+            labels: body.labels,
+        },
+    };
+    let committed = state
+        .contacts()
+        .execute(
+            &contact_id.to_string(),
+            command,
+            Intent::Create,
+            None,
+            &origin,
+            ContactView::of,
+        )
+        .await
+        .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
+    Ok(Versioned::created(
+        committed.version,
+        format!("/v1/contacts/{contact_id}"),
+        committed.view,
+    ))
+}
+
+/// `GET /v1/contacts/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(contact_id): Path<Uuid>,
+) -> Result<Versioned<ContactView>, ApiError> {
+    require(&principal, "contacts:read")?;
+    let found = state
+        .contacts()
+        .read(
+            &principal.tenant,
+            &contact_id.to_string(),
+            |contact: &Contact, version| (version, ContactView::of(contact, version)),
+        )
+        .await?;
+    let (version, view) =
+        found.ok_or_else(|| ApiError::not_found(format!("contact {contact_id}")))?;
+    Ok(Versioned::ok(version, view))
+}
+
+/// `PATCH /v1/contacts/{id}`
+pub async fn patch(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(contact_id): Path<Uuid>,
+    Json(body): Json<PatchContact>,
+) -> Result<Versioned<ContactView>, ApiError> {
+    require(&principal, "contacts:write")?;
+    let origin = origin(&principal, &headers)?;
+    let command = ContactCommand::UpdateContact(ContactPatch {
+        first_name: body.first_name,
+        last_name: body.last_name,
+        full_name: body.full_name,
+        phone: body.phone,
+        email: body.email,
+        preferred_channel: body.preferred_channel,
+        metadata: body.metadata,
+        labels: body.labels,
+        status: body.status,
+    });
+    let committed = state
+        .contacts()
+        .execute(
+            &contact_id.to_string(),
+            command,
+            Intent::Update,
+            expected,
+            &origin,
+            ContactView::of,
+        )
+        .await
+        .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
+    Ok(Versioned::ok(committed.version, committed.view))
+}
+
+/// `GET /v1/contacts/{id}/events`
+pub async fn events(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(contact_id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<axum::Json<Page<EventView>>, ApiError> {
+    require(&principal, "contacts:read")?;
+    stream_events(&state, &principal, "contact", contact_id, &page)
+        .await
+        .map(axum::Json)
+}
+
+/// A page of one aggregate's events; 404 when the tenant has no such stream.
+pub(crate) async fn stream_events(
+    state: &AppState,
+    principal: &colloquy_infra::tokens::Principal,
+    aggregate_type: &str,
+    aggregate_id: Uuid,
+    page: &PageParams,
+) -> Result<Page<EventView>, ApiError> {
+    let limit = page.limit()?;
+    let after = page.after("seq")?;
+    let after =
+        i64::try_from(after).map_err(|_| ApiError::invalid_field("cursor", "is out of range"))?;
+    // One more than asked tells whether another page follows.
+    let mut events = state
+        .store()
+        .stream_page(
+            &principal.tenant,
+            aggregate_type,
+            &aggregate_id.to_string(),
+            after,
+            limit as i64 + 1,
+        )
+        .await?;
+    if events.is_empty() && after == 0 {
+        return Err(ApiError::not_found(format!(
+            "{aggregate_type} {aggregate_id}"
+        )));
+    }
+    let next_cursor = (events.len() > limit).then(|| {
+        events.truncate(limit);
+        cursor("seq", events.last().map_or(0, |e| e.sequence as u64))
+    });
+    Ok(Page {
+        data: events.into_iter().map(EventView::from).collect(),
+        next_cursor,
+    })
+}

@@ -1,0 +1,412 @@
+//! `/v1/conversations`: open, read, update, delete a conversation; change its status,
+//! assignment, labels and read receipts; read its history.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use colloquy_domain::contact::ContactStatus;
+use colloquy_domain::conversation::{ConversationPatch, NewConversation, Priority, Status};
+use colloquy_domain::{Channel, Contact, Conversation, ConversationCommand, ConversationId};
+use colloquy_infra::{Committed, Intent};
+
+use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
+use crate::paging::PageParams;
+use crate::problem::{command_failed, ApiError};
+use crate::routes::contacts::stream_events;
+use crate::routes::{origin, Versioned};
+use crate::serde_util::double_option;
+use crate::state::AppState;
+use crate::views::{ConversationView, EventView, Page};
+
+/// Body of `POST /v1/conversations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenConversation {
+    id: Option<Uuid>,
+    contact_id: Uuid,
+    channel: Channel,
+    inbox_id: Option<String>,
+    subject: Option<String>,
+    priority: Option<Priority>,
+    status: Option<Status>,
+    #[serde(default)]
+    custom_fields: Map<String, Value>,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+/// Body of `PATCH /v1/conversations/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchConversation {
+    #[serde(default, deserialize_with = "double_option")]
+    subject: Option<Option<String>>,
+    priority: Option<Priority>,
+    custom_fields: Option<Map<String, Value>>,
+    starred: Option<bool>,
+}
+
+/// Body of `POST /v1/conversations/{id}/status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeStatus {
+    status: Status,
+    snoozed_until: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /v1/conversations/{id}/assignment`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    assignee_id: Option<String>,
+    team_id: Option<String>,
+}
+
+/// Body of `POST /v1/conversations/{id}/labels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeLabels {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// Body of `POST /v1/conversations/{id}/read`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    user_id: String,
+}
+
+/// Runs a command on an existing conversation of the caller's tenant and answers with its view.
+pub(crate) async fn run<V>(
+    state: &AppState,
+    principal: &colloquy_infra::tokens::Principal,
+    headers: &HeaderMap,
+    conversation_id: Uuid,
+    expected: Option<usize>,
+    command: ConversationCommand,
+    view: impl FnOnce(&Conversation, usize) -> V,
+) -> Result<Committed<Conversation, V>, ApiError> {
+    require(principal, "conversations:write")?;
+    let origin = origin(principal, headers)?;
+    state
+        .conversations()
+        .execute(
+            &conversation_id.to_string(),
+            command,
+            Intent::Update,
+            expected,
+            &origin,
+            view,
+        )
+        .await
+        .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))
+}
+
+async fn run_for_view(
+    state: &AppState,
+    principal: &colloquy_infra::tokens::Principal,
+    headers: &HeaderMap,
+    conversation_id: Uuid,
+    expected: Option<usize>,
+    command: ConversationCommand,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    let committed = run(
+        state,
+        principal,
+        headers,
+        conversation_id,
+        expected,
+        command,
+        ConversationView::of,
+    )
+    .await?;
+    Ok(Versioned::ok(committed.version, committed.view))
+}
+
+/// `POST /v1/conversations`
+pub async fn open(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Json(body): Json<OpenConversation>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    require(&principal, "conversations:write")?;
+    let origin = origin(&principal, &headers)?;
+    let contact_status = state
+        .contacts()
+        .read(
+            &principal.tenant,
+            &body.contact_id.to_string(),
+            |contact: &Contact, _| contact.status,
+        )
+        .await?;
+    match contact_status {
+        None => {
+            return Err(ApiError::refused(format!(
+                "contact_id {} names no contact of this tenant",
+                body.contact_id
+            )))
+        }
+        Some(ContactStatus::Deleted) => {
+            return Err(ApiError::refused(format!(
+                "contact {} is deleted",
+                body.contact_id
+            )))
+        }
+        Some(_) => {}
+    }
+    let conversation_id = body.id.map_or_else(ConversationId::new_v7, ConversationId);
+    let number = state
+        .store()
+        .next_counter(&principal.tenant, "conversation_number")
+        .await?;
+    let command = ConversationCommand::OpenConversation {
+        conversation_id,
+        tenant_id: principal.tenant.clone(),
+        number,
+        conversation: NewConversation {
+            contact_id: Some(colloquy_domain::ContactId(body.contact_id)),
+            channel: Some(body.channel),
+            inbox_id: body.inbox_id,
+            subject: body.subject,
+            priority: body.priority,
+            status: body.status,
+            custom_fields: body.custom_fields,
+            labels: body.labels,
+        },
+    };
+    let committed = state
+        .conversations()
+        .execute(
+            &conversation_id.to_string(),
+            command,
+            Intent::Create,
+            None,
+            &origin,
+            ConversationView::of,
+        )
+        .await
+        .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))?;
+    Ok(Versioned::created(
+        committed.version,
+        format!("/v1/conversations/{conversation_id}"),
+        committed.view,
+    ))
+}
+
+/// `GET /v1/conversations/{id}`; a deleted conversation answers 410 (its events stay readable).
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(conversation_id): Path<Uuid>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    require(&principal, "conversations:read")?;
+    let found = state
+        .conversations()
+        .read(
+            &principal.tenant,
+            &conversation_id.to_string(),
+            |conversation: &Conversation, version| {
+                (
+                    conversation.deleted,
+                    version,
+                    ConversationView::of(conversation, version),
+                )
+            },
+        )
+        .await?;
+    match found {
+        None => Err(ApiError::not_found(format!("conversation {conversation_id}"))),
+        Some((true, _, _)) => Err(ApiError::gone(format!(
+            "conversation {conversation_id} was deleted; its history stays at /v1/conversations/{conversation_id}/events"
+        ))),
+        Some((false, version, view)) => Ok(Versioned::ok(version, view)),
+    }
+}
+
+/// `PATCH /v1/conversations/{id}`
+pub async fn patch(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+    Json(body): Json<PatchConversation>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    let command = ConversationCommand::UpdateConversation(ConversationPatch {
+        subject: body.subject,
+        priority: body.priority,
+        custom_fields: body.custom_fields,
+        starred: body.starred,
+    });
+    run_for_view(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+    )
+    .await
+}
+
+/// `DELETE /v1/conversations/{id}`: 204; the stream stays and later commands are refused.
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let command = ConversationCommand::DeleteConversation;
+    let committed = run(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+        |_, _| (),
+    )
+    .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(axum::http::header::ETAG, etag(committed.version))],
+    )
+        .into_response())
+}
+
+/// `POST /v1/conversations/{id}/status`
+pub async fn change_status(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+    Json(body): Json<ChangeStatus>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    let command = ConversationCommand::ChangeStatus {
+        status: body.status,
+        snoozed_until: body.snoozed_until,
+    };
+    run_for_view(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+    )
+    .await
+}
+
+/// `POST /v1/conversations/{id}/assignment`
+pub async fn assign(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+    Json(body): Json<Assign>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    let command = ConversationCommand::Assign {
+        assignee_id: body.assignee_id,
+        team_id: body.team_id,
+    };
+    run_for_view(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+    )
+    .await
+}
+
+/// `DELETE /v1/conversations/{id}/assignment`
+pub async fn unassign(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    run_for_view(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        ConversationCommand::Unassign,
+    )
+    .await
+}
+
+/// `POST /v1/conversations/{id}/labels`
+pub async fn change_labels(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+    Json(body): Json<ChangeLabels>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    let command = ConversationCommand::ChangeLabels {
+        add: body.add,
+        remove: body.remove,
+    };
+    run_for_view(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+    )
+    .await
+}
+
+/// `POST /v1/conversations/{id}/read`
+pub async fn mark_read(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+    Json(body): Json<MarkRead>,
+) -> Result<Versioned<ConversationView>, ApiError> {
+    let command = ConversationCommand::MarkRead {
+        user_id: body.user_id,
+    };
+    run_for_view(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+    )
+    .await
+}
+
+/// `GET /v1/conversations/{id}/events`: the stream's events with their metadata, in order.
+pub async fn events(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(conversation_id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<axum::Json<Page<EventView>>, ApiError> {
+    require(&principal, "conversations:read")?;
+    stream_events(&state, &principal, "conversation", conversation_id, &page)
+        .await
+        .map(axum::Json)
+}

@@ -1,0 +1,263 @@
+//! `/v1/conversations/{id}/messages`: add and list messages; edit, react to, hide a message;
+//! record its delivery status.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use colloquy_domain::conversation::{
+    Attachment, DeliveryError, DeliveryStatus, EmailEnvelope, Location, MessageContent,
+    MessagePatch, MessageType, NewMessage, Reaction, Sender, Visibility,
+};
+use colloquy_domain::{Conversation, ConversationCommand, MessageId};
+
+use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
+use crate::paging::{cursor, PageParams};
+use crate::problem::ApiError;
+use crate::routes::conversations::run;
+use crate::routes::Versioned;
+use crate::state::AppState;
+use crate::views::{MessageView, Page};
+
+/// Body of `POST /v1/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMessage {
+    id: Option<Uuid>,
+    #[serde(rename = "type", default)]
+    message_type: MessageType,
+    sender: Sender,
+    #[serde(default)]
+    visibility: Visibility,
+    text: Option<String>,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+    reply_to: Option<Uuid>,
+    #[serde(default)]
+    forwarded: bool,
+    #[serde(default)]
+    mentions: Vec<String>,
+    email: Option<EmailEnvelope>,
+    location: Option<Location>,
+    template: Option<Value>,
+    interactive: Option<Value>,
+    contacts: Option<Value>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+}
+
+/// Reactions to add and remove.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionChanges {
+    #[serde(default)]
+    add: Vec<Reaction>,
+    #[serde(default)]
+    remove: Vec<Reaction>,
+}
+
+/// Body of `PATCH /v1/conversations/{id}/messages/{message_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMessage {
+    text: Option<String>,
+    visibility: Option<Visibility>,
+    #[serde(default)]
+    reactions: ReactionChanges,
+}
+
+/// Body of `POST /v1/conversations/{id}/messages/{message_id}/delivery`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportDelivery {
+    status: DeliveryStatus,
+    error: Option<DeliveryError>,
+}
+
+fn message_view(message_id: MessageId) -> impl FnOnce(&Conversation, usize) -> Option<MessageView> {
+    move |conversation, _| {
+        conversation
+            .message(message_id)
+            .map(|m| MessageView::of(conversation, m))
+    }
+}
+
+fn found(view: Option<MessageView>, message_id: MessageId) -> Result<MessageView, ApiError> {
+    view.ok_or_else(|| ApiError::not_found(format!("message {message_id}")))
+}
+
+/// `POST /v1/conversations/{id}/messages`
+pub async fn add(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(conversation_id): Path<Uuid>,
+    Json(body): Json<AddMessage>,
+) -> Result<Versioned<MessageView>, ApiError> {
+    let message_id = body.id.map_or_else(MessageId::new_v7, MessageId);
+    let command = ConversationCommand::AddMessage(NewMessage {
+        message_id,
+        sender: body.sender,
+        visibility: body.visibility,
+        content: MessageContent {
+            message_type: body.message_type,
+            text: body.text,
+            attachments: body.attachments,
+            reply_to: body.reply_to.map(MessageId),
+            forwarded: body.forwarded,
+            mentions: body.mentions,
+            email: body.email,
+            location: body.location,
+            template: body.template,
+            interactive: body.interactive,
+            contacts: body.contacts,
+            metadata: body.metadata,
+        },
+    });
+    let committed = run(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+        message_view(message_id),
+    )
+    .await?;
+    let location = format!("/v1/conversations/{conversation_id}/messages/{message_id}");
+    Ok(Versioned::created(
+        committed.version,
+        location,
+        found(committed.view, message_id)?,
+    ))
+}
+
+/// `GET /v1/conversations/{id}/messages`: oldest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(conversation_id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<axum::Json<Page<MessageView>>, ApiError> {
+    require(&principal, "conversations:read")?;
+    let limit = page.limit()?;
+    let after = usize::try_from(page.after("msg")?).unwrap_or(usize::MAX);
+    let listed = state
+        .conversations()
+        .read(
+            &principal.tenant,
+            &conversation_id.to_string(),
+            |conversation: &Conversation, _| {
+                let messages = conversation.messages.get(after..).unwrap_or_default();
+                let data: Vec<MessageView> = messages
+                    .iter()
+                    .take(limit)
+                    .map(|m| MessageView::of(conversation, m))
+                    .collect();
+                let next_cursor =
+                    (messages.len() > limit).then(|| cursor("msg", (after + limit) as u64));
+                Page { data, next_cursor }
+            },
+        )
+        .await?;
+    listed
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found(format!("conversation {conversation_id}")))
+}
+
+/// `GET /v1/conversations/{id}/messages/{message_id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((conversation_id, message_id)): Path<(Uuid, Uuid)>,
+) -> Result<Versioned<MessageView>, ApiError> {
+    require(&principal, "conversations:read")?;
+    let message_id = MessageId(message_id);
+    let read = state
+        .conversations()
+        .read(
+            &principal.tenant,
+            &conversation_id.to_string(),
+            |conversation: &Conversation, version| {
+                (
+                    version,
+                    conversation
+                        .message(message_id)
+                        .map(|m| MessageView::of(conversation, m)),
+                )
+            },
+        )
+        .await?;
+    let (version, view) =
+        read.ok_or_else(|| ApiError::not_found(format!("conversation {conversation_id}")))?;
+    Ok(Versioned::ok(version, found(view, message_id)?))
+}
+
+/// `PATCH /v1/conversations/{id}/messages/{message_id}`
+pub async fn patch(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path((conversation_id, message_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<PatchMessage>,
+) -> Result<Versioned<MessageView>, ApiError> {
+    let message_id = MessageId(message_id);
+    let command = ConversationCommand::UpdateMessage {
+        message_id,
+        patch: MessagePatch {
+            text: body.text,
+            visibility: body.visibility,
+            add_reactions: body.reactions.add,
+            remove_reactions: body.reactions.remove,
+        },
+    };
+    let committed = run(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+        message_view(message_id),
+    )
+    .await?;
+    Ok(Versioned::ok(
+        committed.version,
+        found(committed.view, message_id)?,
+    ))
+}
+
+/// `POST /v1/conversations/{id}/messages/{message_id}/delivery`
+pub async fn report_delivery(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path((conversation_id, message_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<ReportDelivery>,
+) -> Result<Versioned<MessageView>, ApiError> {
+    let message_id = MessageId(message_id);
+    let command = ConversationCommand::UpdateDelivery {
+        message_id,
+        status: body.status,
+        error: body.error,
+    };
+    let committed = run(
+        &state,
+        &principal,
+        &headers,
+        conversation_id,
+        expected,
+        command,
+        message_view(message_id),
+    )
+    .await?;
+    Ok(Versioned::ok(
+        committed.version,
+        found(committed.view, message_id)?,
+    ))
+}

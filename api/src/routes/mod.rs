@@ -1,0 +1,96 @@
+//! The HTTP routes, one file per resource, and what they share: building a command's origin
+//! from the caller and the request, and answering with a version.
+
+pub mod contacts;
+pub mod conversations;
+pub mod health;
+pub mod messages;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use uuid::Uuid;
+
+use colloquy_domain::{Actor, ActorKind};
+use colloquy_infra::tokens::Principal;
+use colloquy_infra::Origin;
+
+use crate::extract::etag;
+use crate::problem::ApiError;
+
+/// The origin of a command: the caller's tenant and token, the request id, and a correlation id
+/// taken from `X-Correlation-Id` when the client sends one.
+pub fn origin(principal: &Principal, headers: &HeaderMap) -> Result<Origin, ApiError> {
+    let correlation_id = match headers.get("x-correlation-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| Uuid::parse_str(v.trim()).ok())
+                .ok_or_else(|| ApiError::bad_request("X-Correlation-Id must be a UUID"))?,
+        ),
+    };
+    Ok(Origin {
+        tenant: principal.tenant.clone(),
+        actor: Actor {
+            kind: ActorKind::Token,
+            id: principal.token_id.to_string(),
+        },
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        correlation_id,
+        causation_id: None,
+    })
+}
+
+/// A JSON body answered with a status and the resource's version as its `ETag`.
+#[derive(Debug)]
+pub struct Versioned<T> {
+    /// The status.
+    pub status: StatusCode,
+    /// The resource's version.
+    pub version: usize,
+    /// Where a created resource lives.
+    pub location: Option<String>,
+    /// The body.
+    pub body: T,
+}
+
+impl<T> Versioned<T> {
+    /// 200 with the body.
+    pub fn ok(version: usize, body: T) -> Self {
+        Self {
+            status: StatusCode::OK,
+            version,
+            location: None,
+            body,
+        }
+    }
+
+    /// 201 with the body and its location.
+    pub fn created(version: usize, location: String, body: T) -> Self {
+        Self {
+            status: StatusCode::CREATED,
+            version,
+            location: Some(location),
+            body,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Versioned<T> {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&etag(self.version)) {
+            headers.insert(header::ETAG, value);
+        }
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        response
+    }
+}

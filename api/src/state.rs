@@ -1,0 +1,94 @@
+//! `AppState`: what every handler shares: the store, one repository per aggregate type, and a
+//! short-lived cache of verified tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use colloquy_domain::{Contact, Conversation};
+use colloquy_infra::tokens::{self, Principal};
+use colloquy_infra::{Repository, Store, StoreError};
+
+/// How long a verified token is trusted without asking the store again. Revocation takes effect
+/// within this time.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Shared state of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    contacts: Repository<Contact>,
+    conversations: Repository<Conversation>,
+    verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl AppState {
+    /// State over `store`, caching up to `aggregate_cache` aggregates of each type.
+    pub fn new(store: Store, aggregate_cache: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                contacts: Repository::new(store.clone(), aggregate_cache, Vec::new()),
+                conversations: Repository::new(store.clone(), aggregate_cache, Vec::new()),
+                store,
+                verified_tokens: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Contact commands and reads.
+    pub fn contacts(&self) -> &Repository<Contact> {
+        &self.inner.contacts
+    }
+
+    /// Conversation commands and reads.
+    pub fn conversations(&self) -> &Repository<Conversation> {
+        &self.inner.conversations
+    }
+
+    /// Verifies a bearer secret, from the cache when it was verified moments ago.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
+        {
+            let cache = self
+                .inner
+                .verified_tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((principal, at)) = cache.get(secret) {
+                if at.elapsed() < TOKEN_CACHE_TTL {
+                    return Ok(Some(principal.clone()));
+                }
+            }
+        }
+        let principal = tokens::authenticate(&self.inner.store, secret, Utc::now()).await?;
+        let mut cache = self
+            .inner
+            .verified_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Bounded: a flood of distinct bad secrets is never cached, and good ones are few.
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        match &principal {
+            Some(principal) => {
+                cache.insert(secret.to_owned(), (principal.clone(), Instant::now()));
+            }
+            None => {
+                cache.remove(secret);
+            }
+        }
+        Ok(principal)
+    }
+}

@@ -1,0 +1,282 @@
+//! The JSON shapes the API answers with, built from aggregate state and stored events.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use colloquy_domain::contact::ContactStatus;
+use colloquy_domain::conversation::{
+    Attachment, DeliveryError, DeliveryStatus, Edit, EmailEnvelope, GroupType, Location, Message,
+    MessageType, Priority, Reaction, Responder, Sender, Status, Visibility,
+};
+use colloquy_domain::{Channel, Contact, ContactId, Conversation, ConversationId, MessageId};
+use colloquy_infra::StoredEvent;
+
+/// A contact.
+#[derive(Debug, Serialize)]
+pub struct ContactView {
+    id: Option<ContactId>,
+    first_name: String,
+    last_name: Option<String>,
+    full_name: String,
+    phone: Option<String>,
+    email: Option<String>,
+    preferred_channel: Option<Channel>,
+    metadata: Map<String, Value>,
+    labels: Vec<String>,
+    status: ContactStatus,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    version: usize,
+}
+
+impl ContactView {
+    /// The view of `contact` at `version`.
+    pub fn of(contact: &Contact, version: usize) -> Self {
+        Self {
+            id: contact.id,
+            first_name: contact.first_name.clone(),
+            last_name: contact.last_name.clone(),
+            full_name: contact.full_name.clone(),
+            phone: contact.phone.clone(),
+            email: contact.email.clone(),
+            preferred_channel: contact.preferred_channel,
+            metadata: contact.metadata.clone(),
+            labels: contact.labels.clone(),
+            status: contact.status,
+            created_at: contact.created_at,
+            updated_at: contact.updated_at,
+            version,
+        }
+    }
+}
+
+/// One reader's receipt.
+#[derive(Debug, Serialize)]
+pub struct ReaderView {
+    user_id: String,
+    read_at: DateTime<Utc>,
+    last_read_message_id: Option<MessageId>,
+    unread_count: u64,
+}
+
+/// The latest public message, for list screens.
+#[derive(Debug, Serialize)]
+pub struct LastMessageView {
+    preview: Option<String>,
+    at: Option<DateTime<Utc>>,
+    #[serde(rename = "type")]
+    message_type: Option<MessageType>,
+    sender_kind: Option<colloquy_domain::conversation::SenderKind>,
+}
+
+/// A conversation with its workflow state and response statistics.
+#[derive(Debug, Serialize)]
+pub struct ConversationView {
+    id: Option<ConversationId>,
+    number: u64,
+    contact_id: Option<ContactId>,
+    channel: Option<Channel>,
+    inbox_id: Option<String>,
+    subject: Option<String>,
+    status: Status,
+    snoozed_until: Option<DateTime<Utc>>,
+    priority: Priority,
+    custom_fields: Map<String, Value>,
+    starred: bool,
+    assignee_id: Option<String>,
+    team_id: Option<String>,
+    labels: Vec<String>,
+    group_type: GroupType,
+    deleted: bool,
+    message_count: usize,
+    unread_count: u64,
+    last_message: LastMessageView,
+    last_responder: Option<Responder>,
+    is_customer_responded_last: bool,
+    last_customer_message_at: Option<DateTime<Utc>>,
+    last_agent_message_at: Option<DateTime<Utc>>,
+    customer_waiting_since: Option<DateTime<Utc>>,
+    first_reply_at: Option<DateTime<Utc>>,
+    response_count: u64,
+    total_response_time_ms: i64,
+    average_response_time_ms: Option<i64>,
+    participant_ids: Vec<String>,
+    readers: Vec<ReaderView>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    last_activity_at: Option<DateTime<Utc>>,
+    version: usize,
+}
+
+impl ConversationView {
+    /// The view of `conversation` at `version`.
+    pub fn of(conversation: &Conversation, version: usize) -> Self {
+        let average = (conversation.response_count > 0)
+            .then(|| conversation.total_response_time_ms / conversation.response_count as i64);
+        Self {
+            id: conversation.id,
+            number: conversation.number,
+            contact_id: conversation.contact_id,
+            channel: conversation.channel,
+            inbox_id: conversation.inbox_id.clone(),
+            subject: conversation.subject.clone(),
+            status: conversation.status,
+            snoozed_until: conversation.snoozed_until,
+            priority: conversation.priority,
+            custom_fields: conversation.custom_fields.clone(),
+            starred: conversation.starred,
+            assignee_id: conversation.assignee_id.clone(),
+            team_id: conversation.team_id.clone(),
+            labels: conversation.labels.iter().cloned().collect(),
+            group_type: conversation.group_type,
+            deleted: conversation.deleted,
+            message_count: conversation.messages.len(),
+            unread_count: conversation.unread_count(),
+            last_message: LastMessageView {
+                preview: conversation.last_message_preview.clone(),
+                at: conversation.last_message_at,
+                message_type: conversation.last_message_type,
+                sender_kind: conversation.last_message_sender_kind,
+            },
+            last_responder: conversation.last_responder,
+            is_customer_responded_last: conversation.last_responder == Some(Responder::Customer),
+            last_customer_message_at: conversation.last_customer_message_at,
+            last_agent_message_at: conversation.last_agent_message_at,
+            customer_waiting_since: conversation.customer_waiting_since,
+            first_reply_at: conversation.first_reply_at,
+            response_count: conversation.response_count,
+            total_response_time_ms: conversation.total_response_time_ms,
+            average_response_time_ms: average,
+            participant_ids: conversation.participant_ids.iter().cloned().collect(),
+            readers: conversation
+                .readers
+                .iter()
+                .map(|(user_id, receipt)| ReaderView {
+                    user_id: user_id.clone(),
+                    read_at: receipt.read_at,
+                    last_read_message_id: receipt.last_read_message_id,
+                    unread_count: conversation.unread_count_for(user_id),
+                })
+                .collect(),
+            created_at: conversation.created_at,
+            updated_at: conversation.updated_at,
+            last_activity_at: conversation.last_activity_at,
+            version,
+        }
+    }
+}
+
+/// Delivery state of an outgoing message.
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    status: Option<DeliveryStatus>,
+    error: Option<DeliveryError>,
+}
+
+/// A message.
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    id: MessageId,
+    conversation_id: Option<ConversationId>,
+    position: u64,
+    #[serde(rename = "type")]
+    message_type: MessageType,
+    sender: Sender,
+    visibility: Visibility,
+    text: Option<String>,
+    attachments: Vec<Attachment>,
+    reply_to: Option<MessageId>,
+    forwarded: bool,
+    mentions: Vec<String>,
+    email: Option<EmailEnvelope>,
+    location: Option<Location>,
+    template: Option<Value>,
+    interactive: Option<Value>,
+    contacts: Option<Value>,
+    metadata: Map<String, Value>,
+    reactions: Vec<Reaction>,
+    edit_history: Vec<Edit>,
+    delivery: DeliveryView,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl MessageView {
+    /// The view of one message of `conversation`.
+    pub fn of(conversation: &Conversation, message: &Message) -> Self {
+        let content = &message.content;
+        Self {
+            id: message.id,
+            conversation_id: conversation.id,
+            position: message.position,
+            message_type: content.message_type,
+            sender: message.sender.clone(),
+            visibility: message.visibility,
+            text: content.text.clone(),
+            attachments: content.attachments.clone(),
+            reply_to: content.reply_to,
+            forwarded: content.forwarded,
+            mentions: content.mentions.clone(),
+            email: content.email.clone(),
+            location: content.location.clone(),
+            template: content.template.clone(),
+            interactive: content.interactive.clone(),
+            contacts: content.contacts.clone(),
+            metadata: content.metadata.clone(),
+            reactions: message.reactions.clone(),
+            edit_history: message.edit_history.clone(),
+            delivery: DeliveryView {
+                status: message.delivery_status,
+                error: message.delivery_error.clone(),
+            },
+            created_at: message.created_at,
+            updated_at: message.updated_at,
+        }
+    }
+}
+
+/// A stored event, as auditors and reporting services read it.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    position: i64,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    data: Value,
+    metadata: Value,
+}
+
+impl From<StoredEvent> for EventView {
+    fn from(event: StoredEvent) -> Self {
+        // cqrs-es stores an event as {"EventName": {...fields}}; the name is already in
+        // event_type, so `data` carries the fields alone.
+        let data = match event.payload {
+            Value::Object(mut map) if map.len() == 1 && map.contains_key(&event.event_type) => {
+                map.remove(&event.event_type).unwrap_or(Value::Null)
+            }
+            other => other,
+        };
+        Self {
+            position: event.position,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            data,
+            metadata: event.metadata,
+        }
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}

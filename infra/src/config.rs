@@ -1,0 +1,64 @@
+//! `Config`: every setting Colloquy reads, from flags or `COLLOQUY_*` environment variables,
+//! read once at start-up. Defaults give the zero-set-up embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::store::StoreLocation;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Colloquy's configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Directory of the embedded SQLite store (used when no database URL is set).
+    #[arg(long, env = "COLLOQUY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL (postgres://...). When set, events are stored there instead of SQLite.
+    #[arg(long, env = "COLLOQUY_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Most PostgreSQL connections in the pool.
+    #[arg(long, env = "COLLOQUY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "COLLOQUY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin token of the `default` tenant, for scripts and tests. When unset and the tenant has
+    /// no token, one is generated on first start and printed once.
+    #[arg(long, env = "COLLOQUY_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "COLLOQUY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How many loaded aggregates of each type are kept in memory.
+    #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE", default_value_t = 10_000)]
+    pub aggregate_cache: usize,
+}
+
+impl Config {
+    /// Where the events are kept, as configured.
+    pub fn store_location(&self) -> StoreLocation {
+        match &self.database_url {
+            Some(url) => StoreLocation::Postgres {
+                url: url.clone(),
+                max_connections: self.db_max_connections,
+            },
+            None => StoreLocation::Sqlite {
+                path: self.data_dir.join("colloquy.db"),
+            },
+        }
+    }
+}

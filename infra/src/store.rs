@@ -1,0 +1,359 @@
+//! The event store: PostgreSQL through postgres-es, or an embedded SQLite file through sqlite-es,
+//! behind one type. Both crates read and append events; this module adds what they lack: the
+//! project's migrations, a single writer for SQLite, reading a stream with its metadata and global
+//! positions, and per-tenant counters.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+use tokio::sync::Mutex;
+
+use colloquy_domain::TenantId;
+
+/// Where the events are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A PostgreSQL database, by URL.
+    Postgres {
+        /// `postgres://` URL.
+        url: String,
+        /// Upper bound of the connection pool.
+        max_connections: u32,
+    },
+    /// An SQLite file, created if missing.
+    Sqlite {
+        /// Path of the database file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// A failure of the store itself (not a refusal, not a conflict).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start-up.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be read back.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// The file system refused (creating the data directory).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One stored event with everything the store knows of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Global position in the store's commit order.
+    pub position: i64,
+    /// The aggregate's type.
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// 1-based sequence within the aggregate.
+    pub sequence: i64,
+    /// Event name.
+    pub event_type: String,
+    /// Event shape version.
+    pub event_version: String,
+    /// The event as stored.
+    pub payload: Value,
+    /// Its metadata map.
+    pub metadata: Value,
+}
+
+enum Backend {
+    Postgres {
+        pool: PgPool,
+        repo: PostgresEventRepository,
+    },
+    // SQLite allows one writer at a time; writers queue on `write_lock` in process instead of
+    // spinning on SQLITE_BUSY, which is both fairer and faster.
+    Sqlite {
+        pool: SqlitePool,
+        repo: SqliteEventRepository,
+        write_lock: Mutex<()>,
+    },
+}
+
+/// The event store, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("kind", &self.kind()).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and brings its schema up to date.
+    pub async fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        let backend = match location {
+            StoreLocation::Postgres {
+                url,
+                max_connections,
+            } => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                let repo = PostgresEventRepository::new(pool.clone());
+                Backend::Postgres { pool, repo }
+            }
+            StoreLocation::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let pool = sqlite_pool(path).await?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                let repo = SqliteEventRepository::new(pool.clone());
+                Backend::Sqlite {
+                    pool,
+                    repo,
+                    write_lock: Mutex::new(()),
+                }
+            }
+        };
+        Ok(Self {
+            backend: Arc::new(backend),
+        })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match &*self.backend {
+            Backend::Postgres { .. } => "postgres",
+            Backend::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// Closes every pooled connection; for orderly shutdown and tests that reopen the file.
+    pub async fn close(&self) {
+        match &*self.backend {
+            Backend::Postgres { pool, .. } => pool.close().await,
+            Backend::Sqlite { pool, .. } => pool.close().await,
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Postgres { pool, .. } => sqlx::query("SELECT 1").execute(pool).await?,
+            Backend::Sqlite { pool, .. } => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                return Ok(());
+            }
+        };
+        Ok(())
+    }
+
+    /// Every event of one aggregate, in order.
+    pub async fn load<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { repo, .. } => repo.get_events::<A>(aggregate_id).await,
+            Backend::Sqlite { repo, .. } => repo.get_events::<A>(aggregate_id).await,
+        }
+    }
+
+    /// The events of one aggregate after `sequence`, in order.
+    pub async fn load_after<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { repo, .. } => {
+                repo.get_last_events::<A>(aggregate_id, sequence).await
+            }
+            Backend::Sqlite { repo, .. } => repo.get_last_events::<A>(aggregate_id, sequence).await,
+        }
+    }
+
+    /// Appends events in one transaction; a sequence already taken fails the whole append with
+    /// `PersistenceError::OptimisticLockError`.
+    pub async fn append<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<(), PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { repo, .. } => repo.persist::<A>(events, None).await,
+            Backend::Sqlite {
+                repo, write_lock, ..
+            } => {
+                let _writer = write_lock.lock().await;
+                repo.persist::<A>(events, None).await
+            }
+        }
+    }
+
+    /// A page of one aggregate's stream with metadata and global positions, restricted to
+    /// `tenant` so that another tenant's stream reads as empty.
+    pub async fn stream_page(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = match &*self.backend {
+            Backend::Postgres { pool, .. } => {
+                sqlx::query(
+                    "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
+                       FROM events
+                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
+                      ORDER BY sequence
+                      LIMIT $5",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(tenant.as_str())
+                .bind(after_sequence)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| stored_event_pg(&row))
+                .collect::<Result<Vec<_>, _>>()?
+            }
+            Backend::Sqlite { pool, .. } => {
+                sqlx::query(
+                    "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+                       FROM events e
+                       JOIN event_log l ON l.aggregate_type = e.aggregate_type AND l.aggregate_id = e.aggregate_id AND l.sequence = e.sequence
+                      WHERE e.aggregate_type = ? AND e.aggregate_id = ? AND e.tenant_id = ? AND e.sequence > ?
+                      ORDER BY e.sequence
+                      LIMIT ?",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(tenant.as_str())
+                .bind(after_sequence)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| stored_event_sqlite(&row))
+                .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Hands out the next value of a per-tenant counter (1, 2, 3, ...). A value is never handed
+    /// out twice, even across processes: the increment is one atomic upsert.
+    pub async fn next_counter(&self, tenant: &TenantId, name: &str) -> Result<u64, StoreError> {
+        let value: i64 = match &*self.backend {
+            Backend::Postgres { pool, .. } => {
+                sqlx::query_scalar(
+                    "INSERT INTO tenant_counters (tenant_id, name, value) VALUES ($1, $2, 1)
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1
+                     RETURNING value",
+                )
+                .bind(tenant.as_str())
+                .bind(name)
+                .fetch_one(pool)
+                .await?
+            }
+            Backend::Sqlite {
+                pool, write_lock, ..
+            } => {
+                let _writer = write_lock.lock().await;
+                sqlx::query_scalar(
+                    "INSERT INTO tenant_counters (tenant_id, name, value) VALUES (?, ?, 1)
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET value = value + 1
+                     RETURNING value",
+                )
+                .bind(tenant.as_str())
+                .bind(name)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("counter {name} is negative")))
+    }
+
+    /// The PostgreSQL pool, when the store is PostgreSQL.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &*self.backend {
+            Backend::Postgres { pool, .. } => Some(pool),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The SQLite pool and its writer lock, when the store is SQLite.
+    pub fn sqlite_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
+        match &*self.backend {
+            Backend::Postgres { .. } => None,
+            Backend::Sqlite {
+                pool, write_lock, ..
+            } => Some((pool, write_lock)),
+        }
+    }
+}
+
+async fn sqlite_pool(path: &Path) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL makes every commit durable in WAL mode: a 2xx means the event survives a crash.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+}
+
+fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    let json = |column: &str| -> Result<Value, StoreError> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    };
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: json("payload")?,
+        metadata: json("metadata")?,
+    })
+}

@@ -1,0 +1,234 @@
+//! Tenants and API tokens. A token is shown once when created and stored only as its SHA-256
+//! hash; it belongs to one tenant, carries scopes, and can expire or be revoked.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use uuid::Uuid;
+
+use colloquy_domain::TenantId;
+
+use crate::store::{Store, StoreError};
+
+/// The scope that grants everything.
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// A verified token: whose it is and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's id (not its secret).
+    pub token_id: Uuid,
+    /// The token's tenant.
+    pub tenant: TenantId,
+    /// The token's name, recorded as the actor in events.
+    pub name: String,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the token grants `scope` (the admin scope grants all).
+    pub fn allows(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope || s == ADMIN_SCOPE)
+    }
+}
+
+/// A newly created token, with its secret shown this one time.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The token's id.
+    pub token_id: Uuid,
+    /// The secret to send as `Authorization: Bearer <secret>`.
+    pub secret: String,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random secret: `cq_` and 64 hex characters (256 bits).
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("cq_{}", hex::encode(bytes))
+}
+
+/// Creates the tenant if it does not exist.
+pub async fn ensure_tenant(store: &Store, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
+    if let Some(pool) = store.postgres_pool() {
+        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(tenant.as_str())
+            .bind(name)
+            .execute(pool)
+            .await?;
+    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+        let _writer = write_lock.lock().await;
+        sqlx::query("INSERT INTO tenants (id, name) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(tenant.as_str())
+            .bind(name)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores a token with the given secret. Used for generated secrets and for a bootstrap secret
+/// the operator chose; a secret that is already stored is left as it is.
+pub async fn insert_token(
+    store: &Store,
+    tenant: &TenantId,
+    name: &str,
+    secret: &str,
+    scopes: &[String],
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<IssuedToken, StoreError> {
+    let token_id = Uuid::now_v7();
+    let scopes_json =
+        serde_json::to_value(scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(pool) = store.postgres_pool() {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scopes, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(token_id)
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(hash(secret))
+        .bind(scopes_json)
+        .bind(expires_at)
+        .execute(pool)
+        .await?;
+    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+        let _writer = write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scopes, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(token_id.to_string())
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(hash(secret))
+        .bind(scopes_json.to_string())
+        .bind(expires_at.map(|t| t.to_rfc3339()))
+        .execute(pool)
+        .await?;
+    }
+    Ok(IssuedToken {
+        token_id,
+        secret: secret.to_owned(),
+    })
+}
+
+/// Whether the tenant has any token yet.
+pub async fn has_tokens(store: &Store, tenant: &TenantId) -> Result<bool, StoreError> {
+    let count: i64 = if let Some(pool) = store.postgres_pool() {
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_one(pool)
+            .await?
+    } else if let Some((pool, _)) = store.sqlite_pool() {
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE tenant_id = ?")
+            .bind(tenant.as_str())
+            .fetch_one(pool)
+            .await?
+    } else {
+        0
+    };
+    Ok(count > 0)
+}
+
+/// Looks a secret up. `None` for an unknown, expired or revoked token.
+pub async fn authenticate(
+    store: &Store,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Principal>, StoreError> {
+    let token_hash = hash(secret);
+    let row = if let Some(pool) = store.postgres_pool() {
+        sqlx::query(
+            "SELECT id::text AS id, tenant_id, name, scopes::text AS scopes,
+                    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at,
+                    revoked_at IS NOT NULL AS revoked
+               FROM api_tokens WHERE token_hash = $1",
+        )
+        .bind(&token_hash)
+        .fetch_optional(pool)
+        .await?
+        .map(|row| token_row(&row))
+    } else if let Some((pool, _)) = store.sqlite_pool() {
+        sqlx::query(
+            "SELECT id, tenant_id, name, scopes, expires_at, revoked_at IS NOT NULL AS revoked
+               FROM api_tokens WHERE token_hash = ?",
+        )
+        .bind(&token_hash)
+        .fetch_optional(pool)
+        .await?
+        .map(|row| token_row(&row))
+    } else {
+        None
+    };
+    let Some(row) = row.transpose()? else {
+        return Ok(None);
+    };
+    if row.revoked || row.expires_at.is_some_and(|at| at <= now) {
+        return Ok(None);
+    }
+    Ok(Some(row.principal))
+}
+
+struct TokenRow {
+    principal: Principal,
+    expires_at: Option<DateTime<Utc>>,
+    revoked: bool,
+}
+
+fn token_row<R>(row: &R) -> Result<TokenRow, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let corrupt = |what: &str| StoreError::Corrupt(format!("api_tokens.{what}"));
+    let id: String = row.try_get("id")?;
+    let tenant: String = row.try_get("tenant_id")?;
+    let scopes: String = row.try_get("scopes")?;
+    let expires_at: Option<String> = row.try_get("expires_at")?;
+    Ok(TokenRow {
+        principal: Principal {
+            token_id: Uuid::parse_str(&id).map_err(|_| corrupt("id"))?,
+            tenant: TenantId::parse(&tenant).map_err(|_| corrupt("tenant_id"))?,
+            name: row.try_get("name")?,
+            scopes: serde_json::from_str(&scopes).map_err(|_| corrupt("scopes"))?,
+        },
+        expires_at: expires_at
+            .map(|at| DateTime::parse_from_rfc3339(&at).map(|t| t.with_timezone(&Utc)))
+            .transpose()
+            .map_err(|_| corrupt("expires_at"))?,
+        revoked: row.try_get("revoked")?,
+    })
+}
+
+/// Makes sure `tenant` exists and can be reached: stores `bootstrap_secret` as an admin token
+/// when given, or, when the tenant has no token at all, creates one. Returns a secret only when
+/// it generated one, so the caller can show it once.
+pub async fn bootstrap(
+    store: &Store,
+    tenant: &TenantId,
+    bootstrap_secret: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    ensure_tenant(store, tenant, tenant.as_str()).await?;
+    let scopes = vec![ADMIN_SCOPE.to_owned()];
+    if let Some(secret) = bootstrap_secret {
+        insert_token(store, tenant, "bootstrap", secret, &scopes, None).await?;
+        return Ok(None);
+    }
+    if has_tokens(store, tenant).await? {
+        return Ok(None);
+    }
+    let secret = generate_secret();
+    insert_token(store, tenant, "admin", &secret, &scopes, None).await?;
+    Ok(Some(secret))
+}
