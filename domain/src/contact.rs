@@ -396,16 +396,25 @@ impl Aggregate for Contact {
             }
             ContactCommand::UpdateContact(patch) => {
                 self.require_live()?;
+                let status = patch.status.filter(|s| *s != self.status);
                 let changes = self.changes(patch)?;
+                // Both events are decided before either is written, so a refusal leaves the
+                // aggregate untouched.
+                let from = self.status;
                 if !changes.is_empty() {
-                    sink.write(
-                        ContactEvent::ContactUpdated {
-                            changes,
-                            updated_at: ctx.now,
-                        },
-                        self,
-                    )
-                    .await;
+                    let event = ContactEvent::ContactUpdated {
+                        changes,
+                        updated_at: ctx.now,
+                    };
+                    sink.write(event, self).await;
+                }
+                if let Some(to) = status {
+                    let event = ContactEvent::ContactStatusChanged {
+                        from,
+                        to,
+                        changed_at: ctx.now,
+                    };
+                    sink.write(event, self).await;
                 }
             }
             ContactCommand::ChangeContactStatus { status } => {

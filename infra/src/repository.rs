@@ -24,8 +24,19 @@ use colloquy_domain::{Actor, CommandContext, EventMetadata, TenantId, TenantOwne
 
 use crate::store::Store;
 
-/// How many times a command is retried after another writer got in first.
-const MAX_ATTEMPTS: usize = 5;
+/// How many times a command is tried when another process keeps appending first. Writers in
+/// this process never conflict (they queue on the aggregate's slot), so this only bounds
+/// contention between processes.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// A random pause before retry `attempt` (1-based), growing with each try, so that two
+/// processes racing for one aggregate stop colliding in lockstep.
+async fn backoff(attempt: u32) {
+    use rand::Rng;
+    let ceiling_ms = 2u64.saturating_pow(attempt).min(64);
+    let pause = rand::thread_rng().gen_range(0..=ceiling_ms * 1000);
+    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+}
 
 /// Who and what a command comes from, for its events' metadata.
 #[derive(Debug, Clone)]
@@ -223,7 +234,10 @@ where
         let slot = self.slot(aggregate_id);
         let mut guard = slot.lock().await;
         let correlation_id = origin.correlation_id.unwrap_or_else(Uuid::now_v7);
-        for _attempt in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
             let mut loaded = self
                 .refresh(aggregate_id, guard.take())
                 .await

@@ -1,0 +1,312 @@
+//! Test harness: starts the real server on a free port, on the embedded store (a fresh temp dir)
+//! or on PostgreSQL (a fresh database per test, dropped afterwards), and speaks HTTP to it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgConnection};
+
+use colloquy_api::Running;
+use colloquy_infra::{Config, LogFormat};
+
+/// The PostgreSQL server tests create their databases on. The test script makes sure it runs.
+pub fn postgres_admin_url() -> String {
+    std::env::var("COLLOQUY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = postgres_admin_url();
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL must be reachable at {admin_url} for this test: {e}")
+        });
+        let name = format!("colloquy_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running server plus what is needed to restart it on the same data.
+pub struct TestServer {
+    pub backend: Backend,
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    config: Config,
+    running: Option<Running>,
+    _data_dir: Option<tempfile::TempDir>,
+    database: Option<TestDatabase>,
+}
+
+pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) -> Config {
+    Config {
+        data_dir,
+        database_url,
+        db_max_connections: 8,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        bootstrap_token: Some(token.to_owned()),
+        log_format: LogFormat::Text,
+        aggregate_cache: 1_000,
+    }
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        let token = format!("cq_test_{}", uuid::Uuid::new_v4().simple());
+        let data_dir = tempfile::tempdir().unwrap();
+        let database = match backend {
+            Backend::Postgres => Some(TestDatabase::create().await),
+            Backend::Sqlite => None,
+        };
+        let config = config_for(
+            data_dir.path().to_path_buf(),
+            database.as_ref().map(|d| d.url.clone()),
+            &token,
+        );
+        let running = colloquy_api::start(&config).await.unwrap();
+        Self {
+            backend,
+            base: format!("http://{}", running.addr),
+            token,
+            client: reqwest::Client::new(),
+            config,
+            running: Some(running),
+            _data_dir: Some(data_dir),
+            database,
+        }
+    }
+
+    /// A second server process on the same database (PostgreSQL only), as in a scale-out.
+    pub async fn second_instance(&self) -> Running {
+        colloquy_api::start(&self.config).await.unwrap()
+    }
+
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|d| d.url.as_str())
+    }
+
+    /// Stops the server gracefully and starts a new one on the same store and a new port.
+    pub async fn restart(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+        let running = colloquy_api::start(&self.config).await.unwrap();
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request with the admin token and returns status, headers and JSON body (Null
+    /// for an empty body).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Creates a contact and returns its id.
+    pub async fn contact(&self) -> String {
+        let reply = self
+            .post("/v1/contacts", serde_json::json!({"first_name": "Ann", "last_name": "Lee", "phone": "+14155550123"}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Opens a conversation with a new contact and returns its id.
+    pub async fn conversation(&self) -> String {
+        let contact_id = self.contact().await;
+        let reply = self
+            .post("/v1/conversations", serde_json::json!({"contact_id": contact_id, "channel": "whatsapp", "subject": "Order"}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every event of a conversation, walking all pages.
+    pub async fn all_events(&self, aggregate: &str, id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/{aggregate}/{id}/events?limit=100&cursor={c}"),
+                None => format!("/v1/{aggregate}/{id}/events?limit=100"),
+            };
+            let reply = self.get(&path).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+            events.extend(reply.body["data"].as_array().unwrap().iter().cloned());
+            match reply.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return events,
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn etag(&self) -> String {
+        self.headers
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn content_type(&self) -> String {
+        self.headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Asserts a problem+json answer with this status and returns its detail.
+    pub fn assert_problem(&self, status: StatusCode) -> String {
+        assert_eq!(self.status, status, "{:?}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json");
+        assert_eq!(
+            self.body["status"].as_u64(),
+            Some(u64::from(status.as_u16()))
+        );
+        let detail = self.body["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(!detail.is_empty(), "a problem must say what went wrong");
+        detail
+    }
+}
+
+/// Runs one async scenario against both stores, as two tests.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
