@@ -20,34 +20,93 @@ struct Case {
     field: Option<&'static str>,
 }
 
-fn case(name: &'static str, method: Method, path: String, body: Option<String>, expect: StatusCode) -> Case {
-    Case { name, method, path, body, headers: vec![("content-type", "application/json".into())], token: None, expect, field: None }
+fn case(
+    name: &'static str,
+    method: Method,
+    path: String,
+    body: Option<String>,
+    expect: StatusCode,
+) -> Case {
+    Case {
+        name,
+        method,
+        path,
+        body,
+        headers: vec![("content-type", "application/json".into())],
+        token: None,
+        expect,
+        field: None,
+    }
 }
 
 async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend) {
     let server = TestServer::start(backend).await;
     let id = server.conversation().await;
     let message = server
-        .post(&format!("/v1/conversations/{id}/messages"), json!({"sender": {"kind": "customer"}, "text": "hi"}))
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "hi"}),
+        )
         .await;
     let message_id = message.body["id"].as_str().unwrap().to_owned();
-    server.post(&format!("/v1/conversations/{id}/status"), json!({"status": "closed"})).await;
+    server
+        .post(
+            &format!("/v1/conversations/{id}/status"),
+            json!({"status": "closed"}),
+        )
+        .await;
     let events_before = server.all_events("conversations", &id).await;
-    let contact_id = server.get(&format!("/v1/conversations/{id}")).await.body["contact_id"].as_str().unwrap().to_owned();
+    let contact_id = server.get(&format!("/v1/conversations/{id}")).await.body["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let contact_events_before = server.all_events("contacts", &contact_id).await;
 
     let conversation = format!("/v1/conversations/{id}");
     let messages = format!("{conversation}/messages");
     let unknown = uuid::Uuid::now_v7();
     let cases = vec![
-        Case { token: Some(String::new()), ..case("no token", Method::GET, conversation.clone(), None, StatusCode::UNAUTHORIZED) },
+        Case {
+            token: Some(String::new()),
+            ..case(
+                "no token",
+                Method::GET,
+                conversation.clone(),
+                None,
+                StatusCode::UNAUTHORIZED,
+            )
+        },
         Case {
             token: Some("cq_not_a_real_token".into()),
-            ..case("unknown token", Method::GET, conversation.clone(), None, StatusCode::UNAUTHORIZED)
+            ..case(
+                "unknown token",
+                Method::GET,
+                conversation.clone(),
+                None,
+                StatusCode::UNAUTHORIZED,
+            )
         },
-        case("malformed JSON", Method::POST, "/v1/contacts".into(), Some("{".into()), StatusCode::BAD_REQUEST),
-        case("JSON array for an object", Method::POST, "/v1/contacts".into(), Some("[]".into()), StatusCode::BAD_REQUEST),
-        case("wrong type", Method::POST, "/v1/contacts".into(), Some(r#"{"first_name": 5}"#.into()), StatusCode::BAD_REQUEST),
+        case(
+            "malformed JSON",
+            Method::POST,
+            "/v1/contacts".into(),
+            Some("{".into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        case(
+            "JSON array for an object",
+            Method::POST,
+            "/v1/contacts".into(),
+            Some("[]".into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        case(
+            "wrong type",
+            Method::POST,
+            "/v1/contacts".into(),
+            Some(r#"{"first_name": 5}"#.into()),
+            StatusCode::BAD_REQUEST,
+        ),
         case(
             "unknown field",
             Method::POST,
@@ -57,26 +116,65 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         ),
         Case {
             field: Some("phone"),
-            ..case("phone not E.164", Method::POST, "/v1/contacts".into(), Some(r#"{"first_name": "A", "phone": "555-0123"}"#.into()), StatusCode::UNPROCESSABLE_ENTITY)
+            ..case(
+                "phone not E.164",
+                Method::POST,
+                "/v1/contacts".into(),
+                Some(r#"{"first_name": "A", "phone": "555-0123"}"#.into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         },
         Case {
             field: Some("email"),
-            ..case("bad email", Method::POST, "/v1/contacts".into(), Some(r#"{"first_name": "A", "email": "a@b"}"#.into()), StatusCode::UNPROCESSABLE_ENTITY)
+            ..case(
+                "bad email",
+                Method::POST,
+                "/v1/contacts".into(),
+                Some(r#"{"first_name": "A", "email": "a@b"}"#.into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         },
         Case {
             headers: vec![("content-type", "text/plain".into())],
-            ..case("not JSON content type", Method::POST, "/v1/contacts".into(), Some(r#"{"first_name": "A"}"#.into()), StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            ..case(
+                "not JSON content type",
+                Method::POST,
+                "/v1/contacts".into(),
+                Some(r#"{"first_name": "A"}"#.into()),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            )
         },
         case(
             "body over the limit",
             Method::POST,
             messages.clone(),
-            Some(format!(r#"{{"sender": {{"kind": "customer"}}, "text": "{}"}}"#, "x".repeat(2 * 1024 * 1024))),
+            Some(format!(
+                r#"{{"sender": {{"kind": "customer"}}, "text": "{}"}}"#,
+                "x".repeat(2 * 1024 * 1024)
+            )),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
-        case("id not a UUID", Method::GET, "/v1/conversations/not-a-uuid".into(), None, StatusCode::BAD_REQUEST),
-        case("unknown conversation", Method::GET, format!("/v1/conversations/{unknown}"), None, StatusCode::NOT_FOUND),
-        case("unknown contact", Method::GET, format!("/v1/contacts/{unknown}"), None, StatusCode::NOT_FOUND),
+        case(
+            "id not a UUID",
+            Method::GET,
+            "/v1/conversations/not-a-uuid".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        case(
+            "unknown conversation",
+            Method::GET,
+            format!("/v1/conversations/{unknown}"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        case(
+            "unknown contact",
+            Method::GET,
+            format!("/v1/contacts/{unknown}"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
         case(
             "conversation for an unknown contact",
             Method::POST,
@@ -100,36 +198,71 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         ),
         Case {
             field: Some("text"),
-            ..case("empty text message", Method::POST, messages.clone(), Some(json!({"sender": {"kind": "customer"}, "text": "  "}).to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+            ..case(
+                "empty text message",
+                Method::POST,
+                messages.clone(),
+                Some(json!({"sender": {"kind": "customer"}, "text": "  "}).to_string()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         },
         Case {
             field: Some("text"),
-            ..case("control characters", Method::POST, messages.clone(), Some(json!({"sender": {"kind": "customer"}, "text": "a\u{0}b"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+            ..case(
+                "control characters",
+                Method::POST,
+                messages.clone(),
+                Some(json!({"sender": {"kind": "customer"}, "text": "a\u{0}b"}).to_string()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         },
         Case {
             field: Some("text"),
-            ..case("very long text", Method::POST, messages.clone(), Some(json!({"sender": {"kind": "customer"}, "text": "y".repeat(70_000)}).to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+            ..case(
+                "very long text",
+                Method::POST,
+                messages.clone(),
+                Some(
+                    json!({"sender": {"kind": "customer"}, "text": "y".repeat(70_000)}).to_string(),
+                ),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         },
-        case("unknown sender kind", Method::POST, messages.clone(), Some(json!({"sender": {"kind": "alien"}, "text": "hi"}).to_string()), StatusCode::BAD_REQUEST),
+        case(
+            "unknown sender kind",
+            Method::POST,
+            messages.clone(),
+            Some(json!({"sender": {"kind": "alien"}, "text": "hi"}).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
         case(
             "reply to an unknown message",
             Method::POST,
             messages.clone(),
-            Some(json!({"sender": {"kind": "user", "id": "a"}, "text": "re", "reply_to": unknown}).to_string()),
+            Some(
+                json!({"sender": {"kind": "user", "id": "a"}, "text": "re", "reply_to": unknown})
+                    .to_string(),
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         case(
             "duplicate message id",
             Method::POST,
             messages.clone(),
-            Some(json!({"id": message_id, "sender": {"kind": "customer"}, "text": "again"}).to_string()),
+            Some(
+                json!({"id": message_id, "sender": {"kind": "customer"}, "text": "again"})
+                    .to_string(),
+            ),
             StatusCode::CONFLICT,
         ),
         case(
             "customer internal note",
             Method::POST,
             messages.clone(),
-            Some(json!({"sender": {"kind": "customer"}, "text": "x", "visibility": "internal"}).to_string()),
+            Some(
+                json!({"sender": {"kind": "customer"}, "text": "x", "visibility": "internal"})
+                    .to_string(),
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         case(
@@ -139,9 +272,27 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
             Some(json!({"status": "snoozed", "snoozed_until": "2001-01-01T00:00:00Z"}).to_string()),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
-        case("close twice", Method::POST, format!("{conversation}/status"), Some(json!({"status": "closed"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY),
-        case("unknown status", Method::POST, format!("{conversation}/status"), Some(json!({"status": "archived"}).to_string()), StatusCode::BAD_REQUEST),
-        case("bad timestamp", Method::POST, format!("{conversation}/status"), Some(json!({"status": "snoozed", "snoozed_until": "tomorrow"}).to_string()), StatusCode::BAD_REQUEST),
+        case(
+            "close twice",
+            Method::POST,
+            format!("{conversation}/status"),
+            Some(json!({"status": "closed"}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        case(
+            "unknown status",
+            Method::POST,
+            format!("{conversation}/status"),
+            Some(json!({"status": "archived"}).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        case(
+            "bad timestamp",
+            Method::POST,
+            format!("{conversation}/status"),
+            Some(json!({"status": "snoozed", "snoozed_until": "tomorrow"}).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
         case(
             "delivery of an unknown message",
             Method::POST,
@@ -158,21 +309,80 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         ),
         Case {
             field: Some("add"),
-            ..case("label too long", Method::POST, format!("{conversation}/labels"), Some(json!({"add": ["z".repeat(10_000)]}).to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+            ..case(
+                "label too long",
+                Method::POST,
+                format!("{conversation}/labels"),
+                Some(json!({"add": ["z".repeat(10_000)]}).to_string()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
         },
-        case("assignment naming nobody", Method::POST, format!("{conversation}/assignment"), Some("{}".into()), StatusCode::UNPROCESSABLE_ENTITY),
-        Case { field: Some("limit"), ..case("limit over the max", Method::GET, format!("{messages}?limit=500"), None, StatusCode::BAD_REQUEST) },
-        Case { field: Some("cursor"), ..case("forged cursor", Method::GET, format!("{messages}?cursor=bm9wZQ"), None, StatusCode::BAD_REQUEST) },
-        case("unknown query parameter", Method::GET, format!("{messages}?page=2"), None, StatusCode::BAD_REQUEST),
-        case("method not allowed", Method::DELETE, format!("/v1/contacts/{contact_id}"), None, StatusCode::METHOD_NOT_ALLOWED),
-        case("unknown route", Method::GET, "/v1/nothing-here".into(), None, StatusCode::NOT_FOUND),
+        case(
+            "assignment naming nobody",
+            Method::POST,
+            format!("{conversation}/assignment"),
+            Some("{}".into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         Case {
-            headers: vec![("content-type", "application/json".into()), ("x-correlation-id", "not-a-uuid".into())],
-            ..case("bad correlation id", Method::POST, format!("{conversation}/labels"), Some(json!({"add": ["a"]}).to_string()), StatusCode::BAD_REQUEST)
+            field: Some("limit"),
+            ..case(
+                "limit over the max",
+                Method::GET,
+                format!("{messages}?limit=500"),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+        },
+        Case {
+            field: Some("cursor"),
+            ..case(
+                "forged cursor",
+                Method::GET,
+                format!("{messages}?cursor=bm9wZQ"),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+        },
+        case(
+            "unknown query parameter",
+            Method::GET,
+            format!("{messages}?page=2"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        case(
+            "method not allowed",
+            Method::DELETE,
+            format!("/v1/contacts/{contact_id}"),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        case(
+            "unknown route",
+            Method::GET,
+            "/v1/nothing-here".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        Case {
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("x-correlation-id", "not-a-uuid".into()),
+            ],
+            ..case(
+                "bad correlation id",
+                Method::POST,
+                format!("{conversation}/labels"),
+                Some(json!({"add": ["a"]}).to_string()),
+                StatusCode::BAD_REQUEST,
+            )
         },
     ];
     for case in cases {
-        let mut request = server.client.request(case.method.clone(), server.url(&case.path));
+        let mut request = server
+            .client
+            .request(case.method.clone(), server.url(&case.path));
         match &case.token {
             None => request = request.bearer_auth(&server.token),
             Some(token) if token.is_empty() => {}
@@ -186,18 +396,43 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         assert_eq!(status, case.expect, "{}: {body}", case.name);
-        assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{}", case.name);
-        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}: {body}", case.name);
-        assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:colloquy:problem:")), "{}", case.name);
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/problem+json"),
+            "{}",
+            case.name
+        );
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{}: {body}",
+            case.name
+        );
+        assert!(
+            body["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("urn:colloquy:problem:")),
+            "{}",
+            case.name
+        );
         if let Some(field) = case.field {
             assert_eq!(body["errors"][0]["field"], field, "{}: {body}", case.name);
         }
     }
-    assert_eq!(server.all_events("conversations", &id).await, events_before, "refused requests appended nothing");
-    assert_eq!(server.all_events("contacts", &contact_id).await, contact_events_before);
+    assert_eq!(
+        server.all_events("conversations", &id).await,
+        events_before,
+        "refused requests appended nothing"
+    );
+    assert_eq!(
+        server.all_events("contacts", &contact_id).await,
+        contact_events_before
+    );
     server.stop().await;
 }
 
@@ -206,7 +441,12 @@ on_both_stores!(bad_requests_get_clear_4xx_problems_and_append_nothing);
 #[tokio::test]
 async fn healthz_answers_without_a_token() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let response = server.client.get(server.url("/healthz")).send().await.unwrap();
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().contains_key("x-request-id"));
     server.stop().await;
