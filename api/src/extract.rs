@@ -33,22 +33,18 @@ where
 
 fn json_problem(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(error) => ApiError::bad_request(format!(
-            "the JSON body does not fit this request: {}",
-            error.body_text()
-        )),
+        JsonRejection::JsonDataError(error) => {
+            ApiError::bad_request(format!("the JSON body does not fit this request: {}", error.body_text()))
+        }
         JsonRejection::JsonSyntaxError(error) => {
             ApiError::bad_request(format!("the body is not valid JSON: {}", error.body_text()))
         }
-        JsonRejection::MissingJsonContentType(_) => ApiError::unsupported_media_type(
-            "send the body as JSON with Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::unsupported_media_type("send the body as JSON with Content-Type: application/json")
+        }
         JsonRejection::BytesRejection(error) => {
             if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(format!(
-                    "the body is larger than {} bytes",
-                    crate::BODY_LIMIT
-                ))
+                ApiError::payload_too_large(format!("the body is larger than {} bytes", crate::BODY_LIMIT))
             } else {
                 ApiError::bad_request(error.body_text())
             }
@@ -71,9 +67,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(PathRejection::FailedToDeserializePathParams(error)) => Err(ApiError::bad_request(
-                format!("{}; ids are UUIDs", error.body_text()),
-            )),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                Err(ApiError::bad_request(format!("{}; ids are UUIDs", error.body_text())))
+            }
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
@@ -120,10 +116,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             return Ok(Self(None));
         }
         let tag = text.strip_prefix("W/").unwrap_or(text);
-        let version = tag
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<usize>().ok());
+        let version =
+            tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).and_then(|t| t.parse::<usize>().ok());
         match version {
             Some(version) => Ok(Self(Some(version))),
             // An ETag we never issued cannot match the current version.
@@ -146,10 +140,7 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -157,16 +148,10 @@ impl FromRequestParts<AppState> for Auth {
         let secret = header
             .to_str()
             .ok()
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|secret| !secret.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be Bearer <token>")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
         let principal = state
             .authenticate(secret)
             .await?

@@ -24,10 +24,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use colloquy_domain::TenantId;
-use colloquy_infra::{tokens, Config, Store};
+use colloquy_infra::{tokens, Config, GlobalLog, Store};
 
 use crate::problem::ApiError;
-use crate::routes::{contacts, conversations, health, messages};
+use crate::routes::{contacts, conversations, events, health, messages};
 pub use crate::state::AppState;
 
 /// Largest request body accepted, in bytes.
@@ -41,42 +41,23 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The router, as both `main` and the tests build it.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
+        .route("/events", get(events::list))
         .route("/contacts", post(contacts::create))
         .route("/contacts/{id}", get(contacts::get).patch(contacts::patch))
         .route("/contacts/{id}/events", get(contacts::events))
         .route("/conversations", post(conversations::open))
         .route(
             "/conversations/{id}",
-            get(conversations::get)
-                .patch(conversations::patch)
-                .delete(conversations::delete),
+            get(conversations::get).patch(conversations::patch).delete(conversations::delete),
         )
-        .route(
-            "/conversations/{id}/status",
-            post(conversations::change_status),
-        )
-        .route(
-            "/conversations/{id}/assignment",
-            post(conversations::assign).delete(conversations::unassign),
-        )
-        .route(
-            "/conversations/{id}/labels",
-            post(conversations::change_labels),
-        )
+        .route("/conversations/{id}/status", post(conversations::change_status))
+        .route("/conversations/{id}/assignment", post(conversations::assign).delete(conversations::unassign))
+        .route("/conversations/{id}/labels", post(conversations::change_labels))
         .route("/conversations/{id}/read", post(conversations::mark_read))
         .route("/conversations/{id}/events", get(conversations::events))
-        .route(
-            "/conversations/{id}/messages",
-            post(messages::add).get(messages::list),
-        )
-        .route(
-            "/conversations/{id}/messages/{message_id}",
-            get(messages::get).patch(messages::patch),
-        )
-        .route(
-            "/conversations/{id}/messages/{message_id}/delivery",
-            post(messages::report_delivery),
-        );
+        .route("/conversations/{id}/messages", post(messages::add).get(messages::list))
+        .route("/conversations/{id}/messages/{message_id}", get(messages::get).patch(messages::patch))
+        .route("/conversations/{id}/messages/{message_id}/delivery", post(messages::report_delivery));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/v1", v1)
@@ -131,9 +112,7 @@ impl Running {
 
 /// Opens the store, makes sure the default tenant can be reached, and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let store = Store::open(&config.store_location())
-        .await
-        .context("opening the event store")?;
+    let store = Store::open(&config.store_location()).await.context("opening the event store")?;
     let tenant = TenantId::parse(DEFAULT_TENANT).context("default tenant id")?;
     let generated_token = tokens::bootstrap(&store, &tenant, config.bootstrap_token.as_deref())
         .await
@@ -142,7 +121,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let router = app(AppState::new(store.clone(), config.aggregate_cache));
+    let log = GlobalLog::start(store.clone()).await.context("starting the global log")?;
+    let router = app(AppState::new(store.clone(), log, config.aggregate_cache));
     let (shutdown, signal) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -152,11 +132,5 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .await
     });
     tracing::info!(%addr, store = store.kind(), "colloquy is serving");
-    Ok(Running {
-        addr,
-        generated_token,
-        shutdown: Some(shutdown),
-        task,
-        store,
-    })
+    Ok(Running { addr, generated_token, shutdown: Some(shutdown), task, store })
 }

@@ -27,10 +27,9 @@ impl PageParams {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(0) => Err(ApiError::invalid_field("limit", "must be at least 1")),
-            Some(n) if n > MAX_LIMIT => Err(ApiError::invalid_field(
-                "limit",
-                format!("must be at most {MAX_LIMIT}"),
-            )),
+            Some(n) if n > MAX_LIMIT => {
+                Err(ApiError::invalid_field("limit", format!("must be at most {MAX_LIMIT}")))
+            }
             Some(n) => Ok(n),
         }
     }

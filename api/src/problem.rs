@@ -34,30 +34,13 @@ struct Problem<'a> {
 }
 
 impl ApiError {
-    fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            slug,
-            title,
-            detail: detail.into(),
-            errors: Vec::new(),
-            retry_after: None,
-        }
+    fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, slug, title, detail: detail.into(), errors: Vec::new(), retry_after: None }
     }
 
     /// 400: the request cannot be understood as sent.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-request",
-            "Malformed request",
-            detail,
-        )
+        Self::new(StatusCode::BAD_REQUEST, "malformed-request", "Malformed request", detail)
     }
 
     /// 400 naming one invalid field of the request.
@@ -70,12 +53,7 @@ impl ApiError {
 
     /// 401: no valid token.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            detail,
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
     }
 
     /// 403: the token lacks a scope.
@@ -90,12 +68,7 @@ impl ApiError {
 
     /// 404: nothing here for this tenant.
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            format!("{} was not found", what.into()),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{} was not found", what.into()))
     }
 
     /// 405: the route exists with other methods.
@@ -115,12 +88,7 @@ impl ApiError {
 
     /// 413: the body is over the limit.
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Payload too large",
-            detail,
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", detail)
     }
 
     /// 415: the body is not JSON.
@@ -135,12 +103,7 @@ impl ApiError {
 
     /// 422: the domain refused the command.
     pub fn refused(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "command-refused",
-            "Command refused",
-            detail,
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "command-refused", "Command refused", detail)
     }
 
     /// 422 for a field the domain found invalid.
@@ -162,22 +125,13 @@ impl ApiError {
 
     /// 412: the If-Match version is not the current one.
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition-failed",
-            "Precondition failed",
-            detail,
-        )
+        Self::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed", detail)
     }
 
     /// 503: a dependency is unavailable; try again.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        let mut problem = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        );
+        let mut problem =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail);
         problem.retry_after = Some(1);
         problem
     }
@@ -211,10 +165,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -262,9 +213,7 @@ impl From<PersistenceError> for ApiError {
 impl From<colloquy_infra::StoreError> for ApiError {
     fn from(error: colloquy_infra::StoreError) -> Self {
         match error {
-            colloquy_infra::StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_),
-            ) => {
+            colloquy_infra::StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 tracing::warn!(%error, "store unavailable");
                 Self::unavailable("the event store is unavailable; try again shortly")
             }

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use colloquy_domain::{Contact, Conversation};
 use colloquy_infra::tokens::{self, Principal};
-use colloquy_infra::{Repository, Store, StoreError};
+use colloquy_infra::{GlobalLog, Repository, Store, StoreError};
 
 /// How long a verified token is trusted without asking the store again. Revocation takes effect
 /// within this time.
@@ -24,16 +24,19 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    log: GlobalLog,
     contacts: Repository<Contact>,
     conversations: Repository<Conversation>,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
 }
 
 impl AppState {
-    /// State over `store`, caching up to `aggregate_cache` aggregates of each type.
-    pub fn new(store: Store, aggregate_cache: usize) -> Self {
+    /// State over `store` and its global log, caching up to `aggregate_cache` aggregates of
+    /// each type.
+    pub fn new(store: Store, log: GlobalLog, aggregate_cache: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
+                log,
                 contacts: Repository::new(store.clone(), aggregate_cache, Vec::new()),
                 conversations: Repository::new(store.clone(), aggregate_cache, Vec::new()),
                 store,
@@ -45,6 +48,33 @@ impl AppState {
     /// The event store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The global log.
+    pub fn log(&self) -> &GlobalLog {
+        &self.inner.log
+    }
+
+    /// The global position of a command's last event, for `Colloquy-Position`. Waits briefly for
+    /// PostgreSQL's sequencer; `None` for a command that appended nothing or when the sequencer
+    /// is held back longer than that.
+    pub async fn position_after<A: cqrs_es::Aggregate, V>(
+        &self,
+        aggregate_id: &str,
+        committed: &colloquy_infra::Committed<A, V>,
+    ) -> Option<i64> {
+        if committed.events.is_empty() {
+            return None;
+        }
+        self.inner.log.appended().await;
+        let wait = Duration::from_secs(2);
+        match self.inner.log.position_of(A::TYPE, aggregate_id, committed.version, wait).await {
+            Ok(position) => position,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the position of a committed event");
+                None
+            }
+        }
     }
 
     /// Contact commands and reads.
@@ -60,11 +90,7 @@ impl AppState {
     /// Verifies a bearer secret, from the cache when it was verified moments ago.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
         {
-            let cache = self
-                .inner
-                .verified_tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let cache = self.inner.verified_tokens.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((principal, at)) = cache.get(secret) {
                 if at.elapsed() < TOKEN_CACHE_TTL {
                     return Ok(Some(principal.clone()));
@@ -72,11 +98,7 @@ impl AppState {
             }
         }
         let principal = tokens::authenticate(&self.inner.store, secret, Utc::now()).await?;
-        let mut cache = self
-            .inner
-            .verified_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.inner.verified_tokens.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded: a flood of distinct bad secrets is never cached, and good ones are few.
         if cache.len() > 10_000 {
             cache.clear();

@@ -226,10 +226,7 @@ impl MessageView {
             metadata: content.metadata.clone(),
             reactions: message.reactions.clone(),
             edit_history: message.edit_history.clone(),
-            delivery: DeliveryView {
-                status: message.delivery_status,
-                error: message.delivery_error.clone(),
-            },
+            delivery: DeliveryView { status: message.delivery_status, error: message.delivery_error.clone() },
             created_at: message.created_at,
             updated_at: message.updated_at,
         }
@@ -239,7 +236,7 @@ impl MessageView {
 /// A stored event, as auditors and reporting services read it.
 #[derive(Debug, Serialize)]
 pub struct EventView {
-    position: i64,
+    position: Option<i64>,
     aggregate_type: String,
     aggregate_id: String,
     sequence: i64,

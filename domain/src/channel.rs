@@ -24,14 +24,8 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in a fixed order.
-    pub const ALL: [Channel; 6] = [
-        Self::Whatsapp,
-        Self::Instagram,
-        Self::Sms,
-        Self::Email,
-        Self::Chat,
-        Self::Phone,
-    ];
+    pub const ALL: [Channel; 6] =
+        [Self::Whatsapp, Self::Instagram, Self::Sms, Self::Email, Self::Chat, Self::Phone];
 
     /// The snake_case name used in JSON and query strings.
     pub fn as_str(self) -> &'static str {

@@ -276,11 +276,9 @@ impl Contact {
             return Err(ContactError::AlreadyExists(existing));
         }
         let first_name = validate::text("first_name", &contact.first_name, MAX_SHORT_TEXT, true)?;
-        let last_name =
-            validate::optional_text("last_name", contact.last_name.as_deref(), MAX_SHORT_TEXT)?;
-        let full_name =
-            validate::optional_text("full_name", contact.full_name.as_deref(), MAX_SHORT_TEXT)?
-                .unwrap_or_else(|| derived_full_name(&first_name, last_name.as_deref()));
+        let last_name = validate::optional_text("last_name", contact.last_name.as_deref(), MAX_SHORT_TEXT)?;
+        let full_name = validate::optional_text("full_name", contact.full_name.as_deref(), MAX_SHORT_TEXT)?
+            .unwrap_or_else(|| derived_full_name(&first_name, last_name.as_deref()));
         check_metadata(&contact.metadata)?;
         Ok(ContactEvent::ContactCreated {
             contact_id,
@@ -386,11 +384,7 @@ impl Aggregate for Contact {
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         match command {
-            ContactCommand::CreateContact {
-                contact_id,
-                tenant_id,
-                contact,
-            } => {
+            ContactCommand::CreateContact { contact_id, tenant_id, contact } => {
                 let event = self.create(contact_id, tenant_id, contact, ctx)?;
                 sink.write(event, self).await;
             }
@@ -402,18 +396,11 @@ impl Aggregate for Contact {
                 // aggregate untouched.
                 let from = self.status;
                 if !changes.is_empty() {
-                    let event = ContactEvent::ContactUpdated {
-                        changes,
-                        updated_at: ctx.now,
-                    };
+                    let event = ContactEvent::ContactUpdated { changes, updated_at: ctx.now };
                     sink.write(event, self).await;
                 }
                 if let Some(to) = status {
-                    let event = ContactEvent::ContactStatusChanged {
-                        from,
-                        to,
-                        changed_at: ctx.now,
-                    };
+                    let event = ContactEvent::ContactStatusChanged { from, to, changed_at: ctx.now };
                     sink.write(event, self).await;
                 }
             }
@@ -463,10 +450,7 @@ impl Aggregate for Contact {
                     updated_at: Some(created_at),
                 };
             }
-            ContactEvent::ContactUpdated {
-                changes,
-                updated_at,
-            } => {
+            ContactEvent::ContactUpdated { changes, updated_at } => {
                 for change in changes {
                     match change {
                         ContactField::FirstName(v) => self.first_name = v,
@@ -502,19 +486,11 @@ mod tests {
     type ContactTest = TestFramework<Contact>;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
-            .single()
-            .expect("valid time")
+        Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single().expect("valid time")
     }
 
     fn services() -> CommandContext {
-        CommandContext::new(
-            now(),
-            Actor {
-                kind: ActorKind::Token,
-                id: "test".into(),
-            },
-        )
+        CommandContext::new(now(), Actor { kind: ActorKind::Token, id: "test".into() })
     }
 
     fn contact_id() -> ContactId {
@@ -532,10 +508,7 @@ mod tests {
             phone: Some("+1 415 555 0123".into()),
             email: Some("ann@Example.com".into()),
             preferred_channel: Some(Channel::Whatsapp),
-            metadata: json!({"tier": "gold"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            metadata: json!({"tier": "gold"}).as_object().cloned().unwrap_or_default(),
             labels: vec!["VIP".into()],
             ..NewContact::default()
         }
@@ -551,10 +524,7 @@ mod tests {
             phone: Some("+14155550123".into()),
             email: Some("ann@example.com".into()),
             preferred_channel: Some(Channel::Whatsapp),
-            metadata: json!({"tier": "gold"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            metadata: json!({"tier": "gold"}).as_object().cloned().unwrap_or_default(),
             labels: vec!["vip".into()],
             created_at: now(),
         }
@@ -569,11 +539,7 @@ mod tests {
     }
 
     fn create(contact: NewContact) -> ContactCommand {
-        ContactCommand::CreateContact {
-            contact_id: contact_id(),
-            tenant_id: tenant(),
-            contact,
-        }
+        ContactCommand::CreateContact { contact_id: contact_id(), tenant_id: tenant(), contact }
     }
 
     #[test]
@@ -596,24 +562,15 @@ mod tests {
     fn a_contact_without_a_first_name_is_refused() {
         ContactTest::with(services())
             .given_no_previous_events()
-            .when(create(NewContact {
-                first_name: "  ".into(),
-                ..ann()
-            }))
-            .then_expect_error(ContactError::Invalid(FieldError::new(
-                "first_name",
-                "must not be empty",
-            )));
+            .when(create(NewContact { first_name: "  ".into(), ..ann() }))
+            .then_expect_error(ContactError::Invalid(FieldError::new("first_name", "must not be empty")));
     }
 
     #[test]
     fn a_phone_number_that_is_not_e164_is_refused_with_the_field_named() {
         let result = ContactTest::with(services())
             .given_no_previous_events()
-            .when(create(NewContact {
-                phone: Some("0415 555 0123".into()),
-                ..ann()
-            }))
+            .when(create(NewContact { phone: Some("0415 555 0123".into()), ..ann() }))
             .inspect_result();
         match result {
             Err(ContactError::Invalid(error)) => assert_eq!(error.field, "phone"),
@@ -625,10 +582,7 @@ mod tests {
     fn an_invalid_email_is_refused_with_the_field_named() {
         let result = ContactTest::with(services())
             .given_no_previous_events()
-            .when(create(NewContact {
-                email: Some("ann-at-example".into()),
-                ..ann()
-            }))
+            .when(create(NewContact { email: Some("ann-at-example".into()), ..ann() }))
             .inspect_result();
         match result {
             Err(ContactError::Invalid(error)) => assert_eq!(error.field, "email"),
@@ -641,10 +595,7 @@ mod tests {
         let big = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
         let result = ContactTest::with(services())
             .given_no_previous_events()
-            .when(create(NewContact {
-                metadata: big.as_object().cloned().unwrap_or_default(),
-                ..ann()
-            }))
+            .when(create(NewContact { metadata: big.as_object().cloned().unwrap_or_default(), ..ann() }))
             .inspect_result();
         assert!(matches!(result, Err(ContactError::Invalid(e)) if e.field == "metadata"));
     }
@@ -668,10 +619,7 @@ mod tests {
 
     #[test]
     fn metadata_is_merged_key_by_key_and_null_removes_a_key() {
-        let merge = json!({"tier": null, "plan": "pro"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        let merge = json!({"tier": null, "plan": "pro"}).as_object().cloned().unwrap_or_default();
         ContactTest::with(services())
             .given(vec![created()])
             .when(ContactCommand::UpdateContact(ContactPatch {
@@ -682,12 +630,7 @@ mod tests {
             .then_expect_events(vec![ContactEvent::ContactUpdated {
                 changes: vec![
                     ContactField::Phone(None),
-                    ContactField::Metadata(
-                        json!({"plan": "pro"})
-                            .as_object()
-                            .cloned()
-                            .unwrap_or_default(),
-                    ),
+                    ContactField::Metadata(json!({"plan": "pro"}).as_object().cloned().unwrap_or_default()),
                 ],
                 updated_at: now(),
             }]);
@@ -715,10 +658,7 @@ mod tests {
                 ..ContactPatch::default()
             }))
             .then_expect_events(vec![
-                ContactEvent::ContactUpdated {
-                    changes: vec![ContactField::Email(None)],
-                    updated_at: now(),
-                },
+                ContactEvent::ContactUpdated { changes: vec![ContactField::Email(None)], updated_at: now() },
                 ContactEvent::ContactStatusChanged {
                     from: ContactStatus::Active,
                     to: ContactStatus::Inactive,
@@ -751,9 +691,7 @@ mod tests {
     fn a_contact_can_be_made_inactive() {
         ContactTest::with(services())
             .given(vec![created()])
-            .when(ContactCommand::ChangeContactStatus {
-                status: ContactStatus::Inactive,
-            })
+            .when(ContactCommand::ChangeContactStatus { status: ContactStatus::Inactive })
             .then_expect_events(vec![ContactEvent::ContactStatusChanged {
                 from: ContactStatus::Active,
                 to: ContactStatus::Inactive,
@@ -765,9 +703,7 @@ mod tests {
     fn setting_the_status_it_already_has_records_nothing() {
         ContactTest::with(services())
             .given(vec![created()])
-            .when(ContactCommand::ChangeContactStatus {
-                status: ContactStatus::Active,
-            })
+            .when(ContactCommand::ChangeContactStatus { status: ContactStatus::Active })
             .then_expect_events(vec![]);
     }
 
@@ -782,9 +718,7 @@ mod tests {
             .then_expect_error(ContactError::Deleted(contact_id()));
         ContactTest::with(services())
             .given(vec![created(), deleted()])
-            .when(ContactCommand::ChangeContactStatus {
-                status: ContactStatus::Active,
-            })
+            .when(ContactCommand::ChangeContactStatus { status: ContactStatus::Active })
             .then_expect_error(ContactError::Deleted(contact_id()));
     }
 

@@ -59,13 +59,9 @@ impl TenantId {
     /// A tenant id: 1 to 63 characters of lowercase ASCII letters, digits, `-` and `_`, starting
     /// with a letter or digit. The shape is kept narrow because it becomes part of NATS subjects.
     pub fn parse(value: &str) -> Result<Self, InvalidTenantId> {
-        let valid_chars = value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        let valid_start = value
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let valid_chars =
+            value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        let valid_start = value.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if (1..=63).contains(&value.len()) && valid_chars && valid_start {
             Ok(Self(value.to_owned()))
         } else {

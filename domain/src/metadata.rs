@@ -53,8 +53,7 @@ impl EventMetadata {
         }
         map.insert(
             "recorded_at".into(),
-            self.recorded_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            self.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         );
         map
     }
@@ -67,11 +66,9 @@ impl EventMetadata {
         };
         Ok(Self {
             event_id: uuid("event_id")?,
-            tenant_id: TenantId::parse(field("tenant_id")?)
-                .map_err(|_| MalformedMetadata("tenant_id"))?,
+            tenant_id: TenantId::parse(field("tenant_id")?).map_err(|_| MalformedMetadata("tenant_id"))?,
             actor: Actor {
-                kind: ActorKind::parse(field("actor_kind")?)
-                    .ok_or(MalformedMetadata("actor_kind"))?,
+                kind: ActorKind::parse(field("actor_kind")?).ok_or(MalformedMetadata("actor_kind"))?,
                 id: field("actor_id")?.clone(),
             },
             request_id: map.get("request_id").cloned(),
@@ -96,10 +93,7 @@ mod tests {
         let metadata = EventMetadata {
             event_id: Uuid::now_v7(),
             tenant_id: TenantId::parse("acme").expect("valid tenant"),
-            actor: Actor {
-                kind: ActorKind::User,
-                id: "agent-7".into(),
-            },
+            actor: Actor { kind: ActorKind::User, id: "agent-7".into() },
             request_id: Some("req-1".into()),
             correlation_id: Uuid::now_v7(),
             causation_id: Some(Uuid::now_v7()),
@@ -115,10 +109,7 @@ mod tests {
         let mut map = EventMetadata {
             event_id: Uuid::now_v7(),
             tenant_id: TenantId::parse("acme").expect("valid tenant"),
-            actor: Actor {
-                kind: ActorKind::System,
-                id: "colloquy".into(),
-            },
+            actor: Actor { kind: ActorKind::System, id: "colloquy".into() },
             request_id: None,
             correlation_id: Uuid::now_v7(),
             causation_id: None,
@@ -126,9 +117,6 @@ mod tests {
         }
         .to_map();
         map.remove("tenant_id");
-        assert_eq!(
-            EventMetadata::from_map(&map),
-            Err(MalformedMetadata("tenant_id"))
-        );
+        assert_eq!(EventMetadata::from_map(&map), Err(MalformedMetadata("tenant_id")));
     }
 }

@@ -52,13 +52,10 @@ impl Config {
     /// Where the events are kept, as configured.
     pub fn store_location(&self) -> StoreLocation {
         match &self.database_url {
-            Some(url) => StoreLocation::Postgres {
-                url: url.clone(),
-                max_connections: self.db_max_connections,
-            },
-            None => StoreLocation::Sqlite {
-                path: self.data_dir.join("colloquy.db"),
-            },
+            Some(url) => {
+                StoreLocation::Postgres { url: url.clone(), max_connections: self.db_max_connections }
+            }
+            None => StoreLocation::Sqlite { path: self.data_dir.join("colloquy.db") },
         }
     }
 }

@@ -3,10 +3,12 @@
 //! `Config`. The only crate that knows SQL.
 
 pub mod config;
+pub mod log;
 pub mod repository;
 pub mod store;
 pub mod tokens;
 
 pub use config::{Config, LogFormat};
+pub use log::GlobalLog;
 pub use repository::{CommandError, Committed, Intent, Origin, Repository};
 pub use store::{Store, StoreError, StoreLocation, StoredEvent};

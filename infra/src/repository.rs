@@ -115,10 +115,7 @@ pub struct Repository<A: Aggregate> {
 
 impl<A: Aggregate> fmt::Debug for Repository<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Repository")
-            .field("aggregate", &A::TYPE)
-            .field("store", &self.store.kind())
-            .finish()
+        f.debug_struct("Repository").field("aggregate", &A::TYPE).field("store", &self.store.kind()).finish()
     }
 }
 
@@ -128,17 +125,9 @@ where
     A::Command: Clone,
 {
     /// A repository over `store` that keeps up to `cache_capacity` loaded aggregates.
-    pub fn new(
-        store: Store,
-        cache_capacity: usize,
-        upcasters: Vec<Box<dyn EventUpcaster>>,
-    ) -> Self {
+    pub fn new(store: Store, cache_capacity: usize, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         let capacity = NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Self {
-            store,
-            cache: SyncMutex::new(LruCache::new(capacity)),
-            upcasters,
-        }
+        Self { store, cache: SyncMutex::new(LruCache::new(capacity)), upcasters }
     }
 
     /// The store underneath.
@@ -150,10 +139,7 @@ where
     /// its slot, so they never conflict with each other; other processes are caught by the
     /// store's optimistic lock.
     fn slot(&self, aggregate_id: &str) -> Slot<A> {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(slot) = cache.get(aggregate_id) {
             return slot.clone();
         }
@@ -162,10 +148,7 @@ where
         slot
     }
 
-    fn deserialize(
-        &self,
-        events: Vec<SerializedEvent>,
-    ) -> Result<Vec<EventEnvelope<A>>, PersistenceError> {
+    fn deserialize(&self, events: Vec<SerializedEvent>) -> Result<Vec<EventEnvelope<A>>, PersistenceError> {
         events
             .into_iter()
             .map(|event| {
@@ -187,16 +170,11 @@ where
         aggregate_id: &str,
         cached: Option<Loaded<A>>,
     ) -> Result<Loaded<A>, PersistenceError> {
-        let mut loaded = cached.unwrap_or_else(|| Loaded {
-            aggregate: A::default(),
-            version: 0,
-        });
+        let mut loaded = cached.unwrap_or_else(|| Loaded { aggregate: A::default(), version: 0 });
         let newer = if loaded.version == 0 {
             self.store.load::<A>(aggregate_id).await?
         } else {
-            self.store
-                .load_after::<A>(aggregate_id, loaded.version)
-                .await?
+            self.store.load_after::<A>(aggregate_id, loaded.version).await?
         };
         for envelope in self.deserialize(newer)? {
             loaded.version = envelope.sequence;
@@ -215,8 +193,8 @@ where
         let slot = self.slot(aggregate_id);
         let mut guard = slot.lock().await;
         let loaded = self.refresh(aggregate_id, guard.take()).await?;
-        let result = (loaded.aggregate.tenant() == Some(tenant))
-            .then(|| read(&loaded.aggregate, loaded.version));
+        let result =
+            (loaded.aggregate.tenant() == Some(tenant)).then(|| read(&loaded.aggregate, loaded.version));
         *guard = Some(loaded);
         Ok(result)
     }
@@ -238,10 +216,7 @@ where
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let mut loaded = self
-                .refresh(aggregate_id, guard.take())
-                .await
-                .map_err(CommandError::Store)?;
+            let mut loaded = self.refresh(aggregate_id, guard.take()).await.map_err(CommandError::Store)?;
             match loaded.aggregate.tenant() {
                 None if intent == Intent::Update => {
                     *guard = Some(loaded);
@@ -261,10 +236,7 @@ where
             let now = Utc::now();
             let context = CommandContext::new(now, origin.actor.clone());
             let sink = EventSink::default();
-            let handled = loaded
-                .aggregate
-                .handle(command.clone(), &context, &sink)
-                .await;
+            let handled = loaded.aggregate.handle(command.clone(), &context, &sink).await;
             let events = sink.collect().await;
             if let Err(refusal) = handled {
                 // The domain decides before it writes, so a refusal with no events leaves the
@@ -278,20 +250,9 @@ where
                 let version = loaded.version;
                 let view = view(&loaded.aggregate, version);
                 *guard = Some(loaded);
-                return Ok(Committed {
-                    events: Vec::new(),
-                    version,
-                    view,
-                });
+                return Ok(Committed { events: Vec::new(), version, view });
             }
-            let envelopes = wrap(
-                aggregate_id,
-                loaded.version,
-                events,
-                origin,
-                correlation_id,
-                now,
-            );
+            let envelopes = wrap(aggregate_id, loaded.version, events, origin, correlation_id, now);
             let serialized = serialize(&envelopes).map_err(CommandError::Store)?;
             match self.store.append::<A>(&serialized).await {
                 Ok(()) => {
@@ -299,20 +260,13 @@ where
                     let version = loaded.version;
                     let view = view(&loaded.aggregate, version);
                     *guard = Some(loaded);
-                    return Ok(Committed {
-                        events: envelopes,
-                        version,
-                        view,
-                    });
+                    return Ok(Committed { events: envelopes, version, view });
                 }
                 // Another process appended first. The handled aggregate is discarded (the slot
                 // stays empty) and the next attempt reloads and decides again.
                 Err(PersistenceError::OptimisticLockError) => {
                     if expected_version.is_some() {
-                        let actual = self
-                            .refresh(aggregate_id, None)
-                            .await
-                            .map_err(CommandError::Store)?;
+                        let actual = self.refresh(aggregate_id, None).await.map_err(CommandError::Store)?;
                         let version = actual.version;
                         *guard = Some(actual);
                         return Err(CommandError::VersionMismatch {
@@ -360,9 +314,7 @@ fn wrap<A: Aggregate>(
         .collect()
 }
 
-fn serialize<A: Aggregate>(
-    envelopes: &[EventEnvelope<A>],
-) -> Result<Vec<SerializedEvent>, PersistenceError> {
+fn serialize<A: Aggregate>(envelopes: &[EventEnvelope<A>]) -> Result<Vec<SerializedEvent>, PersistenceError> {
     envelopes
         .iter()
         .map(|envelope| {

@@ -57,8 +57,9 @@ pub enum StoreError {
 /// One stored event with everything the store knows of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
-    /// Global position in the store's commit order.
-    pub position: i64,
+    /// Global position in the log; `None` for an event the PostgreSQL sequencer has not reached
+    /// yet (moments after its commit).
+    pub position: Option<i64>,
     /// The aggregate's type.
     pub aggregate_type: String,
     /// The aggregate's id.
@@ -76,17 +77,10 @@ pub struct StoredEvent {
 }
 
 enum Backend {
-    Postgres {
-        pool: PgPool,
-        repo: PostgresEventRepository,
-    },
+    Postgres { pool: PgPool, repo: PostgresEventRepository },
     // SQLite allows one writer at a time; writers queue on `write_lock` in process instead of
     // spinning on SQLITE_BUSY, which is both fairer and faster.
-    Sqlite {
-        pool: SqlitePool,
-        repo: SqliteEventRepository,
-        write_lock: Mutex<()>,
-    },
+    Sqlite { pool: SqlitePool, repo: SqliteEventRepository, write_lock: Mutex<()> },
 }
 
 /// The event store, cheap to clone.
@@ -105,10 +99,7 @@ impl Store {
     /// Opens (creating if needed) the store and brings its schema up to date.
     pub async fn open(location: &StoreLocation) -> Result<Self, StoreError> {
         let backend = match location {
-            StoreLocation::Postgres {
-                url,
-                max_connections,
-            } => {
+            StoreLocation::Postgres { url, max_connections } => {
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
@@ -125,16 +116,10 @@ impl Store {
                 let pool = sqlite_pool(path).await?;
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
                 let repo = SqliteEventRepository::new(pool.clone());
-                Backend::Sqlite {
-                    pool,
-                    repo,
-                    write_lock: Mutex::new(()),
-                }
+                Backend::Sqlite { pool, repo, write_lock: Mutex::new(()) }
             }
         };
-        Ok(Self {
-            backend: Arc::new(backend),
-        })
+        Ok(Self { backend: Arc::new(backend) })
     }
 
     /// `postgres` or `sqlite`.
@@ -183,24 +168,17 @@ impl Store {
         sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match &*self.backend {
-            Backend::Postgres { repo, .. } => {
-                repo.get_last_events::<A>(aggregate_id, sequence).await
-            }
+            Backend::Postgres { repo, .. } => repo.get_last_events::<A>(aggregate_id, sequence).await,
             Backend::Sqlite { repo, .. } => repo.get_last_events::<A>(aggregate_id, sequence).await,
         }
     }
 
     /// Appends events in one transaction; a sequence already taken fails the whole append with
     /// `PersistenceError::OptimisticLockError`.
-    pub async fn append<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-    ) -> Result<(), PersistenceError> {
+    pub async fn append<A: Aggregate>(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
         match &*self.backend {
             Backend::Postgres { repo, .. } => repo.persist::<A>(events, None).await,
-            Backend::Sqlite {
-                repo, write_lock, ..
-            } => {
+            Backend::Sqlite { repo, write_lock, .. } => {
                 let _writer = write_lock.lock().await;
                 repo.persist::<A>(events, None).await
             }
@@ -220,10 +198,11 @@ impl Store {
         let rows = match &*self.backend {
             Backend::Postgres { pool, .. } => {
                 sqlx::query(
-                    "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
-                       FROM events
-                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
-                      ORDER BY sequence
+                    "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+                       FROM events e
+                       LEFT JOIN event_log l ON l.event_position = e.position
+                      WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.tenant_id = $3 AND e.sequence > $4
+                      ORDER BY e.sequence
                       LIMIT $5",
                 )
                 .bind(aggregate_type)
@@ -276,9 +255,7 @@ impl Store {
                 .fetch_one(pool)
                 .await?
             }
-            Backend::Sqlite {
-                pool, write_lock, ..
-            } => {
+            Backend::Sqlite { pool, write_lock, .. } => {
                 let _writer = write_lock.lock().await;
                 sqlx::query_scalar(
                     "INSERT INTO tenant_counters (tenant_id, name, value) VALUES (?, ?, 1)
@@ -306,9 +283,7 @@ impl Store {
     pub fn sqlite_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
         match &*self.backend {
             Backend::Postgres { .. } => None,
-            Backend::Sqlite {
-                pool, write_lock, ..
-            } => Some((pool, write_lock)),
+            Backend::Sqlite { pool, write_lock, .. } => Some((pool, write_lock)),
         }
     }
 }
@@ -322,13 +297,10 @@ async fn sqlite_pool(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
+    SqlitePoolOptions::new().max_connections(8).connect_with(options).await
 }
 
-fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         position: row.try_get("position")?,
         aggregate_type: row.try_get("aggregate_type")?,
@@ -341,7 +313,7 @@ fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreErro
     })
 }
 
-fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
     let json = |column: &str| -> Result<Value, StoreError> {
         let text: String = row.try_get(column)?;
         serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))

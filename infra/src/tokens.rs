@@ -84,8 +84,7 @@ pub async fn insert_token(
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IssuedToken, StoreError> {
     let token_id = Uuid::now_v7();
-    let scopes_json =
-        serde_json::to_value(scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let scopes_json = serde_json::to_value(scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if let Some(pool) = store.postgres_pool() {
         sqlx::query(
             "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scopes, expires_at)
@@ -114,10 +113,7 @@ pub async fn insert_token(
         .execute(pool)
         .await?;
     }
-    Ok(IssuedToken {
-        token_id,
-        secret: secret.to_owned(),
-    })
+    Ok(IssuedToken { token_id, secret: secret.to_owned() })
 }
 
 /// Whether the tenant has any token yet.

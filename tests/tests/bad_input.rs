@@ -20,13 +20,7 @@ struct Case {
     field: Option<&'static str>,
 }
 
-fn case(
-    name: &'static str,
-    method: Method,
-    path: String,
-    body: Option<String>,
-    expect: StatusCode,
-) -> Case {
+fn case(name: &'static str, method: Method, path: String, body: Option<String>, expect: StatusCode) -> Case {
     Case {
         name,
         method,
@@ -49,17 +43,10 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         )
         .await;
     let message_id = message.body["id"].as_str().unwrap().to_owned();
-    server
-        .post(
-            &format!("/v1/conversations/{id}/status"),
-            json!({"status": "closed"}),
-        )
-        .await;
+    server.post(&format!("/v1/conversations/{id}/status"), json!({"status": "closed"})).await;
     let events_before = server.all_events("conversations", &id).await;
-    let contact_id = server.get(&format!("/v1/conversations/{id}")).await.body["contact_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let contact_id =
+        server.get(&format!("/v1/conversations/{id}")).await.body["contact_id"].as_str().unwrap().to_owned();
     let contact_events_before = server.all_events("contacts", &contact_id).await;
 
     let conversation = format!("/v1/conversations/{id}");
@@ -68,23 +55,11 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
     let cases = vec![
         Case {
             token: Some(String::new()),
-            ..case(
-                "no token",
-                Method::GET,
-                conversation.clone(),
-                None,
-                StatusCode::UNAUTHORIZED,
-            )
+            ..case("no token", Method::GET, conversation.clone(), None, StatusCode::UNAUTHORIZED)
         },
         Case {
             token: Some("cq_not_a_real_token".into()),
-            ..case(
-                "unknown token",
-                Method::GET,
-                conversation.clone(),
-                None,
-                StatusCode::UNAUTHORIZED,
-            )
+            ..case("unknown token", Method::GET, conversation.clone(), None, StatusCode::UNAUTHORIZED)
         },
         case(
             "malformed JSON",
@@ -168,13 +143,7 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
             None,
             StatusCode::NOT_FOUND,
         ),
-        case(
-            "unknown contact",
-            Method::GET,
-            format!("/v1/contacts/{unknown}"),
-            None,
-            StatusCode::NOT_FOUND,
-        ),
+        case("unknown contact", Method::GET, format!("/v1/contacts/{unknown}"), None, StatusCode::NOT_FOUND),
         case(
             "conversation for an unknown contact",
             Method::POST,
@@ -222,9 +191,7 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
                 "very long text",
                 Method::POST,
                 messages.clone(),
-                Some(
-                    json!({"sender": {"kind": "customer"}, "text": "y".repeat(70_000)}).to_string(),
-                ),
+                Some(json!({"sender": {"kind": "customer"}, "text": "y".repeat(70_000)}).to_string()),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
         },
@@ -240,8 +207,7 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
             Method::POST,
             messages.clone(),
             Some(
-                json!({"sender": {"kind": "user", "id": "a"}, "text": "re", "reply_to": unknown})
-                    .to_string(),
+                json!({"sender": {"kind": "user", "id": "a"}, "text": "re", "reply_to": unknown}).to_string(),
             ),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
@@ -249,20 +215,14 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
             "duplicate message id",
             Method::POST,
             messages.clone(),
-            Some(
-                json!({"id": message_id, "sender": {"kind": "customer"}, "text": "again"})
-                    .to_string(),
-            ),
+            Some(json!({"id": message_id, "sender": {"kind": "customer"}, "text": "again"}).to_string()),
             StatusCode::CONFLICT,
         ),
         case(
             "customer internal note",
             Method::POST,
             messages.clone(),
-            Some(
-                json!({"sender": {"kind": "customer"}, "text": "x", "visibility": "internal"})
-                    .to_string(),
-            ),
+            Some(json!({"sender": {"kind": "customer"}, "text": "x", "visibility": "internal"}).to_string()),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         case(
@@ -358,13 +318,7 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
             None,
             StatusCode::METHOD_NOT_ALLOWED,
         ),
-        case(
-            "unknown route",
-            Method::GET,
-            "/v1/nothing-here".into(),
-            None,
-            StatusCode::NOT_FOUND,
-        ),
+        case("unknown route", Method::GET, "/v1/nothing-here".into(), None, StatusCode::NOT_FOUND),
         Case {
             headers: vec![
                 ("content-type", "application/json".into()),
@@ -380,9 +334,7 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         },
     ];
     for case in cases {
-        let mut request = server
-            .client
-            .request(case.method.clone(), server.url(&case.path));
+        let mut request = server.client.request(case.method.clone(), server.url(&case.path));
         match &case.token {
             None => request = request.bearer_auth(&server.token),
             Some(token) if token.is_empty() => {}
@@ -396,27 +348,13 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned());
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         assert_eq!(status, case.expect, "{}: {body}", case.name);
-        assert_eq!(
-            content_type.as_deref(),
-            Some("application/problem+json"),
-            "{}",
-            case.name
-        );
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{}", case.name);
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}: {body}", case.name);
         assert!(
-            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{}: {body}",
-            case.name
-        );
-        assert!(
-            body["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("urn:colloquy:problem:")),
+            body["type"].as_str().is_some_and(|t| t.starts_with("urn:colloquy:problem:")),
             "{}",
             case.name
         );
@@ -429,10 +367,7 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
         events_before,
         "refused requests appended nothing"
     );
-    assert_eq!(
-        server.all_events("contacts", &contact_id).await,
-        contact_events_before
-    );
+    assert_eq!(server.all_events("contacts", &contact_id).await, contact_events_before);
     server.stop().await;
 }
 
@@ -441,12 +376,7 @@ on_both_stores!(bad_requests_get_clear_4xx_problems_and_append_nothing);
 #[tokio::test]
 async fn healthz_answers_without_a_token() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let response = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().contains_key("x-request-id"));
     server.stop().await;

@@ -13,10 +13,7 @@ use serde_json::{json, Value};
 use common::{Backend, TestServer};
 
 fn event_types(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect()
+    events.iter().map(|e| e["event_type"].as_str().unwrap()).collect()
 }
 
 async fn the_full_life_of_a_conversation(backend: Backend) {
@@ -31,10 +28,7 @@ async fn the_full_life_of_a_conversation(backend: Backend) {
     assert_eq!(opened.status, StatusCode::CREATED);
     assert_eq!(opened.etag(), "\"1\"");
     let id = opened.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        opened.headers["location"].to_str().unwrap(),
-        format!("/v1/conversations/{id}")
-    );
+    assert_eq!(opened.headers["location"].to_str().unwrap(), format!("/v1/conversations/{id}"));
     assert_eq!(opened.body["status"], "open");
     assert_eq!(opened.body["number"], 1);
 
@@ -90,10 +84,7 @@ async fn the_full_life_of_a_conversation(backend: Backend) {
         )
         .await;
     assert_eq!(edited.body["text"], "On its way, arriving Monday!");
-    assert_eq!(
-        edited.body["edit_history"][0]["previous_text"],
-        "On its way!"
-    );
+    assert_eq!(edited.body["edit_history"][0]["previous_text"], "On its way!");
 
     let snoozed = server
         .post(
@@ -114,50 +105,26 @@ async fn the_full_life_of_a_conversation(backend: Backend) {
     assert_eq!(assigned.body["assignee_id"], "agent-7");
     assert_eq!(assigned.body["team_id"], "logistics");
 
-    let labelled = server
-        .post(
-            &format!("/v1/conversations/{id}/labels"),
-            json!({"add": ["Shipping", "vip"]}),
-        )
-        .await;
+    let labelled =
+        server.post(&format!("/v1/conversations/{id}/labels"), json!({"add": ["Shipping", "vip"]})).await;
     assert_eq!(labelled.body["labels"], json!(["shipping", "vip"]));
 
-    let read = server
-        .post(
-            &format!("/v1/conversations/{id}/read"),
-            json!({"user_id": "agent-7"}),
-        )
-        .await;
+    let read = server.post(&format!("/v1/conversations/{id}/read"), json!({"user_id": "agent-7"})).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body["unread_count"], 0);
 
     let patched = server
-        .patch(
-            &format!("/v1/conversations/{id}"),
-            json!({"starred": true, "priority": "urgent"}),
-        )
+        .patch(&format!("/v1/conversations/{id}"), json!({"starred": true, "priority": "urgent"}))
         .await;
     assert_eq!(patched.body["starred"], true);
     assert_eq!(patched.body["priority"], "urgent");
 
-    let closed = server
-        .post(
-            &format!("/v1/conversations/{id}/status"),
-            json!({"status": "closed"}),
-        )
-        .await;
+    let closed = server.post(&format!("/v1/conversations/{id}/status"), json!({"status": "closed"})).await;
     assert_eq!(closed.body["status"], "closed");
-    let reopened = server
-        .post(
-            &format!("/v1/conversations/{id}/status"),
-            json!({"status": "open"}),
-        )
-        .await;
+    let reopened = server.post(&format!("/v1/conversations/{id}/status"), json!({"status": "open"})).await;
     assert_eq!(reopened.body["status"], "open");
 
-    let unassigned = server
-        .delete(&format!("/v1/conversations/{id}/assignment"))
-        .await;
+    let unassigned = server.delete(&format!("/v1/conversations/{id}/assignment")).await;
     assert_eq!(unassigned.body["assignee_id"], Value::Null);
 
     let fetched = server.get(&format!("/v1/conversations/{id}")).await;
@@ -168,23 +135,10 @@ async fn the_full_life_of_a_conversation(backend: Backend) {
     assert_eq!(fetched.body["participant_ids"], json!(["agent-7"]));
     assert_eq!(fetched.etag(), format!("\"{}\"", fetched.body["version"]));
 
-    let messages = server
-        .get(&format!("/v1/conversations/{id}/messages"))
-        .await;
-    let texts: Vec<&str> = messages.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        texts,
-        vec![
-            "Where is my order?",
-            "On its way, arriving Monday!",
-            "Courier delayed"
-        ]
-    );
+    let messages = server.get(&format!("/v1/conversations/{id}/messages")).await;
+    let texts: Vec<&str> =
+        messages.body["data"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["Where is my order?", "On its way, arriving Monday!", "Courier delayed"]);
 
     let events = server.all_events("conversations", &id).await;
     assert_eq!(
@@ -217,21 +171,12 @@ async fn the_full_life_of_a_conversation(backend: Backend) {
         assert!(event["metadata"]["correlation_id"].is_string());
         assert!(event["metadata"]["recorded_at"].is_string());
     }
-    let positions: Vec<i64> = events
-        .iter()
-        .map(|e| e["position"].as_i64().unwrap())
-        .collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "global positions increase: {positions:?}"
-    );
+    let positions: Vec<i64> = events.iter().map(|e| e["position"].as_i64().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "global positions increase: {positions:?}");
 
     let deleted = server.delete(&format!("/v1/conversations/{id}")).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    server
-        .get(&format!("/v1/conversations/{id}"))
-        .await
-        .assert_problem(StatusCode::GONE);
+    server.get(&format!("/v1/conversations/{id}")).await.assert_problem(StatusCode::GONE);
     let refused = server
         .post(
             &format!("/v1/conversations/{id}/messages"),
@@ -240,22 +185,14 @@ async fn the_full_life_of_a_conversation(backend: Backend) {
         .await;
     let detail = refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(detail.contains("deleted"), "{detail}");
-    assert_eq!(
-        server.all_events("conversations", &id).await.len(),
-        events.len() + 1
-    );
+    assert_eq!(server.all_events("conversations", &id).await.len(), events.len() + 1);
     server.stop().await;
 }
 
 async fn a_customer_message_reopens_a_snoozed_conversation(backend: Backend) {
     let server = TestServer::start(backend).await;
     let id = server.conversation().await;
-    server
-        .post(
-            &format!("/v1/conversations/{id}/status"),
-            json!({"status": "snoozed"}),
-        )
-        .await;
+    server.post(&format!("/v1/conversations/{id}/status"), json!({"status": "snoozed"})).await;
     server
         .post(
             &format!("/v1/conversations/{id}/messages"),
@@ -284,37 +221,23 @@ async fn every_stream_is_intact_after_a_restart(backend: Backend) {
             .await;
         assert_eq!(reply.status, StatusCode::CREATED);
     }
-    server
-        .post(
-            &format!("/v1/conversations/{second}/labels"),
-            json!({"add": ["billing"]}),
-        )
-        .await;
+    server.post(&format!("/v1/conversations/{second}/labels"), json!({"add": ["billing"]})).await;
     let before_first = server.get(&format!("/v1/conversations/{first}")).await;
     let before_events = server.all_events("conversations", &first).await;
 
     server.restart().await;
 
     let after_first = server.get(&format!("/v1/conversations/{first}")).await;
-    assert_eq!(
-        after_first.body, before_first.body,
-        "state rebuilt from the store equals the state before"
-    );
+    assert_eq!(after_first.body, before_first.body, "state rebuilt from the store equals the state before");
     // A double apply on load would count 10 here.
     assert_eq!(after_first.body["message_count"], 5);
-    assert_eq!(
-        server.all_events("conversations", &first).await,
-        before_events
-    );
+    assert_eq!(server.all_events("conversations", &first).await, before_events);
     let after_second = server.get(&format!("/v1/conversations/{second}")).await;
     assert_eq!(after_second.body["labels"], json!(["billing"]));
 
     // Numbers and versions continue where they were.
     let third = server.conversation().await;
-    assert_eq!(
-        server.get(&format!("/v1/conversations/{third}")).await.body["number"],
-        3
-    );
+    assert_eq!(server.get(&format!("/v1/conversations/{third}")).await.body["number"], 3);
     let more = server
         .post(
             &format!("/v1/conversations/{first}/messages"),
@@ -346,37 +269,17 @@ async fn concurrent_posts_to_one_conversation_are_all_stored_in_one_order(backen
     }
     let events = server.all_events("conversations", &id).await;
     assert_eq!(events.len(), 21);
-    let sequences: Vec<u64> = events
-        .iter()
-        .map(|e| e["sequence"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        sequences,
-        (1..=21).collect::<Vec<u64>>(),
-        "no gaps, no duplicates"
-    );
-    let texts: HashSet<String> = events[1..]
-        .iter()
-        .map(|e| e["data"]["content"]["text"].as_str().unwrap().to_owned())
-        .collect();
+    let sequences: Vec<u64> = events.iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
+    assert_eq!(sequences, (1..=21).collect::<Vec<u64>>(), "no gaps, no duplicates");
+    let texts: HashSet<String> =
+        events[1..].iter().map(|e| e["data"]["content"]["text"].as_str().unwrap().to_owned()).collect();
     assert_eq!(texts.len(), 20, "every post stored once");
-    let messages = server
-        .get(&format!("/v1/conversations/{id}/messages?limit=100"))
-        .await;
-    let listed: Vec<&str> = messages.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    let in_events: Vec<&str> = events[1..]
-        .iter()
-        .map(|e| e["data"]["content"]["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        listed, in_events,
-        "the message list and the stream agree on one order"
-    );
+    let messages = server.get(&format!("/v1/conversations/{id}/messages?limit=100")).await;
+    let listed: Vec<&str> =
+        messages.body["data"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let in_events: Vec<&str> =
+        events[1..].iter().map(|e| e["data"]["content"]["text"].as_str().unwrap()).collect();
+    assert_eq!(listed, in_events, "the message list and the stream agree on one order");
     server.stop().await;
 }
 
@@ -386,43 +289,23 @@ async fn a_stale_if_match_gets_412_and_a_current_one_goes_through(backend: Backe
     let current = server.get(&format!("/v1/conversations/{id}")).await.etag();
     let path = format!("/v1/conversations/{id}/status");
     let first = server
-        .call_with(
-            Method::POST,
-            &path,
-            Some(json!({"status": "pending"})),
-            &[("if-match", &current)],
-        )
+        .call_with(Method::POST, &path, Some(json!({"status": "pending"})), &[("if-match", &current)])
         .await;
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     let stale = server
-        .call_with(
-            Method::POST,
-            &path,
-            Some(json!({"status": "closed"})),
-            &[("if-match", &current)],
-        )
+        .call_with(Method::POST, &path, Some(json!({"status": "closed"})), &[("if-match", &current)])
         .await;
     let detail = stale.assert_problem(StatusCode::PRECONDITION_FAILED);
     assert!(detail.contains("current version is 2"), "{detail}");
     let nonsense = server
-        .call_with(
-            Method::POST,
-            &path,
-            Some(json!({"status": "closed"})),
-            &[("if-match", "\"abc\"")],
-        )
+        .call_with(Method::POST, &path, Some(json!({"status": "closed"})), &[("if-match", "\"abc\"")])
         .await;
     nonsense.assert_problem(StatusCode::PRECONDITION_FAILED);
     let events = server.all_events("conversations", &id).await;
     assert_eq!(events.len(), 2, "refused writes appended nothing");
     let fresh = first.etag();
     let second = server
-        .call_with(
-            Method::POST,
-            &path,
-            Some(json!({"status": "closed"})),
-            &[("if-match", &fresh)],
-        )
+        .call_with(Method::POST, &path, Some(json!({"status": "closed"})), &[("if-match", &fresh)])
         .await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.etag(), "\"3\"");
@@ -434,11 +317,7 @@ async fn conversation_numbers_count_up_per_tenant(backend: Backend) {
     let mut numbers = Vec::new();
     for _ in 0..3 {
         let id = server.conversation().await;
-        numbers.push(
-            server.get(&format!("/v1/conversations/{id}")).await.body["number"]
-                .as_u64()
-                .unwrap(),
-        );
+        numbers.push(server.get(&format!("/v1/conversations/{id}")).await.body["number"].as_u64().unwrap());
     }
     assert_eq!(numbers, vec![1, 2, 3]);
     server.stop().await;
@@ -469,10 +348,7 @@ async fn contacts_are_created_read_and_patched(backend: Backend) {
     let fetched = server.get(&format!("/v1/contacts/{id}")).await;
     assert_eq!(fetched.body, patched.body);
     let events = server.all_events("contacts", &id).await;
-    assert_eq!(
-        event_types(&events),
-        vec!["ContactCreated", "ContactUpdated", "ContactStatusChanged"]
-    );
+    assert_eq!(event_types(&events), vec!["ContactCreated", "ContactUpdated", "ContactStatusChanged"]);
     server.stop().await;
 }
 
@@ -495,11 +371,7 @@ async fn two_instances_writing_one_conversation_lose_nothing() {
     let other_base = format!("http://{}", other.addr);
     let id = server.conversation().await;
     let posts = (0..30).map(|n| {
-        let base = if n % 2 == 0 {
-            server.base.clone()
-        } else {
-            other_base.clone()
-        };
+        let base = if n % 2 == 0 { server.base.clone() } else { other_base.clone() };
         let client = server.client.clone();
         let token = server.token.clone();
         let id = id.clone();
@@ -515,15 +387,9 @@ async fn two_instances_writing_one_conversation_lose_nothing() {
         }
     });
     let statuses = futures::future::join_all(posts).await;
-    assert!(
-        statuses.iter().all(|s| *s == StatusCode::CREATED),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED), "{statuses:?}");
     let events = server.all_events("conversations", &id).await;
-    let sequences: Vec<u64> = events
-        .iter()
-        .map(|e| e["sequence"].as_u64().unwrap())
-        .collect();
+    let sequences: Vec<u64> = events.iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
     assert_eq!(sequences, (1..=31).collect::<Vec<u64>>());
     // The first instance's cache is behind the second's writes; it must catch up on read.
     let fetched = server.get(&format!("/v1/conversations/{id}")).await;

@@ -82,21 +82,12 @@ pub async fn create(
     };
     let committed = state
         .contacts()
-        .execute(
-            &contact_id.to_string(),
-            command,
-            Intent::Create,
-            None,
-            &origin,
-            ContactView::of,
-        )
+        .execute(&contact_id.to_string(), command, Intent::Create, None, &origin, ContactView::of)
         .await
         .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
-    Ok(Versioned::created(
-        committed.version,
-        format!("/v1/contacts/{contact_id}"),
-        committed.view,
-    ))
+    let position = state.position_after(&contact_id.to_string(), &committed).await;
+    Ok(Versioned::created(committed.version, format!("/v1/contacts/{contact_id}"), committed.view)
+        .at(position))
 }
 
 /// `GET /v1/contacts/{id}`
@@ -108,14 +99,11 @@ pub async fn get(
     require(&principal, "contacts:read")?;
     let found = state
         .contacts()
-        .read(
-            &principal.tenant,
-            &contact_id.to_string(),
-            |contact: &Contact, version| (version, ContactView::of(contact, version)),
-        )
+        .read(&principal.tenant, &contact_id.to_string(), |contact: &Contact, version| {
+            (version, ContactView::of(contact, version))
+        })
         .await?;
-    let (version, view) =
-        found.ok_or_else(|| ApiError::not_found(format!("contact {contact_id}")))?;
+    let (version, view) = found.ok_or_else(|| ApiError::not_found(format!("contact {contact_id}")))?;
     Ok(Versioned::ok(version, view))
 }
 
@@ -143,17 +131,11 @@ pub async fn patch(
     });
     let committed = state
         .contacts()
-        .execute(
-            &contact_id.to_string(),
-            command,
-            Intent::Update,
-            expected,
-            &origin,
-            ContactView::of,
-        )
+        .execute(&contact_id.to_string(), command, Intent::Update, expected, &origin, ContactView::of)
         .await
         .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
-    Ok(Versioned::ok(committed.version, committed.view))
+    let position = state.position_after(&contact_id.to_string(), &committed).await;
+    Ok(Versioned::ok(committed.version, committed.view).at(position))
 }
 
 /// `GET /v1/contacts/{id}/events`
@@ -164,9 +146,7 @@ pub async fn events(
     Query(page): Query<PageParams>,
 ) -> Result<axum::Json<Page<EventView>>, ApiError> {
     require(&principal, "contacts:read")?;
-    stream_events(&state, &principal, "contact", contact_id, &page)
-        .await
-        .map(axum::Json)
+    stream_events(&state, &principal, "contact", contact_id, &page).await.map(axum::Json)
 }
 
 /// A page of one aggregate's events; 404 when the tenant has no such stream.
@@ -179,30 +159,18 @@ pub(crate) async fn stream_events(
 ) -> Result<Page<EventView>, ApiError> {
     let limit = page.limit()?;
     let after = page.after("seq")?;
-    let after =
-        i64::try_from(after).map_err(|_| ApiError::invalid_field("cursor", "is out of range"))?;
+    let after = i64::try_from(after).map_err(|_| ApiError::invalid_field("cursor", "is out of range"))?;
     // One more than asked tells whether another page follows.
     let mut events = state
         .store()
-        .stream_page(
-            &principal.tenant,
-            aggregate_type,
-            &aggregate_id.to_string(),
-            after,
-            limit as i64 + 1,
-        )
+        .stream_page(&principal.tenant, aggregate_type, &aggregate_id.to_string(), after, limit as i64 + 1)
         .await?;
     if events.is_empty() && after == 0 {
-        return Err(ApiError::not_found(format!(
-            "{aggregate_type} {aggregate_id}"
-        )));
+        return Err(ApiError::not_found(format!("{aggregate_type} {aggregate_id}")));
     }
     let next_cursor = (events.len() > limit).then(|| {
         events.truncate(limit);
         cursor("seq", events.last().map_or(0, |e| e.sequence as u64))
     });
-    Ok(Page {
-        data: events.into_iter().map(EventView::from).collect(),
-        next_cursor,
-    })
+    Ok(Page { data: events.into_iter().map(EventView::from).collect(), next_cursor })
 }

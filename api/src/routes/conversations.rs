@@ -93,21 +93,16 @@ pub(crate) async fn run<V>(
     expected: Option<usize>,
     command: ConversationCommand,
     view: impl FnOnce(&Conversation, usize) -> V,
-) -> Result<Committed<Conversation, V>, ApiError> {
+) -> Result<(Committed<Conversation, V>, Option<i64>), ApiError> {
     require(principal, "conversations:write")?;
     let origin = origin(principal, headers)?;
-    state
+    let committed = state
         .conversations()
-        .execute(
-            &conversation_id.to_string(),
-            command,
-            Intent::Update,
-            expected,
-            &origin,
-            view,
-        )
+        .execute(&conversation_id.to_string(), command, Intent::Update, expected, &origin, view)
         .await
-        .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))
+        .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))?;
+    let position = state.position_after(&conversation_id.to_string(), &committed).await;
+    Ok((committed, position))
 }
 
 async fn run_for_view(
@@ -118,17 +113,9 @@ async fn run_for_view(
     expected: Option<usize>,
     command: ConversationCommand,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    let committed = run(
-        state,
-        principal,
-        headers,
-        conversation_id,
-        expected,
-        command,
-        ConversationView::of,
-    )
-    .await?;
-    Ok(Versioned::ok(committed.version, committed.view))
+    let (committed, position) =
+        run(state, principal, headers, conversation_id, expected, command, ConversationView::of).await?;
+    Ok(Versioned::ok(committed.version, committed.view).at(position))
 }
 
 /// `POST /v1/conversations`
@@ -142,11 +129,7 @@ pub async fn open(
     let origin = origin(&principal, &headers)?;
     let contact_status = state
         .contacts()
-        .read(
-            &principal.tenant,
-            &body.contact_id.to_string(),
-            |contact: &Contact, _| contact.status,
-        )
+        .read(&principal.tenant, &body.contact_id.to_string(), |contact: &Contact, _| contact.status)
         .await?;
     match contact_status {
         None => {
@@ -156,18 +139,12 @@ pub async fn open(
             )))
         }
         Some(ContactStatus::Deleted) => {
-            return Err(ApiError::refused(format!(
-                "contact {} is deleted",
-                body.contact_id
-            )))
+            return Err(ApiError::refused(format!("contact {} is deleted", body.contact_id)))
         }
         Some(_) => {}
     }
     let conversation_id = body.id.map_or_else(ConversationId::new_v7, ConversationId);
-    let number = state
-        .store()
-        .next_counter(&principal.tenant, "conversation_number")
-        .await?;
+    let number = state.store().next_counter(&principal.tenant, "conversation_number").await?;
     let command = ConversationCommand::OpenConversation {
         conversation_id,
         tenant_id: principal.tenant.clone(),
@@ -185,21 +162,12 @@ pub async fn open(
     };
     let committed = state
         .conversations()
-        .execute(
-            &conversation_id.to_string(),
-            command,
-            Intent::Create,
-            None,
-            &origin,
-            ConversationView::of,
-        )
+        .execute(&conversation_id.to_string(), command, Intent::Create, None, &origin, ConversationView::of)
         .await
         .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))?;
-    Ok(Versioned::created(
-        committed.version,
-        format!("/v1/conversations/{conversation_id}"),
-        committed.view,
-    ))
+    let position = state.position_after(&conversation_id.to_string(), &committed).await;
+    Ok(Versioned::created(committed.version, format!("/v1/conversations/{conversation_id}"), committed.view)
+        .at(position))
 }
 
 /// `GET /v1/conversations/{id}`; a deleted conversation answers 410 (its events stay readable).
@@ -211,17 +179,9 @@ pub async fn get(
     require(&principal, "conversations:read")?;
     let found = state
         .conversations()
-        .read(
-            &principal.tenant,
-            &conversation_id.to_string(),
-            |conversation: &Conversation, version| {
-                (
-                    conversation.deleted,
-                    version,
-                    ConversationView::of(conversation, version),
-                )
-            },
-        )
+        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, version| {
+            (conversation.deleted, version, ConversationView::of(conversation, version))
+        })
         .await?;
     match found {
         None => Err(ApiError::not_found(format!("conversation {conversation_id}"))),
@@ -247,15 +207,7 @@ pub async fn patch(
         custom_fields: body.custom_fields,
         starred: body.starred,
     });
-    run_for_view(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-    )
-    .await
+    run_for_view(&state, &principal, &headers, conversation_id, expected, command).await
 }
 
 /// `DELETE /v1/conversations/{id}`: 204; the stream stays and later commands are refused.
@@ -267,21 +219,14 @@ pub async fn delete(
     Path(conversation_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
     let command = ConversationCommand::DeleteConversation;
-    let committed = run(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-        |_, _| (),
-    )
-    .await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(axum::http::header::ETAG, etag(committed.version))],
-    )
-        .into_response())
+    let (committed, position) =
+        run(&state, &principal, &headers, conversation_id, expected, command, |_, _| ()).await?;
+    let mut response =
+        (StatusCode::NO_CONTENT, [(axum::http::header::ETAG, etag(committed.version))]).into_response();
+    if let Some(position) = position {
+        response.headers_mut().insert(crate::routes::POSITION_HEADER, position.into());
+    }
+    Ok(response)
 }
 
 /// `POST /v1/conversations/{id}/status`
@@ -293,19 +238,9 @@ pub async fn change_status(
     Path(conversation_id): Path<Uuid>,
     Json(body): Json<ChangeStatus>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    let command = ConversationCommand::ChangeStatus {
-        status: body.status,
-        snoozed_until: body.snoozed_until,
-    };
-    run_for_view(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-    )
-    .await
+    let command =
+        ConversationCommand::ChangeStatus { status: body.status, snoozed_until: body.snoozed_until };
+    run_for_view(&state, &principal, &headers, conversation_id, expected, command).await
 }
 
 /// `POST /v1/conversations/{id}/assignment`
@@ -317,19 +252,8 @@ pub async fn assign(
     Path(conversation_id): Path<Uuid>,
     Json(body): Json<Assign>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    let command = ConversationCommand::Assign {
-        assignee_id: body.assignee_id,
-        team_id: body.team_id,
-    };
-    run_for_view(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-    )
-    .await
+    let command = ConversationCommand::Assign { assignee_id: body.assignee_id, team_id: body.team_id };
+    run_for_view(&state, &principal, &headers, conversation_id, expected, command).await
 }
 
 /// `DELETE /v1/conversations/{id}/assignment`
@@ -340,15 +264,7 @@ pub async fn unassign(
     IfMatch(expected): IfMatch,
     Path(conversation_id): Path<Uuid>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    run_for_view(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        ConversationCommand::Unassign,
-    )
-    .await
+    run_for_view(&state, &principal, &headers, conversation_id, expected, ConversationCommand::Unassign).await
 }
 
 /// `POST /v1/conversations/{id}/labels`
@@ -360,19 +276,8 @@ pub async fn change_labels(
     Path(conversation_id): Path<Uuid>,
     Json(body): Json<ChangeLabels>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    let command = ConversationCommand::ChangeLabels {
-        add: body.add,
-        remove: body.remove,
-    };
-    run_for_view(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-    )
-    .await
+    let command = ConversationCommand::ChangeLabels { add: body.add, remove: body.remove };
+    run_for_view(&state, &principal, &headers, conversation_id, expected, command).await
 }
 
 /// `POST /v1/conversations/{id}/read`
@@ -384,18 +289,8 @@ pub async fn mark_read(
     Path(conversation_id): Path<Uuid>,
     Json(body): Json<MarkRead>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    let command = ConversationCommand::MarkRead {
-        user_id: body.user_id,
-    };
-    run_for_view(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-    )
-    .await
+    let command = ConversationCommand::MarkRead { user_id: body.user_id };
+    run_for_view(&state, &principal, &headers, conversation_id, expected, command).await
 }
 
 /// `GET /v1/conversations/{id}/events`: the stream's events with their metadata, in order.
@@ -406,7 +301,5 @@ pub async fn events(
     Query(page): Query<PageParams>,
 ) -> Result<axum::Json<Page<EventView>>, ApiError> {
     require(&principal, "conversations:read")?;
-    stream_events(&state, &principal, "conversation", conversation_id, &page)
-        .await
-        .map(axum::Json)
+    stream_events(&state, &principal, "conversation", conversation_id, &page).await.map(axum::Json)
 }

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use colloquy_domain::conversation::{
-    Attachment, DeliveryError, DeliveryStatus, EmailEnvelope, Location, MessageContent,
-    MessagePatch, MessageType, NewMessage, Reaction, Sender, Visibility,
+    Attachment, DeliveryError, DeliveryStatus, EmailEnvelope, Location, MessageContent, MessagePatch,
+    MessageType, NewMessage, Reaction, Sender, Visibility,
 };
 use colloquy_domain::{Conversation, ConversationCommand, MessageId};
 
@@ -77,11 +77,7 @@ pub struct ReportDelivery {
 }
 
 fn message_view(message_id: MessageId) -> impl FnOnce(&Conversation, usize) -> Option<MessageView> {
-    move |conversation, _| {
-        conversation
-            .message(message_id)
-            .map(|m| MessageView::of(conversation, m))
-    }
+    move |conversation, _| conversation.message(message_id).map(|m| MessageView::of(conversation, m))
 }
 
 fn found(view: Option<MessageView>, message_id: MessageId) -> Result<MessageView, ApiError> {
@@ -117,22 +113,11 @@ pub async fn add(
             metadata: body.metadata,
         },
     });
-    let committed = run(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-        message_view(message_id),
-    )
-    .await?;
+    let (committed, position) =
+        run(&state, &principal, &headers, conversation_id, expected, command, message_view(message_id))
+            .await?;
     let location = format!("/v1/conversations/{conversation_id}/messages/{message_id}");
-    Ok(Versioned::created(
-        committed.version,
-        location,
-        found(committed.view, message_id)?,
-    ))
+    Ok(Versioned::created(committed.version, location, found(committed.view, message_id)?).at(position))
 }
 
 /// `GET /v1/conversations/{id}/messages`: oldest first.
@@ -147,25 +132,15 @@ pub async fn list(
     let after = usize::try_from(page.after("msg")?).unwrap_or(usize::MAX);
     let listed = state
         .conversations()
-        .read(
-            &principal.tenant,
-            &conversation_id.to_string(),
-            |conversation: &Conversation, _| {
-                let messages = conversation.messages.get(after..).unwrap_or_default();
-                let data: Vec<MessageView> = messages
-                    .iter()
-                    .take(limit)
-                    .map(|m| MessageView::of(conversation, m))
-                    .collect();
-                let next_cursor =
-                    (messages.len() > limit).then(|| cursor("msg", (after + limit) as u64));
-                Page { data, next_cursor }
-            },
-        )
+        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, _| {
+            let messages = conversation.messages.get(after..).unwrap_or_default();
+            let data: Vec<MessageView> =
+                messages.iter().take(limit).map(|m| MessageView::of(conversation, m)).collect();
+            let next_cursor = (messages.len() > limit).then(|| cursor("msg", (after + limit) as u64));
+            Page { data, next_cursor }
+        })
         .await?;
-    listed
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::not_found(format!("conversation {conversation_id}")))
+    listed.map(axum::Json).ok_or_else(|| ApiError::not_found(format!("conversation {conversation_id}")))
 }
 
 /// `GET /v1/conversations/{id}/messages/{message_id}`
@@ -178,18 +153,9 @@ pub async fn get(
     let message_id = MessageId(message_id);
     let read = state
         .conversations()
-        .read(
-            &principal.tenant,
-            &conversation_id.to_string(),
-            |conversation: &Conversation, version| {
-                (
-                    version,
-                    conversation
-                        .message(message_id)
-                        .map(|m| MessageView::of(conversation, m)),
-                )
-            },
-        )
+        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, version| {
+            (version, conversation.message(message_id).map(|m| MessageView::of(conversation, m)))
+        })
         .await?;
     let (version, view) =
         read.ok_or_else(|| ApiError::not_found(format!("conversation {conversation_id}")))?;
@@ -215,20 +181,10 @@ pub async fn patch(
             remove_reactions: body.reactions.remove,
         },
     };
-    let committed = run(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-        message_view(message_id),
-    )
-    .await?;
-    Ok(Versioned::ok(
-        committed.version,
-        found(committed.view, message_id)?,
-    ))
+    let (committed, position) =
+        run(&state, &principal, &headers, conversation_id, expected, command, message_view(message_id))
+            .await?;
+    Ok(Versioned::ok(committed.version, found(committed.view, message_id)?).at(position))
 }
 
 /// `POST /v1/conversations/{id}/messages/{message_id}/delivery`
@@ -241,23 +197,9 @@ pub async fn report_delivery(
     Json(body): Json<ReportDelivery>,
 ) -> Result<Versioned<MessageView>, ApiError> {
     let message_id = MessageId(message_id);
-    let command = ConversationCommand::UpdateDelivery {
-        message_id,
-        status: body.status,
-        error: body.error,
-    };
-    let committed = run(
-        &state,
-        &principal,
-        &headers,
-        conversation_id,
-        expected,
-        command,
-        message_view(message_id),
-    )
-    .await?;
-    Ok(Versioned::ok(
-        committed.version,
-        found(committed.view, message_id)?,
-    ))
+    let command = ConversationCommand::UpdateDelivery { message_id, status: body.status, error: body.error };
+    let (committed, position) =
+        run(&state, &principal, &headers, conversation_id, expected, command, message_view(message_id))
+            .await?;
+    Ok(Versioned::ok(committed.version, found(committed.view, message_id)?).at(position))
 }

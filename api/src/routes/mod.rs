@@ -3,6 +3,7 @@
 
 pub mod contacts;
 pub mod conversations;
+pub mod events;
 pub mod health;
 pub mod messages;
 
@@ -33,17 +34,22 @@ pub fn origin(principal: &Principal, headers: &HeaderMap) -> Result<Origin, ApiE
     };
     Ok(Origin {
         tenant: principal.tenant.clone(),
-        actor: Actor {
-            kind: ActorKind::Token,
-            id: principal.token_id.to_string(),
-        },
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        actor: Actor { kind: ActorKind::Token, id: principal.token_id.to_string() },
+        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
         correlation_id,
         causation_id: None,
     })
+}
+
+/// The header that carries a command's global position, for read-your-writes.
+pub const POSITION_HEADER: &str = "colloquy-position";
+
+impl<T> Versioned<T> {
+    /// The same answer with `Colloquy-Position`.
+    pub fn at(mut self, position: Option<i64>) -> Self {
+        self.position = position;
+        self
+    }
 }
 
 /// A JSON body answered with a status and the resource's version as its `ETag`.
@@ -55,6 +61,8 @@ pub struct Versioned<T> {
     pub version: usize,
     /// Where a created resource lives.
     pub location: Option<String>,
+    /// Global position of the command's last event (`Colloquy-Position`).
+    pub position: Option<i64>,
     /// The body.
     pub body: T,
 }
@@ -62,22 +70,12 @@ pub struct Versioned<T> {
 impl<T> Versioned<T> {
     /// 200 with the body.
     pub fn ok(version: usize, body: T) -> Self {
-        Self {
-            status: StatusCode::OK,
-            version,
-            location: None,
-            body,
-        }
+        Self { status: StatusCode::OK, version, location: None, position: None, body }
     }
 
     /// 201 with the body and its location.
     pub fn created(version: usize, location: String, body: T) -> Self {
-        Self {
-            status: StatusCode::CREATED,
-            version,
-            location: Some(location),
-            body,
-        }
+        Self { status: StatusCode::CREATED, version, location: Some(location), position: None, body }
     }
 }
 
@@ -87,6 +85,9 @@ impl<T: Serialize> IntoResponse for Versioned<T> {
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&etag(self.version)) {
             headers.insert(header::ETAG, value);
+        }
+        if let Some(position) = self.position {
+            headers.insert(POSITION_HEADER, HeaderValue::from(position));
         }
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             headers.insert(header::LOCATION, location);

@@ -335,34 +335,27 @@ impl MessageContent {
     /// Checks the content against its type's rules and normalises text fields.
     pub fn validated(mut self) -> Result<Self, FieldError> {
         self.text = match self.text.as_deref() {
-            Some(text) => Some(validate::text("text", text, MAX_MESSAGE_TEXT, false)?)
-                .filter(|t| !t.is_empty()),
+            Some(text) => {
+                Some(validate::text("text", text, MAX_MESSAGE_TEXT, false)?).filter(|t| !t.is_empty())
+            }
             None => None,
         };
         if self.attachments.len() > MAX_ATTACHMENTS {
-            return Err(FieldError::new(
-                "attachments",
-                format!("at most {MAX_ATTACHMENTS} attachments"),
-            ));
+            return Err(FieldError::new("attachments", format!("at most {MAX_ATTACHMENTS} attachments")));
         }
         for attachment in &mut self.attachments {
             validate_attachment(attachment)?;
         }
         if self.mentions.len() > MAX_MENTIONS {
-            return Err(FieldError::new(
-                "mentions",
-                format!("at most {MAX_MENTIONS} mentions"),
-            ));
+            return Err(FieldError::new("mentions", format!("at most {MAX_MENTIONS} mentions")));
         }
         for mention in &self.mentions {
             validate::external_id("mentions", mention)?;
         }
         self.mentions.dedup();
-        for (field, part) in [
-            ("template", &self.template),
-            ("interactive", &self.interactive),
-            ("contacts", &self.contacts),
-        ] {
+        for (field, part) in
+            [("template", &self.template), ("interactive", &self.interactive), ("contacts", &self.contacts)]
+        {
             if let Some(value) = part {
                 json_part(field, value)?;
             }
@@ -385,9 +378,7 @@ impl MessageContent {
             MessageType::Interactive => require(self.interactive.is_some(), "interactive")?,
             MessageType::Location => require(self.location.is_some(), "location")?,
             MessageType::Contacts => require(
-                self.contacts
-                    .as_ref()
-                    .is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty())),
+                self.contacts.as_ref().is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty())),
                 "contacts",
             )?,
             MessageType::Sticker => {
@@ -416,10 +407,7 @@ impl MessageContent {
 fn json_part(field: &str, value: &Value) -> Result<(), FieldError> {
     let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_JSON_PART_BYTES {
-        return Err(FieldError::new(
-            field,
-            format!("must serialize to at most {MAX_JSON_PART_BYTES} bytes"),
-        ));
+        return Err(FieldError::new(field, format!("must serialize to at most {MAX_JSON_PART_BYTES} bytes")));
     }
     Ok(())
 }
@@ -434,52 +422,33 @@ fn validate_attachment(attachment: &mut Attachment) -> Result<(), FieldError> {
         ));
     }
     attachment.url = url.to_owned();
-    attachment.name = validate::optional_text(
-        "attachments.name",
-        attachment.name.as_deref(),
-        MAX_SHORT_TEXT,
-    )?;
-    attachment.mime_type = validate::optional_text(
-        "attachments.mime_type",
-        attachment.mime_type.as_deref(),
-        127,
-    )?;
+    attachment.name =
+        validate::optional_text("attachments.name", attachment.name.as_deref(), MAX_SHORT_TEXT)?;
+    attachment.mime_type =
+        validate::optional_text("attachments.mime_type", attachment.mime_type.as_deref(), 127)?;
     Ok(())
 }
 
 fn validate_location(location: &mut Location) -> Result<(), FieldError> {
     if !(-90.0..=90.0).contains(&location.latitude) {
-        return Err(FieldError::new(
-            "location.latitude",
-            "must be between -90 and 90",
-        ));
+        return Err(FieldError::new("location.latitude", "must be between -90 and 90"));
     }
     if !(-180.0..=180.0).contains(&location.longitude) {
-        return Err(FieldError::new(
-            "location.longitude",
-            "must be between -180 and 180",
-        ));
+        return Err(FieldError::new("location.longitude", "must be between -180 and 180"));
     }
-    location.name =
-        validate::optional_text("location.name", location.name.as_deref(), MAX_SHORT_TEXT)?;
-    location.address =
-        validate::optional_text("location.address", location.address.as_deref(), 1024)?;
+    location.name = validate::optional_text("location.name", location.name.as_deref(), MAX_SHORT_TEXT)?;
+    location.address = validate::optional_text("location.address", location.address.as_deref(), 1024)?;
     Ok(())
 }
 
 fn validate_envelope(envelope: &mut EmailEnvelope) -> Result<(), FieldError> {
     envelope.from = validate::email("email.from", &envelope.from)?;
     if envelope.to.is_empty() {
-        return Err(FieldError::new(
-            "email.to",
-            "must name at least one recipient",
-        ));
+        return Err(FieldError::new("email.to", "must name at least one recipient"));
     }
-    for (field, list) in [
-        ("email.to", &mut envelope.to),
-        ("email.cc", &mut envelope.cc),
-        ("email.bcc", &mut envelope.bcc),
-    ] {
+    for (field, list) in
+        [("email.to", &mut envelope.to), ("email.cc", &mut envelope.cc), ("email.bcc", &mut envelope.bcc)]
+    {
         if list.len() > 100 {
             return Err(FieldError::new(field, "at most 100 addresses"));
         }
@@ -491,8 +460,7 @@ fn validate_envelope(envelope: &mut EmailEnvelope) -> Result<(), FieldError> {
         envelope.reply_to = Some(validate::email("email.reply_to", reply_to)?);
     }
     envelope.subject = validate::optional_text("email.subject", envelope.subject.as_deref(), 998)?;
-    envelope.thread_id =
-        validate::optional_text("email.thread_id", envelope.thread_id.as_deref(), 998)?;
+    envelope.thread_id = validate::optional_text("email.thread_id", envelope.thread_id.as_deref(), 998)?;
     envelope.in_reply_to =
         validate::optional_text("email.in_reply_to", envelope.in_reply_to.as_deref(), 998)?;
     Ok(())
@@ -502,10 +470,7 @@ fn validate_envelope(envelope: &mut EmailEnvelope) -> Result<(), FieldError> {
 pub fn validate_emoji(emoji: &str) -> Result<String, FieldError> {
     let count = emoji.chars().count();
     if count == 0 || count > 32 || emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(FieldError::new(
-            "reactions.emoji",
-            "must be 1 to 32 characters without spaces",
-        ));
+        return Err(FieldError::new("reactions.emoji", "must be 1 to 32 characters without spaces"));
     }
     Ok(emoji.to_owned())
 }

@@ -19,9 +19,9 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 
 pub use message::{
-    validate_emoji, Attachment, DeliveryError, DeliveryStatus, Direction, Edit, EmailEnvelope,
-    Location, Message, MessageContent, MessageType, NewMessage, Reaction, Sender, SenderKind,
-    Visibility, PREVIEW_CHARS,
+    validate_emoji, Attachment, DeliveryError, DeliveryStatus, Direction, Edit, EmailEnvelope, Location,
+    Message, MessageContent, MessageType, NewMessage, Reaction, Sender, SenderKind, Visibility,
+    PREVIEW_CHARS,
 };
 
 use crate::channel::Channel;
@@ -49,13 +49,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 5] = [
-        Self::Open,
-        Self::Pending,
-        Self::Snoozed,
-        Self::Closed,
-        Self::Bot,
-    ];
+    pub const ALL: [Status; 5] = [Self::Open, Self::Pending, Self::Snoozed, Self::Closed, Self::Bot];
 
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
@@ -76,9 +70,7 @@ impl fmt::Display for Status {
 }
 
 /// How urgent a conversation is.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Low.
@@ -645,28 +637,18 @@ fn optional_id(field: &str, value: Option<&str>) -> Result<Option<String>, Field
 impl Conversation {
     /// The message with this id.
     pub fn message(&self, message_id: MessageId) -> Option<&Message> {
-        self.message_index
-            .get(&message_id)
-            .map(|&i| &self.messages[i])
+        self.message_index.get(&message_id).map(|&i| &self.messages[i])
     }
 
     /// Customer messages `user_id` has not read; all of them for a user who never read.
     pub fn unread_count_for(&self, user_id: &str) -> u64 {
-        let seen = self
-            .readers
-            .get(user_id)
-            .map_or(0, |r| r.customer_messages_seen);
+        let seen = self.readers.get(user_id).map_or(0, |r| r.customer_messages_seen);
         self.customer_message_count.saturating_sub(seen)
     }
 
     /// Customer messages since the latest read by anyone.
     pub fn unread_count(&self) -> u64 {
-        let seen = self
-            .readers
-            .values()
-            .map(|r| r.customer_messages_seen)
-            .max()
-            .unwrap_or(0);
+        let seen = self.readers.values().map(|r| r.customer_messages_seen).max().unwrap_or(0);
         self.customer_message_count.saturating_sub(seen)
     }
 
@@ -679,9 +661,7 @@ impl Conversation {
     }
 
     fn message_mut(&mut self, message_id: MessageId) -> Option<&mut Message> {
-        self.message_index
-            .get(&message_id)
-            .map(|&i| &mut self.messages[i])
+        self.message_index.get(&message_id).map(|&i| &mut self.messages[i])
     }
 
     fn open(
@@ -695,17 +675,11 @@ impl Conversation {
         if let Some(existing) = self.id {
             return Err(ConversationError::AlreadyExists(existing));
         }
-        let contact_id = new
-            .contact_id
-            .ok_or_else(|| FieldError::new("contact_id", "is required"))?;
-        let channel = new
-            .channel
-            .ok_or_else(|| FieldError::new("channel", "is required"))?;
+        let contact_id = new.contact_id.ok_or_else(|| FieldError::new("contact_id", "is required"))?;
+        let channel = new.channel.ok_or_else(|| FieldError::new("channel", "is required"))?;
         let status = new.status.unwrap_or_default();
         if !matches!(status, Status::Open | Status::Pending | Status::Bot) {
-            return Err(
-                FieldError::new("status", "a conversation opens as open, pending or bot").into(),
-            );
+            return Err(FieldError::new("status", "a conversation opens as open, pending or bot").into());
         }
         check_custom_fields(&new.custom_fields)?;
         Ok(ConversationEvent::ConversationOpened {
@@ -734,10 +708,7 @@ impl Conversation {
         if let Some(subject) = patch.subject {
             let subject = validate::optional_text("subject", subject.as_deref(), MAX_SHORT_TEXT)?;
             if subject != self.subject {
-                events.push(ConversationEvent::SubjectChanged {
-                    subject,
-                    changed_at: now,
-                });
+                events.push(ConversationEvent::SubjectChanged { subject, changed_at: now });
             }
         }
         if let Some(priority) = patch.priority.filter(|p| *p != self.priority) {
@@ -758,10 +729,7 @@ impl Conversation {
             }
             check_custom_fields(&custom_fields)?;
             if custom_fields != self.custom_fields {
-                events.push(ConversationEvent::CustomFieldsChanged {
-                    custom_fields,
-                    changed_at: now,
-                });
+                events.push(ConversationEvent::CustomFieldsChanged { custom_fields, changed_at: now });
             }
         }
         match patch.starred {
@@ -783,16 +751,12 @@ impl Conversation {
         now: DateTime<Utc>,
     ) -> Result<ConversationEvent, ConversationError> {
         if snoozed_until.is_some() && status != Status::Snoozed {
-            return Err(
-                FieldError::new("snoozed_until", "is only allowed with status snoozed").into(),
-            );
+            return Err(FieldError::new("snoozed_until", "is only allowed with status snoozed").into());
         }
         if snoozed_until.is_some_and(|until| until <= now) {
             return Err(ConversationError::SnoozeInPast);
         }
-        if status == self.status
-            && (status != Status::Snoozed || snoozed_until == self.snoozed_until)
-        {
+        if status == self.status && (status != Status::Snoozed || snoozed_until == self.snoozed_until) {
             return Err(ConversationError::AlreadyInStatus(status));
         }
         Ok(ConversationEvent::StatusChanged {
@@ -813,8 +777,8 @@ impl Conversation {
         if assignee_id.is_none() && team_id.is_none() {
             return Err(FieldError::new("assignee_id", "give assignee_id, team_id or both").into());
         }
-        let assignee_id = optional_id("assignee_id", assignee_id.as_deref())?
-            .or_else(|| self.assignee_id.clone());
+        let assignee_id =
+            optional_id("assignee_id", assignee_id.as_deref())?.or_else(|| self.assignee_id.clone());
         let team_id = optional_id("team_id", team_id.as_deref())?.or_else(|| self.team_id.clone());
         if assignee_id == self.assignee_id && team_id == self.team_id {
             return Ok(None);
@@ -836,29 +800,18 @@ impl Conversation {
     ) -> Result<Vec<ConversationEvent>, ConversationError> {
         let add = validate::labels("add", add)?;
         let remove = validate::labels("remove", remove)?;
-        let removed: Vec<String> = remove
-            .into_iter()
-            .filter(|label| self.labels.contains(label) && !add.contains(label))
-            .collect();
-        let added: Vec<String> = add
-            .into_iter()
-            .filter(|label| !self.labels.contains(label))
-            .collect();
+        let removed: Vec<String> =
+            remove.into_iter().filter(|label| self.labels.contains(label) && !add.contains(label)).collect();
+        let added: Vec<String> = add.into_iter().filter(|label| !self.labels.contains(label)).collect();
         if self.labels.len() + added.len() - removed.len() > MAX_LABELS {
             return Err(ConversationError::TooManyLabels);
         }
         let mut events = Vec::new();
         if !removed.is_empty() {
-            events.push(ConversationEvent::LabelsRemoved {
-                labels: removed,
-                changed_at: now,
-            });
+            events.push(ConversationEvent::LabelsRemoved { labels: removed, changed_at: now });
         }
         if !added.is_empty() {
-            events.push(ConversationEvent::LabelsAdded {
-                labels: added,
-                changed_at: now,
-            });
+            events.push(ConversationEvent::LabelsAdded { labels: added, changed_at: now });
         }
         Ok(events)
     }
@@ -868,12 +821,7 @@ impl Conversation {
         message: NewMessage,
         now: DateTime<Utc>,
     ) -> Result<ConversationEvent, ConversationError> {
-        let NewMessage {
-            message_id,
-            mut sender,
-            visibility,
-            content,
-        } = message;
+        let NewMessage { message_id, mut sender, visibility, content } = message;
         if self.message_index.contains_key(&message_id) {
             return Err(ConversationError::DuplicateMessage(message_id));
         }
@@ -923,9 +871,7 @@ impl Conversation {
         patch: MessagePatch,
         now: DateTime<Utc>,
     ) -> Result<Vec<ConversationEvent>, ConversationError> {
-        let message = self
-            .message(message_id)
-            .ok_or(ConversationError::UnknownMessage(message_id))?;
+        let message = self.message(message_id).ok_or(ConversationError::UnknownMessage(message_id))?;
         let mut events = Vec::new();
         if let Some(text) = patch.text {
             if !matches!(
@@ -954,32 +900,18 @@ impl Conversation {
         }
         let mut reactions = message.reactions.clone();
         for reaction in patch.remove_reactions {
-            let reaction = Reaction {
-                emoji: validate_emoji(&reaction.emoji)?,
-                sender: reaction.sender,
-            };
+            let reaction = Reaction { emoji: validate_emoji(&reaction.emoji)?, sender: reaction.sender };
             if let Some(i) = reactions.iter().position(|r| *r == reaction) {
                 reactions.remove(i);
-                events.push(ConversationEvent::ReactionRemoved {
-                    message_id,
-                    reaction,
-                    removed_at: now,
-                });
+                events.push(ConversationEvent::ReactionRemoved { message_id, reaction, removed_at: now });
             }
         }
         for reaction in patch.add_reactions {
-            let reaction = Reaction {
-                emoji: validate_emoji(&reaction.emoji)?,
-                sender: reaction.sender,
-            };
+            let reaction = Reaction { emoji: validate_emoji(&reaction.emoji)?, sender: reaction.sender };
             optional_id("reactions.sender.id", reaction.sender.id.as_deref())?;
             if !reactions.contains(&reaction) {
                 reactions.push(reaction.clone());
-                events.push(ConversationEvent::ReactionAdded {
-                    message_id,
-                    reaction,
-                    reacted_at: now,
-                });
+                events.push(ConversationEvent::ReactionAdded { message_id, reaction, reacted_at: now });
             }
         }
         Ok(events)
@@ -992,9 +924,7 @@ impl Conversation {
         error: Option<DeliveryError>,
         now: DateTime<Utc>,
     ) -> Result<Option<ConversationEvent>, ConversationError> {
-        let message = self
-            .message(message_id)
-            .ok_or(ConversationError::UnknownMessage(message_id))?;
+        let message = self.message(message_id).ok_or(ConversationError::UnknownMessage(message_id))?;
         if message.sender.kind.is_incoming() {
             return Err(ConversationError::NotOutgoing(message_id));
         }
@@ -1006,9 +936,7 @@ impl Conversation {
             (DeliveryStatus::Failed, None) => {
                 return Err(FieldError::new("error", "a failed delivery needs error.reason").into())
             }
-            (_, Some(_)) => {
-                return Err(FieldError::new("error", "is only allowed with status failed").into())
-            }
+            (_, Some(_)) => return Err(FieldError::new("error", "is only allowed with status failed").into()),
             (_, None) => None,
         };
         let current = message.delivery_status;
@@ -1052,10 +980,7 @@ impl Conversation {
                 self.last_responder = Some(Responder::Customer);
                 self.last_customer_message_at = Some(created_at);
                 self.customer_waiting_since.get_or_insert(created_at);
-            } else if matches!(
-                sender.kind,
-                SenderKind::User | SenderKind::Bot | SenderKind::AiAssistant
-            ) {
+            } else if matches!(sender.kind, SenderKind::User | SenderKind::Bot | SenderKind::AiAssistant) {
                 self.last_responder = Some(Responder::Agent);
                 self.last_agent_message_at = Some(created_at);
             }
@@ -1091,12 +1016,7 @@ impl Conversation {
 
     /// Rebuilds the message index after deserialising a state that skipped it.
     pub fn reindex(&mut self) {
-        self.message_index = self
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id, i))
-            .collect();
+        self.message_index = self.messages.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
     }
 }
 
@@ -1123,12 +1043,7 @@ impl Aggregate for Conversation {
         // Every branch decides all its events before writing any, so a refusal leaves the
         // aggregate untouched (the store relies on that to keep its cached copy).
         let events = match command {
-            ConversationCommand::OpenConversation {
-                conversation_id,
-                tenant_id,
-                number,
-                conversation,
-            } => {
+            ConversationCommand::OpenConversation { conversation_id, tenant_id, number, conversation } => {
                 vec![self.open(conversation_id, tenant_id, number, conversation, ctx)?]
             }
             command => {
@@ -1138,10 +1053,7 @@ impl Aggregate for Conversation {
                         return Err(ConversationError::AlreadyExists(self.require_live()?))
                     }
                     ConversationCommand::UpdateConversation(patch) => self.update(patch, now)?,
-                    ConversationCommand::ChangeStatus {
-                        status,
-                        snoozed_until,
-                    } => {
+                    ConversationCommand::ChangeStatus { status, snoozed_until } => {
                         vec![self.change_status(status, snoozed_until, now)?]
                     }
                     ConversationCommand::WakeFromSnooze => {
@@ -1159,13 +1071,9 @@ impl Aggregate for Conversation {
                             changed_at: now,
                         }]
                     }
-                    ConversationCommand::Assign {
-                        assignee_id,
-                        team_id,
-                    } => self
-                        .assign(assignee_id, team_id, now)?
-                        .into_iter()
-                        .collect(),
+                    ConversationCommand::Assign { assignee_id, team_id } => {
+                        self.assign(assignee_id, team_id, now)?.into_iter().collect()
+                    }
                     ConversationCommand::Unassign => {
                         if self.assignee_id.is_none() && self.team_id.is_none() {
                             vec![]
@@ -1221,14 +1129,9 @@ impl Aggregate for Conversation {
                     ConversationCommand::UpdateMessage { message_id, patch } => {
                         self.update_message(message_id, patch, now)?
                     }
-                    ConversationCommand::UpdateDelivery {
-                        message_id,
-                        status,
-                        error,
-                    } => self
-                        .update_delivery(message_id, status, error, now)?
-                        .into_iter()
-                        .collect(),
+                    ConversationCommand::UpdateDelivery { message_id, status, error } => {
+                        self.update_delivery(message_id, status, error, now)?.into_iter().collect()
+                    }
                 }
             }
         };
@@ -1303,22 +1206,12 @@ impl Aggregate for Conversation {
             }
             ConversationEvent::ConversationStarred { .. } => self.starred = true,
             ConversationEvent::ConversationUnstarred { .. } => self.starred = false,
-            ConversationEvent::StatusChanged {
-                to,
-                snoozed_until,
-                changed_at,
-                ..
-            } => {
+            ConversationEvent::StatusChanged { to, snoozed_until, changed_at, .. } => {
                 self.status = to;
                 self.snoozed_until = snoozed_until;
                 self.last_activity_at = Some(changed_at);
             }
-            ConversationEvent::ConversationAssigned {
-                assignee_id,
-                team_id,
-                assigned_at,
-                ..
-            } => {
+            ConversationEvent::ConversationAssigned { assignee_id, team_id, assigned_at, .. } => {
                 self.assignee_id = assignee_id;
                 self.team_id = team_id;
                 self.last_activity_at = Some(assigned_at);
@@ -1334,12 +1227,7 @@ impl Aggregate for Conversation {
                     self.labels.remove(&label);
                 }
             }
-            ConversationEvent::ConversationRead {
-                user_id,
-                last_read_message_id,
-                read_at,
-                ..
-            } => {
+            ConversationEvent::ConversationRead { user_id, last_read_message_id, read_at, .. } => {
                 let receipt = ReadReceipt {
                     read_at,
                     last_read_message_id,
@@ -1365,59 +1253,32 @@ impl Aggregate for Conversation {
                     created_at,
                 );
             }
-            ConversationEvent::MessageEdited {
-                message_id,
-                previous_text,
-                text,
-                edited_at,
-            } => {
+            ConversationEvent::MessageEdited { message_id, previous_text, text, edited_at } => {
                 if let Some(message) = self.message_mut(message_id) {
-                    message.edit_history.push(Edit {
-                        previous_text,
-                        edited_at,
-                    });
+                    message.edit_history.push(Edit { previous_text, edited_at });
                     message.content.text = Some(text);
                     message.updated_at = edited_at;
                 }
             }
-            ConversationEvent::MessageVisibilityChanged {
-                message_id,
-                to,
-                changed_at,
-                ..
-            } => {
+            ConversationEvent::MessageVisibilityChanged { message_id, to, changed_at, .. } => {
                 if let Some(message) = self.message_mut(message_id) {
                     message.visibility = to;
                     message.updated_at = changed_at;
                 }
             }
-            ConversationEvent::ReactionAdded {
-                message_id,
-                reaction,
-                reacted_at,
-            } => {
+            ConversationEvent::ReactionAdded { message_id, reaction, reacted_at } => {
                 if let Some(message) = self.message_mut(message_id) {
                     message.reactions.push(reaction);
                     message.updated_at = reacted_at;
                 }
             }
-            ConversationEvent::ReactionRemoved {
-                message_id,
-                reaction,
-                removed_at,
-            } => {
+            ConversationEvent::ReactionRemoved { message_id, reaction, removed_at } => {
                 if let Some(message) = self.message_mut(message_id) {
                     message.reactions.retain(|r| *r != reaction);
                     message.updated_at = removed_at;
                 }
             }
-            ConversationEvent::DeliveryStatusChanged {
-                message_id,
-                to,
-                error,
-                changed_at,
-                ..
-            } => {
+            ConversationEvent::DeliveryStatusChanged { message_id, to, error, changed_at, .. } => {
                 if let Some(message) = self.message_mut(message_id) {
                     message.delivery_status = Some(to);
                     message.delivery_error = error;

@@ -12,29 +12,15 @@ use crate::context::{Actor, ActorKind};
 type ConversationTest = TestFramework<Conversation>;
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
-        .single()
-        .expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single().expect("valid time")
 }
 
 fn services() -> CommandContext {
-    CommandContext::new(
-        now(),
-        Actor {
-            kind: ActorKind::Token,
-            id: "test".into(),
-        },
-    )
+    CommandContext::new(now(), Actor { kind: ActorKind::Token, id: "test".into() })
 }
 
 fn services_at(at: DateTime<Utc>) -> CommandContext {
-    CommandContext::new(
-        at,
-        Actor {
-            kind: ActorKind::Token,
-            id: "test".into(),
-        },
-    )
+    CommandContext::new(at, Actor { kind: ActorKind::Token, id: "test".into() })
 }
 
 fn conversation_id() -> ConversationId {
@@ -46,9 +32,7 @@ fn contact_id() -> ContactId {
 }
 
 fn message_id(n: u128) -> MessageId {
-    MessageId(Uuid::from_u128(
-        0x0191_0000_0000_7000_8000_0000_0000_1000 + n,
-    ))
+    MessageId(Uuid::from_u128(0x0191_0000_0000_7000_8000_0000_0000_1000 + n))
 }
 
 fn tenant() -> TenantId {
@@ -77,11 +61,7 @@ fn deleted() -> ConversationEvent {
     ConversationEvent::ConversationDeleted { deleted_at: now() }
 }
 
-fn status_changed(
-    from: Status,
-    to: Status,
-    snoozed_until: Option<DateTime<Utc>>,
-) -> ConversationEvent {
+fn status_changed(from: Status, to: Status, snoozed_until: Option<DateTime<Utc>>) -> ConversationEvent {
     ConversationEvent::StatusChanged {
         from,
         to,
@@ -92,25 +72,15 @@ fn status_changed(
 }
 
 fn customer() -> Sender {
-    Sender {
-        kind: SenderKind::Customer,
-        id: None,
-    }
+    Sender { kind: SenderKind::Customer, id: None }
 }
 
 fn agent(id: &str) -> Sender {
-    Sender {
-        kind: SenderKind::User,
-        id: Some(id.into()),
-    }
+    Sender { kind: SenderKind::User, id: Some(id.into()) }
 }
 
 fn text(body: &str) -> MessageContent {
-    MessageContent {
-        message_type: MessageType::Text,
-        text: Some(body.into()),
-        ..MessageContent::default()
-    }
+    MessageContent { message_type: MessageType::Text, text: Some(body.into()), ..MessageContent::default() }
 }
 
 fn add_text_from(n: u128, sender: Sender, body: &str) -> ConversationCommand {
@@ -125,10 +95,7 @@ fn add_text_from(n: u128, sender: Sender, body: &str) -> ConversationCommand {
 fn customer_said(n: u128, body: &str, at: DateTime<Utc>) -> ConversationEvent {
     ConversationEvent::MessageAdded {
         message_id: message_id(n),
-        sender: Sender {
-            kind: SenderKind::Customer,
-            id: Some(contact_id().to_string()),
-        },
+        sender: Sender { kind: SenderKind::Customer, id: Some(contact_id().to_string()) },
         visibility: Visibility::Public,
         content: text(body),
         response_time_ms: None,
@@ -136,12 +103,7 @@ fn customer_said(n: u128, body: &str, at: DateTime<Utc>) -> ConversationEvent {
     }
 }
 
-fn agent_said(
-    n: u128,
-    body: &str,
-    response_time_ms: Option<i64>,
-    at: DateTime<Utc>,
-) -> ConversationEvent {
+fn agent_said(n: u128, body: &str, response_time_ms: Option<i64>, at: DateTime<Utc>) -> ConversationEvent {
     ConversationEvent::MessageAdded {
         message_id: message_id(n),
         sender: agent("agent-1"),
@@ -201,17 +163,11 @@ fn a_conversation_cannot_be_opened_twice() {
 fn a_conversation_needs_a_contact_and_a_channel() {
     ConversationTest::with(services())
         .given_no_previous_events()
-        .when(open_command(NewConversation {
-            contact_id: None,
-            ..whatsapp_conversation()
-        }))
+        .when(open_command(NewConversation { contact_id: None, ..whatsapp_conversation() }))
         .then_expect_error(FieldError::new("contact_id", "is required").into());
     ConversationTest::with(services())
         .given_no_previous_events()
-        .when(open_command(NewConversation {
-            channel: None,
-            ..whatsapp_conversation()
-        }))
+        .when(open_command(NewConversation { channel: None, ..whatsapp_conversation() }))
         .then_expect_error(FieldError::new("channel", "is required").into());
 }
 
@@ -219,10 +175,7 @@ fn a_conversation_needs_a_contact_and_a_channel() {
 fn a_conversation_cannot_open_closed_or_snoozed() {
     let result = ConversationTest::with(services())
         .given_no_previous_events()
-        .when(open_command(NewConversation {
-            status: Some(Status::Closed),
-            ..whatsapp_conversation()
-        }))
+        .when(open_command(NewConversation { status: Some(Status::Closed), ..whatsapp_conversation() }))
         .inspect_result();
     assert!(matches!(result, Err(ConversationError::Invalid(e)) if e.field == "status"));
 }
@@ -244,29 +197,18 @@ fn a_patch_records_one_event_per_changed_detail() {
         .when(ConversationCommand::UpdateConversation(ConversationPatch {
             subject: Some(Some("Refund".into())),
             priority: Some(Priority::Urgent),
-            custom_fields: Some(
-                json!({"order": "A-1"})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
+            custom_fields: Some(json!({"order": "A-1"}).as_object().cloned().unwrap_or_default()),
             starred: Some(true),
         }))
         .then_expect_events(vec![
-            ConversationEvent::SubjectChanged {
-                subject: Some("Refund".into()),
-                changed_at: now(),
-            },
+            ConversationEvent::SubjectChanged { subject: Some("Refund".into()), changed_at: now() },
             ConversationEvent::PriorityChanged {
                 from: Priority::Medium,
                 to: Priority::Urgent,
                 changed_at: now(),
             },
             ConversationEvent::CustomFieldsChanged {
-                custom_fields: json!({"order": "A-1"})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
+                custom_fields: json!({"order": "A-1"}).as_object().cloned().unwrap_or_default(),
                 changed_at: now(),
             },
             ConversationEvent::ConversationStarred { starred_at: now() },
@@ -289,44 +231,28 @@ fn a_patch_that_changes_nothing_records_nothing() {
 #[test]
 fn unstarring_a_starred_conversation_records_it() {
     ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            ConversationEvent::ConversationStarred { starred_at: now() },
-        ])
+        .given(vec![opened(), ConversationEvent::ConversationStarred { starred_at: now() }])
         .when(ConversationCommand::UpdateConversation(ConversationPatch {
             starred: Some(false),
             ..ConversationPatch::default()
         }))
-        .then_expect_events(vec![ConversationEvent::ConversationUnstarred {
-            unstarred_at: now(),
-        }]);
+        .then_expect_events(vec![ConversationEvent::ConversationUnstarred { unstarred_at: now() }]);
 }
 
 #[test]
 fn custom_fields_are_merged_and_null_removes_a_key() {
     let given = ConversationEvent::CustomFieldsChanged {
-        custom_fields: json!({"order": "A-1", "tier": "gold"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
+        custom_fields: json!({"order": "A-1", "tier": "gold"}).as_object().cloned().unwrap_or_default(),
         changed_at: now(),
     };
     ConversationTest::with(services())
         .given(vec![opened(), given])
         .when(ConversationCommand::UpdateConversation(ConversationPatch {
-            custom_fields: Some(
-                json!({"tier": null})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
+            custom_fields: Some(json!({"tier": null}).as_object().cloned().unwrap_or_default()),
             ..ConversationPatch::default()
         }))
         .then_expect_events(vec![ConversationEvent::CustomFieldsChanged {
-            custom_fields: json!({"order": "A-1"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            custom_fields: json!({"order": "A-1"}).as_object().cloned().unwrap_or_default(),
             changed_at: now(),
         }]);
 }
@@ -349,24 +275,15 @@ fn a_subject_with_control_characters_is_refused() {
 fn closing_an_open_conversation_records_the_change() {
     ConversationTest::with(services())
         .given(vec![opened()])
-        .when(ConversationCommand::ChangeStatus {
-            status: Status::Closed,
-            snoozed_until: None,
-        })
+        .when(ConversationCommand::ChangeStatus { status: Status::Closed, snoozed_until: None })
         .then_expect_events(vec![status_changed(Status::Open, Status::Closed, None)]);
 }
 
 #[test]
 fn closing_a_closed_conversation_is_refused() {
     ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Closed, None),
-        ])
-        .when(ConversationCommand::ChangeStatus {
-            status: Status::Closed,
-            snoozed_until: None,
-        })
+        .given(vec![opened(), status_changed(Status::Open, Status::Closed, None)])
+        .when(ConversationCommand::ChangeStatus { status: Status::Closed, snoozed_until: None })
         .then_expect_error(ConversationError::AlreadyInStatus(Status::Closed));
 }
 
@@ -375,25 +292,15 @@ fn snoozing_until_a_future_time_records_the_time() {
     let until = now() + Duration::hours(2);
     ConversationTest::with(services())
         .given(vec![opened()])
-        .when(ConversationCommand::ChangeStatus {
-            status: Status::Snoozed,
-            snoozed_until: Some(until),
-        })
-        .then_expect_events(vec![status_changed(
-            Status::Open,
-            Status::Snoozed,
-            Some(until),
-        )]);
+        .when(ConversationCommand::ChangeStatus { status: Status::Snoozed, snoozed_until: Some(until) })
+        .then_expect_events(vec![status_changed(Status::Open, Status::Snoozed, Some(until))]);
 }
 
 #[test]
 fn snoozing_until_a_past_time_is_refused() {
     ConversationTest::with(services())
         .given(vec![opened()])
-        .when(ConversationCommand::ChangeStatus {
-            status: Status::Snoozed,
-            snoozed_until: Some(now()),
-        })
+        .when(ConversationCommand::ChangeStatus { status: Status::Snoozed, snoozed_until: Some(now()) })
         .then_expect_error(ConversationError::SnoozeInPast);
 }
 
@@ -414,29 +321,16 @@ fn a_snoozed_conversation_can_be_snoozed_again_to_another_time() {
     let first = now() + Duration::hours(1);
     let second = now() + Duration::hours(3);
     ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Snoozed, Some(first)),
-        ])
-        .when(ConversationCommand::ChangeStatus {
-            status: Status::Snoozed,
-            snoozed_until: Some(second),
-        })
-        .then_expect_events(vec![status_changed(
-            Status::Snoozed,
-            Status::Snoozed,
-            Some(second),
-        )]);
+        .given(vec![opened(), status_changed(Status::Open, Status::Snoozed, Some(first))])
+        .when(ConversationCommand::ChangeStatus { status: Status::Snoozed, snoozed_until: Some(second) })
+        .then_expect_events(vec![status_changed(Status::Snoozed, Status::Snoozed, Some(second))]);
 }
 
 #[test]
 fn a_customer_message_wakes_a_conversation_snoozed_without_a_time() {
     let later = now();
     ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Snoozed, None),
-        ])
+        .given(vec![opened(), status_changed(Status::Open, Status::Snoozed, None)])
         .when(add_text_from(1, customer(), "any news?"))
         .then_expect_events(vec![
             customer_said(1, "any news?", later),
@@ -453,10 +347,7 @@ fn a_customer_message_wakes_a_conversation_snoozed_without_a_time() {
 #[test]
 fn a_customer_message_reopens_a_closed_conversation() {
     let result = ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Closed, None),
-        ])
+        .given(vec![opened(), status_changed(Status::Open, Status::Closed, None)])
         .when(add_text_from(1, customer(), "one more thing"))
         .inspect_result()
         .expect("accepted");
@@ -473,10 +364,7 @@ fn a_customer_message_reopens_a_closed_conversation() {
 #[test]
 fn an_agent_message_does_not_reopen_a_closed_conversation() {
     let result = ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Closed, None),
-        ])
+        .given(vec![opened(), status_changed(Status::Open, Status::Closed, None)])
         .when(add_text_from(1, agent("agent-1"), "follow-up"))
         .inspect_result()
         .expect("accepted");
@@ -487,10 +375,7 @@ fn an_agent_message_does_not_reopen_a_closed_conversation() {
 fn the_snooze_timer_reopens_a_conversation_whose_time_has_come() {
     let until = now() + Duration::hours(1);
     ConversationTest::with(services_at(until))
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Snoozed, Some(until)),
-        ])
+        .given(vec![opened(), status_changed(Status::Open, Status::Snoozed, Some(until))])
         .when(ConversationCommand::WakeFromSnooze)
         .then_expect_events(vec![ConversationEvent::StatusChanged {
             from: Status::Snoozed,
@@ -505,10 +390,7 @@ fn the_snooze_timer_reopens_a_conversation_whose_time_has_come() {
 fn the_snooze_timer_refuses_an_early_wake_up_and_a_conversation_that_is_not_snoozed() {
     let until = now() + Duration::hours(1);
     ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            status_changed(Status::Open, Status::Snoozed, Some(until)),
-        ])
+        .given(vec![opened(), status_changed(Status::Open, Status::Snoozed, Some(until))])
         .when(ConversationCommand::WakeFromSnooze)
         .then_expect_error(ConversationError::SnoozeNotDue);
     ConversationTest::with(services())
@@ -547,10 +429,7 @@ fn assigning_only_a_team_keeps_the_assigned_user() {
     };
     ConversationTest::with(services())
         .given(vec![opened(), assigned])
-        .when(ConversationCommand::Assign {
-            assignee_id: None,
-            team_id: Some("billing".into()),
-        })
+        .when(ConversationCommand::Assign { assignee_id: None, team_id: Some("billing".into()) })
         .then_expect_events(vec![ConversationEvent::ConversationAssigned {
             assignee_id: Some("agent-1".into()),
             team_id: Some("billing".into()),
@@ -564,10 +443,7 @@ fn assigning_only_a_team_keeps_the_assigned_user() {
 fn an_assignment_naming_nobody_is_refused() {
     let result = ConversationTest::with(services())
         .given(vec![opened()])
-        .when(ConversationCommand::Assign {
-            assignee_id: None,
-            team_id: None,
-        })
+        .when(ConversationCommand::Assign { assignee_id: None, team_id: None })
         .inspect_result();
     assert!(matches!(result, Err(ConversationError::Invalid(_))));
 }
@@ -599,10 +475,7 @@ fn unassigning_records_who_was_assigned_and_unassigning_nobody_records_nothing()
 
 #[test]
 fn labels_are_added_and_removed_only_where_they_change_something() {
-    let added = ConversationEvent::LabelsAdded {
-        labels: vec!["billing".into()],
-        changed_at: now(),
-    };
+    let added = ConversationEvent::LabelsAdded { labels: vec!["billing".into()], changed_at: now() };
     ConversationTest::with(services())
         .given(vec![opened(), added])
         .when(ConversationCommand::ChangeLabels {
@@ -617,16 +490,11 @@ fn labels_are_added_and_removed_only_where_they_change_something() {
 
 #[test]
 fn removing_a_label_records_it() {
-    let added = ConversationEvent::LabelsAdded {
-        labels: vec!["billing".into(), "vip".into()],
-        changed_at: now(),
-    };
+    let added =
+        ConversationEvent::LabelsAdded { labels: vec!["billing".into(), "vip".into()], changed_at: now() };
     ConversationTest::with(services())
         .given(vec![opened(), added])
-        .when(ConversationCommand::ChangeLabels {
-            add: vec![],
-            remove: vec!["vip".into()],
-        })
+        .when(ConversationCommand::ChangeLabels { add: vec![], remove: vec!["vip".into()] })
         .then_expect_events(vec![ConversationEvent::LabelsRemoved {
             labels: vec!["vip".into()],
             changed_at: now(),
@@ -636,16 +504,10 @@ fn removing_a_label_records_it() {
 #[test]
 fn more_than_the_label_limit_is_refused() {
     let many: Vec<String> = (0..MAX_LABELS).map(|i| format!("l{i}")).collect();
-    let added = ConversationEvent::LabelsAdded {
-        labels: many,
-        changed_at: now(),
-    };
+    let added = ConversationEvent::LabelsAdded { labels: many, changed_at: now() };
     ConversationTest::with(services())
         .given(vec![opened(), added])
-        .when(ConversationCommand::ChangeLabels {
-            add: vec!["one-more".into()],
-            remove: vec![],
-        })
+        .when(ConversationCommand::ChangeLabels { add: vec!["one-more".into()], remove: vec![] })
         .then_expect_error(ConversationError::TooManyLabels);
 }
 
@@ -654,14 +516,8 @@ fn more_than_the_label_limit_is_refused() {
 #[test]
 fn marking_read_records_the_unread_count_it_clears() {
     ConversationTest::with(services())
-        .given(vec![
-            opened(),
-            customer_said(1, "a", now()),
-            customer_said(2, "b", now()),
-        ])
-        .when(ConversationCommand::MarkRead {
-            user_id: "agent-1".into(),
-        })
+        .given(vec![opened(), customer_said(1, "a", now()), customer_said(2, "b", now())])
+        .when(ConversationCommand::MarkRead { user_id: "agent-1".into() })
         .then_expect_events(vec![ConversationEvent::ConversationRead {
             user_id: "agent-1".into(),
             last_read_message_id: Some(message_id(2)),
@@ -680,9 +536,7 @@ fn marking_read_twice_without_new_messages_records_nothing() {
     };
     ConversationTest::with(services())
         .given(vec![opened(), customer_said(1, "a", now()), read])
-        .when(ConversationCommand::MarkRead {
-            user_id: "agent-1".into(),
-        })
+        .when(ConversationCommand::MarkRead { user_id: "agent-1".into() })
         .then_expect_events(vec![]);
 }
 
@@ -721,14 +575,9 @@ fn a_deleted_conversation_refuses_new_messages() {
 fn a_deleted_conversation_refuses_every_other_command_too() {
     for command in [
         ConversationCommand::DeleteConversation,
-        ConversationCommand::ChangeStatus {
-            status: Status::Closed,
-            snoozed_until: None,
-        },
+        ConversationCommand::ChangeStatus { status: Status::Closed, snoozed_until: None },
         ConversationCommand::Unassign,
-        ConversationCommand::MarkRead {
-            user_id: "agent-1".into(),
-        },
+        ConversationCommand::MarkRead { user_id: "agent-1".into() },
     ] {
         ConversationTest::with(services())
             .given(vec![opened(), deleted()])
@@ -759,17 +608,8 @@ fn a_customer_message_is_recorded_with_the_contact_as_sender() {
 fn a_customer_message_from_someone_else_is_refused() {
     ConversationTest::with(services())
         .given(vec![opened()])
-        .when(add_text_from(
-            1,
-            Sender {
-                kind: SenderKind::Customer,
-                id: Some("stranger".into()),
-            },
-            "hi",
-        ))
-        .then_expect_error(ConversationError::SenderNotInConversation(
-            "stranger".into(),
-        ));
+        .when(add_text_from(1, Sender { kind: SenderKind::Customer, id: Some("stranger".into()) }, "hi"))
+        .then_expect_error(ConversationError::SenderNotInConversation("stranger".into()));
 }
 
 #[test]
@@ -789,14 +629,7 @@ fn a_customer_cannot_post_an_internal_note() {
 fn a_user_message_needs_the_user_id() {
     ConversationTest::with(services())
         .given(vec![opened()])
-        .when(add_text_from(
-            1,
-            Sender {
-                kind: SenderKind::User,
-                id: None,
-            },
-            "hello",
-        ))
+        .when(add_text_from(1, Sender { kind: SenderKind::User, id: None }, "hello"))
         .then_expect_error(ConversationError::UserSenderWithoutId);
 }
 
@@ -821,13 +654,7 @@ fn an_internal_note_does_not_end_the_customers_wait() {
         }))
         .inspect_result()
         .expect("accepted");
-    assert!(matches!(
-        result.as_slice(),
-        [ConversationEvent::MessageAdded {
-            response_time_ms: None,
-            ..
-        }]
-    ));
+    assert!(matches!(result.as_slice(), [ConversationEvent::MessageAdded { response_time_ms: None, .. }]));
 }
 
 #[test]
@@ -846,10 +673,7 @@ fn a_reply_to_a_message_that_is_not_there_is_refused() {
             message_id: message_id(2),
             sender: agent("agent-1"),
             visibility: Visibility::Public,
-            content: MessageContent {
-                reply_to: Some(message_id(1)),
-                ..text("re")
-            },
+            content: MessageContent { reply_to: Some(message_id(1)), ..text("re") },
         }))
         .then_expect_error(ConversationError::UnknownReplyTarget(message_id(1)));
 }
@@ -893,10 +717,7 @@ fn each_message_type_requires_its_content() {
                 message_id: message_id(1),
                 sender: agent("agent-1"),
                 visibility: Visibility::Public,
-                content: MessageContent {
-                    message_type,
-                    ..MessageContent::default()
-                },
+                content: MessageContent { message_type, ..MessageContent::default() },
             }))
             .inspect_result();
         assert!(
@@ -1001,12 +822,7 @@ fn attachments_need_an_http_url_and_locations_valid_coordinates() {
             visibility: Visibility::Public,
             content: MessageContent {
                 message_type: MessageType::Location,
-                location: Some(Location {
-                    latitude: 91.0,
-                    longitude: 0.0,
-                    name: None,
-                    address: None,
-                }),
+                location: Some(Location { latitude: 91.0, longitude: 0.0, name: None, address: None }),
                 ..MessageContent::default()
             },
         }))
@@ -1028,28 +844,13 @@ fn message_statistics_follow_the_thread() {
     assert_eq!(conversation.messages.len(), 5);
     assert_eq!(conversation.response_count, 2);
     assert_eq!(conversation.total_response_time_ms, 90_000);
-    assert_eq!(
-        conversation.first_reply_at,
-        Some(t0 + Duration::seconds(60))
-    );
+    assert_eq!(conversation.first_reply_at, Some(t0 + Duration::seconds(60)));
     assert_eq!(conversation.customer_waiting_since, None);
     assert_eq!(conversation.last_responder, Some(Responder::Agent));
-    assert_eq!(
-        conversation.last_customer_message_at,
-        Some(t0 + Duration::seconds(120))
-    );
-    assert_eq!(
-        conversation.last_agent_message_at,
-        Some(t0 + Duration::seconds(150))
-    );
-    assert_eq!(
-        conversation.last_message_preview.as_deref(),
-        Some("welcome")
-    );
-    assert_eq!(
-        conversation.participant_ids.iter().collect::<Vec<_>>(),
-        vec!["agent-1"]
-    );
+    assert_eq!(conversation.last_customer_message_at, Some(t0 + Duration::seconds(120)));
+    assert_eq!(conversation.last_agent_message_at, Some(t0 + Duration::seconds(150)));
+    assert_eq!(conversation.last_message_preview.as_deref(), Some("welcome"));
+    assert_eq!(conversation.participant_ids.iter().collect::<Vec<_>>(), vec!["agent-1"]);
 }
 
 #[test]
@@ -1071,10 +872,7 @@ fn editing_a_message_keeps_the_previous_text_in_history() {
         .given(vec![opened(), agent_said(1, "helo", None, now())])
         .when(ConversationCommand::UpdateMessage {
             message_id: message_id(1),
-            patch: MessagePatch {
-                text: Some("hello".into()),
-                ..MessagePatch::default()
-            },
+            patch: MessagePatch { text: Some("hello".into()), ..MessagePatch::default() },
         })
         .then_expect_events(vec![ConversationEvent::MessageEdited {
             message_id: message_id(1),
@@ -1105,12 +903,7 @@ fn a_location_message_cannot_be_edited() {
         visibility: Visibility::Public,
         content: MessageContent {
             message_type: MessageType::Location,
-            location: Some(Location {
-                latitude: 1.0,
-                longitude: 2.0,
-                name: None,
-                address: None,
-            }),
+            location: Some(Location { latitude: 1.0, longitude: 2.0, name: None, address: None }),
             ..MessageContent::default()
         },
         response_time_ms: None,
@@ -1120,10 +913,7 @@ fn a_location_message_cannot_be_edited() {
         .given(vec![opened(), location])
         .when(ConversationCommand::UpdateMessage {
             message_id: message_id(1),
-            patch: MessagePatch {
-                text: Some("x".into()),
-                ..MessagePatch::default()
-            },
+            patch: MessagePatch { text: Some("x".into()), ..MessagePatch::default() },
         })
         .then_expect_error(ConversationError::NotEditable(MessageType::Location));
 }
@@ -1141,10 +931,7 @@ fn updating_a_message_that_is_not_there_is_refused() {
 
 #[test]
 fn reactions_are_added_once_per_sender_and_emoji_and_can_be_removed() {
-    let thumbs = Reaction {
-        emoji: "👍".into(),
-        sender: customer(),
-    };
+    let thumbs = Reaction { emoji: "👍".into(), sender: customer() };
     ConversationTest::with(services())
         .given(vec![opened(), agent_said(1, "done", None, now())])
         .when(ConversationCommand::UpdateMessage {
@@ -1171,10 +958,7 @@ fn reactions_are_added_once_per_sender_and_emoji_and_can_be_removed() {
         ])
         .when(ConversationCommand::UpdateMessage {
             message_id: message_id(1),
-            patch: MessagePatch {
-                remove_reactions: vec![thumbs.clone()],
-                ..MessagePatch::default()
-            },
+            patch: MessagePatch { remove_reactions: vec![thumbs.clone()], ..MessagePatch::default() },
         })
         .then_expect_events(vec![ConversationEvent::ReactionRemoved {
             message_id: message_id(1),
@@ -1189,10 +973,7 @@ fn changing_a_messages_visibility_records_from_and_to() {
         .given(vec![opened(), customer_said(1, "rude words", now())])
         .when(ConversationCommand::UpdateMessage {
             message_id: message_id(1),
-            patch: MessagePatch {
-                visibility: Some(Visibility::Hidden),
-                ..MessagePatch::default()
-            },
+            patch: MessagePatch { visibility: Some(Visibility::Hidden), ..MessagePatch::default() },
         })
         .then_expect_events(vec![ConversationEvent::MessageVisibilityChanged {
             message_id: message_id(1),
@@ -1281,10 +1062,7 @@ fn an_error_with_a_non_failed_status_is_refused() {
         .when(ConversationCommand::UpdateDelivery {
             message_id: message_id(1),
             status: DeliveryStatus::Delivered,
-            error: Some(DeliveryError {
-                code: None,
-                reason: "x".into(),
-            }),
+            error: Some(DeliveryError { code: None, reason: "x".into() }),
         })
         .inspect_result();
     assert!(matches!(result, Err(ConversationError::Invalid(e)) if e.field == "error"));
@@ -1298,20 +1076,12 @@ fn a_refused_command_leaves_the_aggregate_untouched() {
     let before = conversation.clone();
     let sink = cqrs_es::event_sink::EventSink::default();
     let runtime = tokio_runtime();
-    let result = runtime.block_on(conversation.handle(
-        add_text_from(1, customer(), "dup"),
-        &services(),
-        &sink,
-    ));
-    assert_eq!(
-        result,
-        Err(ConversationError::DuplicateMessage(message_id(1)))
-    );
+    let result =
+        runtime.block_on(conversation.handle(add_text_from(1, customer(), "dup"), &services(), &sink));
+    assert_eq!(result, Err(ConversationError::DuplicateMessage(message_id(1))));
     assert_eq!(conversation, before);
 }
 
 fn tokio_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_current_thread().build().expect("runtime")
 }

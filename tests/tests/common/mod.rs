@@ -35,21 +35,13 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create() -> Self {
         let admin_url = postgres_admin_url();
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL must be reachable at {admin_url} for this test: {e}")
-        });
-        let name = format!("colloquy_test_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+        let mut admin = PgConnection::connect(&admin_url)
             .await
-            .unwrap();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(base, _)| base);
-        Self {
-            url: format!("{base}/{name}"),
-            name,
-        }
+            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin_url} for this test: {e}"));
+        let name = format!("colloquy_test_{}", uuid::Uuid::new_v4().simple());
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+        Self { url: format!("{base}/{name}"), name }
     }
 }
 
@@ -58,15 +50,11 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = admin
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
+                    let _ =
+                        admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
                 }
             });
         })
@@ -106,11 +94,8 @@ impl TestServer {
             Backend::Postgres => Some(TestDatabase::create().await),
             Backend::Sqlite => None,
         };
-        let config = config_for(
-            data_dir.path().to_path_buf(),
-            database.as_ref().map(|d| d.url.clone()),
-            &token,
-        );
+        let config =
+            config_for(data_dir.path().to_path_buf(), database.as_ref().map(|d| d.url.clone()), &token);
         let running = colloquy_api::start(&config).await.unwrap();
         Self {
             backend,
@@ -166,10 +151,7 @@ impl TestServer {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(&self.token);
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(&self.token);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -198,7 +180,10 @@ impl TestServer {
     /// Creates a contact and returns its id.
     pub async fn contact(&self) -> String {
         let reply = self
-            .post("/v1/contacts", serde_json::json!({"first_name": "Ann", "last_name": "Lee", "phone": "+14155550123"}))
+            .post(
+                "/v1/contacts",
+                serde_json::json!({"first_name": "Ann", "last_name": "Lee", "phone": "+14155550123"}),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         reply.body["id"].as_str().unwrap().to_owned()
@@ -208,7 +193,10 @@ impl TestServer {
     pub async fn conversation(&self) -> String {
         let contact_id = self.contact().await;
         let reply = self
-            .post("/v1/conversations", serde_json::json!({"contact_id": contact_id, "channel": "whatsapp", "subject": "Order"}))
+            .post(
+                "/v1/conversations",
+                serde_json::json!({"contact_id": contact_id, "channel": "whatsapp", "subject": "Order"}),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         reply.body["id"].as_str().unwrap().to_owned()
@@ -251,37 +239,22 @@ impl Reply {
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
-        Self {
-            status,
-            headers,
-            body,
-        }
+        Self { status, headers, body }
     }
 
     pub fn etag(&self) -> String {
-        self.headers
-            .get("etag")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned()
+        self.headers.get("etag").unwrap().to_str().unwrap().to_owned()
     }
 
     pub fn content_type(&self) -> String {
-        self.headers
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
+        self.headers.get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
     }
 
     /// Asserts a problem+json answer with this status and returns its detail.
     pub fn assert_problem(&self, status: StatusCode) -> String {
         assert_eq!(self.status, status, "{:?}", self.body);
         assert_eq!(self.content_type(), "application/problem+json");
-        assert_eq!(
-            self.body["status"].as_u64(),
-            Some(u64::from(status.as_u16()))
-        );
+        assert_eq!(self.body["status"].as_u64(), Some(u64::from(status.as_u16())));
         let detail = self.body["detail"].as_str().unwrap_or_default().to_owned();
         assert!(!detail.is_empty(), "a problem must say what went wrong");
         detail
