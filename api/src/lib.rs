@@ -4,29 +4,25 @@
 pub mod extract;
 pub mod paging;
 pub mod problem;
+pub mod process;
 pub mod routes;
 pub mod serde_util;
 pub mod state;
 pub mod views;
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use colloquy_domain::TenantId;
-use colloquy_infra::{tokens, Config, GlobalLog, Store};
+use colloquy_infra::Config;
 
 use crate::problem::ApiError;
+pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{contacts, conversations, events, health, messages};
 pub use crate::state::AppState;
 
@@ -45,7 +41,7 @@ pub fn app(state: AppState) -> Router {
         .route("/contacts", post(contacts::create))
         .route("/contacts/{id}", get(contacts::get).patch(contacts::patch))
         .route("/contacts/{id}/events", get(contacts::events))
-        .route("/conversations", post(conversations::open))
+        .route("/conversations", post(conversations::open).get(conversations::list))
         .route(
             "/conversations/{id}",
             get(conversations::get).patch(conversations::patch).delete(conversations::delete),
@@ -76,61 +72,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A server that is running.
-#[derive(Debug)]
-pub struct Running {
-    /// The address it listens on (the real port when configured with port 0).
-    pub addr: SocketAddr,
-    /// The admin token generated on this start, if one was; shown once.
-    pub generated_token: Option<String>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-    store: Store,
-}
-
-impl Running {
-    /// Stops accepting requests, lets in-flight ones finish, and closes the store.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        self.wait().await
-    }
-
-    /// Waits until the server ends (after [`Running::stop`] or a failure).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let served = self.task.await.context("server task failed")?;
-        self.store.close().await;
-        served.context("server failed")
-    }
-
-    /// A handle that asks the server to stop gracefully.
-    pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
-        self.shutdown.take()
-    }
-}
-
-/// Opens the store, makes sure the default tenant can be reached, and starts serving.
+/// Starts everything `colloquy serve` runs: the API, the relay and the projectors.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let store = Store::open(&config.store_location()).await.context("opening the event store")?;
-    let tenant = TenantId::parse(DEFAULT_TENANT).context("default tenant id")?;
-    let generated_token = tokens::bootstrap(&store, &tenant, config.bootstrap_token.as_deref())
-        .await
-        .context("bootstrapping the default tenant")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let log = GlobalLog::start(store.clone()).await.context("starting the global log")?;
-    let router = app(AppState::new(store.clone(), log, config.aggregate_cache));
-    let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = signal.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, store = store.kind(), "colloquy is serving");
-    Ok(Running { addr, generated_token, shutdown: Some(shutdown), task, store })
+    process::start(config, Roles::ALL).await
 }

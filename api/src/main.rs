@@ -1,9 +1,17 @@
-//! The `colloquy` binary: `colloquy serve` runs the HTTP API.
+//! The `colloquy` binary: `serve` runs everything; `relay` and `project` run those parts alone
+//! for scale-out; `projections rebuild|status` operate the read models.
 
+use std::time::Instant;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
-use colloquy_infra::{Config, LogFormat};
+use colloquy_api::Roles;
+use colloquy_infra::relay::{all_checkpoints, RELAY_CHECKPOINT};
+use colloquy_infra::{Config, GlobalLog, LogFormat, Store};
+use colloquy_projections::Projector;
 
 /// Colloquy: the event-sourced conversation engine.
 #[derive(Debug, Parser)]
@@ -15,8 +23,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the HTTP API on the configured store.
+    /// Runs the HTTP API, the relay and the projectors.
     Serve(Config),
+    /// Runs only the relay (global log to JetStream, or to nothing without NATS).
+    Relay(Config),
+    /// Runs only the projectors.
+    Project(Config),
+    /// Operates the read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Clears a read model and replays the whole log into it, showing progress and events/s.
+    Rebuild {
+        /// The projection (see `projections status`).
+        name: String,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Shows every projection's and the relay's position and lag behind the log.
+    Status {
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -49,32 +82,87 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(config) => {
-            init_tracing(config.log_format);
-            let mut running = colloquy_api::start(&config).await?;
-            if let Some(token) = &running.generated_token {
-                // Shown once: only its hash is stored.
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("Created tenant 'default' with admin token (shown only now):\n\n    {token}\n");
-                }
-            }
-            #[allow(clippy::print_stdout)]
-            {
-                println!("colloquy listening on http://{}", running.addr);
-            }
-            let stop = running.shutdown_handle();
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            if let Some(stop) = stop {
-                let _ = stop.send(());
-            }
-            running.wait().await?;
+async fn run(config: &Config, roles: Roles) -> anyhow::Result<()> {
+    init_tracing(config.log_format);
+    let mut running = colloquy_api::process::start(config, roles).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        if let Some(token) = &running.generated_token {
+            // Shown once: only its hash is stored.
+            println!("Created tenant 'default' with admin token (shown only now):\n\n    {token}\n");
+        }
+        if roles.http {
+            println!("colloquy listening on http://{}", running.addr);
         }
     }
+    let stop = running.shutdown_handle();
+    let waited = tokio::spawn(async move { running.wait().await });
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests and batches");
+    stop.shutdown();
+    waited.await.context("waiting for shutdown")?
+}
+
+async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
+    let projection = colloquy_projections::by_name(name).with_context(|| {
+        let names: Vec<&str> = colloquy_projections::all().iter().map(|p| p.name()).collect();
+        format!("no projection {name:?}; there are: {}", names.join(", "))
+    })?;
+    let store = Store::open(&config.store_location()).await?;
+    let log = GlobalLog::start(store.clone()).await?;
+    let head = colloquy_infra::log::sequence_round(&store).await?;
+    let projector = Projector::new(log, projection);
+    let bar = ProgressBar::new(u64::try_from(head).unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let reached =
+        projector.rebuild(|position| bar.set_position(u64::try_from(position).unwrap_or(0))).await?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "rebuilt {name}: {reached} events in {seconds:.2} s ({:.0} events/s)",
+            reached as f64 / seconds
+        );
+    }
+    store.close().await;
     Ok(())
+}
+
+async fn status(config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.store_location()).await?;
+    let head = colloquy_infra::log::sequence_round(&store).await?;
+    let checkpoints = all_checkpoints(&store).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{:<32} {:>12} {:>12}", "consumer", "position", "lag");
+        println!("{:<32} {:>12} {:>12}", "log head", head, "");
+        for projection in colloquy_projections::all() {
+            let name = format!("projection:{}", projection.name());
+            let position = checkpoints.iter().find(|(n, _)| *n == name).map_or(0, |(_, p)| *p);
+            println!("{name:<32} {position:>12} {:>12}", head - position);
+        }
+        if let Some((_, position)) = checkpoints.iter().find(|(n, _)| n == RELAY_CHECKPOINT) {
+            println!("{RELAY_CHECKPOINT:<32} {position:>12} {:>12}", head - position);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => run(&config, Roles::ALL).await,
+        Command::Relay(config) => run(&config, Roles { http: false, relay: true, projectors: false }).await,
+        Command::Project(config) => run(&config, Roles { http: false, relay: false, projectors: true }).await,
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, config } } => {
+            rebuild(&name, &config).await
+        }
+        Command::Projections { command: ProjectionsCommand::Status { config } } => status(&config).await,
+    }
 }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use colloquy_domain::{Contact, Conversation};
 use colloquy_infra::tokens::{self, Principal};
 use colloquy_infra::{GlobalLog, Repository, Store, StoreError};
+use colloquy_projections::Projector;
 
 /// How long a verified token is trusted without asking the store again. Revocation takes effect
 /// within this time.
@@ -28,12 +29,21 @@ struct Inner {
     contacts: Repository<Contact>,
     conversations: Repository<Conversation>,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
+    projectors: Arc<Vec<Projector>>,
+    min_position_timeout: Duration,
 }
 
 impl AppState {
     /// State over `store` and its global log, caching up to `aggregate_cache` aggregates of
-    /// each type.
-    pub fn new(store: Store, log: GlobalLog, aggregate_cache: usize) -> Self {
+    /// each type, serving the read models of `projectors` (a query with `min_position` waits up
+    /// to `min_position_timeout` for them).
+    pub fn new(
+        store: Store,
+        log: GlobalLog,
+        aggregate_cache: usize,
+        projectors: Arc<Vec<Projector>>,
+        min_position_timeout: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -41,7 +51,32 @@ impl AppState {
                 conversations: Repository::new(store.clone(), aggregate_cache, Vec::new()),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
+                projectors,
+                min_position_timeout,
             }),
+        }
+    }
+
+    /// Read-your-writes: waits until projection `name` has applied global position
+    /// `min_position` (when given), up to the configured timeout; 503 with Retry-After after it.
+    pub async fn await_projection(
+        &self,
+        name: &str,
+        min_position: Option<i64>,
+    ) -> Result<(), crate::problem::ApiError> {
+        let Some(position) = min_position else { return Ok(()) };
+        let projector = self
+            .inner
+            .projectors
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| crate::problem::ApiError::internal(&format!("no projector {name}")))?;
+        match projector.wait_for(position, self.inner.min_position_timeout).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(crate::problem::ApiError::unavailable(format!(
+                "the {name} read model has not reached position {position} yet; retry shortly"
+            ))),
+            Err(error) => Err(crate::problem::ApiError::internal(&error)),
         }
     }
 

@@ -43,6 +43,24 @@ pub struct Config {
     #[arg(long, env = "COLLOQUY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// NATS server URL (nats://...). When set, committed events are relayed to a JetStream
+    /// stream and projectors read from it; when unset, an in-process bus does both.
+    #[arg(long, env = "COLLOQUY_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream that receives the events (created if missing).
+    #[arg(long, env = "COLLOQUY_NATS_STREAM", default_value = "COLLOQUY_EVENTS")]
+    pub nats_stream: String,
+
+    /// Subject prefix: events go to `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
+    #[arg(long, env = "COLLOQUY_NATS_SUBJECT_PREFIX", default_value = "colloquy.events")]
+    pub nats_subject_prefix: String,
+
+    /// How long a query with `min_position` waits for the read model, in milliseconds, before
+    /// answering 503.
+    #[arg(long, env = "COLLOQUY_MIN_POSITION_TIMEOUT_MS", default_value_t = 5000)]
+    pub min_position_timeout_ms: u64,
+
     /// How many loaded aggregates of each type are kept in memory.
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE", default_value_t = 10_000)]
     pub aggregate_cache: usize,

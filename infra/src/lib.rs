@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod log;
+pub mod relay;
 pub mod repository;
 pub mod store;
 pub mod tokens;

@@ -83,19 +83,29 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         bootstrap_token: Some(token.to_owned()),
         log_format: LogFormat::Text,
         aggregate_cache: 1_000,
+        nats_url: None,
+        nats_stream: "COLLOQUY_EVENTS".into(),
+        nats_subject_prefix: "colloquy.events".into(),
+        min_position_timeout_ms: 5_000,
     }
 }
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with the test's config changed by `adjust` (e.g. to add a NATS URL).
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let token = format!("cq_test_{}", uuid::Uuid::new_v4().simple());
         let data_dir = tempfile::tempdir().unwrap();
         let database = match backend {
             Backend::Postgres => Some(TestDatabase::create().await),
             Backend::Sqlite => None,
         };
-        let config =
+        let mut config =
             config_for(data_dir.path().to_path_buf(), database.as_ref().map(|d| d.url.clone()), &token);
+        adjust(&mut config);
         let running = colloquy_api::start(&config).await.unwrap();
         Self {
             backend,
@@ -112,6 +122,10 @@ impl TestServer {
     /// A second server process on the same database (PostgreSQL only), as in a scale-out.
     pub async fn second_instance(&self) -> Running {
         colloquy_api::start(&self.config).await.unwrap()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn database_url(&self) -> Option<&str> {
@@ -282,4 +296,76 @@ macro_rules! on_both_stores {
             )*
         }
     };
+}
+
+/// A nats-server with JetStream of the test's own, on a free port with a temp store, killed on
+/// drop (as nats.rs's own test helper does).
+pub struct NatsServer {
+    pub port: u16,
+    pub url: String,
+    store_dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+pub fn nats_server_binary() -> String {
+    std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server")
+            .to_owned()
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let store_dir = tempfile::tempdir().unwrap();
+        let mut server = Self { port, url: format!("nats://127.0.0.1:{port}"), store_dir, child: None };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new(nats_server_binary())
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "--store_dir"])
+            .arg(self.store_dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("nats-server must be installed for this test ({}): {e}", nats_server_binary())
+            });
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not come up on port {}", self.port);
+    }
+
+    /// Stops the server (as a crash would) and starts it again on the same port and store.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,0 +1,226 @@
+//! What a `colloquy` process runs: the HTTP API, the relay, the projectors, or all three
+//! (`colloquy serve`), with their background tasks supervised (restarted after a failure) and
+//! stopped in order on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use colloquy_domain::TenantId;
+use colloquy_infra::relay::{self, EventBus, JetStreamTransport, Transport};
+use colloquy_infra::{tokens, Config, GlobalLog, Store};
+use colloquy_projections::Projector;
+
+use crate::state::AppState;
+use crate::{app, DEFAULT_TENANT};
+
+/// Which parts a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API.
+    pub http: bool,
+    /// The relay (log to JetStream, or to the in-process bus).
+    pub relay: bool,
+    /// The projectors.
+    pub projectors: bool,
+}
+
+impl Roles {
+    /// Everything: `colloquy serve`.
+    pub const ALL: Roles = Roles { http: true, relay: true, projectors: true };
+}
+
+/// A process that is running.
+#[derive(Debug)]
+pub struct Running {
+    /// The address the API listens on (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    /// The admin token generated on this start, if one was; shown once.
+    pub generated_token: Option<String>,
+    http_shutdown: Option<oneshot::Sender<()>>,
+    http: Option<JoinHandle<std::io::Result<()>>>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, stops the relay and projectors after
+    /// their current batch (whose checkpoint commits with it), and closes the store.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.http_shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the HTTP server ends (after [`Running::stop`], a signal or a failure), then
+    /// stops the background work.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let served = match self.http.take() {
+            Some(http) => http.await.context("server task failed")?,
+            None => {
+                let mut stop = self.stop.subscribe();
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        };
+        let _ = self.stop.send(true);
+        for worker in self.workers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+        }
+        self.store.close().await;
+        served.context("server failed")
+    }
+
+    /// A handle that asks the process to stop gracefully.
+    pub fn shutdown_handle(&mut self) -> ShutdownHandle {
+        ShutdownHandle { http: self.http_shutdown.take(), stop: self.stop.clone() }
+    }
+}
+
+/// Asks a running process to stop.
+#[derive(Debug)]
+pub struct ShutdownHandle {
+    http: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl ShutdownHandle {
+    /// Begins a graceful stop.
+    pub fn shutdown(self) {
+        if let Some(http) = self.http {
+            let _ = http.send(());
+        }
+        if !self.stop.borrow().to_owned() {
+            // Without HTTP, the stop flag is what `wait` waits on.
+            let _ = self.stop.send(true);
+        }
+    }
+}
+
+/// Runs `work` until `stop`, restarting it a second after it fails.
+fn supervise<F, Fut, E>(name: String, mut stop: watch::Receiver<bool>, work: F) -> JoinHandle<()>
+where
+    F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        loop {
+            match work(stop.clone()).await {
+                Ok(()) if *stop.borrow() => return,
+                Ok(()) => tracing::warn!(task = %name, "stopped unexpectedly; restarting"),
+                Err(error) => tracing::warn!(task = %name, %error, "failed; restarting in 1 s"),
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    })
+}
+
+/// Opens the store and starts the parts of a process that `roles` names.
+pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
+    let store = Store::open(&config.store_location()).await.context("opening the event store")?;
+    let tenant = TenantId::parse(DEFAULT_TENANT).context("default tenant id")?;
+    let generated_token = tokens::bootstrap(&store, &tenant, config.bootstrap_token.as_deref())
+        .await
+        .context("bootstrapping the default tenant")?;
+    let log = GlobalLog::start(store.clone()).await.context("starting the global log")?;
+    let (stop, _) = watch::channel(false);
+    let mut workers = Vec::new();
+    let jetstream = match &config.nats_url {
+        Some(url) if roles.relay || roles.projectors => Some(
+            JetStreamTransport::connect(url, &config.nats_stream, &config.nats_subject_prefix)
+                .await
+                .context("connecting to NATS JetStream")?,
+        ),
+        _ => None,
+    };
+    let bus = EventBus::new();
+    let projectors: Vec<Projector> =
+        colloquy_projections::all().into_iter().map(|p| Projector::new(log.clone(), p)).collect();
+    if roles.projectors {
+        for projector in &projectors {
+            let projector = projector.clone();
+            let feed = match (&jetstream, roles.relay) {
+                (Some(jetstream), _) => Feed::JetStream(jetstream.clone()),
+                (None, true) => Feed::Bus(bus.clone()),
+                (None, false) => Feed::Store,
+            };
+            workers.push(supervise(
+                format!("projector {}", projector.name()),
+                stop.subscribe(),
+                move |stop| {
+                    let projector = projector.clone();
+                    let feed = feed.clone();
+                    async move {
+                        match feed {
+                            Feed::JetStream(jetstream) => projector.run_on_jetstream(&jetstream, stop).await,
+                            Feed::Bus(bus) => projector.run_on_bus(&bus, stop).await,
+                            Feed::Store => projector.run_polling(stop).await,
+                        }
+                    }
+                },
+            ));
+        }
+    }
+    if roles.relay {
+        let transport = match &jetstream {
+            Some(jetstream) => Transport::JetStream(jetstream.clone()),
+            None => Transport::Bus(bus.clone()),
+        };
+        let relay_log = log.clone();
+        workers.push(supervise("relay".into(), stop.subscribe(), move |stop| {
+            relay::run(relay_log.clone(), transport.clone(), stop)
+        }));
+    }
+    let (addr, http, http_shutdown) = if roles.http {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(
+            store.clone(),
+            log,
+            config.aggregate_cache,
+            Arc::new(projectors),
+            Duration::from_millis(config.min_position_timeout_ms),
+        );
+        let router = app(state);
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = signal.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, store = store.kind(), nats = config.nats_url.is_some(), "colloquy is serving");
+        (addr, Some(http), Some(shutdown))
+    } else {
+        (SocketAddr::from(([0, 0, 0, 0], 0)), None, None)
+    };
+    Ok(Running { addr, generated_token, http_shutdown, http, stop, workers, store })
+}
+
+#[derive(Debug, Clone)]
+enum Feed {
+    JetStream(JetStreamTransport),
+    Bus(EventBus),
+    Store,
+}

@@ -1,0 +1,329 @@
+//! The relay: tails the global log and hands every event, in order, to a transport. With NATS
+//! the transport is a JetStream stream (one message per event, the event id as message id, so a
+//! re-publish after a crash is dropped as a duplicate); without, an in-process bus. One loop,
+//! two transports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+
+use crate::log::GlobalLog;
+use crate::store::{Store, StoreError, StoredEvent};
+
+/// The relay's checkpoint name for JetStream.
+pub const RELAY_CHECKPOINT: &str = "relay:jetstream";
+
+/// Events per publish batch.
+const BATCH: i64 = 512;
+
+/// Where the relay sends events.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// A JetStream stream.
+    JetStream(JetStreamTransport),
+    /// The in-process bus.
+    Bus(EventBus),
+}
+
+/// Failures of the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// NATS failed.
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+/// The in-process bus: every relayed event, broadcast to this process's projectors.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    /// A bus that holds up to 8,192 events for slow subscribers (a subscriber that falls
+    /// further behind catches up from the store).
+    pub fn new() -> Self {
+        Self { sender: broadcast::channel(8192).0 }
+    }
+
+    /// A new subscription, receiving events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.sender.subscribe()
+    }
+
+    fn publish(&self, events: &[StoredEvent]) {
+        for event in events {
+            // No subscribers is fine: projectors catch up from the store when they start.
+            let _ = self.sender.send(Arc::new(event.clone()));
+        }
+    }
+}
+
+/// Where JetStream events go.
+#[derive(Debug, Clone)]
+pub struct JetStreamTransport {
+    context: jetstream::Context,
+    stream_name: String,
+    subject_prefix: String,
+}
+
+/// The subject of an event: `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
+pub fn subject_of(prefix: &str, event: &StoredEvent) -> String {
+    let tenant = event.metadata.get("tenant_id").and_then(Value::as_str).unwrap_or("unknown");
+    format!("{prefix}.{tenant}.{}.{}", event.aggregate_type, event.aggregate_id)
+}
+
+/// The CloudEvents 1.0 JSON envelope of an event, with the extension attributes `tenant`,
+/// `sequence` (the aggregate's) and `position` (the global one).
+pub fn cloud_event(event: &StoredEvent) -> Value {
+    let metadata = &event.metadata;
+    let data = match &event.payload {
+        Value::Object(map) if map.len() == 1 => {
+            map.get(&event.event_type).cloned().unwrap_or(event.payload.clone())
+        }
+        other => other.clone(),
+    };
+    json!({
+        "specversion": "1.0",
+        "id": metadata.get("event_id").cloned().unwrap_or(Value::Null),
+        "source": format!("/colloquy/{}", event.aggregate_type),
+        "type": format!("colloquy.{}.{}.v{}", event.aggregate_type, event.event_type, event.event_version),
+        "subject": format!("{}/{}", event.aggregate_type, event.aggregate_id),
+        "time": metadata.get("recorded_at").cloned().unwrap_or(Value::Null),
+        "datacontenttype": "application/json",
+        "data": data,
+        "tenant": metadata.get("tenant_id").cloned().unwrap_or(Value::Null),
+        "sequence": event.sequence,
+        "position": event.position,
+        "eventtype": event.event_type,
+        "eventversion": event.event_version,
+        "actor": {"kind": metadata.get("actor_kind"), "id": metadata.get("actor_id")},
+        "correlationid": metadata.get("correlation_id"),
+        "causationid": metadata.get("causation_id"),
+        "requestid": metadata.get("request_id"),
+    })
+}
+
+/// Reads an event back from its CloudEvents envelope, as a projector fed by JetStream does.
+pub fn from_cloud_event(envelope: &Value) -> Option<StoredEvent> {
+    let (aggregate_type, aggregate_id) = envelope.get("subject")?.as_str()?.split_once('/')?;
+    let event_type = envelope.get("eventtype")?.as_str()?.to_owned();
+    let mut metadata = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<&Value>| {
+        if let Some(value) = value.filter(|v| !v.is_null()) {
+            metadata.insert(key.to_owned(), value.clone());
+        }
+    };
+    put("event_id", envelope.get("id"));
+    put("tenant_id", envelope.get("tenant"));
+    put("recorded_at", envelope.get("time"));
+    put("actor_kind", envelope.pointer("/actor/kind"));
+    put("actor_id", envelope.pointer("/actor/id"));
+    put("correlation_id", envelope.get("correlationid"));
+    put("causation_id", envelope.get("causationid"));
+    put("request_id", envelope.get("requestid"));
+    Some(StoredEvent {
+        position: envelope.get("position")?.as_i64(),
+        aggregate_type: aggregate_type.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        sequence: envelope.get("sequence")?.as_i64()?,
+        payload: json!({ event_type.clone(): envelope.get("data")?.clone() }),
+        event_type,
+        event_version: envelope.get("eventversion")?.as_str()?.to_owned(),
+        metadata: Value::Object(metadata),
+    })
+}
+
+impl JetStreamTransport {
+    /// Connects and makes sure the stream exists (created if missing), capturing
+    /// `<subject_prefix>.>`.
+    pub async fn connect(url: &str, stream_name: &str, subject_prefix: &str) -> Result<Self, RelayError> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(|e| RelayError::Nats(e.to_string()))?;
+        let context = jetstream::new(client);
+        context
+            .get_or_create_stream(stream::Config {
+                name: stream_name.to_owned(),
+                subjects: vec![format!("{subject_prefix}.>")],
+                // The relay also resumes from the stream's last message, so dedup is a second
+                // line; the window only needs to cover a crash between publish and checkpoint.
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| RelayError::Nats(e.to_string()))?;
+        Ok(Self { context, stream_name: stream_name.to_owned(), subject_prefix: subject_prefix.to_owned() })
+    }
+
+    /// The JetStream context.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+
+    /// The global position of the last event in the stream (0 when empty), so a relay that lost
+    /// its checkpoint does not publish again what the stream already has.
+    pub async fn last_published_position(&self) -> Result<i64, RelayError> {
+        let mut stream =
+            self.context.get_stream(&self.stream_name).await.map_err(|e| RelayError::Nats(e.to_string()))?;
+        let last = stream.info().await.map_err(|e| RelayError::Nats(e.to_string()))?.state.last_sequence;
+        if last == 0 {
+            return Ok(0);
+        }
+        let message = stream.get_raw_message(last).await.map_err(|e| RelayError::Nats(e.to_string()))?;
+        let envelope: Value =
+            serde_json::from_slice(&message.payload).map_err(|e| RelayError::Nats(e.to_string()))?;
+        Ok(envelope.get("position").and_then(Value::as_i64).unwrap_or(0))
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), RelayError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let id = event.metadata.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let payload = Bytes::from(serde_json::to_vec(&cloud_event(event)).unwrap_or_default());
+            let publish = PublishMessage::build().payload(payload).message_id(id);
+            let ack = self
+                .context
+                .send_publish(subject_of(&self.subject_prefix, event), publish)
+                .await
+                .map_err(|e| RelayError::Nats(e.to_string()))?;
+            acks.push(ack);
+        }
+        // Published in order on one connection; waiting for every ack before the checkpoint
+        // moves means a crash republishes at most this batch, which dedup then drops.
+        for ack in acks {
+            ack.await.map_err(|e| RelayError::Nats(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a checkpoint (0 when absent).
+pub async fn read_checkpoint(store: &Store, name: &str) -> Result<i64, StoreError> {
+    let query = "SELECT position FROM checkpoints WHERE name = $1";
+    let position: Option<i64> = if let Some(pool) = store.postgres_pool() {
+        sqlx::query_scalar(query).bind(name).fetch_optional(pool).await?
+    } else if let Some((pool, _)) = store.sqlite_pool() {
+        sqlx::query_scalar(query).bind(name).fetch_optional(pool).await?
+    } else {
+        None
+    };
+    Ok(position.unwrap_or(0))
+}
+
+/// Every checkpoint, by name.
+pub async fn all_checkpoints(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+    let query = "SELECT name, position FROM checkpoints ORDER BY name";
+    if let Some(pool) = store.postgres_pool() {
+        Ok(sqlx::query_as(query).fetch_all(pool).await?)
+    } else if let Some((pool, _)) = store.sqlite_pool() {
+        Ok(sqlx::query_as(query).fetch_all(pool).await?)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(), StoreError> {
+    let query = "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position";
+    if let Some(pool) = store.postgres_pool() {
+        sqlx::query(query).bind(name).bind(position).execute(pool).await?;
+    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+        let _writer = write_lock.lock().await;
+        sqlx::query(query).bind(name).bind(position).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// Advisory lock key that lets one JetStream relay at a time publish.
+const RELAY_LOCK: i64 = 0x636f_6c6c_7265_6c61;
+
+/// Runs the relay until `stop` turns true. For JetStream on PostgreSQL only one process relays
+/// at a time (the others wait on an advisory lock, ready to take over).
+pub async fn run(
+    log: GlobalLog,
+    transport: Transport,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), RelayError> {
+    let store = log.store().clone();
+    // Held for as long as this relay runs; the lock goes with the connection if the process dies.
+    let mut _leader = None;
+    let mut cursor = match &transport {
+        // The bus is in-process and new with the process: it carries what commits from now on;
+        // projectors catch up on the rest from the store.
+        Transport::Bus(_) => log.head(),
+        Transport::JetStream(jetstream) => {
+            if let Some(pool) = store.postgres_pool() {
+                let mut connection = pool.acquire().await.map_err(StoreError::from)?.detach();
+                loop {
+                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(RELAY_LOCK)
+                        .fetch_one(&mut connection)
+                        .await
+                        .map_err(StoreError::from)?;
+                    if locked {
+                        break;
+                    }
+                    if wait_or_stop(&mut stop, Duration::from_millis(500)).await {
+                        return Ok(());
+                    }
+                }
+                _leader = Some(connection);
+            }
+            let checkpoint = read_checkpoint(&store, RELAY_CHECKPOINT).await?;
+            checkpoint.max(jetstream.last_published_position().await?)
+        }
+    };
+    let mut head = log.watch_head();
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let events = log.read(cursor, BATCH, None).await?;
+        let Some(last) = events.last().and_then(|e| e.position) else {
+            tokio::select! {
+                _ = head.changed() => {}
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        };
+        match &transport {
+            Transport::Bus(bus) => bus.publish(&events),
+            Transport::JetStream(jetstream) => {
+                jetstream.publish(&events).await?;
+                save_checkpoint(&store, RELAY_CHECKPOINT, last).await?;
+            }
+        }
+        cursor = last;
+    }
+}
+
+/// Waits `pause` or until stop; true when stopping.
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(pause) => {}
+    }
+    *stop.borrow()
+}

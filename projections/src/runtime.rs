@@ -1,0 +1,422 @@
+//! The projector runtime: feeds the global log into a read model exactly once. A projection is
+//! a named consumer with a checkpoint; each batch's read-model update and the checkpoint commit
+//! in one transaction, after locking the checkpoint row, so a redelivered, duplicated or
+//! concurrently applied event has no second effect, and several instances of one projector
+//! (separate processes) can run at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use futures::StreamExt;
+use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::{broadcast, watch};
+
+use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
+use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
+
+/// Events read from the store per catch-up batch.
+const CATCH_UP_BATCH: i64 = 1000;
+
+/// A transaction on whichever database the store is.
+#[derive(Debug)]
+pub enum Tx<'c> {
+    /// PostgreSQL.
+    Postgres(Transaction<'c, Postgres>),
+    /// SQLite.
+    Sqlite(Transaction<'c, Sqlite>),
+}
+
+/// Failures of a projector.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be read as its type.
+    #[error("event {aggregate_type}/{aggregate_id}#{sequence} is unreadable: {reason}")]
+    Unreadable {
+        /// Its aggregate type.
+        aggregate_type: String,
+        /// Its aggregate id.
+        aggregate_id: String,
+        /// Its sequence.
+        sequence: i64,
+        /// Why.
+        reason: String,
+    },
+    /// NATS failed.
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(error))
+    }
+}
+
+/// A read model fed by the log.
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Its name: the checkpoint's name and, with NATS, the durable consumer's.
+    fn name(&self) -> &'static str;
+
+    /// Applies events, in log order, inside `tx`.
+    async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError>;
+
+    /// Removes everything the projection wrote, inside `tx` (for a rebuild).
+    async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError>;
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied up to this position (or found it already applied).
+    UpTo(i64),
+    /// The batch starts after a gap: the events between the checkpoint and it must come first.
+    Gap {
+        /// The checkpoint.
+        checkpoint: i64,
+    },
+}
+
+/// Runs one projection.
+#[derive(Clone)]
+pub struct Projector {
+    log: GlobalLog,
+    projection: Arc<dyn Projection>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector").field("projection", &self.projection.name()).finish()
+    }
+}
+
+impl Projector {
+    /// A projector of `projection` over `log`.
+    pub fn new(log: GlobalLog, projection: Arc<dyn Projection>) -> Self {
+        Self { log, projection }
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// The checkpoint's name.
+    pub fn checkpoint_name(&self) -> String {
+        format!("projection:{}", self.projection.name())
+    }
+
+    /// The last position applied.
+    pub async fn checkpoint(&self) -> Result<i64, ProjectionError> {
+        Ok(colloquy_infra::relay::read_checkpoint(self.log.store(), &self.checkpoint_name()).await?)
+    }
+
+    /// Applies a slice of the log exactly once: what the checkpoint covers is skipped, and a
+    /// slice that does not continue from the checkpoint is refused as a gap.
+    pub async fn apply(&self, events: &[StoredEvent]) -> Result<Applied, ProjectionError> {
+        let name = self.checkpoint_name();
+        let store = self.log.store();
+        let ensure = "INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING";
+        let save = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
+        if let Some(pool) = store.postgres_pool() {
+            let mut tx = pool.begin().await?;
+            sqlx::query(ensure).bind(&name).execute(&mut *tx).await?;
+            // The row lock makes concurrent instances of this projector take turns; each then
+            // sees what the other applied.
+            let checkpoint: i64 =
+                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
+                    .bind(&name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let Some(fresh) = fresh(events, checkpoint)? else {
+                return Ok(applied_or_gap(events, checkpoint));
+            };
+            let last = fresh.last().and_then(|e| e.position).unwrap_or(checkpoint);
+            let mut tx = Tx::Postgres(tx);
+            self.projection.apply(&mut tx, fresh).await?;
+            let Tx::Postgres(mut tx) = tx else { unreachable!("built as Postgres above") };
+            sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Applied::UpTo(last))
+        } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+            let _writer = write_lock.lock().await;
+            let mut tx = pool.begin().await?;
+            sqlx::query(ensure).bind(&name).execute(&mut *tx).await?;
+            let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await?;
+            let Some(fresh) = fresh(events, checkpoint)? else {
+                return Ok(applied_or_gap(events, checkpoint));
+            };
+            let last = fresh.last().and_then(|e| e.position).unwrap_or(checkpoint);
+            let mut tx = Tx::Sqlite(tx);
+            self.projection.apply(&mut tx, fresh).await?;
+            let Tx::Sqlite(mut tx) = tx else { unreachable!("built as Sqlite above") };
+            sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Applied::UpTo(last))
+        } else {
+            Ok(Applied::UpTo(0))
+        }
+    }
+
+    /// Reads the log from the checkpoint and applies it until the head; returns the checkpoint.
+    pub async fn catch_up(&self) -> Result<i64, ProjectionError> {
+        self.catch_up_with(|_| {}).await
+    }
+
+    /// [`Projector::catch_up`], calling `progress` with the checkpoint after every batch.
+    pub async fn catch_up_with(&self, mut progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
+        let mut checkpoint = self.checkpoint().await?;
+        loop {
+            let events = self.log.read(checkpoint, CATCH_UP_BATCH, None).await?;
+            if events.is_empty() {
+                return Ok(checkpoint);
+            }
+            checkpoint = match self.apply(&events).await? {
+                Applied::UpTo(position) => position,
+                // Another instance moved the checkpoint meanwhile; continue from there.
+                Applied::Gap { checkpoint } => checkpoint,
+            };
+            progress(checkpoint);
+        }
+    }
+
+    /// Clears the read model and its checkpoint in one transaction, then replays the whole log.
+    pub async fn rebuild(&self, progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
+        let name = self.checkpoint_name();
+        let store = self.log.store();
+        let reset = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
+                     ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = CURRENT_TIMESTAMP";
+        if let Some(pool) = store.postgres_pool() {
+            let mut tx = pool.begin().await?;
+            sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
+            let mut tx = Tx::Postgres(tx);
+            self.projection.clear(&mut tx).await?;
+            let Tx::Postgres(tx) = tx else { unreachable!("built as Postgres above") };
+            tx.commit().await?;
+        } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+            let _writer = write_lock.lock().await;
+            let mut tx = pool.begin().await?;
+            sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
+            let mut tx = Tx::Sqlite(tx);
+            self.projection.clear(&mut tx).await?;
+            let Tx::Sqlite(tx) = tx else { unreachable!("built as Sqlite above") };
+            tx.commit().await?;
+        }
+        self.catch_up_with(progress).await
+    }
+
+    /// Keeps the read model current until `stop` turns true, fed by the in-process bus.
+    pub async fn run_on_bus(
+        &self,
+        bus: &EventBus,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        // Subscribe first, then catch up, so nothing falls between the two.
+        let mut events = bus.subscribe();
+        self.catch_up().await?;
+        loop {
+            let first = tokio::select! {
+                received = events.recv() => received,
+                _ = stop.changed() => return Ok(()),
+            };
+            match first {
+                Ok(event) => {
+                    let mut batch = vec![(*event).clone()];
+                    while batch.len() < 1000 {
+                        match events.try_recv() {
+                            Ok(event) => batch.push((*event).clone()),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Applied::Gap { .. } = self.apply(&batch).await? {
+                        self.catch_up().await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.catch_up().await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+
+    /// Keeps the read model current until `stop` turns true, fed by a durable JetStream
+    /// consumer named after the projection. Messages are acknowledged after their batch
+    /// commits; a redelivery is skipped by the checkpoint.
+    pub async fn run_on_jetstream(
+        &self,
+        transport: &JetStreamTransport,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
+        let stream = transport.context().get_stream(transport.stream_name()).await.map_err(|e| nats(&e))?;
+        let durable = format!("projection-{}", self.projection.name());
+        let consumer = stream
+            .get_or_create_consumer::<pull::Config>(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| nats(&e))?;
+        self.catch_up().await?;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let fetched =
+                consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
+            let mut messages = match fetched {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, projection = self.name(), "fetch failed; catching up from the store");
+                    self.catch_up().await?;
+                    if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let mut received = Vec::new();
+            let mut batch = Vec::new();
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { break };
+                let envelope: serde_json::Value =
+                    serde_json::from_slice(&message.payload).unwrap_or_default();
+                if let Some(event) = from_cloud_event(&envelope) {
+                    batch.push(event);
+                }
+                received.push(message);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            batch.sort_by_key(|e| e.position);
+            batch.dedup_by_key(|e| e.position);
+            if let Applied::Gap { .. } = self.apply(&batch).await? {
+                self.catch_up().await?;
+            }
+            for message in received {
+                if let Err(error) = message.ack().await {
+                    tracing::debug!(%error, "ack failed; the message will be redelivered and skipped");
+                }
+            }
+        }
+    }
+
+    /// Keeps the read model current until `stop` turns true by reading the store whenever the
+    /// log's head moves (or every 50 ms): for a projector process without NATS.
+    pub async fn run_polling(&self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        let mut head = self.log.watch_head();
+        loop {
+            self.catch_up().await?;
+            tokio::select! {
+                _ = head.changed() => {}
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if *stop.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until the checkpoint reaches `position`, up to `timeout`. True when it did.
+    pub async fn wait_for(&self, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.checkpoint().await? >= position {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(pause) => {}
+    }
+    *stop.borrow()
+}
+
+/// The part of `events` after `checkpoint`, if it continues the checkpoint without a gap.
+fn fresh(events: &[StoredEvent], checkpoint: i64) -> Result<Option<&[StoredEvent]>, ProjectionError> {
+    let start = events.iter().position(|e| e.position.is_some_and(|p| p > checkpoint));
+    let Some(start) = start else { return Ok(None) };
+    let fresh = &events[start..];
+    if fresh[0].position != Some(checkpoint + 1) {
+        return Ok(None);
+    }
+    // Log positions are gap-free; a hole inside the batch means it was assembled wrongly.
+    let contiguous =
+        fresh.windows(2).all(|w| matches!((w[0].position, w[1].position), (Some(a), Some(b)) if b == a + 1));
+    Ok(contiguous.then_some(fresh))
+}
+
+fn applied_or_gap(events: &[StoredEvent], checkpoint: i64) -> Applied {
+    let beyond = events.iter().any(|e| e.position.is_some_and(|p| p > checkpoint));
+    if beyond {
+        Applied::Gap { checkpoint }
+    } else {
+        Applied::UpTo(checkpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(position: i64) -> StoredEvent {
+        StoredEvent {
+            position: Some(position),
+            aggregate_type: "conversation".into(),
+            aggregate_id: "c".into(),
+            sequence: position,
+            event_type: "E".into(),
+            event_version: "1.0".into(),
+            payload: json!({}),
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn what_the_checkpoint_covers_is_skipped() {
+        let events = vec![at(3), at(4), at(5)];
+        let fresh = fresh(&events, 4).expect("readable").expect("continues the checkpoint");
+        assert_eq!(fresh.iter().map(|e| e.position).collect::<Vec<_>>(), vec![Some(5)]);
+    }
+
+    #[test]
+    fn a_batch_after_a_gap_is_refused() {
+        let events = vec![at(7), at(8)];
+        assert!(fresh(&events, 5).expect("readable").is_none());
+        assert_eq!(applied_or_gap(&events, 5), Applied::Gap { checkpoint: 5 });
+    }
+
+    #[test]
+    fn a_batch_wholly_applied_reports_the_checkpoint() {
+        let events = vec![at(1), at(2)];
+        assert!(fresh(&events, 2).expect("readable").is_none());
+        assert_eq!(applied_or_gap(&events, 2), Applied::UpTo(2));
+    }
+}

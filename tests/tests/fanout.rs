@@ -1,0 +1,148 @@
+//! Fan-out: the relay publishes every committed event to JetStream (or the in-process bus), the
+//! projector keeps the conversation list, and a query with `min_position` sees the writer's own
+//! change.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use common::{Backend, NatsServer, TestServer};
+
+async fn read_your_writes_through_the_conversation_list(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    for n in 0..20 {
+        let reply = server
+            .post(
+                &format!("/v1/conversations/{id}/messages"),
+                json!({"sender": {"kind": "customer"}, "text": format!("note {n}")}),
+            )
+            .await;
+        let position = reply.headers["colloquy-position"].to_str().unwrap().to_owned();
+        let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+        assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+        let row =
+            list.body["data"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+        assert_eq!(row["last_message_preview"], format!("note {n}"), "the list already shows the write");
+        assert_eq!(row["message_count"], n + 1);
+    }
+    server.stop().await;
+}
+
+async fn a_position_the_read_model_cannot_reach_in_time_answers_503(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.min_position_timeout_ms = 200).await;
+    let list = server.get("/v1/conversations?min_position=999999").await;
+    list.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(list.headers.contains_key("retry-after"));
+    server.stop().await;
+}
+
+async fn the_list_filters_by_status_and_pages_without_repeats(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let id = server.conversation().await;
+        if n % 2 == 0 {
+            server.post(&format!("/v1/conversations/{id}/status"), json!({"status": "pending"})).await;
+        }
+        ids.push(id);
+    }
+    let last = server.post(&format!("/v1/conversations/{}/labels", ids[0]), json!({"add": ["x"]})).await;
+    let position = last.headers["colloquy-position"].to_str().unwrap().to_owned();
+    let pending = server.get(&format!("/v1/conversations?status=pending&min_position={position}")).await;
+    assert_eq!(pending.body["data"].as_array().unwrap().len(), 4);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/conversations?limit=3&cursor={c}"),
+            None => "/v1/conversations?limit=3".to_owned(),
+        };
+        let page = server.get(&path).await;
+        seen.extend(
+            page.body["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted_seen = seen.clone();
+    sorted_seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sorted_seen, expected, "every conversation once across pages");
+    server.get("/v1/conversations?status=archived").await.assert_problem(StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+on_both_stores!(
+    read_your_writes_through_the_conversation_list,
+    a_position_the_read_model_cannot_reach_in_time_answers_503,
+    the_list_filters_by_status_and_pages_without_repeats,
+);
+
+/// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per
+/// aggregate, and the projector fed from JetStream keeps the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_jetstream_once_as_a_cloud_event() {
+    let nats = NatsServer::start().await;
+    let server =
+        TestServer::start_with(Backend::Postgres, |config| config.nats_url = Some(nats.url.clone())).await;
+    let id = server.conversation().await;
+    let mut last_position = String::new();
+    for n in 0..10 {
+        let reply = server
+            .post(
+                &format!("/v1/conversations/{id}/messages"),
+                json!({"sender": {"kind": "customer"}, "text": format!("m{n}")}),
+            )
+            .await;
+        last_position = reply.headers["colloquy-position"].to_str().unwrap().to_owned();
+    }
+    let list = server.get(&format!("/v1/conversations?min_position={last_position}")).await;
+    assert_eq!(list.body["data"][0]["message_count"], 10);
+
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream.get_stream("COLLOQUY_EVENTS").await.unwrap();
+    let consumer =
+        stream.create_consumer(async_nats::jetstream::consumer::pull::Config::default()).await.unwrap();
+    let expected_total: i64 = last_position.parse().unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut envelopes: Vec<(String, Value)> = Vec::new();
+    while (envelopes.len() as i64) < expected_total {
+        let message =
+            tokio::time::timeout(Duration::from_secs(10), messages.next()).await.unwrap().unwrap().unwrap();
+        envelopes.push((message.subject.to_string(), serde_json::from_slice(&message.payload).unwrap()));
+        message.ack().await.unwrap();
+    }
+    let positions: Vec<i64> = envelopes.iter().map(|(_, e)| e["position"].as_i64().unwrap()).collect();
+    assert_eq!(positions, (1..=expected_total).collect::<Vec<_>>(), "one message per event, in log order");
+    let conversation_events: Vec<&(String, Value)> =
+        envelopes.iter().filter(|(_, e)| e["subject"] == format!("conversation/{id}")).collect();
+    assert_eq!(conversation_events.len(), 11);
+    let (subject, first) = conversation_events[0];
+    assert_eq!(subject, &format!("colloquy.events.default.conversation.{id}"));
+    assert_eq!(first["specversion"], "1.0");
+    assert_eq!(first["type"], "colloquy.conversation.ConversationOpened.v1.0");
+    assert_eq!(first["tenant"], "default");
+    assert_eq!(first["sequence"], 1);
+    assert!(first["id"].is_string() && first["time"].is_string());
+    let sequences: Vec<i64> =
+        conversation_events.iter().map(|(_, e)| e["sequence"].as_i64().unwrap()).collect();
+    assert_eq!(sequences, (1..=11).collect::<Vec<_>>());
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for (_, envelope) in &envelopes {
+        *ids.entry(envelope["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert!(ids.values().all(|count| *count == 1), "no event id twice");
+    server.stop().await;
+}
