@@ -97,6 +97,15 @@ impl TestServer {
 
     /// Starts with the test's config changed by `adjust` (e.g. to add a NATS URL).
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_roles(backend, colloquy_api::Roles::ALL, adjust).await
+    }
+
+    /// Starts only the parts `roles` names in this process (the others run elsewhere).
+    pub async fn start_roles(
+        backend: Backend,
+        roles: colloquy_api::Roles,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let token = format!("cq_test_{}", uuid::Uuid::new_v4().simple());
         let data_dir = tempfile::tempdir().unwrap();
         let database = match backend {
@@ -106,7 +115,7 @@ impl TestServer {
         let mut config =
             config_for(data_dir.path().to_path_buf(), database.as_ref().map(|d| d.url.clone()), &token);
         adjust(&mut config);
-        let running = colloquy_api::start(&config).await.unwrap();
+        let running = colloquy_api::process::start(&config, roles).await.unwrap();
         Self {
             backend,
             base: format!("http://{}", running.addr),
