@@ -158,7 +158,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         for projector in &projectors {
             let projector = projector.clone();
             let feed = match (&jetstream, roles.relay) {
-                (Some(jetstream), _) => Feed::JetStream(jetstream.clone()),
+                (Some(jetstream), _) => Feed::JetStream(Box::new(jetstream.clone())),
                 (None, true) => Feed::Bus(bus.clone()),
                 (None, false) => Feed::Store,
             };
@@ -181,7 +181,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     }
     if roles.relay {
         let transport = match &jetstream {
-            Some(jetstream) => Transport::JetStream(jetstream.clone()),
+            Some(jetstream) => Transport::JetStream(Box::new(jetstream.clone())),
             None => Transport::Bus(bus.clone()),
         };
         let relay_log = log.clone();
@@ -220,7 +220,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
 
 #[derive(Debug, Clone)]
 enum Feed {
-    JetStream(JetStreamTransport),
+    JetStream(Box<JetStreamTransport>),
     Bus(EventBus),
     Store,
 }

@@ -24,7 +24,7 @@ const BATCH: i64 = 512;
 #[derive(Debug, Clone)]
 pub enum Transport {
     /// A JetStream stream.
-    JetStream(JetStreamTransport),
+    JetStream(Box<JetStreamTransport>),
     /// The in-process bus.
     Bus(EventBus),
 }
