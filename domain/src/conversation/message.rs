@@ -316,8 +316,20 @@ impl MessageContent {
     /// the kind of content.
     pub fn preview(&self) -> String {
         if let Some(text) = self.text.as_deref().filter(|t| !t.trim().is_empty()) {
-            let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            return line.chars().take(PREVIEW_CHARS).collect();
+            // Runs of white space become one space; stops at the limit rather than walking a
+            // long text (this runs for every public message on every replay).
+            let mut preview = String::with_capacity(PREVIEW_CHARS.min(text.len()));
+            let mut count = 0;
+            for word in text.split_whitespace() {
+                for c in (count > 0).then_some(' ').into_iter().chain(word.chars()) {
+                    if count == PREVIEW_CHARS {
+                        return preview;
+                    }
+                    preview.push(c);
+                    count += 1;
+                }
+            }
+            return preview;
         }
         match self.message_type {
             MessageType::Media => "[media]",
@@ -352,7 +364,8 @@ impl MessageContent {
         for mention in &self.mentions {
             validate::external_id("mentions", mention)?;
         }
-        self.mentions.dedup();
+        let mut seen = std::collections::HashSet::new();
+        self.mentions.retain(|mention| seen.insert(mention.clone()));
         for (field, part) in
             [("template", &self.template), ("interactive", &self.interactive), ("contacts", &self.contacts)]
         {
@@ -360,7 +373,7 @@ impl MessageContent {
                 json_part(field, value)?;
             }
         }
-        json_part("metadata", &Value::Object(self.metadata.clone()))?;
+        json_part("metadata", &self.metadata)?;
         let require = |present: bool, field: &str| {
             if present {
                 Ok(())
@@ -404,7 +417,7 @@ impl MessageContent {
     }
 }
 
-fn json_part(field: &str, value: &Value) -> Result<(), FieldError> {
+fn json_part(field: &str, value: &impl Serialize) -> Result<(), FieldError> {
     let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_JSON_PART_BYTES {
         return Err(FieldError::new(field, format!("must serialize to at most {MAX_JSON_PART_BYTES} bytes")));

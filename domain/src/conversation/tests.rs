@@ -1085,3 +1085,19 @@ fn a_refused_command_leaves_the_aggregate_untouched() {
 fn tokio_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().build().expect("runtime")
 }
+
+#[test]
+fn previews_collapse_white_space_and_stop_at_the_limit() {
+    let content = text("  Where   is\n\tmy order?  ");
+    assert_eq!(content.preview(), "Where is my order?");
+    let long = text(&"word ".repeat(100));
+    assert_eq!(long.preview().chars().count(), PREVIEW_CHARS);
+    assert!(long.preview().starts_with("word word"));
+}
+
+#[test]
+fn repeated_mentions_are_kept_once_in_first_order() {
+    let content =
+        MessageContent { mentions: vec!["a".into(), "b".into(), "a".into()], ..text("hi @a @b @a") };
+    assert_eq!(content.validated().expect("valid").mentions, vec!["a".to_owned(), "b".to_owned()]);
+}

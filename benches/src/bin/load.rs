@@ -1,0 +1,632 @@
+//! The load benchmark: starts the `colloquy` server (release build) on the chosen store, drives
+//! it over HTTP with N concurrent clients doing a realistic mix of commands, and reports
+//! commands/s and latency, projection lag, cost against history, replay speed and peak RSS,
+//! beside the ceilings it is measured against (raw PostgreSQL single-row insert transactions,
+//! JetStream publish-with-ack) in the same run.
+//!
+//! `scripts/bench` builds and runs it; `--quick` is the CI smoke mode.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use rand::Rng;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// The embedded default (an SQLite file, durable commits).
+    Sqlite,
+    /// PostgreSQL (with NATS JetStream when --nats).
+    Postgres,
+}
+
+/// Load benchmark of the Colloquy server.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Which store the server runs on.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// With PostgreSQL: relay to a JetStream server the harness starts.
+    #[arg(long)]
+    nats: bool,
+    /// CI smoke mode: short runs, small data (under two minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Concurrent client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    clients: Vec<usize>,
+    /// Seconds per client count.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Events to store for the replay measurement.
+    #[arg(long)]
+    replay_events: Option<u64>,
+    /// The `colloquy` binary.
+    #[arg(long, default_value = "target/release/colloquy")]
+    binary: PathBuf,
+    /// PostgreSQL server on which the harness creates (and drops) its database.
+    #[arg(
+        long,
+        env = "COLLOQUY_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    admin_url: String,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+    client: reqwest::Client,
+    env: Vec<(String, String)>,
+    binary: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    async fn start(binary: &PathBuf, mut env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        let port = free_port();
+        let token = format!("cq_bench_{}", uuid::Uuid::new_v4().simple());
+        env.push(("COLLOQUY_LISTEN".into(), format!("127.0.0.1:{port}")));
+        env.push(("COLLOQUY_BOOTSTRAP_TOKEN".into(), token.clone()));
+        env.push(("COLLOQUY_LOG".into(), "warn".into()));
+        let child = Command::new(binary)
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!("starting {} (build it with cargo build --release -p colloquy-api)", binary.display())
+            })?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                return Ok(Self { child, base, token, client, env, binary: binary.clone() });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the server did not come up")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Option<i64>, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await;
+        match response {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let position = response
+                    .headers()
+                    .get("colloquy-position")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let body = response.json().await.unwrap_or(Value::Null);
+                (status, position, body)
+            }
+            Err(_) => (0, None, Value::Null),
+        }
+    }
+
+    async fn get(&self, path: &str) -> u16 {
+        match self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let _ = response.bytes().await;
+                status
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Peak resident set size of the server process, from /proc.
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    fn current_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        self.0.sort_unstable();
+        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[index]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+async fn open_conversations(server: &Server, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for n in 0..count {
+        let (_, _, contact) = server
+            .post(
+                "/v1/contacts",
+                json!({"first_name": format!("Customer {n}"), "phone": format!("+1415555{:04}", n % 10_000)}),
+            )
+            .await;
+        let contact_id = contact["id"].as_str().unwrap_or_default().to_owned();
+        let (status, _, conversation) = server
+            .post("/v1/conversations", json!({"contact_id": contact_id, "channel": "whatsapp", "inbox_id": format!("inbox-{}", n % 20)}))
+            .await;
+        assert_eq!(status, 201, "{conversation}");
+        ids.push(conversation["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// One command of the mix on a random conversation: customer and agent messages, assignment,
+/// status changes and labels, as an inbox sees them.
+async fn one_command(server: &Server, conversations: &[String], n: u64) -> (u16, Option<i64>) {
+    let (pick, roll) = {
+        let mut rng = rand::thread_rng();
+        (rng.gen_range(0..conversations.len()), rng.gen_range(0..100))
+    };
+    let id = &conversations[pick];
+    let (status, position, _) = match roll {
+        0..=39 => {
+            server
+                .post(&format!("/v1/conversations/{id}/messages"), json!({"sender": {"kind": "customer"}, "text": format!("Where is order #{n}?")}))
+                .await
+        }
+        40..=69 => {
+            server
+                .post(
+                    &format!("/v1/conversations/{id}/messages"),
+                    json!({"sender": {"kind": "user", "id": format!("agent-{}", n % 100)}, "text": "Let me check that for you."}),
+                )
+                .await
+        }
+        70..=79 => {
+            server.post(&format!("/v1/conversations/{id}/assignment"), json!({"assignee_id": format!("agent-{}", n % 100)})).await
+        }
+        80..=89 => {
+            let status = if n.is_multiple_of(2) { "pending" } else { "open" };
+            server.post(&format!("/v1/conversations/{id}/status"), json!({"status": status})).await
+        }
+        _ => server.post(&format!("/v1/conversations/{id}/labels"), json!({"add": [format!("label-{}", n % 50)]})).await,
+    };
+    (status, position)
+}
+
+struct LoadResult {
+    clients: usize,
+    ok: u64,
+    refused: u64,
+    failed: u64,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+async fn load(
+    server: &Arc<Server>,
+    conversations: &Arc<Vec<String>>,
+    clients: usize,
+    seconds: u64,
+) -> LoadResult {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let counter = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (server, conversations, counter) = (server.clone(), conversations.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let (mut ok, mut refused, mut failed) = (0u64, 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let started = Instant::now();
+                    let (status, _) = one_command(&server, &conversations, n).await;
+                    latencies.push(started.elapsed());
+                    match status {
+                        200..=299 => ok += 1,
+                        400..=499 => refused += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (latencies, ok, refused, failed)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let (mut ok, mut refused, mut failed) = (0, 0, 0);
+    for task in tasks {
+        let (latencies, o, r, f) = task.await.unwrap();
+        all.extend(latencies);
+        ok += o;
+        refused += r;
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Latencies(all);
+    LoadResult {
+        clients,
+        ok,
+        refused,
+        failed,
+        per_second: (ok + refused) as f64 / elapsed,
+        p50: latencies.percentile(0.50),
+        p99: latencies.percentile(0.99),
+        max: latencies.percentile(1.0),
+    }
+}
+
+/// Time from a command's 2xx to its effect in the conversation list, at a fixed command rate.
+async fn projection_lag(
+    server: &Arc<Server>,
+    conversations: &Arc<Vec<String>>,
+    rate: f64,
+    seconds: u64,
+) -> (Duration, Duration, usize) {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut ticker = tokio::time::interval(interval);
+    let mut probes = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        n += 1;
+        let (server, conversations) = (server.clone(), conversations.clone());
+        let probe = n.is_multiple_of(10);
+        probes.push(tokio::spawn(async move {
+            let (status, position) = one_command(&server, &conversations, n).await;
+            let acknowledged = Instant::now();
+            match (probe, status, position) {
+                (true, 200..=299, Some(position)) => {
+                    let status =
+                        server.get(&format!("/v1/conversations?limit=1&min_position={position}")).await;
+                    (status == 200).then(|| acknowledged.elapsed())
+                }
+                _ => None,
+            }
+        }));
+    }
+    let mut lags = Vec::new();
+    for probe in probes {
+        if let Some(lag) = probe.await.unwrap() {
+            lags.push(lag);
+        }
+    }
+    let count = lags.len();
+    let mut lags = Latencies(lags);
+    (lags.percentile(0.5), lags.percentile(0.99), count)
+}
+
+/// Latency of posting to a conversation with `history` messages against a fresh one.
+async fn cost_against_history(server: &Server, history: usize, samples: usize) -> (Duration, Duration) {
+    let long = open_conversations(server, 1).await.remove(0);
+    let fill: Vec<_> = (0..history).collect();
+    for chunk in fill.chunks(64) {
+        let path = format!("/v1/conversations/{long}/messages");
+        let posts = chunk.iter().map(|n| {
+            server.post(&path, json!({"sender": {"kind": "customer"}, "text": format!("history {n}")}))
+        });
+        futures::future::join_all(posts).await;
+    }
+    let fresh = open_conversations(server, 1).await.remove(0);
+    let measure = |id: String| async move {
+        let mut latencies = Vec::new();
+        for n in 0..samples {
+            let started = Instant::now();
+            let (status, _, _) = server
+                .post(
+                    &format!("/v1/conversations/{id}/messages"),
+                    json!({"sender": {"kind": "user", "id": "agent-1"}, "text": format!("sample {n}")}),
+                )
+                .await;
+            assert!((200..300).contains(&status));
+            latencies.push(started.elapsed());
+        }
+        Latencies(latencies).percentile(0.5)
+    };
+    let on_fresh = measure(fresh).await;
+    let on_long = measure(long).await;
+    (on_fresh, on_long)
+}
+
+/// The raw ceiling: single-row insert transactions into a table shaped like the event store.
+async fn raw_insert_ceiling(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let mut setup = PgConnection::connect(url).await?;
+    setup
+        .execute(
+            "CREATE TABLE IF NOT EXISTS bench_raw_events (
+                aggregate_type text NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL,
+                event_type text NOT NULL, event_version text NOT NULL, payload jsonb NOT NULL, metadata jsonb NOT NULL,
+                PRIMARY KEY (aggregate_type, aggregate_id, sequence))",
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (url, count) = (url.to_owned(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut connection = PgConnection::connect(&url).await?;
+            let aggregate = format!("raw-{client}-{}", uuid::Uuid::new_v4());
+            let mut sequence = 0i64;
+            let payload = json!({"MessageAdded": {"text": "Where is my order?", "sender": {"kind": "customer"}}});
+            let metadata = json!({"tenant_id": "default", "event_id": uuid::Uuid::new_v4().to_string()});
+            while Instant::now() < deadline {
+                sequence += 1;
+                sqlx::query("INSERT INTO bench_raw_events VALUES ('conversation', $1, $2, 'MessageAdded', '1.0', $3, $4)")
+                    .bind(&aggregate)
+                    .bind(sequence)
+                    .bind(&payload)
+                    .bind(&metadata)
+                    .execute(&mut connection)
+                    .await?;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// JetStream publish-with-ack rate: one at a time, and with `in_flight` outstanding.
+async fn jetstream_ceiling(url: &str, seconds: u64, in_flight: usize) -> anyhow::Result<f64> {
+    let client = async_nats::connect(url).await?;
+    let jetstream = async_nats::jetstream::new(client);
+    let stream_name = format!("BENCH_{}", uuid::Uuid::new_v4().simple());
+    jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("{stream_name}.>")],
+            ..Default::default()
+        })
+        .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; 600]);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut pending = std::collections::VecDeque::new();
+    while Instant::now() < deadline {
+        let ack = jetstream.publish(format!("{stream_name}.x"), payload.clone()).await?;
+        pending.push_back(ack);
+        sent += 1;
+        if pending.len() >= in_flight {
+            if let Some(ack) = pending.pop_front() {
+                ack.await?;
+            }
+        }
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    let rate = sent as f64 / started.elapsed().as_secs_f64();
+    jetstream.delete_stream(&stream_name).await?;
+    Ok(rate)
+}
+
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_nats() -> anyhow::Result<Nats> {
+    let port = free_port();
+    let dir = tempfile::tempdir()?;
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nats-server");
+    let child = Command::new(binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--store_dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nats-server did not come up")
+}
+
+/// Appends `count` realistic events straight through the store (bypassing HTTP), for replay.
+async fn seed_events(server: &Server, count: u64) -> anyhow::Result<()> {
+    // Realistic shape: many conversations of a few hundred messages each.
+    let spread = (count / 500).clamp(20, 2_000) as usize;
+    let conversations = open_conversations(server, spread).await;
+    let per_batch = 256u64;
+    let mut done = 0u64;
+    let started = Instant::now();
+    while done < count {
+        let batch: Vec<_> = (0..per_batch.min(count - done))
+            .map(|n| {
+                let id = conversations[((done + n) % spread as u64) as usize].clone();
+                async move {
+                    server
+                        .post(
+                            &format!("/v1/conversations/{id}/messages"),
+                            json!({"sender": {"kind": "customer"}, "text": format!("seed {n}")}),
+                        )
+                        .await
+                }
+            })
+            .collect();
+        futures::future::join_all(batch).await;
+        done += per_batch;
+        if done % 50_000 < per_batch {
+            eprintln!("  seeded {done} events ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+fn replay(server: &Server) -> anyhow::Result<String> {
+    let output = Command::new(&server.binary)
+        .args(["projections", "rebuild", "conversation_list"])
+        .envs(server.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(stdout.lines().last().unwrap_or_default().to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seconds = args.seconds.unwrap_or(if args.quick { 3 } else { 15 });
+    let clients = if args.quick { vec![1, 8] } else { args.clients.clone() };
+    let replay_events = args.replay_events.unwrap_or(if args.quick { 2_000 } else { 1_000_000 });
+    let history = if args.quick { 1_000 } else { 10_000 };
+
+    let data_dir = tempfile::tempdir()?;
+    let mut env = vec![("COLLOQUY_DATA_DIR".to_owned(), data_dir.path().display().to_string())];
+    let database = format!("colloquy_bench_{}", uuid::Uuid::new_v4().simple());
+    let base_url = args.admin_url.rsplit_once('/').map_or(args.admin_url.clone(), |(b, _)| b.to_owned());
+    let database_url = format!("{base_url}/{database}");
+    let nats = if args.nats { Some(start_nats().await?) } else { None };
+    if args.store == StoreKind::Postgres {
+        PgConnection::connect(&args.admin_url)
+            .await?
+            .execute(format!("CREATE DATABASE {database}").as_str())
+            .await?;
+        env.push(("COLLOQUY_DATABASE_URL".into(), database_url.clone()));
+        env.push(("COLLOQUY_DB_MAX_CONNECTIONS".into(), "32".into()));
+    }
+    if let Some(nats) = &nats {
+        env.push(("COLLOQUY_NATS_URL".into(), nats.url.clone()));
+    }
+    let outcome =
+        run(&args, &env, seconds, &clients, replay_events, history, &database_url, nats.as_ref()).await;
+    if args.store == StoreKind::Postgres {
+        if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
+            let _ = admin.execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str()).await;
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    args: &Args,
+    env: &[(String, String)],
+    seconds: u64,
+    clients: &[usize],
+    replay_events: u64,
+    history: usize,
+    database_url: &str,
+    nats: Option<&Nats>,
+) -> anyhow::Result<()> {
+    let server = Arc::new(Server::start(&args.binary, env.to_vec()).await?);
+    let store_name = match (args.store, args.nats) {
+        (StoreKind::Sqlite, _) => "embedded SQLite (synchronous=FULL)",
+        (StoreKind::Postgres, true) => "PostgreSQL + NATS JetStream",
+        (StoreKind::Postgres, false) => "PostgreSQL, in-process bus",
+    };
+    println!("# Colloquy load benchmark: {store_name}{}\n", if args.quick { " (quick mode)" } else { "" });
+    let conversations = Arc::new(open_conversations(&server, if args.quick { 50 } else { 500 }).await);
+
+    println!("## Commands over HTTP ({seconds} s per row; mix: 40% customer message, 30% agent message, 10% assign, 10% status, 10% label)\n");
+    let mut ceilings = Vec::new();
+    if args.store == StoreKind::Postgres {
+        for &c in clients {
+            ceilings.push((c, raw_insert_ceiling(database_url, c, seconds.min(5)).await?));
+        }
+    }
+    println!("| clients | commands/s | p50 ms | p99 ms | max ms | 2xx | 4xx | 5xx/errors | raw insert tx/s | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut peak: f64 = 0.0;
+    for &c in clients {
+        let result = load(&server, &conversations, c, seconds).await;
+        peak = peak.max(result.per_second);
+        let ceiling = ceilings.iter().find(|(n, _)| *n == c).map(|(_, r)| *r);
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            result.clients,
+            result.per_second,
+            ms(result.p50),
+            ms(result.p99),
+            ms(result.max),
+            result.ok,
+            result.refused,
+            result.failed,
+            ceiling.map_or("-".into(), |r| format!("{r:.0}")),
+            ceiling.map_or("-".into(), |r| format!("{:.0}%", 100.0 * result.per_second / r)),
+        );
+    }
+
+    let (lag50, lag99, probes) = projection_lag(&server, &conversations, peak / 2.0, seconds).await;
+    println!("\n## Projection lag at half the peak rate ({:.0} commands/s)\n", peak / 2.0);
+    println!("| probes | p50 ms | p99 ms |\n|---:|---:|---:|\n| {probes} | {} | {} |", ms(lag50), ms(lag99));
+
+    let (fresh, long) = cost_against_history(&server, history, if args.quick { 50 } else { 200 }).await;
+    println!("\n## Cost against history (p50 of sequential agent messages)\n");
+    println!("| fresh conversation ms | {history}-message conversation ms | ratio |\n|---:|---:|---:|");
+    println!("| {} | {} | {:.2} |", ms(fresh), ms(long), long.as_secs_f64() / fresh.as_secs_f64().max(1e-9));
+
+    if let Some(nats) = nats {
+        let one = jetstream_ceiling(&nats.url, seconds.min(5), 1).await?;
+        let many = jetstream_ceiling(&nats.url, seconds.min(5), 1024).await?;
+        println!("\n## JetStream publish-with-ack ceiling\n\n| one at a time msg/s | 1,024 in flight msg/s |\n|---:|---:|\n| {one:.0} | {many:.0} |");
+    }
+
+    eprintln!("seeding {replay_events} events for the replay measurement");
+    seed_events(&server, replay_events).await?;
+    let rss_loaded = server.current_rss_mb();
+    let replayed = replay(&server)?;
+    println!("\n## Replay\n\n`colloquy projections rebuild conversation_list`: {replayed}");
+    println!(
+        "\n## Server memory\n\nRSS after the run: {} MB; peak RSS: {} MB",
+        rss_loaded.map_or("?".into(), |v| format!("{v:.0}")),
+        server.peak_rss_mb().map_or("?".into(), |v| format!("{v:.0}"))
+    );
+    Ok(())
+}
