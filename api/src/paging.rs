@@ -19,6 +19,9 @@ pub struct PageParams {
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Accepted for uniformity with list queries: reads of one aggregate come from its current
+    /// state, which always includes every acknowledged write, so there is nothing to wait for.
+    pub min_position: Option<i64>,
 }
 
 impl PageParams {

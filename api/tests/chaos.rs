@@ -98,6 +98,9 @@ async fn the_fan_out_survives_crashes_of_relay_projector_and_nats() {
     ];
     let relay = Arc::new(std::sync::Mutex::new(Worker::start("relay", env.clone())));
     let projector = Arc::new(std::sync::Mutex::new(Worker::start("project", env.clone())));
+    // A second instance of the same projector runs throughout: the two share the durable
+    // consumer and the checkpoint, and must never apply an event twice.
+    let second_projector = Worker::start("project", env.clone());
 
     let mut conversations = Vec::new();
     for _ in 0..CONVERSATIONS {
@@ -233,6 +236,7 @@ async fn the_fan_out_survives_crashes_of_relay_projector_and_nats() {
     let projected = conversation_list::dump(&store).await.unwrap();
     assert_eq!(projected.len(), CONVERSATIONS);
     projector.lock().unwrap().kill();
+    drop(second_projector);
     let rebuilt = Command::new(env!("CARGO_BIN_EXE_colloquy"))
         .args(["projections", "rebuild", conversation_list::NAME])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -145,6 +145,11 @@ async fn read_head(store: &Store) -> Result<i64, StoreError> {
 pub async fn sequence_round(store: &Store) -> Result<i64, StoreError> {
     let Some(pool) = store.postgres_pool() else { return read_head(store).await };
     let mut tx = pool.begin().await?;
+    // A round's commit need not wait for its WAL flush: were it lost in a crash, the next round
+    // would number the same events identically, because the order is fixed by (xact_id,
+    // position) of events that are themselves durable, starting from the horizon that was
+    // durably stored. Skipping the flush takes a disk sync off every command's path.
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
     // After the lock, this statement's snapshot sees the state the previous round committed.
     // Every transaction with an id below the horizon has finished, so no event can still appear
