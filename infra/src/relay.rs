@@ -245,9 +245,14 @@ pub async fn all_checkpoints(store: &Store) -> Result<Vec<(String, i64)>, StoreE
 
 async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(), StoreError> {
     let query = "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position";
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = CURRENT_TIMESTAMP";
     if let Some(pool) = store.postgres_pool() {
-        sqlx::query(query).bind(name).bind(position).execute(pool).await?;
+        // A lost checkpoint costs nothing: the relay resumes from the stream's last message when
+        // that is later. So the commit need not wait for its WAL flush.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
+        tx.commit().await?;
     } else if let Some((pool, write_lock)) = store.sqlite_pool() {
         let _writer = write_lock.lock().await;
         sqlx::query(query).bind(name).bind(position).execute(pool).await?;

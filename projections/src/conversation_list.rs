@@ -339,32 +339,32 @@ pub async fn list(
     let status_filter_pg = "AND ($2::text = '[]' OR status IN (SELECT jsonb_array_elements_text($2::jsonb)))";
     let deleted_filter = if query.include_deleted { "" } else { "AND NOT deleted" };
     let keyset = "AND ($3 IS NULL OR (last_activity_at, conversation_id) < ($3, $4))";
+    // Written into the statement: a bound LIMIT makes PostgreSQL's generic plan guess badly.
+    let limit = query.limit.clamp(1, 1_000);
     if let Some(pool) = store.postgres_pool() {
         let sql = format!(
             "SELECT {COLUMNS} FROM conversation_list WHERE tenant_id = $1 {status_filter_pg} {deleted_filter}
                AND ($3::timestamptz IS NULL OR (last_activity_at, conversation_id) < ($3::timestamptz, $4::text))
-             ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $5"
+             ORDER BY last_activity_at DESC, conversation_id DESC LIMIT {limit}"
         );
         let rows = sqlx::query(&sql)
             .bind(tenant)
             .bind(&statuses)
             .bind(after_time)
             .bind(after_id)
-            .bind(query.limit)
             .fetch_all(pool)
             .await?;
         Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
     } else if let Some((pool, _)) = store.sqlite_pool() {
         let sql = format!(
             "SELECT {COLUMNS} FROM conversation_list WHERE tenant_id = $1 {status_filter} {deleted_filter} {keyset}
-             ORDER BY last_activity_at DESC, conversation_id DESC LIMIT $5"
+             ORDER BY last_activity_at DESC, conversation_id DESC LIMIT {limit}"
         );
         let rows = sqlx::query(&sql)
             .bind(tenant)
             .bind(&statuses)
             .bind(after_time)
             .bind(after_id)
-            .bind(query.limit)
             .fetch_all(pool)
             .await?;
         Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
