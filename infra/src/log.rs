@@ -212,9 +212,10 @@ async fn lookup_position(
 }
 
 async fn read_log(store: &Store, after: i64, limit: i64, tenant: Option<&TenantId>) -> Result<Vec<StoredEvent>, StoreError> {
-    // The limit is written into the statement rather than bound: with a bound LIMIT, PostgreSQL's
-    // generic plan assumes a tenth of the table and hash-joins all of `events` (seconds per page
-    // at a million events) instead of walking the two indexes (a millisecond).
+    // Planned afresh on every call (not a cached prepared statement): a plan cached while the
+    // tables were small seq-scans and hash-joins `events`, and PostgreSQL keeps it until the next
+    // ANALYZE; at a million events that cost seconds per page instead of a millisecond. The
+    // limit is written into the statement so the planner sees it.
     let limit = limit.clamp(1, 10_000);
     let tenant_filter = if tenant.is_some() { "AND l.tenant_id = $2" } else { "" };
     if let Some(pool) = store.postgres_pool() {
@@ -226,7 +227,7 @@ async fn read_log(store: &Store, after: i64, limit: i64, tenant: Option<&TenantI
               ORDER BY l.position
               LIMIT {limit}"
         );
-        let mut query = sqlx::query(&sql).bind(after);
+        let mut query = sqlx::query(&sql).persistent(false).bind(after);
         if let Some(tenant) = tenant {
             query = query.bind(tenant.as_str());
         }
@@ -241,7 +242,7 @@ async fn read_log(store: &Store, after: i64, limit: i64, tenant: Option<&TenantI
               ORDER BY l.position
               LIMIT {limit}"
         );
-        let mut query = sqlx::query(&sql).bind(after);
+        let mut query = sqlx::query(&sql).persistent(false).bind(after);
         if let Some(tenant) = tenant {
             query = query.bind(tenant.as_str());
         }

@@ -348,6 +348,7 @@ pub async fn list(
              ORDER BY last_activity_at DESC, conversation_id DESC LIMIT {limit}"
         );
         let rows = sqlx::query(&sql)
+            .persistent(false)
             .bind(tenant)
             .bind(&statuses)
             .bind(after_time)
@@ -361,6 +362,7 @@ pub async fn list(
              ORDER BY last_activity_at DESC, conversation_id DESC LIMIT {limit}"
         );
         let rows = sqlx::query(&sql)
+            .persistent(false)
             .bind(tenant)
             .bind(&statuses)
             .bind(after_time)
