@@ -211,7 +211,12 @@ async fn lookup_position(
     }
 }
 
-async fn read_log(store: &Store, after: i64, limit: i64, tenant: Option<&TenantId>) -> Result<Vec<StoredEvent>, StoreError> {
+async fn read_log(
+    store: &Store,
+    after: i64,
+    limit: i64,
+    tenant: Option<&TenantId>,
+) -> Result<Vec<StoredEvent>, StoreError> {
     // Planned afresh on every call (not a cached prepared statement): a plan cached while the
     // tables were small seq-scans and hash-joins `events`, and PostgreSQL keeps it until the next
     // ANALYZE; at a million events that cost seconds per page instead of a millisecond. The
