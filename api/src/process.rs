@@ -98,12 +98,16 @@ pub struct ShutdownHandle {
 impl ShutdownHandle {
     /// Begins a graceful stop.
     pub fn shutdown(self) {
-        if let Some(http) = self.http {
-            let _ = http.send(());
-        }
-        if !self.stop.borrow().to_owned() {
+        match self.http {
+            // `Running::wait` stops the relay and projectors once the last request has finished,
+            // so the events of in-flight commands are still relayed by this process.
+            Some(http) => {
+                let _ = http.send(());
+            }
             // Without HTTP, the stop flag is what `wait` waits on.
-            let _ = self.stop.send(true);
+            None => {
+                let _ = self.stop.send(true);
+            }
         }
     }
 }
