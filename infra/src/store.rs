@@ -167,10 +167,52 @@ impl Store {
         aggregate_id: &str,
         sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match &*self.backend {
-            Backend::Postgres { repo, .. } => repo.get_last_events::<A>(aggregate_id, sequence).await,
-            Backend::Sqlite { repo, .. } => repo.get_last_events::<A>(aggregate_id, sequence).await,
-        }
+        // Not the store crates' `get_last_events`: they write `sequence` into the SQL text, so
+        // every call is a new statement to parse and plan (and to evict from the connection's
+        // statement cache). This runs before every command, so it binds the value instead.
+        let sql =
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
+                     FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+                    ORDER BY sequence";
+        let after = i64::try_from(sequence).unwrap_or(i64::MAX);
+        let failed = |e: sqlx::Error| PersistenceError::ConnectionError(Box::new(e));
+        let rows = match &*self.backend {
+            Backend::Postgres { pool, .. } => {
+                let rows = sqlx::query(sql)
+                    .bind(A::TYPE)
+                    .bind(aggregate_id)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(failed)?;
+                rows.iter().map(stored_event_pg).collect::<Result<Vec<_>, _>>()
+            }
+            Backend::Sqlite { pool, .. } => {
+                let rows = sqlx::query(sql)
+                    .bind(A::TYPE)
+                    .bind(aggregate_id)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(failed)?;
+                rows.iter().map(stored_event_sqlite).collect::<Result<Vec<_>, _>>()
+            }
+        };
+        let rows = rows.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+        Ok(rows
+            .into_iter()
+            .map(|event| {
+                SerializedEvent::new(
+                    event.aggregate_id,
+                    usize::try_from(event.sequence).unwrap_or_default(),
+                    event.aggregate_type,
+                    event.event_type,
+                    event.event_version,
+                    event.payload,
+                    event.metadata,
+                )
+            })
+            .collect())
     }
 
     /// Appends events in one transaction; a sequence already taken fails the whole append with
@@ -302,7 +344,7 @@ async fn sqlite_pool(path: &Path) -> Result<SqlitePool, sqlx::Error> {
 
 pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
-        position: row.try_get("position")?,
+        position: row.try_get("position").ok().flatten(),
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
@@ -319,7 +361,7 @@ pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<Store
         serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
     };
     Ok(StoredEvent {
-        position: row.try_get("position")?,
+        position: row.try_get("position").ok().flatten(),
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
