@@ -138,18 +138,6 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Postgres { pool, .. } => sqlx::query("SELECT 1").execute(pool).await?,
-            Backend::Sqlite { pool, .. } => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-                return Ok(());
-            }
-        };
-        Ok(())
-    }
-
     /// Every event of one aggregate, in order.
     pub async fn load<A: Aggregate>(
         &self,
