@@ -133,10 +133,9 @@ impl GlobalLog {
 async fn read_head(store: &Store) -> Result<i64, StoreError> {
     if let Some(pool) = store.postgres_pool() {
         Ok(sqlx::query_scalar("SELECT last_position FROM event_log_state").fetch_one(pool).await?)
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        Ok(sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM event_log").fetch_one(pool).await?)
     } else {
-        Ok(0)
+        let sql = "SELECT coalesce(max(position), 0) FROM event_log";
+        Ok(crate::on_pool!(store, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?))
     }
 }
 
@@ -148,7 +147,7 @@ pub async fn sequence_round(store: &Store) -> Result<i64, StoreError> {
     // A round's commit need not wait for its WAL flush: were it lost in a crash, the next round
     // would number the same events identically, because the order is fixed by (xact_id,
     // position) of events that are themselves durable, starting from the horizon that was
-    // durably stored. Skipping the flush takes a disk sync off every command's path.
+    // durably stored. Not waiting for the flush takes a disk sync off every command's path.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
     // After the lock, this statement's snapshot sees the state the previous round committed.
@@ -190,25 +189,14 @@ async fn lookup_position(
     sequence: usize,
 ) -> Result<Option<i64>, StoreError> {
     let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
-    let query =
+    let sql =
         "SELECT position FROM event_log WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-    if let Some(pool) = store.postgres_pool() {
-        Ok(sqlx::query_scalar(query)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .fetch_optional(pool)
-            .await?)
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        Ok(sqlx::query_scalar(query)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .fetch_optional(pool)
-            .await?)
-    } else {
-        Ok(None)
-    }
+    Ok(crate::on_pool!(store, |pool| sqlx::query_scalar(sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(pool)
+        .await?))
 }
 
 async fn read_log(

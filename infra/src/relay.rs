@@ -220,27 +220,16 @@ impl JetStreamTransport {
 
 /// Reads a checkpoint (0 when absent).
 pub async fn read_checkpoint(store: &Store, name: &str) -> Result<i64, StoreError> {
-    let query = "SELECT position FROM checkpoints WHERE name = $1";
-    let position: Option<i64> = if let Some(pool) = store.postgres_pool() {
-        sqlx::query_scalar(query).bind(name).fetch_optional(pool).await?
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        sqlx::query_scalar(query).bind(name).fetch_optional(pool).await?
-    } else {
-        None
-    };
+    let sql = "SELECT position FROM checkpoints WHERE name = $1";
+    let position: Option<i64> =
+        crate::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(name).fetch_optional(pool).await?);
     Ok(position.unwrap_or(0))
 }
 
 /// Every checkpoint, by name.
 pub async fn all_checkpoints(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
-    let query = "SELECT name, position FROM checkpoints ORDER BY name";
-    if let Some(pool) = store.postgres_pool() {
-        Ok(sqlx::query_as(query).fetch_all(pool).await?)
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        Ok(sqlx::query_as(query).fetch_all(pool).await?)
-    } else {
-        Ok(Vec::new())
-    }
+    let sql = "SELECT name, position FROM checkpoints ORDER BY name";
+    Ok(crate::on_pool!(store, |pool| sqlx::query_as(sql).fetch_all(pool).await?))
 }
 
 async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(), StoreError> {

@@ -20,6 +20,19 @@ use tokio::sync::Mutex;
 
 use colloquy_domain::TenantId;
 
+/// Runs `$body` with `$pool` bound to whichever pool `$store` has (PostgreSQL or SQLite), for
+/// statements whose text is the same in both dialects. The body is expanded once per pool type.
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match ($store.postgres_pool(), $store.sqlite_pool()) {
+            (Some($pool), _) => $body,
+            (None, Some(($pool, _))) => $body,
+            (None, None) => unreachable!("a store always has one of its two pools"),
+        }
+    };
+}
+
 /// Where the events are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {

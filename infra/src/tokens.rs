@@ -118,19 +118,9 @@ pub async fn insert_token(
 
 /// Whether the tenant has any token yet.
 pub async fn has_tokens(store: &Store, tenant: &TenantId) -> Result<bool, StoreError> {
-    let count: i64 = if let Some(pool) = store.postgres_pool() {
-        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .fetch_one(pool)
-            .await?
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE tenant_id = ?")
-            .bind(tenant.as_str())
-            .fetch_one(pool)
-            .await?
-    } else {
-        0
-    };
+    let sql = "SELECT count(*) FROM api_tokens WHERE tenant_id = $1";
+    let count: i64 =
+        crate::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(tenant.as_str()).fetch_one(pool).await?);
     Ok(count > 0)
 }
 

@@ -378,13 +378,10 @@ pub async fn list(
 /// Every row, ordered by id: for comparing the read model with a rebuild.
 pub async fn dump(store: &Store) -> Result<Vec<ConversationRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM conversation_list ORDER BY conversation_id");
-    if let Some(pool) = store.postgres_pool() {
-        Ok(sqlx::query(&sql).fetch_all(pool).await?.iter().map(decode).collect::<Result<_, _>>()?)
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        Ok(sqlx::query(&sql).fetch_all(pool).await?.iter().map(decode).collect::<Result<_, _>>()?)
-    } else {
-        Ok(Vec::new())
-    }
+    let rows = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query(&sql).fetch_all(pool).await?.iter().map(decode).collect::<Result<Vec<_>, _>>()?
+    });
+    Ok(rows)
 }
 
 #[cfg(test)]
