@@ -101,7 +101,6 @@ impl AppState {
         if committed.events.is_empty() {
             return None;
         }
-        self.inner.log.appended().await;
         let wait = Duration::from_secs(2);
         match self.inner.log.position_of(A::TYPE, aggregate_id, committed.version, wait).await {
             Ok(position) => position,

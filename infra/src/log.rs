@@ -48,13 +48,7 @@ impl GlobalLog {
     async fn run_sequencer(self) {
         loop {
             match sequence_round(&self.store).await {
-                Ok(head) => {
-                    self.head_sender.send_if_modified(|current| {
-                        let moved = head > *current;
-                        *current = (*current).max(head);
-                        moved
-                    });
-                }
+                Ok(head) => self.advance_head(head),
                 Err(error) => {
                     tracing::warn!(%error, "sequencer round failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -64,18 +58,13 @@ impl GlobalLog {
         }
     }
 
-    /// Tells the log that events were appended, so SQLite's head moves and PostgreSQL's
-    /// sequencer runs a round now rather than at its next poll.
-    pub async fn appended(&self) {
-        if self.store.postgres_pool().is_some() {
-            self.wake.notify_one();
-        } else if let Ok(head) = read_head(&self.store).await {
-            self.head_sender.send_if_modified(|current| {
-                let moved = head > *current;
-                *current = (*current).max(head);
-                moved
-            });
-        }
+    /// Moves this process's head forward to `position` (never back).
+    fn advance_head(&self, position: i64) {
+        self.head_sender.send_if_modified(|current| {
+            let moved = position > *current;
+            *current = (*current).max(position);
+            moved
+        });
     }
 
     /// The highest global position known to this process.
@@ -88,8 +77,10 @@ impl GlobalLog {
         self.head.clone()
     }
 
-    /// The global position of one event, waiting up to `timeout` for the sequencer to give it
-    /// one. `None` when it has none by then (an older transaction still holds the horizon).
+    /// The global position of one just-committed event, waiting up to `timeout` for the
+    /// sequencer to give it one. `None` when it has none by then (an older transaction still
+    /// holds the horizon). Finding it moves this process's head, which wakes the relay: SQLite
+    /// has no sequencer to do that.
     pub async fn position_of(
         &self,
         aggregate_type: &str,
@@ -100,13 +91,15 @@ impl GlobalLog {
         let mut head = self.head.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Wake the sequencer before looking, so the first lookup is not a certain miss.
+            self.wake.notify_one();
             head.borrow_and_update();
             if let Some(position) =
                 lookup_position(&self.store, aggregate_type, aggregate_id, sequence).await?
             {
+                self.advance_head(position);
                 return Ok(Some(position));
             }
-            self.wake.notify_one();
             if tokio::time::timeout_at(deadline, head.changed()).await.is_err() {
                 return Ok(None);
             }

@@ -341,38 +341,30 @@ pub async fn list(
     let keyset = "AND ($3 IS NULL OR (last_activity_at, conversation_id) < ($3, $4))";
     // Written into the statement: a bound LIMIT makes PostgreSQL's generic plan guess badly.
     let limit = query.limit.clamp(1, 1_000);
-    if let Some(pool) = store.postgres_pool() {
-        let sql = format!(
+    let sql = if store.postgres_pool().is_some() {
+        format!(
             "SELECT {COLUMNS} FROM conversation_list WHERE tenant_id = $1 {status_filter_pg} {deleted_filter}
                AND ($3::timestamptz IS NULL OR (last_activity_at, conversation_id) < ($3::timestamptz, $4::text))
              ORDER BY last_activity_at DESC, conversation_id DESC LIMIT {limit}"
-        );
-        let rows = sqlx::query(&sql)
-            .persistent(false)
-            .bind(tenant)
-            .bind(&statuses)
-            .bind(after_time)
-            .bind(after_id)
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
-    } else if let Some((pool, _)) = store.sqlite_pool() {
-        let sql = format!(
+        )
+    } else {
+        format!(
             "SELECT {COLUMNS} FROM conversation_list WHERE tenant_id = $1 {status_filter} {deleted_filter} {keyset}
              ORDER BY last_activity_at DESC, conversation_id DESC LIMIT {limit}"
-        );
-        let rows = sqlx::query(&sql)
-            .persistent(false)
-            .bind(tenant)
-            .bind(&statuses)
-            .bind(after_time)
-            .bind(after_id)
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
-    } else {
-        Ok(Vec::new())
-    }
+        )
+    };
+    let rows = colloquy_infra::on_pool!(store, |pool| sqlx::query(&sql)
+        .persistent(false)
+        .bind(tenant)
+        .bind(&statuses)
+        .bind(after_time)
+        .bind(after_id)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect::<Result<Vec<_>, _>>()?);
+    Ok(rows)
 }
 
 /// Every row, ordered by id: for comparing the read model with a rebuild.
