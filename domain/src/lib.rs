@@ -1,4 +1,4 @@
-//! Colloquy's write model: the Contact and Conversation aggregates, their commands, events and
+//! Colloquy's write model: the Contact, Conversation and Group aggregates, their commands, events and
 //! the typed refusals that say which rule a command broke.
 //!
 //! Nothing here does I/O or reads a clock: time and the acting principal come in through
@@ -10,6 +10,7 @@ pub mod channel;
 pub mod contact;
 pub mod context;
 pub mod conversation;
+pub mod group;
 pub mod ids;
 pub mod metadata;
 pub mod validate;
@@ -18,6 +19,7 @@ pub use channel::Channel;
 pub use contact::{Contact, ContactCommand, ContactError, ContactEvent};
 pub use context::{Actor, ActorKind, CommandContext};
 pub use conversation::{Conversation, ConversationCommand, ConversationError, ConversationEvent};
+pub use group::{Group, GroupCommand, GroupError, GroupEvent, GroupId};
 pub use ids::{ContactId, ConversationId, MessageId, TenantId};
 pub use metadata::EventMetadata;
 
