@@ -23,7 +23,7 @@ use colloquy_infra::Config;
 
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
-use crate::routes::{contacts, conversations, events, health, messages};
+use crate::routes::{contacts, conversations, events, health, inbox, messages};
 pub use crate::state::AppState;
 
 /// Largest request body accepted, in bytes.
@@ -41,7 +41,9 @@ pub fn app(state: AppState) -> Router {
         .route("/contacts", post(contacts::create))
         .route("/contacts/{id}", get(contacts::get).patch(contacts::patch))
         .route("/contacts/{id}/events", get(contacts::events))
-        .route("/conversations", post(conversations::open).get(conversations::list))
+        .route("/conversations", post(conversations::open).get(inbox::list))
+        .route("/conversations/counts", get(inbox::counts))
+        .route("/conversations/resolve", post(inbox::resolve))
         .route(
             "/conversations/{id}",
             get(conversations::get).patch(conversations::patch).delete(conversations::delete),

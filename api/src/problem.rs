@@ -147,6 +147,11 @@ impl ApiError {
         )
     }
 
+    /// The human-readable explanation.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -11,6 +11,7 @@ use colloquy_domain::conversation::{
 };
 use colloquy_domain::{Channel, Contact, ContactId, Conversation, ConversationId, MessageId};
 use colloquy_infra::StoredEvent;
+use colloquy_projections::conversation_list::{ContactSummary, ConversationRow};
 
 /// A contact.
 #[derive(Debug, Serialize)]
@@ -56,7 +57,7 @@ impl ContactView {
 pub struct ReaderView {
     user_id: String,
     read_at: DateTime<Utc>,
-    last_read_message_id: Option<MessageId>,
+    last_read_message_id: Option<String>,
     unread_count: u64,
 }
 
@@ -76,6 +77,9 @@ pub struct ConversationView {
     id: Option<ConversationId>,
     number: u64,
     contact_id: Option<ContactId>,
+    /// The contact's name, e-mail and phone: in reads served by the inbox read model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact: Option<ContactSummary>,
     channel: Option<Channel>,
     inbox_id: Option<String>,
     subject: Option<String>,
@@ -102,6 +106,7 @@ pub struct ConversationView {
     total_response_time_ms: i64,
     average_response_time_ms: Option<i64>,
     participant_ids: Vec<String>,
+    mentioned_ids: Vec<String>,
     readers: Vec<ReaderView>,
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
@@ -118,6 +123,7 @@ impl ConversationView {
             id: conversation.id,
             number: conversation.number,
             contact_id: conversation.contact_id,
+            contact: None,
             channel: conversation.channel,
             inbox_id: conversation.inbox_id.clone(),
             subject: conversation.subject.clone(),
@@ -149,13 +155,14 @@ impl ConversationView {
             total_response_time_ms: conversation.total_response_time_ms,
             average_response_time_ms: average,
             participant_ids: conversation.participant_ids.iter().cloned().collect(),
+            mentioned_ids: conversation.mentioned_ids.iter().cloned().collect(),
             readers: conversation
                 .readers
                 .iter()
                 .map(|(user_id, receipt)| ReaderView {
                     user_id: user_id.clone(),
                     read_at: receipt.read_at,
-                    last_read_message_id: receipt.last_read_message_id,
+                    last_read_message_id: receipt.last_read_message_id.map(|id| id.to_string()),
                     unread_count: conversation.unread_count_for(user_id),
                 })
                 .collect(),
@@ -164,6 +171,73 @@ impl ConversationView {
             last_activity_at: conversation.last_activity_at,
             version,
         }
+    }
+}
+
+impl ConversationView {
+    /// The view of a row of the inbox read model: the same shape as [`ConversationView::of`],
+    /// with the contact's summary.
+    pub fn from_row(row: ConversationRow) -> Self {
+        let average = (row.response_count > 0).then(|| row.total_response_time_ms / row.response_count);
+        let readers = row
+            .readers
+            .iter()
+            .map(|(user_id, receipt)| ReaderView {
+                user_id: user_id.clone(),
+                read_at: receipt.read_at,
+                last_read_message_id: receipt.last_read_message_id.clone(),
+                unread_count: u64::try_from(row.unread_count_for(user_id)).unwrap_or(0),
+            })
+            .collect();
+        Self {
+            id: row.id.parse().ok().map(ConversationId),
+            number: u64::try_from(row.number).unwrap_or(0),
+            contact_id: row.contact_id.parse().ok().map(ContactId),
+            contact: Some(row.contact.clone()),
+            channel: Some(row.channel),
+            inbox_id: row.inbox_id.clone(),
+            subject: row.subject.clone(),
+            status: row.status,
+            snoozed_until: row.snoozed_until,
+            priority: row.priority,
+            custom_fields: row.custom_fields.clone(),
+            starred: row.starred,
+            assignee_id: row.assignee_id.clone(),
+            team_id: row.team_id.clone(),
+            labels: row.labels.clone(),
+            group_type: row.group_type,
+            deleted: row.deleted,
+            message_count: usize::try_from(row.message_count).unwrap_or(0),
+            unread_count: u64::try_from(row.unread_count()).unwrap_or(0),
+            last_message: LastMessageView {
+                preview: row.last_message_preview.clone(),
+                at: row.last_message_at,
+                message_type: row.last_message_type,
+                sender_kind: row.last_message_sender_kind,
+            },
+            last_responder: row.last_responder,
+            is_customer_responded_last: row.last_responder == Some(Responder::Customer),
+            last_customer_message_at: row.last_customer_message_at,
+            last_agent_message_at: row.last_agent_message_at,
+            customer_waiting_since: row.waiting_since,
+            first_reply_at: row.first_reply_at,
+            response_count: u64::try_from(row.response_count).unwrap_or(0),
+            total_response_time_ms: row.total_response_time_ms,
+            average_response_time_ms: average,
+            participant_ids: row.participants.clone(),
+            mentioned_ids: row.mentioned.clone(),
+            readers,
+            created_at: Some(row.created_at),
+            updated_at: Some(row.updated_at),
+            last_activity_at: Some(row.last_activity_at),
+            version: usize::try_from(row.version).unwrap_or(0),
+        }
+    }
+
+    /// The same view with the contact's summary.
+    pub fn with_contact(mut self, contact: ContactSummary) -> Self {
+        self.contact = Some(contact);
+        self
     }
 }
 

@@ -27,6 +27,24 @@ pub enum Tx<'c> {
     Sqlite(Transaction<'c, Sqlite>),
 }
 
+/// Runs `$body` with `$conn` bound to the connection of whichever transaction `$tx` is, for
+/// statements whose text is the same in both dialects. The body is expanded once per database.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
 /// Failures of a projector.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

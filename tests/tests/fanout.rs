@@ -30,7 +30,7 @@ async fn read_your_writes_through_the_conversation_list(backend: Backend) {
         assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
         let row =
             list.body["data"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
-        assert_eq!(row["last_message_preview"], format!("note {n}"), "the list already shows the write");
+        assert_eq!(row["last_message"]["preview"], format!("note {n}"), "the list already shows the write");
         assert_eq!(row["message_count"], n + 1);
     }
     server.stop().await;

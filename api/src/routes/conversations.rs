@@ -14,7 +14,7 @@ use colloquy_domain::conversation::{ConversationPatch, NewConversation, Priority
 use colloquy_domain::{Channel, Contact, Conversation, ConversationCommand, ConversationId};
 use colloquy_infra::{Committed, Intent};
 
-use colloquy_projections::conversation_list::{self, ConversationRow, ListQuery};
+use colloquy_projections::conversation_list;
 
 use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::PageParams;
@@ -172,25 +172,47 @@ pub async fn open(
         .at(position))
 }
 
-/// `GET /v1/conversations/{id}`; a deleted conversation answers 410 (its events stay readable).
+/// `GET /v1/conversations/{id}`, served from the inbox read model; a deleted conversation
+/// answers 410 (its events stay readable). When the row is behind what this process has
+/// committed, or not there yet, the answer comes from the aggregate instead, so a client always
+/// reads its own writes.
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(conversation_id): Path<Uuid>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
     require(&principal, "conversations:read")?;
+    let id = conversation_id.to_string();
+    let gone = || {
+        ApiError::gone(format!(
+            "conversation {conversation_id} was deleted; its history stays at /v1/conversations/{conversation_id}/events"
+        ))
+    };
+    let row = conversation_list::get(state.store(), principal.tenant.as_str(), &id).await?;
+    let contact = match row {
+        Some(row) if state.conversations().cached_version(&id).is_none_or(|v| row.version >= v as i64) => {
+            if row.deleted {
+                return Err(gone());
+            }
+            let version = usize::try_from(row.version).unwrap_or(0);
+            return Ok(Versioned::ok(version, ConversationView::from_row(row)));
+        }
+        Some(row) => Some(row.contact),
+        None => None,
+    };
     let found = state
         .conversations()
-        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, version| {
+        .read(&principal.tenant, &id, |conversation: &Conversation, version| {
             (conversation.deleted, version, ConversationView::of(conversation, version))
         })
         .await?;
     match found {
         None => Err(ApiError::not_found(format!("conversation {conversation_id}"))),
-        Some((true, _, _)) => Err(ApiError::gone(format!(
-            "conversation {conversation_id} was deleted; its history stays at /v1/conversations/{conversation_id}/events"
-        ))),
-        Some((false, version, view)) => Ok(Versioned::ok(version, view)),
+        Some((true, _, _)) => Err(gone()),
+        Some((false, version, view)) => Ok(Versioned::ok(
+            version,
+            if let Some(contact) = contact { view.with_contact(contact) } else { view },
+        )),
     }
 }
 
@@ -304,74 +326,4 @@ pub async fn events(
 ) -> Result<axum::Json<Page<EventView>>, ApiError> {
     require(&principal, "conversations:read")?;
     stream_events(&state, &principal, "conversation", conversation_id, &page).await.map(axum::Json)
-}
-
-/// Query of `GET /v1/conversations`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListConversations {
-    /// One status or several, comma-separated.
-    status: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-    /// Read-your-writes: wait until the list reflects this global position.
-    min_position: Option<i64>,
-}
-
-/// `GET /v1/conversations`: newest activity first, from the conversation_list read model.
-pub async fn list(
-    State(state): State<AppState>,
-    Auth(principal): Auth,
-    Query(query): Query<ListConversations>,
-) -> Result<axum::Json<Page<ConversationRow>>, ApiError> {
-    require(&principal, "conversations:read")?;
-    let limit = match query.limit {
-        None => crate::paging::DEFAULT_LIMIT,
-        Some(n) if (1..=crate::paging::MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "limit",
-                format!("must be 1 to {}", crate::paging::MAX_LIMIT),
-            ))
-        }
-    };
-    let mut statuses = Vec::new();
-    for status in query.status.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
-        if !Status::ALL.iter().any(|known| known.as_str() == status) {
-            return Err(ApiError::invalid_field(
-                "status",
-                format!("{status:?} is not one of open, pending, snoozed, closed, bot"),
-            ));
-        }
-        statuses.push(status.to_owned());
-    }
-    let after = query.cursor.as_deref().map(decode_list_cursor).transpose()?;
-    state.await_projection(conversation_list::NAME, query.min_position).await?;
-    let list_query = ListQuery { statuses, include_deleted: false, after, limit: limit as i64 + 1 };
-    let mut rows = conversation_list::list(state.store(), principal.tenant.as_str(), &list_query).await?;
-    let next_cursor = (rows.len() > limit).then(|| {
-        rows.truncate(limit);
-        rows.last().map(encode_list_cursor).unwrap_or_default()
-    });
-    Ok(axum::Json(Page { data: rows, next_cursor }))
-}
-
-fn encode_list_cursor(row: &ConversationRow) -> String {
-    use base64::Engine;
-    let raw = format!(
-        "act:{}|{}",
-        row.last_activity_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        row.id
-    );
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_list_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
-    use base64::Engine;
-    let bad = || ApiError::invalid_field("cursor", "is not a cursor this list issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (time, id) = text.strip_prefix("act:").and_then(|t| t.split_once('|')).ok_or_else(bad)?;
-    let time = DateTime::parse_from_rfc3339(time).map_err(|_| bad())?.with_timezone(&Utc);
-    Ok((time, id.to_owned()))
 }

@@ -5,6 +5,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod events;
 pub mod health;
+pub mod inbox;
 pub mod messages;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -437,6 +437,33 @@ pub enum ConversationEvent {
     },
 }
 
+impl ConversationEvent {
+    /// When the fact happened.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            ConversationEvent::ConversationOpened { opened_at, .. } => *opened_at,
+            ConversationEvent::SubjectChanged { changed_at, .. }
+            | ConversationEvent::PriorityChanged { changed_at, .. }
+            | ConversationEvent::CustomFieldsChanged { changed_at, .. }
+            | ConversationEvent::StatusChanged { changed_at, .. }
+            | ConversationEvent::LabelsAdded { changed_at, .. }
+            | ConversationEvent::LabelsRemoved { changed_at, .. }
+            | ConversationEvent::MessageVisibilityChanged { changed_at, .. }
+            | ConversationEvent::DeliveryStatusChanged { changed_at, .. } => *changed_at,
+            ConversationEvent::ConversationStarred { starred_at } => *starred_at,
+            ConversationEvent::ConversationUnstarred { unstarred_at } => *unstarred_at,
+            ConversationEvent::ConversationAssigned { assigned_at, .. } => *assigned_at,
+            ConversationEvent::ConversationUnassigned { unassigned_at, .. } => *unassigned_at,
+            ConversationEvent::ConversationRead { read_at, .. } => *read_at,
+            ConversationEvent::ConversationDeleted { deleted_at } => *deleted_at,
+            ConversationEvent::MessageAdded { created_at, .. } => *created_at,
+            ConversationEvent::MessageEdited { edited_at, .. } => *edited_at,
+            ConversationEvent::ReactionAdded { reacted_at, .. } => *reacted_at,
+            ConversationEvent::ReactionRemoved { removed_at, .. } => *removed_at,
+        }
+    }
+}
+
 impl DomainEvent for ConversationEvent {
     fn event_type(&self) -> String {
         match self {
@@ -1142,27 +1169,7 @@ impl Aggregate for Conversation {
     }
 
     fn apply(&mut self, event: Self::Event) {
-        let at = match &event {
-            ConversationEvent::ConversationOpened { opened_at, .. } => *opened_at,
-            ConversationEvent::SubjectChanged { changed_at, .. }
-            | ConversationEvent::PriorityChanged { changed_at, .. }
-            | ConversationEvent::CustomFieldsChanged { changed_at, .. }
-            | ConversationEvent::StatusChanged { changed_at, .. }
-            | ConversationEvent::LabelsAdded { changed_at, .. }
-            | ConversationEvent::LabelsRemoved { changed_at, .. }
-            | ConversationEvent::MessageVisibilityChanged { changed_at, .. }
-            | ConversationEvent::DeliveryStatusChanged { changed_at, .. } => *changed_at,
-            ConversationEvent::ConversationStarred { starred_at } => *starred_at,
-            ConversationEvent::ConversationUnstarred { unstarred_at } => *unstarred_at,
-            ConversationEvent::ConversationAssigned { assigned_at, .. } => *assigned_at,
-            ConversationEvent::ConversationUnassigned { unassigned_at, .. } => *unassigned_at,
-            ConversationEvent::ConversationRead { read_at, .. } => *read_at,
-            ConversationEvent::ConversationDeleted { deleted_at } => *deleted_at,
-            ConversationEvent::MessageAdded { created_at, .. } => *created_at,
-            ConversationEvent::MessageEdited { edited_at, .. } => *edited_at,
-            ConversationEvent::ReactionAdded { reacted_at, .. } => *reacted_at,
-            ConversationEvent::ReactionRemoved { removed_at, .. } => *removed_at,
-        };
+        let at = event.occurred_at();
         self.updated_at = Some(at);
         match event {
             ConversationEvent::ConversationOpened {

@@ -1,0 +1,415 @@
+//! The inbox: `GET /v1/conversations` (filters, sorts, keyset cursors), `GET
+//! /v1/conversations/counts` and `POST /v1/conversations/resolve`, all over the
+//! `conversation_list` read model.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use colloquy_domain::conversation::{GroupType, Priority, Status};
+use colloquy_domain::{Channel, ConversationCommand};
+use colloquy_infra::tokens::Principal;
+use colloquy_infra::Intent;
+use colloquy_projections::conversation_list::{
+    self, Counts, Cursor, Direction, LabelMatch, ListFilter, Sort, SortKey,
+};
+
+use crate::extract::{require, Auth, Json, Query};
+use crate::problem::{command_failed, ApiError};
+use crate::routes::origin;
+use crate::state::AppState;
+use crate::views::{ConversationView, Page};
+
+/// Conversations per page when `limit` is absent.
+pub const DEFAULT_LIMIT: usize = 25;
+/// Most conversations per page.
+pub const MAX_LIMIT: usize = 100;
+/// Most conversations one bulk resolve closes; a larger match answers `truncated: true`.
+pub const MAX_BULK: usize = 5_000;
+/// Bulk commands in flight at once.
+const BULK_CONCURRENCY: usize = 8;
+
+/// One value or several: `status=open,pending` in a query, `"open,pending"` or
+/// `["open", "pending"]` in a JSON body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A comma-separated list.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn values(&self) -> Vec<String> {
+        let split = |s: &str| -> Vec<String> {
+            s.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+        };
+        match self {
+            Self::One(text) => split(text),
+            Self::Many(values) => values.iter().flat_map(|v| split(v)).collect(),
+        }
+    }
+}
+
+/// The filters of a conversation list, as a query string (`GET /v1/conversations`) or a JSON
+/// body (`POST /v1/conversations/resolve`), with the same names in both. The paging fields
+/// apply to lists, `ids` to bulk resolve.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxParams {
+    status: Option<OneOrMany>,
+    priority: Option<OneOrMany>,
+    assignee_id: Option<String>,
+    unassigned: Option<bool>,
+    team_id: Option<String>,
+    inbox_id: Option<String>,
+    contact_id: Option<Uuid>,
+    channel: Option<OneOrMany>,
+    group_type: Option<GroupType>,
+    label: Option<OneOrMany>,
+    label_match: Option<String>,
+    starred: Option<bool>,
+    awaiting_response: Option<bool>,
+    participating: Option<String>,
+    mentioned: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    last_activity_after: Option<DateTime<Utc>>,
+    last_activity_before: Option<DateTime<Utc>>,
+    q: Option<String>,
+    sort: Option<String>,
+    order: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    /// Read-your-writes: wait until the read model reflects this global position.
+    min_position: Option<i64>,
+    ids: Option<Vec<Uuid>>,
+}
+
+fn parse_each<T: for<'de> Deserialize<'de>>(
+    field: &str,
+    values: &Option<OneOrMany>,
+    known: &str,
+) -> Result<Vec<T>, ApiError> {
+    let mut parsed = Vec::new();
+    for value in values.iter().flat_map(OneOrMany::values) {
+        let item = serde_json::from_value(serde_json::Value::String(value.clone()))
+            .map_err(|_| ApiError::invalid_field(field, format!("{value:?} is not one of {known}")))?;
+        parsed.push(item);
+    }
+    Ok(parsed)
+}
+
+fn short_id(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| colloquy_domain::validate::external_id(field, v).map_err(ApiError::invalid))
+        .transpose()
+}
+
+/// Shortest `q` accepted: shorter words match too much to be searched by index.
+pub const MIN_QUERY_CHARS: usize = 3;
+/// Longest `q` accepted.
+pub const MAX_QUERY_CHARS: usize = 200;
+
+impl InboxParams {
+    /// The filter these parameters describe, checked.
+    pub fn filter(&self) -> Result<ListFilter, ApiError> {
+        if self.unassigned == Some(true) && self.assignee_id.is_some() {
+            return Err(ApiError::invalid_field("unassigned", "cannot be combined with assignee_id"));
+        }
+        let label_match = match self.label_match.as_deref() {
+            None | Some("all") => LabelMatch::All,
+            Some("any") => LabelMatch::Any,
+            Some(other) => {
+                return Err(ApiError::invalid_field(
+                    "label_match",
+                    format!("{other:?} is not one of all, any"),
+                ))
+            }
+        };
+        let mut labels = Vec::new();
+        for label in self.label.iter().flat_map(OneOrMany::values) {
+            labels.push(colloquy_domain::validate::label("label", &label).map_err(ApiError::invalid)?);
+        }
+        let q = match self.q.as_deref().map(str::trim) {
+            None => None,
+            Some(q) if q.chars().count() < MIN_QUERY_CHARS => {
+                return Err(ApiError::invalid_field(
+                    "q",
+                    format!("must be at least {MIN_QUERY_CHARS} characters"),
+                ))
+            }
+            Some(q) if q.chars().count() > MAX_QUERY_CHARS || q.chars().any(char::is_control) => {
+                return Err(ApiError::invalid_field(
+                    "q",
+                    format!("must be at most {MAX_QUERY_CHARS} characters without control characters"),
+                ))
+            }
+            Some(q) => Some(q.to_owned()),
+        };
+        Ok(ListFilter {
+            statuses: parse_each::<Status>("status", &self.status, "open, pending, snoozed, closed, bot")?,
+            priorities: parse_each::<Priority>("priority", &self.priority, "low, medium, high, urgent")?,
+            assignee_id: short_id("assignee_id", &self.assignee_id)?,
+            unassigned: self.unassigned == Some(true),
+            team_id: short_id("team_id", &self.team_id)?,
+            inbox_id: short_id("inbox_id", &self.inbox_id)?,
+            contact_id: self.contact_id.map(|id| id.to_string()),
+            channels: parse_each::<Channel>(
+                "channel",
+                &self.channel,
+                "whatsapp, instagram, email, sms, chat, phone",
+            )?,
+            group_type: self.group_type,
+            labels,
+            label_match,
+            starred: self.starred,
+            awaiting_response: self.awaiting_response,
+            participating: short_id("participating", &self.participating)?,
+            mentioned: short_id("mentioned", &self.mentioned)?,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            last_activity_after: self.last_activity_after,
+            last_activity_before: self.last_activity_before,
+            q,
+        })
+    }
+
+    fn sort(&self) -> Result<Sort, ApiError> {
+        let key = match self.sort.as_deref() {
+            None => SortKey::default(),
+            Some(name) => SortKey::parse(name).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "sort",
+                    format!("{name:?} is not one of last_activity_at, created_at, priority, waiting_since"),
+                )
+            })?,
+        };
+        let direction = match self.order.as_deref() {
+            None => key.default_direction(),
+            Some(name) => Direction::parse(name).ok_or_else(|| {
+                ApiError::invalid_field("order", format!("{name:?} is not one of asc, desc"))
+            })?,
+        };
+        Ok(Sort { key, direction })
+    }
+
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(_) => {
+                Err(ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT} (the maximum)")))
+            }
+        }
+    }
+
+    fn refuse(&self, fields: &[(&str, bool)], why: &str) -> Result<(), ApiError> {
+        match fields.iter().find(|(_, present)| *present) {
+            Some((field, _)) => Err(ApiError::invalid_field(field, why.to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `GET /v1/conversations`: a page of the tenant's conversations matching the filters.
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(params): Query<InboxParams>,
+) -> Result<axum::Json<Page<ConversationView>>, ApiError> {
+    require(&principal, "conversations:read")?;
+    params.refuse(&[("ids", params.ids.is_some())], "applies to POST /v1/conversations/resolve only")?;
+    let filter = params.filter()?;
+    let sort = params.sort()?;
+    let limit = params.limit()?;
+    let after = match params.cursor.as_deref() {
+        None => None,
+        Some(text) => {
+            let cursor = Cursor::decode(text)
+                .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this list issued"))?;
+            if cursor.sort != sort {
+                return Err(ApiError::invalid_field(
+                    "cursor",
+                    "was issued for another sort; pass the same sort and order as the first page",
+                ));
+            }
+            Some(cursor)
+        }
+    };
+    state.await_projection(conversation_list::NAME, params.min_position).await?;
+    let page = conversation_list::list(
+        state.store(),
+        principal.tenant.as_str(),
+        &filter,
+        sort,
+        after.as_ref(),
+        limit,
+    )
+    .await?;
+    Ok(axum::Json(Page {
+        data: page.rows.into_iter().map(ConversationView::from_row).collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// Query of `GET /v1/conversations/counts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountParams {
+    /// The statuses `all`, `mine` and `unassigned` count (every status when absent).
+    status: Option<OneOrMany>,
+    /// Whose conversations `mine` counts.
+    user_id: Option<String>,
+    /// Read-your-writes: wait until the counters reflect this global position.
+    min_position: Option<i64>,
+}
+
+/// `GET /v1/conversations/counts`: per status, and all / mine / unassigned, from counters.
+pub async fn counts(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(params): Query<CountParams>,
+) -> Result<axum::Json<Counts>, ApiError> {
+    require(&principal, "conversations:read")?;
+    let statuses = parse_each::<Status>("status", &params.status, "open, pending, snoozed, closed, bot")?;
+    let user = short_id("user_id", &params.user_id)?;
+    state.await_projection(conversation_list::NAME, params.min_position).await?;
+    let counts =
+        conversation_list::counts(state.store(), principal.tenant.as_str(), &statuses, user.as_deref())
+            .await?;
+    Ok(axum::Json(counts))
+}
+
+/// One conversation a bulk resolve could not close.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    id: String,
+    reason: String,
+}
+
+/// Answer of `POST /v1/conversations/resolve`.
+#[derive(Debug, Serialize)]
+pub struct Resolved {
+    resolved: usize,
+    failed: Vec<Failure>,
+    /// More conversations matched than one request closes; send it again for the rest.
+    truncated: bool,
+}
+
+/// `POST /v1/conversations/resolve`: closes the conversations named by `ids`, or every one
+/// matching the filters (open, pending, snoozed and bot ones when no status is given), each by
+/// its own command with its own events.
+pub async fn resolve(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Json(params): Json<InboxParams>,
+) -> Result<axum::Json<Resolved>, ApiError> {
+    require(&principal, "conversations:write")?;
+    let why = "does not apply to a bulk resolve";
+    params.refuse(
+        &[
+            ("sort", params.sort.is_some()),
+            ("order", params.order.is_some()),
+            ("limit", params.limit.is_some()),
+            ("cursor", params.cursor.is_some()),
+        ],
+        why,
+    )?;
+    let mut filter = params.filter()?;
+    let (ids, truncated) = match &params.ids {
+        Some(ids) => {
+            if filter != ListFilter::default() {
+                return Err(ApiError::invalid_field("ids", "give either ids or filters, not both"));
+            }
+            if ids.len() > MAX_BULK {
+                return Err(ApiError::invalid_field("ids", format!("at most {MAX_BULK} per request")));
+            }
+            let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+            for id in ids.iter().map(Uuid::to_string) {
+                if !unique.contains(&id) {
+                    unique.push(id);
+                }
+            }
+            (unique, false)
+        }
+        None => {
+            if filter == ListFilter::default() {
+                return Err(ApiError::bad_request(
+                    "give ids or at least one filter; resolving every conversation at once is not offered",
+                ));
+            }
+            if filter.statuses.is_empty() {
+                filter.statuses = vec![Status::Open, Status::Pending, Status::Snoozed, Status::Bot];
+            }
+            state.await_projection(conversation_list::NAME, params.min_position).await?;
+            matching_ids(&state, &principal, &filter).await?
+        }
+    };
+    let origin = origin(&principal, &headers)?;
+    let outcomes: Vec<(String, Result<(), String>)> = stream::iter(ids)
+        .map(|id| {
+            let state = state.clone();
+            let origin = origin.clone();
+            async move {
+                let command =
+                    ConversationCommand::ChangeStatus { status: Status::Closed, snoozed_until: None };
+                let outcome = state
+                    .conversations()
+                    .execute(&id, command, Intent::Update, None, &origin, |_, _| ())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| command_failed(e, format!("conversation {id}")).detail().to_owned());
+                (id, outcome)
+            }
+        })
+        .buffer_unordered(BULK_CONCURRENCY)
+        .collect()
+        .await;
+    let mut answer = Resolved { resolved: 0, failed: Vec::new(), truncated };
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(()) => answer.resolved += 1,
+            Err(reason) => answer.failed.push(Failure { id, reason }),
+        }
+    }
+    answer.failed.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(axum::Json(answer))
+}
+
+/// Ids of the tenant's conversations matching `filter`, up to [`MAX_BULK`]; true when more match.
+async fn matching_ids(
+    state: &AppState,
+    principal: &Principal,
+    filter: &ListFilter,
+) -> Result<(Vec<String>, bool), ApiError> {
+    let sort = Sort { key: SortKey::CreatedAt, direction: Direction::Asc };
+    let mut ids = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page = conversation_list::list(
+            state.store(),
+            principal.tenant.as_str(),
+            filter,
+            sort,
+            after.as_ref(),
+            MAX_LIMIT,
+        )
+        .await?;
+        ids.extend(page.rows.into_iter().map(|row| row.id));
+        if ids.len() > MAX_BULK {
+            ids.truncate(MAX_BULK);
+            return Ok((ids, true));
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((ids, false)),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Loading and writing conversation rows, contact summaries and counters inside the projector's
+//! transaction: the `ConversationList` projection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use colloquy_domain::contact::ContactEvent;
+use colloquy_domain::conversation::ConversationEvent;
+use colloquy_infra::StoredEvent;
+
+use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
+use crate::on_tx;
+use crate::runtime::{Projection, ProjectionError, Tx};
+
+/// The columns a row is written and read with (the generated `search` column is left out).
+pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id, contact_name, contact_email, \
+     contact_phone, channel, inbox_id, group_type, subject, status, snoozed_until, priority, priority_rank, \
+     assignee_id, team_id, labels, starred, deleted, custom_fields, message_count, customer_message_count, \
+     last_message_preview, last_message_at, last_message_type, last_message_sender_kind, last_responder, \
+     last_customer_message_at, last_agent_message_at, waiting_since, first_reply_at, response_count, \
+     total_response_time_ms, participants, mentioned, readers, created_at, updated_at, last_activity_at, version";
+
+fn upsert_sql() -> String {
+    let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+    let updates: Vec<String> = columns.iter().skip(1).map(|c| format!("{c} = excluded.{c}")).collect();
+    let params: Vec<String> = (1..=columns.len()).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO conversation_list ({COLUMNS}) VALUES ({}) ON CONFLICT (conversation_id) DO UPDATE SET {}",
+        params.join(", "),
+        updates.join(", ")
+    )
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+macro_rules! bind_row {
+    ($query:expr, $row:expr) => {{
+        let row: &ConversationRow = $row;
+        $query
+            .bind(&row.id)
+            .bind(&row.tenant_id)
+            .bind(row.number)
+            .bind(&row.contact_id)
+            .bind(&row.contact.name)
+            .bind(&row.contact.email)
+            .bind(&row.contact.phone)
+            .bind(row.channel.as_str())
+            .bind(&row.inbox_id)
+            .bind(name_of(&row.group_type))
+            .bind(&row.subject)
+            .bind(row.status.as_str())
+            .bind(row.snoozed_until)
+            .bind(name_of(&row.priority))
+            .bind(row.priority_rank() as i16)
+            .bind(&row.assignee_id)
+            .bind(&row.team_id)
+            .bind(json(&row.labels))
+            .bind(row.starred)
+            .bind(row.deleted)
+            .bind(json(&row.custom_fields))
+            .bind(row.message_count)
+            .bind(row.customer_message_count)
+            .bind(&row.last_message_preview)
+            .bind(row.last_message_at)
+            .bind(row.last_message_type.map(|t| t.as_str()))
+            .bind(row.last_message_sender_kind.map(|k| k.as_str()))
+            .bind(row.last_responder.as_ref().map(name_of))
+            .bind(row.last_customer_message_at)
+            .bind(row.last_agent_message_at)
+            .bind(row.waiting_since)
+            .bind(row.first_reply_at)
+            .bind(row.response_count)
+            .bind(row.total_response_time_ms)
+            .bind(json(&row.participants))
+            .bind(json(&row.mentioned))
+            .bind(json(&row.readers))
+            .bind(row.created_at)
+            .bind(row.updated_at)
+            .bind(row.last_activity_at)
+            .bind(row.version)
+    }};
+}
+
+fn bad_column(column: &str, reason: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::ColumnDecode { index: column.to_owned(), source: reason.to_string().into() }
+}
+
+fn named<T: for<'de> Deserialize<'de>>(column: &str, value: &str) -> Result<T, sqlx::Error> {
+    parse_name(value).ok_or_else(|| bad_column(column, format!("unknown value {value:?}")))
+}
+
+fn json_column<T: for<'de> Deserialize<'de>>(column: &str, value: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(value).map_err(|e| bad_column(column, e))
+}
+
+/// Reads a row as written by `bind_row!`, from either database.
+pub(super) fn decode<R>(row: &R) -> Result<ConversationRow, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let text = |column: &str| -> Result<String, sqlx::Error> { row.try_get(column) };
+    let optional = |column: &str| -> Result<Option<String>, sqlx::Error> { row.try_get(column) };
+    let channel: String = text("channel")?;
+    let readers: BTreeMap<String, super::Reader> = json_column("readers", &text("readers")?)?;
+    Ok(ConversationRow {
+        id: text("conversation_id")?,
+        tenant_id: text("tenant_id")?,
+        number: row.try_get("number")?,
+        contact_id: text("contact_id")?,
+        contact: ContactSummary {
+            name: optional("contact_name")?,
+            email: optional("contact_email")?,
+            phone: optional("contact_phone")?,
+        },
+        channel: named("channel", &channel)?,
+        inbox_id: optional("inbox_id")?,
+        group_type: named("group_type", &text("group_type")?)?,
+        subject: optional("subject")?,
+        status: named("status", &text("status")?)?,
+        snoozed_until: row.try_get("snoozed_until")?,
+        priority: named("priority", &text("priority")?)?,
+        assignee_id: optional("assignee_id")?,
+        team_id: optional("team_id")?,
+        labels: json_column("labels", &text("labels")?)?,
+        starred: row.try_get("starred")?,
+        deleted: row.try_get("deleted")?,
+        custom_fields: json_column("custom_fields", &text("custom_fields")?)?,
+        message_count: row.try_get("message_count")?,
+        customer_message_count: row.try_get("customer_message_count")?,
+        last_message_preview: optional("last_message_preview")?,
+        last_message_at: row.try_get("last_message_at")?,
+        last_message_type: optional("last_message_type")?
+            .map(|v| named("last_message_type", &v))
+            .transpose()?,
+        last_message_sender_kind: optional("last_message_sender_kind")?
+            .map(|v| named("last_message_sender_kind", &v))
+            .transpose()?,
+        last_responder: optional("last_responder")?.map(|v| named("last_responder", &v)).transpose()?,
+        last_customer_message_at: row.try_get("last_customer_message_at")?,
+        last_agent_message_at: row.try_get("last_agent_message_at")?,
+        waiting_since: row.try_get("waiting_since")?,
+        first_reply_at: row.try_get("first_reply_at")?,
+        response_count: row.try_get("response_count")?,
+        total_response_time_ms: row.try_get("total_response_time_ms")?,
+        participants: json_column("participants", &text("participants")?)?,
+        mentioned: json_column("mentioned", &text("mentioned")?)?,
+        readers,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_activity_at: row.try_get("last_activity_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// The counter a live row counts in: (tenant, status, assignee or '').
+type CountKey = (String, String, String);
+
+fn count_key(row: &ConversationRow) -> Option<CountKey> {
+    (!row.deleted).then(|| {
+        (row.tenant_id.clone(), row.status.as_str().to_owned(), row.assignee_id.clone().unwrap_or_default())
+    })
+}
+
+fn unreadable(stored: &StoredEvent, error: &serde_json::Error) -> ProjectionError {
+    ProjectionError::Unreadable {
+        aggregate_type: stored.aggregate_type.clone(),
+        aggregate_id: stored.aggregate_id.clone(),
+        sequence: stored.sequence,
+        reason: error.to_string(),
+    }
+}
+
+/// A contact summary with its tenant, as the projection keeps it.
+#[derive(Debug, Clone)]
+struct KnownContact {
+    tenant_id: String,
+    summary: ContactSummary,
+}
+
+/// What one batch touched: each row and contact is loaded once, folded through the batch and
+/// written once.
+#[derive(Default)]
+struct Batch {
+    rows: HashMap<String, Option<ConversationRow>>,
+    row_order: Vec<String>,
+    counted_before: HashMap<String, Option<CountKey>>,
+    contacts: HashMap<String, Option<KnownContact>>,
+    changed_contacts: Vec<String>,
+}
+
+impl Batch {
+    async fn row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
+        if !self.rows.contains_key(id) {
+            let loaded = load_row(tx, id).await?;
+            self.counted_before.insert(id.to_owned(), loaded.as_ref().and_then(count_key));
+            self.rows.insert(id.to_owned(), loaded);
+            self.row_order.push(id.to_owned());
+        }
+        Ok(self.rows.get_mut(id).and_then(Option::take))
+    }
+
+    async fn contact(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>, ProjectionError> {
+        if !self.contacts.contains_key(id) {
+            let loaded = load_contact(tx, id).await?;
+            self.contacts.insert(id.to_owned(), loaded);
+        }
+        Ok(self.contacts.get(id).cloned().flatten())
+    }
+
+    async fn conversation_event(
+        &mut self,
+        tx: &mut Tx<'_>,
+        stored: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        let event: ConversationEvent =
+            serde_json::from_value(stored.payload.clone()).map_err(|e| unreadable(stored, &e))?;
+        let before = self.row(tx, &stored.aggregate_id).await?;
+        let mut after = ConversationRow::apply(before, &event, &stored.aggregate_id, stored.sequence);
+        if let (ConversationEvent::ConversationOpened { contact_id, .. }, Some(row)) =
+            (&event, after.as_mut())
+        {
+            if let Some(known) = self.contact(tx, &contact_id.to_string()).await? {
+                row.contact = known.summary;
+            }
+        }
+        self.rows.insert(stored.aggregate_id.clone(), after);
+        Ok(())
+    }
+
+    async fn contact_event(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
+        let event: ContactEvent =
+            serde_json::from_value(stored.payload.clone()).map_err(|e| unreadable(stored, &e))?;
+        let known = self.contact(tx, &stored.aggregate_id).await?;
+        let tenant_id = match (&event, &known) {
+            (ContactEvent::ContactCreated { tenant_id, .. }, _) => tenant_id.to_string(),
+            (_, Some(known)) => known.tenant_id.clone(),
+            (_, None) => return Ok(()),
+        };
+        let Some(summary) = ContactSummary::apply(known.map(|k| k.summary), &event) else { return Ok(()) };
+        for row in self.rows.values_mut().flatten() {
+            if row.contact_id == stored.aggregate_id {
+                row.contact = summary.clone();
+            }
+        }
+        self.contacts.insert(stored.aggregate_id.clone(), Some(KnownContact { tenant_id, summary }));
+        if !self.changed_contacts.contains(&stored.aggregate_id) {
+            self.changed_contacts.push(stored.aggregate_id.clone());
+        }
+        Ok(())
+    }
+
+    async fn write(self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
+        for id in &self.changed_contacts {
+            let Some(Some(known)) = self.contacts.get(id) else { continue };
+            let summary = &known.summary;
+            let save = "INSERT INTO conversation_list_contacts (contact_id, tenant_id, name, email, phone)
+                        VALUES ($1, $2, $3, $4, $5)
+                        ON CONFLICT (contact_id) DO UPDATE
+                        SET name = excluded.name, email = excluded.email, phone = excluded.phone";
+            // Rows this batch also touched are written below with the same summary.
+            let spread =
+                "UPDATE conversation_list SET contact_name = $3, contact_email = $4, contact_phone = $5
+                          WHERE tenant_id = $2 AND contact_id = $1";
+            for sql in [save, spread] {
+                on_tx!(tx, |conn| {
+                    sqlx::query(sql)
+                        .bind(id)
+                        .bind(&known.tenant_id)
+                        .bind(&summary.name)
+                        .bind(&summary.email)
+                        .bind(&summary.phone)
+                        .execute(conn)
+                        .await?;
+                })
+            }
+        }
+        let upsert = upsert_sql();
+        let mut deltas: BTreeMap<CountKey, i64> = BTreeMap::new();
+        for id in &self.row_order {
+            let Some(Some(row)) = self.rows.get(id) else { continue };
+            on_tx!(tx, |conn| {
+                bind_row!(sqlx::query(&upsert), row).execute(conn).await?;
+            });
+            let before = self.counted_before.get(id).cloned().flatten();
+            let after = count_key(row);
+            if before != after {
+                if let Some(key) = before {
+                    *deltas.entry(key).or_default() -= 1;
+                }
+                if let Some(key) = after {
+                    *deltas.entry(key).or_default() += 1;
+                }
+            }
+        }
+        let count =
+            "INSERT INTO conversation_counts (tenant_id, status, assignee_id, count) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tenant_id, status, assignee_id)
+                     DO UPDATE SET count = conversation_counts.count + excluded.count";
+        // In key order, so concurrent instances of the projector lock counters in one order.
+        for ((tenant, status, assignee), delta) in deltas.into_iter().filter(|(_, d)| *d != 0) {
+            on_tx!(tx, |conn| {
+                sqlx::query(count)
+                    .bind(&tenant)
+                    .bind(&status)
+                    .bind(&assignee)
+                    .bind(delta)
+                    .execute(conn)
+                    .await?;
+            })
+        }
+        Ok(())
+    }
+}
+
+async fn load_row(tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
+    let sql = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id = $1");
+    let row = on_tx!(tx, |conn| sqlx::query(&sql).bind(id).fetch_optional(conn).await?.map(|r| decode(&r)));
+    Ok(row.transpose()?)
+}
+
+async fn load_contact(tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>, ProjectionError> {
+    let sql = "SELECT tenant_id, name, email, phone FROM conversation_list_contacts WHERE contact_id = $1";
+    let found = on_tx!(tx, |conn| {
+        let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+        row.map(|r| -> Result<KnownContact, sqlx::Error> {
+            Ok(KnownContact {
+                tenant_id: r.try_get("tenant_id")?,
+                summary: ContactSummary {
+                    name: r.try_get("name")?,
+                    email: r.try_get("email")?,
+                    phone: r.try_get("phone")?,
+                },
+            })
+        })
+    });
+    Ok(found.transpose()?)
+}
+
+/// The projection.
+#[derive(Debug, Default)]
+pub struct ConversationList;
+
+#[async_trait::async_trait]
+impl Projection for ConversationList {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut batch = Batch::default();
+        for stored in events {
+            match stored.aggregate_type.as_str() {
+                "conversation" => batch.conversation_event(tx, stored).await?,
+                "contact" => batch.contact_event(tx, stored).await?,
+                _ => {}
+            }
+        }
+        batch.write(tx).await
+    }
+
+    async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
+        for table in ["conversation_list", "conversation_list_contacts", "conversation_counts"] {
+            let sql = format!("DELETE FROM {table}");
+            on_tx!(tx, |conn| {
+                sqlx::query(&sql).execute(conn).await?;
+            });
+        }
+        Ok(())
+    }
+}
