@@ -23,7 +23,7 @@ use colloquy_infra::Config;
 
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
-use crate::routes::{contacts, conversations, events, health, inbox, messages};
+use crate::routes::{contacts, conversations, events, groups, health, inbox, messages};
 pub use crate::state::AppState;
 
 /// Largest request body accepted, in bytes.
@@ -55,7 +55,21 @@ pub fn app(state: AppState) -> Router {
         .route("/conversations/{id}/events", get(conversations::events))
         .route("/conversations/{id}/messages", post(messages::add).get(messages::list))
         .route("/conversations/{id}/messages/{message_id}", get(messages::get).patch(messages::patch))
-        .route("/conversations/{id}/messages/{message_id}/delivery", post(messages::report_delivery));
+        .route("/conversations/{id}/messages/{message_id}/delivery", post(messages::report_delivery))
+        .route("/groups", post(groups::create))
+        .route("/groups/{id}", get(groups::get).patch(groups::patch))
+        .route("/groups/{id}/members", get(groups::members).post(groups::add_members))
+        .route(
+            "/groups/{id}/members/{contact_id}",
+            axum::routing::patch(groups::change_role).delete(groups::remove_member),
+        )
+        .route("/groups/{id}/invite", get(groups::invite))
+        .route("/groups/{id}/invite/revoke", post(groups::revoke_invite))
+        .route("/groups/{id}/join-requests", get(groups::join_requests).post(groups::handle_join_requests))
+        .route("/groups/{id}/settings", axum::routing::patch(groups::change_settings))
+        .route("/groups/{id}/leave", post(groups::leave))
+        .route("/groups/{id}/sync", post(groups::sync))
+        .route("/groups/{id}/events", get(groups::events));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/v1", v1)

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use colloquy_domain::validate::FieldError;
-use colloquy_domain::{ContactError, ConversationError};
+use colloquy_domain::{ContactError, ConversationError, GroupError};
 use colloquy_infra::CommandError;
 use cqrs_es::persist::PersistenceError;
 
@@ -198,6 +198,19 @@ impl From<ConversationError> for ApiError {
             }
             ConversationError::UnknownMessage(id) => Self::not_found(format!("message {id}")),
             ConversationError::Invalid(field) => Self::invalid(field),
+            other => Self::refused(other.to_string()),
+        }
+    }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(error: GroupError) -> Self {
+        match error {
+            GroupError::NotFound => Self::not_found("the group"),
+            GroupError::AlreadyExists(_) => Self::conflict(error.to_string()),
+            // The member is the resource a `/members/{contact_id}` path names.
+            GroupError::NotAMember(id) => Self::not_found(format!("member {id} of this group")),
+            GroupError::Invalid(field) => Self::invalid(field),
             other => Self::refused(other.to_string()),
         }
     }

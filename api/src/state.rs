@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use colloquy_domain::{Contact, Conversation};
+use colloquy_domain::{Contact, Conversation, Group};
 use colloquy_infra::tokens::{self, Principal};
 use colloquy_infra::{GlobalLog, Repository, Store, StoreError};
 use colloquy_projections::Projector;
@@ -28,6 +28,7 @@ struct Inner {
     log: GlobalLog,
     contacts: Repository<Contact>,
     conversations: Repository<Conversation>,
+    groups: Repository<Group>,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
     projectors: Arc<Vec<Projector>>,
     min_position_timeout: Duration,
@@ -49,6 +50,7 @@ impl AppState {
                 log,
                 contacts: Repository::new(store.clone(), aggregate_cache, Vec::new()),
                 conversations: Repository::new(store.clone(), aggregate_cache, Vec::new()),
+                groups: Repository::new(store.clone(), aggregate_cache, Vec::new()),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
                 projectors,
@@ -119,6 +121,11 @@ impl AppState {
     /// Conversation commands and reads.
     pub fn conversations(&self) -> &Repository<Conversation> {
         &self.inner.conversations
+    }
+
+    /// Group commands and reads.
+    pub fn groups(&self) -> &Repository<Group> {
+        &self.inner.groups
     }
 
     /// Verifies a bearer secret, from the cache when it was verified moments ago.

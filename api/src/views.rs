@@ -351,3 +351,102 @@ pub struct Page<T> {
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// A group, as `GET /v1/groups/{id}` answers it.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    id: Option<colloquy_domain::GroupId>,
+    inbox_id: String,
+    inbox_contact_id: Option<ContactId>,
+    inbox_role: Option<colloquy_domain::group::Role>,
+    owner_id: Option<ContactId>,
+    provider_group_id: Option<String>,
+    subject: String,
+    description: Option<String>,
+    avatar_url: Option<String>,
+    settings: colloquy_domain::group::GroupSettings,
+    member_count: usize,
+    pending_join_requests: usize,
+    left: bool,
+    left_at: Option<DateTime<Utc>>,
+    invite_code: Option<String>,
+    invite_url: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    last_activity_at: Option<DateTime<Utc>>,
+    last_sync_requested_at: Option<DateTime<Utc>>,
+    version: usize,
+}
+
+impl GroupView {
+    /// The view of `group` at `version`.
+    pub fn of(group: &colloquy_domain::Group, version: usize) -> Self {
+        Self {
+            id: group.id,
+            inbox_id: group.inbox_id.clone(),
+            inbox_contact_id: group.inbox_contact_id,
+            inbox_role: group.inbox_role(),
+            owner_id: group.owner(),
+            provider_group_id: group.provider_group_id.clone(),
+            subject: group.subject.clone(),
+            description: group.description.clone(),
+            avatar_url: group.avatar_url.clone(),
+            settings: group.settings,
+            member_count: group.member_count(),
+            pending_join_requests: group.join_requests.len(),
+            left: group.left,
+            left_at: group.left_at,
+            invite_code: group.invite_code.clone(),
+            invite_url: group.invite_url(),
+            created_at: group.created_at,
+            updated_at: group.updated_at,
+            last_activity_at: group.last_activity_at,
+            last_sync_requested_at: group.last_sync_requested_at,
+            version,
+        }
+    }
+}
+
+/// A member of a group and their role.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupMemberView {
+    /// The member's contact.
+    pub contact_id: ContactId,
+    /// Their role.
+    pub role: colloquy_domain::group::Role,
+    /// Whether this member is the inbox's own number.
+    pub is_inbox: bool,
+}
+
+/// A page of a group's members, current or `as_of` a moment.
+#[derive(Debug, Serialize)]
+pub struct GroupMembersPage {
+    /// The moment the list describes; `null` for now.
+    pub as_of: Option<DateTime<Utc>>,
+    /// How many members the group had then (all pages).
+    pub member_count: usize,
+    /// The members on this page: the inbox's own first, then admins, then members.
+    pub data: Vec<GroupMemberView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A group's invite link.
+#[derive(Debug, Serialize)]
+pub struct GroupInviteView {
+    /// The current code; `null` when none is known.
+    pub invite_code: Option<String>,
+    /// The link for the code.
+    pub invite_url: Option<String>,
+}
+
+/// A pending join request.
+#[derive(Debug, Serialize)]
+pub struct JoinRequestView {
+    /// The contact asking.
+    pub contact_id: ContactId,
+    /// How they asked.
+    pub via: colloquy_domain::group::RequestVia,
+    /// When.
+    pub requested_at: DateTime<Utc>,
+}

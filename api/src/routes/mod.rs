@@ -4,6 +4,7 @@
 pub mod contacts;
 pub mod conversations;
 pub mod events;
+pub mod groups;
 pub mod health;
 pub mod inbox;
 pub mod messages;

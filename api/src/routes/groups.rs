@@ -1,0 +1,618 @@
+//! `/v1/groups`: create a WhatsApp-style group and manage it as the inbox's own number: its
+//! members and their roles (now, or `as_of` any past moment), metadata, invite link, join
+//! requests, settings, leaving, provider sync requests, and its history.
+//!
+//! Every command here acts as [`GroupActor::Inbox`], so the domain checks it against the inbox
+//! member's role and the group's settings; provider reports come in through other paths.
+//!
+//! `GET /v1/groups/{id}/members?as_of=<time>` folds the group's own stream up to that moment
+//! rather than reading a membership-history read model: a stream is ordered by sequence and
+//! each command's events share its time, so the prefix of events that happened by `as_of` is
+//! exactly the group as it stood then, with no projector lag and nothing to keep in step.
+
+use std::cmp::Reverse;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use colloquy_domain::contact::ContactStatus;
+use colloquy_domain::group::{
+    GroupActor, GroupMember, GroupMetadataPatch, GroupSettings, GroupSettingsPatch, NewGroup, Role,
+    SYNC_COOLDOWN,
+};
+use colloquy_domain::{Contact, ContactId, Group, GroupCommand, GroupEvent, GroupId};
+use colloquy_infra::tokens::Principal;
+use colloquy_infra::{Committed, Intent};
+
+use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
+use crate::paging::{cursor, PageParams};
+use crate::problem::{command_failed, ApiError};
+use crate::routes::contacts::stream_events;
+use crate::routes::{origin, Versioned, POSITION_HEADER};
+use crate::serde_util::double_option;
+use crate::state::AppState;
+use crate::views::{
+    EventView, GroupInviteView, GroupMemberView, GroupMembersPage, GroupView, JoinRequestView, Page,
+};
+
+const READ: &str = "groups:read";
+const WRITE: &str = "groups:write";
+
+/// Body of `POST /v1/groups`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    id: Option<Uuid>,
+    inbox_id: String,
+    /// The contact that stands for the inbox's own number.
+    inbox_contact_id: Uuid,
+    /// The owner when registering an existing group; absent, the inbox owns the group.
+    owner_id: Option<Uuid>,
+    provider_group_id: Option<String>,
+    subject: String,
+    description: Option<String>,
+    /// The other participants, as contact ids; they join as members.
+    #[serde(default)]
+    participants: Vec<Uuid>,
+    settings: Option<GroupSettingsPatch>,
+    invite_code: Option<String>,
+}
+
+/// Body of `PATCH /v1/groups/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchGroup {
+    subject: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    avatar_url: Option<Option<String>>,
+}
+
+/// Body of `POST /v1/groups/{id}/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembers {
+    contact_ids: Vec<Uuid>,
+}
+
+/// The roles a member can be given through the API; the owner's role is not given, only held.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GivenRole {
+    /// Promote to admin.
+    Admin,
+    /// Demote to a plain member.
+    Member,
+}
+
+/// Body of `PATCH /v1/groups/{id}/members/{contact_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRole {
+    role: GivenRole,
+}
+
+/// Query of `GET /v1/groups/{id}/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembersQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    /// Answer who was a member at this moment (RFC 3339) instead of now.
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /v1/groups/{id}/join-requests`: exactly one of the two lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandleJoinRequests {
+    approve: Option<Vec<Uuid>>,
+    reject: Option<Vec<Uuid>>,
+}
+
+/// Body of `POST /v1/groups/{id}/sync`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSync {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Answer of `POST /v1/groups/{id}/sync`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SyncAnswer {
+    /// A sync job will fetch the provider's view.
+    Queued,
+    /// Nothing was queued: a sync was requested within the cooldown.
+    Skipped {
+        /// Why.
+        reason: String,
+        /// When the last accepted request was made.
+        last_requested_at: DateTime<Utc>,
+        /// From when a request without `force` is accepted.
+        next_due_at: DateTime<Utc>,
+    },
+}
+
+fn what(group_id: Uuid) -> String {
+    format!("group {group_id}")
+}
+
+/// Runs a command on an existing group of the caller's tenant and reads `view` from the result.
+async fn run<V>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    group_id: Uuid,
+    expected: Option<usize>,
+    command: GroupCommand,
+    view: impl FnOnce(&Group, usize) -> V,
+) -> Result<(Committed<Group, V>, Option<i64>), ApiError> {
+    require(principal, WRITE)?;
+    let origin = origin(principal, headers)?;
+    let committed = state
+        .groups()
+        .execute(&group_id.to_string(), command, Intent::Update, expected, &origin, view)
+        .await
+        .map_err(|e| command_failed(e, what(group_id)))?;
+    let position = state.position_after(&group_id.to_string(), &committed).await;
+    Ok((committed, position))
+}
+
+async fn run_for_view(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    group_id: Uuid,
+    expected: Option<usize>,
+    command: GroupCommand,
+) -> Result<Versioned<GroupView>, ApiError> {
+    let (committed, position) =
+        run(state, principal, headers, group_id, expected, command, GroupView::of).await?;
+    Ok(Versioned::ok(committed.version, committed.view).at(position))
+}
+
+/// Reads a group of the caller's tenant, 404 when there is none.
+async fn read<R>(
+    state: &AppState,
+    principal: &Principal,
+    group_id: Uuid,
+    read: impl FnOnce(&Group, usize) -> R,
+) -> Result<R, ApiError> {
+    require(principal, READ)?;
+    state
+        .groups()
+        .read(&principal.tenant, &group_id.to_string(), read)
+        .await?
+        .ok_or_else(|| ApiError::not_found(what(group_id)))
+}
+
+/// Refuses contacts that are not live contacts of the caller's tenant: a group member must be
+/// someone the inbox can address.
+async fn require_contacts(state: &AppState, principal: &Principal, ids: &[Uuid]) -> Result<(), ApiError> {
+    let statuses = try_join_all(ids.iter().map(|id| async move {
+        let status = state
+            .contacts()
+            .read(&principal.tenant, &id.to_string(), |contact: &Contact, _| contact.status)
+            .await?;
+        Ok::<_, ApiError>((*id, status))
+    }))
+    .await?;
+    for (id, status) in statuses {
+        match status {
+            None => return Err(ApiError::refused(format!("contact {id} names no contact of this tenant"))),
+            Some(ContactStatus::Deleted) => {
+                return Err(ApiError::refused(format!("contact {id} is deleted")))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn settings_from(patch: Option<GroupSettingsPatch>) -> GroupSettings {
+    let defaults = GroupSettings::default();
+    let patch = patch.unwrap_or_default();
+    GroupSettings {
+        announce: patch.announce.unwrap_or(defaults.announce),
+        restrict: patch.restrict.unwrap_or(defaults.restrict),
+        join_approval_mode: patch.join_approval_mode.unwrap_or(defaults.join_approval_mode),
+        member_add_mode: patch.member_add_mode.unwrap_or(defaults.member_add_mode),
+    }
+}
+
+/// A new invite code: 16 random bytes as 22 url-safe characters, the length of WhatsApp's.
+fn new_invite_code() -> String {
+    URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes())
+}
+
+fn contact_ids(ids: Vec<Uuid>) -> Vec<ContactId> {
+    ids.into_iter().map(ContactId).collect()
+}
+
+/// `POST /v1/groups`
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Json(body): Json<CreateGroup>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    require(&principal, WRITE)?;
+    let origin = origin(&principal, &headers)?;
+    let mut named: Vec<Uuid> = vec![body.inbox_contact_id];
+    named.extend(body.owner_id);
+    named.extend(body.participants.iter().copied());
+    named.sort_unstable();
+    named.dedup();
+    require_contacts(&state, &principal, &named).await?;
+    let group_id = body.id.map_or_else(GroupId::new_v7, GroupId);
+    let command = GroupCommand::CreateGroup {
+        group_id,
+        tenant_id: principal.tenant.clone(),
+        group: NewGroup {
+            inbox_id: body.inbox_id,
+            inbox_contact_id: ContactId(body.inbox_contact_id),
+            owner_id: body.owner_id.map(ContactId),
+            provider_group_id: body.provider_group_id,
+            subject: body.subject,
+            description: body.description,
+            participants: body
+                .participants
+                .into_iter()
+                .map(|id| GroupMember { contact_id: ContactId(id), role: Role::Member })
+                .collect(),
+            settings: settings_from(body.settings),
+            invite_code: body.invite_code,
+        },
+    };
+    let committed = state
+        .groups()
+        .execute(&group_id.to_string(), command, Intent::Create, None, &origin, GroupView::of)
+        .await
+        .map_err(|e| command_failed(e, format!("group {group_id}")))?;
+    let position = state.position_after(&group_id.to_string(), &committed).await;
+    Ok(Versioned::created(committed.version, format!("/v1/groups/{group_id}"), committed.view).at(position))
+}
+
+/// `GET /v1/groups/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(group_id): Path<Uuid>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    let (version, view) =
+        read(&state, &principal, group_id, |group, version| (version, GroupView::of(group, version))).await?;
+    Ok(Versioned::ok(version, view))
+}
+
+/// `PATCH /v1/groups/{id}`: subject, description, avatar.
+pub async fn patch(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<PatchGroup>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    let command = GroupCommand::UpdateMetadata {
+        patch: GroupMetadataPatch {
+            subject: body.subject,
+            description: body.description,
+            avatar_url: body.avatar_url,
+        },
+        by: GroupActor::Inbox,
+    };
+    run_for_view(&state, &principal, &headers, group_id, expected, command).await
+}
+
+/// The members of `group` in list order: the inbox's own member first, then by role (owner,
+/// admins, members), then by contact id, so pages are stable while the group does not change.
+fn ordered_members(group: &Group) -> Vec<GroupMemberView> {
+    let mut members: Vec<GroupMemberView> = group
+        .members
+        .iter()
+        .map(|(contact_id, role)| GroupMemberView {
+            contact_id: *contact_id,
+            role: *role,
+            is_inbox: Some(*contact_id) == group.inbox_contact_id,
+        })
+        .collect();
+    members.sort_by_key(|m| (!m.is_inbox, Reverse(m.role), m.contact_id));
+    members
+}
+
+/// The group as it stood at `as_of`: the prefix of its stream that had happened by then. `None`
+/// when the group did not exist yet (or is not the tenant's).
+async fn group_as_of(
+    state: &AppState,
+    principal: &Principal,
+    group_id: Uuid,
+    as_of: DateTime<Utc>,
+) -> Result<Option<Group>, ApiError> {
+    use cqrs_es::Aggregate;
+    const BATCH: i64 = 1000;
+    let mut group = Group::default();
+    let mut after = 0;
+    loop {
+        let events = state
+            .store()
+            .stream_page(&principal.tenant, "group", &group_id.to_string(), after, BATCH)
+            .await?;
+        let count = events.len();
+        for stored in events {
+            after = stored.sequence;
+            let event: GroupEvent =
+                serde_json::from_value(stored.payload).map_err(|e| ApiError::internal(&e))?;
+            // Activity carries the provider's time, which may lie before when it was recorded;
+            // the recording time keeps the stream's prefix in order.
+            let happened_at = match &event {
+                GroupEvent::GroupActivityRecorded { recorded_at, .. } => *recorded_at,
+                other => other.occurred_at(),
+            };
+            if happened_at > as_of {
+                return Ok(group.id.is_some().then_some(group));
+            }
+            group.apply(event);
+        }
+        if count < BATCH as usize {
+            return Ok(group.id.is_some().then_some(group));
+        }
+    }
+}
+
+/// `GET /v1/groups/{id}/members`: paged, the inbox's own member first, then admins; with
+/// `as_of`, the members and roles at that moment.
+pub async fn members(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(group_id): Path<Uuid>,
+    Query(query): Query<MembersQuery>,
+) -> Result<axum::Json<GroupMembersPage>, ApiError> {
+    let paging = PageParams { limit: query.limit, cursor: query.cursor, min_position: None };
+    let limit = paging.limit()?;
+    let offset = usize::try_from(paging.after("members")?)
+        .map_err(|_| ApiError::invalid_field("cursor", "is out of range"))?;
+    let members = match query.as_of {
+        None => read(&state, &principal, group_id, |group, _| ordered_members(group)).await?,
+        Some(as_of) => {
+            // Checks the scope and that the group is the tenant's before reading its history.
+            let created_at = read(&state, &principal, group_id, |group, _| group.created_at).await?;
+            if created_at.is_some_and(|created| as_of < created) {
+                return Err(ApiError::refused(format!(
+                    "group {group_id} did not exist at {as_of}; it was created at {}",
+                    created_at.map(|c| c.to_rfc3339()).unwrap_or_default()
+                )));
+            }
+            group_as_of(&state, &principal, group_id, as_of)
+                .await?
+                .map(|g| ordered_members(&g))
+                .unwrap_or_default()
+        }
+    };
+    let member_count = members.len();
+    let data: Vec<GroupMemberView> = members.into_iter().skip(offset).take(limit).collect();
+    let next = offset + data.len();
+    let next_cursor = (next < member_count).then(|| cursor("members", next as u64));
+    Ok(axum::Json(GroupMembersPage { as_of: query.as_of, member_count, data, next_cursor }))
+}
+
+/// `POST /v1/groups/{id}/members`: adds contacts; those already members are skipped.
+pub async fn add_members(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<AddMembers>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    require(&principal, WRITE)?;
+    require_contacts(&state, &principal, &body.contact_ids).await?;
+    let command =
+        GroupCommand::AddMembers { contact_ids: contact_ids(body.contact_ids), by: GroupActor::Inbox };
+    run_for_view(&state, &principal, &headers, group_id, expected, command).await
+}
+
+/// `PATCH /v1/groups/{id}/members/{contact_id}`: `{"role": "admin"|"member"}`.
+pub async fn change_role(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path((group_id, contact_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<ChangeRole>,
+) -> Result<Versioned<GroupMemberView>, ApiError> {
+    let contact_id = ContactId(contact_id);
+    let command = match body.role {
+        GivenRole::Admin => GroupCommand::PromoteMember { contact_id, by: GroupActor::Inbox },
+        GivenRole::Member => GroupCommand::DemoteMember { contact_id, by: GroupActor::Inbox },
+    };
+    let (committed, position) = run(&state, &principal, &headers, group_id, expected, command, |group, _| {
+        group.role_of(contact_id).map(|role| GroupMemberView {
+            contact_id,
+            role,
+            is_inbox: Some(contact_id) == group.inbox_contact_id,
+        })
+    })
+    .await?;
+    let member = committed.view.ok_or_else(|| ApiError::not_found(format!("member {contact_id}")))?;
+    Ok(Versioned::ok(committed.version, member).at(position))
+}
+
+/// A 204 with the group's new version.
+fn no_content(version: usize, position: Option<i64>) -> Response {
+    let mut response = (StatusCode::NO_CONTENT, [(axum::http::header::ETAG, etag(version))]).into_response();
+    if let Some(position) = position {
+        response.headers_mut().insert(POSITION_HEADER, position.into());
+    }
+    response
+}
+
+/// `DELETE /v1/groups/{id}/members/{contact_id}`: 204.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path((group_id, contact_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response, ApiError> {
+    let command = GroupCommand::RemoveMember { contact_id: ContactId(contact_id), by: GroupActor::Inbox };
+    let (committed, position) =
+        run(&state, &principal, &headers, group_id, expected, command, |_, _| ()).await?;
+    Ok(no_content(committed.version, position))
+}
+
+fn invite_view(group: &Group) -> GroupInviteView {
+    GroupInviteView { invite_code: group.invite_code.clone(), invite_url: group.invite_url() }
+}
+
+/// `GET /v1/groups/{id}/invite`
+pub async fn invite(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(group_id): Path<Uuid>,
+) -> Result<Versioned<GroupInviteView>, ApiError> {
+    let (version, view) =
+        read(&state, &principal, group_id, |group, version| (version, invite_view(group))).await?;
+    Ok(Versioned::ok(version, view))
+}
+
+/// `POST /v1/groups/{id}/invite/revoke`: a new code replaces the current one, which stops
+/// admitting anyone. The code is made here: the domain accepts any 1 to 64 url-safe characters,
+/// so no provider format is imposed.
+pub async fn revoke_invite(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+) -> Result<Versioned<GroupInviteView>, ApiError> {
+    let command = GroupCommand::RevokeInvite { new_code: new_invite_code(), by: GroupActor::Inbox };
+    let (committed, position) =
+        run(&state, &principal, &headers, group_id, expected, command, |group, _| invite_view(group)).await?;
+    Ok(Versioned::ok(committed.version, committed.view).at(position))
+}
+
+fn pending_requests(group: &Group) -> Vec<JoinRequestView> {
+    let mut pending: Vec<JoinRequestView> = group
+        .join_requests
+        .iter()
+        .map(|(contact_id, request)| JoinRequestView {
+            contact_id: *contact_id,
+            via: request.via,
+            requested_at: request.requested_at,
+        })
+        .collect();
+    pending.sort_by_key(|r| (r.requested_at, r.contact_id));
+    pending
+}
+
+/// `GET /v1/groups/{id}/join-requests`: the pending requests, oldest first.
+pub async fn join_requests(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(group_id): Path<Uuid>,
+) -> Result<axum::Json<Page<JoinRequestView>>, ApiError> {
+    let data = read(&state, &principal, group_id, |group, _| pending_requests(group)).await?;
+    Ok(axum::Json(Page { data, next_cursor: None }))
+}
+
+/// `POST /v1/groups/{id}/join-requests`: `{"approve": [...]}` or `{"reject": [...]}`; answers
+/// with the requests still pending.
+pub async fn handle_join_requests(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<HandleJoinRequests>,
+) -> Result<Versioned<Page<JoinRequestView>>, ApiError> {
+    let by = GroupActor::Inbox;
+    let command = match (body.approve, body.reject) {
+        (Some(ids), None) => GroupCommand::ApproveJoinRequests { contact_ids: contact_ids(ids), by },
+        (None, Some(ids)) => GroupCommand::RejectJoinRequests { contact_ids: contact_ids(ids), by },
+        _ => return Err(ApiError::bad_request("send exactly one of \"approve\" and \"reject\"")),
+    };
+    let (committed, position) =
+        run(&state, &principal, &headers, group_id, expected, command, |group, _| pending_requests(group))
+            .await?;
+    Ok(Versioned::ok(committed.version, Page { data: committed.view, next_cursor: None }).at(position))
+}
+
+/// `PATCH /v1/groups/{id}/settings`
+pub async fn change_settings(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+    Json(patch): Json<GroupSettingsPatch>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    let command = GroupCommand::ChangeSettings { patch, by: GroupActor::Inbox };
+    run_for_view(&state, &principal, &headers, group_id, expected, command).await
+}
+
+/// `POST /v1/groups/{id}/leave`: the inbox's own number leaves; the group is marked left and
+/// refuses further management.
+pub async fn leave(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    let command = GroupCommand::LeaveGroup { by: GroupActor::Inbox };
+    run_for_view(&state, &principal, &headers, group_id, expected, command).await
+}
+
+/// `POST /v1/groups/{id}/sync`: 202 `{"status": "queued"}`, or 202 `{"status": "skipped", ...}`
+/// within the cooldown of the last accepted request unless `force`.
+pub async fn sync(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<RequestSync>,
+) -> Result<Response, ApiError> {
+    let command = GroupCommand::RequestSync { force: body.force };
+    let (committed, position) =
+        run(&state, &principal, &headers, group_id, None, command, |group, _| group.last_sync_requested_at)
+            .await?;
+    // The command records nothing when it skips, and the last request's time is then the one
+    // that caused the skip, so the answer is exact without a second clock read.
+    let answer = match committed.view {
+        Some(last) if committed.events.is_empty() => SyncAnswer::Skipped {
+            reason: format!("cooldown: a sync was requested at {}", last.to_rfc3339()),
+            last_requested_at: last,
+            next_due_at: last + SYNC_COOLDOWN,
+        },
+        _ => SyncAnswer::Queued,
+    };
+    Ok(Versioned {
+        status: StatusCode::ACCEPTED,
+        version: committed.version,
+        location: None,
+        position,
+        body: answer,
+    }
+    .into_response())
+}
+
+/// `GET /v1/groups/{id}/events`: the group's events with their metadata, in order.
+pub async fn events(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(group_id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<axum::Json<Page<EventView>>, ApiError> {
+    require(&principal, READ)?;
+    stream_events(&state, &principal, "group", group_id, &page).await.map(axum::Json)
+}

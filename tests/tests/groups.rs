@@ -1,0 +1,360 @@
+//! Groups over HTTP, on the embedded store and on PostgreSQL: the life of a 200-member group,
+//! promotions, refusals, leaving, and who was a member `as_of` a past moment.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use common::{Backend, TestServer};
+
+/// Creates `count` contacts, a few requests at a time, and returns their ids.
+async fn contacts(server: &TestServer, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        let batch = (count - ids.len()).min(16);
+        let created = futures::future::join_all((0..batch).map(|_| server.contact())).await;
+        ids.extend(created);
+    }
+    ids
+}
+
+async fn create_group(server: &TestServer, body: Value) -> String {
+    let reply = server.post("/v1/groups", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Every member of a group, walking all pages, with `query` (e.g. `as_of=...`) added.
+async fn all_members(server: &TestServer, group: &str, query: &str) -> Vec<Value> {
+    let mut members = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/groups/{group}/members?limit=50");
+        if !query.is_empty() {
+            path.push('&');
+            path.push_str(query);
+        }
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let reply = server.get(&path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        members.extend(reply.body["data"].as_array().unwrap().iter().cloned());
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return members,
+        }
+    }
+}
+
+fn roles(members: &[Value]) -> Vec<(String, String)> {
+    let mut roles: Vec<(String, String)> = members
+        .iter()
+        .map(|m| (m["contact_id"].as_str().unwrap().to_owned(), m["role"].as_str().unwrap().to_owned()))
+        .collect();
+    roles.sort();
+    roles
+}
+
+fn as_of(at: DateTime<Utc>) -> String {
+    format!("as_of={}", at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B"))
+}
+
+async fn the_life_of_a_group_with_200_members(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 202).await;
+    let (inbox, participants, later) = (&people[0], &people[1..200], &people[200..]);
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Customers", "participants": participants}),
+    )
+    .await;
+
+    let shown = server.get(&format!("/v1/groups/{group}")).await;
+    assert_eq!(shown.status, StatusCode::OK, "{:?}", shown.body);
+    assert_eq!(shown.body["member_count"], 200);
+    assert_eq!(shown.body["left"], false);
+    assert_eq!(shown.body["owner_id"], inbox.as_str());
+    assert_eq!(shown.body["inbox_role"], "superadmin");
+    assert_eq!(shown.body["subject"], "Customers");
+    assert_eq!(shown.body["settings"]["member_add_mode"], "admins_only");
+
+    let members = all_members(&server, &group, "").await;
+    assert_eq!(members.len(), 200);
+    assert_eq!(members.iter().map(|m| m["contact_id"].as_str().unwrap()).collect::<HashSet<_>>().len(), 200);
+    assert_eq!(members[0]["contact_id"], inbox.as_str());
+    assert_eq!(members[0]["is_inbox"], true);
+
+    for promoted in &participants[..3] {
+        let reply =
+            server.patch(&format!("/v1/groups/{group}/members/{promoted}"), json!({"role": "admin"})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.body["role"], "admin");
+    }
+    let demoted = server
+        .patch(&format!("/v1/groups/{group}/members/{}", participants[2]), json!({"role": "member"}))
+        .await;
+    assert_eq!(demoted.body["role"], "member");
+    let first_page = server.get(&format!("/v1/groups/{group}/members?limit=3")).await;
+    let first: Vec<&str> =
+        first_page.body["data"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(first, ["superadmin", "admin", "admin"], "the inbox first, then admins");
+    assert_eq!(first_page.body["member_count"], 200);
+
+    let patched = server
+        .patch(&format!("/v1/groups/{group}"), json!({"subject": "VIP customers", "description": "Only the best", "avatar_url": "https://cdn.example.com/g.png"}))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+    assert_eq!(patched.body["subject"], "VIP customers");
+    assert_eq!(patched.body["avatar_url"], "https://cdn.example.com/g.png");
+
+    let revoked = server.post(&format!("/v1/groups/{group}/invite/revoke"), json!({})).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    let code = revoked.body["invite_code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 22);
+    assert_eq!(revoked.body["invite_url"], format!("https://chat.whatsapp.com/{code}"));
+    let again = server.post(&format!("/v1/groups/{group}/invite/revoke"), json!({})).await;
+    assert_ne!(again.body["invite_code"], code.as_str(), "revoking rotates the code");
+    let invite = server.get(&format!("/v1/groups/{group}/invite")).await;
+    assert_eq!(invite.body["invite_code"], again.body["invite_code"]);
+
+    let added = server.post(&format!("/v1/groups/{group}/members"), json!({"contact_ids": later})).await;
+    assert_eq!(added.status, StatusCode::OK, "{:?}", added.body);
+    assert_eq!(added.body["member_count"], 202);
+    let removed = server.delete(&format!("/v1/groups/{group}/members/{}", participants[10])).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(all_members(&server, &group, "").await.len(), 201);
+
+    let settings = server
+        .patch(&format!("/v1/groups/{group}/settings"), json!({"announce": true, "join_approval_mode": true}))
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{:?}", settings.body);
+    assert_eq!(settings.body["settings"]["announce"], true);
+    assert_eq!(settings.body["settings"]["restrict"], false);
+    let pending = server.get(&format!("/v1/groups/{group}/join-requests")).await;
+    assert_eq!(pending.body["data"], json!([]));
+
+    let queued = server.post(&format!("/v1/groups/{group}/sync"), json!({})).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{:?}", queued.body);
+    assert_eq!(queued.body["status"], "queued");
+    let skipped = server.post(&format!("/v1/groups/{group}/sync"), json!({"force": false})).await;
+    assert_eq!(skipped.status, StatusCode::ACCEPTED);
+    assert_eq!(skipped.body["status"], "skipped");
+    assert!(skipped.body["reason"].as_str().unwrap().contains("cooldown"));
+    let last: DateTime<Utc> = skipped.body["last_requested_at"].as_str().unwrap().parse().unwrap();
+    let next: DateTime<Utc> = skipped.body["next_due_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next - last, chrono::TimeDelta::minutes(15));
+    let forced = server.post(&format!("/v1/groups/{group}/sync"), json!({"force": true})).await;
+    assert_eq!(forced.body["status"], "queued");
+
+    let events = server.all_events("groups", &group).await;
+    let types: Vec<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types[0], "GroupCreated");
+    assert_eq!(types.iter().filter(|t| **t == "MemberPromoted").count(), 3);
+    assert_eq!(types.iter().filter(|t| **t == "MemberDemoted").count(), 1);
+    assert_eq!(types.iter().filter(|t| **t == "MemberAdded").count(), 2);
+    assert_eq!(types.iter().filter(|t| **t == "GroupSyncRequested").count(), 2);
+    server.stop().await;
+}
+
+async fn refusals_answer_with_their_reason(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 4).await;
+    let (inbox, owner, alice, bob) = (&people[0], &people[1], &people[2], &people[3]);
+
+    // The inbox created it, so the inbox is the owner and cannot be removed or demoted.
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Ours", "participants": [alice]}),
+    )
+    .await;
+    let detail = server
+        .delete(&format!("/v1/groups/{group}/members/{inbox}"))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("owns the group"), "{detail}");
+    let detail = server
+        .patch(&format!("/v1/groups/{group}/members/{inbox}"), json!({"role": "member"}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("owns the group"), "{detail}");
+    server.delete(&format!("/v1/groups/{group}/members/{bob}")).await.assert_problem(StatusCode::NOT_FOUND);
+    server
+        .patch(&format!("/v1/groups/{group}/members/{alice}"), json!({"role": "superadmin"}))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    let detail = server
+        .post(&format!("/v1/groups/{group}/join-requests"), json!({"approve": [bob]}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("no pending join request"), "{detail}");
+    server
+        .post(&format!("/v1/groups/{group}/join-requests"), json!({"approve": [bob], "reject": [bob]}))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    let taken = server
+        .post(
+            "/v1/groups",
+            json!({"id": group, "inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Again"}),
+        )
+        .await;
+    taken.assert_problem(StatusCode::CONFLICT);
+    let stranger = uuid::Uuid::now_v7();
+    let detail = server
+        .post("/v1/groups", json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "X", "participants": [stranger]}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains(&stranger.to_string()), "{detail}");
+    server.get(&format!("/v1/groups/{stranger}")).await.assert_problem(StatusCode::NOT_FOUND);
+    server
+        .post(&format!("/v1/groups/{stranger}/leave"), json!({}))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+
+    // A group someone else owns, with restrict on: the inbox is a plain member and may neither
+    // edit its info nor manage members.
+    let theirs = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "owner_id": owner, "subject": "Theirs", "participants": [alice], "settings": {"restrict": true}}),
+    )
+    .await;
+    let detail = server
+        .patch(&format!("/v1/groups/{theirs}"), json!({"subject": "Renamed"}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("restrict is on"), "{detail}");
+    let detail = server
+        .patch(&format!("/v1/groups/{theirs}/members/{alice}"), json!({"role": "admin"}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("only admins may promote or demote"), "{detail}");
+    let detail = server
+        .post(&format!("/v1/groups/{theirs}/members"), json!({"contact_ids": [bob]}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("member_add_mode"), "{detail}");
+    let detail = server
+        .post(&format!("/v1/groups/{theirs}/invite/revoke"), json!({}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("revoke the invite link"), "{detail}");
+    let shown = server.get(&format!("/v1/groups/{theirs}")).await;
+    assert_eq!(shown.body["subject"], "Theirs");
+    assert_eq!(shown.body["inbox_role"], "member");
+    server.stop().await;
+}
+
+async fn a_leave_marks_the_group_left_and_refuses_management(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 4).await;
+    let (inbox, owner, alice, bob) = (&people[0], &people[1], &people[2], &people[3]);
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "owner_id": owner, "subject": "Theirs", "participants": [alice]}),
+    )
+    .await;
+    let left = server.post(&format!("/v1/groups/{group}/leave"), json!({})).await;
+    assert_eq!(left.status, StatusCode::OK, "{:?}", left.body);
+    assert_eq!(left.body["left"], true);
+    assert_eq!(left.body["member_count"], 2);
+    assert_eq!(left.body["inbox_role"], Value::Null);
+
+    for (reply, what) in [
+        (server.patch(&format!("/v1/groups/{group}/settings"), json!({"announce": true})).await, "settings"),
+        (server.post(&format!("/v1/groups/{group}/members"), json!({"contact_ids": [bob]})).await, "add"),
+        (server.patch(&format!("/v1/groups/{group}"), json!({"subject": "New"})).await, "metadata"),
+        (server.post(&format!("/v1/groups/{group}/leave"), json!({})).await, "leave"),
+        (server.post(&format!("/v1/groups/{group}/sync"), json!({"force": true})).await, "sync"),
+    ] {
+        let detail = reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(detail.contains("has left"), "{what}: {detail}");
+    }
+    let shown = server.get(&format!("/v1/groups/{group}")).await;
+    assert_eq!(shown.body["left"], true);
+    let members = all_members(&server, &group, "").await;
+    assert!(members.iter().all(|m| m["contact_id"] != inbox.as_str()));
+    let events = server.all_events("groups", &group).await;
+    let types: Vec<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["GroupCreated", "MemberLeft", "GroupLeft"]);
+    server.stop().await;
+}
+
+async fn membership_as_of_three_moments(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 4).await;
+    let (inbox, alice, bob, carol) = (&people[0], &people[1], &people[2], &people[3]);
+    let before = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Then", "participants": [alice, bob]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let first = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    server.patch(&format!("/v1/groups/{group}/members/{alice}"), json!({"role": "admin"})).await;
+    server.post(&format!("/v1/groups/{group}/members"), json!({"contact_ids": [carol]})).await;
+    let removed = server.delete(&format!("/v1/groups/{group}/members/{bob}")).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    server.patch(&format!("/v1/groups/{group}/members/{alice}"), json!({"role": "member"})).await;
+    server.delete(&format!("/v1/groups/{group}/members/{carol}")).await;
+    server.post(&format!("/v1/groups/{group}/members"), json!({"contact_ids": [bob]})).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let third = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A change after the third moment, which no `as_of` of these moments may show.
+    server.patch(&format!("/v1/groups/{group}/members/{bob}"), json!({"role": "admin"})).await;
+
+    let expect = |pairs: &[(&String, &str)]| -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> =
+            pairs.iter().map(|(c, r)| ((*c).clone(), (*r).to_owned())).collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(
+        roles(&all_members(&server, &group, &as_of(first)).await),
+        expect(&[(inbox, "superadmin"), (alice, "member"), (bob, "member")])
+    );
+    assert_eq!(
+        roles(&all_members(&server, &group, &as_of(second)).await),
+        expect(&[(inbox, "superadmin"), (alice, "admin"), (carol, "member")])
+    );
+    assert_eq!(
+        roles(&all_members(&server, &group, &as_of(third)).await),
+        expect(&[(inbox, "superadmin"), (alice, "member"), (bob, "member")])
+    );
+    assert_eq!(
+        roles(&all_members(&server, &group, "").await),
+        expect(&[(inbox, "superadmin"), (alice, "member"), (bob, "admin")])
+    );
+    let page = server.get(&format!("/v1/groups/{group}/members?{}", as_of(second))).await;
+    assert_eq!(page.body["member_count"], 3);
+    assert_eq!(page.body["data"][0]["contact_id"], inbox.as_str());
+    assert_eq!(page.body["data"][1]["role"], "admin");
+    let detail = server
+        .get(&format!("/v1/groups/{group}/members?{}", as_of(before)))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("did not exist"), "{detail}");
+    server.stop().await;
+}
+
+on_both_stores!(
+    the_life_of_a_group_with_200_members,
+    refusals_answer_with_their_reason,
+    a_leave_marks_the_group_left_and_refuses_management,
+    membership_as_of_three_moments,
+);
