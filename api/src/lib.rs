@@ -2,6 +2,7 @@
 //! mapping from errors to problem+json. The only crate that knows HTTP.
 
 pub mod extract;
+pub mod idempotency;
 pub mod paging;
 pub mod problem;
 pub mod process;
@@ -75,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/v1", v1)
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| -> Response {
             ApiError::internal(&"a request handler panicked").into_response()

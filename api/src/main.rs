@@ -34,6 +34,50 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Manages API tokens (stored only as hashes; a secret is shown once, at creation).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Creates a token and prints its secret (the tenant is created if missing).
+    Create {
+        /// The tenant (account) it belongs to.
+        #[arg(long, default_value = colloquy_api::DEFAULT_TENANT)]
+        tenant: String,
+        /// Its name: the actor recorded in the events it causes.
+        #[arg(long)]
+        name: String,
+        /// A scope to grant; repeat for several (e.g. --scope conversations:read).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Days until it expires (never, when absent).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Lists a tenant's tokens (never their secrets).
+    List {
+        /// The tenant.
+        #[arg(long, default_value = colloquy_api::DEFAULT_TENANT)]
+        tenant: String,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Revokes a token by id.
+    Revoke {
+        /// The tenant.
+        #[arg(long, default_value = colloquy_api::DEFAULT_TENANT)]
+        tenant: String,
+        /// The token's id (from `tokens list`).
+        id: uuid::Uuid,
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +198,51 @@ async fn status(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+    use colloquy_infra::tokens;
+    let (tenant, config) = match &command {
+        TokensCommand::Create { tenant, config, .. }
+        | TokensCommand::List { tenant, config }
+        | TokensCommand::Revoke { tenant, config, .. } => (tenant.clone(), config),
+    };
+    let tenant = colloquy_domain::TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let store = Store::open(&config.store_location()).await?;
+    let now = chrono::Utc::now();
+    let outcome = match command {
+        TokensCommand::Create { name, scopes, expires_in_days, .. } => {
+            let expires_at = expires_in_days.map(|days| now + chrono::Duration::days(i64::from(days)));
+            let issued = tokens::create_token(&store, &tenant, &name, &scopes, expires_at, now).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("id:     {}\nsecret: {} (shown only now)", issued.token_id, issued.secret);
+            }
+            Ok(())
+        }
+        TokensCommand::List { .. } => {
+            #[allow(clippy::print_stdout)]
+            for token in tokens::list_tokens(&store, &tenant).await? {
+                let state = match (token.revoked_at, token.expires_at) {
+                    (Some(at), _) => format!("revoked {at}"),
+                    (None, Some(at)) if at <= now => format!("expired {at}"),
+                    (None, Some(at)) => format!("expires {at}"),
+                    (None, None) => "active".to_owned(),
+                };
+                println!("{}  {:<24} {:<40} {state}", token.id, token.name, token.scopes.join(","));
+            }
+            Ok(())
+        }
+        TokensCommand::Revoke { id, .. } => {
+            if tokens::revoke_token(&store, &tenant, id, now).await? {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("tenant {tenant} has no token {id}"))
+            }
+        }
+    };
+    store.close().await;
+    outcome
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -164,5 +253,6 @@ async fn main() -> anyhow::Result<()> {
             rebuild(&name, &config).await
         }
         Command::Projections { command: ProjectionsCommand::Status { config } } => status(&config).await,
+        Command::Tokens { command } => tokens(command).await,
     }
 }

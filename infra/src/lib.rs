@@ -3,6 +3,7 @@
 //! `Config`. The only crate that knows SQL.
 
 pub mod config;
+pub mod idempotency;
 pub mod log;
 pub mod relay;
 pub mod repository;

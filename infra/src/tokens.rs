@@ -218,3 +218,167 @@ pub async fn bootstrap(
     insert_token(store, tenant, "admin", &secret, &scopes, None).await?;
     Ok(Some(secret))
 }
+
+/// Every scope a token can carry. `admin` grants all of them and token management.
+pub const SCOPES: &[&str] = &[
+    "conversations:read",
+    "conversations:write",
+    "contacts:read",
+    "contacts:write",
+    "groups:read",
+    "groups:write",
+    "events:read",
+    "reports:read",
+    "audit:read",
+    ADMIN_SCOPE,
+];
+
+/// Why a token could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A scope that does not exist.
+    #[error("unknown scope {0:?}; scopes are: {list}", list = SCOPES.join(", "))]
+    UnknownScope(String),
+    /// No scope at all.
+    #[error("a token needs at least one scope")]
+    NoScope,
+    /// A name that is empty or too long.
+    #[error("name must be 1 to 100 characters without control characters")]
+    BadName,
+    /// An expiry that has passed.
+    #[error("expires_at must be in the future")]
+    ExpiryInPast,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A token as listed: never its secret, which is stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenInfo {
+    /// Id.
+    pub id: Uuid,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Name (the actor recorded in events).
+    pub name: String,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Expires at, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revoked at, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Creates a token with a new random secret for `tenant` (created if missing). The secret is in
+/// the answer and nowhere else.
+pub async fn create_token(
+    store: &Store,
+    tenant: &TenantId,
+    name: &str,
+    scopes: &[String],
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<IssuedToken, TokenError> {
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(TokenError::BadName);
+    }
+    if scopes.is_empty() {
+        return Err(TokenError::NoScope);
+    }
+    if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(TokenError::UnknownScope(unknown.clone()));
+    }
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(TokenError::ExpiryInPast);
+    }
+    let mut unique: Vec<String> = Vec::new();
+    for scope in scopes {
+        if !unique.contains(scope) {
+            unique.push(scope.clone());
+        }
+    }
+    ensure_tenant(store, tenant, tenant.as_str()).await?;
+    Ok(insert_token(store, tenant, name, &generate_secret(), &unique, expires_at).await?)
+}
+
+fn parse_time(what: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    value
+        .map(|v| DateTime::parse_from_rfc3339(&v).map(|t| t.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt(format!("api_tokens.{what}")))
+}
+
+/// The tenant's tokens, oldest first.
+pub async fn list_tokens(store: &Store, tenant: &TenantId) -> Result<Vec<TokenInfo>, StoreError> {
+    let format = |column: &str| {
+        format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {column}")
+    };
+    let sql = if store.postgres_pool().is_some() {
+        format!(
+            "SELECT id::text AS id, tenant_id, name, scopes::text AS scopes, {}, {}, {}
+               FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at, id",
+            format("created_at"),
+            format("expires_at"),
+            format("revoked_at")
+        )
+    } else {
+        "SELECT id, tenant_id, name, scopes, created_at, expires_at, revoked_at
+           FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at, id"
+            .to_owned()
+    };
+    type Raw = (String, String, String, String, String, Option<String>, Option<String>);
+    let rows: Vec<Raw> =
+        crate::on_pool!(store, |pool| sqlx::query_as(&sql).bind(tenant.as_str()).fetch_all(pool).await?);
+    rows.into_iter()
+        .map(|(id, tenant_id, name, scopes, created_at, expires_at, revoked_at)| {
+            Ok(TokenInfo {
+                id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt("api_tokens.id".into()))?,
+                tenant_id,
+                name,
+                scopes: serde_json::from_str(&scopes)
+                    .map_err(|_| StoreError::Corrupt("api_tokens.scopes".into()))?,
+                created_at: parse_time("created_at", Some(created_at))?.unwrap_or_default(),
+                expires_at: parse_time("expires_at", expires_at)?,
+                revoked_at: parse_time("revoked_at", revoked_at)?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes one of the tenant's tokens; false when the tenant has no token with this id. A
+/// revoked token stops working within the API's verified-token cache lifetime (5 s).
+pub async fn revoke_token(
+    store: &Store,
+    tenant: &TenantId,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = if let Some(pool) = store.postgres_pool() {
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $3) WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id)
+        .bind(tenant.as_str())
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+        let _writer = write_lock.lock().await;
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $3) WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(tenant.as_str())
+        .bind(now.to_rfc3339())
+        .execute(pool)
+        .await?
+        .rows_affected()
+    } else {
+        0
+    };
+    Ok(result > 0)
+}
