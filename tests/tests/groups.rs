@@ -138,6 +138,10 @@ async fn the_life_of_a_group_with_200_members(backend: Backend) {
     assert_eq!(settings.status, StatusCode::OK, "{:?}", settings.body);
     assert_eq!(settings.body["settings"]["announce"], true);
     assert_eq!(settings.body["settings"]["restrict"], false);
+    server
+        .patch(&format!("/v1/groups/{group}/settings"), json!({"anounce": false}))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
     let pending = server.get(&format!("/v1/groups/{group}/join-requests")).await;
     assert_eq!(pending.body["data"], json!([]));
 

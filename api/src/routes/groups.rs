@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use colloquy_domain::contact::ContactStatus;
 use colloquy_domain::group::{
-    GroupActor, GroupMember, GroupMetadataPatch, GroupSettings, GroupSettingsPatch, NewGroup, Role,
-    SYNC_COOLDOWN,
+    GroupActor, GroupMember, GroupMetadataPatch, GroupSettings, GroupSettingsPatch, MemberAddMode, NewGroup,
+    Role, SYNC_COOLDOWN,
 };
 use colloquy_domain::{Contact, ContactId, Group, GroupCommand, GroupEvent, GroupId};
 use colloquy_infra::tokens::Principal;
@@ -61,8 +61,30 @@ pub struct CreateGroup {
     /// The other participants, as contact ids; they join as members.
     #[serde(default)]
     participants: Vec<Uuid>,
-    settings: Option<GroupSettingsPatch>,
+    settings: Option<SettingsBody>,
     invite_code: Option<String>,
+}
+
+/// Settings in a request body: `POST /v1/groups`'s `settings` and `PATCH /v1/groups/{id}/settings`.
+/// Unknown names are refused rather than ignored, so a misspelt setting is not a silent no-op.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    announce: Option<bool>,
+    restrict: Option<bool>,
+    join_approval_mode: Option<bool>,
+    member_add_mode: Option<MemberAddMode>,
+}
+
+impl From<SettingsBody> for GroupSettingsPatch {
+    fn from(body: SettingsBody) -> Self {
+        Self {
+            announce: body.announce,
+            restrict: body.restrict,
+            join_approval_mode: body.join_approval_mode,
+            member_add_mode: body.member_add_mode,
+        }
+    }
 }
 
 /// Body of `PATCH /v1/groups/{id}`.
@@ -219,9 +241,9 @@ async fn require_contacts(state: &AppState, principal: &Principal, ids: &[Uuid])
     Ok(())
 }
 
-fn settings_from(patch: Option<GroupSettingsPatch>) -> GroupSettings {
+fn settings_from(body: Option<SettingsBody>) -> GroupSettings {
     let defaults = GroupSettings::default();
-    let patch = patch.unwrap_or_default();
+    let patch = GroupSettingsPatch::from(body.unwrap_or_default());
     GroupSettings {
         announce: patch.announce.unwrap_or(defaults.announce),
         restrict: patch.restrict.unwrap_or(defaults.restrict),
@@ -554,9 +576,9 @@ pub async fn change_settings(
     headers: HeaderMap,
     IfMatch(expected): IfMatch,
     Path(group_id): Path<Uuid>,
-    Json(patch): Json<GroupSettingsPatch>,
+    Json(body): Json<SettingsBody>,
 ) -> Result<Versioned<GroupView>, ApiError> {
-    let command = GroupCommand::ChangeSettings { patch, by: GroupActor::Inbox };
+    let command = GroupCommand::ChangeSettings { patch: body.into(), by: GroupActor::Inbox };
     run_for_view(&state, &principal, &headers, group_id, expected, command).await
 }
 
