@@ -128,6 +128,11 @@ impl AppState {
         &self.inner.groups
     }
 
+    /// Drops every verified token from the cache, so a revocation takes effect at once here.
+    pub fn forget_verified_tokens(&self) {
+        self.inner.verified_tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Verifies a bearer secret, from the cache when it was verified moments ago.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
         {

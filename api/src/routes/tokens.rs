@@ -1,0 +1,100 @@
+//! `/v1/tokens`: the admin API for the caller's tenant's API tokens (scope `admin`). Secrets are
+//! shown once, in the answer that creates them; only their hashes are stored.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use colloquy_infra::tokens::{self, TokenError, TokenInfo, ADMIN_SCOPE};
+
+use crate::extract::{require, Auth, Json, Path};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    scopes: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new token with its secret.
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    id: Uuid,
+    /// Send as `Authorization: Bearer <secret>`; shown only now.
+    secret: String,
+    name: String,
+    scopes: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// The tenant's tokens.
+#[derive(Debug, Serialize)]
+pub struct TokenList {
+    data: Vec<TokenInfo>,
+}
+
+/// `POST /v1/tokens`
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Json(body): Json<CreateToken>,
+) -> Result<Response, ApiError> {
+    require(&principal, ADMIN_SCOPE)?;
+    let issued = tokens::create_token(
+        state.store(),
+        &principal.tenant,
+        &body.name,
+        &body.scopes,
+        body.expires_at,
+        Utc::now(),
+    )
+    .await
+    .map_err(|error| match error {
+        TokenError::UnknownScope(_) | TokenError::NoScope => {
+            ApiError::invalid_field("scopes", error.to_string())
+        }
+        TokenError::BadName => ApiError::invalid_field("name", error.to_string()),
+        TokenError::ExpiryInPast => ApiError::invalid_field("expires_at", error.to_string()),
+        TokenError::Store(error) => ApiError::from(error),
+    })?;
+    let created = CreatedToken {
+        id: issued.token_id,
+        secret: issued.secret,
+        name: body.name,
+        scopes: body.scopes,
+        expires_at: body.expires_at,
+    };
+    let location = format!("/v1/tokens/{}", created.id);
+    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, location)], axum::Json(created)).into_response())
+}
+
+/// `GET /v1/tokens`
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<axum::Json<TokenList>, ApiError> {
+    require(&principal, ADMIN_SCOPE)?;
+    let data = tokens::list_tokens(state.store(), &principal.tenant).await?;
+    Ok(axum::Json(TokenList { data }))
+}
+
+/// `DELETE /v1/tokens/{id}`: revokes at once; 404 for a token of another tenant.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    require(&principal, ADMIN_SCOPE)?;
+    if !tokens::revoke_token(state.store(), &principal.tenant, id, Utc::now()).await? {
+        return Err(ApiError::not_found(format!("token {id}")));
+    }
+    state.forget_verified_tokens();
+    Ok(StatusCode::NO_CONTENT)
+}
