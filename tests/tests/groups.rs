@@ -356,9 +356,60 @@ async fn membership_as_of_three_moments(backend: Backend) {
     server.stop().await;
 }
 
+/// Sends `request` with `secret` as its token; answers status and JSON body.
+async fn as_reader(secret: &str, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.bearer_auth(secret).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn scopes_guard_reads_and_writes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let inbox = server.contact().await;
+    let group =
+        create_group(&server, json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Scoped"}))
+            .await;
+    // A second handle on the server's store issues a token that may only read groups.
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let admin =
+        colloquy_infra::tokens::authenticate(&store, &server.token, Utc::now()).await.unwrap().unwrap();
+    let secret = colloquy_infra::tokens::generate_secret();
+    let scopes = ["groups:read".to_owned()];
+    colloquy_infra::tokens::insert_token(&store, &admin.tenant, "reader", &secret, &scopes, None)
+        .await
+        .unwrap();
+    store.close().await;
+
+    let (status, body) =
+        as_reader(&secret, server.client.get(server.url(&format!("/v1/groups/{group}")))).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, _) =
+        as_reader(&secret, server.client.get(server.url(&format!("/v1/groups/{group}/members")))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = as_reader(
+        &secret,
+        server.client.patch(server.url(&format!("/v1/groups/{group}"))).json(&json!({"subject": "Mine"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
+    assert!(body["detail"].as_str().unwrap().contains("groups:write"));
+    let (status, _) = as_reader(
+        &secret,
+        server
+            .client
+            .post(server.url("/v1/groups"))
+            .json(&json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "S"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(server.get(&format!("/v1/groups/{group}")).await.body["subject"], "Scoped");
+    server.stop().await;
+}
+
 on_both_stores!(
     the_life_of_a_group_with_200_members,
     refusals_answer_with_their_reason,
     a_leave_marks_the_group_left_and_refuses_management,
     membership_as_of_three_moments,
+    scopes_guard_reads_and_writes,
 );
