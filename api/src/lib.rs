@@ -24,7 +24,7 @@ use colloquy_infra::Config;
 
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
-use crate::routes::{contacts, conversations, events, groups, health, inbox, messages, tokens};
+use crate::routes::{contacts, conversations, events, groups, health, inbox, messages, stream, tokens};
 pub use crate::state::AppState;
 
 /// Largest request body accepted, in bytes.
@@ -39,6 +39,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/events", get(events::list))
+        .route("/events/stream", get(stream::stream))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/contacts", post(contacts::create))

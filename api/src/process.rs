@@ -205,12 +205,14 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             Arc::new(projectors),
             Duration::from_millis(config.min_position_timeout_ms),
         );
+        let closer = state.clone();
         let router = app(state);
         let (shutdown, signal) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
-                .with_graceful_shutdown(async {
+                .with_graceful_shutdown(async move {
                     let _ = signal.await;
+                    closer.close_streams();
                 })
                 .await
         });

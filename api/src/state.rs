@@ -32,6 +32,9 @@ struct Inner {
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
     projectors: Arc<Vec<Projector>>,
     min_position_timeout: Duration,
+    /// Turns true when the server shuts down, so long-lived responses (event streams) end and
+    /// graceful shutdown can finish.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
                 groups: Repository::new(store.clone(), aggregate_cache, Vec::new()),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
+                closing: tokio::sync::watch::channel(false).0,
                 projectors,
                 min_position_timeout,
             }),
@@ -126,6 +130,16 @@ impl AppState {
     /// Group commands and reads.
     pub fn groups(&self) -> &Repository<Group> {
         &self.inner.groups
+    }
+
+    /// Watches for shutdown (see [`AppState::close_streams`]).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Ends every open event stream: called when graceful shutdown begins.
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// Drops every verified token from the cache, so a revocation takes effect at once here.

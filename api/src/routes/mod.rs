@@ -8,6 +8,7 @@ pub mod groups;
 pub mod health;
 pub mod inbox;
 pub mod messages;
+pub mod stream;
 pub mod tokens;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -1,0 +1,123 @@
+//! `GET /v1/events/stream`: the tenant's events as Server-Sent Events, live, each a CloudEvents
+//! JSON object with its global position as the SSE id. `Last-Event-ID` (sent by browsers on
+//! reconnect) or `after` resumes after a position without loss; without either, the stream
+//! starts at the log's current head. Filters: `aggregate_type`, `aggregate_id`, `event_type`.
+//! Streams end when the server shuts down; clients reconnect with `Last-Event-ID`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::stream::{self, Stream};
+use serde::Deserialize;
+
+use colloquy_domain::TenantId;
+use colloquy_infra::relay::cloud_event;
+use colloquy_infra::StoredEvent;
+
+use crate::extract::{require, Auth, Query};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Events read from the log per round.
+const BATCH: i64 = 500;
+/// How often an idle stream looks at the log when no head change wakes it.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// Query of `GET /v1/events/stream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Start after this global position (`Last-Event-ID` wins when both are given).
+    after: Option<i64>,
+    /// Only events of this aggregate type (`conversation`, `contact`, `group`).
+    aggregate_type: Option<String>,
+    /// Only events of this aggregate.
+    aggregate_id: Option<String>,
+    /// Only events of this type (e.g. `MessageAdded`).
+    event_type: Option<String>,
+}
+
+struct Follow {
+    state: AppState,
+    tenant: TenantId,
+    after: i64,
+    query: StreamQuery,
+    pending: VecDeque<StoredEvent>,
+    head: tokio::sync::watch::Receiver<i64>,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Follow {
+    fn wanted(&self, event: &StoredEvent) -> bool {
+        let q = &self.query;
+        q.aggregate_type.as_ref().is_none_or(|t| *t == event.aggregate_type)
+            && q.aggregate_id.as_ref().is_none_or(|id| *id == event.aggregate_id)
+            && q.event_type.as_ref().is_none_or(|t| *t == event.event_type)
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if *self.closing.borrow() {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                let id = event.position.unwrap_or_default().to_string();
+                let data = cloud_event(&event).to_string();
+                return Some((Ok(Event::default().id(id).data(data)), self));
+            }
+            match self.state.log().read(self.after, BATCH, Some(&self.tenant)).await {
+                Ok(events) if !events.is_empty() => {
+                    self.after = events.last().and_then(|e| e.position).unwrap_or(self.after);
+                    let wanted: Vec<StoredEvent> = events.into_iter().filter(|e| self.wanted(e)).collect();
+                    self.pending.extend(wanted);
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        _ = self.head.changed() => {}
+                        _ = self.closing.changed() => {}
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "event stream could not read the log; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v1/events/stream`
+pub async fn stream(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    require(&principal, "events:read")?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).filter(|p| *p >= 0).ok_or_else(
+                || ApiError::invalid_field("Last-Event-ID", "must be a global position (0 or more)"),
+            )?,
+        ),
+    };
+    if query.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::invalid_field("after", "must be 0 or more"));
+    }
+    let after = match last_event_id.or(query.after) {
+        Some(after) => after,
+        None => colloquy_infra::log::sequence_round(state.store()).await?,
+    };
+    let head = state.log().watch_head();
+    let closing = state.closing();
+    let follow =
+        Follow { state, tenant: principal.tenant, after, query, pending: VecDeque::new(), head, closing };
+    let events = stream::unfold(follow, Follow::next);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
