@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/groups/{id}/events", get(groups::events));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .nest("/v1", v1)
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -86,6 +86,11 @@ impl AppState {
         }
     }
 
+    /// The projectors whose read models this server serves.
+    pub fn projectors(&self) -> &[Projector] {
+        &self.inner.projectors
+    }
+
     /// The event store.
     pub fn store(&self) -> &Store {
         &self.inner.store

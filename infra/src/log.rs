@@ -123,7 +123,8 @@ impl GlobalLog {
     }
 }
 
-async fn read_head(store: &Store) -> Result<i64, StoreError> {
+/// The log's head as last recorded, without a sequencer round.
+pub async fn read_head(store: &Store) -> Result<i64, StoreError> {
     if let Some(pool) = store.postgres_pool() {
         Ok(sqlx::query_scalar("SELECT last_position FROM event_log_state").fetch_one(pool).await?)
     } else {

@@ -384,3 +384,24 @@ async fn healthz_answers_without_a_token() {
     assert!(response.headers().contains_key("x-request-id"));
     server.stop().await;
 }
+
+async fn readyz_reports_the_store_and_each_read_model(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    let reply =
+        server.post(&format!("/v1/conversations/{id}/labels"), serde_json::json!({"add": ["ready"]})).await;
+    let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+    server.get(&format!("/v1/conversations?min_position={position}")).await;
+    let response = server.client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready", "{body}");
+    assert!(body["checks"]["store"]["log_head"].as_i64().unwrap() >= position, "{body}");
+    assert_eq!(body["checks"]["projection:conversation_list"]["status"], "ok", "{body}");
+    server.stop().await;
+}
+
+mod ready {
+    use super::*;
+    on_both_stores!(readyz_reports_the_store_and_each_read_model);
+}

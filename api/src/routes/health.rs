@@ -1,9 +1,52 @@
-//! `GET /healthz`: the process is up. Needs no token.
+//! `GET /healthz`: the process is up. `GET /readyz`: it can serve: the store answers and every
+//! read model is within [`MAX_READY_LAG`] events of the log's head. Neither needs a token.
 
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+use crate::state::AppState;
+
+/// Most events a read model may trail the log by for the server to count as ready.
+pub const MAX_READY_LAG: i64 = 10_000;
 
 /// Answers 200 while the process serves requests.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Answers 200 when ready, 503 with the failing checks otherwise.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let mut checks = Map::new();
+    let mut ready = true;
+    let head = match colloquy_infra::log::read_head(state.store()).await {
+        Ok(head) => {
+            checks.insert("store".into(), json!({"status": "ok", "log_head": head}));
+            Some(head)
+        }
+        Err(error) => {
+            ready = false;
+            checks.insert("store".into(), json!({"status": "failing", "error": error.to_string()}));
+            None
+        }
+    };
+    for projector in state.projectors() {
+        let check = match (projector.checkpoint().await, head) {
+            (Ok(position), Some(head)) => {
+                let lag = (head - position).max(0);
+                let ok = lag <= MAX_READY_LAG;
+                ready &= ok;
+                json!({"status": if ok { "ok" } else { "lagging" }, "position": position, "lag": lag})
+            }
+            (Err(error), _) => {
+                ready = false;
+                json!({"status": "failing", "error": error.to_string()})
+            }
+            (Ok(position), None) => json!({"status": "unknown", "position": position}),
+        };
+        checks.insert(format!("projection:{}", projector.name()), check);
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})))
 }
