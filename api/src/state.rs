@@ -35,6 +35,7 @@ struct Inner {
     /// Turns true when the server shuts down, so long-lived responses (event streams) end and
     /// graceful shutdown can finish.
     closing: tokio::sync::watch::Sender<bool>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -57,6 +58,7 @@ impl AppState {
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::channel(false).0,
+                metrics: crate::metrics::Metrics::default(),
                 projectors,
                 min_position_timeout,
             }),
@@ -84,6 +86,11 @@ impl AppState {
             ))),
             Err(error) => Err(crate::problem::ApiError::internal(&error)),
         }
+    }
+
+    /// The request and command counters behind `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// The projectors whose read models this server serves.

@@ -405,3 +405,26 @@ mod ready {
     use super::*;
     on_both_stores!(readyz_reports_the_store_and_each_read_model);
 }
+
+#[tokio::test]
+async fn metrics_count_answers_commands_and_lag() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let id = server.conversation().await;
+    server.post(&format!("/v1/conversations/{id}/status"), serde_json::json!({"status": "bogus"})).await;
+    let response = server.client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    for needle in [
+        "colloquy_commands_total{command=\"POST /v1/conversations\",outcome=\"ok\"} 1",
+        "colloquy_commands_total{command=\"POST /v1/contacts\",outcome=\"ok\"} 1",
+        "colloquy_commands_total{command=\"POST /v1/conversations/{id}/status\",outcome=\"refused\"} 1",
+        "colloquy_http_responses_total{method=\"POST\",route=\"/v1/conversations/{id}/status\",status=\"400\"} 1",
+        "colloquy_command_duration_seconds_count{command=\"POST /v1/conversations\"} 1",
+        "colloquy_log_head 2",
+        "colloquy_consumer_lag_events{consumer=\"projection:conversation_list\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    server.stop().await;
+}

@@ -1,0 +1,151 @@
+//! `GET /metrics` in the Prometheus text format: HTTP answers by method, route and status;
+//! commands (POST, PATCH and DELETE under `/v1`) by route and outcome with a latency histogram;
+//! and, read at scrape time, the log's head (events appended), the relay's lag and each
+//! projection's lag. Kept by hand: a few counters need no metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+/// Upper bounds of the command latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// The counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    http: Mutex<BTreeMap<(String, String, u16), u64>>,
+    commands: Mutex<BTreeMap<(String, &'static str), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn record(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        *lock(&self.http).entry((method.to_string(), route.to_owned(), status)).or_default() += 1;
+        let is_command =
+            matches!(*method, Method::POST | Method::PATCH | Method::DELETE) && route.starts_with("/v1/");
+        if !is_command {
+            return;
+        }
+        let command = format!("{method} {route}");
+        let outcome = match status {
+            200..=299 => "ok",
+            400..=499 => "refused",
+            _ => "failed",
+        };
+        *lock(&self.commands).entry((command.clone(), outcome)).or_default() += 1;
+        let mut latency = lock(&self.latency);
+        let histogram = latency.entry(command).or_default();
+        for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        histogram.sum += seconds;
+        histogram.count += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# HELP colloquy_http_responses_total HTTP responses by method, route and status.\n");
+        out.push_str("# TYPE colloquy_http_responses_total counter\n");
+        for ((method, route, status), n) in lock(&self.http).iter() {
+            let _ = writeln!(
+                out,
+                "colloquy_http_responses_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str("# HELP colloquy_commands_total Commands by route and outcome (ok, refused, failed).\n");
+        out.push_str("# TYPE colloquy_commands_total counter\n");
+        for ((command, outcome), n) in lock(&self.commands).iter() {
+            let _ = writeln!(
+                out,
+                "colloquy_commands_total{{command=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(command)
+            );
+        }
+        out.push_str("# HELP colloquy_command_duration_seconds Command latency, from request to response.\n");
+        out.push_str("# TYPE colloquy_command_duration_seconds histogram\n");
+        for (command, histogram) in lock(&self.latency).iter() {
+            let command = escape(command);
+            for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
+                let _ = writeln!(out, "colloquy_command_duration_seconds_bucket{{command=\"{command}\",le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(
+                out,
+                "colloquy_command_duration_seconds_bucket{{command=\"{command}\",le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(
+                out,
+                "colloquy_command_duration_seconds_sum{{command=\"{command}\"}} {}",
+                histogram.sum
+            );
+            let _ = writeln!(
+                out,
+                "colloquy_command_duration_seconds_count{{command=\"{command}\"}} {}",
+                histogram.count
+            );
+        }
+    }
+}
+
+/// The middleware that counts every answer.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics().record(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics` (no token: scrape it from inside your network).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    state.metrics().render(&mut out);
+    let store = state.store();
+    if let Ok(head) = colloquy_infra::log::read_head(store).await {
+        out.push_str("# HELP colloquy_log_head Events appended to the global log (its head position).\n");
+        out.push_str("# TYPE colloquy_log_head gauge\n");
+        let _ = writeln!(out, "colloquy_log_head {head}");
+        if let Ok(checkpoints) = colloquy_infra::relay::all_checkpoints(store).await {
+            out.push_str("# HELP colloquy_consumer_lag_events Events a consumer trails the log by.\n");
+            out.push_str("# TYPE colloquy_consumer_lag_events gauge\n");
+            for (name, position) in checkpoints {
+                let _ = writeln!(
+                    out,
+                    "colloquy_consumer_lag_events{{consumer=\"{}\"}} {}",
+                    escape(&name),
+                    (head - position).max(0)
+                );
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
