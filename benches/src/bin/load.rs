@@ -20,6 +20,9 @@ use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 
+#[path = "load/inbox.rs"]
+mod inbox;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
     /// The embedded default (an SQLite file, durable commits).
@@ -49,6 +52,13 @@ struct Args {
     /// Events to store for the replay measurement.
     #[arg(long)]
     replay_events: Option<u64>,
+    /// Instead of the command load: fill the inbox read model in PostgreSQL and measure its list
+    /// and counts endpoints (first pages, sorts, cursor walks), with EXPLAIN plans.
+    #[arg(long)]
+    inbox: bool,
+    /// With --inbox: conversations to fill (1,000,000; 20,000 with --quick).
+    #[arg(long)]
+    rows: Option<u64>,
     /// The `colloquy` binary.
     #[arg(long, default_value = "target/release/colloquy")]
     binary: PathBuf,
@@ -594,7 +604,8 @@ async fn main() -> anyhow::Result<()> {
     let base_url = args.admin_url.rsplit_once('/').map_or(args.admin_url.clone(), |(b, _)| b.to_owned());
     let database_url = format!("{base_url}/{database}");
     let nats = if args.nats { Some(start_nats().await?) } else { None };
-    if args.store == StoreKind::Postgres {
+    let postgres = args.store == StoreKind::Postgres || args.inbox;
+    if postgres {
         PgConnection::connect(&args.admin_url)
             .await?
             .execute(format!("CREATE DATABASE {database}").as_str())
@@ -605,9 +616,17 @@ async fn main() -> anyhow::Result<()> {
     if let Some(nats) = &nats {
         env.push(("COLLOQUY_NATS_URL".into(), nats.url.clone()));
     }
-    let outcome =
-        run(&args, &env, seconds, &clients, replay_events, history, &database_url, nats.as_ref()).await;
-    if args.store == StoreKind::Postgres {
+    let outcome = if args.inbox {
+        let rows = args.rows.unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+        // No events exist, so the server's projector never touches the rows filled directly.
+        match Server::start(&args.binary, env.clone()).await {
+            Ok(server) => inbox::run(&server, &database_url, rows, args.quick).await,
+            Err(error) => Err(error),
+        }
+    } else {
+        run(&args, &env, seconds, &clients, replay_events, history, &database_url, nats.as_ref()).await
+    };
+    if postgres {
         if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
             let _ = admin.execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str()).await;
         }
