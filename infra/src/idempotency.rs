@@ -57,10 +57,7 @@ pub async fn claim(
     let read =
         "SELECT request_hash, status, headers, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
     type Found = (String, Option<i64>, Option<String>, Option<Vec<u8>>);
-    let _writer = match store.sqlite_pool() {
-        Some((_, lock)) => Some(lock.lock().await),
-        None => None,
-    };
+    let _writer = store.sqlite_writer().await;
     let (inserted, found): (u64, Option<Found>) = crate::on_pool!(store, |pool| {
         sqlx::query(clear).bind(tenant).bind(key).bind(expired).bind(abandoned).execute(pool).await?;
         let inserted = sqlx::query(insert)
@@ -111,10 +108,7 @@ pub async fn complete(
     let headers = serde_json::to_string(&response.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let sql =
         "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE tenant_id = $1 AND key = $2";
-    let _writer = match store.sqlite_pool() {
-        Some((_, lock)) => Some(lock.lock().await),
-        None => None,
-    };
+    let _writer = store.sqlite_writer().await;
     crate::on_pool!(store, |pool| {
         sqlx::query(sql)
             .bind(tenant)
@@ -131,10 +125,7 @@ pub async fn complete(
 /// Gives a claimed key up (the request failed in a way a retry may fix), so a retry runs again.
 pub async fn release(store: &Store, tenant: &str, key: &str) -> Result<(), StoreError> {
     let sql = "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL";
-    let _writer = match store.sqlite_pool() {
-        Some((_, lock)) => Some(lock.lock().await),
-        None => None,
-    };
+    let _writer = store.sqlite_writer().await;
     crate::on_pool!(store, |pool| {
         sqlx::query(sql).bind(tenant).bind(key).execute(pool).await?;
     });
@@ -145,9 +136,6 @@ pub async fn release(store: &Store, tenant: &str, key: &str) -> Result<(), Store
 pub async fn purge(store: &Store, now: DateTime<Utc>) -> Result<u64, StoreError> {
     let expired = now.timestamp_millis() - RETENTION_HOURS * 3_600_000;
     let sql = "DELETE FROM idempotency_keys WHERE created_at < $1";
-    let _writer = match store.sqlite_pool() {
-        Some((_, lock)) => Some(lock.lock().await),
-        None => None,
-    };
+    let _writer = store.sqlite_writer().await;
     Ok(crate::on_pool!(store, |pool| sqlx::query(sql).bind(expired).execute(pool).await?.rows_affected()))
 }

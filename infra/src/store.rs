@@ -322,6 +322,15 @@ impl Store {
         }
     }
 
+    /// The in-process SQLite write lock, held for the guard's life; `None` for PostgreSQL,
+    /// whose writers need none. For a write that runs `on_pool!` in both dialects.
+    pub async fn sqlite_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.sqlite_pool() {
+            Some((_, lock)) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
     /// The SQLite pool and its writer lock, when the store is SQLite.
     pub fn sqlite_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
         match &*self.backend {

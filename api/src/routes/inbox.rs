@@ -25,8 +25,8 @@ use crate::views::{ConversationView, Page};
 
 /// Conversations per page when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 25;
-/// Most conversations per page.
-pub const MAX_LIMIT: usize = 100;
+/// Most conversations per page: the API's one page limit.
+pub use crate::paging::MAX_LIMIT;
 /// Most conversations one bulk resolve closes; a larger match answers `truncated: true`.
 pub const MAX_BULK: usize = 5_000;
 /// Bulk commands in flight at once.
