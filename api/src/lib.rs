@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 pub mod paging;
 pub mod problem;
 pub mod process;
@@ -15,14 +16,17 @@ pub mod views;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use colloquy_infra::Config;
 
+use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{contacts, conversations, events, groups, health, inbox, messages, stream, tokens};
@@ -38,48 +42,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The router, as both `main` and the tests build it.
 pub fn app(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/events", get(events::list))
-        .route("/events/stream", get(stream::stream))
-        .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/contacts", post(contacts::create))
-        .route("/contacts/{id}", get(contacts::get).patch(contacts::patch))
-        .route("/contacts/{id}/events", get(contacts::events))
-        .route("/conversations", post(conversations::open).get(inbox::list))
-        .route("/conversations/counts", get(inbox::counts))
-        .route("/conversations/resolve", post(inbox::resolve))
-        .route(
-            "/conversations/{id}",
-            get(conversations::get).patch(conversations::patch).delete(conversations::delete),
-        )
-        .route("/conversations/{id}/status", post(conversations::change_status))
-        .route("/conversations/{id}/assignment", post(conversations::assign).delete(conversations::unassign))
-        .route("/conversations/{id}/labels", post(conversations::change_labels))
-        .route("/conversations/{id}/read", post(conversations::mark_read))
-        .route("/conversations/{id}/events", get(conversations::events))
-        .route("/conversations/{id}/messages", post(messages::add).get(messages::list))
-        .route("/conversations/{id}/messages/{message_id}", get(messages::get).patch(messages::patch))
-        .route("/conversations/{id}/messages/{message_id}/delivery", post(messages::report_delivery))
-        .route("/groups", post(groups::create))
-        .route("/groups/{id}", get(groups::get).patch(groups::patch))
-        .route("/groups/{id}/members", get(groups::members).post(groups::add_members))
-        .route(
-            "/groups/{id}/members/{contact_id}",
-            axum::routing::patch(groups::change_role).delete(groups::remove_member),
-        )
-        .route("/groups/{id}/invite", get(groups::invite))
-        .route("/groups/{id}/invite/revoke", post(groups::revoke_invite))
-        .route("/groups/{id}/join-requests", get(groups::join_requests).post(groups::handle_join_requests))
-        .route("/groups/{id}/settings", axum::routing::patch(groups::change_settings))
-        .route("/groups/{id}/leave", post(groups::leave))
-        .route("/groups/{id}/sync", post(groups::sync))
-        .route("/groups/{id}/events", get(groups::events));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .nest("/v1", v1)
+    let (router, _openapi) = routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("this route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
@@ -95,6 +59,51 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Every route with its documentation. `routes!` takes each handler's method and path from its
+/// `#[utoipa::path]`, so what is served and what `/openapi.json` describes come from one place
+/// (handlers of one path go in one `routes!`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(events::list))
+        .routes(routes!(stream::stream))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(contacts::create))
+        .routes(routes!(contacts::get, contacts::patch))
+        .routes(routes!(contacts::events))
+        .routes(routes!(conversations::open, inbox::list))
+        .routes(routes!(inbox::counts))
+        .routes(routes!(inbox::resolve))
+        .routes(routes!(conversations::get, conversations::patch, conversations::delete))
+        .routes(routes!(conversations::change_status))
+        .routes(routes!(conversations::assign, conversations::unassign))
+        .routes(routes!(conversations::change_labels))
+        .routes(routes!(conversations::mark_read))
+        .routes(routes!(conversations::events))
+        .routes(routes!(messages::add, messages::list))
+        .routes(routes!(messages::get, messages::patch))
+        .routes(routes!(messages::report_delivery))
+        .routes(routes!(groups::create))
+        .routes(routes!(groups::get, groups::patch))
+        .routes(routes!(groups::members, groups::add_members))
+        .routes(routes!(groups::change_role, groups::remove_member))
+        .routes(routes!(groups::invite))
+        .routes(routes!(groups::revoke_invite))
+        .routes(routes!(groups::join_requests, groups::handle_join_requests))
+        .routes(routes!(groups::change_settings))
+        .routes(routes!(groups::leave))
+        .routes(routes!(groups::sync))
+        .routes(routes!(groups::events));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .routes(routes!(openapi::docs_file))
+        .nest("/v1", v1)
 }
 
 /// Starts everything `colloquy serve` runs: the API, the relay and the projectors.

@@ -126,6 +126,15 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// `GET /metrics` (no token: scrape it from inside your network).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format: HTTP answers by method, route and status; \
+        commands by route and outcome with a latency histogram; the log's head; every consumer's lag.",
+        content_type = "text/plain; version=0.0.4", body = String,
+        example = "# TYPE colloquy_log_head gauge\ncolloquy_log_head 1042\n"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     state.metrics().render(&mut out);

@@ -22,13 +22,21 @@ pub struct ApiError {
     retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The body of every error answer (RFC 9457), as the OpenAPI document describes it too.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct Problem<'a> {
+    /// A URN naming the kind of problem, e.g. `urn:colloquy:problem:not-found`; stable, so
+    /// clients can branch on it.
     #[serde(rename = "type")]
     problem_type: String,
+    /// A short summary of the kind of problem.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// A sentence a person can act on.
     detail: &'a str,
+    /// For invalid fields: each field and what is wrong with it.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
 }
@@ -139,6 +147,11 @@ impl ApiError {
     /// 500, after logging what went wrong; the client is told nothing internal.
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
+        Self::internal_answer()
+    }
+
+    /// The 500 a client sees, without logging anything (for the OpenAPI document's example).
+    pub(crate) fn internal_answer() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal-error",
@@ -158,16 +171,27 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = Problem {
+impl ApiError {
+    fn problem(&self) -> Problem<'_> {
+        Problem {
             problem_type: format!("urn:colloquy:problem:{}", self.slug),
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
             errors: &self.errors,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        }
+    }
+
+    /// The problem+json body this error answers with (the OpenAPI document's examples are made
+    /// with it, so they show real answers).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(self.problem()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

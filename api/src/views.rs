@@ -14,7 +14,7 @@ use colloquy_infra::StoredEvent;
 use colloquy_projections::conversation_list::{ContactSummary, ConversationRow};
 
 /// A contact.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContactView {
     id: Option<ContactId>,
     first_name: String,
@@ -23,6 +23,7 @@ pub struct ContactView {
     phone: Option<String>,
     email: Option<String>,
     preferred_channel: Option<Channel>,
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
     labels: Vec<String>,
     status: ContactStatus,
@@ -53,7 +54,7 @@ impl ContactView {
 }
 
 /// One reader's receipt.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReaderView {
     user_id: String,
     read_at: DateTime<Utc>,
@@ -62,7 +63,7 @@ pub struct ReaderView {
 }
 
 /// The latest public message, for list screens.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastMessageView {
     preview: Option<String>,
     at: Option<DateTime<Utc>>,
@@ -72,13 +73,14 @@ pub struct LastMessageView {
 }
 
 /// A conversation with its workflow state and response statistics.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     id: Option<ConversationId>,
     number: u64,
     contact_id: Option<ContactId>,
     /// The contact's name, e-mail and phone: in reads served by the inbox read model.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::ContactSummarySchema>)]
     contact: Option<ContactSummary>,
     channel: Option<Channel>,
     inbox_id: Option<String>,
@@ -86,6 +88,7 @@ pub struct ConversationView {
     status: Status,
     snoozed_until: Option<DateTime<Utc>>,
     priority: Priority,
+    #[schema(value_type = Object)]
     custom_fields: Map<String, Value>,
     starred: bool,
     assignee_id: Option<String>,
@@ -242,14 +245,14 @@ impl ConversationView {
 }
 
 /// Delivery state of an outgoing message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     status: Option<DeliveryStatus>,
     error: Option<DeliveryError>,
 }
 
 /// A message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     id: MessageId,
     conversation_id: Option<ConversationId>,
@@ -268,6 +271,7 @@ pub struct MessageView {
     template: Option<Value>,
     interactive: Option<Value>,
     contacts: Option<Value>,
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
     reactions: Vec<Reaction>,
     edit_history: Vec<Edit>,
@@ -308,7 +312,7 @@ impl MessageView {
 }
 
 /// A stored event, as auditors and reporting services read it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     position: Option<i64>,
     aggregate_type: String,
@@ -316,7 +320,9 @@ pub struct EventView {
     sequence: i64,
     event_type: String,
     event_version: String,
+    /// The event's fields (its name is `event_type`).
     data: Value,
+    /// Who did it and why: event id, tenant, actor, request, correlation and causation ids, time.
     metadata: Value,
 }
 
@@ -344,7 +350,7 @@ impl From<StoredEvent> for EventView {
 }
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub data: Vec<T>,
@@ -353,7 +359,7 @@ pub struct Page<T> {
 }
 
 /// A group, as `GET /v1/groups/{id}` answers it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupView {
     id: Option<colloquy_domain::GroupId>,
     inbox_id: String,
@@ -408,7 +414,7 @@ impl GroupView {
 }
 
 /// A member of a group and their role.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GroupMemberView {
     /// The member's contact.
     pub contact_id: ContactId,
@@ -419,7 +425,7 @@ pub struct GroupMemberView {
 }
 
 /// A page of a group's members, current or `as_of` a moment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupMembersPage {
     /// The moment the list describes; `null` for now.
     pub as_of: Option<DateTime<Utc>>,
@@ -432,7 +438,7 @@ pub struct GroupMembersPage {
 }
 
 /// A group's invite link.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupInviteView {
     /// The current code; `null` when none is known.
     pub invite_code: Option<String>,
@@ -441,7 +447,7 @@ pub struct GroupInviteView {
 }
 
 /// A pending join request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JoinRequestView {
     /// The contact asking.
     pub contact_id: ContactId,

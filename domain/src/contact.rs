@@ -15,6 +15,7 @@ use crate::{TenantOwned, EVENT_VERSION_1};
 
 /// Whether a contact is in use. `Deleted` is final: a deleted contact refuses every command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ContactStatus {
     /// In use.

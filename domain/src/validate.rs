@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A field that breaks its rule: which field, and a sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[error("{field}: {reason}")]
 pub struct FieldError {
     /// The field's name as the API spells it.

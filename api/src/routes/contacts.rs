@@ -19,7 +19,9 @@ use crate::state::AppState;
 use crate::views::{ContactView, EventView, Page};
 
 /// Body of `POST /v1/contacts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"first_name": "Ada", "last_name": "Lovelace", "phone": "+44 20 7946 0958",
+    "email": "ada@example.com", "preferred_channel": "whatsapp", "labels": ["vip"]}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateContact {
     /// Optional client-chosen id (a UUID); a v7 UUID is generated when absent.
@@ -31,13 +33,15 @@ pub struct CreateContact {
     email: Option<String>,
     preferred_channel: Option<Channel>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
     #[serde(default)]
     labels: Vec<String>,
 }
 
 /// Body of `PATCH /v1/contacts/{id}`: absent fields stay, `null` clears an optional one.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"email": "ada.lovelace@example.com", "phone": null}))]
 #[serde(deny_unknown_fields)]
 pub struct PatchContact {
     first_name: Option<String>,
@@ -51,12 +55,26 @@ pub struct PatchContact {
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     preferred_channel: Option<Option<Channel>>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
     labels: Option<Vec<String>>,
     status: Option<ContactStatus>,
 }
 
 /// `POST /v1/contacts`
+#[utoipa::path(
+    post,
+    path = "/contacts",
+    tag = "contacts",
+    summary = "Create a contact",
+    request_body = CreateContact,
+    responses(
+        (status = 201, description = "Created; `Location` names it, `ETag` is its version.", body = ContactView),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["contacts:write"]))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -91,6 +109,18 @@ pub async fn create(
 }
 
 /// `GET /v1/contacts/{id}`
+#[utoipa::path(
+    get,
+    path = "/contacts/{id}",
+    tag = "contacts",
+    summary = "Read a contact",
+    params(("id" = Uuid, Path, description = "The contact's id.")),
+    responses(
+        (status = 200, description = "The contact; `ETag` is its version.", body = ContactView),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["contacts:read"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -108,6 +138,22 @@ pub async fn get(
 }
 
 /// `PATCH /v1/contacts/{id}`
+#[utoipa::path(
+    patch,
+    path = "/contacts/{id}",
+    tag = "contacts",
+    summary = "Update a contact",
+    description = "Absent fields stay as they are; `null` clears an optional one.",
+    params(("id" = Uuid, Path, description = "The contact's id.")),
+    request_body = PatchContact,
+    responses(
+        (status = 200, description = "The updated contact.", body = ContactView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["contacts:write"]))
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -139,6 +185,18 @@ pub async fn patch(
 }
 
 /// `GET /v1/contacts/{id}/events`
+#[utoipa::path(
+    get,
+    path = "/contacts/{id}/events",
+    tag = "contacts",
+    summary = "Read a contact's history",
+    params(("id" = Uuid, Path, description = "The contact's id."), PageParams),
+    responses(
+        (status = 200, description = "A page of the contact's events with their metadata, in order.", body = Page<EventView>),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["contacts:read"]))
+)]
 pub async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -26,7 +26,8 @@ use crate::state::AppState;
 use crate::views::{ConversationView, EventView, Page};
 
 /// Body of `POST /v1/conversations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"contact_id": "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f", "channel": "whatsapp", "inbox_id": "support", "subject": "Order 4711", "priority": "high", "labels": ["billing"]}))]
 #[serde(deny_unknown_fields)]
 pub struct OpenConversation {
     id: Option<Uuid>,
@@ -37,24 +38,28 @@ pub struct OpenConversation {
     priority: Option<Priority>,
     status: Option<Status>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     custom_fields: Map<String, Value>,
     #[serde(default)]
     labels: Vec<String>,
 }
 
 /// Body of `PATCH /v1/conversations/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"subject": "Order 4711: refund", "starred": true}))]
 #[serde(deny_unknown_fields)]
 pub struct PatchConversation {
     #[serde(default, deserialize_with = "double_option")]
     subject: Option<Option<String>>,
     priority: Option<Priority>,
+    #[schema(value_type = Option<Object>)]
     custom_fields: Option<Map<String, Value>>,
     starred: Option<bool>,
 }
 
 /// Body of `POST /v1/conversations/{id}/status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "snoozed", "snoozed_until": "2026-12-01T09:00:00Z"}))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeStatus {
     status: Status,
@@ -62,7 +67,8 @@ pub struct ChangeStatus {
 }
 
 /// Body of `POST /v1/conversations/{id}/assignment`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"assignee_id": "agent-42", "team_id": "billing"}))]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
     assignee_id: Option<String>,
@@ -70,7 +76,8 @@ pub struct Assign {
 }
 
 /// Body of `POST /v1/conversations/{id}/labels`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"add": ["refund"], "remove": ["billing"]}))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeLabels {
     #[serde(default)]
@@ -80,7 +87,8 @@ pub struct ChangeLabels {
 }
 
 /// Body of `POST /v1/conversations/{id}/read`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"user_id": "agent-42"}))]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     user_id: String,
@@ -121,6 +129,19 @@ async fn run_for_view(
 }
 
 /// `POST /v1/conversations`
+#[utoipa::path(
+    post,
+    path = "/conversations",
+    tag = "conversations",
+    summary = "Open a conversation",
+    request_body = OpenConversation,
+    responses(
+        (status = 201, description = "Opened; `Location` names it, `ETag` is its version.", body = ConversationView),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn open(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -176,6 +197,19 @@ pub async fn open(
 /// answers 410 (its events stay readable). When the row is behind what this process has
 /// committed, or not there yet, the answer comes from the aggregate instead, so a client always
 /// reads its own writes.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    summary = "Read a conversation",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    responses(
+        (status = 200, description = "The conversation; `ETag` is its version.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 410, response = crate::openapi::Gone)
+    ),
+    security(("bearer" = ["conversations:read"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -217,6 +251,22 @@ pub async fn get(
 }
 
 /// `PATCH /v1/conversations/{id}`
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    summary = "Update a conversation",
+    description = "Absent fields stay; `null` clears the subject.",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    request_body = PatchConversation,
+    responses(
+        (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -235,6 +285,20 @@ pub async fn patch(
 }
 
 /// `DELETE /v1/conversations/{id}`: 204; the stream stays and later commands are refused.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    summary = "Delete a conversation",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    responses(
+        (status = 204, description = "Deleted; `ETag` is the final version. Its events stay readable; later commands are refused."),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -254,6 +318,22 @@ pub async fn delete(
 }
 
 /// `POST /v1/conversations/{id}/status`
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/status",
+    tag = "conversations",
+    summary = "Change the status",
+    description = "Open, pending, snoozed (until a future time), bot or closed.",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    request_body = ChangeStatus,
+    responses(
+        (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn change_status(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -268,6 +348,21 @@ pub async fn change_status(
 }
 
 /// `POST /v1/conversations/{id}/assignment`
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/assignment",
+    tag = "conversations",
+    summary = "Assign to an agent or team",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    request_body = Assign,
+    responses(
+        (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn assign(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -281,6 +376,20 @@ pub async fn assign(
 }
 
 /// `DELETE /v1/conversations/{id}/assignment`
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}/assignment",
+    tag = "conversations",
+    summary = "Unassign",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    responses(
+        (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn unassign(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -292,6 +401,21 @@ pub async fn unassign(
 }
 
 /// `POST /v1/conversations/{id}/labels`
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/labels",
+    tag = "conversations",
+    summary = "Add and remove labels",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    request_body = ChangeLabels,
+    responses(
+        (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn change_labels(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -305,6 +429,22 @@ pub async fn change_labels(
 }
 
 /// `POST /v1/conversations/{id}/read`
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/read",
+    tag = "conversations",
+    summary = "Record a read receipt",
+    description = "Marks every message up to now as read by `user_id`.",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    request_body = MarkRead,
+    responses(
+        (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn mark_read(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -318,6 +458,18 @@ pub async fn mark_read(
 }
 
 /// `GET /v1/conversations/{id}/events`: the stream's events with their metadata, in order.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/events",
+    tag = "conversations",
+    summary = "Read a conversation's history",
+    params(("id" = Uuid, Path, description = "The conversation's id."), PageParams),
+    responses(
+        (status = 200, description = "A page of the conversation's events with their metadata, in order.", body = Page<EventView>),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["conversations:read"]))
+)]
 pub async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -13,18 +13,20 @@ use crate::views::EventView;
 pub const MAX_LOG_LIMIT: i64 = 1000;
 
 /// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Return events after this global position (0: from the start).
     #[serde(default)]
     after: i64,
     /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
 /// A page of the log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogPage {
     data: Vec<EventView>,
     /// Pass as `after` to continue: the last position returned, or `after` itself when the page
@@ -33,6 +35,16 @@ pub struct LogPage {
 }
 
 /// `GET /v1/events?after=P&limit=N`
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    summary = "Read the tenant's global log",
+    description = "The tenant's events in global order, after a position: for reporting services and tailers.",
+    params(LogQuery),
+    responses((status = 200, description = "A page of the log.", body = LogPage)),
+    security(("bearer" = ["events:read"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -46,7 +46,8 @@ const READ: &str = "groups:read";
 const WRITE: &str = "groups:write";
 
 /// Body of `POST /v1/groups`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"inbox_id": "whatsapp-main", "inbox_contact_id": "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f", "subject": "Book club", "participants": ["0192f3c4-0000-7000-8000-000000000002"], "settings": {"announce": false}}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     id: Option<Uuid>,
@@ -67,7 +68,8 @@ pub struct CreateGroup {
 
 /// Settings in a request body: `POST /v1/groups`'s `settings` and `PATCH /v1/groups/{id}/settings`.
 /// Unknown names are refused rather than ignored, so a misspelt setting is not a silent no-op.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"announce": true, "member_add_mode": "all_members"}))]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
     announce: Option<bool>,
@@ -88,7 +90,8 @@ impl From<SettingsBody> for GroupSettingsPatch {
 }
 
 /// Body of `PATCH /v1/groups/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"subject": "Book club 2027", "description": null}))]
 #[serde(deny_unknown_fields)]
 pub struct PatchGroup {
     subject: Option<String>,
@@ -99,14 +102,15 @@ pub struct PatchGroup {
 }
 
 /// Body of `POST /v1/groups/{id}/members`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"contact_ids": ["0192f3c4-0000-7000-8000-000000000003"]}))]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
     contact_ids: Vec<Uuid>,
 }
 
 /// The roles a member can be given through the API; the owner's role is not given, only held.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GivenRole {
     /// Promote to admin.
@@ -116,24 +120,29 @@ pub enum GivenRole {
 }
 
 /// Body of `PATCH /v1/groups/{id}/members/{contact_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"role": "admin"}))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
     role: GivenRole,
 }
 
 /// Query of `GET /v1/groups/{id}/members`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MembersQuery {
+    /// Members per page, 1 to 100 (default 50).
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Answer who was a member at this moment (RFC 3339) instead of now.
     as_of: Option<DateTime<Utc>>,
 }
 
 /// Body of `POST /v1/groups/{id}/join-requests`: exactly one of the two lists.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"approve": ["0192f3c4-0000-7000-8000-000000000004"]}))]
 #[serde(deny_unknown_fields)]
 pub struct HandleJoinRequests {
     approve: Option<Vec<Uuid>>,
@@ -141,7 +150,8 @@ pub struct HandleJoinRequests {
 }
 
 /// Body of `POST /v1/groups/{id}/sync`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"force": false}))]
 #[serde(deny_unknown_fields)]
 pub struct RequestSync {
     #[serde(default)]
@@ -149,7 +159,7 @@ pub struct RequestSync {
 }
 
 /// Answer of `POST /v1/groups/{id}/sync`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum SyncAnswer {
     /// A sync job will fetch the provider's view.
@@ -262,6 +272,19 @@ fn contact_ids(ids: Vec<Uuid>) -> Vec<ContactId> {
 }
 
 /// `POST /v1/groups`
+#[utoipa::path(
+    post,
+    path = "/groups",
+    tag = "groups",
+    summary = "Create or register a group",
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "Created; `Location` names it, `ETag` is its version.", body = GroupView),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -306,6 +329,18 @@ pub async fn create(
 }
 
 /// `GET /v1/groups/{id}`
+#[utoipa::path(
+    get,
+    path = "/groups/{id}",
+    tag = "groups",
+    summary = "Read a group",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    responses(
+        (status = 200, description = "The group; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["groups:read"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -317,6 +352,22 @@ pub async fn get(
 }
 
 /// `PATCH /v1/groups/{id}`: subject, description, avatar.
+#[utoipa::path(
+    patch,
+    path = "/groups/{id}",
+    tag = "groups",
+    summary = "Change subject, description or avatar",
+    description = "Absent fields stay; `null` clears the description or avatar.",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = PatchGroup,
+    responses(
+        (status = 200, description = "The group as changed; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -393,6 +444,20 @@ async fn group_as_of(
 
 /// `GET /v1/groups/{id}/members`: paged, the inbox's own member first, then admins; with
 /// `as_of`, the members and roles at that moment.
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/members",
+    tag = "groups",
+    summary = "List members",
+    description = "With `as_of`, the members and roles at that moment, folded from the group's own history (422 before the group existed).",
+    params(("id" = Uuid, Path, description = "The group's id."), MembersQuery),
+    responses(
+        (status = 200, description = "A page of members: the inbox's own first, then admins, then members.", body = GroupMembersPage),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:read"]))
+)]
 pub async fn members(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -428,6 +493,22 @@ pub async fn members(
 }
 
 /// `POST /v1/groups/{id}/members`: adds contacts; those already members are skipped.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/members",
+    tag = "groups",
+    summary = "Add members",
+    description = "Contacts already members are skipped.",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = AddMembers,
+    responses(
+        (status = 200, description = "The group as changed; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn add_members(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -444,6 +525,21 @@ pub async fn add_members(
 }
 
 /// `PATCH /v1/groups/{id}/members/{contact_id}`: `{"role": "admin"|"member"}`.
+#[utoipa::path(
+    patch,
+    path = "/groups/{id}/members/{contact_id}",
+    tag = "groups",
+    summary = "Promote or demote a member",
+    params(("id" = Uuid, Path, description = "The group's id."), ("contact_id" = Uuid, Path, description = "The member's contact id.")),
+    request_body = ChangeRole,
+    responses(
+        (status = 200, description = "The member with the new role; `ETag` is the group's version.", body = GroupMemberView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn change_role(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -479,6 +575,20 @@ fn no_content(version: usize, position: Option<i64>) -> Response {
 }
 
 /// `DELETE /v1/groups/{id}/members/{contact_id}`: 204.
+#[utoipa::path(
+    delete,
+    path = "/groups/{id}/members/{contact_id}",
+    tag = "groups",
+    summary = "Remove a member",
+    params(("id" = Uuid, Path, description = "The group's id."), ("contact_id" = Uuid, Path, description = "The member's contact id.")),
+    responses(
+        (status = 204, description = "Removed; `ETag` is the group's version."),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -497,6 +607,18 @@ fn invite_view(group: &Group) -> GroupInviteView {
 }
 
 /// `GET /v1/groups/{id}/invite`
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/invite",
+    tag = "groups",
+    summary = "Read the invite link",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    responses(
+        (status = 200, description = "The current invite code and link.", body = GroupInviteView),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["groups:read"]))
+)]
 pub async fn invite(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -510,6 +632,20 @@ pub async fn invite(
 /// `POST /v1/groups/{id}/invite/revoke`: a new code replaces the current one, which stops
 /// admitting anyone. The code is made here: the domain accepts any 1 to 64 url-safe characters,
 /// so no provider format is imposed.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/invite/revoke",
+    tag = "groups",
+    summary = "Replace the invite code",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    responses(
+        (status = 200, description = "The new code and link; the old code stops working.", body = GroupInviteView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn revoke_invite(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -538,6 +674,18 @@ fn pending_requests(group: &Group) -> Vec<JoinRequestView> {
 }
 
 /// `GET /v1/groups/{id}/join-requests`: the pending requests, oldest first.
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/join-requests",
+    tag = "groups",
+    summary = "List pending join requests",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    responses(
+        (status = 200, description = "The pending requests, oldest first.", body = Page<JoinRequestView>),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["groups:read"]))
+)]
 pub async fn join_requests(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -549,6 +697,22 @@ pub async fn join_requests(
 
 /// `POST /v1/groups/{id}/join-requests`: `{"approve": [...]}` or `{"reject": [...]}`; answers
 /// with the requests still pending.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/join-requests",
+    tag = "groups",
+    summary = "Approve or reject join requests",
+    description = "Send exactly one of `approve` and `reject`.",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = HandleJoinRequests,
+    responses(
+        (status = 200, description = "The requests still pending.", body = Page<JoinRequestView>),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn handle_join_requests(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -570,6 +734,22 @@ pub async fn handle_join_requests(
 }
 
 /// `PATCH /v1/groups/{id}/settings`
+#[utoipa::path(
+    patch,
+    path = "/groups/{id}/settings",
+    tag = "groups",
+    summary = "Change settings",
+    description = "Only the settings named change; unknown names are refused.",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = SettingsBody,
+    responses(
+        (status = 200, description = "The group as changed; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn change_settings(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -584,6 +764,21 @@ pub async fn change_settings(
 
 /// `POST /v1/groups/{id}/leave`: the inbox's own number leaves; the group is marked left and
 /// refuses further management.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/leave",
+    tag = "groups",
+    summary = "Leave as the inbox's own number",
+    description = "The group is marked left and refuses later commands; its history stays readable.",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    responses(
+        (status = 200, description = "The group as changed; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn leave(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -597,6 +792,20 @@ pub async fn leave(
 
 /// `POST /v1/groups/{id}/sync`: 202 `{"status": "queued"}`, or 202 `{"status": "skipped", ...}`
 /// within the cooldown of the last accepted request unless `force`.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/sync",
+    tag = "groups",
+    summary = "Request a sync with the provider",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = RequestSync,
+    responses(
+        (status = 202, description = "`queued`, or `skipped` within the 15-minute cooldown of the last accepted request (unless `force`).", body = SyncAnswer),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
 pub async fn sync(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -629,6 +838,18 @@ pub async fn sync(
 }
 
 /// `GET /v1/groups/{id}/events`: the group's events with their metadata, in order.
+#[utoipa::path(
+    get,
+    path = "/groups/{id}/events",
+    tag = "groups",
+    summary = "Read a group's history",
+    params(("id" = Uuid, Path, description = "The group's id."), PageParams),
+    responses(
+        (status = 200, description = "A page of the group's events with their metadata, in order.", body = Page<EventView>),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["groups:read"]))
+)]
 pub async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -12,11 +12,33 @@ use crate::state::AppState;
 pub const MAX_READY_LAG: i64 = 10_000;
 
 /// Answers 200 while the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up.", body = Object, example = json!({"status": "ok"})))
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Answers 200 when ready, 503 with the failing checks otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the store answers, NATS answers when this process uses it, and every read model is within 10,000 events of the log's head.",
+            body = Object,
+            example = json!({"status": "ready", "checks": {
+                "store": {"status": "ok", "log_head": 1042},
+                "projection:conversation_list": {"status": "ok", "position": 1042, "lag": 0}}})),
+        (status = 503, description = "Not ready, with the failing checks.", body = Object,
+            example = json!({"status": "not_ready", "checks": {
+                "store": {"status": "ok", "log_head": 52000},
+                "projection:conversation_list": {"status": "lagging", "position": 30000, "lag": 22000}}}))
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut checks = Map::new();
     let mut ready = true;

@@ -34,7 +34,7 @@ const BULK_CONCURRENCY: usize = 8;
 
 /// One value or several: `status=open,pending` in a query, `"open,pending"` or
 /// `["open", "pending"]` in a JSON body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// A comma-separated list.
@@ -58,35 +58,70 @@ impl OneOrMany {
 /// The filters of a conversation list, as a query string (`GET /v1/conversations`) or a JSON
 /// body (`POST /v1/conversations/resolve`), with the same names in both. The paging fields
 /// apply to lists, `ids` to bulk resolve.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[schema(example = json!({"status": ["open", "pending"], "label": "spam"}))]
 #[serde(deny_unknown_fields)]
 pub struct InboxParams {
+    /// Statuses to include: `open`, `pending`, `snoozed`, `closed`, `bot` (comma-separated).
+    #[param(value_type = Option<String>)]
+    #[param(example = "open,pending")]
     status: Option<OneOrMany>,
+    /// Priorities to include: `low`, `medium`, `high`, `urgent` (comma-separated).
+    #[param(value_type = Option<String>)]
     priority: Option<OneOrMany>,
+    /// Only conversations assigned to this user.
     assignee_id: Option<String>,
+    /// Only conversations assigned to no user (not with `assignee_id`).
     unassigned: Option<bool>,
+    /// Only conversations of this team.
     team_id: Option<String>,
+    /// Only conversations of this inbox.
     inbox_id: Option<String>,
+    /// Only conversations with this contact.
     contact_id: Option<Uuid>,
+    /// Channels to include: `whatsapp`, `instagram`, `email`, `sms`, `chat`, `phone` (comma-separated).
+    #[param(value_type = Option<String>)]
     channel: Option<OneOrMany>,
+    /// Only one-to-one or only group conversations.
     group_type: Option<GroupType>,
+    /// Labels to match (comma-separated); see `label_match`.
+    #[param(value_type = Option<String>)]
     label: Option<OneOrMany>,
+    /// `all` (default): every label must be present; `any`: at least one.
     label_match: Option<String>,
+    /// Only starred (or only unstarred) conversations.
     starred: Option<bool>,
+    /// Only conversations whose customer is (or is not) waiting for a reply.
     awaiting_response: Option<bool>,
+    /// Only conversations this user took part in.
     participating: Option<String>,
+    /// Only conversations in which this user was mentioned.
     mentioned: Option<String>,
+    /// Created at or after this time (RFC 3339).
     created_after: Option<DateTime<Utc>>,
+    /// Created before this time (RFC 3339).
     created_before: Option<DateTime<Utc>>,
+    /// Last active at or after this time (RFC 3339).
     last_activity_after: Option<DateTime<Utc>>,
+    /// Last active before this time (RFC 3339).
     last_activity_before: Option<DateTime<Utc>>,
+    /// Search the subject, the contact's name, e-mail and phone, and the last message (3 to 200
+    /// characters).
     q: Option<String>,
+    /// `last_activity_at` (default), `created_at`, `priority` or `waiting_since`.
     sort: Option<String>,
+    /// `asc` or `desc` (each sort has its natural default).
     order: Option<String>,
+    /// Conversations per page, 1 to 100 (default 25). Lists only.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page. Lists only.
     cursor: Option<String>,
     /// Read-your-writes: wait until the read model reflects this global position.
     min_position: Option<i64>,
+    /// Bulk resolve only: the conversations to close, instead of the filters.
+    #[param(ignore)]
     ids: Option<Vec<Uuid>>,
 }
 
@@ -218,6 +253,18 @@ impl InboxParams {
 }
 
 /// `GET /v1/conversations`: a page of the tenant's conversations matching the filters.
+#[utoipa::path(
+    get,
+    path = "/conversations",
+    tag = "inbox",
+    summary = "List conversations",
+    description = "A page of the tenant's conversations matching the filters, from the inbox read model. \
+        Pass the `Colloquy-Position` of a command as `min_position` to see its effect (waits up to 5 s, \
+        then 503 with `Retry-After`).",
+    params(InboxParams),
+    responses((status = 200, description = "A page of conversations.", body = Page<ConversationView>)),
+    security(("bearer" = ["conversations:read"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -259,10 +306,13 @@ pub async fn list(
 }
 
 /// Query of `GET /v1/conversations/counts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CountParams {
-    /// The statuses `all`, `mine` and `unassigned` count (every status when absent).
+    /// The statuses `all`, `mine` and `unassigned` count (every status when absent;
+    /// comma-separated).
+    #[param(value_type = Option<String>, example = "open,pending")]
     status: Option<OneOrMany>,
     /// Whose conversations `mine` counts.
     user_id: Option<String>,
@@ -271,6 +321,16 @@ pub struct CountParams {
 }
 
 /// `GET /v1/conversations/counts`: per status, and all / mine / unassigned, from counters.
+#[utoipa::path(
+    get,
+    path = "/conversations/counts",
+    tag = "inbox",
+    summary = "Count conversations",
+    description = "Per status, and all / mine / unassigned within the statuses asked for.",
+    params(CountParams),
+    responses((status = 200, description = "The counts.", body = crate::openapi::CountsSchema)),
+    security(("bearer" = ["conversations:read"]))
+)]
 pub async fn counts(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -287,14 +347,14 @@ pub async fn counts(
 }
 
 /// One conversation a bulk resolve could not close.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Failure {
     id: String,
     reason: String,
 }
 
 /// Answer of `POST /v1/conversations/resolve`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Resolved {
     resolved: usize,
     failed: Vec<Failure>,
@@ -305,6 +365,18 @@ pub struct Resolved {
 /// `POST /v1/conversations/resolve`: closes the conversations named by `ids`, or every one
 /// matching the filters (open, pending, snoozed and bot ones when no status is given), each by
 /// its own command with its own events.
+#[utoipa::path(
+    post,
+    path = "/conversations/resolve",
+    tag = "inbox",
+    summary = "Resolve conversations in bulk",
+    description = "Closes the conversations named by `ids`, or every one matching the filters (open, pending, \
+        snoozed and bot ones when no status is given; at most 5,000, else `truncated`), each by its own \
+        command with its own events.",
+    request_body = InboxParams,
+    responses((status = 200, description = "How many were closed, and which could not be.", body = Resolved)),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn resolve(
     State(state): State<AppState>,
     Auth(principal): Auth,

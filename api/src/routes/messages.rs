@@ -22,7 +22,8 @@ use crate::state::AppState;
 use crate::views::{MessageView, Page};
 
 /// Body of `POST /v1/conversations/{id}/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"type": "text", "sender": {"kind": "agent", "id": "agent-42"}, "text": "Your refund is on its way."}))]
 #[serde(deny_unknown_fields)]
 pub struct AddMessage {
     id: Option<Uuid>,
@@ -45,11 +46,12 @@ pub struct AddMessage {
     interactive: Option<Value>,
     contacts: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
 }
 
 /// Reactions to add and remove.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReactionChanges {
     #[serde(default)]
@@ -59,7 +61,8 @@ pub struct ReactionChanges {
 }
 
 /// Body of `PATCH /v1/conversations/{id}/messages/{message_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"text": "Your refund was sent today.", "reactions": {"add": [{"emoji": "👍", "sender": {"kind": "agent", "id": "agent-42"}}]}}))]
 #[serde(deny_unknown_fields)]
 pub struct PatchMessage {
     text: Option<String>,
@@ -69,7 +72,8 @@ pub struct PatchMessage {
 }
 
 /// Body of `POST /v1/conversations/{id}/messages/{message_id}/delivery`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "failed", "error": {"code": "131026", "reason": "the recipient cannot receive messages"}}))]
 #[serde(deny_unknown_fields)]
 pub struct ReportDelivery {
     status: DeliveryStatus,
@@ -85,6 +89,22 @@ fn found(view: Option<MessageView>, message_id: MessageId) -> Result<MessageView
 }
 
 /// `POST /v1/conversations/{id}/messages`
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/messages",
+    tag = "messages",
+    summary = "Add a message",
+    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    request_body = AddMessage,
+    responses(
+        (status = 201, description = "Added; `Location` names it, `ETag` is the conversation's version.", body = MessageView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn add(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -121,6 +141,18 @@ pub async fn add(
 }
 
 /// `GET /v1/conversations/{id}/messages`: oldest first.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/messages",
+    tag = "messages",
+    summary = "List messages",
+    params(("id" = Uuid, Path, description = "The conversation's id."), PageParams),
+    responses(
+        (status = 200, description = "A page of the conversation's messages, oldest first.", body = Page<MessageView>),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["conversations:read"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -144,6 +176,18 @@ pub async fn list(
 }
 
 /// `GET /v1/conversations/{id}/messages/{message_id}`
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/messages/{message_id}",
+    tag = "messages",
+    summary = "Read a message",
+    params(("id" = Uuid, Path, description = "The conversation's id."), ("message_id" = Uuid, Path, description = "The message's id.")),
+    responses(
+        (status = 200, description = "The message; `ETag` is the conversation's version.", body = MessageView),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["conversations:read"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -163,6 +207,22 @@ pub async fn get(
 }
 
 /// `PATCH /v1/conversations/{id}/messages/{message_id}`
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}/messages/{message_id}",
+    tag = "messages",
+    summary = "Edit, react to or hide a message",
+    description = "Replaces the text (the old one goes to `edit_history`), changes the visibility, adds and removes reactions.",
+    params(("id" = Uuid, Path, description = "The conversation's id."), ("message_id" = Uuid, Path, description = "The message's id.")),
+    request_body = PatchMessage,
+    responses(
+        (status = 200, description = "The message as changed; `ETag` is the conversation's version.", body = MessageView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -188,6 +248,22 @@ pub async fn patch(
 }
 
 /// `POST /v1/conversations/{id}/messages/{message_id}/delivery`
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/messages/{message_id}/delivery",
+    tag = "messages",
+    summary = "Record a delivery status",
+    description = "Sent, delivered, read or failed, as the provider reports it.",
+    params(("id" = Uuid, Path, description = "The conversation's id."), ("message_id" = Uuid, Path, description = "The message's id.")),
+    request_body = ReportDelivery,
+    responses(
+        (status = 200, description = "The message as changed; `ETag` is the conversation's version.", body = MessageView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["conversations:write"]))
+)]
 pub async fn report_delivery(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -28,7 +28,8 @@ const BATCH: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// Query of `GET /v1/events/stream`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Start after this global position (`Last-Event-ID` wins when both are given).
@@ -92,6 +93,24 @@ impl Follow {
 }
 
 /// `GET /v1/events/stream`
+#[utoipa::path(
+    get,
+    path = "/events/stream",
+    tag = "events",
+    summary = "Follow the tenant's events live (Server-Sent Events)",
+    description = "Each SSE message is one event as a CloudEvents 1.0 JSON object, with its global position as \
+        the SSE `id`. `Last-Event-ID` (sent by browsers on reconnect) or `after` resumes after a position \
+        without loss; without either the stream starts at the log's head. Streams end when the server shuts \
+        down; reconnect with `Last-Event-ID`.",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this global position (wins over `after`).", example = 1042)
+    ),
+    responses((status = 200, description = "An endless `text/event-stream` of CloudEvents.",
+        content_type = "text/event-stream", body = String,
+        example = "id: 1043\nevent: MessageAdded\ndata: {\"specversion\":\"1.0\",\"id\":\"0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f\",\"type\":\"MessageAdded\",\"source\":\"colloquy/default/conversation\",\"subject\":\"0192f3c4-0000-7000-8000-000000000001\",\"data\":{}}\n\n")),
+    security(("bearer" = ["events:read"]))
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Auth(principal): Auth,

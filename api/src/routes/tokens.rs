@@ -15,7 +15,8 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// Body of `POST /v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "reporting", "scopes": ["events:read", "reports:read"], "expires_at": "2027-01-01T00:00:00Z"}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     name: String,
@@ -24,7 +25,7 @@ pub struct CreateToken {
 }
 
 /// A new token with its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     id: Uuid,
     /// Send as `Authorization: Bearer <secret>`; shown only now.
@@ -35,12 +36,26 @@ pub struct CreatedToken {
 }
 
 /// The tenant's tokens.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenList {
+    #[schema(value_type = Vec<crate::openapi::TokenInfoSchema>)]
     data: Vec<TokenInfo>,
 }
 
 /// `POST /v1/tokens`
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    summary = "Create a token",
+    description = "The answer holds the secret; it is shown only now (only its hash is stored).",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "Created; `Location` names it.", body = CreatedToken,
+            headers(("Location" = String, description = "`/v1/tokens/{id}`")))
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -76,6 +91,14 @@ pub async fn create(
 }
 
 /// `GET /v1/tokens`
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    summary = "List the tenant's tokens",
+    responses((status = 200, description = "Every token of the tenant, without secrets.", body = TokenList)),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -86,6 +109,19 @@ pub async fn list(
 }
 
 /// `DELETE /v1/tokens/{id}`: revokes at once; 404 for a token of another tenant.
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    summary = "Revoke a token",
+    description = "Effective at once.",
+    params(("id" = Uuid, Path, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -12,6 +12,7 @@ use crate::validate::{self, FieldError, MAX_MESSAGE_TEXT, MAX_SHORT_TEXT};
 /// What a message is; decides which content parts it must carry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageType {
     /// Plain text; `text` is required.
     #[default]
@@ -54,6 +55,7 @@ impl MessageType {
 /// Who sends a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SenderKind {
     /// A human agent.
     User,
@@ -90,6 +92,7 @@ impl SenderKind {
 
 /// A message's sender: its kind and, where it has one, its id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Sender {
     /// The kind of sender.
     pub kind: SenderKind,
@@ -101,6 +104,7 @@ pub struct Sender {
 /// Who may see a message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Visibility {
     /// Part of the thread the customer sees.
     #[default]
@@ -113,6 +117,7 @@ pub enum Visibility {
 
 /// A file attached to a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attachment {
     /// Where the file is (http or https).
     pub url: String,
@@ -130,6 +135,7 @@ pub struct Attachment {
 /// Which way an e-mail went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Direction {
     /// Received from the customer.
     Inbound,
@@ -139,6 +145,7 @@ pub enum Direction {
 
 /// The envelope of an e-mail message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmailEnvelope {
     /// Sender address.
     pub from: String,
@@ -168,6 +175,7 @@ pub struct EmailEnvelope {
 
 /// A shared location.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Location {
     /// Degrees north, -90 to 90.
     pub latitude: f64,
@@ -226,6 +234,7 @@ pub struct NewMessage {
 /// Delivery progress of an outgoing message, as the provider reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeliveryStatus {
     /// Handed to the provider.
     Sent,
@@ -252,6 +261,7 @@ impl DeliveryStatus {
 
 /// Why a delivery failed, as the provider says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryError {
     /// The provider's error code.
     #[serde(default)]
@@ -262,6 +272,7 @@ pub struct DeliveryError {
 
 /// A reaction on a message: one emoji from one sender.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reaction {
     /// The emoji.
     pub emoji: String,
@@ -271,6 +282,7 @@ pub struct Reaction {
 
 /// An earlier text of an edited message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Edit {
     /// The text before this edit.
     pub previous_text: Option<String>,

@@ -33,6 +33,7 @@ use crate::{TenantOwned, EVENT_VERSION_1};
 /// Where a conversation is in its workflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Waiting for the team.
     #[default]
@@ -72,6 +73,7 @@ impl fmt::Display for Status {
 /// How urgent a conversation is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Priority {
     /// Low.
     Low,
@@ -87,6 +89,7 @@ pub enum Priority {
 /// Whether a conversation is one-to-one or a group chat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GroupType {
     /// With one contact.
     #[default]
@@ -110,6 +113,7 @@ pub enum StatusReason {
 /// Which side spoke last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Responder {
     /// The customer.
     Customer,

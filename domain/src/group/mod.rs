@@ -49,6 +49,7 @@ pub const SYNC_COOLDOWN: TimeDelta = TimeDelta::minutes(15);
 /// Identifies a Group aggregate. Defined here rather than in `ids` because only groups use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupId(pub Uuid);
 
 impl GroupId {
@@ -75,6 +76,7 @@ impl FromStr for GroupId {
 /// A member's role. Ordered by power, so `from < to` is a promotion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Takes part; may act only as the settings allow all members.
     Member,
@@ -95,6 +97,7 @@ impl Role {
 /// Who may add members.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MemberAddMode {
     /// Only admins add members (WhatsApp's `admin_add`).
     #[default]
@@ -105,6 +108,7 @@ pub enum MemberAddMode {
 
 /// The group's settings, all off (and adding members admins-only) by default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupSettings {
     /// Only admins may send messages.
     pub announce: bool,
@@ -184,6 +188,7 @@ pub enum AddedVia {
 /// How a join request was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RequestVia {
     /// Through the invite link while `join_approval_mode` is on.
     InviteLink,
