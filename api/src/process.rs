@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use colloquy_domain::TenantId;
 use colloquy_infra::relay::{self, EventBus, JetStreamTransport, Transport};
-use colloquy_infra::{tokens, Config, GlobalLog, Store};
-use colloquy_projections::Projector;
+use colloquy_infra::{tokens, Config, GlobalLog, Repository, Store};
+use colloquy_projections::{group_conversations, Projector};
 
 use crate::state::AppState;
 use crate::{app, DEFAULT_TENANT};
@@ -182,6 +182,14 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
                 },
             ));
         }
+    }
+    if roles.projectors {
+        // The second half of the group_conversations process manager: it issues the commands.
+        let closer_store = store.clone();
+        let conversations = Arc::new(Repository::new(store.clone(), config.aggregate_cache, Vec::new()));
+        workers.push(supervise("group leave closer".into(), stop.subscribe(), move |stop| {
+            group_conversations::run_closer(closer_store.clone(), conversations.clone(), stop)
+        }));
     }
     if roles.relay {
         let transport = match &jetstream {

@@ -95,6 +95,9 @@ pub struct ConversationView {
     team_id: Option<String>,
     labels: Vec<String>,
     group_type: GroupType,
+    /// The group chat, for a group conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<String>,
     deleted: bool,
     message_count: usize,
     unread_count: u64,
@@ -139,6 +142,7 @@ impl ConversationView {
             team_id: conversation.team_id.clone(),
             labels: conversation.labels.iter().cloned().collect(),
             group_type: conversation.group_type,
+            group_id: conversation.group_id.map(|g| g.to_string()),
             deleted: conversation.deleted,
             message_count: conversation.messages.len(),
             unread_count: conversation.unread_count(),
@@ -209,6 +213,7 @@ impl ConversationView {
             team_id: row.team_id.clone(),
             labels: row.labels.clone(),
             group_type: row.group_type,
+            group_id: row.group_id.clone(),
             deleted: row.deleted,
             message_count: usize::try_from(row.message_count).unwrap_or(0),
             unread_count: u64::try_from(row.unread_count()).unwrap_or(0),

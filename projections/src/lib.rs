@@ -3,6 +3,7 @@
 //! read model lives here rather than in infra).
 
 pub mod conversation_list;
+pub mod group_conversations;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ pub use runtime::{Applied, Projection, ProjectionError, Projector, Tx};
 
 /// Every projection, by name.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(conversation_list::ConversationList)]
+    vec![Arc::new(conversation_list::ConversationList), Arc::new(group_conversations::GroupConversations)]
 }
 
 /// The projection called `name`.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use colloquy_domain::contact::ContactStatus;
 use colloquy_domain::conversation::{ConversationPatch, NewConversation, Priority, Status};
-use colloquy_domain::{Channel, Contact, Conversation, ConversationCommand, ConversationId};
+use colloquy_domain::{Channel, Contact, Conversation, ConversationCommand, ConversationId, Group, GroupId};
 use colloquy_infra::{Committed, Intent};
 
 use colloquy_projections::conversation_list;
@@ -42,6 +42,9 @@ pub struct OpenConversation {
     custom_fields: Map<String, Value>,
     #[serde(default)]
     labels: Vec<String>,
+    /// The group chat this conversation is in (its `group_type` is then `group`); the group must
+    /// exist and the inbox must not have left it.
+    group_id: Option<Uuid>,
 }
 
 /// Body of `PATCH /v1/conversations/{id}`.
@@ -166,6 +169,23 @@ pub async fn open(
         }
         Some(_) => {}
     }
+    if let Some(group_id) = body.group_id {
+        let left = state
+            .groups()
+            .read(&principal.tenant, &group_id.to_string(), |group: &Group, _| group.left)
+            .await?;
+        match left {
+            None => {
+                return Err(ApiError::refused(format!("group_id {group_id} names no group of this tenant")))
+            }
+            Some(true) => {
+                return Err(ApiError::refused(format!(
+                    "the inbox has left group {group_id}; it takes no new conversations"
+                )))
+            }
+            Some(false) => {}
+        }
+    }
     let conversation_id = body.id.map_or_else(ConversationId::new_v7, ConversationId);
     let number = state.store().next_counter(&principal.tenant, "conversation_number").await?;
     let command = ConversationCommand::OpenConversation {
@@ -181,6 +201,7 @@ pub async fn open(
             status: body.status,
             custom_fields: body.custom_fields,
             labels: body.labels,
+            group_id: body.group_id.map(GroupId),
         },
     };
     let committed = state

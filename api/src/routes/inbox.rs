@@ -85,6 +85,8 @@ pub struct InboxParams {
     channel: Option<OneOrMany>,
     /// Only one-to-one or only group conversations.
     group_type: Option<GroupType>,
+    /// Only the conversations of this group chat.
+    group_id: Option<Uuid>,
     /// Labels to match (comma-separated); see `label_match`.
     #[param(value_type = Option<String>)]
     label: Option<OneOrMany>,
@@ -201,6 +203,7 @@ impl InboxParams {
                 "whatsapp, instagram, email, sms, chat, phone",
             )?,
             group_type: self.group_type,
+            group_id: self.group_id.map(|id| id.to_string()),
             labels,
             label_match,
             starred: self.starred,

@@ -11,7 +11,8 @@ use colloquy_domain::conversation::{
     Attachment, DeliveryError, DeliveryStatus, EmailEnvelope, Location, MessageContent, MessagePatch,
     MessageType, NewMessage, Reaction, Sender, Visibility,
 };
-use colloquy_domain::{Conversation, ConversationCommand, MessageId};
+use colloquy_domain::{Conversation, ConversationCommand, Group, MessageId};
+use colloquy_infra::tokens::Principal;
 
 use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::{cursor, PageParams};
@@ -114,7 +115,7 @@ pub async fn add(
     Json(body): Json<AddMessage>,
 ) -> Result<Versioned<MessageView>, ApiError> {
     let message_id = body.id.map_or_else(MessageId::new_v7, MessageId);
-    let command = ConversationCommand::AddMessage(NewMessage {
+    let message = NewMessage {
         message_id,
         sender: body.sender,
         visibility: body.visibility,
@@ -125,6 +126,7 @@ pub async fn add(
             reply_to: body.reply_to.map(MessageId),
             forwarded: body.forwarded,
             mentions: body.mentions,
+            mentions_everyone: false,
             email: body.email,
             location: body.location,
             template: body.template,
@@ -132,12 +134,41 @@ pub async fn add(
             contacts: body.contacts,
             metadata: body.metadata,
         },
-    });
+    };
+    let command = match group_of(&state, &principal, conversation_id).await? {
+        Some(group) => ConversationCommand::AddGroupMessage { message, group: Box::new(group) },
+        None => ConversationCommand::AddMessage(message),
+    };
     let (committed, position) =
         run(&state, &principal, &headers, conversation_id, expected, command, message_view(message_id))
             .await?;
     let location = format!("/v1/conversations/{conversation_id}/messages/{message_id}");
     Ok(Versioned::created(committed.version, location, found(committed.view, message_id)?).at(position))
+}
+
+/// The group of a group conversation, as it is now, for the domain to check a message against;
+/// `None` for a one-to-one conversation (or one that does not exist, which the command reports).
+async fn group_of(
+    state: &AppState,
+    principal: &Principal,
+    conversation_id: Uuid,
+) -> Result<Option<Group>, ApiError> {
+    require(principal, "conversations:write")?;
+    let group_id = state
+        .conversations()
+        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, _| {
+            conversation.group_id
+        })
+        .await?
+        .flatten();
+    let Some(group_id) = group_id else { return Ok(None) };
+    let group = state
+        .groups()
+        .read(&principal.tenant, &group_id.to_string(), |group: &Group, _| group.clone())
+        .await?;
+    // The conversation names the group, so it exists in this tenant; a missing one is refused
+    // by the domain as `NotAGroupConversation` rather than sent unchecked.
+    Ok(Some(group.unwrap_or_default()))
 }
 
 /// `GET /v1/conversations/{id}/messages`: oldest first.

@@ -202,8 +202,12 @@ pub struct MessageContent {
     pub reply_to: Option<MessageId>,
     /// Whether it was forwarded from elsewhere.
     pub forwarded: bool,
-    /// Ids of the users (or, in groups, contacts) mentioned.
+    /// Ids of the users mentioned or, in groups, `mention://contact/<id>` of the members.
     pub mentions: Vec<String>,
+    /// In a group, whether the sender wrote `@everyone`; `mentions` then holds the members of
+    /// that moment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mentions_everyone: bool,
     /// E-mail envelope, for e-mail messages.
     pub email: Option<EmailEnvelope>,
     /// Location, for location messages.

@@ -26,6 +26,7 @@ pub use message::{
 
 use crate::channel::Channel;
 use crate::context::CommandContext;
+use crate::group::{Group, GroupId, SendRefusal};
 use crate::ids::{ContactId, ConversationId, MessageId, TenantId};
 use crate::validate::{self, FieldError, MAX_LABELS, MAX_SHORT_TEXT};
 use crate::{TenantOwned, EVENT_VERSION_1};
@@ -108,6 +109,9 @@ pub enum StatusReason {
     CustomerMessage,
     /// A timed snooze ran out.
     SnoozeExpired,
+    /// The inbox left (or was removed from) the conversation's group; the event's causation id is
+    /// the group's leave event.
+    GroupLeft,
 }
 
 /// Which side spoke last.
@@ -140,6 +144,8 @@ pub struct NewConversation {
     pub custom_fields: Map<String, Value>,
     /// Labels it starts with.
     pub labels: Vec<String>,
+    /// The group chat it belongs to; its `group_type` is then `group`.
+    pub group_id: Option<GroupId>,
 }
 
 /// A partial update of a conversation's details. `None` keeps a field.
@@ -219,8 +225,21 @@ pub enum ConversationCommand {
     },
     /// Deletes the conversation: the stream stays, later commands are refused.
     DeleteConversation,
-    /// Adds a message.
+    /// Adds a message to a one-to-one conversation.
     AddMessage(NewMessage),
+    /// Adds a message to a group conversation, checked against the group as it is now: a
+    /// customer must be a current member, the inbox may not send while `announce` is on unless
+    /// it is an admin (nor at all once it has left), mentions must name members, and `@everyone`
+    /// is expanded to the members of this moment.
+    AddGroupMessage {
+        /// The message.
+        message: NewMessage,
+        /// The conversation's group, read just before.
+        group: Box<Group>,
+    },
+    /// Closes an open or pending conversation because the inbox left its group (sent by the
+    /// process manager that reacts to `GroupLeft`); other statuses are left alone.
+    CloseForLeftGroup,
     /// Edits a message, changes its visibility, or adds and removes reactions.
     UpdateMessage {
         /// The message.
@@ -270,6 +289,9 @@ pub enum ConversationEvent {
         labels: Vec<String>,
         /// Individual or group.
         group_type: GroupType,
+        /// The group chat, for a group conversation. Absent in events stored before groups.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_id: Option<GroupId>,
         /// When.
         opened_at: DateTime<Utc>,
     },
@@ -556,6 +578,21 @@ pub enum ConversationError {
     /// More labels than allowed.
     #[error("a conversation carries at most {MAX_LABELS} labels")]
     TooManyLabels,
+    /// A plain message to a group conversation, which needs the group to be checked against.
+    #[error("this is a group conversation; its messages are checked against the group")]
+    GroupRequired,
+    /// A group command to a conversation of no group, or of another group.
+    #[error("this conversation does not belong to that group")]
+    NotAGroupConversation,
+    /// A customer message in a group from someone who is not a member now.
+    #[error("sender {0} is not a member of this group")]
+    SenderNotGroupMember(String),
+    /// A mention in a group of someone who is not a member now.
+    #[error("mention {0} names no member of this group")]
+    MentionNotGroupMember(String),
+    /// The inbox may not send to the group now: it left, or announce is on and it is no admin.
+    #[error("{0}")]
+    GroupRefusesSend(SendRefusal),
 }
 
 /// A user's read receipt.
@@ -604,6 +641,8 @@ pub struct Conversation {
     pub labels: BTreeSet<String>,
     /// Individual or group.
     pub group_type: GroupType,
+    /// The group chat, for a group conversation.
+    pub group_id: Option<GroupId>,
     /// Deleted (a tombstone).
     pub deleted: bool,
     /// Messages, oldest first.
@@ -649,6 +688,70 @@ pub struct Conversation {
 }
 
 const MAX_CUSTOM_FIELDS_BYTES: usize = 16 * 1024;
+
+/// How a group message names a member it mentions: `mention://contact/<contact id>`, as the
+/// help desk in the seeds writes it (it may carry `/<display name>` after the id).
+pub const CONTACT_MENTION_PREFIX: &str = "mention://contact/";
+
+/// Whether a mention is `@everyone` (also written `everyone`, `@all`).
+fn is_everyone(mention: &str) -> bool {
+    matches!(mention.trim_start_matches('@').to_ascii_lowercase().as_str(), "everyone" | "all")
+}
+
+/// A group mention as a member's contact id: `mention://contact/<id>[/<name>]` or the bare id.
+fn mentioned_contact(mention: &str) -> Option<ContactId> {
+    let id = mention.strip_prefix(CONTACT_MENTION_PREFIX).unwrap_or(mention);
+    let id = id.split('/').next().unwrap_or(id);
+    uuid::Uuid::parse_str(id).ok().map(ContactId)
+}
+
+/// A group message's mentions, normalized to `mention://contact/<id>` once each, in order: each
+/// must name a member now; with `everyone`, every member but the inbox's own follows them.
+fn group_mentions(
+    group: &Group,
+    mentions: &[String],
+    everyone: bool,
+) -> Result<Vec<String>, ConversationError> {
+    let mut contacts = Vec::new();
+    for mention in mentions {
+        match mentioned_contact(mention) {
+            Some(contact) if group.is_member(contact) => contacts.push(contact),
+            _ => return Err(ConversationError::MentionNotGroupMember(mention.clone())),
+        }
+    }
+    if everyone {
+        contacts.extend(group.expand_everyone());
+    }
+    let mut seen = BTreeSet::new();
+    Ok(contacts
+        .into_iter()
+        .filter(|contact| seen.insert(*contact))
+        .map(|contact| format!("{CONTACT_MENTION_PREFIX}{contact}"))
+        .collect())
+}
+
+/// Whether `sender` may send `visibility` to `group` now: a customer must be a current member
+/// (named by `sender.id`); the inbox's public messages follow [`Group::can_inbox_send`]. Notes
+/// stay inside the team and system messages report what the provider did, so neither is checked.
+fn group_sender_may_send(
+    group: &Group,
+    sender: &Sender,
+    visibility: Visibility,
+) -> Result<(), ConversationError> {
+    if sender.kind.is_incoming() {
+        let id = sender.id.clone().unwrap_or_default();
+        return match uuid::Uuid::parse_str(&id).ok().map(ContactId) {
+            Some(contact) if group.is_member(contact) => Ok(()),
+            _ => Err(ConversationError::SenderNotGroupMember(id)),
+        };
+    }
+    let sent_to_group = visibility == Visibility::Public
+        && matches!(sender.kind, SenderKind::User | SenderKind::Bot | SenderKind::AiAssistant);
+    if sent_to_group {
+        group.can_inbox_send().map_err(ConversationError::GroupRefusesSend)?;
+    }
+    Ok(())
+}
 
 fn check_custom_fields(fields: &Map<String, Value>) -> Result<(), FieldError> {
     let size = serde_json::to_vec(fields).map_or(usize::MAX, |bytes| bytes.len());
@@ -725,7 +828,8 @@ impl Conversation {
             status,
             custom_fields: new.custom_fields,
             labels: validate::labels("labels", &new.labels)?,
-            group_type: GroupType::Individual,
+            group_type: if new.group_id.is_some() { GroupType::Group } else { GroupType::Individual },
+            group_id: new.group_id,
             opened_at: ctx.now,
         })
     }
@@ -850,13 +954,29 @@ impl Conversation {
     fn add_message(
         &self,
         message: NewMessage,
+        group: Option<&Group>,
         now: DateTime<Utc>,
     ) -> Result<ConversationEvent, ConversationError> {
-        let NewMessage { message_id, mut sender, visibility, content } = message;
+        match (self.group_id, group) {
+            (Some(_), None) => return Err(ConversationError::GroupRequired),
+            (mine, Some(group)) if group.id.is_none() || group.id != mine => {
+                return Err(ConversationError::NotAGroupConversation)
+            }
+            _ => {}
+        }
+        let NewMessage { message_id, mut sender, visibility, mut content } = message;
         if self.message_index.contains_key(&message_id) {
             return Err(ConversationError::DuplicateMessage(message_id));
         }
-        let content = content.validated()?;
+        let everyone = group.is_some() && content.mentions.iter().any(|m| is_everyone(m));
+        if everyone {
+            content.mentions.retain(|m| !is_everyone(m));
+        }
+        let mut content = content.validated()?;
+        if let Some(group) = group {
+            content.mentions = group_mentions(group, &content.mentions, everyone)?;
+            content.mentions_everyone = everyone;
+        }
         if let Some(reply_to) = content.reply_to {
             if !self.message_index.contains_key(&reply_to) {
                 return Err(ConversationError::UnknownReplyTarget(reply_to));
@@ -866,7 +986,9 @@ impl Conversation {
         if sender.kind.is_incoming() && visibility != Visibility::Public {
             return Err(ConversationError::CustomerMessageNotPublic);
         }
-        if sender.kind == SenderKind::Customer {
+        if let Some(group) = group {
+            group_sender_may_send(group, &sender, visibility)?;
+        } else if sender.kind == SenderKind::Customer {
             let contact = self.contact_id.map(|c| c.to_string());
             match &sender.id {
                 None => sender.id = contact,
@@ -894,6 +1016,24 @@ impl Conversation {
             response_time_ms,
             created_at: now,
         })
+    }
+
+    /// The events of an added message: the message, and for a customer writing to a snoozed or
+    /// resolved conversation, the reopening.
+    fn message_events(&self, added: ConversationEvent, now: DateTime<Utc>) -> Vec<ConversationEvent> {
+        let incoming =
+            matches!(&added, ConversationEvent::MessageAdded { sender, .. } if sender.kind.is_incoming());
+        let mut events = vec![added];
+        if incoming && matches!(self.status, Status::Snoozed | Status::Closed) {
+            events.push(ConversationEvent::StatusChanged {
+                from: self.status,
+                to: Status::Open,
+                snoozed_until: None,
+                reason: StatusReason::CustomerMessage,
+                changed_at: now,
+            });
+        }
+        events
     }
 
     fn update_message(
@@ -1027,7 +1167,9 @@ impl Conversation {
                 self.participant_ids.insert(id.clone());
             }
         }
-        self.mentioned_ids.extend(content.mentions.iter().cloned());
+        // Group mentions name contacts, not users; `mentioned_ids` is the users' "mentions me".
+        self.mentioned_ids
+            .extend(content.mentions.iter().filter(|m| !m.starts_with(CONTACT_MENTION_PREFIX)).cloned());
         self.message_index.insert(message_id, self.messages.len());
         self.messages.push(Message {
             id: message_id,
@@ -1141,21 +1283,27 @@ impl Aggregate for Conversation {
                     ConversationCommand::DeleteConversation => {
                         vec![ConversationEvent::ConversationDeleted { deleted_at: now }]
                     }
-                    ConversationCommand::AddMessage(message) => {
-                        let added = self.add_message(message, now)?;
-                        let incoming = matches!(&added, ConversationEvent::MessageAdded { sender, .. } if sender.kind.is_incoming());
-                        let mut events = vec![added];
-                        // A customer writing again brings a snoozed or resolved conversation back.
-                        if incoming && matches!(self.status, Status::Snoozed | Status::Closed) {
-                            events.push(ConversationEvent::StatusChanged {
-                                from: self.status,
-                                to: Status::Open,
-                                snoozed_until: None,
-                                reason: StatusReason::CustomerMessage,
-                                changed_at: now,
-                            });
+                    ConversationCommand::CloseForLeftGroup => {
+                        if self.group_id.is_none() {
+                            return Err(ConversationError::NotAGroupConversation);
                         }
-                        events
+                        if matches!(self.status, Status::Open | Status::Pending) {
+                            vec![ConversationEvent::StatusChanged {
+                                from: self.status,
+                                to: Status::Closed,
+                                snoozed_until: None,
+                                reason: StatusReason::GroupLeft,
+                                changed_at: now,
+                            }]
+                        } else {
+                            vec![]
+                        }
+                    }
+                    ConversationCommand::AddMessage(message) => {
+                        self.message_events(self.add_message(message, None, now)?, now)
+                    }
+                    ConversationCommand::AddGroupMessage { message, group } => {
+                        self.message_events(self.add_message(message, Some(&group), now)?, now)
                     }
                     ConversationCommand::UpdateMessage { message_id, patch } => {
                         self.update_message(message_id, patch, now)?
@@ -1189,6 +1337,7 @@ impl Aggregate for Conversation {
                 custom_fields,
                 labels,
                 group_type,
+                group_id,
                 opened_at,
             } => {
                 *self = Conversation {
@@ -1204,6 +1353,7 @@ impl Aggregate for Conversation {
                     custom_fields,
                     labels: labels.into_iter().collect(),
                     group_type,
+                    group_id,
                     created_at: Some(opened_at),
                     updated_at: Some(opened_at),
                     last_activity_at: Some(opened_at),

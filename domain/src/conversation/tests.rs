@@ -53,6 +53,7 @@ fn opened() -> ConversationEvent {
         custom_fields: Map::new(),
         labels: vec![],
         group_type: GroupType::Individual,
+        group_id: None,
         opened_at: now(),
     }
 }
@@ -1100,4 +1101,381 @@ fn repeated_mentions_are_kept_once_in_first_order() {
     let content =
         MessageContent { mentions: vec!["a".into(), "b".into(), "a".into()], ..text("hi @a @b @a") };
     assert_eq!(content.validated().expect("valid").mentions, vec!["a".to_owned(), "b".to_owned()]);
+}
+
+// ---- Group conversations ----
+
+mod group_conversations {
+    use super::*;
+    use crate::group::{GroupActor, GroupEvent, GroupMember, GroupSettings, LeftBecause, Role};
+
+    fn group_id() -> GroupId {
+        GroupId(Uuid::from_u128(0x0191_0000_0000_7000_8000_0000_0000_0a01))
+    }
+
+    fn contact(n: u128) -> ContactId {
+        ContactId(Uuid::from_u128(0x0191_0000_0000_7000_8000_0000_0000_0b00 + n))
+    }
+
+    fn inbox() -> ContactId {
+        contact(0)
+    }
+
+    fn ann() -> ContactId {
+        contact(1)
+    }
+
+    fn bob() -> ContactId {
+        contact(2)
+    }
+
+    fn stranger() -> ContactId {
+        contact(9)
+    }
+
+    /// The group as its events leave it: the inbox with `inbox_role`, Ann a member, Bob an admin
+    /// (the owner when the inbox is not).
+    fn group(inbox_role: Role, announce: bool) -> Box<Group> {
+        let bob_role = if inbox_role == Role::Superadmin { Role::Admin } else { Role::Superadmin };
+        let mut group = Group::default();
+        group.apply(GroupEvent::GroupCreated {
+            group_id: group_id(),
+            tenant_id: tenant(),
+            inbox_id: "inbox-1".into(),
+            inbox_contact_id: inbox(),
+            provider_group_id: None,
+            subject: "Launch crew".into(),
+            description: None,
+            members: vec![
+                GroupMember { contact_id: inbox(), role: inbox_role },
+                GroupMember { contact_id: ann(), role: Role::Member },
+                GroupMember { contact_id: bob(), role: bob_role },
+            ],
+            settings: GroupSettings { announce, ..GroupSettings::default() },
+            invite_code: None,
+            created_at: now(),
+        });
+        Box::new(group)
+    }
+
+    fn left(mut group: Box<Group>) -> Box<Group> {
+        group.apply(GroupEvent::MemberLeft { contact_id: inbox(), left_at: now() });
+        group.apply(GroupEvent::GroupLeft { because: LeftBecause::Left, left_at: now() });
+        group
+    }
+
+    fn opened_in_group() -> ConversationEvent {
+        match opened() {
+            ConversationEvent::ConversationOpened {
+                conversation_id,
+                tenant_id,
+                number,
+                contact_id,
+                channel,
+                inbox_id,
+                subject,
+                priority,
+                status,
+                custom_fields,
+                labels,
+                opened_at,
+                ..
+            } => ConversationEvent::ConversationOpened {
+                conversation_id,
+                tenant_id,
+                number,
+                contact_id,
+                channel,
+                inbox_id,
+                subject,
+                priority,
+                status,
+                custom_fields,
+                labels,
+                group_type: GroupType::Group,
+                group_id: Some(group_id()),
+                opened_at,
+            },
+            other => other,
+        }
+    }
+
+    fn from_member(contact: ContactId) -> Sender {
+        Sender { kind: SenderKind::Customer, id: Some(contact.to_string()) }
+    }
+
+    fn group_message(
+        sender: Sender,
+        visibility: Visibility,
+        mentions: &[&str],
+        group: Box<Group>,
+    ) -> ConversationCommand {
+        let mut content = text("hello all");
+        content.mentions = mentions.iter().map(|m| (*m).to_owned()).collect();
+        ConversationCommand::AddGroupMessage {
+            message: NewMessage { message_id: message_id(1), sender, visibility, content },
+            group,
+        }
+    }
+
+    fn mention(contact: ContactId) -> String {
+        format!("{CONTACT_MENTION_PREFIX}{contact}")
+    }
+
+    fn added_content(events: Vec<ConversationEvent>) -> MessageContent {
+        match events.into_iter().next() {
+            Some(ConversationEvent::MessageAdded { content, .. }) => content,
+            other => panic!("expected MessageAdded, got {other:?}"),
+        }
+    }
+
+    fn handled(
+        given: Vec<ConversationEvent>,
+        command: ConversationCommand,
+    ) -> Result<Vec<ConversationEvent>, ConversationError> {
+        ConversationTest::with(services()).given(given).when(command).inspect_result()
+    }
+
+    #[test]
+    fn opening_with_a_group_makes_a_group_conversation() {
+        let command = ConversationCommand::OpenConversation {
+            conversation_id: conversation_id(),
+            tenant_id: tenant(),
+            number: 7,
+            conversation: NewConversation {
+                contact_id: Some(contact_id()),
+                channel: Some(Channel::Whatsapp),
+                inbox_id: Some("inbox-1".into()),
+                subject: Some("Order status".into()),
+                group_id: Some(group_id()),
+                ..NewConversation::default()
+            },
+        };
+        ConversationTest::with(services())
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_events(vec![opened_in_group()]);
+        let state = state_after(vec![opened_in_group()]);
+        assert_eq!((state.group_type, state.group_id), (GroupType::Group, Some(group_id())));
+    }
+
+    #[test]
+    fn an_individual_conversation_event_stored_before_groups_reads_with_no_group() {
+        let mut stored = serde_json::to_value(opened()).expect("serializes");
+        assert!(stored["ConversationOpened"].get("group_id").is_none(), "an absent group is not written");
+        stored["ConversationOpened"].as_object_mut().expect("object").remove("group_id");
+        let read: ConversationEvent = serde_json::from_value(stored).expect("reads");
+        assert_eq!(read, opened());
+    }
+
+    #[test]
+    fn a_member_writes_to_the_group_conversation() {
+        let events = handled(
+            vec![opened_in_group()],
+            group_message(from_member(ann()), Visibility::Public, &[], group(Role::Superadmin, false)),
+        )
+        .expect("accepted");
+        assert!(
+            matches!(&events[0], ConversationEvent::MessageAdded { sender, .. } if sender.id == Some(ann().to_string()))
+        );
+    }
+
+    #[test]
+    fn a_customer_message_from_someone_not_a_member_is_refused() {
+        ConversationTest::with(services())
+            .given(vec![opened_in_group()])
+            .when(group_message(
+                from_member(stranger()),
+                Visibility::Public,
+                &[],
+                group(Role::Superadmin, false),
+            ))
+            .then_expect_error(ConversationError::SenderNotGroupMember(stranger().to_string()));
+    }
+
+    #[test]
+    fn a_customer_message_in_a_group_must_name_its_sender() {
+        ConversationTest::with(services())
+            .given(vec![opened_in_group()])
+            .when(group_message(customer(), Visibility::Public, &[], group(Role::Superadmin, false)))
+            .then_expect_error(ConversationError::SenderNotGroupMember(String::new()));
+    }
+
+    #[test]
+    fn with_announce_on_the_inbox_may_not_send_unless_it_is_an_admin() {
+        ConversationTest::with(services())
+            .given(vec![opened_in_group()])
+            .when(group_message(agent("agent-1"), Visibility::Public, &[], group(Role::Member, true)))
+            .then_expect_error(ConversationError::GroupRefusesSend(SendRefusal::AnnounceOnly));
+        for role in [Role::Admin, Role::Superadmin] {
+            assert!(handled(
+                vec![opened_in_group()],
+                group_message(agent("agent-1"), Visibility::Public, &[], group(role, true))
+            )
+            .is_ok());
+        }
+    }
+
+    #[test]
+    fn with_announce_on_members_still_write_and_agents_still_leave_notes() {
+        assert!(handled(
+            vec![opened_in_group()],
+            group_message(from_member(ann()), Visibility::Public, &[], group(Role::Member, true))
+        )
+        .is_ok());
+        assert!(handled(
+            vec![opened_in_group()],
+            group_message(agent("agent-1"), Visibility::Internal, &[], group(Role::Member, true))
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn once_the_inbox_left_it_may_not_send() {
+        ConversationTest::with(services())
+            .given(vec![opened_in_group()])
+            .when(group_message(
+                agent("agent-1"),
+                Visibility::Public,
+                &[],
+                left(group(Role::Superadmin, false)),
+            ))
+            .then_expect_error(ConversationError::GroupRefusesSend(SendRefusal::Left));
+    }
+
+    #[test]
+    fn mentions_name_members_in_one_form() {
+        let bare = ann().to_string();
+        let named = format!("{}/Bob", mention(bob()));
+        let content = added_content(
+            handled(
+                vec![opened_in_group()],
+                group_message(
+                    agent("agent-1"),
+                    Visibility::Public,
+                    &[&bare, &named, &mention(ann())],
+                    group(Role::Superadmin, false),
+                ),
+            )
+            .expect("accepted"),
+        );
+        assert_eq!(content.mentions, vec![mention(ann()), mention(bob())]);
+        assert!(!content.mentions_everyone);
+    }
+
+    #[test]
+    fn a_mention_of_someone_not_a_member_is_refused() {
+        let outsider = mention(stranger());
+        ConversationTest::with(services())
+            .given(vec![opened_in_group()])
+            .when(group_message(
+                agent("agent-1"),
+                Visibility::Public,
+                &[&outsider],
+                group(Role::Superadmin, false),
+            ))
+            .then_expect_error(ConversationError::MentionNotGroupMember(outsider.clone()));
+    }
+
+    #[test]
+    fn everyone_expands_to_the_members_of_that_moment_without_the_inbox() {
+        let content = added_content(
+            handled(
+                vec![opened_in_group()],
+                group_message(
+                    agent("agent-1"),
+                    Visibility::Public,
+                    &["@everyone"],
+                    group(Role::Superadmin, false),
+                ),
+            )
+            .expect("accepted"),
+        );
+        assert!(content.mentions_everyone);
+        assert_eq!(content.mentions, vec![mention(ann()), mention(bob())]);
+        let mut smaller = group(Role::Superadmin, false);
+        smaller.apply(GroupEvent::MemberRemoved {
+            contact_id: ann(),
+            by: GroupActor::Inbox,
+            removed_at: now(),
+        });
+        let later = added_content(
+            handled(
+                vec![opened_in_group()],
+                group_message(agent("agent-1"), Visibility::Public, &["@everyone"], smaller),
+            )
+            .expect("accepted"),
+        );
+        assert_eq!(later.mentions, vec![mention(bob())], "a member who left is not named");
+    }
+
+    #[test]
+    fn group_mentions_do_not_count_as_user_mentions() {
+        let state = state_after(vec![
+            opened_in_group(),
+            ConversationEvent::MessageAdded {
+                message_id: message_id(1),
+                sender: agent("agent-1"),
+                visibility: Visibility::Public,
+                content: MessageContent { mentions: vec![mention(ann()), "agent-2".into()], ..text("hi") },
+                response_time_ms: None,
+                created_at: now(),
+            },
+        ]);
+        assert_eq!(state.mentioned_ids.into_iter().collect::<Vec<_>>(), vec!["agent-2".to_owned()]);
+    }
+
+    #[test]
+    fn a_plain_message_to_a_group_conversation_is_refused() {
+        ConversationTest::with(services())
+            .given(vec![opened_in_group()])
+            .when(add_text_from(1, agent("agent-1"), "hi"))
+            .then_expect_error(ConversationError::GroupRequired);
+    }
+
+    #[test]
+    fn a_group_message_to_a_one_to_one_conversation_is_refused() {
+        ConversationTest::with(services())
+            .given(vec![opened()])
+            .when(group_message(from_member(ann()), Visibility::Public, &[], group(Role::Superadmin, false)))
+            .then_expect_error(ConversationError::NotAGroupConversation);
+    }
+
+    #[test]
+    fn leaving_the_group_closes_an_open_or_pending_conversation_with_the_reason() {
+        for from in [Status::Open, Status::Pending] {
+            let mut given = vec![opened_in_group()];
+            if from != Status::Open {
+                given.push(status_changed(Status::Open, from, None));
+            }
+            ConversationTest::with(services())
+                .given(given)
+                .when(ConversationCommand::CloseForLeftGroup)
+                .then_expect_events(vec![ConversationEvent::StatusChanged {
+                    from,
+                    to: Status::Closed,
+                    snoozed_until: None,
+                    reason: StatusReason::GroupLeft,
+                    changed_at: now(),
+                }]);
+        }
+    }
+
+    #[test]
+    fn leaving_the_group_leaves_snoozed_and_closed_conversations_alone() {
+        for to in [Status::Snoozed, Status::Closed] {
+            ConversationTest::with(services())
+                .given(vec![opened_in_group(), status_changed(Status::Open, to, None)])
+                .when(ConversationCommand::CloseForLeftGroup)
+                .then_expect_events(vec![]);
+        }
+    }
+
+    #[test]
+    fn only_a_group_conversation_is_closed_for_a_left_group() {
+        ConversationTest::with(services())
+            .given(vec![opened()])
+            .when(ConversationCommand::CloseForLeftGroup)
+            .then_expect_error(ConversationError::NotAGroupConversation);
+    }
 }

@@ -94,6 +94,8 @@ pub struct ConversationRow {
     pub inbox_id: Option<String>,
     /// Individual or group.
     pub group_type: GroupType,
+    /// The group chat, for a group conversation.
+    pub group_id: Option<String>,
     /// Subject.
     pub subject: Option<String>,
     /// Status.
@@ -203,6 +205,7 @@ impl ConversationRow {
             custom_fields,
             labels,
             group_type,
+            group_id,
             opened_at,
             ..
         } = event
@@ -219,6 +222,7 @@ impl ConversationRow {
                 channel: *channel,
                 inbox_id: inbox_id.clone(),
                 group_type: *group_type,
+                group_id: group_id.map(|g| g.to_string()),
                 subject: subject.clone(),
                 status: *status,
                 snoozed_until: None,

@@ -140,6 +140,8 @@ pub struct ListFilter {
     pub channels: Vec<Channel>,
     /// One-to-one or group.
     pub group_type: Option<GroupType>,
+    /// In this group chat.
+    pub group_id: Option<String>,
     /// Carrying these labels, combined by `label_match`.
     pub labels: Vec<String>,
     /// How `labels` combine.
@@ -306,6 +308,7 @@ fn conditions(filter: &ListFilter, statement: &mut Statement) {
         ("team_id", &filter.team_id),
         ("inbox_id", &filter.inbox_id),
         ("contact_id", &filter.contact_id),
+        ("group_id", &filter.group_id),
     ] {
         if let Some(value) = value {
             let p = s.text(value.clone());

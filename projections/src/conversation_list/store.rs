@@ -17,7 +17,7 @@ use crate::runtime::{Projection, ProjectionError, Tx};
 
 /// The columns a row is written and read with (the generated `search` column is left out).
 pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id, contact_name, contact_email, \
-     contact_phone, channel, inbox_id, group_type, subject, status, snoozed_until, priority, priority_rank, \
+     contact_phone, channel, inbox_id, group_type, group_id, subject, status, snoozed_until, priority, priority_rank, \
      assignee_id, team_id, labels, starred, deleted, custom_fields, message_count, customer_message_count, \
      last_message_preview, last_message_at, last_message_type, last_message_sender_kind, last_responder, \
      last_customer_message_at, last_agent_message_at, waiting_since, first_reply_at, response_count, \
@@ -52,6 +52,7 @@ macro_rules! bind_row {
             .bind(row.channel.as_str())
             .bind(&row.inbox_id)
             .bind(name_of(&row.group_type))
+            .bind(&row.group_id)
             .bind(&row.subject)
             .bind(row.status.as_str())
             .bind(row.snoozed_until)
@@ -127,6 +128,7 @@ where
         channel: named("channel", &channel)?,
         inbox_id: optional("inbox_id")?,
         group_type: named("group_type", &text("group_type")?)?,
+        group_id: optional("group_id")?,
         subject: optional("subject")?,
         status: named("status", &text("status")?)?,
         snoozed_until: row.try_get("snoozed_until")?,

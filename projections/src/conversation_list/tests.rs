@@ -28,6 +28,7 @@ fn opened() -> ConversationEvent {
         custom_fields: Map::new(),
         labels: vec!["b".into(), "a".into()],
         group_type: GroupType::Individual,
+        group_id: None,
         opened_at: at(0),
     }
 }

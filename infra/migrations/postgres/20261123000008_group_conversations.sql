@@ -1,0 +1,32 @@
+-- Group conversations: the group a conversation is in, shown and filtered in lists.
+ALTER TABLE conversation_list ADD COLUMN group_id text;
+CREATE INDEX conversation_list_group ON conversation_list (tenant_id, group_id) WHERE group_id IS NOT NULL;
+
+-- Matching a participant given as an E.164 number to the contact that has it.
+CREATE INDEX conversation_list_contacts_phone ON conversation_list_contacts (tenant_id, phone) WHERE phone IS NOT NULL;
+
+-- The `group_conversations` process manager: which conversations each group has (its own
+-- read model, fed from the same ordered log as the leave events, so a conversation opened just
+-- before a leave is never missed) ...
+CREATE TABLE group_conversations
+(
+    tenant_id       text NOT NULL,
+    group_id        text NOT NULL,
+    conversation_id text NOT NULL,
+    PRIMARY KEY (tenant_id, group_id, conversation_id)
+);
+
+-- ... and the leaves it still has to act on. A row is written with the projection's checkpoint
+-- and marked done once every conversation of the group has been closed; done rows are kept, so
+-- a rebuild of the projection does not close conversations a second time.
+CREATE TABLE group_leaves
+(
+    tenant_id      text   NOT NULL,
+    group_id       text   NOT NULL,
+    leave_event_id text   NOT NULL,
+    correlation_id text,
+    position       bigint NOT NULL,
+    done           boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (leave_event_id)
+);
+CREATE INDEX group_leaves_pending ON group_leaves (position) WHERE NOT done;
