@@ -5,6 +5,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use colloquy_infra::tokens::{self, Principal};
@@ -51,6 +53,22 @@ fn json_problem(rejection: JsonRejection) -> ApiError {
         }
         other => ApiError::bad_request(other.body_text()),
     }
+}
+
+/// Answers 413 when `Content-Length` declares a body over [`crate::BODY_LIMIT`], before any
+/// handler runs: the JSON extractor enforces the limit, but a route that reads no body would
+/// otherwise run its command with one attached.
+pub async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > crate::BODY_LIMIT as u64) {
+        return ApiError::payload_too_large(format!("the body is larger than {} bytes", crate::BODY_LIMIT))
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Path parameters; ids that are not UUIDs become a 400 naming the parameter.

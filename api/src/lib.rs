@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::layer))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(extract::refuse_oversized_bodies))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| -> Response {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
