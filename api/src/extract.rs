@@ -1,6 +1,7 @@
 //! Extractors that answer bad input with problem+json: JSON bodies, path ids, query strings,
 //! `If-Match`, and the bearer token.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
@@ -9,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use colloquy_domain::validate::FieldError;
 use colloquy_infra::tokens::{self, Principal};
 
 use crate::problem::ApiError;
@@ -26,10 +28,69 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_problem(rejection)),
+        // The bytes are kept to look for NUL characters after parsing; axum's extractor then
+        // parses them with its own content-type check and messages.
+        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| json_problem(JsonRejection::BytesRejection(rejection)))?;
+        let mut parsed = Request::new(axum::body::Body::from(bytes.clone()));
+        if let Some(content_type) = content_type {
+            parsed.headers_mut().insert(header::CONTENT_TYPE, content_type);
         }
+        let axum::Json(value) = axum::Json::<T>::from_request(parsed, state).await.map_err(json_problem)?;
+        if let Some(field) = field_with_nul(&bytes) {
+            return Err(ApiError::invalid(FieldError::new(
+                field,
+                "must not contain the NUL character (\\u0000)",
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// The field of a parsed JSON body that holds U+0000 in its value or in one of its keys, if
+/// any. PostgreSQL stores no NUL in text or jsonb, so such a body would fail only when its
+/// events are appended; refusing it here answers the same on both stores.
+fn field_with_nul(json: &[u8]) -> Option<String> {
+    // In valid JSON a NUL can only be the escape `\u0000`; skipping every escape pair keeps
+    // `\\u0000` (a backslash, then "u0000") from counting.
+    let mut index = 0;
+    let mut found = false;
+    while index < json.len() {
+        if json[index] == b'\\' {
+            if json[index + 1..].starts_with(b"u0000") {
+                found = true;
+                break;
+            }
+            index += 2;
+        } else {
+            index += 1;
+        }
+    }
+    if !found {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    Some(path_to_nul(&value, String::new()).unwrap_or_else(|| "body".to_owned()))
+}
+
+fn path_to_nul(value: &serde_json::Value, path: String) -> Option<String> {
+    let nested =
+        |path: &str, name: &str| if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then_some(path),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(index, item)| path_to_nul(item, format!("{path}[{index}]")))
+        }
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(if path.is_empty() { "body".to_owned() } else { path.clone() })
+            } else {
+                path_to_nul(item, nested(&path, key))
+            }
+        }),
+        _ => None,
     }
 }
 
