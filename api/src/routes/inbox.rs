@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -148,6 +148,17 @@ fn short_id(field: &str, value: &Option<String>) -> Result<Option<String>, ApiEr
         .transpose()
 }
 
+/// A time filter within RFC 3339's years 0000 to 9999. chrono parses years far beyond them,
+/// which PostgreSQL's timestamps cannot hold (it would fail the query).
+fn moment(field: &str, value: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match value {
+        Some(time) if !(0..=9999).contains(&time.year()) => {
+            Err(ApiError::invalid_field(field, "must be an RFC 3339 time in the years 0000 to 9999"))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Shortest `q` accepted: shorter words match too much to be searched by index.
 pub const MIN_QUERY_CHARS: usize = 3;
 /// Longest `q` accepted.
@@ -210,10 +221,10 @@ impl InboxParams {
             awaiting_response: self.awaiting_response,
             participating: short_id("participating", &self.participating)?,
             mentioned: short_id("mentioned", &self.mentioned)?,
-            created_after: self.created_after,
-            created_before: self.created_before,
-            last_activity_after: self.last_activity_after,
-            last_activity_before: self.last_activity_before,
+            created_after: moment("created_after", self.created_after)?,
+            created_before: moment("created_before", self.created_before)?,
+            last_activity_after: moment("last_activity_after", self.last_activity_after)?,
+            last_activity_before: moment("last_activity_before", self.last_activity_before)?,
             q,
         })
     }
