@@ -212,6 +212,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             config.aggregate_cache,
             Arc::new(projectors),
             Duration::from_millis(config.min_position_timeout_ms),
+            jetstream.clone(),
         );
         let closer = state.clone();
         let router = app(state);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use colloquy_domain::{Contact, Conversation, Group};
+use colloquy_infra::relay::JetStreamTransport;
 use colloquy_infra::tokens::{self, Principal};
 use colloquy_infra::{GlobalLog, Repository, Store, StoreError};
 use colloquy_projections::Projector;
@@ -36,18 +37,22 @@ struct Inner {
     /// graceful shutdown can finish.
     closing: tokio::sync::watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
+    /// The JetStream connection of this process's relay and projectors, for `/readyz`.
+    jetstream: Option<JetStreamTransport>,
 }
 
 impl AppState {
     /// State over `store` and its global log, caching up to `aggregate_cache` aggregates of
     /// each type, serving the read models of `projectors` (a query with `min_position` waits up
-    /// to `min_position_timeout` for them).
+    /// to `min_position_timeout` for them). `jetstream` is the NATS connection the process's
+    /// relay and projectors use, if any; readiness checks it.
     pub fn new(
         store: Store,
         log: GlobalLog,
         aggregate_cache: usize,
         projectors: Arc<Vec<Projector>>,
         min_position_timeout: Duration,
+        jetstream: Option<JetStreamTransport>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -61,6 +66,7 @@ impl AppState {
                 metrics: crate::metrics::Metrics::default(),
                 projectors,
                 min_position_timeout,
+                jetstream,
             }),
         }
     }
@@ -96,6 +102,11 @@ impl AppState {
     /// The projectors whose read models this server serves.
     pub fn projectors(&self) -> &[Projector] {
         &self.inner.projectors
+    }
+
+    /// The JetStream connection, when this process relays or projects through NATS.
+    pub fn jetstream(&self) -> Option<&JetStreamTransport> {
+        self.inner.jetstream.as_ref()
     }
 
     /// The event store.

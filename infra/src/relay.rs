@@ -196,6 +196,22 @@ impl JetStreamTransport {
         Ok(envelope.get("position").and_then(Value::as_i64).unwrap_or(0))
     }
 
+    /// Checks that NATS is reachable and JetStream answers (the stream's info), within
+    /// `timeout`, for readiness probes.
+    pub async fn check(&self, timeout: Duration) -> Result<(), RelayError> {
+        // A client that knows it is disconnected answers at once; asking JetStream would only
+        // wait out the timeout.
+        let state = self.context.client().connection_state();
+        if state != async_nats::connection::State::Connected {
+            return Err(RelayError::Nats(format!("not connected ({state})")));
+        }
+        match tokio::time::timeout(timeout, self.context.get_stream(&self.stream_name)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(RelayError::Nats(error.to_string())),
+            Err(_) => Err(RelayError::Nats(format!("JetStream did not answer within {timeout:?}"))),
+        }
+    }
+
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), RelayError> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {

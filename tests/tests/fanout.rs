@@ -146,3 +146,45 @@ async fn every_event_reaches_jetstream_once_as_a_cloud_event() {
     assert!(ids.values().all(|count| *count == 1), "no event id twice");
     server.stop().await;
 }
+
+/// `/readyz` checks NATS when the process relays through it: ready while nats-server runs, 503
+/// naming NATS once it is gone, ready again when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_while_nats_is_unreachable() {
+    async fn readyz(server: &TestServer) -> (StatusCode, Value) {
+        let response = server.client.get(server.url("/readyz")).send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+    async fn until(server: &TestServer, status: StatusCode) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let (answered, body) = readyz(server).await;
+            if answered == status {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("/readyz did not answer {status} within 10 s: {last}");
+    }
+    let mut nats = NatsServer::start().await;
+    let server =
+        TestServer::start_with(Backend::Sqlite, |config| config.nats_url = Some(nats.url.clone())).await;
+    let ready = until(&server, StatusCode::OK).await;
+    assert_eq!(ready["checks"]["nats"]["status"], "ok", "{ready}");
+
+    nats.kill();
+    let not_ready = until(&server, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(not_ready["status"], "not_ready", "{not_ready}");
+    assert_eq!(not_ready["checks"]["nats"]["status"], "failing", "{not_ready}");
+    assert!(not_ready["checks"]["nats"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{not_ready}");
+    assert_eq!(not_ready["checks"]["store"]["status"], "ok", "only NATS fails: {not_ready}");
+    let probe = std::time::Instant::now();
+    readyz(&server).await;
+    assert!(probe.elapsed() < Duration::from_secs(2), "a probe answers quickly while NATS is down");
+
+    nats.spawn().await;
+    let ready_again = until(&server, StatusCode::OK).await;
+    assert_eq!(ready_again["checks"]["nats"]["status"], "ok", "{ready_again}");
+    server.stop().await;
+}

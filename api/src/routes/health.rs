@@ -1,5 +1,8 @@
-//! `GET /healthz`: the process is up. `GET /readyz`: it can serve: the store answers and every
-//! read model is within [`MAX_READY_LAG`] events of the log's head. Neither needs a token.
+//! `GET /healthz`: the process is up. `GET /readyz`: it can serve: the store answers, NATS
+//! answers when this process relays or projects through it, and every read model is within
+//! [`MAX_READY_LAG`] events of the log's head. Neither needs a token.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +13,9 @@ use crate::state::AppState;
 
 /// Most events a read model may trail the log by for the server to count as ready.
 pub const MAX_READY_LAG: i64 = 10_000;
+
+/// How long `/readyz` waits for JetStream to answer; probes usually time out after a second or two.
+pub const NATS_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Answers 200 while the process serves requests.
 #[utoipa::path(
@@ -32,10 +38,12 @@ pub async fn healthz() -> Json<Value> {
             body = Object,
             example = json!({"status": "ready", "checks": {
                 "store": {"status": "ok", "log_head": 1042},
+                "nats": {"status": "ok"},
                 "projection:conversation_list": {"status": "ok", "position": 1042, "lag": 0}}})),
         (status = 503, description = "Not ready, with the failing checks.", body = Object,
             example = json!({"status": "not_ready", "checks": {
                 "store": {"status": "ok", "log_head": 52000},
+                "nats": {"status": "failing", "error": "nats: not connected (pending)"},
                 "projection:conversation_list": {"status": "lagging", "position": 30000, "lag": 22000}}}))
     )
 )]
@@ -53,6 +61,18 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             None
         }
     };
+    // An API-only process (`Roles { http: true, .. }` without relay or projectors) never
+    // connects to NATS, so it has nothing to check there.
+    if let Some(jetstream) = state.jetstream() {
+        let check = match jetstream.check(NATS_CHECK_TIMEOUT).await {
+            Ok(()) => json!({"status": "ok"}),
+            Err(error) => {
+                ready = false;
+                json!({"status": "failing", "error": error.to_string()})
+            }
+        };
+        checks.insert("nats".into(), check);
+    }
     for projector in state.projectors() {
         let check = match (projector.checkpoint().await, head) {
             (Ok(position), Some(head)) => {

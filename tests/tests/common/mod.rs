@@ -339,7 +339,8 @@ impl NatsServer {
         server
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the server (again, after [`NatsServer::kill`]) on its port and store.
+    pub async fn spawn(&mut self) {
         let child = std::process::Command::new(nats_server_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "--store_dir"])
             .arg(self.store_dir.path())
@@ -365,7 +366,8 @@ impl NatsServer {
         self.spawn().await;
     }
 
-    fn kill(&mut self) {
+    /// Stops the server as a crash would (SIGKILL).
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
