@@ -143,9 +143,19 @@ impl TestServer {
 
     /// Stops the server gracefully and starts a new one on the same store and a new port.
     pub async fn restart(&mut self) {
+        self.shut_down().await;
+        self.start_again().await;
+    }
+
+    /// Stops the server gracefully (in-flight requests finish), keeping its store.
+    pub async fn shut_down(&mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await.unwrap();
         }
+    }
+
+    /// Starts a server on the store of one that was shut down, on a new port.
+    pub async fn start_again(&mut self) {
         let running = colloquy_api::start(&self.config).await.unwrap();
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
