@@ -271,6 +271,10 @@ pub struct MessageView {
     reply_to: Option<MessageId>,
     forwarded: bool,
     mentions: Vec<String>,
+    /// In a group, whether the sender wrote `@everyone` (`mentions` then lists the members of
+    /// that moment).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    mentions_everyone: bool,
     email: Option<EmailEnvelope>,
     location: Option<Location>,
     template: Option<Value>,
@@ -301,6 +305,7 @@ impl MessageView {
             reply_to: content.reply_to,
             forwarded: content.forwarded,
             mentions: content.mentions.clone(),
+            mentions_everyone: content.mentions_everyone,
             email: content.email.clone(),
             location: content.location.clone(),
             template: content.template.clone(),

@@ -406,10 +406,203 @@ async fn scopes_guard_reads_and_writes(backend: Backend) {
     server.stop().await;
 }
 
+/// Opens a conversation in `group` with the given status (opened open, then moved).
+async fn group_conversation(server: &TestServer, group: &str, contact: &str, status: &str) -> String {
+    let opened = server
+        .post("/v1/conversations", json!({"contact_id": contact, "channel": "whatsapp", "group_id": group}))
+        .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
+    assert_eq!(opened.body["group_type"], "group");
+    assert_eq!(opened.body["group_id"], group);
+    let id = opened.body["id"].as_str().unwrap().to_owned();
+    if status != "open" {
+        let moved = server.post(&format!("/v1/conversations/{id}/status"), json!({"status": status})).await;
+        assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    }
+    id
+}
+
+async fn added_messages(server: &TestServer, conversation: &str) -> usize {
+    let events = server.all_events("conversations", conversation).await;
+    events.iter().filter(|e| e["event_type"] == "MessageAdded").count()
+}
+
+async fn status_of(server: &TestServer, conversation: &str) -> String {
+    let shown = server.get(&format!("/v1/conversations/{conversation}")).await;
+    assert_eq!(shown.status, StatusCode::OK, "{:?}", shown.body);
+    shown.body["status"].as_str().unwrap().to_owned()
+}
+
+async fn messages_in_a_group_follow_its_members_and_settings(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 6).await;
+    let (inbox, owner, alice, bob, stranger, chat) =
+        (&people[0], &people[1], &people[2], &people[3], &people[4], &people[5]);
+    // The inbox is a plain member here; Dora-like `owner` owns the group.
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "owner_id": owner, "subject": "Club", "participants": [alice, bob]}),
+    )
+    .await;
+    let conversation = group_conversation(&server, &group, chat, "open").await;
+    let messages = format!("/v1/conversations/{conversation}/messages");
+
+    let from_alice =
+        server.post(&messages, json!({"sender": {"kind": "customer", "id": alice}, "text": "hi all"})).await;
+    assert_eq!(from_alice.status, StatusCode::CREATED, "{:?}", from_alice.body);
+    let from_stranger = server
+        .post(&messages, json!({"sender": {"kind": "customer", "id": stranger}, "text": "me too"}))
+        .await;
+    assert!(from_stranger.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).contains("not a member"));
+    let unnamed = server.post(&messages, json!({"sender": {"kind": "customer"}, "text": "who?"})).await;
+    unnamed.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    let everyone = server
+        .post(
+            &messages,
+            json!({"sender": {"kind": "user", "id": "agent-1"}, "text": "@everyone meeting at 5", "mentions": ["@everyone"]}),
+        )
+        .await;
+    assert_eq!(everyone.status, StatusCode::CREATED, "{:?}", everyone.body);
+    assert_eq!(everyone.body["mentions_everyone"], true, "{:?}", everyone.body);
+    let mut named: Vec<String> = everyone.body["mentions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect();
+    named.sort();
+    let mut expected: Vec<String> =
+        [owner, alice, bob].iter().map(|id| format!("mention://contact/{id}")).collect();
+    expected.sort();
+    assert_eq!(named, expected, "every member but the inbox, at that moment");
+    let outsider = server
+        .post(
+            &messages,
+            json!({"sender": {"kind": "user", "id": "agent-1"}, "text": "hey", "mentions": [format!("mention://contact/{stranger}")]}),
+        )
+        .await;
+    assert!(outsider.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).contains("no member"));
+
+    assert_eq!(added_messages(&server, &conversation).await, 2, "refused messages appended nothing");
+
+    // Announce on: the inbox, a plain member, may not send; members and notes still may. (The
+    // inbox cannot turn announce on itself, not being an admin: the group is registered so.)
+    let announced = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "owner_id": owner, "subject": "News",
+               "participants": [alice, bob], "settings": {"announce": true}}),
+    )
+    .await;
+    let conversation = group_conversation(&server, &announced, chat, "open").await;
+    let messages = format!("/v1/conversations/{conversation}/messages");
+    let refused =
+        server.post(&messages, json!({"sender": {"kind": "user", "id": "agent-1"}, "text": "x"})).await;
+    assert!(refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).contains("announce"));
+    let note = server
+        .post(
+            &messages,
+            json!({"sender": {"kind": "user", "id": "agent-1"}, "visibility": "internal", "text": "n"}),
+        )
+        .await;
+    assert_eq!(note.status, StatusCode::CREATED, "{:?}", note.body);
+    let member =
+        server.post(&messages, json!({"sender": {"kind": "customer", "id": bob}, "text": "ok"})).await;
+    assert_eq!(member.status, StatusCode::CREATED, "{:?}", member.body);
+
+    assert_eq!(added_messages(&server, &conversation).await, 2, "the refused message appended nothing");
+    server.stop().await;
+}
+
+async fn leaving_a_group_closes_its_open_and_pending_conversations(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 4).await;
+    let (inbox, alice, chat, other) = (&people[0], &people[1], &people[2], &people[3]);
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Ours", "participants": [alice]}),
+    )
+    .await;
+    let open = group_conversation(&server, &group, chat, "open").await;
+    let pending = group_conversation(&server, &group, chat, "pending").await;
+    let snoozed = group_conversation(&server, &group, chat, "snoozed").await;
+    let closed = group_conversation(&server, &group, chat, "closed").await;
+    let individual =
+        server.post("/v1/conversations", json!({"contact_id": other, "channel": "whatsapp"})).await.body
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    // The list filters by group (the read model catches up in the background).
+    let mut wanted = vec![open.clone(), pending.clone(), snoozed.clone(), closed.clone()];
+    wanted.sort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = server
+            .get(&format!("/v1/conversations?group_id={group}&status=open,pending,snoozed,closed"))
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+        let mut ids: Vec<String> = listed.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        if ids == wanted {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the group filter lists {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let left = server.post(&format!("/v1/groups/{group}/leave"), json!({})).await;
+    assert_eq!(left.status, StatusCode::OK, "{:?}", left.body);
+    let group_events = server.all_events("groups", &group).await;
+    let leave = group_events.iter().find(|e| e["event_type"] == "GroupLeft").unwrap();
+    let leave_id = leave["metadata"]["event_id"].as_str().unwrap().to_owned();
+
+    // The process manager runs in the background; wait for its effect.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while status_of(&server, &open).await != "closed" || status_of(&server, &pending).await != "closed" {
+        assert!(tokio::time::Instant::now() < deadline, "the left group's conversations were not closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for conversation in [&open, &pending] {
+        let events = server.all_events("conversations", conversation).await;
+        let closing = events.last().unwrap();
+        assert_eq!(closing["event_type"], "StatusChanged");
+        assert_eq!(closing["data"]["to"], "closed");
+        assert_eq!(closing["data"]["reason"], "group_left");
+        assert_eq!(closing["metadata"]["causation_id"], leave_id.as_str(), "caused by the leave");
+        assert_eq!(closing["metadata"]["correlation_id"], leave["metadata"]["correlation_id"]);
+        assert_eq!(closing["metadata"]["actor_kind"], "system");
+    }
+    assert_eq!(status_of(&server, &snoozed).await, "snoozed");
+    assert_eq!(status_of(&server, &individual).await, "open");
+    let closed_events = server.all_events("conversations", &closed).await;
+    assert_eq!(closed_events.len(), 2, "an already closed conversation gets no second close");
+
+    let refused = server
+        .post(
+            &format!("/v1/conversations/{open}/messages"),
+            json!({"sender": {"kind": "user", "id": "agent-1"}, "text": "still there?"}),
+        )
+        .await;
+    assert!(refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).contains("left"));
+    let new_one = server
+        .post("/v1/conversations", json!({"contact_id": chat, "channel": "whatsapp", "group_id": group}))
+        .await;
+    assert!(new_one.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).contains("left"));
+    server.stop().await;
+}
+
 on_both_stores!(
     the_life_of_a_group_with_200_members,
     refusals_answer_with_their_reason,
     a_leave_marks_the_group_left_and_refuses_management,
     membership_as_of_three_moments,
     scopes_guard_reads_and_writes,
+    messages_in_a_group_follow_its_members_and_settings,
+    leaving_a_group_closes_its_open_and_pending_conversations,
 );
