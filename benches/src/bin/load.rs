@@ -2,7 +2,8 @@
 //! it over HTTP with N concurrent clients doing a realistic mix of commands, and reports
 //! commands/s and latency, projection lag, cost against history, replay speed and peak RSS,
 //! beside the ceilings it is measured against (raw PostgreSQL single-row insert transactions,
-//! JetStream publish-with-ack) in the same run.
+//! JetStream publish-with-ack) in the same run. With `--peer` it also drives the direct
+//! cqrs-es peer (`src/bin/peer.rs`) with the same mix on its own database, and reports the ratio.
 //!
 //! `scripts/bench` builds and runs it; `--quick` is the CI smoke mode.
 
@@ -62,6 +63,13 @@ struct Args {
     /// The `colloquy` binary.
     #[arg(long, default_value = "target/release/colloquy")]
     binary: PathBuf,
+    /// With PostgreSQL: also measure the direct cqrs-es peer (`src/bin/peer.rs`) with the same
+    /// mix and client counts, on its own database, after Colloquy's command table.
+    #[arg(long)]
+    peer: bool,
+    /// The peer's binary (default: `peer` beside --binary).
+    #[arg(long)]
+    peer_binary: Option<PathBuf>,
     /// PostgreSQL server on which the harness creates (and drops) its database.
     #[arg(
         long,
@@ -268,8 +276,11 @@ async fn load(
                     let started = Instant::now();
                     let (status, _) = one_command(&server, &conversations, n).await;
                     latencies.push(started.elapsed());
+                    // A 409 is a command lost to contention (the peer does not retry): an error,
+                    // not a refusal of bad input.
                     match status {
                         200..=299 => ok += 1,
+                        409 => failed += 1,
                         400..=499 => refused += 1,
                         _ => failed += 1,
                     }
@@ -300,6 +311,75 @@ async fn load(
         p99: latencies.percentile(0.99),
         max: latencies.percentile(1.0),
     }
+}
+
+/// Measures the mix at each client count and prints the table (with the ratio to the raw insert
+/// ceiling where one was measured).
+async fn command_table(
+    server: &Arc<Server>,
+    conversations: &Arc<Vec<String>>,
+    clients: &[usize],
+    seconds: u64,
+    ceilings: &[(usize, f64)],
+) -> Vec<LoadResult> {
+    println!("| clients | commands/s | p50 ms | p99 ms | max ms | 2xx | 4xx | 409/5xx/errors | raw insert tx/s | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut results = Vec::new();
+    for &c in clients {
+        let result = load(server, conversations, c, seconds).await;
+        let ceiling = ceilings.iter().find(|(n, _)| *n == c).map(|(_, r)| *r);
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            result.clients,
+            result.per_second,
+            ms(result.p50),
+            ms(result.p99),
+            ms(result.max),
+            result.ok,
+            result.refused,
+            result.failed,
+            ceiling.map_or("-".into(), |r| format!("{r:.0}")),
+            ceiling.map_or("-".into(), |r| format!("{:.0}%", 100.0 * result.per_second / r)),
+        );
+        results.push(result);
+    }
+    results
+}
+
+/// The same mix against the direct cqrs-es peer, on a database of its own (created and dropped
+/// here). Colloquy's server stays up but idle meanwhile.
+async fn peer_table(
+    args: &Args,
+    env: &[(String, String)],
+    seconds: u64,
+    clients: &[usize],
+    ceilings: &[(usize, f64)],
+) -> anyhow::Result<Vec<LoadResult>> {
+    let binary = args.peer_binary.clone().unwrap_or_else(|| args.binary.with_file_name("peer"));
+    let database = format!("colloquy_peer_{}", uuid::Uuid::new_v4().simple());
+    let base_url = args.admin_url.rsplit_once('/').map_or(args.admin_url.clone(), |(b, _)| b.to_owned());
+    PgConnection::connect(&args.admin_url)
+        .await?
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await?;
+    let mut peer_env: Vec<(String, String)> =
+        env.iter().filter(|(k, _)| k == "COLLOQUY_DB_MAX_CONNECTIONS").cloned().collect();
+    peer_env.push(("COLLOQUY_DATABASE_URL".into(), format!("{base_url}/{database}")));
+    let outcome = async {
+        let peer = Arc::new(Server::start(&binary, peer_env).await?);
+        println!("\n## The direct cqrs-es peer, same mix ({seconds} s per row)\n");
+        println!("cqrs-es CqrsFramework + postgres-es event store (no snapshots), GenericQuery view after commit, axum; no retries.\n");
+        let conversations = Arc::new(open_conversations(&peer, if args.quick { 50 } else { 500 }).await);
+        let results = command_table(&peer, &conversations, clients, seconds, ceilings).await;
+        let stats = peer.client.get(format!("{}/stats", peer.base)).send().await?.text().await?;
+        println!("\nPeer view updates that failed: {stats}");
+        anyhow::Ok(results)
+    }
+    .await;
+    if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
+        let _ = admin.execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str()).await;
+    }
+    outcome
 }
 
 /// Time from a command's 2xx to its effect in the conversation list, at a fixed command rate.
@@ -605,6 +685,9 @@ async fn main() -> anyhow::Result<()> {
     let database_url = format!("{base_url}/{database}");
     let nats = if args.nats { Some(start_nats().await?) } else { None };
     let postgres = args.store == StoreKind::Postgres || args.inbox;
+    if args.peer && args.store != StoreKind::Postgres {
+        bail!("--peer runs on PostgreSQL: add --store postgres");
+    }
     if postgres {
         PgConnection::connect(&args.admin_url)
             .await?
@@ -661,26 +744,26 @@ async fn run(
             ceilings.push((c, raw_insert_ceiling(database_url, c, seconds.min(5)).await?));
         }
     }
-    println!("| clients | commands/s | p50 ms | p99 ms | max ms | 2xx | 4xx | 5xx/errors | raw insert tx/s | ratio |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut peak: f64 = 0.0;
-    for &c in clients {
-        let result = load(&server, &conversations, c, seconds).await;
-        peak = peak.max(result.per_second);
-        let ceiling = ceilings.iter().find(|(n, _)| *n == c).map(|(_, r)| *r);
-        println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            result.clients,
-            result.per_second,
-            ms(result.p50),
-            ms(result.p99),
-            ms(result.max),
-            result.ok,
-            result.refused,
-            result.failed,
-            ceiling.map_or("-".into(), |r| format!("{r:.0}")),
-            ceiling.map_or("-".into(), |r| format!("{:.0}%", 100.0 * result.per_second / r)),
-        );
+    let ours = command_table(&server, &conversations, clients, seconds, &ceilings).await;
+    let peak = ours.iter().map(|r| r.per_second).fold(0.0, f64::max);
+
+    if args.peer {
+        let peer = peer_table(args, env, seconds, clients, &ceilings).await?;
+        println!("\n## Colloquy against the peer\n");
+        println!("| clients | Colloquy commands/s | peer commands/s | ratio | Colloquy p99 ms | peer p99 ms | peer 409s/errors |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for (ours, peer) in ours.iter().zip(&peer) {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.2}x | {} | {} | {} |",
+                ours.clients,
+                ours.per_second,
+                peer.per_second,
+                ours.per_second / peer.per_second.max(1e-9),
+                ms(ours.p99),
+                ms(peer.p99),
+                peer.failed,
+            );
+        }
     }
 
     let (lag50, lag99, probes) = projection_lag(&server, &conversations, peak / 2.0, seconds).await;
