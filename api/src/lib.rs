@@ -96,6 +96,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::change_settings))
         .routes(routes!(groups::leave))
         .routes(routes!(groups::sync))
+        .routes(routes!(groups::report_join))
+        .routes(routes!(groups::report_activity))
+        .routes(routes!(groups::report_view))
         .routes(routes!(groups::events));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

@@ -597,6 +597,125 @@ async fn leaving_a_group_closes_its_open_and_pending_conversations(backend: Back
     server.stop().await;
 }
 
+async fn participants_given_by_number_are_matched_or_created(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let inbox = server.contact().await;
+    let known = server.post("/v1/contacts", json!({"first_name": "Ana", "phone": "+55 11 99999-0001"})).await;
+    assert_eq!(known.status, StatusCode::CREATED, "{:?}", known.body);
+    let known_id = known.body["id"].as_str().unwrap().to_owned();
+    // Numbers are matched through the contact summaries; wait until they know Ana's.
+    let position = known.headers["colloquy-position"].to_str().unwrap().to_owned();
+    let caught_up = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(caught_up.status, StatusCode::OK, "{:?}", caught_up.body);
+
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "Numbers",
+               "participants": ["+5511999990001", "+55 11 99999-0002"]}),
+    )
+    .await;
+    let members: Vec<String> = all_members(&server, &group, "")
+        .await
+        .iter()
+        .map(|m| m["contact_id"].as_str().unwrap().to_owned())
+        .filter(|id| *id != inbox)
+        .collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(members.contains(&known_id), "the number of a known contact names that contact");
+    let created = members.iter().find(|id| **id != known_id).unwrap().clone();
+    let contact = server.get(&format!("/v1/contacts/{created}")).await;
+    assert_eq!(contact.status, StatusCode::OK, "{:?}", contact.body);
+    assert_eq!(contact.body["phone"], "+5511999990002");
+
+    // The same new number elsewhere names the same contact, even before the summaries know it.
+    let other = create_group(
+        &server,
+        json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "Again", "participants": ["+5511999990002"]}),
+    )
+    .await;
+    let again: Vec<String> = all_members(&server, &other, "")
+        .await
+        .iter()
+        .map(|m| m["contact_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(again.contains(&created), "{again:?}");
+
+    let added =
+        server.post(&format!("/v1/groups/{group}/members"), json!({"contact_ids": ["+5511999990003"]})).await;
+    assert_eq!(added.status, StatusCode::OK, "{:?}", added.body);
+    assert_eq!(added.body["member_count"], 4);
+
+    let bad = server
+        .post(
+            "/v1/groups",
+            json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "Bad", "participants": ["12345"]}),
+        )
+        .await;
+    let detail = bad.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("participants"), "{detail}");
+    server.stop().await;
+}
+
+async fn provider_reports_joins_activity_and_its_full_view(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 5).await;
+    let (inbox, alice, bob, cai, dora) = (&people[0], &people[1], &people[2], &people[3], &people[4]);
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "Provider", "participants": [alice], "invite_code": "CODE1"}),
+    )
+    .await;
+    let joined = server
+        .post(
+            &format!("/v1/groups/{group}/provider/join"),
+            json!({"participant": bob, "invite_code": "CODE1"}),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::OK, "{:?}", joined.body);
+    assert_eq!(joined.body["member_count"], 3);
+    let wrong = server
+        .post(&format!("/v1/groups/{group}/provider/join"), json!({"participant": cai, "invite_code": "OLD"}))
+        .await;
+    wrong.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let asked = server.post(&format!("/v1/groups/{group}/provider/join"), json!({"participant": cai})).await;
+    assert_eq!(asked.status, StatusCode::OK, "{:?}", asked.body);
+    assert_eq!(asked.body["pending_join_requests"], 1);
+    assert_eq!(asked.body["member_count"], 3);
+
+    let at = "2026-01-02T03:04:05Z";
+    let activity = server.post(&format!("/v1/groups/{group}/provider/activity"), json!({"at": at})).await;
+    assert_eq!(activity.status, StatusCode::OK, "{:?}", activity.body);
+    assert_eq!(
+        activity.body["last_activity_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(),
+        at.parse::<DateTime<Utc>>().unwrap()
+    );
+
+    // The provider's full view: Alice left, Dora joined as admin, announce on, a new subject.
+    let view = json!({"subject": "Provider (renamed)", "settings": {"announce": true},
+        "participants": [{"id": inbox, "role": "superadmin"}, {"id": bob}, {"id": dora, "role": "admin"}]});
+    let synced = server.post(&format!("/v1/groups/{group}/provider/view"), view.clone()).await;
+    assert_eq!(synced.status, StatusCode::OK, "{:?}", synced.body);
+    assert_eq!(synced.body["subject"], "Provider (renamed)");
+    assert_eq!(synced.body["settings"]["announce"], true);
+    let members = roles(&all_members(&server, &group, "").await);
+    let mut expected = vec![
+        (inbox.clone(), "superadmin".to_owned()),
+        (bob.clone(), "member".to_owned()),
+        (dora.clone(), "admin".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(members, expected);
+    let before = server.all_events("groups", &group).await.len();
+    let again = server.post(&format!("/v1/groups/{group}/provider/view"), view).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    assert_eq!(
+        server.all_events("groups", &group).await.len(),
+        before,
+        "the same view twice records nothing"
+    );
+    server.stop().await;
+}
+
 on_both_stores!(
     the_life_of_a_group_with_200_members,
     refusals_answer_with_their_reason,
@@ -605,4 +724,6 @@ on_both_stores!(
     scopes_guard_reads_and_writes,
     messages_in_a_group_follow_its_members_and_settings,
     leaving_a_group_closes_its_open_and_pending_conversations,
+    participants_given_by_number_are_matched_or_created,
+    provider_reports_joins_activity_and_its_full_view,
 );

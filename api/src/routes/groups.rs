@@ -23,13 +23,17 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use colloquy_domain::contact::ContactStatus;
+use colloquy_domain::contact::NewContact;
 use colloquy_domain::group::{
     GroupActor, GroupMember, GroupMetadataPatch, GroupSettings, GroupSettingsPatch, MemberAddMode, NewGroup,
-    Role, SYNC_COOLDOWN,
+    ProviderView, Role, SYNC_COOLDOWN,
 };
-use colloquy_domain::{Contact, ContactId, Group, GroupCommand, GroupEvent, GroupId};
+use colloquy_domain::{
+    Channel, Contact, ContactCommand, ContactError, ContactId, Group, GroupCommand, GroupEvent, GroupId,
+};
 use colloquy_infra::tokens::Principal;
-use colloquy_infra::{Committed, Intent};
+use colloquy_infra::{CommandError, Committed, Intent};
+use colloquy_projections::conversation_list;
 
 use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::{cursor, PageParams};
@@ -59,9 +63,10 @@ pub struct CreateGroup {
     provider_group_id: Option<String>,
     subject: String,
     description: Option<String>,
-    /// The other participants, as contact ids; they join as members.
+    /// The other participants, as contact ids or E.164 numbers (matched to the contact with that
+    /// number, or a new contact); they join as members.
     #[serde(default)]
-    participants: Vec<Uuid>,
+    participants: Vec<Participant>,
     settings: Option<SettingsBody>,
     invite_code: Option<String>,
 }
@@ -106,7 +111,89 @@ pub struct PatchGroup {
 #[schema(example = json!({"contact_ids": ["0192f3c4-0000-7000-8000-000000000003"]}))]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
-    contact_ids: Vec<Uuid>,
+    /// Contact ids or E.164 numbers, as in `POST /v1/groups`'s `participants`.
+    contact_ids: Vec<Participant>,
+}
+
+/// A participant named by contact id, or by E.164 phone number: the contact of this tenant with
+/// that number (as the contact summaries know it), or else a new contact with that number, whose
+/// id is derived from tenant and number so that concurrent requests create it once.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Participant {
+    /// A contact id.
+    Contact(Uuid),
+    /// An E.164 phone number such as `+5511999990001`.
+    Phone(String),
+}
+
+/// The id of the contact created for a number no contact has: a UUID v8 made of the first 16
+/// bytes of SHA-256 over tenant and number, so that every request for that number names one contact.
+fn phone_contact_id(tenant: &str, phone: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("colloquy/phone-contact/{tenant}/{phone}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Resolves participants to contact ids, creating contacts for numbers no contact has.
+async fn resolve_participants(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    participants: Vec<Participant>,
+) -> Result<Vec<Uuid>, ApiError> {
+    let mut ids = Vec::with_capacity(participants.len());
+    for participant in participants {
+        match participant {
+            Participant::Contact(id) => ids.push(id),
+            Participant::Phone(number) => {
+                ids.push(contact_for_phone(state, principal, headers, &number).await?)
+            }
+        }
+    }
+    Ok(ids)
+}
+
+async fn contact_for_phone(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    number: &str,
+) -> Result<Uuid, ApiError> {
+    let phone = colloquy_domain::validate::phone("participants", number).map_err(ApiError::invalid)?;
+    let tenant = principal.tenant.to_string();
+    let known = conversation_list::contacts_with_phone(state.store(), &tenant, &phone).await?;
+    if let Some(id) = known.iter().find_map(|id| Uuid::parse_str(id).ok()) {
+        return Ok(id);
+    }
+    require(principal, "contacts:write")?;
+    let contact_id = phone_contact_id(&tenant, &phone);
+    let command = ContactCommand::CreateContact {
+        contact_id: ContactId(contact_id),
+        tenant_id: principal.tenant.clone(),
+        contact: NewContact {
+            first_name: phone.clone(),
+            last_name: None,
+            full_name: None,
+            phone: Some(phone),
+            email: None,
+            preferred_channel: Some(Channel::Whatsapp),
+            metadata: serde_json::Map::new(),
+            labels: Vec::new(),
+        },
+    };
+    let origin = origin(principal, headers)?;
+    match state
+        .contacts()
+        .execute(&contact_id.to_string(), command, Intent::Create, None, &origin, |_, _| ())
+        .await
+    {
+        // Created now, or by an earlier request for the same number.
+        Ok(_) | Err(CommandError::Rejected(ContactError::AlreadyExists(_))) => Ok(contact_id),
+        Err(other) => Err(command_failed(other, format!("contact {contact_id}"))),
+    }
 }
 
 /// The roles a member can be given through the API; the owner's role is not given, only held.
@@ -293,9 +380,10 @@ pub async fn create(
 ) -> Result<Versioned<GroupView>, ApiError> {
     require(&principal, WRITE)?;
     let origin = origin(&principal, &headers)?;
+    let participants = resolve_participants(&state, &principal, &headers, body.participants).await?;
     let mut named: Vec<Uuid> = vec![body.inbox_contact_id];
     named.extend(body.owner_id);
-    named.extend(body.participants.iter().copied());
+    named.extend(participants.iter().copied());
     named.sort_unstable();
     named.dedup();
     require_contacts(&state, &principal, &named).await?;
@@ -310,8 +398,7 @@ pub async fn create(
             provider_group_id: body.provider_group_id,
             subject: body.subject,
             description: body.description,
-            participants: body
-                .participants
+            participants: participants
                 .into_iter()
                 .map(|id| GroupMember { contact_id: ContactId(id), role: Role::Member })
                 .collect(),
@@ -518,9 +605,9 @@ pub async fn add_members(
     Json(body): Json<AddMembers>,
 ) -> Result<Versioned<GroupView>, ApiError> {
     require(&principal, WRITE)?;
-    require_contacts(&state, &principal, &body.contact_ids).await?;
-    let command =
-        GroupCommand::AddMembers { contact_ids: contact_ids(body.contact_ids), by: GroupActor::Inbox };
+    let added = resolve_participants(&state, &principal, &headers, body.contact_ids).await?;
+    require_contacts(&state, &principal, &added).await?;
+    let command = GroupCommand::AddMembers { contact_ids: contact_ids(added), by: GroupActor::Inbox };
     run_for_view(&state, &principal, &headers, group_id, expected, command).await
 }
 
@@ -835,6 +922,173 @@ pub async fn sync(
         body: answer,
     }
     .into_response())
+}
+
+/// Body of `POST /v1/groups/{id}/provider/join`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"participant": "+5511999990001", "invite_code": "AbC123dEf456GhI789jKl0"}))]
+#[serde(deny_unknown_fields)]
+pub struct ReportJoin {
+    /// Who joins: a contact id or an E.164 number.
+    participant: Participant,
+    /// The invite code they used; absent, a request to join that waits for an admin.
+    invite_code: Option<String>,
+}
+
+/// Body of `POST /v1/groups/{id}/provider/activity`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"at": "2026-11-23T14:05:00Z"}))]
+#[serde(deny_unknown_fields)]
+pub struct ReportActivity {
+    /// When the provider saw the activity; a time ahead of the server's is taken as now.
+    at: DateTime<Utc>,
+}
+
+/// One participant of `POST /v1/groups/{id}/provider/view`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ViewParticipant {
+    /// A contact id or an E.164 number.
+    id: Participant,
+    /// Their role; a plain member when absent.
+    #[serde(default = "member_role")]
+    role: Role,
+}
+
+fn member_role() -> Role {
+    Role::Member
+}
+
+/// Body of `POST /v1/groups/{id}/provider/view`: the provider's full view of the group.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"subject": "Book club", "description": null, "settings": {"announce": true},
+    "participants": [{"id": "+5511999990001", "role": "superadmin"}, {"id": "0192f3c4-0000-7000-8000-000000000002"}]}))]
+#[serde(deny_unknown_fields)]
+pub struct ReportView {
+    subject: String,
+    description: Option<String>,
+    /// Every setting as the provider has it; an absent one is taken as its default.
+    settings: Option<SettingsBody>,
+    /// Every participant, the inbox's own number included while it is a member.
+    participants: Vec<ViewParticipant>,
+    /// The current invite code, when the provider reported it; absent keeps the known one.
+    invite_code: Option<String>,
+}
+
+/// `POST /v1/groups/{id}/provider/join`: the provider reports a contact joining, with the invite
+/// code (a member at once, or a pending request under `join_approval_mode`) or without one (a
+/// request that waits for an admin).
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/provider/join",
+    tag = "groups",
+    summary = "Report a join or join request from the provider",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = ReportJoin,
+    responses(
+        (status = 200, description = "The group as changed; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
+pub async fn report_join(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<ReportJoin>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    require(&principal, WRITE)?;
+    let joining = resolve_participants(&state, &principal, &headers, vec![body.participant]).await?;
+    require_contacts(&state, &principal, &joining).await?;
+    let contact_id = ContactId(joining[0]);
+    let command = match body.invite_code {
+        Some(code) => GroupCommand::JoinViaInvite { contact_id, code },
+        None => GroupCommand::RequestJoin { contact_id },
+    };
+    run_for_view(&state, &principal, &headers, group_id, expected, command).await
+}
+
+/// `POST /v1/groups/{id}/provider/activity`: the provider saw activity in the group (its messages
+/// not processed one by one); moves the group's last activity.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/provider/activity",
+    tag = "groups",
+    summary = "Report group activity from the provider",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = ReportActivity,
+    responses(
+        (status = 200, description = "The group; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
+pub async fn report_activity(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<ReportActivity>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    let command = GroupCommand::RecordActivity { at: body.at };
+    run_for_view(&state, &principal, &headers, group_id, None, command).await
+}
+
+/// `POST /v1/groups/{id}/provider/view`: the provider's full view of the group (what a sync
+/// fetched), reconciled into the fewest events; the same view twice records nothing.
+#[utoipa::path(
+    post,
+    path = "/groups/{id}/provider/view",
+    tag = "groups",
+    summary = "Reconcile the group with the provider's view",
+    description = "Subject, description, settings, invite code and participants with roles become the events that \
+        bring the group to this view, recorded as the provider's doing; nothing when it already matches. \
+        Participants named by number are matched to (or become) contacts.",
+    params(("id" = Uuid, Path, description = "The group's id.")),
+    request_body = ReportView,
+    responses(
+        (status = 200, description = "The group as reconciled; `ETag` is its version.", body = GroupView),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 422, response = crate::openapi::Unprocessable)
+    ),
+    security(("bearer" = ["groups:write"]))
+)]
+pub async fn report_view(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    IfMatch(expected): IfMatch,
+    Path(group_id): Path<Uuid>,
+    Json(body): Json<ReportView>,
+) -> Result<Versioned<GroupView>, ApiError> {
+    require(&principal, WRITE)?;
+    let roles: Vec<Role> = body.participants.iter().map(|p| p.role).collect();
+    let ids = resolve_participants(
+        &state,
+        &principal,
+        &headers,
+        body.participants.into_iter().map(|p| p.id).collect(),
+    )
+    .await?;
+    require_contacts(&state, &principal, &ids).await?;
+    let view = ProviderView {
+        subject: body.subject,
+        description: body.description,
+        settings: settings_from(body.settings),
+        participants: ids
+            .into_iter()
+            .zip(roles)
+            .map(|(id, role)| GroupMember { contact_id: ContactId(id), role })
+            .collect(),
+        invite_code: body.invite_code,
+    };
+    run_for_view(&state, &principal, &headers, group_id, expected, GroupCommand::SyncGroup { view }).await
 }
 
 /// `GET /v1/groups/{id}/events`: the group's events with their metadata, in order.

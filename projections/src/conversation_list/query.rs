@@ -529,6 +529,21 @@ pub async fn counts(
     Ok(counts)
 }
 
+/// The contacts of `tenant` whose phone is `phone` (E.164), oldest first, as the contact
+/// summaries this read model keeps know them (moments behind the store).
+pub async fn contacts_with_phone(
+    store: &Store,
+    tenant: &str,
+    phone: &str,
+) -> Result<Vec<String>, StoreError> {
+    let sql = "SELECT contact_id FROM conversation_list_contacts WHERE tenant_id = $1 AND phone = $2
+               ORDER BY contact_id";
+    let ids = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar::<_, String>(sql).bind(tenant).bind(phone).fetch_all(pool).await?
+    });
+    Ok(ids)
+}
+
 /// Every row, ordered by id: for comparing the read model with a rebuild.
 pub async fn dump(store: &Store) -> Result<Vec<ConversationRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM conversation_list ORDER BY conversation_id");
