@@ -60,6 +60,8 @@ pub struct ReaderView {
     read_at: DateTime<Utc>,
     last_read_message_id: Option<String>,
     unread_count: u64,
+    /// Group activity newer than this reader's last read.
+    unseen_activity: bool,
 }
 
 /// The latest public message, for list screens.
@@ -98,9 +100,16 @@ pub struct ConversationView {
     /// The group chat, for a group conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
     group_id: Option<String>,
+    /// The group's latest activity the provider reported (groups whose messages are not
+    /// processed one by one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_activity_at: Option<DateTime<Utc>>,
     deleted: bool,
     message_count: usize,
     unread_count: u64,
+    /// Group activity newer than anyone's last read: shows a group as unread when its messages
+    /// are not processed one by one.
+    unseen_activity: bool,
     last_message: LastMessageView,
     last_responder: Option<Responder>,
     is_customer_responded_last: bool,
@@ -143,9 +152,11 @@ impl ConversationView {
             labels: conversation.labels.iter().cloned().collect(),
             group_type: conversation.group_type,
             group_id: conversation.group_id.map(|g| g.to_string()),
+            group_activity_at: None,
             deleted: conversation.deleted,
             message_count: conversation.messages.len(),
             unread_count: conversation.unread_count(),
+            unseen_activity: false,
             last_message: LastMessageView {
                 preview: conversation.last_message_preview.clone(),
                 at: conversation.last_message_at,
@@ -171,6 +182,7 @@ impl ConversationView {
                     read_at: receipt.read_at,
                     last_read_message_id: receipt.last_read_message_id.map(|id| id.to_string()),
                     unread_count: conversation.unread_count_for(user_id),
+                    unseen_activity: false,
                 })
                 .collect(),
             created_at: conversation.created_at,
@@ -194,6 +206,7 @@ impl ConversationView {
                 read_at: receipt.read_at,
                 last_read_message_id: receipt.last_read_message_id.clone(),
                 unread_count: u64::try_from(row.unread_count_for(user_id)).unwrap_or(0),
+                unseen_activity: row.unseen_activity_for(user_id),
             })
             .collect();
         Self {
@@ -214,9 +227,11 @@ impl ConversationView {
             labels: row.labels.clone(),
             group_type: row.group_type,
             group_id: row.group_id.clone(),
+            group_activity_at: row.group_activity_at,
             deleted: row.deleted,
             message_count: usize::try_from(row.message_count).unwrap_or(0),
             unread_count: u64::try_from(row.unread_count()).unwrap_or(0),
+            unseen_activity: row.unseen_activity(),
             last_message: LastMessageView {
                 preview: row.last_message_preview.clone(),
                 at: row.last_message_at,

@@ -427,6 +427,15 @@ async fn added_messages(server: &TestServer, conversation: &str) -> usize {
     events.iter().filter(|e| e["event_type"] == "MessageAdded").count()
 }
 
+/// The one conversation of `group` in the list, once the list has caught up with `after`.
+async fn listed_after(server: &TestServer, after: &common::Reply, group: &str) -> Value {
+    let position = after.headers["colloquy-position"].to_str().unwrap().to_owned();
+    let listed = server.get(&format!("/v1/conversations?group_id={group}&min_position={position}")).await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1, "{:?}", listed.body);
+    listed.body["data"][0].clone()
+}
+
 async fn status_of(server: &TestServer, conversation: &str) -> String {
     let shown = server.get(&format!("/v1/conversations/{conversation}")).await;
     assert_eq!(shown.status, StatusCode::OK, "{:?}", shown.body);
@@ -682,6 +691,7 @@ async fn provider_reports_joins_activity_and_its_full_view(backend: Backend) {
     assert_eq!(asked.body["pending_join_requests"], 1);
     assert_eq!(asked.body["member_count"], 3);
 
+    let conversation = group_conversation(&server, &group, alice, "open").await;
     let at = "2026-01-02T03:04:05Z";
     let activity = server.post(&format!("/v1/groups/{group}/provider/activity"), json!({"at": at})).await;
     assert_eq!(activity.status, StatusCode::OK, "{:?}", activity.body);
@@ -689,6 +699,27 @@ async fn provider_reports_joins_activity_and_its_full_view(backend: Backend) {
         activity.body["last_activity_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(),
         at.parse::<DateTime<Utc>>().unwrap()
     );
+
+    // The conversation shows the activity as unseen until someone reads it, and again after a
+    // newer ping (a time ahead of the server's counts as now).
+    let listed = listed_after(&server, &activity, &group).await;
+    assert_eq!(listed["id"], conversation.as_str());
+    assert_eq!(listed["unseen_activity"], true, "{listed:?}");
+    assert_eq!(
+        listed["group_activity_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(),
+        at.parse::<DateTime<Utc>>().unwrap()
+    );
+    let read =
+        server.post(&format!("/v1/conversations/{conversation}/read"), json!({"user_id": "agent-1"})).await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    assert_eq!(listed_after(&server, &read, &group).await["unseen_activity"], false);
+    let newer = server
+        .post(&format!("/v1/groups/{group}/provider/activity"), json!({"at": "2999-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(newer.status, StatusCode::OK, "{:?}", newer.body);
+    let listed = listed_after(&server, &newer, &group).await;
+    assert_eq!(listed["unseen_activity"], true, "{listed:?}");
+    assert_eq!(listed["readers"][0]["unseen_activity"], true, "{listed:?}");
 
     // The provider's full view: Alice left, Dora joined as admin, announce on, a new subject.
     let view = json!({"subject": "Provider (renamed)", "settings": {"announce": true},

@@ -1,5 +1,8 @@
 -- Group conversations: the group a conversation is in, shown and filtered in lists.
 ALTER TABLE conversation_list ADD COLUMN group_id text;
+-- The group's latest activity the provider reported (for groups whose messages are not processed
+-- one by one): newer than a reader's last read, the conversation shows as having unseen activity.
+ALTER TABLE conversation_list ADD COLUMN group_activity_at text;
 CREATE INDEX conversation_list_group ON conversation_list (tenant_id, group_id) WHERE group_id IS NOT NULL;
 
 -- Matching a participant given as an E.164 number to the contact that has it.

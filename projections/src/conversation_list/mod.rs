@@ -96,6 +96,8 @@ pub struct ConversationRow {
     pub group_type: GroupType,
     /// The group chat, for a group conversation.
     pub group_id: Option<String>,
+    /// The group's latest activity the provider reported, for a group conversation.
+    pub group_activity_at: Option<DateTime<Utc>>,
     /// Subject.
     pub subject: Option<String>,
     /// Status.
@@ -171,6 +173,25 @@ impl ConversationRow {
         (self.customer_message_count - seen).max(0)
     }
 
+    /// Group activity newer than anyone's last read: for groups whose messages are not processed
+    /// one by one, the sign that something happened (the unread count cannot say it).
+    pub fn unseen_activity(&self) -> bool {
+        let last_read = self.readers.values().map(|r| r.read_at).max();
+        self.group_activity_at.is_some_and(|at| last_read.is_none_or(|read| at > read))
+    }
+
+    /// Group activity newer than `user_id`'s last read.
+    pub fn unseen_activity_for(&self, user_id: &str) -> bool {
+        let last_read = self.readers.get(user_id).map(|r| r.read_at);
+        self.group_activity_at.is_some_and(|at| last_read.is_none_or(|read| at > read))
+    }
+
+    /// Notes group activity at `at`: the latest activity moves forward, never back.
+    pub fn note_group_activity(&mut self, at: DateTime<Utc>) {
+        self.group_activity_at = self.group_activity_at.max(Some(at));
+        self.last_activity_at = self.last_activity_at.max(at);
+    }
+
     /// Customer messages `user_id` has not read.
     pub fn unread_count_for(&self, user_id: &str) -> i64 {
         let seen = self.readers.get(user_id).map_or(0, |r| r.customer_messages_seen);
@@ -223,6 +244,7 @@ impl ConversationRow {
                 inbox_id: inbox_id.clone(),
                 group_type: *group_type,
                 group_id: group_id.map(|g| g.to_string()),
+                group_activity_at: None,
                 subject: subject.clone(),
                 status: *status,
                 snoozed_until: None,

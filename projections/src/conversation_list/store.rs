@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use colloquy_domain::contact::ContactEvent;
 use colloquy_domain::conversation::ConversationEvent;
+use colloquy_domain::GroupEvent;
 use colloquy_infra::StoredEvent;
 
 use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
@@ -21,7 +22,8 @@ pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id
      assignee_id, team_id, labels, starred, deleted, custom_fields, message_count, customer_message_count, \
      last_message_preview, last_message_at, last_message_type, last_message_sender_kind, last_responder, \
      last_customer_message_at, last_agent_message_at, waiting_since, first_reply_at, response_count, \
-     total_response_time_ms, participants, mentioned, readers, created_at, updated_at, last_activity_at, version";
+     total_response_time_ms, participants, mentioned, readers, created_at, updated_at, last_activity_at, \
+     group_activity_at, version";
 
 fn upsert_sql() -> String {
     let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
@@ -83,6 +85,7 @@ macro_rules! bind_row {
             .bind(row.created_at)
             .bind(row.updated_at)
             .bind(row.last_activity_at)
+            .bind(row.group_activity_at)
             .bind(row.version)
     }};
 }
@@ -162,6 +165,7 @@ where
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_activity_at: row.try_get("last_activity_at")?,
+        group_activity_at: row.try_get("group_activity_at")?,
         version: row.try_get("version")?,
     })
 }
@@ -238,6 +242,36 @@ impl Batch {
             }
         }
         self.rows.insert(stored.aggregate_id.clone(), after);
+        Ok(())
+    }
+
+    /// Group activity reaches every conversation of the group: stored ones, and those opened
+    /// earlier in this batch.
+    async fn group_activity(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
+        let event: GroupEvent =
+            serde_json::from_value(stored.payload.clone()).map_err(|e| unreadable(stored, &e))?;
+        let GroupEvent::GroupActivityRecorded { last_activity_at, .. } = event else { return Ok(()) };
+        let Some(tenant) = stored.metadata.get("tenant_id").and_then(serde_json::Value::as_str) else {
+            return Ok(());
+        };
+        let group = stored.aggregate_id.as_str();
+        let sql = "SELECT conversation_id FROM conversation_list WHERE tenant_id = $1 AND group_id = $2";
+        let mut ids: Vec<String> =
+            on_tx!(tx, |conn| sqlx::query_scalar(sql).bind(tenant).bind(group).fetch_all(conn).await?);
+        for (id, row) in &self.rows {
+            let in_group =
+                row.as_ref().is_some_and(|r| r.tenant_id == tenant && r.group_id.as_deref() == Some(group));
+            if in_group && !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        for id in ids {
+            let mut row = self.row(tx, &id).await?;
+            if let Some(row) = row.as_mut() {
+                row.note_group_activity(last_activity_at);
+            }
+            self.rows.insert(id, row);
+        }
         Ok(())
     }
 
@@ -366,6 +400,9 @@ impl Projection for ConversationList {
             match stored.aggregate_type.as_str() {
                 "conversation" => batch.conversation_event(tx, stored).await?,
                 "contact" => batch.contact_event(tx, stored).await?,
+                "group" if stored.event_type == "GroupActivityRecorded" => {
+                    batch.group_activity(tx, stored).await?
+                }
                 _ => {}
             }
         }
