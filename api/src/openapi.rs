@@ -253,6 +253,12 @@ fn conventions(method: &str, operation: &mut Operation) {
             "A UUID recorded in the metadata of the events this request appends.",
             EXAMPLE_ID,
         ));
+        parameters.push(header_parameter(
+            "Colloquy-On-Behalf-Of",
+            "The agent (a user id of yours) this token acts for: the events record the agent as \
+             their actor (kind `user`) and the token as `via_token`, so auditors see both.",
+            "agent-42",
+        ));
     }
     if parameters.is_empty() {
         operation.parameters = None;

@@ -389,6 +389,7 @@ fn metadata() -> EventMetadata {
         event_id: Uuid::now_v7(),
         tenant_id: tenant(),
         actor: Actor { kind: ActorKind::Token, id: "token-0191f2".into() },
+        via_token: None,
         request_id: Some("req-7f3a9c2e".into()),
         correlation_id: Uuid::now_v7(),
         causation_id: Some(Uuid::now_v7()),

@@ -18,8 +18,11 @@ pub struct EventMetadata {
     pub event_id: Uuid,
     /// The tenant that owns the stream.
     pub tenant_id: TenantId,
-    /// Who issued the command that produced the event.
+    /// Who issued the command that produced the event: the token's principal, or the agent a
+    /// token acted on behalf of.
     pub actor: Actor,
+    /// The token that carried the command when it acted on behalf of the agent in `actor`.
+    pub via_token: Option<String>,
     /// The HTTP request (or job) that carried the command, when there was one.
     pub request_id: Option<String>,
     /// Groups every event that one original request caused, across aggregates.
@@ -44,6 +47,9 @@ impl EventMetadata {
         map.insert("tenant_id".into(), self.tenant_id.to_string());
         map.insert("actor_kind".into(), self.actor.kind.as_str().into());
         map.insert("actor_id".into(), self.actor.id.clone());
+        if let Some(token) = &self.via_token {
+            map.insert("via_token".into(), token.clone());
+        }
         if let Some(request_id) = &self.request_id {
             map.insert("request_id".into(), request_id.clone());
         }
@@ -71,6 +77,7 @@ impl EventMetadata {
                 kind: ActorKind::parse(field("actor_kind")?).ok_or(MalformedMetadata("actor_kind"))?,
                 id: field("actor_id")?.clone(),
             },
+            via_token: map.get("via_token").cloned(),
             request_id: map.get("request_id").cloned(),
             correlation_id: uuid("correlation_id")?,
             causation_id: match map.get("causation_id") {
@@ -94,6 +101,7 @@ mod tests {
             event_id: Uuid::now_v7(),
             tenant_id: TenantId::parse("acme").expect("valid tenant"),
             actor: Actor { kind: ActorKind::User, id: "agent-7".into() },
+            via_token: Some("0192f3c4-0000-7000-8000-000000000009".into()),
             request_id: Some("req-1".into()),
             correlation_id: Uuid::now_v7(),
             causation_id: Some(Uuid::now_v7()),
@@ -110,6 +118,7 @@ mod tests {
             event_id: Uuid::now_v7(),
             tenant_id: TenantId::parse("acme").expect("valid tenant"),
             actor: Actor { kind: ActorKind::System, id: "colloquy".into() },
+            via_token: None,
             request_id: None,
             correlation_id: Uuid::now_v7(),
             causation_id: None,

@@ -110,7 +110,7 @@ pub fn cloud_event(event: &StoredEvent) -> Value {
         "position": event.position,
         "eventtype": event.event_type,
         "eventversion": event.event_version,
-        "actor": {"kind": metadata.get("actor_kind"), "id": metadata.get("actor_id")},
+        "actor": {"kind": metadata.get("actor_kind"), "id": metadata.get("actor_id"), "via_token": metadata.get("via_token")},
         "correlationid": metadata.get("correlation_id"),
         "causationid": metadata.get("causation_id"),
         "requestid": metadata.get("request_id"),
@@ -132,6 +132,7 @@ pub fn from_cloud_event(envelope: &Value) -> Option<StoredEvent> {
     put("recorded_at", envelope.get("time"));
     put("actor_kind", envelope.pointer("/actor/kind"));
     put("actor_id", envelope.pointer("/actor/id"));
+    put("via_token", envelope.pointer("/actor/via_token"));
     put("correlation_id", envelope.get("correlationid"));
     put("causation_id", envelope.get("causationid"));
     put("request_id", envelope.get("requestid"));

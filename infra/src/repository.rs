@@ -45,6 +45,8 @@ pub struct Origin {
     pub tenant: TenantId,
     /// The acting principal.
     pub actor: Actor,
+    /// The token that carried the command, when `actor` is an agent it acted on behalf of.
+    pub via_token: Option<String>,
     /// The request that carried the command.
     pub request_id: Option<String>,
     /// Correlates everything one original request caused; a new id when absent.
@@ -311,6 +313,7 @@ fn wrap<A: Aggregate>(
                 event_id: Uuid::now_v7(),
                 tenant_id: origin.tenant.clone(),
                 actor: origin.actor.clone(),
+                via_token: origin.via_token.clone(),
                 request_id: origin.request_id.clone(),
                 correlation_id,
                 causation_id: origin.causation_id,

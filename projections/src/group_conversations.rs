@@ -172,6 +172,7 @@ async fn act_on(
     let origin = Origin {
         tenant,
         actor: Actor { kind: ActorKind::System, id: CLOSER_ACTOR.into() },
+        via_token: None,
         request_id: None,
         correlation_id: leave.correlation_id.as_deref().and_then(|id| Uuid::parse_str(id).ok()),
         causation_id: Uuid::parse_str(&leave.leave_event_id).ok(),

@@ -211,4 +211,45 @@ async fn another_tenant_sees_nothing_of_this_one(backend: Backend) {
     server.stop().await;
 }
 
-on_both_stores!(scopes_and_token_states_decide_access, another_tenant_sees_nothing_of_this_one);
+async fn a_token_acting_for_an_agent_records_both(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let conversation = server.conversation().await;
+    let path = format!("/v1/conversations/{conversation}/assignment");
+    let assigned = server
+        .call_with(
+            Method::POST,
+            &path,
+            Some(json!({"assignee_id": "agent-42"})),
+            &[("Colloquy-On-Behalf-Of", "agent-42")],
+        )
+        .await;
+    assert_eq!(assigned.status, StatusCode::OK, "{:?}", assigned.body);
+    let refused = server
+        .call_with(
+            Method::POST,
+            &path,
+            Some(json!({"assignee_id": "agent-7"})),
+            &[("Colloquy-On-Behalf-Of", "agent 42")],
+        )
+        .await;
+    assert!(refused.assert_problem(StatusCode::BAD_REQUEST).contains("Colloquy-On-Behalf-Of"));
+
+    let events = server.all_events("conversations", &conversation).await;
+    assert_eq!(events.len(), 2, "the refused request appended nothing");
+    let (opened, by_agent) = (&events[0]["metadata"], &events[1]["metadata"]);
+    assert_eq!(opened["actor_kind"], "token");
+    assert!(opened.get("via_token").is_none(), "{opened:?}");
+    assert_eq!(by_agent["actor_kind"], "user");
+    assert_eq!(by_agent["actor_id"], "agent-42");
+    assert_eq!(
+        by_agent["via_token"], opened["actor_id"],
+        "the token that acted is recorded beside the agent"
+    );
+    server.stop().await;
+}
+
+on_both_stores!(
+    scopes_and_token_states_decide_access,
+    another_tenant_sees_nothing_of_this_one,
+    a_token_acting_for_an_agent_records_both
+);

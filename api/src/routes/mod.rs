@@ -23,9 +23,29 @@ use colloquy_infra::Origin;
 use crate::extract::etag;
 use crate::problem::ApiError;
 
-/// The origin of a command: the caller's tenant and token, the request id, and a correlation id
-/// taken from `X-Correlation-Id` when the client sends one.
+/// The header with which a token acts on behalf of an agent (a user id of the integrator's): the
+/// agent is then the events' actor, and the token is recorded beside it as `via_token`.
+pub const ON_BEHALF_OF: &str = "colloquy-on-behalf-of";
+
+/// The origin of a command: the caller's tenant and token (or the agent it acts for), the
+/// request id, and a correlation id taken from `X-Correlation-Id` when the client sends one.
 pub fn origin(principal: &Principal, headers: &HeaderMap) -> Result<Origin, ApiError> {
+    let token = principal.token_id.to_string();
+    let (actor, via_token) = match headers.get(ON_BEHALF_OF) {
+        None => (Actor { kind: ActorKind::Token, id: token }, None),
+        Some(value) => {
+            let agent = value
+                .to_str()
+                .ok()
+                .and_then(|v| colloquy_domain::validate::external_id(ON_BEHALF_OF, v.trim()).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Colloquy-On-Behalf-Of must be an agent id of 1 to 128 characters without spaces",
+                    )
+                })?;
+            (Actor { kind: ActorKind::User, id: agent }, Some(token))
+        }
+    };
     let correlation_id = match headers.get("x-correlation-id") {
         None => None,
         Some(value) => Some(
@@ -38,7 +58,8 @@ pub fn origin(principal: &Principal, headers: &HeaderMap) -> Result<Origin, ApiE
     };
     Ok(Origin {
         tenant: principal.tenant.clone(),
-        actor: Actor { kind: ActorKind::Token, id: principal.token_id.to_string() },
+        actor,
+        via_token,
         request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
         correlation_id,
         causation_id: None,
