@@ -101,6 +101,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(groups::report_join))
         .routes(routes!(groups::report_activity))
         .routes(routes!(groups::report_view))
+        .routes(routes!(groups::contact_groups))
         .routes(routes!(groups::events));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

@@ -374,6 +374,17 @@ impl From<StoredEvent> for EventView {
     }
 }
 
+/// One group a contact is a member of (`GET /v1/contacts/{id}/groups`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ContactGroupView {
+    /// The group.
+    pub group_id: String,
+    /// The contact's role: `member`, `admin` or `superadmin`.
+    pub role: String,
+    /// Member since.
+    pub since: DateTime<Utc>,
+}
+
 /// A page of a list.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {

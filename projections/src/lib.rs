@@ -4,6 +4,7 @@
 
 pub mod conversation_list;
 pub mod group_conversations;
+pub mod group_members;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -12,7 +13,11 @@ pub use runtime::{Applied, Projection, ProjectionError, Projector, Tx};
 
 /// Every projection, by name.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(conversation_list::ConversationList), Arc::new(group_conversations::GroupConversations)]
+    vec![
+        Arc::new(conversation_list::ConversationList),
+        Arc::new(group_conversations::GroupConversations),
+        Arc::new(group_members::GroupMembers),
+    ]
 }
 
 /// The projection called `name`.

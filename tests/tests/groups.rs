@@ -747,6 +747,54 @@ async fn provider_reports_joins_activity_and_its_full_view(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_contacts_groups_follow_its_memberships(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 3).await;
+    let (inbox, alice, bob) = (&people[0], &people[1], &people[2]);
+    let mut groups = Vec::new();
+    for subject in ["One", "Two", "Three"] {
+        groups.push(
+            create_group(
+                &server,
+                json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": subject, "participants": [alice, bob]}),
+            )
+            .await,
+        );
+    }
+    let removed = server.delete(&format!("/v1/groups/{}/members/{alice}", groups[0])).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{:?}", removed.body);
+    let promoted =
+        server.patch(&format!("/v1/groups/{}/members/{alice}", groups[1]), json!({"role": "admin"})).await;
+    assert_eq!(promoted.status, StatusCode::OK, "{:?}", promoted.body);
+    let position = promoted.headers["colloquy-position"].to_str().unwrap().to_owned();
+
+    let mut seen = Vec::new();
+    let mut path = format!("/v1/contacts/{alice}/groups?limit=1&min_position={position}");
+    loop {
+        let page = server.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        for membership in page.body["data"].as_array().unwrap() {
+            seen.push((
+                membership["group_id"].as_str().unwrap().to_owned(),
+                membership["role"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => path = format!("/v1/contacts/{alice}/groups?limit=1&cursor={next}"),
+            None => break,
+        }
+    }
+    let mut expected =
+        vec![(groups[1].clone(), "admin".to_owned()), (groups[2].clone(), "member".to_owned())];
+    expected.sort();
+    assert_eq!(seen, expected, "by group id, without the group Alice was removed from");
+    let bobs = server.get(&format!("/v1/contacts/{bob}/groups")).await;
+    assert_eq!(bobs.body["data"].as_array().unwrap().len(), 3);
+    let unknown = server.get(&format!("/v1/contacts/{}/groups", uuid::Uuid::new_v4())).await;
+    unknown.assert_problem(StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
 on_both_stores!(
     the_life_of_a_group_with_200_members,
     refusals_answer_with_their_reason,
@@ -757,4 +805,5 @@ on_both_stores!(
     leaving_a_group_closes_its_open_and_pending_conversations,
     participants_given_by_number_are_matched_or_created,
     provider_reports_joins_activity_and_its_full_view,
+    a_contacts_groups_follow_its_memberships,
 );

@@ -33,7 +33,7 @@ use colloquy_domain::{
 };
 use colloquy_infra::tokens::Principal;
 use colloquy_infra::{CommandError, Committed, Intent};
-use colloquy_projections::conversation_list;
+use colloquy_projections::{conversation_list, group_members};
 
 use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::{cursor, PageParams};
@@ -43,7 +43,8 @@ use crate::routes::{origin, Versioned, POSITION_HEADER};
 use crate::serde_util::double_option;
 use crate::state::AppState;
 use crate::views::{
-    EventView, GroupInviteView, GroupMemberView, GroupMembersPage, GroupView, JoinRequestView, Page,
+    ContactGroupView, EventView, GroupInviteView, GroupMemberView, GroupMembersPage, GroupView,
+    JoinRequestView, Page,
 };
 
 const READ: &str = "groups:read";
@@ -1089,6 +1090,51 @@ pub async fn report_view(
         invite_code: body.invite_code,
     };
     run_for_view(&state, &principal, &headers, group_id, expected, GroupCommand::SyncGroup { view }).await
+}
+
+/// `GET /v1/contacts/{id}/groups`: the groups the contact is a member of now, from the
+/// `group_members` read model (pass a command's `Colloquy-Position` as `min_position` to wait for it).
+#[utoipa::path(
+    get,
+    path = "/contacts/{id}/groups",
+    tag = "groups",
+    summary = "List the groups a contact is in",
+    params(("id" = Uuid, Path, description = "The contact's id."), PageParams),
+    responses(
+        (status = 200, description = "A page of the contact's memberships, by group id.", body = Page<ContactGroupView>),
+        (status = 404, response = crate::openapi::NotFound)
+    ),
+    security(("bearer" = ["groups:read"]))
+)]
+pub async fn contact_groups(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(contact_id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<axum::Json<Page<ContactGroupView>>, ApiError> {
+    require(&principal, READ)?;
+    let limit = page.limit()?;
+    let offset = page.after("grp")?;
+    let exists = state.contacts().read(&principal.tenant, &contact_id.to_string(), |_, _| ()).await?;
+    if exists.is_none() {
+        return Err(ApiError::not_found(format!("contact {contact_id}")));
+    }
+    state.await_projection(group_members::NAME, page.min_position).await?;
+    let mut rows = group_members::groups_of(
+        state.store(),
+        principal.tenant.as_str(),
+        &contact_id.to_string(),
+        offset,
+        limit + 1,
+    )
+    .await?;
+    let next_cursor = (rows.len() > limit).then(|| cursor("grp", offset + limit as u64));
+    rows.truncate(limit);
+    let data = rows
+        .into_iter()
+        .map(|m| ContactGroupView { group_id: m.group_id, role: m.role, since: m.since })
+        .collect();
+    Ok(axum::Json(Page { data, next_cursor }))
 }
 
 /// `GET /v1/groups/{id}/events`: the group's events with their metadata, in order.

@@ -33,3 +33,17 @@ CREATE TABLE group_leaves
     PRIMARY KEY (leave_event_id)
 );
 CREATE INDEX group_leaves_pending ON group_leaves (position) WHERE NOT done;
+
+-- The group_members read model: every current membership, for questions across groups ("the
+-- groups this contact is in"). One group's members, and who they were at a past moment, are
+-- answered from the Group aggregate itself.
+CREATE TABLE group_members
+(
+    tenant_id  text NOT NULL,
+    group_id   text NOT NULL,
+    contact_id text NOT NULL,
+    role       text NOT NULL,
+    since      timestamptz NOT NULL,
+    PRIMARY KEY (group_id, contact_id)
+);
+CREATE INDEX group_members_contact ON group_members (tenant_id, contact_id, group_id);
