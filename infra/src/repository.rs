@@ -185,18 +185,6 @@ where
         Ok(loaded)
     }
 
-    /// The version this process last saw of an aggregate, without touching the store: what it
-    /// committed or read most recently. `None` when the aggregate is not cached or a command on
-    /// it is running. Read models use it to tell whether they already show this process's writes.
-    pub fn cached_version(&self, aggregate_id: &str) -> Option<usize> {
-        let slot = {
-            let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            cache.peek(aggregate_id).cloned()?
-        };
-        let guard = slot.try_lock().ok()?;
-        guard.as_ref().map(|loaded| loaded.version)
-    }
-
     /// Reads the current state of an aggregate of `tenant`. `None` when it does not exist there.
     pub async fn read<R>(
         &self,

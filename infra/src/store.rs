@@ -283,6 +283,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// The latest sequence of one aggregate's stream (0 when it has none): one index-only
+    /// lookup, which lets a read model's copy be checked for freshness against the store.
+    pub async fn current_version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64, StoreError> {
+        let sql =
+            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+        let version: i64 = crate::on_pool!(self, |pool| {
+            sqlx::query_scalar(sql).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?
+        });
+        Ok(version)
+    }
+
     /// Hands out the next value of a per-tenant counter (1, 2, 3, ...). A value is never handed
     /// out twice, even across processes: the increment is one atomic upsert.
     pub async fn next_counter(&self, tenant: &TenantId, name: &str) -> Result<u64, StoreError> {

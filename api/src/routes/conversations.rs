@@ -215,9 +215,9 @@ pub async fn open(
 }
 
 /// `GET /v1/conversations/{id}`, served from the inbox read model; a deleted conversation
-/// answers 410 (its events stay readable). When the row is behind what this process has
-/// committed, or not there yet, the answer comes from the aggregate instead, so a client always
-/// reads its own writes.
+/// answers 410 (its events stay readable). When the row is behind the stream's latest event (one
+/// index-only lookup), written by any process, or not there yet, the answer comes from the
+/// aggregate instead, so a client always reads every acknowledged write.
 #[utoipa::path(
     get,
     path = "/conversations/{id}",
@@ -244,8 +244,14 @@ pub async fn get(
         ))
     };
     let row = conversation_list::get(state.store(), principal.tenant.as_str(), &id).await?;
+    // The row answers when it holds every event of the stream, whichever process wrote them;
+    // otherwise the aggregate does, so a read after any acknowledged write sees it.
+    let current = match &row {
+        Some(_) => state.store().current_version("conversation", &id).await?,
+        None => 0,
+    };
     let contact = match row {
-        Some(row) if state.conversations().cached_version(&id).is_none_or(|v| row.version >= v as i64) => {
+        Some(row) if row.version >= current => {
             if row.deleted {
                 return Err(gone());
             }
