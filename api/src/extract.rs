@@ -116,20 +116,39 @@ fn json_problem(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// Largest oversized body read and thrown away before the 413, so the client, still sending it,
+/// gets the answer instead of a reset connection; anything larger is refused at once.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// How long an oversized body may take to arrive before the 413 is sent anyway.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Answers 413 when `Content-Length` declares a body over [`crate::BODY_LIMIT`], before any
 /// handler runs: the JSON extractor enforces the limit, but a route that reads no body would
-/// otherwise run its command with one attached.
+/// otherwise run its command with one attached. A body up to [`DRAIN_LIMIT`] is read and dropped
+/// first: closing a connection with unread data resets it, and the client would see a broken
+/// pipe rather than the problem.
 pub async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > crate::BODY_LIMIT as u64) {
-        return ApiError::payload_too_large(format!("the body is larger than {} bytes", crate::BODY_LIMIT))
-            .into_response();
+    let Some(length) = declared.filter(|length| *length > crate::BODY_LIMIT as u64) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_LIMIT {
+        let mut body = request.into_body().into_data_stream();
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(_chunk)) = futures::StreamExt::next(&mut body).await {}
+        })
+        .await;
     }
-    next.run(request).await
+    let mut response =
+        ApiError::payload_too_large(format!("the body is larger than {} bytes", crate::BODY_LIMIT))
+            .into_response();
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }
 
 /// Path parameters; ids that are not UUIDs become a 400 naming the parameter.
