@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 use colloquy_api::Roles;
-use colloquy_infra::relay::{all_checkpoints, RELAY_CHECKPOINT};
+use colloquy_infra::relay::{consumer_lags, RELAY_CHECKPOINT};
 use colloquy_infra::{Config, GlobalLog, LogFormat, Store};
 use colloquy_projections::Projector;
 
@@ -180,18 +180,15 @@ async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
 async fn status(config: &Config) -> anyhow::Result<()> {
     let store = Store::open(&config.store_location()).await?;
     let head = colloquy_infra::log::sequence_round(&store).await?;
-    let checkpoints = all_checkpoints(&store).await?;
+    let projections: Vec<String> =
+        colloquy_projections::all().iter().map(|p| format!("projection:{}", p.name())).collect();
+    let lags = consumer_lags(&store, head, &projections).await?;
     #[allow(clippy::print_stdout)]
     {
         println!("{:<32} {:>12} {:>12}", "consumer", "position", "lag");
         println!("{:<32} {:>12} {:>12}", "log head", head, "");
-        for projection in colloquy_projections::all() {
-            let name = format!("projection:{}", projection.name());
-            let position = checkpoints.iter().find(|(n, _)| *n == name).map_or(0, |(_, p)| *p);
-            println!("{name:<32} {position:>12} {:>12}", head - position);
-        }
-        if let Some((_, position)) = checkpoints.iter().find(|(n, _)| n == RELAY_CHECKPOINT) {
-            println!("{RELAY_CHECKPOINT:<32} {position:>12} {:>12}", head - position);
+        for consumer in lags.iter().filter(|c| projections.contains(&c.name) || c.name == RELAY_CHECKPOINT) {
+            println!("{:<32} {:>12} {:>12}", consumer.name, consumer.position, consumer.lag);
         }
     }
     store.close().await;

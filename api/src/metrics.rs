@@ -143,15 +143,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         out.push_str("# HELP colloquy_log_head Events appended to the global log (its head position).\n");
         out.push_str("# TYPE colloquy_log_head gauge\n");
         let _ = writeln!(out, "colloquy_log_head {head}");
-        if let Ok(checkpoints) = colloquy_infra::relay::all_checkpoints(store).await {
+        let projections: Vec<String> = state.projectors().iter().map(|p| p.checkpoint_name()).collect();
+        if let Ok(lags) = colloquy_infra::relay::consumer_lags(store, head, &projections).await {
             out.push_str("# HELP colloquy_consumer_lag_events Events a consumer trails the log by.\n");
             out.push_str("# TYPE colloquy_consumer_lag_events gauge\n");
-            for (name, position) in checkpoints {
+            for consumer in lags {
                 let _ = writeln!(
                     out,
                     "colloquy_consumer_lag_events{{consumer=\"{}\"}} {}",
-                    escape(&name),
-                    (head - position).max(0)
+                    escape(&consumer.name),
+                    consumer.lag
                 );
             }
         }

@@ -249,6 +249,42 @@ pub async fn all_checkpoints(store: &Store) -> Result<Vec<(String, i64)>, StoreE
     Ok(crate::on_pool!(store, |pool| sqlx::query_as(sql).fetch_all(pool).await?))
 }
 
+/// How far one consumer of the log (a projection or the relay) trails its head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerLag {
+    /// The checkpoint's name: `projection:<name>` or the relay's.
+    pub name: String,
+    /// The last position it applied (0 before its first batch).
+    pub position: i64,
+    /// Events between it and the head.
+    pub lag: i64,
+}
+
+/// The lag behind `head` of each consumer named in `consumers` (in that order; one without a
+/// checkpoint yet stands at 0) and of every other consumer with a checkpoint, after them. The one
+/// computation behind `colloquy projections status`, `/readyz` and `/metrics`.
+pub async fn consumer_lags(
+    store: &Store,
+    head: i64,
+    consumers: &[String],
+) -> Result<Vec<ConsumerLag>, StoreError> {
+    let mut checkpoints = all_checkpoints(store).await?;
+    let mut lags: Vec<ConsumerLag> = consumers
+        .iter()
+        .map(|name| {
+            let position = checkpoints.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
+            ConsumerLag { name: name.clone(), position, lag: (head - position).max(0) }
+        })
+        .collect();
+    checkpoints.retain(|(name, _)| !consumers.contains(name));
+    lags.extend(checkpoints.into_iter().map(|(name, position)| ConsumerLag {
+        name,
+        position,
+        lag: (head - position).max(0),
+    }));
+    Ok(lags)
+}
+
 async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(), StoreError> {
     let query = "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = CURRENT_TIMESTAMP";

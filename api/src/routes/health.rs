@@ -73,21 +73,22 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         };
         checks.insert("nats".into(), check);
     }
-    for projector in state.projectors() {
-        let check = match (projector.checkpoint().await, head) {
-            (Ok(position), Some(head)) => {
-                let lag = (head - position).max(0);
-                let ok = lag <= MAX_READY_LAG;
-                ready &= ok;
-                json!({"status": if ok { "ok" } else { "lagging" }, "position": position, "lag": lag})
+    if let Some(head) = head {
+        let projections: Vec<String> = state.projectors().iter().map(|p| p.checkpoint_name()).collect();
+        match colloquy_infra::relay::consumer_lags(state.store(), head, &projections).await {
+            Ok(lags) => {
+                for consumer in lags.into_iter().filter(|c| projections.contains(&c.name)) {
+                    let ok = consumer.lag <= MAX_READY_LAG;
+                    ready &= ok;
+                    let check = json!({"status": if ok { "ok" } else { "lagging" }, "position": consumer.position, "lag": consumer.lag});
+                    checks.insert(consumer.name, check);
+                }
             }
-            (Err(error), _) => {
+            Err(error) => {
                 ready = false;
-                json!({"status": "failing", "error": error.to_string()})
+                checks.insert("projections".into(), json!({"status": "failing", "error": error.to_string()}));
             }
-            (Ok(position), None) => json!({"status": "unknown", "position": position}),
-        };
-        checks.insert(format!("projection:{}", projector.name()), check);
+        }
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})))
