@@ -40,6 +40,10 @@ fn tenant() -> TenantId {
 }
 
 fn opened() -> ConversationEvent {
+    opened_as(GroupType::Individual, None)
+}
+
+fn opened_as(group_type: GroupType, group_id: Option<GroupId>) -> ConversationEvent {
     ConversationEvent::ConversationOpened {
         conversation_id: conversation_id(),
         tenant_id: tenant(),
@@ -52,8 +56,8 @@ fn opened() -> ConversationEvent {
         status: Status::Open,
         custom_fields: Map::new(),
         labels: vec![],
-        group_type: GroupType::Individual,
-        group_id: None,
+        group_type,
+        group_id,
         opened_at: now(),
     }
 }
@@ -1165,39 +1169,7 @@ mod group_conversations {
     }
 
     fn opened_in_group() -> ConversationEvent {
-        match opened() {
-            ConversationEvent::ConversationOpened {
-                conversation_id,
-                tenant_id,
-                number,
-                contact_id,
-                channel,
-                inbox_id,
-                subject,
-                priority,
-                status,
-                custom_fields,
-                labels,
-                opened_at,
-                ..
-            } => ConversationEvent::ConversationOpened {
-                conversation_id,
-                tenant_id,
-                number,
-                contact_id,
-                channel,
-                inbox_id,
-                subject,
-                priority,
-                status,
-                custom_fields,
-                labels,
-                group_type: GroupType::Group,
-                group_id: Some(group_id()),
-                opened_at,
-            },
-            other => other,
-        }
+        opened_as(GroupType::Group, Some(group_id()))
     }
 
     fn from_member(contact: ContactId) -> Sender {
