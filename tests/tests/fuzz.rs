@@ -1,9 +1,10 @@
 //! Fuzz-style bad input: every route of the router, driven by a seeded generator with malformed
 //! JSON, wrong types, unknown fields, bodies over the limit, ids that are not UUIDs, control
-//! characters and very long strings in bodies, query strings and headers, and wrong methods.
-//! Every answer must be below 500, every error problem+json with its status and a title, and no
-//! refused request may append an event. `COLLOQUY_FUZZ_SEED` replays a run, `COLLOQUY_FUZZ_CASES`
-//! sets its length; a failure names the seed and the case.
+//! characters and very long strings in bodies, query strings and headers, and wrong methods,
+//! after a sweep that puts a NUL into every string and object of every body and every edge value
+//! into every query parameter. Every answer must be below 500, every error problem+json with its
+//! status and a title, and no refused request may append an event. `COLLOQUY_FUZZ_SEED` replays
+//! a run, `COLLOQUY_FUZZ_CASES` sets its length; a failure names the seed and the case.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,9 +22,9 @@ use sqlx::Connection;
 
 use common::{Backend, TestServer};
 
-/// Requests per store: enough to touch every route with every kind of mutation several times
-/// while the test stays within a few seconds.
-const DEFAULT_CASES: usize = 400;
+/// Random requests per store, after the sweep: enough to touch every route with every kind of
+/// mutation a few times while the test stays within a few seconds.
+const DEFAULT_CASES: usize = 300;
 
 /// One part of a route's path: fixed text, or an id a mutation may replace.
 #[derive(Debug, Clone)]
@@ -465,30 +466,70 @@ fn odd_value(rng: &mut StdRng) -> Value {
     }
 }
 
+/// Times at and past the edges of what RFC 3339, chrono and PostgreSQL can hold.
+const EDGE_TIMES: &[&str] =
+    &["-9999-01-01T00:00:00Z", "+262143-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "2020-02-30T00:00:00Z"];
+/// Numbers at and past the edges of the integers a query takes.
+const EDGE_NUMBERS: &[&str] = &["-1", "0", "9223372036854775807", "-9223372036854775808", "1e3", "0x10"];
+
+fn looks_like_time(valid: &str) -> bool {
+    valid.contains('T') && valid.ends_with('Z')
+}
+
 /// A query value of the same kind as `valid` but at or past the edge of its range (a time, a
 /// number), or of another kind altogether.
 fn odd_like(rng: &mut StdRng, valid: &str) -> String {
-    let looks_like_time = valid.contains('T') && valid.ends_with('Z');
-    let looks_like_number = valid.parse::<i64>().is_ok();
     match rng.gen_range(0..3) {
-        0 if looks_like_time => [
-            "-9999-01-01T00:00:00Z",
-            "+262143-12-31T23:59:59Z",
-            "0000-01-01T00:00:00Z",
-            "2020-02-30T00:00:00Z",
-        ]
-        .choose(rng)
-        .unwrap()
-        .to_string(),
-        0 if looks_like_number => ["-1", "0", "9223372036854775807", "-9223372036854775808", "1e3", "0x10"]
-            .choose(rng)
-            .unwrap()
-            .to_string(),
+        0 if looks_like_time(valid) => EDGE_TIMES.choose(rng).unwrap().to_string(),
+        0 if valid.parse::<i64>().is_ok() => EDGE_NUMBERS.choose(rng).unwrap().to_string(),
         _ => match odd_value(rng) {
             Value::String(text) => text.chars().take(2_000).collect(),
             other => other.to_string(),
         },
     }
+}
+
+/// The cases a random walk reaches only now and then, each once: a NUL in every string of every
+/// body and in a key of every object, and every edge value and a NUL in every query parameter.
+fn sweep(routes: &[Route], token: &str) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    for route in routes {
+        if let Some(template) = &route.body {
+            let mut all = vec![String::new()];
+            pointers(template, String::new(), &mut all);
+            for pointer in all {
+                let mut body = template.clone();
+                match body.pointer_mut(&pointer) {
+                    Some(Value::String(text)) => text.push('\u{0}'),
+                    Some(Value::Object(map)) => {
+                        map.insert("key\u{0}".into(), json!("value"));
+                    }
+                    _ => continue,
+                }
+                let mut attempt = Attempt::from(route, "NUL in the body", token);
+                attempt.body = Some(serde_json::to_vec(&body).unwrap());
+                attempts.push(attempt);
+            }
+        }
+        for index in 0..route.query.len() {
+            let valid = &route.query[index].1;
+            let edges: &[&str] = if looks_like_time(valid) {
+                EDGE_TIMES
+            } else if valid.parse::<i64>().is_ok() {
+                EDGE_NUMBERS
+            } else {
+                &[]
+            };
+            for value in edges.iter().map(|e| (*e).to_owned()).chain([format!("{valid}\u{0}")]) {
+                let mut pairs = route.query.clone();
+                pairs[index].1 = value;
+                let mut attempt = Attempt::from(route, "edge in the query", token);
+                attempt.query = encode_query(&pairs);
+                attempts.push(attempt);
+            }
+        }
+    }
+    attempts
 }
 
 /// JSON pointers of every node below the root.
@@ -886,9 +927,13 @@ async fn every_route_survives_generated_bad_input(backend: Backend) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut failures = Vec::new();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for case in 0..cases {
+    let swept = sweep(&routes, &server.token);
+    let total = swept.len() + cases;
+    let random = std::iter::from_fn(|| {
         let route = routes.choose(&mut rng).unwrap();
-        let attempt = mutate(&mut rng, route, &server.token);
+        Some(mutate(&mut rng, route, &server.token))
+    });
+    for (case, attempt) in swept.into_iter().chain(random.take(cases)).enumerate() {
         let before = counter.count().await;
         let mut sent = send(&server, &attempt).await;
         // A 413 comes before the body is read, so the client may still be writing it when the
@@ -916,12 +961,12 @@ async fn every_route_survives_generated_bad_input(backend: Backend) {
         }
     }
     eprintln!(
-        "fuzz on {backend:?}: seed {seed}, {cases} cases in {:.1} s, statuses {statuses:?}",
+        "fuzz on {backend:?}: seed {seed}, {total} cases in {:.1} s, statuses {statuses:?}",
         started.elapsed().as_secs_f64()
     );
     assert!(
         failures.is_empty(),
-        "seed {seed} (replay with COLLOQUY_FUZZ_SEED={seed}): {} of {cases} cases failed:\n{}",
+        "seed {seed} (replay with COLLOQUY_FUZZ_SEED={seed}): {} of {total} cases failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
