@@ -332,6 +332,16 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
                 StatusCode::BAD_REQUEST,
             )
         },
+        Case {
+            headers: vec![("content-type", "application/json".into()), ("x-request-id", "r".repeat(129))],
+            ..case(
+                "request id too long to record",
+                Method::POST,
+                format!("{conversation}/labels"),
+                Some(json!({"add": ["a"]}).to_string()),
+                StatusCode::BAD_REQUEST,
+            )
+        },
     ];
     for case in cases {
         // A client per case: the server answers an oversized body with 413 before reading it and

@@ -60,9 +60,28 @@ pub fn origin(principal: &Principal, headers: &HeaderMap) -> Result<Origin, ApiE
         tenant: principal.tenant.clone(),
         actor,
         via_token,
-        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        request_id: request_id(headers)?,
         correlation_id,
         causation_id: None,
+    })
+}
+
+/// Longest `X-Request-Id` recorded in events.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// The request id recorded in a command's events: the client's `X-Request-Id` (or the one the
+/// server made up), 1 to [`MAX_REQUEST_ID`] visible ASCII characters; anything else is a 400, so
+/// a client cannot store an arbitrary blob in every event's metadata.
+fn request_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("x-request-id") else { return Ok(None) };
+    let valid = value
+        .to_str()
+        .ok()
+        .filter(|v| (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()));
+    valid.map(|v| Some(v.to_owned())).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "X-Request-Id must be 1 to {MAX_REQUEST_ID} visible ASCII characters without spaces"
+        ))
     })
 }
 
