@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use colloquy_domain::contact::{ContactEvent, ContactField};
 use colloquy_domain::conversation::{
     ConversationEvent, GroupType, MessageType, Priority, Responder, SenderKind, Status, Visibility,
+    CONTACT_MENTION_PREFIX,
 };
 use colloquy_domain::Channel;
 
@@ -359,7 +360,8 @@ impl ConversationRow {
                         insert_sorted(&mut row.participants, id);
                     }
                 }
-                for mention in &content.mentions {
+                // Users mentioned; a group's `mention://contact/...` names a member, not a user.
+                for mention in content.mentions.iter().filter(|m| !m.starts_with(CONTACT_MENTION_PREFIX)) {
                     insert_sorted(&mut row.mentioned, mention);
                 }
                 row.last_activity_at = *created_at;
