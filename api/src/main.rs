@@ -154,7 +154,7 @@ async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
     })?;
     let store = Store::open(&config.store_location()).await?;
     let log = GlobalLog::start(store.clone()).await?;
-    let head = colloquy_infra::log::sequence_round(&store).await?;
+    let head = colloquy_infra::log::read_head(&store).await?;
     let projector = Projector::new(log, projection);
     let bar = ProgressBar::new(u64::try_from(head).unwrap_or(0));
     bar.set_style(
@@ -179,7 +179,7 @@ async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
 
 async fn status(config: &Config) -> anyhow::Result<()> {
     let store = Store::open(&config.store_location()).await?;
-    let head = colloquy_infra::log::sequence_round(&store).await?;
+    let head = colloquy_infra::log::read_head(&store).await?;
     let projections: Vec<String> =
         colloquy_projections::all().iter().map(|p| format!("projection:{}", p.name())).collect();
     let lags = consumer_lags(&store, head, &projections).await?;

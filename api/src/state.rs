@@ -119,27 +119,6 @@ impl AppState {
         &self.inner.log
     }
 
-    /// The global position of a command's last event, for `Colloquy-Position`. Waits briefly for
-    /// PostgreSQL's sequencer; `None` for a command that appended nothing or when the sequencer
-    /// is held back longer than that.
-    pub async fn position_after<A: cqrs_es::Aggregate, V>(
-        &self,
-        aggregate_id: &str,
-        committed: &colloquy_infra::Committed<A, V>,
-    ) -> Option<i64> {
-        if committed.events.is_empty() {
-            return None;
-        }
-        let wait = Duration::from_secs(2);
-        match self.inner.log.position_of(A::TYPE, aggregate_id, committed.version, wait).await {
-            Ok(position) => position,
-            Err(error) => {
-                tracing::warn!(%error, "could not read the position of a committed event");
-                None
-            }
-        }
-    }
-
     /// Contact commands and reads.
     pub fn contacts(&self) -> &Repository<Contact> {
         &self.inner.contacts

@@ -9,6 +9,7 @@ pub mod relay;
 pub mod repository;
 pub mod store;
 pub mod tokens;
+mod writer;
 
 pub use config::{Config, LogFormat};
 pub use log::GlobalLog;

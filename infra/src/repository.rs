@@ -12,7 +12,7 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex as SyncMutex};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventUpcaster, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
@@ -72,6 +72,8 @@ pub struct Committed<A: Aggregate, V> {
     pub events: Vec<EventEnvelope<A>>,
     /// The aggregate's version (its last sequence) after the command.
     pub version: usize,
+    /// The global position of the last appended event; `None` when nothing was appended.
+    pub position: Option<i64>,
     /// The caller's view of the state after the command.
     pub view: V,
 }
@@ -202,6 +204,12 @@ where
     }
 
     /// Runs `command` on the aggregate `aggregate_id` and reads `view` from the state after it.
+    ///
+    /// A cached aggregate is used as it is, without asking the store for newer events first:
+    /// when another process did append since, the append conflicts and the command is decided
+    /// again on the reloaded aggregate. An answer that appends nothing (a refusal, a command that
+    /// changes nothing, not found, a version mismatch) is only given after checking the store,
+    /// so a stale cache never decides an answer.
     pub async fn execute<V>(
         &self,
         aggregate_id: &str,
@@ -214,74 +222,117 @@ where
         let slot = self.slot(aggregate_id);
         let mut guard = slot.lock().await;
         let correlation_id = origin.correlation_id.unwrap_or_else(Uuid::now_v7);
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            let mut loaded = self.refresh(aggregate_id, guard.take()).await.map_err(CommandError::Store)?;
-            match loaded.aggregate.tenant() {
-                None if intent == Intent::Update => {
-                    *guard = Some(loaded);
-                    return Err(CommandError::NotFound);
-                }
-                Some(owner) if owner != &origin.tenant && intent == Intent::Update => {
-                    *guard = Some(loaded);
-                    return Err(CommandError::NotFound);
-                }
-                _ => {}
-            }
-            if let Some(expected) = expected_version.filter(|v| *v != loaded.version) {
-                let actual = loaded.version;
-                *guard = Some(loaded);
-                return Err(CommandError::VersionMismatch { expected, actual });
-            }
-            let now = Utc::now();
-            let context = CommandContext::new(now, origin.actor.clone());
-            let sink = EventSink::default();
-            let handled = loaded.aggregate.handle(command.clone(), &context, &sink).await;
-            let events = sink.collect().await;
-            if let Err(refusal) = handled {
-                // The domain decides before it writes, so a refusal with no events leaves the
-                // aggregate as it was and it can stay cached.
-                if events.is_empty() {
-                    *guard = Some(loaded);
-                }
-                return Err(CommandError::Rejected(refusal));
-            }
-            if events.is_empty() {
-                let version = loaded.version;
-                let view = view(&loaded.aggregate, version);
-                *guard = Some(loaded);
-                return Ok(Committed { events: Vec::new(), version, view });
-            }
+        let mut trust_cache = true;
+        let mut conflicts = 0;
+        loop {
+            // `checked`: the aggregate in hand was brought up to date with the store just now.
+            let (mut loaded, checked) = match guard.take() {
+                Some(cached) if trust_cache => (cached, false),
+                cached => (self.refresh(aggregate_id, cached).await.map_err(CommandError::Store)?, true),
+            };
+            trust_cache = false;
+            // Microseconds, as PostgreSQL's timestamptz keeps them, so the aggregate and the read
+            // models built from its events show the same times.
+            let now = Utc::now().trunc_subsecs(6);
+            let events =
+                match decide(&mut loaded, command.clone(), intent, expected_version, origin, now).await {
+                    Decision::Append(events) => events,
+                    Decision::Unchanged if !checked => {
+                        *guard = Some(loaded);
+                        continue;
+                    }
+                    Decision::Unchanged => {
+                        let version = loaded.version;
+                        let view = view(&loaded.aggregate, version);
+                        *guard = Some(loaded);
+                        return Ok(Committed { events: Vec::new(), version, view, position: None });
+                    }
+                    Decision::Refused { error, intact } => {
+                        // The domain decides before it writes, so a refusal with no events leaves the
+                        // aggregate as it was and it can stay cached.
+                        if intact {
+                            *guard = Some(loaded);
+                        }
+                        if checked {
+                            return Err(error);
+                        }
+                        continue;
+                    }
+                };
             let envelopes = wrap(aggregate_id, loaded.version, events, origin, correlation_id, now);
             let serialized = serialize(&envelopes).map_err(CommandError::Store)?;
-            match self.store.append::<A>(&serialized).await {
-                Ok(()) => {
+            match self.store.append(serialized).await {
+                Ok(position) => {
                     loaded.version += envelopes.len();
                     let version = loaded.version;
                     let view = view(&loaded.aggregate, version);
                     *guard = Some(loaded);
-                    return Ok(Committed { events: envelopes, version, view });
+                    return Ok(Committed { events: envelopes, version, view, position: Some(position) });
                 }
                 // Another process appended first. The handled aggregate is discarded (the slot
                 // stays empty) and the next attempt reloads and decides again.
                 Err(PersistenceError::OptimisticLockError) => {
-                    if expected_version.is_some() {
+                    if let Some(expected) = expected_version {
                         let actual = self.refresh(aggregate_id, None).await.map_err(CommandError::Store)?;
                         let version = actual.version;
                         *guard = Some(actual);
-                        return Err(CommandError::VersionMismatch {
-                            expected: expected_version.unwrap_or_default(),
-                            actual: version,
-                        });
+                        return Err(CommandError::VersionMismatch { expected, actual: version });
                     }
-                    continue;
+                    conflicts += 1;
+                    if conflicts >= MAX_ATTEMPTS {
+                        return Err(CommandError::Conflict);
+                    }
+                    backoff(conflicts).await;
                 }
                 Err(other) => return Err(CommandError::Store(other)),
             }
         }
-        Err(CommandError::Conflict)
+    }
+}
+
+/// What deciding a command on an aggregate came to.
+enum Decision<A: Aggregate> {
+    /// Events to append; the aggregate has applied them already.
+    Append(Vec<A::Event>),
+    /// The command changes nothing.
+    Unchanged,
+    /// An answer without events; `intact` when the aggregate is as it was (it may stay cached).
+    Refused { error: CommandError<A::Error>, intact: bool },
+}
+
+/// Checks tenant and expected version, then lets the domain handle the command.
+async fn decide<A>(
+    loaded: &mut Loaded<A>,
+    command: A::Command,
+    intent: Intent,
+    expected_version: Option<usize>,
+    origin: &Origin,
+    now: chrono::DateTime<Utc>,
+) -> Decision<A>
+where
+    A: Aggregate<Services = CommandContext> + TenantOwned,
+{
+    let refused = |error| Decision::Refused { error, intact: true };
+    match loaded.aggregate.tenant() {
+        None if intent == Intent::Update => return refused(CommandError::NotFound),
+        Some(owner) if owner != &origin.tenant && intent == Intent::Update => {
+            return refused(CommandError::NotFound)
+        }
+        _ => {}
+    }
+    if let Some(expected) = expected_version.filter(|v| *v != loaded.version) {
+        return refused(CommandError::VersionMismatch { expected, actual: loaded.version });
+    }
+    let context = CommandContext::new(now, origin.actor.clone());
+    let sink = EventSink::default();
+    let handled = loaded.aggregate.handle(command, &context, &sink).await;
+    let events = sink.collect().await;
+    match handled {
+        Err(refusal) => {
+            Decision::Refused { error: CommandError::Rejected(refusal), intact: events.is_empty() }
+        }
+        Ok(()) if events.is_empty() => Decision::Unchanged,
+        Ok(()) => Decision::Append(events),
     }
 }
 

@@ -16,9 +16,11 @@ use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use colloquy_domain::TenantId;
+
+use crate::writer::{self, AppendRequest, Target};
 
 /// Runs `$body` with `$pool` bound to whichever pool `$store` has (PostgreSQL or SQLite), for
 /// statements whose text is the same in both dialects. The body is expanded once per pool type.
@@ -70,8 +72,9 @@ pub enum StoreError {
 /// One stored event with everything the store knows of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
-    /// Global position in the log; `None` for an event the PostgreSQL sequencer has not reached
-    /// yet (moments after its commit).
+    /// Global position in the log; `None` only for an event stored before positions were given
+    /// at insert and never numbered (migration `20261129000009_inline_positions.sql` numbers
+    /// every such event it finds).
     pub position: Option<i64>,
     /// The aggregate's type.
     pub aggregate_type: String,
@@ -90,16 +93,30 @@ pub struct StoredEvent {
 }
 
 enum Backend {
-    Postgres { pool: PgPool, repo: PostgresEventRepository },
+    Postgres {
+        pool: PgPool,
+        repo: PostgresEventRepository,
+    },
     // SQLite allows one writer at a time; writers queue on `write_lock` in process instead of
     // spinning on SQLITE_BUSY, which is both fairer and faster.
-    Sqlite { pool: SqlitePool, repo: SqliteEventRepository, write_lock: Mutex<()> },
+    Sqlite {
+        pool: SqlitePool,
+        // Connections that commit without waiting for the disk, for writes that may be lost in
+        // a crash and are then done again (read models with their checkpoints).
+        relaxed: SqlitePool,
+        repo: SqliteEventRepository,
+        write_lock: Arc<Mutex<()>>,
+    },
 }
 
 /// The event store, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// The group-commit writer every append goes through (`writer.rs`).
+    appends: mpsc::Sender<AppendRequest>,
+    /// The highest global position this process knows to be committed.
+    head: Arc<watch::Sender<i64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -126,13 +143,49 @@ impl Store {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                let pool = sqlite_pool(path).await?;
+                // FULL makes every commit durable in WAL mode: a 2xx means the event survives a
+                // crash.
+                let pool = sqlite_pool(path, SqliteSynchronous::Full, 8).await?;
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                // NORMAL in WAL mode commits without a sync. The log is one file written in
+                // order, so the next FULL commit (an event's) syncs these frames too; a crash
+                // before then loses only such commits, whole, with their checkpoints.
+                let relaxed = sqlite_pool(path, SqliteSynchronous::Normal, 2).await?;
                 let repo = SqliteEventRepository::new(pool.clone());
-                Backend::Sqlite { pool, repo, write_lock: Mutex::new(()) }
+                Backend::Sqlite { pool, relaxed, repo, write_lock: Arc::new(Mutex::new(())) }
             }
         };
-        Ok(Self { backend: Arc::new(backend) })
+        let (head, target) = match &backend {
+            Backend::Postgres { pool, .. } => {
+                let head =
+                    sqlx::query_scalar("SELECT last_position FROM event_log_state").fetch_one(pool).await?;
+                (head, Target::Postgres(pool.clone()))
+            }
+            Backend::Sqlite { pool, write_lock, .. } => {
+                let head = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM event_log")
+                    .fetch_one(pool)
+                    .await?;
+                (head, Target::Sqlite { pool: pool.clone(), write_lock: write_lock.clone() })
+            }
+        };
+        let head = Arc::new(watch::channel(head).0);
+        let appends = writer::spawn(target, head.clone());
+        Ok(Self { backend: Arc::new(backend), appends, head })
+    }
+
+    /// A receiver of the highest global position this process knows to be committed: moved by
+    /// every append made here, and by [`Store::advance_head`] for what other processes append.
+    pub fn watch_head(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    /// Moves this process's head forward to `position` (never back).
+    pub fn advance_head(&self, position: i64) {
+        self.head.send_if_modified(|current| {
+            let moved = position > *current;
+            *current = (*current).max(position);
+            moved
+        });
     }
 
     /// `postgres` or `sqlite`.
@@ -147,7 +200,18 @@ impl Store {
     pub async fn close(&self) {
         match &*self.backend {
             Backend::Postgres { pool, .. } => pool.close().await,
-            Backend::Sqlite { pool, .. } => pool.close().await,
+            Backend::Sqlite { pool, relaxed, .. } => {
+                relaxed.close().await;
+                pool.close().await;
+            }
+        }
+    }
+
+    /// Whether [`Store::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        match &*self.backend {
+            Backend::Postgres { pool, .. } => pool.is_closed(),
+            Backend::Sqlite { pool, .. } => pool.is_closed(),
         }
     }
 
@@ -216,16 +280,19 @@ impl Store {
             .collect())
     }
 
-    /// Appends events in one transaction; a sequence already taken fails the whole append with
-    /// `PersistenceError::OptimisticLockError`.
-    pub async fn append<A: Aggregate>(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
-        match &*self.backend {
-            Backend::Postgres { repo, .. } => repo.persist::<A>(events, None).await,
-            Backend::Sqlite { repo, write_lock, .. } => {
-                let _writer = write_lock.lock().await;
-                repo.persist::<A>(events, None).await
-            }
-        }
+    /// Appends one command's events atomically and returns the global position of the last
+    /// one. A sequence already taken fails the whole append with
+    /// `PersistenceError::OptimisticLockError`. Appends queued at the same time share one commit
+    /// (group commit, see `writer.rs`); each still succeeds or fails on its own.
+    pub async fn append(&self, events: Vec<SerializedEvent>) -> Result<i64, PersistenceError> {
+        let stopped = || {
+            PersistenceError::ConnectionError(Box::new(std::io::Error::other(
+                "the store's writer has stopped",
+            )))
+        };
+        let (reply, outcome) = oneshot::channel();
+        self.appends.send(AppendRequest { events, reply }).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// A page of one aggregate's stream with metadata and global positions, restricted to
@@ -342,25 +409,39 @@ impl Store {
         }
     }
 
+    /// For writes that may be lost in a crash because they are done again after it (a read model
+    /// with its checkpoint, in one transaction): the SQLite pool whose commits do not wait for the
+    /// disk, and the writer lock. `None` for PostgreSQL, where such a transaction sets
+    /// `synchronous_commit = off` instead.
+    pub fn sqlite_relaxed_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
+        match &*self.backend {
+            Backend::Postgres { .. } => None,
+            Backend::Sqlite { relaxed, write_lock, .. } => Some((relaxed, &**write_lock)),
+        }
+    }
+
     /// The SQLite pool and its writer lock, when the store is SQLite.
     pub fn sqlite_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
         match &*self.backend {
             Backend::Postgres { .. } => None,
-            Backend::Sqlite { pool, write_lock, .. } => Some((pool, write_lock)),
+            Backend::Sqlite { pool, write_lock, .. } => Some((pool, &**write_lock)),
         }
     }
 }
 
-async fn sqlite_pool(path: &Path) -> Result<SqlitePool, sqlx::Error> {
+async fn sqlite_pool(
+    path: &Path,
+    synchronous: SqliteSynchronous,
+    max_connections: u32,
+) -> Result<SqlitePool, sqlx::Error> {
     let options = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // FULL makes every commit durable in WAL mode: a 2xx means the event survives a crash.
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    SqlitePoolOptions::new().max_connections(8).connect_with(options).await
+    SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await
 }
 
 pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {

@@ -104,6 +104,9 @@ pub enum Applied {
 pub struct Projector {
     log: GlobalLog,
     projection: Arc<dyn Projection>,
+    /// The checkpoint as this process last committed or read it, shared by every clone, so a
+    /// reader waiting for a position here is woken by the commit instead of polling the store.
+    applied: Arc<watch::Sender<i64>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -115,7 +118,16 @@ impl std::fmt::Debug for Projector {
 impl Projector {
     /// A projector of `projection` over `log`.
     pub fn new(log: GlobalLog, projection: Arc<dyn Projection>) -> Self {
-        Self { log, projection }
+        Self { log, projection, applied: Arc::new(watch::channel(0).0) }
+    }
+
+    /// Notes that the checkpoint is at least `position`.
+    fn note_applied(&self, position: i64) {
+        self.applied.send_if_modified(|current| {
+            let moved = position > *current;
+            *current = (*current).max(position);
+            moved
+        });
     }
 
     /// The projection's name.
@@ -130,7 +142,10 @@ impl Projector {
 
     /// The last position applied.
     pub async fn checkpoint(&self) -> Result<i64, ProjectionError> {
-        Ok(colloquy_infra::relay::read_checkpoint(self.log.store(), &self.checkpoint_name()).await?)
+        let checkpoint =
+            colloquy_infra::relay::read_checkpoint(self.log.store(), &self.checkpoint_name()).await?;
+        self.note_applied(checkpoint);
+        Ok(checkpoint)
     }
 
     /// Applies a slice of the log exactly once: what the checkpoint covers is skipped, and a
@@ -162,8 +177,10 @@ impl Projector {
             let Tx::Postgres(mut tx) = tx else { unreachable!("built as Postgres above") };
             sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
             tx.commit().await?;
+            self.note_applied(last);
             Ok(Applied::UpTo(last))
-        } else if let Some((pool, write_lock)) = store.sqlite_pool() {
+        } else if let Some((pool, write_lock)) = store.sqlite_relaxed_pool() {
+            // As on PostgreSQL, the commit need not wait for the disk (see the pool).
             let _writer = write_lock.lock().await;
             let mut tx = pool.begin().await?;
             sqlx::query(ensure).bind(&name).execute(&mut *tx).await?;
@@ -180,6 +197,7 @@ impl Projector {
             let Tx::Sqlite(mut tx) = tx else { unreachable!("built as Sqlite above") };
             sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
             tx.commit().await?;
+            self.note_applied(last);
             Ok(Applied::UpTo(last))
         } else {
             Ok(Applied::UpTo(0))
@@ -230,6 +248,7 @@ impl Projector {
             let Tx::Sqlite(tx) = tx else { unreachable!("built as Sqlite above") };
             tx.commit().await?;
         }
+        self.applied.send_replace(0);
         self.catch_up_with(progress).await
     }
 
@@ -355,17 +374,32 @@ impl Projector {
         }
     }
 
-    /// Waits until the checkpoint reaches `position`, up to `timeout`. True when it did.
+    /// Waits until the checkpoint reaches `position`, up to `timeout`. True when it did. A
+    /// commit by this process's projector wakes the waiter at once; the store is read every
+    /// 50 ms besides, for a projector running in another process.
     pub async fn wait_for(&self, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut applied = self.applied.subscribe();
+        if *applied.borrow_and_update() >= position || self.checkpoint().await? >= position {
+            return Ok(true);
+        }
         loop {
-            if self.checkpoint().await? >= position {
-                return Ok(true);
+            let poll = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            tokio::select! {
+                changed = applied.changed() => {
+                    if changed.is_ok() && *applied.borrow_and_update() >= position {
+                        return Ok(true);
+                    }
+                }
+                () = tokio::time::sleep_until(poll) => {
+                    if self.checkpoint().await? >= position {
+                        return Ok(true);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

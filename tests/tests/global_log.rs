@@ -12,6 +12,11 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use colloquy_infra::Store;
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
+
 use common::{Backend, TestServer};
 
 async fn a_tailer_misses_nothing_while_many_writers_commit(backend: Backend) {
@@ -117,4 +122,94 @@ async fn a_commands_position_names_its_event(backend: Backend) {
     server.stop().await;
 }
 
-on_both_stores!(a_tailer_misses_nothing_while_many_writers_commit, a_commands_position_names_its_event);
+/// Appends queued together share one commit; a sequence taken by another process fails only the
+/// command that holds it, and its batch-mates are appended with their own positions.
+async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let location = server.config().store_location();
+    let (ours, theirs) = (Store::open(&location).await.unwrap(), Store::open(&location).await.unwrap());
+    let contested = Uuid::now_v7().to_string();
+    theirs.append(vec![message(&contested, 1, "theirs")]).await.unwrap();
+
+    let mut appends = Vec::new();
+    for n in 0..24 {
+        let ours = ours.clone();
+        let id = if n % 6 == 0 { contested.clone() } else { Uuid::now_v7().to_string() };
+        appends.push(tokio::spawn(async move {
+            let outcome = ours.append(vec![message(&id, 1, "ours"), message(&id, 2, "ours")]).await;
+            (id, outcome)
+        }));
+    }
+    let mut positions = HashSet::new();
+    for append in appends {
+        let (id, outcome) = append.await.unwrap();
+        if id == contested {
+            assert!(matches!(outcome, Err(PersistenceError::OptimisticLockError)), "{outcome:?}");
+        } else {
+            let position = outcome.unwrap();
+            assert!(positions.insert(position), "position {position} handed out twice");
+            let page = server.get(&format!("/v1/events?after={}&limit=2", position - 2)).await;
+            let stream: Vec<(&str, i64)> = page.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["aggregate_id"].as_str().unwrap(), e["sequence"].as_i64().unwrap()))
+                .collect();
+            assert_eq!(stream, vec![(id.as_str(), 1), (id.as_str(), 2)], "the two events before {position}");
+        }
+    }
+    assert_eq!(positions.len(), 20);
+    let contested_events = ours.load_after::<colloquy_domain::Conversation>(&contested, 0).await.unwrap();
+    assert_eq!(contested_events.len(), 1, "only the other process's event");
+    assert_eq!(contested_events[0].metadata["actor_id"], "theirs");
+    server.stop().await;
+}
+
+/// A conversation event as the command runner writes it, by the system actor `writer`.
+fn message(id: &str, sequence: usize, writer: &str) -> SerializedEvent {
+    SerializedEvent::new(
+        id.to_owned(),
+        sequence,
+        "conversation".into(),
+        "ConversationDeleted".into(),
+        "1.0".into(),
+        json!({"ConversationDeleted": {"deleted_at": "2026-11-29T00:00:00Z"}}),
+        json!({"event_id": Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system", "actor_id": writer,
+               "correlation_id": Uuid::now_v7(), "recorded_at": "2026-11-29T00:00:00Z"}),
+    )
+}
+
+on_both_stores!(
+    a_tailer_misses_nothing_while_many_writers_commit,
+    a_commands_position_names_its_event,
+    a_conflict_in_a_shared_commit_fails_only_its_own_command
+);
+
+/// Positions are given at commit, so an open transaction elsewhere in the cluster (which held the
+/// old sequencer's horizon back) delays neither a command's position nor the read models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_elsewhere_holds_back_no_position() {
+    let server = TestServer::start(Backend::Postgres).await;
+    let id = server.conversation().await;
+    let mut idle = PgConnection::connect(server.database_url().unwrap()).await.unwrap();
+    idle.execute("BEGIN").await.unwrap();
+    // Takes a transaction id and keeps it: pg_snapshot_xmin stays at or below it meanwhile.
+    idle.execute("SELECT pg_current_xact_id()").await.unwrap();
+
+    for n in 0..3 {
+        let reply = server
+            .post(
+                &format!("/v1/conversations/{id}/messages"),
+                json!({"sender": {"kind": "customer"}, "text": format!("while held {n}")}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+        let listed = server.get(&format!("/v1/conversations?min_position={position}")).await;
+        assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+        let row = listed.body["data"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).cloned();
+        assert_eq!(row.unwrap()["last_message"]["preview"], format!("while held {n}"));
+    }
+    idle.execute("ROLLBACK").await.unwrap();
+    server.stop().await;
+}

@@ -103,7 +103,7 @@ pub async fn create(
         .execute(&contact_id.to_string(), command, Intent::Create, None, &origin, ContactView::of)
         .await
         .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
-    let position = state.position_after(&contact_id.to_string(), &committed).await;
+    let position = committed.position;
     Ok(Versioned::created(committed.version, format!("/v1/contacts/{contact_id}"), committed.view)
         .at(position))
 }
@@ -180,7 +180,7 @@ pub async fn patch(
         .execute(&contact_id.to_string(), command, Intent::Update, expected, &origin, ContactView::of)
         .await
         .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
-    let position = state.position_after(&contact_id.to_string(), &committed).await;
+    let position = committed.position;
     Ok(Versioned::ok(committed.version, committed.view).at(position))
 }
 

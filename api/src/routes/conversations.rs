@@ -114,7 +114,7 @@ pub(crate) async fn run<V>(
         .execute(&conversation_id.to_string(), command, Intent::Update, expected, &origin, view)
         .await
         .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))?;
-    let position = state.position_after(&conversation_id.to_string(), &committed).await;
+    let position = committed.position;
     Ok((committed, position))
 }
 
@@ -209,7 +209,7 @@ pub async fn open(
         .execute(&conversation_id.to_string(), command, Intent::Create, None, &origin, ConversationView::of)
         .await
         .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))?;
-    let position = state.position_after(&conversation_id.to_string(), &committed).await;
+    let position = committed.position;
     Ok(Versioned::created(committed.version, format!("/v1/conversations/{conversation_id}"), committed.view)
         .at(position))
 }

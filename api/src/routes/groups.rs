@@ -284,7 +284,7 @@ async fn run<V>(
         .execute(&group_id.to_string(), command, Intent::Update, expected, &origin, view)
         .await
         .map_err(|e| command_failed(e, what(group_id)))?;
-    let position = state.position_after(&group_id.to_string(), &committed).await;
+    let position = committed.position;
     Ok((committed, position))
 }
 
@@ -412,7 +412,7 @@ pub async fn create(
         .execute(&group_id.to_string(), command, Intent::Create, None, &origin, GroupView::of)
         .await
         .map_err(|e| command_failed(e, format!("group {group_id}")))?;
-    let position = state.position_after(&group_id.to_string(), &committed).await;
+    let position = committed.position;
     Ok(Versioned::created(committed.version, format!("/v1/groups/{group_id}"), committed.view).at(position))
 }
 

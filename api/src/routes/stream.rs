@@ -131,7 +131,7 @@ pub async fn stream(
     }
     let after = match last_event_id.or(query.after) {
         Some(after) => after,
-        None => colloquy_infra::log::sequence_round(state.store()).await?,
+        None => colloquy_infra::log::read_head(state.store()).await?,
     };
     let head = state.log().watch_head();
     let closing = state.closing();

@@ -25,13 +25,31 @@ pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id
      total_response_time_ms, participants, mentioned, readers, created_at, updated_at, last_activity_at, \
      group_activity_at, version";
 
-fn upsert_sql() -> String {
+/// The most rows one statement writes or reads. Statements are built for powers of two up to
+/// this, so a connection caches at most eight shapes of each.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// How many rows the next statement takes out of `remaining`: the largest power of two that
+/// fits, at most [`ROWS_PER_STATEMENT`].
+fn statement_rows(remaining: usize) -> usize {
+    let power = 1usize << (usize::BITS - 1 - remaining.max(1).leading_zeros());
+    power.min(ROWS_PER_STATEMENT)
+}
+
+/// An upsert of `rows` rows in one statement.
+fn upsert_sql(rows: usize) -> String {
     let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
     let updates: Vec<String> = columns.iter().skip(1).map(|c| format!("{c} = excluded.{c}")).collect();
-    let params: Vec<String> = (1..=columns.len()).map(|n| format!("${n}")).collect();
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> =
+                (1..=columns.len()).map(|n| format!("${}", row * columns.len() + n)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
     format!(
-        "INSERT INTO conversation_list ({COLUMNS}) VALUES ({}) ON CONFLICT (conversation_id) DO UPDATE SET {}",
-        params.join(", "),
+        "INSERT INTO conversation_list ({COLUMNS}) VALUES {} ON CONFLICT (conversation_id) DO UPDATE SET {}",
+        values.join(", "),
         updates.join(", ")
     )
 }
@@ -207,6 +225,45 @@ struct Batch {
 }
 
 impl Batch {
+    /// Loads every row the batch's conversation events touch, in as few statements as possible.
+    async fn preload_rows(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut ids: Vec<&str> = Vec::new();
+        for stored in events.iter().filter(|e| e.aggregate_type == "conversation") {
+            if !self.rows.contains_key(&stored.aggregate_id) && !ids.contains(&stored.aggregate_id.as_str()) {
+                ids.push(&stored.aggregate_id);
+            }
+        }
+        let mut remaining = &ids[..];
+        while !remaining.is_empty() {
+            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+            remaining = rest;
+            let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT {COLUMNS} FROM conversation_list WHERE conversation_id IN ({})",
+                params.join(", ")
+            );
+            let mut found: HashMap<String, ConversationRow> = on_tx!(tx, |conn| {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query
+                    .fetch_all(conn)
+                    .await?
+                    .iter()
+                    .map(|r| decode(r).map(|row| (row.id.clone(), row)))
+                    .collect::<Result<_, sqlx::Error>>()?
+            });
+            for id in chunk {
+                let loaded = found.remove(*id);
+                self.counted_before.insert((*id).to_owned(), loaded.as_ref().and_then(count_key));
+                self.rows.insert((*id).to_owned(), loaded);
+                self.row_order.push((*id).to_owned());
+            }
+        }
+        Ok(())
+    }
+
     async fn row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
         if !self.rows.contains_key(id) {
             let loaded = load_row(tx, id).await?;
@@ -322,13 +379,24 @@ impl Batch {
                 })
             }
         }
-        let upsert = upsert_sql();
+        let written: Vec<&ConversationRow> =
+            self.row_order.iter().filter_map(|id| self.rows.get(id).and_then(Option::as_ref)).collect();
+        let mut remaining = &written[..];
+        while !remaining.is_empty() {
+            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+            remaining = rest;
+            let upsert = upsert_sql(chunk.len());
+            on_tx!(tx, |conn| {
+                let mut query = sqlx::query(&upsert);
+                for row in chunk {
+                    query = bind_row!(query, row);
+                }
+                query.execute(conn).await?;
+            });
+        }
         let mut deltas: BTreeMap<CountKey, i64> = BTreeMap::new();
         for id in &self.row_order {
             let Some(Some(row)) = self.rows.get(id) else { continue };
-            on_tx!(tx, |conn| {
-                bind_row!(sqlx::query(&upsert), row).execute(conn).await?;
-            });
             let before = self.counted_before.get(id).cloned().flatten();
             let after = count_key(row);
             if before != after {
@@ -396,6 +464,7 @@ impl Projection for ConversationList {
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let mut batch = Batch::default();
+        batch.preload_rows(tx, events).await?;
         for stored in events {
             match stored.aggregate_type.as_str() {
                 "conversation" => batch.conversation_event(tx, stored).await?,
@@ -417,5 +486,36 @@ impl Projection for ConversationList {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{statement_rows, upsert_sql, ROWS_PER_STATEMENT};
+
+    #[test]
+    fn rows_are_written_in_power_of_two_statements_that_add_up() {
+        for total in [1usize, 2, 3, 7, 100, 128, 129, 1000] {
+            let mut sizes = Vec::new();
+            let mut remaining = total;
+            while remaining > 0 {
+                let take = statement_rows(remaining);
+                assert!(take.is_power_of_two() && take <= ROWS_PER_STATEMENT && take <= remaining);
+                sizes.push(take);
+                remaining -= take;
+            }
+            assert_eq!(sizes.iter().sum::<usize>(), total, "{sizes:?}");
+        }
+        assert_eq!(statement_rows(100), 64);
+        assert_eq!(statement_rows(1000), ROWS_PER_STATEMENT);
+    }
+
+    #[test]
+    fn a_multi_row_upsert_numbers_every_parameter_once() {
+        let columns = super::COLUMNS.split(',').count();
+        let sql = upsert_sql(3);
+        assert!(sql.contains(&format!("${}", 3 * columns)));
+        assert!(!sql.contains(&format!("${}", 3 * columns + 1)));
+        assert_eq!(sql.matches("), (").count(), 2);
     }
 }

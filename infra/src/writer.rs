@@ -1,0 +1,182 @@
+//! Group commit: one task per store appends the events of every command that queued while the
+//! previous append was being written, in one statement and one transaction, so one commit (one
+//! WAL flush, one fsync) carries many commands. Each command still succeeds or fails on its own:
+//! when the combined append hits a sequence that is already taken, each command is appended
+//! alone, and only the one that conflicts gets the optimistic-lock error.
+//!
+//! Appending also gives each event its global position (in PostgreSQL a trigger numbers the rows
+//! under the log's lock, in SQLite a trigger copies them into the AUTOINCREMENT log), so the
+//! writer hands each command the position of its last event and moves the store's head.
+
+use std::sync::Arc;
+
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use serde_json::Value;
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+
+/// The most commands one combined append carries.
+const MAX_COMMANDS: usize = 256;
+/// The most events one combined append carries (a single command with more still goes alone).
+const MAX_EVENTS: usize = 4_096;
+/// Rows per SQLite `INSERT` (7 parameters each, under SQLite's 32,766).
+const SQLITE_ROWS_PER_INSERT: usize = 500;
+
+/// One command's events, waiting to be appended, and where to send the outcome: the global
+/// position of its last event.
+pub(crate) struct AppendRequest {
+    pub(crate) events: Vec<SerializedEvent>,
+    pub(crate) reply: oneshot::Sender<Result<i64, PersistenceError>>,
+}
+
+/// Where the writer appends.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Postgres(PgPool),
+    Sqlite { pool: SqlitePool, write_lock: Arc<Mutex<()>> },
+}
+
+/// Starts the writer task; it ends when every sender is dropped.
+pub(crate) fn spawn(target: Target, head: Arc<watch::Sender<i64>>) -> mpsc::Sender<AppendRequest> {
+    let (sender, receiver) = mpsc::channel(MAX_COMMANDS * 4);
+    tokio::spawn(run(target, head, receiver));
+    sender
+}
+
+async fn run(target: Target, head: Arc<watch::Sender<i64>>, mut receiver: mpsc::Receiver<AppendRequest>) {
+    while let Some(first) = receiver.recv().await {
+        let mut events = first.events.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMANDS && events < MAX_EVENTS {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    events += next.events.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        write_batch(&target, &head, batch).await;
+    }
+}
+
+async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<AppendRequest>) {
+    // A command whose caller has gone (its request was cancelled) is still appended: the caller
+    // may have been cut off after the commit anyway, and the outcome must not depend on timing.
+    let combined: Vec<&SerializedEvent> = batch.iter().flat_map(|request| &request.events).collect();
+    match write(target, &combined).await {
+        Ok(last) => {
+            advance(head, last);
+            let mut after = combined.len();
+            for request in batch {
+                after -= request.events.len();
+                let position = last - i64::try_from(after).unwrap_or(i64::MAX);
+                let _ = request.reply.send(Ok(position));
+            }
+        }
+        Err(PersistenceError::OptimisticLockError) if batch.len() > 1 => {
+            // Some command's sequence was taken by another process. Nothing of the batch was
+            // written; each command goes alone so only that one fails.
+            for request in batch {
+                let events: Vec<&SerializedEvent> = request.events.iter().collect();
+                let outcome = write(target, &events).await;
+                if let Ok(last) = outcome {
+                    advance(head, last);
+                }
+                let _ = request.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            let mut error = Some(error);
+            for request in batch {
+                let failure = error.take().unwrap_or_else(|| {
+                    PersistenceError::ConnectionError(Box::new(std::io::Error::other(message.clone())))
+                });
+                let _ = request.reply.send(Err(failure));
+            }
+        }
+    }
+}
+
+fn advance(head: &watch::Sender<i64>, position: i64) {
+    head.send_if_modified(|current| {
+        let moved = position > *current;
+        *current = (*current).max(position);
+        moved
+    });
+}
+
+fn failed(error: sqlx::Error) -> PersistenceError {
+    match error.as_database_error() {
+        Some(database) if database.is_unique_violation() => PersistenceError::OptimisticLockError,
+        _ => PersistenceError::ConnectionError(Box::new(error)),
+    }
+}
+
+/// Appends `events` in one transaction and returns the global position of the last one.
+async fn write(target: &Target, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
+    match target {
+        Target::Postgres(pool) => write_postgres(pool, events).await,
+        Target::Sqlite { pool, write_lock } => {
+            let _writer = write_lock.lock().await;
+            write_sqlite(pool, events).await
+        }
+    }
+}
+
+/// One statement in autocommit: `append_events` inserts the rows (the trigger numbers them) and
+/// answers the log's head, all in one round trip.
+async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
+    let column = |get: fn(&SerializedEvent) -> String| events.iter().map(|e| get(e)).collect::<Vec<_>>();
+    let sequences: Vec<i64> = events.iter().map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX)).collect();
+    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let metadatas: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+    sqlx::query_scalar("SELECT append_events($1, $2, $3, $4, $5, $6, $7)")
+        .bind(column(|e| e.aggregate_type.clone()))
+        .bind(column(|e| e.aggregate_id.clone()))
+        .bind(sequences)
+        .bind(column(|e| e.event_type.clone()))
+        .bind(column(|e| e.event_version.clone()))
+        .bind(payloads)
+        .bind(metadatas)
+        .fetch_one(pool)
+        .await
+        .map_err(failed)
+}
+
+/// One transaction (one fsync with `synchronous=FULL`): multi-row inserts, then the log's head,
+/// which the `events_to_log` trigger has just moved. A conflict rolls the whole append back.
+async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
+    let mut transaction = pool.begin().await.map_err(failed)?;
+    for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES {rows}"
+        );
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+            let payload = serde_json::to_string(&event.payload)
+                .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+            let metadata = serde_json::to_string(&event.metadata)
+                .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+            query = query
+                .bind(event.aggregate_type.as_str())
+                .bind(event.aggregate_id.as_str())
+                .bind(sequence)
+                .bind(event.event_type.as_str())
+                .bind(event.event_version.as_str())
+                .bind(payload)
+                .bind(metadata);
+        }
+        query.execute(&mut *transaction).await.map_err(failed)?;
+    }
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM event_log")
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(failed)?;
+    transaction.commit().await.map_err(failed)?;
+    Ok(head)
+}
