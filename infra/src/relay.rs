@@ -20,6 +20,9 @@ pub const RELAY_CHECKPOINT: &str = "relay:jetstream";
 /// Events per publish batch.
 const BATCH: i64 = 512;
 
+/// How often a busy JetStream relay saves its checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// Where the relay sends events.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -291,8 +294,7 @@ async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(),
     if let Some(pool) = store.postgres_pool() {
         // A lost checkpoint costs nothing: the relay resumes from the stream's last message when
         // that is later. So the commit need not wait for its WAL flush.
-        let mut tx = pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
         tx.commit().await?;
     } else if let Some((pool, write_lock)) = store.sqlite_pool() {
@@ -342,12 +344,25 @@ pub async fn run(
         }
     };
     let mut head = log.watch_head();
+    // The JetStream checkpoint is saved when the relay falls idle, and at most every
+    // `CHECKPOINT_EVERY` while it is busy: on start it resumes from the stream's last message
+    // anyway, so the checkpoint only tells how far it got (for lag), not where to go on.
+    let checkpointed = matches!(transport, Transport::JetStream(_));
+    let mut saved = cursor;
+    let mut saved_at = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
+            if checkpointed && saved < cursor {
+                save_checkpoint(&store, RELAY_CHECKPOINT, cursor).await?;
+            }
             return Ok(());
         }
         let events = log.read(cursor, BATCH, None).await?;
         let Some(last) = events.last().and_then(|e| e.position) else {
+            if checkpointed && saved < cursor {
+                save_checkpoint(&store, RELAY_CHECKPOINT, cursor).await?;
+                (saved, saved_at) = (cursor, tokio::time::Instant::now());
+            }
             tokio::select! {
                 _ = head.changed() => {}
                 _ = stop.changed() => {}
@@ -359,7 +374,10 @@ pub async fn run(
             Transport::Bus(bus) => bus.publish(&events),
             Transport::JetStream(jetstream) => {
                 jetstream.publish(&events).await?;
-                save_checkpoint(&store, RELAY_CHECKPOINT, last).await?;
+                if saved_at.elapsed() >= CHECKPOINT_EVERY {
+                    save_checkpoint(&store, RELAY_CHECKPOINT, last).await?;
+                    (saved, saved_at) = (last, tokio::time::Instant::now());
+                }
             }
         }
         cursor = last;

@@ -54,6 +54,13 @@ impl Projection for GroupConversations {
         NAME
     }
 
+    fn handles(&self, event: &StoredEvent) -> bool {
+        matches!(
+            (event.aggregate_type.as_str(), event.event_type.as_str()),
+            ("conversation", "ConversationOpened") | ("group", "GroupLeft")
+        )
+    }
+
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         for stored in events {
             match (stored.aggregate_type.as_str(), stored.event_type.as_str()) {

@@ -3,6 +3,7 @@
 //! group's members, now or at a past moment, are answered from the Group aggregate itself.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use sqlx::Row;
 
 use colloquy_domain::group::Role;
@@ -73,10 +74,14 @@ impl Projection for GroupMembers {
         NAME
     }
 
+    fn handles(&self, event: &StoredEvent) -> bool {
+        event.aggregate_type == "group"
+    }
+
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         for stored in events.iter().filter(|e| e.aggregate_type == "group") {
             let event: GroupEvent =
-                serde_json::from_value(stored.payload.clone()).map_err(|e| ProjectionError::Unreadable {
+                Deserialize::deserialize(&stored.payload).map_err(|e| ProjectionError::Unreadable {
                     aggregate_type: stored.aggregate_type.clone(),
                     aggregate_id: stored.aggregate_id.clone(),
                     sequence: stored.sequence,

@@ -18,6 +18,9 @@ use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
 /// Events read from the store per catch-up batch.
 const CATCH_UP_BATCH: i64 = 1000;
 
+/// How often a checkpoint that only batches the projection ignores moved is written.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// A transaction on whichever database the store is.
 #[derive(Debug)]
 pub enum Tx<'c> {
@@ -80,6 +83,13 @@ pub trait Projection: Send + Sync + 'static {
     /// Its name: the checkpoint's name and, with NATS, the durable consumer's.
     fn name(&self) -> &'static str;
 
+    /// Whether `apply` may do anything with this event. A batch of events it ignores moves the
+    /// checkpoint without a transaction (see [`Projector::apply`]); a projection that cannot
+    /// tell answers true (the default).
+    fn handles(&self, _event: &StoredEvent) -> bool {
+        true
+    }
+
     /// Applies events, in log order, inside `tx`.
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError>;
 
@@ -107,6 +117,9 @@ pub struct Projector {
     /// The checkpoint as this process last committed or read it, shared by every clone, so a
     /// reader waiting for a position here is woken by the commit instead of polling the store.
     applied: Arc<watch::Sender<i64>>,
+    /// When this process last wrote the checkpoint to the store, and what it wrote, for batches
+    /// that only move it.
+    saved: Arc<std::sync::Mutex<(tokio::time::Instant, i64)>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -118,7 +131,12 @@ impl std::fmt::Debug for Projector {
 impl Projector {
     /// A projector of `projection` over `log`.
     pub fn new(log: GlobalLog, projection: Arc<dyn Projection>) -> Self {
-        Self { log, projection, applied: Arc::new(watch::channel(0).0) }
+        Self {
+            log,
+            projection,
+            applied: Arc::new(watch::channel(0).0),
+            saved: Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), 0))),
+        }
     }
 
     /// Notes that the checkpoint is at least `position`.
@@ -151,23 +169,22 @@ impl Projector {
     /// Applies a slice of the log exactly once: what the checkpoint covers is skipped, and a
     /// slice that does not continue from the checkpoint is refused as a gap.
     pub async fn apply(&self, events: &[StoredEvent]) -> Result<Applied, ProjectionError> {
+        if let Some(applied) = self.skip_ignored(events).await? {
+            return Ok(applied);
+        }
         let name = self.checkpoint_name();
         let store = self.log.store();
-        let ensure = "INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING";
+        // Creates the checkpoint row if missing and locks it: concurrent instances of this
+        // projector take turns, and each then sees what the other applied.
+        let lock = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
+                    ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position";
         let save = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
         if let Some(pool) = store.postgres_pool() {
-            let mut tx = pool.begin().await?;
             // The read model and its checkpoint commit together; a commit lost in a crash loses
             // both, and the batch is applied again. So the flush can be skipped.
-            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-            sqlx::query(ensure).bind(&name).execute(&mut *tx).await?;
-            // The row lock makes concurrent instances of this projector take turns; each then
-            // sees what the other applied.
-            let checkpoint: i64 =
-                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE")
-                    .bind(&name)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
+            let stored: i64 = sqlx::query_scalar(lock).bind(&name).fetch_one(&mut *tx).await?;
+            let checkpoint = self.effective_checkpoint(stored);
             let Some(fresh) = fresh(events, checkpoint)? else {
                 return Ok(applied_or_gap(events, checkpoint));
             };
@@ -178,16 +195,14 @@ impl Projector {
             sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
             tx.commit().await?;
             self.note_applied(last);
+            self.note_saved(last);
             Ok(Applied::UpTo(last))
         } else if let Some((pool, write_lock)) = store.sqlite_relaxed_pool() {
             // As on PostgreSQL, the commit need not wait for the disk (see the pool).
             let _writer = write_lock.lock().await;
             let mut tx = pool.begin().await?;
-            sqlx::query(ensure).bind(&name).execute(&mut *tx).await?;
-            let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
-                .bind(&name)
-                .fetch_one(&mut *tx)
-                .await?;
+            let stored: i64 = sqlx::query_scalar(lock).bind(&name).fetch_one(&mut *tx).await?;
+            let checkpoint = self.effective_checkpoint(stored);
             let Some(fresh) = fresh(events, checkpoint)? else {
                 return Ok(applied_or_gap(events, checkpoint));
             };
@@ -198,10 +213,74 @@ impl Projector {
             sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
             tx.commit().await?;
             self.note_applied(last);
+            self.note_saved(last);
             Ok(Applied::UpTo(last))
         } else {
             Ok(Applied::UpTo(0))
         }
+    }
+
+    /// A batch that continues exactly from the checkpoint this process knows and that the
+    /// projection ignores entirely only moves the checkpoint: in memory at once (readers here
+    /// wait on it), in the store at most every [`CHECKPOINT_EVERY`] (monotonic, so it never
+    /// moves another instance's further checkpoint back). Losing the unsaved part in a crash
+    /// costs a replay of events that change nothing. `None` when the batch needs a transaction.
+    async fn skip_ignored(&self, events: &[StoredEvent]) -> Result<Option<Applied>, ProjectionError> {
+        let known = *self.applied.borrow();
+        let (Some(first), Some(last)) =
+            (events.first().and_then(|e| e.position), events.last().and_then(|e| e.position))
+        else {
+            return Ok(None);
+        };
+        if known == 0 || first != known + 1 || events.iter().any(|e| self.projection.handles(e)) {
+            return Ok(None);
+        }
+        self.note_applied(last);
+        let due = self.saved.lock().unwrap_or_else(|p| p.into_inner()).0.elapsed() >= CHECKPOINT_EVERY;
+        if due {
+            self.save_checkpoint(last).await?;
+        }
+        Ok(Some(Applied::UpTo(last)))
+    }
+
+    /// The checkpoint a batch continues from: the stored one, or this process's when that is
+    /// further. Everything up to this process's was applied in a committed batch or ignored by
+    /// the projection (and not saved yet), so nothing before it needs applying.
+    fn effective_checkpoint(&self, stored: i64) -> i64 {
+        self.note_applied(stored);
+        *self.applied.borrow()
+    }
+
+    /// Notes that the store's checkpoint is at least `position`.
+    fn note_saved(&self, position: i64) {
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        *saved = (tokio::time::Instant::now(), saved.1.max(position));
+    }
+
+    /// Moves the stored checkpoint forward to `position` (never back), outside any batch.
+    async fn save_checkpoint(&self, position: i64) -> Result<(), ProjectionError> {
+        let name = self.checkpoint_name();
+        let store = self.log.store();
+        let sql = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position < $2";
+        if let Some(pool) = store.postgres_pool() {
+            sqlx::query(sql).bind(&name).bind(position).execute(pool).await?;
+        } else if let Some((pool, write_lock)) = store.sqlite_relaxed_pool() {
+            let _writer = write_lock.lock().await;
+            sqlx::query(sql).bind(&name).bind(position).execute(pool).await?;
+        }
+        self.note_saved(position);
+        Ok(())
+    }
+
+    /// Saves the checkpoint this process knows, if the store's is behind it: for a projector
+    /// that stops or falls idle after batches that only moved it in memory.
+    pub async fn flush_checkpoint(&self) -> Result<(), ProjectionError> {
+        let known = *self.applied.borrow();
+        let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner()).1;
+        if known > saved {
+            self.save_checkpoint(known).await?;
+        }
+        Ok(())
     }
 
     /// Reads the log from the checkpoint and applies it until the head; returns the checkpoint.
@@ -211,7 +290,8 @@ impl Projector {
 
     /// [`Projector::catch_up`], calling `progress` with the checkpoint after every batch.
     pub async fn catch_up_with(&self, mut progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
-        let mut checkpoint = self.checkpoint().await?;
+        let stored = self.checkpoint().await?;
+        let mut checkpoint = self.effective_checkpoint(stored);
         loop {
             let events = self.log.read(checkpoint, CATCH_UP_BATCH, None).await?;
             if events.is_empty() {
@@ -249,6 +329,7 @@ impl Projector {
             tx.commit().await?;
         }
         self.applied.send_replace(0);
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (tokio::time::Instant::now(), 0);
         self.catch_up_with(progress).await
     }
 
@@ -264,7 +345,11 @@ impl Projector {
         loop {
             let first = tokio::select! {
                 received = events.recv() => received,
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return self.flush_checkpoint().await,
+                () = tokio::time::sleep(CHECKPOINT_EVERY) => {
+                    self.flush_checkpoint().await?;
+                    continue;
+                }
             };
             match first {
                 Ok(event) => {
@@ -282,7 +367,7 @@ impl Projector {
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.catch_up().await?;
                 }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                Err(broadcast::error::RecvError::Closed) => return self.flush_checkpoint().await,
             }
         }
     }
@@ -315,7 +400,7 @@ impl Projector {
         self.catch_up().await?;
         loop {
             if *stop.borrow() {
-                return Ok(());
+                return self.flush_checkpoint().await;
             }
             let fetched =
                 consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
@@ -325,7 +410,7 @@ impl Projector {
                     tracing::warn!(%error, projection = self.name(), "fetch failed; catching up from the store");
                     self.catch_up().await?;
                     if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
-                        return Ok(());
+                        return self.flush_checkpoint().await;
                     }
                     continue;
                 }
@@ -342,6 +427,8 @@ impl Projector {
                 received.push(message);
             }
             if batch.is_empty() {
+                // Idle: the checkpoint that ignored batches moved is saved now.
+                self.flush_checkpoint().await?;
                 continue;
             }
             batch.sort_by_key(|e| e.position);
@@ -366,10 +453,10 @@ impl Projector {
             tokio::select! {
                 _ = head.changed() => {}
                 _ = stop.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => self.flush_checkpoint().await?,
             }
             if *stop.borrow() {
-                return Ok(());
+                return self.flush_checkpoint().await;
             }
         }
     }

@@ -83,10 +83,51 @@ async fn the_list_filters_by_status_and_pages_without_repeats(backend: Backend) 
     server.stop().await;
 }
 
+/// A projection that ignores a run of events (group_members and conversation messages) still
+/// reaches every position they take, for readers here at once and in the store soon after, so
+/// its lag drops to zero without a transaction per batch.
+async fn a_projection_passes_over_the_events_it_ignores(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let contact = server.contact().await;
+    let id = server.conversation().await;
+    let mut position = 0;
+    for n in 0..20 {
+        let reply = server
+            .post(
+                &format!("/v1/conversations/{id}/messages"),
+                json!({"sender": {"kind": "customer"}, "text": format!("message {n}")}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        position = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+        // Read your writes through a read model that ignores these events.
+        let groups = server.get(&format!("/v1/contacts/{contact}/groups?min_position={position}")).await;
+        assert_eq!(groups.status, StatusCode::OK, "{:?}", groups.body);
+        assert_eq!(groups.body["data"], json!([]));
+    }
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored.clear();
+        for name in ["group_members", "group_conversations", "conversation_list"] {
+            let checkpoint = format!("projection:{name}");
+            stored.push(colloquy_infra::relay::read_checkpoint(&store, &checkpoint).await.unwrap());
+        }
+        if stored.iter().all(|c| *c == position) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, vec![position; 3], "stored checkpoints reach the head");
+    store.close().await;
+    server.stop().await;
+}
+
 on_both_stores!(
     read_your_writes_through_the_conversation_list,
     a_position_the_read_model_cannot_reach_in_time_answers_503,
     the_list_filters_by_status_and_pages_without_repeats,
+    a_projection_passes_over_the_events_it_ignores,
 );
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per

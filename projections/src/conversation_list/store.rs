@@ -288,7 +288,7 @@ impl Batch {
         stored: &StoredEvent,
     ) -> Result<(), ProjectionError> {
         let event: ConversationEvent =
-            serde_json::from_value(stored.payload.clone()).map_err(|e| unreadable(stored, &e))?;
+            Deserialize::deserialize(&stored.payload).map_err(|e| unreadable(stored, &e))?;
         let before = self.row(tx, &stored.aggregate_id).await?;
         let mut after = ConversationRow::apply(before, &event, &stored.aggregate_id, stored.sequence);
         if let (ConversationEvent::ConversationOpened { contact_id, .. }, Some(row)) =
@@ -306,7 +306,7 @@ impl Batch {
     /// earlier in this batch.
     async fn group_activity(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let event: GroupEvent =
-            serde_json::from_value(stored.payload.clone()).map_err(|e| unreadable(stored, &e))?;
+            Deserialize::deserialize(&stored.payload).map_err(|e| unreadable(stored, &e))?;
         let GroupEvent::GroupActivityRecorded { last_activity_at, .. } = event else { return Ok(()) };
         let Some(tenant) = stored.metadata.get("tenant_id").and_then(serde_json::Value::as_str) else {
             return Ok(());
@@ -334,7 +334,7 @@ impl Batch {
 
     async fn contact_event(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let event: ContactEvent =
-            serde_json::from_value(stored.payload.clone()).map_err(|e| unreadable(stored, &e))?;
+            Deserialize::deserialize(&stored.payload).map_err(|e| unreadable(stored, &e))?;
         let known = self.contact(tx, &stored.aggregate_id).await?;
         let tenant_id = match (&event, &known) {
             (ContactEvent::ContactCreated { tenant_id, .. }, _) => tenant_id.to_string(),
@@ -408,20 +408,25 @@ impl Batch {
                 }
             }
         }
-        let count =
-            "INSERT INTO conversation_counts (tenant_id, status, assignee_id, count) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (tenant_id, status, assignee_id)
-                     DO UPDATE SET count = conversation_counts.count + excluded.count";
-        // In key order, so concurrent instances of the projector lock counters in one order.
-        for ((tenant, status, assignee), delta) in deltas.into_iter().filter(|(_, d)| *d != 0) {
+        // One statement, its rows in key order, so concurrent instances of the projector lock
+        // counters in one order.
+        let deltas: Vec<(CountKey, i64)> = deltas.into_iter().filter(|(_, d)| *d != 0).collect();
+        if !deltas.is_empty() {
+            let values: Vec<String> = (0..deltas.len())
+                .map(|n| format!("(${}, ${}, ${}, ${})", 4 * n + 1, 4 * n + 2, 4 * n + 3, 4 * n + 4))
+                .collect();
+            let count = format!(
+                "INSERT INTO conversation_counts (tenant_id, status, assignee_id, count) VALUES {}
+                 ON CONFLICT (tenant_id, status, assignee_id)
+                 DO UPDATE SET count = conversation_counts.count + excluded.count",
+                values.join(", ")
+            );
             on_tx!(tx, |conn| {
-                sqlx::query(count)
-                    .bind(&tenant)
-                    .bind(&status)
-                    .bind(&assignee)
-                    .bind(delta)
-                    .execute(conn)
-                    .await?;
+                let mut query = sqlx::query(&count);
+                for ((tenant, status, assignee), delta) in &deltas {
+                    query = query.bind(tenant).bind(status).bind(assignee).bind(delta);
+                }
+                query.execute(conn).await?;
             })
         }
         Ok(())
@@ -460,6 +465,14 @@ pub struct ConversationList;
 impl Projection for ConversationList {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn handles(&self, event: &StoredEvent) -> bool {
+        match event.aggregate_type.as_str() {
+            "conversation" | "contact" => true,
+            "group" => event.event_type == "GroupActivityRecorded",
+            _ => false,
+        }
     }
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
