@@ -36,20 +36,30 @@ fn statement_rows(remaining: usize) -> usize {
     power.min(ROWS_PER_STATEMENT)
 }
 
+/// `rows` parenthesized lists of `width` parameters: numbered (`$1`) for PostgreSQL, plain `?`
+/// for SQLite, whose driver looks each numbered parameter's name up in a list as long as the
+/// statement's (so thousands of numbered parameters bind in quadratic time).
+fn parameter_rows(numbered: bool, rows: usize, width: usize) -> String {
+    let row = |r: usize| {
+        let params: Vec<String> =
+            (1..=width).map(|n| if numbered { format!("${}", r * width + n) } else { "?".into() }).collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether statements in `tx` take numbered parameters.
+fn numbered(tx: &Tx<'_>) -> bool {
+    matches!(tx, Tx::Postgres(_))
+}
+
 /// An upsert of `rows` rows in one statement.
-fn upsert_sql(rows: usize) -> String {
+fn upsert_sql(tx: &Tx<'_>, rows: usize) -> String {
     let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
     let updates: Vec<String> = columns.iter().skip(1).map(|c| format!("{c} = excluded.{c}")).collect();
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let params: Vec<String> =
-                (1..=columns.len()).map(|n| format!("${}", row * columns.len() + n)).collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
+    let values = parameter_rows(numbered(tx), rows, columns.len());
     format!(
-        "INSERT INTO conversation_list ({COLUMNS}) VALUES {} ON CONFLICT (conversation_id) DO UPDATE SET {}",
-        values.join(", "),
+        "INSERT INTO conversation_list ({COLUMNS}) VALUES {values} ON CONFLICT (conversation_id) DO UPDATE SET {}",
         updates.join(", ")
     )
 }
@@ -385,7 +395,7 @@ impl Batch {
         while !remaining.is_empty() {
             let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
             remaining = rest;
-            let upsert = upsert_sql(chunk.len());
+            let upsert = upsert_sql(tx, chunk.len());
             on_tx!(tx, |conn| {
                 let mut query = sqlx::query(&upsert);
                 for row in chunk {
@@ -412,14 +422,11 @@ impl Batch {
         // counters in one order.
         let deltas: Vec<(CountKey, i64)> = deltas.into_iter().filter(|(_, d)| *d != 0).collect();
         if !deltas.is_empty() {
-            let values: Vec<String> = (0..deltas.len())
-                .map(|n| format!("(${}, ${}, ${}, ${})", 4 * n + 1, 4 * n + 2, 4 * n + 3, 4 * n + 4))
-                .collect();
             let count = format!(
                 "INSERT INTO conversation_counts (tenant_id, status, assignee_id, count) VALUES {}
                  ON CONFLICT (tenant_id, status, assignee_id)
                  DO UPDATE SET count = conversation_counts.count + excluded.count",
-                values.join(", ")
+                parameter_rows(numbered(tx), deltas.len(), 4)
             );
             on_tx!(tx, |conn| {
                 let mut query = sqlx::query(&count);
@@ -504,7 +511,7 @@ impl Projection for ConversationList {
 
 #[cfg(test)]
 mod tests {
-    use super::{statement_rows, upsert_sql, ROWS_PER_STATEMENT};
+    use super::{parameter_rows, statement_rows, ROWS_PER_STATEMENT};
 
     #[test]
     fn rows_are_written_in_power_of_two_statements_that_add_up() {
@@ -524,11 +531,9 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_row_upsert_numbers_every_parameter_once() {
-        let columns = super::COLUMNS.split(',').count();
-        let sql = upsert_sql(3);
-        assert!(sql.contains(&format!("${}", 3 * columns)));
-        assert!(!sql.contains(&format!("${}", 3 * columns + 1)));
-        assert_eq!(sql.matches("), (").count(), 2);
+    fn parameter_rows_number_every_parameter_once_or_leave_them_plain() {
+        assert_eq!(parameter_rows(true, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(parameter_rows(false, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(parameter_rows(true, 1, 3), "($1, $2, $3)");
     }
 }
