@@ -18,6 +18,9 @@ use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
 /// Events read from the store per catch-up batch.
 const CATCH_UP_BATCH: i64 = 1000;
 
+/// How long a projector on the in-process bus over SQLite lets a batch gather.
+const BUS_LINGER: Duration = Duration::from_millis(5);
+
 /// How often a checkpoint that only batches the projection ignores moved is written.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -341,6 +344,9 @@ impl Projector {
     ) -> Result<(), ProjectionError> {
         // Subscribe first, then catch up, so nothing falls between the two.
         let mut events = bus.subscribe();
+        // SQLite has one writer: every read-model transaction makes event appends wait. Letting
+        // a batch gather for a moment after its first event means fewer, larger transactions.
+        let linger = if self.log.store().sqlite_pool().is_some() { BUS_LINGER } else { Duration::ZERO };
         self.catch_up().await?;
         loop {
             let first = tokio::select! {
@@ -353,6 +359,9 @@ impl Projector {
             };
             match first {
                 Ok(event) => {
+                    if linger > Duration::ZERO {
+                        tokio::time::sleep(linger).await;
+                    }
                     let mut batch = vec![(*event).clone()];
                     while batch.len() < 1000 {
                         match events.try_recv() {
