@@ -1,6 +1,7 @@
 //! The event store: PostgreSQL through postgres-es, or an embedded SQLite file through sqlite-es,
-//! behind one type. Both crates read and append events; this module adds what they lack: the
-//! project's migrations, a single writer for SQLite, reading a stream with its metadata and global
+//! behind one type. The crates read whole streams; this module adds what they lack: the project's
+//! migrations, appends through the group-commit writer (`writer.rs`) that return global
+//! positions, a single writer for SQLite, reading a stream with its metadata and global
 //! positions, and per-tenant counters.
 
 use std::path::Path;
