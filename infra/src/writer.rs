@@ -1,8 +1,8 @@
 //! Group commit: one task per store appends the events of every command that queued while the
 //! previous append was being written, in one statement and one transaction, so one commit (one
 //! WAL flush, one fsync) carries many commands. Each command still succeeds or fails on its own:
-//! when the combined append hits a sequence that is already taken, each command is appended
-//! alone, and only the one that conflicts gets the optimistic-lock error.
+//! when the combined append fails (most often on a sequence that is already taken), each command
+//! is appended alone, and only the one that conflicts gets the optimistic-lock error.
 //!
 //! Appending also gives each event its global position (in PostgreSQL a trigger numbers the rows
 //! under the log's lock, in SQLite a trigger copies them into the AUTOINCREMENT log), so the
@@ -74,9 +74,11 @@ async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<Appe
                 let _ = request.reply.send(Ok(position));
             }
         }
-        Err(PersistenceError::OptimisticLockError) if batch.len() > 1 => {
-            // Some command's sequence was taken by another process. Nothing of the batch was
-            // written; each command goes alone so only that one fails.
+        Err(_) if batch.len() > 1 => {
+            // Nothing of the batch was written. Most often some command's sequence was taken by
+            // another process; it could also be one command's data the database refuses. Each
+            // command goes alone, so only that one fails (and if the database is down, each
+            // fails on its own quickly).
             for request in batch {
                 let events: Vec<&SerializedEvent> = request.events.iter().collect();
                 let outcome = write(target, &events).await;
