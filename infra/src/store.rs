@@ -182,11 +182,7 @@ impl Store {
 
     /// Moves this process's head forward to `position` (never back).
     pub fn advance_head(&self, position: i64) {
-        self.head.send_if_modified(|current| {
-            let moved = position > *current;
-            *current = (*current).max(position);
-            moved
-        });
+        raise(&self.head, position);
     }
 
     /// `postgres` or `sqlite`.
@@ -428,6 +424,15 @@ impl Store {
             Backend::Sqlite { pool, write_lock, .. } => Some((pool, &**write_lock)),
         }
     }
+}
+
+/// Moves a watched position forward to `position`, never back; watchers wake only when it moved.
+pub fn raise(watched: &watch::Sender<i64>, position: i64) {
+    watched.send_if_modified(|current| {
+        let moved = position > *current;
+        *current = (*current).max(position);
+        moved
+    });
 }
 
 async fn sqlite_pool(

@@ -15,6 +15,8 @@ use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
+use crate::store::raise;
+
 /// The most commands one combined append carries.
 const MAX_COMMANDS: usize = 256;
 /// The most events one combined append carries (a single command with more still goes alone).
@@ -66,7 +68,7 @@ async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<Appe
     let combined: Vec<&SerializedEvent> = batch.iter().flat_map(|request| &request.events).collect();
     match write(target, &combined).await {
         Ok(last) => {
-            advance(head, last);
+            raise(head, last);
             let mut after = combined.len();
             for request in batch {
                 after -= request.events.len();
@@ -83,7 +85,7 @@ async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<Appe
                 let events: Vec<&SerializedEvent> = request.events.iter().collect();
                 let outcome = write(target, &events).await;
                 if let Ok(last) = outcome {
-                    advance(head, last);
+                    raise(head, last);
                 }
                 let _ = request.reply.send(outcome);
             }
@@ -99,14 +101,6 @@ async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<Appe
             }
         }
     }
-}
-
-fn advance(head: &watch::Sender<i64>, position: i64) {
-    head.send_if_modified(|current| {
-        let moved = position > *current;
-        *current = (*current).max(position);
-        moved
-    });
 }
 
 fn failed(error: sqlx::Error) -> PersistenceError {

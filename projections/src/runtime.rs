@@ -144,11 +144,7 @@ impl Projector {
 
     /// Notes that the checkpoint is at least `position`.
     fn note_applied(&self, position: i64) {
-        self.applied.send_if_modified(|current| {
-            let moved = position > *current;
-            *current = (*current).max(position);
-            moved
-        });
+        colloquy_infra::store::raise(&self.applied, position);
     }
 
     /// The projection's name.
