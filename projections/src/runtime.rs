@@ -10,13 +10,16 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use futures::StreamExt;
 use sqlx::{Postgres, Sqlite, Transaction};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
 use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
 
 /// Events read from the store per catch-up batch.
 const CATCH_UP_BATCH: i64 = 1000;
+
+/// Pages a catch-up reads ahead of the one it applies.
+const READ_AHEAD: usize = 2;
 
 /// How long a projector on the in-process bus over SQLite lets a batch gather.
 const BUS_LINGER: Duration = Duration::from_millis(5);
@@ -288,20 +291,26 @@ impl Projector {
     }
 
     /// [`Projector::catch_up`], calling `progress` with the checkpoint after every batch.
+    ///
+    /// A task reads the next pages while the current one applies (at most [`READ_AHEAD`]
+    /// pages ahead), so the store's read and the projection's work overlap.
     pub async fn catch_up_with(&self, mut progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
         let stored = self.checkpoint().await?;
         let mut checkpoint = self.effective_checkpoint(stored);
-        loop {
-            let events = self.log.read(checkpoint, CATCH_UP_BATCH, None).await?;
-            if events.is_empty() {
-                return Ok(checkpoint);
+        'read: loop {
+            let mut pages = read_ahead(self.log.clone(), checkpoint);
+            while let Some(page) = pages.recv().await {
+                checkpoint = match self.apply(&page?).await? {
+                    Applied::UpTo(position) => position,
+                    // Another instance moved the checkpoint meanwhile; read on from there.
+                    Applied::Gap { checkpoint } => {
+                        progress(checkpoint);
+                        continue 'read;
+                    }
+                };
+                progress(checkpoint);
             }
-            checkpoint = match self.apply(&events).await? {
-                Applied::UpTo(position) => position,
-                // Another instance moved the checkpoint meanwhile; continue from there.
-                Applied::Gap { checkpoint } => checkpoint,
-            };
-            progress(checkpoint);
+            return Ok(checkpoint);
         }
     }
 
@@ -494,6 +503,32 @@ impl Projector {
             }
         }
     }
+}
+
+/// Pages of the log after `after`, read by a task of their own until a read finds nothing (the
+/// channel then closes) or fails (the error is the last item). The task ends when the receiver
+/// is dropped.
+fn read_ahead(log: GlobalLog, mut after: i64) -> mpsc::Receiver<Result<Vec<StoredEvent>, StoreError>> {
+    let (pages, receiver) = mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        loop {
+            let page = log.read(after, CATCH_UP_BATCH, None).await;
+            // Log reads always carry positions; a page without one is passed on and ends the read.
+            let next = match &page {
+                Ok(events) if events.is_empty() => return,
+                Ok(events) => events.last().and_then(|e| e.position),
+                Err(_) => None,
+            };
+            if pages.send(page).await.is_err() {
+                return;
+            }
+            match next {
+                Some(last) => after = last,
+                None => return,
+            }
+        }
+    });
+    receiver
 }
 
 async fn wait_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
