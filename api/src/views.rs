@@ -355,7 +355,7 @@ impl From<StoredEvent> for EventView {
     fn from(event: StoredEvent) -> Self {
         // cqrs-es stores an event as {"EventName": {...fields}}; the name is already in
         // event_type, so `data` carries the fields alone.
-        let data = match event.payload {
+        let data = match event.payload.to_value() {
             Value::Object(mut map) if map.len() == 1 && map.contains_key(&event.event_type) => {
                 map.remove(&event.event_type).unwrap_or(Value::Null)
             }
@@ -369,7 +369,7 @@ impl From<StoredEvent> for EventView {
             event_type: event.event_type,
             event_version: event.event_version,
             data,
-            metadata: event.metadata,
+            metadata: event.metadata.to_value(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod idempotency;
+pub mod json;
 pub mod log;
 pub mod relay;
 pub mod repository;
@@ -12,6 +13,7 @@ pub mod tokens;
 mod writer;
 
 pub use config::{Config, LogFormat};
+pub use json::RawJson;
 pub use log::GlobalLog;
 pub use repository::{CommandError, Committed, Intent, Origin, Repository};
 pub use store::{Store, StoreError, StoreLocation, StoredEvent};

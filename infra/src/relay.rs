@@ -3,14 +3,19 @@
 //! re-publish after a crash is dropped as a duplicate); without, an in-process bus. One loop,
 //! two transports.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
+use crate::json::RawJson;
 use crate::log::GlobalLog;
 use crate::store::{Store, StoreError, StoredEvent};
 
@@ -85,70 +90,204 @@ pub struct JetStreamTransport {
 
 /// The subject of an event: `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
 pub fn subject_of(prefix: &str, event: &StoredEvent) -> String {
-    let tenant = event.metadata.get("tenant_id").and_then(Value::as_str).unwrap_or("unknown");
-    format!("{prefix}.{tenant}.{}.{}", event.aggregate_type, event.aggregate_id)
+    let tenant = event.tenant_id();
+    subject(prefix, tenant.as_deref(), event)
+}
+
+fn subject(prefix: &str, tenant: Option<&str>, event: &StoredEvent) -> String {
+    format!("{prefix}.{}.{}.{}", tenant.unwrap_or("unknown"), event.aggregate_type, event.aggregate_id)
+}
+
+/// The metadata keys an envelope carries, borrowed unparsed from the stored text.
+#[derive(Debug, Default, Deserialize)]
+struct EnvelopeMetadata<'a> {
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tenant_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    recorded_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actor_kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actor_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    via_token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    correlation_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    causation_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_id: Option<&'a RawValue>,
+}
+
+/// Who did it, in an envelope.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct EnvelopeActor<'a> {
+    /// user, system, provider...
+    #[serde(borrow)]
+    pub kind: Option<&'a RawValue>,
+    /// Their id.
+    #[serde(borrow)]
+    pub id: Option<&'a RawValue>,
+    /// The API token used.
+    #[serde(borrow)]
+    pub via_token: Option<&'a RawValue>,
 }
 
 /// The CloudEvents 1.0 JSON envelope of an event, with the extension attributes `tenant`,
-/// `sequence` (the aggregate's) and `position` (the global one).
-pub fn cloud_event(event: &StoredEvent) -> Value {
-    let metadata = &event.metadata;
-    let data = match &event.payload {
-        Value::Object(map) if map.len() == 1 => {
-            map.get(&event.event_type).cloned().unwrap_or(event.payload.clone())
+/// `sequence` (the aggregate's) and `position` (the global one). Its values are borrowed from
+/// the stored event's JSON text; serialize it to get the envelope.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CloudEvent<'a> {
+    /// "1.0".
+    #[serde(borrow)]
+    pub specversion: Cow<'a, str>,
+    /// The event id.
+    #[serde(borrow)]
+    pub id: Option<&'a RawValue>,
+    /// `/colloquy/<aggregate_type>`.
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    /// `colloquy.<aggregate_type>.<event_type>.v<version>`.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// `<aggregate_type>/<aggregate_id>`.
+    #[serde(borrow)]
+    pub subject: Cow<'a, str>,
+    /// When it was recorded.
+    #[serde(borrow)]
+    pub time: Option<&'a RawValue>,
+    /// "application/json".
+    #[serde(borrow)]
+    pub datacontenttype: Cow<'a, str>,
+    /// The event's fields (its name is `eventtype`).
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    /// The tenant.
+    #[serde(borrow)]
+    pub tenant: Option<&'a RawValue>,
+    /// The aggregate's sequence.
+    pub sequence: i64,
+    /// The global position.
+    pub position: Option<i64>,
+    /// The event's name.
+    #[serde(borrow)]
+    pub eventtype: Cow<'a, str>,
+    /// The event's shape version.
+    #[serde(borrow)]
+    pub eventversion: Cow<'a, str>,
+    /// Who did it.
+    #[serde(borrow)]
+    pub actor: EnvelopeActor<'a>,
+    /// The correlation id.
+    #[serde(borrow)]
+    pub correlationid: Option<&'a RawValue>,
+    /// The causing event's id.
+    #[serde(borrow)]
+    pub causationid: Option<&'a RawValue>,
+    /// The request id.
+    #[serde(borrow)]
+    pub requestid: Option<&'a RawValue>,
+}
+
+/// The CloudEvents envelope of `event`.
+pub fn cloud_event(event: &StoredEvent) -> CloudEvent<'_> {
+    let metadata: EnvelopeMetadata<'_> = event.metadata.parse().unwrap_or_default();
+    // cqrs-es stores an event as {"EventName": {...fields}}; `data` carries the fields alone.
+    let fields: Option<HashMap<Cow<'_, str>, &RawValue>> = event.payload.parse().ok();
+    let data = match fields {
+        Some(fields) if fields.len() == 1 => {
+            fields.get(event.event_type.as_str()).copied().unwrap_or(event.payload.raw())
         }
-        other => other.clone(),
+        _ => event.payload.raw(),
     };
-    json!({
-        "specversion": "1.0",
-        "id": metadata.get("event_id").cloned().unwrap_or(Value::Null),
-        "source": format!("/colloquy/{}", event.aggregate_type),
-        "type": format!("colloquy.{}.{}.v{}", event.aggregate_type, event.event_type, event.event_version),
-        "subject": format!("{}/{}", event.aggregate_type, event.aggregate_id),
-        "time": metadata.get("recorded_at").cloned().unwrap_or(Value::Null),
-        "datacontenttype": "application/json",
-        "data": data,
-        "tenant": metadata.get("tenant_id").cloned().unwrap_or(Value::Null),
-        "sequence": event.sequence,
-        "position": event.position,
-        "eventtype": event.event_type,
-        "eventversion": event.event_version,
-        "actor": {"kind": metadata.get("actor_kind"), "id": metadata.get("actor_id"), "via_token": metadata.get("via_token")},
-        "correlationid": metadata.get("correlation_id"),
-        "causationid": metadata.get("causation_id"),
-        "requestid": metadata.get("request_id"),
+    CloudEvent {
+        specversion: "1.0".into(),
+        id: metadata.event_id,
+        source: format!("/colloquy/{}", event.aggregate_type).into(),
+        kind: format!("colloquy.{}.{}.v{}", event.aggregate_type, event.event_type, event.event_version)
+            .into(),
+        subject: format!("{}/{}", event.aggregate_type, event.aggregate_id).into(),
+        time: metadata.recorded_at,
+        datacontenttype: "application/json".into(),
+        data,
+        tenant: metadata.tenant_id,
+        sequence: event.sequence,
+        position: event.position,
+        eventtype: event.event_type.as_str().into(),
+        eventversion: event.event_version.as_str().into(),
+        actor: EnvelopeActor {
+            kind: metadata.actor_kind,
+            id: metadata.actor_id,
+            via_token: metadata.via_token,
+        },
+        correlationid: metadata.correlation_id,
+        causationid: metadata.causation_id,
+        requestid: metadata.request_id,
+    }
+}
+
+/// The envelope of `event` as JSON text.
+pub fn cloud_event_json(event: &StoredEvent) -> String {
+    serde_json::to_string(&cloud_event(event)).unwrap_or_default()
+}
+
+/// The metadata map rebuilt from an envelope: its keys, without those it has no value for.
+#[derive(Serialize)]
+struct RebuiltMetadata<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded_at: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_kind: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via_token: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causation_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a RawValue>,
+}
+
+/// Reads an event back from its CloudEvents envelope (the JSON text), as a projector fed by
+/// JetStream does.
+pub fn from_cloud_event(envelope: &[u8]) -> Option<StoredEvent> {
+    let envelope: CloudEvent<'_> = serde_json::from_slice(envelope).ok()?;
+    let (aggregate_type, aggregate_id) = envelope.subject.split_once('/')?;
+    let metadata = RebuiltMetadata {
+        event_id: envelope.id,
+        tenant_id: envelope.tenant,
+        recorded_at: envelope.time,
+        actor_kind: envelope.actor.kind,
+        actor_id: envelope.actor.id,
+        via_token: envelope.actor.via_token,
+        correlation_id: envelope.correlationid,
+        causation_id: envelope.causationid,
+        request_id: envelope.requestid,
+    };
+    let payload = format!("{{{}:{}}}", serde_json::to_string(&envelope.eventtype).ok()?, envelope.data.get());
+    Some(StoredEvent {
+        position: envelope.position,
+        aggregate_type: aggregate_type.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        sequence: envelope.sequence,
+        event_type: envelope.eventtype.into_owned(),
+        event_version: envelope.eventversion.into_owned(),
+        payload: RawJson::from_text(payload).ok()?,
+        metadata: RawJson::from_text(serde_json::to_string(&metadata).ok()?).ok()?,
     })
 }
 
-/// Reads an event back from its CloudEvents envelope, as a projector fed by JetStream does.
-pub fn from_cloud_event(envelope: &Value) -> Option<StoredEvent> {
-    let (aggregate_type, aggregate_id) = envelope.get("subject")?.as_str()?.split_once('/')?;
-    let event_type = envelope.get("eventtype")?.as_str()?.to_owned();
-    let mut metadata = serde_json::Map::new();
-    let mut put = |key: &str, value: Option<&Value>| {
-        if let Some(value) = value.filter(|v| !v.is_null()) {
-            metadata.insert(key.to_owned(), value.clone());
-        }
-    };
-    put("event_id", envelope.get("id"));
-    put("tenant_id", envelope.get("tenant"));
-    put("recorded_at", envelope.get("time"));
-    put("actor_kind", envelope.pointer("/actor/kind"));
-    put("actor_id", envelope.pointer("/actor/id"));
-    put("via_token", envelope.pointer("/actor/via_token"));
-    put("correlation_id", envelope.get("correlationid"));
-    put("causation_id", envelope.get("causationid"));
-    put("request_id", envelope.get("requestid"));
-    Some(StoredEvent {
-        position: envelope.get("position")?.as_i64(),
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
-        sequence: envelope.get("sequence")?.as_i64()?,
-        payload: json!({ event_type.clone(): envelope.get("data")?.clone() }),
-        event_type,
-        event_version: envelope.get("eventversion")?.as_str()?.to_owned(),
-        metadata: Value::Object(metadata),
-    })
+/// The string a raw JSON value holds.
+fn text_of(value: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(value?.get()).ok()
 }
 
 impl JetStreamTransport {
@@ -219,12 +358,14 @@ impl JetStreamTransport {
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), RelayError> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
-            let id = event.metadata.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let payload = Bytes::from(serde_json::to_vec(&cloud_event(event)).unwrap_or_default());
+            let envelope = cloud_event(event);
+            let id = text_of(envelope.id).unwrap_or_default();
+            let subject = subject(&self.subject_prefix, text_of(envelope.tenant).as_deref(), event);
+            let payload = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
             let publish = PublishMessage::build().payload(payload).message_id(id);
             let ack = self
                 .context
-                .send_publish(subject_of(&self.subject_prefix, event), publish)
+                .send_publish(subject, publish)
                 .await
                 .map_err(|e| RelayError::Nats(e.to_string()))?;
             acks.push(ack);

@@ -12,7 +12,6 @@ use std::time::Duration;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
-use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -21,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use colloquy_domain::TenantId;
 
+use crate::json::RawJson;
 use crate::writer::{self, AppendRequest, Target};
 
 /// Runs `$body` with `$pool` bound to whichever pool `$store` has (PostgreSQL or SQLite), for
@@ -87,10 +87,17 @@ pub struct StoredEvent {
     pub event_type: String,
     /// Event shape version.
     pub event_version: String,
-    /// The event as stored.
-    pub payload: Value,
+    /// The event as stored: `{"<event_type>": {fields}}`.
+    pub payload: RawJson,
     /// Its metadata map.
-    pub metadata: Value,
+    pub metadata: RawJson,
+}
+
+impl StoredEvent {
+    /// The tenant its metadata names.
+    pub fn tenant_id(&self) -> Option<String> {
+        self.metadata.str_field("tenant_id")
+    }
 }
 
 enum Backend {
@@ -270,8 +277,8 @@ impl Store {
                     event.aggregate_type,
                     event.event_type,
                     event.event_version,
-                    event.payload,
-                    event.metadata,
+                    event.payload.to_value(),
+                    event.metadata.to_value(),
                 )
             })
             .collect())
@@ -458,15 +465,15 @@ pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
+        payload: row.try_get::<sqlx::types::Json<RawJson>, _>("payload")?.0,
+        metadata: row.try_get::<sqlx::types::Json<RawJson>, _>("metadata")?.0,
     })
 }
 
 pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    let json = |column: &str| -> Result<Value, StoreError> {
+    let json = |column: &str| -> Result<RawJson, StoreError> {
         let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+        RawJson::from_text(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
     };
     Ok(StoredEvent {
         position: row.try_get("position").ok().flatten(),

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Deserialize;
 use sqlx::Row;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -44,8 +44,21 @@ const LEAVES_PER_ROUND: i64 = 50;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GroupConversations;
 
+/// The part of a `ConversationOpened` payload this projection reads.
+#[derive(Debug, Deserialize)]
+struct Opened {
+    #[serde(rename = "ConversationOpened")]
+    fields: OpenedFields,
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenedFields {
+    tenant_id: Option<String>,
+    group_id: Option<String>,
+}
+
 fn metadata_text(stored: &StoredEvent, key: &str) -> Option<String> {
-    stored.metadata.get(key).and_then(Value::as_str).map(str::to_owned)
+    stored.metadata.str_field(key)
 }
 
 #[async_trait::async_trait]
@@ -65,9 +78,14 @@ impl Projection for GroupConversations {
         for stored in events {
             match (stored.aggregate_type.as_str(), stored.event_type.as_str()) {
                 ("conversation", "ConversationOpened") => {
-                    let opened = &stored.payload["ConversationOpened"];
+                    let opened: Opened = stored.payload.parse().map_err(|e| ProjectionError::Unreadable {
+                        aggregate_type: stored.aggregate_type.clone(),
+                        aggregate_id: stored.aggregate_id.clone(),
+                        sequence: stored.sequence,
+                        reason: e.to_string(),
+                    })?;
                     let (Some(tenant), Some(group)) =
-                        (opened["tenant_id"].as_str(), opened["group_id"].as_str())
+                        (opened.fields.tenant_id.as_deref(), opened.fields.group_id.as_deref())
                     else {
                         continue;
                     };

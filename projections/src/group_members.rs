@@ -3,7 +3,6 @@
 //! group's members, now or at a past moment, are answered from the Group aggregate itself.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sqlx::Row;
 
 use colloquy_domain::group::Role;
@@ -80,16 +79,15 @@ impl Projection for GroupMembers {
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         for stored in events.iter().filter(|e| e.aggregate_type == "group") {
-            let event: GroupEvent =
-                Deserialize::deserialize(&stored.payload).map_err(|e| ProjectionError::Unreadable {
-                    aggregate_type: stored.aggregate_type.clone(),
-                    aggregate_id: stored.aggregate_id.clone(),
-                    sequence: stored.sequence,
-                    reason: e.to_string(),
-                })?;
+            let event: GroupEvent = stored.payload.parse().map_err(|e| ProjectionError::Unreadable {
+                aggregate_type: stored.aggregate_type.clone(),
+                aggregate_id: stored.aggregate_id.clone(),
+                sequence: stored.sequence,
+                reason: e.to_string(),
+            })?;
             let group = stored.aggregate_id.as_str();
-            let tenant =
-                stored.metadata.get("tenant_id").and_then(serde_json::Value::as_str).unwrap_or_default();
+            let tenant = stored.tenant_id().unwrap_or_default();
+            let tenant = tenant.as_str();
             match event {
                 GroupEvent::GroupCreated { members, created_at, .. } => {
                     for member in members {

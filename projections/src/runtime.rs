@@ -433,9 +433,7 @@ impl Projector {
             let mut batch = Vec::new();
             while let Some(message) = messages.next().await {
                 let Ok(message) = message else { break };
-                let envelope: serde_json::Value =
-                    serde_json::from_slice(&message.payload).unwrap_or_default();
-                if let Some(event) = from_cloud_event(&envelope) {
+                if let Some(event) = from_cloud_event(&message.payload) {
                     batch.push(event);
                 }
                 received.push(message);
@@ -576,8 +574,8 @@ mod tests {
             sequence: position,
             event_type: "E".into(),
             event_version: "1.0".into(),
-            payload: json!({}),
-            metadata: json!({}),
+            payload: json!({}).into(),
+            metadata: json!({}).into(),
         }
     }
 

@@ -511,8 +511,7 @@ async fn group_as_of(
         let count = events.len();
         for stored in events {
             after = stored.sequence;
-            let event: GroupEvent =
-                serde_json::from_value(stored.payload).map_err(|e| ApiError::internal(&e))?;
+            let event: GroupEvent = stored.payload.parse().map_err(|e| ApiError::internal(&e))?;
             // Activity carries the provider's time, which may lie before when it was recorded;
             // the recording time keeps the stream's prefix in order.
             let happened_at = match &event {

@@ -15,7 +15,7 @@ use futures::stream::{self, Stream};
 use serde::Deserialize;
 
 use colloquy_domain::TenantId;
-use colloquy_infra::relay::cloud_event;
+use colloquy_infra::relay::cloud_event_json;
 use colloquy_infra::StoredEvent;
 
 use crate::extract::{require, Auth, Query};
@@ -67,7 +67,7 @@ impl Follow {
             }
             if let Some(event) = self.pending.pop_front() {
                 let id = event.position.unwrap_or_default().to_string();
-                let data = cloud_event(&event).to_string();
+                let data = cloud_event_json(&event);
                 return Some((Ok(Event::default().id(id).data(data)), self));
             }
             match self.state.log().read(self.after, BATCH, Some(&self.tenant)).await {

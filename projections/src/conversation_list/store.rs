@@ -297,8 +297,7 @@ impl Batch {
         tx: &mut Tx<'_>,
         stored: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let event: ConversationEvent =
-            Deserialize::deserialize(&stored.payload).map_err(|e| unreadable(stored, &e))?;
+        let event: ConversationEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
         let before = self.row(tx, &stored.aggregate_id).await?;
         let mut after = ConversationRow::apply(before, &event, &stored.aggregate_id, stored.sequence);
         if let (ConversationEvent::ConversationOpened { contact_id, .. }, Some(row)) =
@@ -315,12 +314,12 @@ impl Batch {
     /// Group activity reaches every conversation of the group: stored ones, and those opened
     /// earlier in this batch.
     async fn group_activity(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let event: GroupEvent =
-            Deserialize::deserialize(&stored.payload).map_err(|e| unreadable(stored, &e))?;
+        let event: GroupEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
         let GroupEvent::GroupActivityRecorded { last_activity_at, .. } = event else { return Ok(()) };
-        let Some(tenant) = stored.metadata.get("tenant_id").and_then(serde_json::Value::as_str) else {
+        let Some(tenant) = stored.tenant_id() else {
             return Ok(());
         };
+        let tenant = tenant.as_str();
         let group = stored.aggregate_id.as_str();
         let sql = "SELECT conversation_id FROM conversation_list WHERE tenant_id = $1 AND group_id = $2";
         let mut ids: Vec<String> =
@@ -343,8 +342,7 @@ impl Batch {
     }
 
     async fn contact_event(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let event: ContactEvent =
-            Deserialize::deserialize(&stored.payload).map_err(|e| unreadable(stored, &e))?;
+        let event: ContactEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
         let known = self.contact(tx, &stored.aggregate_id).await?;
         let tenant_id = match (&event, &known) {
             (ContactEvent::ContactCreated { tenant_id, .. }, _) => tenant_id.to_string(),
