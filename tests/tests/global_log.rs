@@ -161,7 +161,7 @@ async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backe
     assert_eq!(positions.len(), 20);
     let contested_events = ours.load_after::<colloquy_domain::Conversation>(&contested, 0).await.unwrap();
     assert_eq!(contested_events.len(), 1, "only the other process's event");
-    assert_eq!(contested_events[0].metadata.to_value()["actor_id"], "theirs");
+    assert_eq!(contested_events[0].metadata["actor_id"], "theirs");
     server.stop().await;
 }
 
