@@ -89,11 +89,6 @@ pub struct JetStreamTransport {
 }
 
 /// The subject of an event: `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
-pub fn subject_of(prefix: &str, event: &StoredEvent) -> String {
-    let tenant = event.tenant_id();
-    subject(prefix, tenant.as_deref(), event)
-}
-
 fn subject(prefix: &str, tenant: Option<&str>, event: &StoredEvent) -> String {
     format!("{prefix}.{}.{}.{}", tenant.unwrap_or("unknown"), event.aggregate_type, event.aggregate_id)
 }
@@ -532,4 +527,67 @@ async fn wait_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool
         () = tokio::time::sleep(pause) => {}
     }
     *stop.borrow()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored() -> StoredEvent {
+        StoredEvent {
+            position: Some(42),
+            aggregate_type: "conversation".into(),
+            aggregate_id: "c-1".into(),
+            sequence: 7,
+            event_type: "MessageAdded".into(),
+            event_version: "1.0".into(),
+            payload: json!({"MessageAdded": {"text": "Where is \"order\" 5?", "n": [1, 2]}}).into(),
+            metadata: json!({
+                "event_id": "e-1", "tenant_id": "acme", "recorded_at": "2026-11-29T10:00:00.000001Z",
+                "actor_kind": "user", "actor_id": "u-1", "correlation_id": "k-1", "causation_id": null,
+                "unrelated": {"kept": false}
+            })
+            .into(),
+        }
+    }
+
+    #[test]
+    fn the_envelope_carries_the_fields_alone_and_the_metadata_it_names() {
+        let envelope: Value = serde_json::from_str(&cloud_event_json(&stored())).expect("json");
+        assert_eq!(envelope["data"], json!({"text": "Where is \"order\" 5?", "n": [1, 2]}));
+        assert_eq!(envelope["type"], "colloquy.conversation.MessageAdded.v1.0");
+        assert_eq!(envelope["subject"], "conversation/c-1");
+        assert_eq!(envelope["tenant"], "acme");
+        assert_eq!(envelope["id"], "e-1");
+        assert_eq!(envelope["position"], 42);
+        assert_eq!(envelope["actor"], json!({"kind": "user", "id": "u-1", "via_token": null}));
+        assert_eq!(envelope["causationid"], Value::Null);
+        assert_eq!(envelope["requestid"], Value::Null);
+        assert!(envelope.get("unrelated").is_none());
+    }
+
+    #[test]
+    fn an_event_comes_back_from_its_envelope() {
+        let original = stored();
+        let back = from_cloud_event(cloud_event_json(&original).as_bytes()).expect("readable");
+        assert_eq!(back.payload, original.payload);
+        assert_eq!((back.position, back.sequence), (Some(42), 7));
+        assert_eq!((back.aggregate_type.as_str(), back.aggregate_id.as_str()), ("conversation", "c-1"));
+        assert_eq!((back.event_type.as_str(), back.event_version.as_str()), ("MessageAdded", "1.0"));
+        // Only the keys an envelope carries, and none that were null.
+        assert_eq!(
+            back.metadata.to_value(),
+            json!({
+                "event_id": "e-1", "tenant_id": "acme", "recorded_at": "2026-11-29T10:00:00.000001Z",
+                "actor_kind": "user", "actor_id": "u-1", "correlation_id": "k-1"
+            })
+        );
+        assert_eq!(
+            subject("colloquy.events", back.tenant_id().as_deref(), &back),
+            "colloquy.events.acme.conversation.c-1"
+        );
+        assert!(from_cloud_event(b"{\"specversion\": \"1.0\"}").is_none());
+    }
 }
