@@ -15,11 +15,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
 use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
 
-/// Events read from the store per catch-up batch.
-const CATCH_UP_BATCH: i64 = 1000;
+/// Events read from the store per catch-up batch. Where traffic interleaves many conversations,
+/// a batch writes about one read-model row per conversation it touches, so larger batches write
+/// each row less often (SQLite replay of 401,600 events over 800 conversations: 21,540 events/s
+/// at 1,000, 58,970 at 5,000).
+const CATCH_UP_BATCH: i64 = 5000;
 
-/// Pages a catch-up reads ahead of the one it applies.
-const READ_AHEAD: usize = 2;
+/// Pages a catch-up holds ready beyond the one being read and the one being applied.
+const READ_AHEAD: usize = 1;
 
 /// How long a projector on the in-process bus over SQLite lets a batch gather.
 const BUS_LINGER: Duration = Duration::from_millis(5);
