@@ -93,26 +93,27 @@ fn subject(prefix: &str, tenant: Option<&str>, event: &StoredEvent) -> String {
     format!("{prefix}.{}.{}.{}", tenant.unwrap_or("unknown"), event.aggregate_type, event.aggregate_id)
 }
 
-/// The metadata keys an envelope carries, borrowed unparsed from the stored text.
-#[derive(Debug, Default, Deserialize)]
+/// The metadata keys an envelope carries, borrowed unparsed from the stored text; written back
+/// (for an event read from its envelope) without the keys it has no value for.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct EnvelopeMetadata<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     event_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     tenant_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     recorded_at: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     actor_kind: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     actor_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     via_token: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     correlation_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     causation_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a RawValue>,
 }
 
@@ -228,35 +229,12 @@ pub fn cloud_event_json(event: &StoredEvent) -> String {
     serde_json::to_string(&cloud_event(event)).unwrap_or_default()
 }
 
-/// The metadata map rebuilt from an envelope: its keys, without those it has no value for.
-#[derive(Serialize)]
-struct RebuiltMetadata<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant_id: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recorded_at: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actor_kind: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actor_id: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    via_token: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    causation_id: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a RawValue>,
-}
-
 /// Reads an event back from its CloudEvents envelope (the JSON text), as a projector fed by
 /// JetStream does.
 pub fn from_cloud_event(envelope: &[u8]) -> Option<StoredEvent> {
     let envelope: CloudEvent<'_> = serde_json::from_slice(envelope).ok()?;
     let (aggregate_type, aggregate_id) = envelope.subject.split_once('/')?;
-    let metadata = RebuiltMetadata {
+    let metadata = EnvelopeMetadata {
         event_id: envelope.id,
         tenant_id: envelope.tenant,
         recorded_at: envelope.time,
