@@ -1442,7 +1442,7 @@ impl Aggregate for Conversation {
             ConversationEvent::DeliveryStatusChanged { message_id, to, error, changed_at, .. } => {
                 if let Some(message) = self.message_mut(message_id) {
                     message.delivery_status = Some(to);
-                    message.delivery_error = error;
+                    message.delivery_error = error.map(Box::new);
                     message.updated_at = changed_at;
                 }
             }

@@ -743,7 +743,7 @@ fn an_email_message_with_its_envelope_is_recorded_with_normalised_addresses() {
             content: MessageContent {
                 message_type: MessageType::Email,
                 text: Some("Hello".into()),
-                email: Some(EmailEnvelope {
+                email: Some(Box::new(EmailEnvelope {
                     from: "ann@Example.com".into(),
                     to: vec!["support@Acme.io".into()],
                     cc: vec![],
@@ -753,7 +753,7 @@ fn an_email_message_with_its_envelope_is_recorded_with_normalised_addresses() {
                     in_reply_to: None,
                     reply_to: None,
                     direction: Direction::Inbound,
-                }),
+                })),
                 ..MessageContent::default()
             },
         }))
@@ -780,7 +780,7 @@ fn an_email_with_a_bad_recipient_is_refused() {
             content: MessageContent {
                 message_type: MessageType::Email,
                 text: Some("Hello".into()),
-                email: Some(EmailEnvelope {
+                email: Some(Box::new(EmailEnvelope {
                     from: "support@acme.io".into(),
                     to: vec!["not an address".into()],
                     cc: vec![],
@@ -790,7 +790,7 @@ fn an_email_with_a_bad_recipient_is_refused() {
                     in_reply_to: None,
                     reply_to: None,
                     direction: Direction::Outbound,
-                }),
+                })),
                 ..MessageContent::default()
             },
         }))
@@ -827,7 +827,12 @@ fn attachments_need_an_http_url_and_locations_valid_coordinates() {
             visibility: Visibility::Public,
             content: MessageContent {
                 message_type: MessageType::Location,
-                location: Some(Location { latitude: 91.0, longitude: 0.0, name: None, address: None }),
+                location: Some(Box::new(Location {
+                    latitude: 91.0,
+                    longitude: 0.0,
+                    name: None,
+                    address: None,
+                })),
                 ..MessageContent::default()
             },
         }))
@@ -908,7 +913,7 @@ fn a_location_message_cannot_be_edited() {
         visibility: Visibility::Public,
         content: MessageContent {
             message_type: MessageType::Location,
-            location: Some(Location { latitude: 1.0, longitude: 2.0, name: None, address: None }),
+            location: Some(Box::new(Location { latitude: 1.0, longitude: 2.0, name: None, address: None })),
             ..MessageContent::default()
         },
         response_time_ms: None,
