@@ -1,7 +1,7 @@
 //! `GET /metrics` in the Prometheus text format: HTTP answers by method, route and status;
 //! commands (POST, PATCH and DELETE under `/v1`) by route and outcome with a latency histogram;
-//! and, read at scrape time, the log's head (events appended), the relay's lag and each
-//! projection's lag. Kept by hand: a few counters need no metrics framework.
+//! and, read at scrape time, the aggregate caches' sizes, the log's head (events appended), the
+//! relay's lag and each projection's lag. Kept by hand: a few counters need no metrics framework.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -131,13 +131,29 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     path = "/metrics",
     tag = "operations",
     responses((status = 200, description = "Prometheus text format: HTTP answers by method, route and status; \
-        commands by route and outcome with a latency histogram; the log's head; every consumer's lag.",
+        commands by route and outcome with a latency histogram; the aggregate caches' sizes; the log's head; \
+        every consumer's lag.",
         content_type = "text/plain; version=0.0.4", body = String,
         example = "# TYPE colloquy_log_head gauge\ncolloquy_log_head 1042\n"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     state.metrics().render(&mut out);
+    let caches = [
+        ("contact", state.contacts().cached()),
+        ("conversation", state.conversations().cached()),
+        ("group", state.groups().cached()),
+    ];
+    out.push_str("# HELP colloquy_aggregate_cache_aggregates Loaded aggregates kept in memory.\n");
+    out.push_str("# TYPE colloquy_aggregate_cache_aggregates gauge\n");
+    for (aggregate, (count, _)) in caches {
+        let _ = writeln!(out, "colloquy_aggregate_cache_aggregates{{aggregate=\"{aggregate}\"}} {count}");
+    }
+    out.push_str("# HELP colloquy_aggregate_cache_events Events the cached aggregates were built from.\n");
+    out.push_str("# TYPE colloquy_aggregate_cache_events gauge\n");
+    for (aggregate, (_, events)) in caches {
+        let _ = writeln!(out, "colloquy_aggregate_cache_events{{aggregate=\"{aggregate}\"}} {events}");
+    }
     let store = state.store();
     if let Ok(head) = colloquy_infra::log::read_head(store).await {
         out.push_str("# HELP colloquy_log_head Events appended to the global log (its head position).\n");

@@ -186,7 +186,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     if roles.projectors {
         // The second half of the group_conversations process manager: it issues the commands.
         let closer_store = store.clone();
-        let conversations = Arc::new(Repository::new(store.clone(), config.aggregate_cache, Vec::new()));
+        let conversations = Arc::new(Repository::new(store.clone(), config.cache_limits(), Vec::new()));
         workers.push(supervise("group leave closer".into(), stop.subscribe(), move |stop| {
             group_conversations::run_closer(closer_store.clone(), conversations.clone(), stop)
         }));
@@ -209,7 +209,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         let state = AppState::new(
             store.clone(),
             log,
-            config.aggregate_cache,
+            config.cache_limits(),
             Arc::new(projectors),
             Duration::from_millis(config.min_position_timeout_ms),
             jetstream.clone(),

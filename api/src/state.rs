@@ -10,7 +10,7 @@ use chrono::Utc;
 use colloquy_domain::{Contact, Conversation, Group};
 use colloquy_infra::relay::JetStreamTransport;
 use colloquy_infra::tokens::{self, Principal};
-use colloquy_infra::{GlobalLog, Repository, Store, StoreError};
+use colloquy_infra::{CacheLimits, GlobalLog, Repository, Store, StoreError};
 use colloquy_projections::Projector;
 
 /// How long a verified token is trusted without asking the store again. Revocation takes effect
@@ -42,14 +42,13 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over `store` and its global log, caching up to `aggregate_cache` aggregates of
-    /// each type, serving the read models of `projectors` (a query with `min_position` waits up
+    /// State over `store` and its global log, caching aggregates of each type within `cache`, serving the read models of `projectors` (a query with `min_position` waits up
     /// to `min_position_timeout` for them). `jetstream` is the NATS connection the process's
     /// relay and projectors use, if any; readiness checks it.
     pub fn new(
         store: Store,
         log: GlobalLog,
-        aggregate_cache: usize,
+        cache: CacheLimits,
         projectors: Arc<Vec<Projector>>,
         min_position_timeout: Duration,
         jetstream: Option<JetStreamTransport>,
@@ -57,9 +56,9 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 log,
-                contacts: Repository::new(store.clone(), aggregate_cache, Vec::new()),
-                conversations: Repository::new(store.clone(), aggregate_cache, Vec::new()),
-                groups: Repository::new(store.clone(), aggregate_cache, Vec::new()),
+                contacts: Repository::new(store.clone(), cache, Vec::new()),
+                conversations: Repository::new(store.clone(), cache, Vec::new()),
+                groups: Repository::new(store.clone(), cache, Vec::new()),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::channel(false).0,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::repository::CacheLimits;
 use crate::store::StoreLocation;
 
 /// How logs are written.
@@ -64,9 +65,20 @@ pub struct Config {
     /// How many loaded aggregates of each type are kept in memory.
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE", default_value_t = 10_000)]
     pub aggregate_cache: usize,
+
+    /// How many events the loaded aggregates of each type may have been built from, all
+    /// together: the bound on the cache's memory (a cached conversation holds its messages,
+    /// about half a kilobyte each).
+    #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_EVENTS", default_value_t = 500_000)]
+    pub aggregate_cache_events: usize,
 }
 
 impl Config {
+    /// The limits of each aggregate type's cache.
+    pub fn cache_limits(&self) -> CacheLimits {
+        CacheLimits { aggregates: self.aggregate_cache, events: self.aggregate_cache_events }
+    }
+
     /// Where the events are kept, as configured.
     pub fn store_location(&self) -> StoreLocation {
         match &self.database_url {

@@ -9,7 +9,6 @@
 //! brought up to date with the events after its version before every use.
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use chrono::{SubsecRound, Utc};
@@ -110,10 +109,76 @@ struct Loaded<A> {
 
 type Slot<A> = Arc<Mutex<Option<Loaded<A>>>>;
 
+/// How far the cache of one aggregate type may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// The most aggregates kept.
+    pub aggregates: usize,
+    /// The most events their states may have been built from, all together. An aggregate's
+    /// memory grows with its history (a conversation holds its messages), so a count of
+    /// aggregates alone does not bound it; the least recently used go first when either limit
+    /// is passed.
+    pub events: usize,
+}
+
+/// Loaded aggregates, least recently used first out, weighed by their versions.
+struct Cache<A> {
+    slots: LruCache<String, Cached<A>>,
+    /// The sum of the cached versions.
+    events: usize,
+    limits: CacheLimits,
+}
+
+struct Cached<A> {
+    slot: Slot<A>,
+    /// The version last stored in the slot.
+    version: usize,
+}
+
+impl<A> Cache<A> {
+    fn new(limits: CacheLimits) -> Self {
+        Self { slots: LruCache::unbounded(), events: 0, limits }
+    }
+
+    /// The slot for `aggregate_id`, created empty if missing.
+    fn slot(&mut self, aggregate_id: &str) -> Slot<A> {
+        if let Some(cached) = self.slots.get(aggregate_id) {
+            return cached.slot.clone();
+        }
+        let slot: Slot<A> = Arc::new(Mutex::new(None));
+        self.slots.put(aggregate_id.to_owned(), Cached { slot: slot.clone(), version: 0 });
+        self.shrink();
+        slot
+    }
+
+    /// Records that `slot` now holds `version` (a use: it becomes the most recently used), then
+    /// drops the least recently used aggregates past the limits. A slot dropped meanwhile (its
+    /// holder kept it alive) is not counted.
+    fn weigh(&mut self, aggregate_id: &str, slot: &Slot<A>, version: usize) {
+        if let Some(cached) = self.slots.get_mut(aggregate_id).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
+            self.events = self.events - cached.version + version;
+            cached.version = version;
+        }
+        self.shrink();
+    }
+
+    fn shrink(&mut self) {
+        // The most recently used one always stays, however large.
+        while self.slots.len() > 1
+            && (self.slots.len() > self.limits.aggregates || self.events > self.limits.events)
+        {
+            match self.slots.pop_lru() {
+                Some((_, evicted)) => self.events -= evicted.version,
+                None => break,
+            }
+        }
+    }
+}
+
 /// Commands and reads for one aggregate type.
 pub struct Repository<A: Aggregate> {
     store: Store,
-    cache: SyncMutex<LruCache<String, Slot<A>>>,
+    cache: SyncMutex<Cache<A>>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
 }
 
@@ -128,10 +193,9 @@ where
     A: Aggregate<Services = CommandContext> + TenantOwned,
     A::Command: Clone,
 {
-    /// A repository over `store` that keeps up to `cache_capacity` loaded aggregates.
-    pub fn new(store: Store, cache_capacity: usize, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        let capacity = NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Self { store, cache: SyncMutex::new(LruCache::new(capacity)), upcasters }
+    /// A repository over `store` that keeps loaded aggregates within `cache`.
+    pub fn new(store: Store, cache: CacheLimits, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
+        Self { store, cache: SyncMutex::new(Cache::new(cache)), upcasters }
     }
 
     /// The store underneath.
@@ -143,13 +207,24 @@ where
     /// its slot, so they never conflict with each other; other processes are caught by the
     /// store's optimistic lock.
     fn slot(&self, aggregate_id: &str) -> Slot<A> {
-        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(slot) = cache.get(aggregate_id) {
-            return slot.clone();
-        }
-        let slot: Slot<A> = Arc::new(Mutex::new(None));
-        cache.put(aggregate_id.to_owned(), slot.clone());
-        slot
+        self.cache().slot(aggregate_id)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache<A>> {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Puts `loaded` back into its slot (whose lock `guard` is) and weighs it in the cache.
+    fn keep(&self, aggregate_id: &str, slot: &Slot<A>, guard: &mut Option<Loaded<A>>, loaded: Loaded<A>) {
+        let version = loaded.version;
+        *guard = Some(loaded);
+        self.cache().weigh(aggregate_id, slot, version);
+    }
+
+    /// How many aggregates are cached and how many events they were built from.
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.cache();
+        (cache.slots.len(), cache.events)
     }
 
     fn deserialize(&self, events: Vec<SerializedEvent>) -> Result<Vec<EventEnvelope<A>>, PersistenceError> {
@@ -199,7 +274,7 @@ where
         let loaded = self.refresh(aggregate_id, guard.take()).await?;
         let result =
             (loaded.aggregate.tenant() == Some(tenant)).then(|| read(&loaded.aggregate, loaded.version));
-        *guard = Some(loaded);
+        self.keep(aggregate_id, &slot, &mut guard, loaded);
         Ok(result)
     }
 
@@ -238,20 +313,20 @@ where
                 match decide(&mut loaded, command.clone(), intent, expected_version, origin, now).await {
                     Decision::Append(events) => events,
                     Decision::Unchanged if !checked => {
-                        *guard = Some(loaded);
+                        self.keep(aggregate_id, &slot, &mut guard, loaded);
                         continue;
                     }
                     Decision::Unchanged => {
                         let version = loaded.version;
                         let view = view(&loaded.aggregate, version);
-                        *guard = Some(loaded);
+                        self.keep(aggregate_id, &slot, &mut guard, loaded);
                         return Ok(Committed { events: Vec::new(), version, view, position: None });
                     }
                     Decision::Refused { error, intact } => {
                         // The domain decides before it writes, so a refusal with no events leaves the
                         // aggregate as it was and it can stay cached.
                         if intact {
-                            *guard = Some(loaded);
+                            self.keep(aggregate_id, &slot, &mut guard, loaded);
                         }
                         if checked {
                             return Err(error);
@@ -266,7 +341,7 @@ where
                     loaded.version += envelopes.len();
                     let version = loaded.version;
                     let view = view(&loaded.aggregate, version);
-                    *guard = Some(loaded);
+                    self.keep(aggregate_id, &slot, &mut guard, loaded);
                     return Ok(Committed { events: envelopes, version, view, position: Some(position) });
                 }
                 // Another process appended first. The handled aggregate is discarded (the slot
@@ -275,7 +350,7 @@ where
                     if let Some(expected) = expected_version {
                         let actual = self.refresh(aggregate_id, None).await.map_err(CommandError::Store)?;
                         let version = actual.version;
-                        *guard = Some(actual);
+                        self.keep(aggregate_id, &slot, &mut guard, actual);
                         return Err(CommandError::VersionMismatch { expected, actual: version });
                     }
                     conflicts += 1;
@@ -383,4 +458,79 @@ fn serialize<A: Aggregate>(envelopes: &[EventEnvelope<A>]) -> Result<Vec<Seriali
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(aggregates: usize, events: usize) -> CacheLimits {
+        CacheLimits { aggregates, events }
+    }
+
+    fn ids(cache: &Cache<()>) -> Vec<String> {
+        let mut ids: Vec<String> = cache.slots.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn evicts_least_recently_used_past_the_event_budget() {
+        let mut cache = Cache::<()>::new(limits(100, 1_000));
+        let a = cache.slot("a");
+        cache.weigh("a", &a, 400);
+        let b = cache.slot("b");
+        cache.weigh("b", &b, 400);
+        // "a" was used last, so "b" is the one to go when "c" grows past the budget.
+        let again = cache.slot("a");
+        assert!(Arc::ptr_eq(&a, &again));
+        let c = cache.slot("c");
+        cache.weigh("c", &c, 300);
+        assert_eq!(ids(&cache), ["a", "c"]);
+        assert_eq!(cache.events, 700);
+    }
+
+    #[test]
+    fn a_growing_aggregate_is_weighed_by_its_latest_version() {
+        let mut cache = Cache::<()>::new(limits(100, 1_000));
+        let a = cache.slot("a");
+        cache.weigh("a", &a, 10);
+        cache.weigh("a", &a, 25);
+        let b = cache.slot("b");
+        cache.weigh("b", &b, 5);
+        assert_eq!(cache.events, 30);
+        // Growing past the budget alone evicts the others but keeps the one in use.
+        cache.weigh("a", &a, 5_000);
+        assert_eq!(ids(&cache), ["a"]);
+        assert_eq!(cache.events, 5_000);
+    }
+
+    #[test]
+    fn the_count_limit_still_applies() {
+        let mut cache = Cache::<()>::new(limits(2, 1_000_000));
+        for (id, version) in [("a", 3), ("b", 4), ("c", 5)] {
+            let slot = cache.slot(id);
+            cache.weigh(id, &slot, version);
+        }
+        assert_eq!(ids(&cache), ["b", "c"]);
+        assert_eq!(cache.events, 9);
+    }
+
+    #[test]
+    fn an_evicted_slot_stored_back_later_is_not_counted() {
+        let mut cache = Cache::<()>::new(limits(1, 1_000));
+        let a = cache.slot("a");
+        let b = cache.slot("b");
+        assert_eq!(ids(&cache), ["b"]);
+        // The holder of the evicted slot stores its aggregate back: it counts for nothing.
+        cache.weigh("a", &a, 50);
+        assert_eq!(cache.events, 0);
+        // Nor does it count under the id of a newer slot.
+        let newer = cache.slot("a");
+        assert!(!Arc::ptr_eq(&a, &newer));
+        cache.weigh("a", &a, 70);
+        cache.weigh("a", &newer, 20);
+        assert_eq!(cache.events, 20);
+        drop(b);
+    }
 }

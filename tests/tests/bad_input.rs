@@ -432,6 +432,10 @@ async fn metrics_count_answers_commands_and_lag() {
         "colloquy_http_responses_total{method=\"POST\",route=\"/v1/conversations/{id}/status\",status=\"400\"} 1",
         "colloquy_command_duration_seconds_count{command=\"POST /v1/conversations\"} 1",
         "colloquy_log_head 2",
+        "colloquy_aggregate_cache_aggregates{aggregate=\"conversation\"} 1",
+        "colloquy_aggregate_cache_events{aggregate=\"conversation\"} 1",
+        "colloquy_aggregate_cache_events{aggregate=\"contact\"} 1",
+        "colloquy_aggregate_cache_aggregates{aggregate=\"group\"} 0",
         "colloquy_consumer_lag_events{consumer=\"projection:conversation_list\"}",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");

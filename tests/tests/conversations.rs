@@ -352,6 +352,35 @@ async fn contacts_are_created_read_and_patched(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_cache_smaller_than_the_conversations_loses_nothing(backend: Backend) {
+    // A budget of 8 events: every conversation below outgrows it, so each command finds the
+    // other one evicted and loads it from the store again.
+    let server = TestServer::start_with(backend, |config| config.aggregate_cache_events = 8).await;
+    let first = server.conversation().await;
+    let second = server.conversation().await;
+    for n in 0..6 {
+        for id in [&first, &second] {
+            let reply = server
+                .post(
+                    &format!("/v1/conversations/{id}/messages"),
+                    json!({"sender": {"kind": "customer"}, "text": format!("{id} {n}")}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+            assert_eq!(reply.etag(), format!("\"{}\"", n + 2), "versions count on after each reload");
+        }
+    }
+    for id in [&first, &second] {
+        let messages = server.get(&format!("/v1/conversations/{id}/messages?limit=100")).await;
+        let texts: Vec<&str> =
+            messages.body["data"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        let expected: Vec<String> = (0..6).map(|n| format!("{id} {n}")).collect();
+        assert_eq!(texts, expected);
+        assert_eq!(server.all_events("conversations", id).await.len(), 7);
+    }
+    server.stop().await;
+}
+
 on_both_stores!(
     the_full_life_of_a_conversation,
     a_customer_message_reopens_a_snoozed_conversation,
@@ -360,6 +389,7 @@ on_both_stores!(
     a_stale_if_match_gets_412_and_a_current_one_goes_through,
     conversation_numbers_count_up_per_tenant,
     contacts_are_created_read_and_patched,
+    a_cache_smaller_than_the_conversations_loses_nothing,
 );
 
 /// Two server processes on one PostgreSQL database write the same conversation at once: the
