@@ -471,6 +471,7 @@ pub async fn run(
             }
             return Ok(());
         }
+        let read_started = tokio::time::Instant::now();
         let events = log.read(cursor, BATCH, None).await?;
         let Some(last) = events.last().and_then(|e| e.position) else {
             if checkpointed && saved < cursor {
@@ -487,7 +488,17 @@ pub async fn run(
         match &transport {
             Transport::Bus(bus) => bus.publish(&events),
             Transport::JetStream(jetstream) => {
+                let publish_started = tokio::time::Instant::now();
                 jetstream.publish(&events).await?;
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(
+                        events = events.len(),
+                        read_ms = (publish_started - read_started).as_secs_f64() * 1e3,
+                        publish_ms = publish_started.elapsed().as_secs_f64() * 1e3,
+                        oldest_age_ms = events.first().and_then(StoredEvent::age_ms),
+                        "relayed"
+                    );
+                }
                 if saved_at.elapsed() >= CHECKPOINT_EVERY {
                     save_checkpoint(&store, RELAY_CHECKPOINT, last).await?;
                     (saved, saved_at) = (last, tokio::time::Instant::now());
@@ -529,6 +540,20 @@ mod tests {
             })
             .into(),
         }
+    }
+
+    #[test]
+    fn an_events_age_runs_from_its_recorded_at() {
+        let mut event = stored();
+        let recorded = chrono::Utc::now() - chrono::Duration::seconds(2);
+        event.metadata =
+            json!({"recorded_at": recorded.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}).into();
+        let age = event.age_ms().expect("an age");
+        assert!((2_000.0..3_000.0).contains(&age), "{age}");
+        event.metadata = json!({"tenant_id": "acme"}).into();
+        assert_eq!(event.age_ms(), None);
+        event.metadata = json!({"recorded_at": "yesterday"}).into();
+        assert_eq!(event.age_ms(), None);
     }
 
     #[test]

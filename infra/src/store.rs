@@ -98,6 +98,15 @@ impl StoredEvent {
     pub fn tenant_id(&self) -> Option<String> {
         self.metadata.str_field("tenant_id")
     }
+
+    /// Milliseconds since its command was decided (`recorded_at`), for the debug timings of the
+    /// relay and the projectors: how long an event took to reach each of them.
+    pub fn age_ms(&self) -> Option<f64> {
+        let recorded = self.metadata.str_field("recorded_at")?;
+        let recorded = chrono::DateTime::parse_from_rfc3339(&recorded).ok()?;
+        let age = chrono::Utc::now().signed_duration_since(recorded);
+        Some(age.num_microseconds()? as f64 / 1_000.0)
+    }
 }
 
 enum Backend {

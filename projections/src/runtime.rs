@@ -344,6 +344,38 @@ impl Projector {
         self.catch_up_with(progress).await
     }
 
+    /// The age of a batch's oldest event, when debug logging is on (reading it parses metadata).
+    fn debug_age(&self, batch: &[StoredEvent]) -> Option<f64> {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            batch.first().and_then(StoredEvent::age_ms)
+        } else {
+            None
+        }
+    }
+
+    /// Logs at debug level how a live batch went: its oldest event's age when received, how
+    /// long it was waited for (the fetch, or the bus's linger), how long it took to apply, and
+    /// its newest event's age once applied. Where an event's time to the read model goes.
+    fn debug_timings(
+        &self,
+        batch: &[StoredEvent],
+        received_age: Option<f64>,
+        waited: Duration,
+        received_at: tokio::time::Instant,
+    ) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                projection = self.name(),
+                events = batch.len(),
+                received_age_ms = received_age,
+                waited_ms = waited.as_secs_f64() * 1e3,
+                apply_ms = received_at.elapsed().as_secs_f64() * 1e3,
+                applied_age_ms = batch.last().and_then(StoredEvent::age_ms),
+                "applied live batch"
+            );
+        }
+    }
+
     /// Keeps the read model current until `stop` turns true, fed by the in-process bus.
     pub async fn run_on_bus(
         &self,
@@ -377,9 +409,12 @@ impl Projector {
                             Err(_) => break,
                         }
                     }
+                    let received_at = tokio::time::Instant::now();
+                    let received_age = self.debug_age(&batch);
                     if let Applied::Gap { .. } = self.apply(&batch).await? {
                         self.catch_up().await?;
                     }
+                    self.debug_timings(&batch, received_age, linger, received_at);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.catch_up().await?;
@@ -419,6 +454,7 @@ impl Projector {
             if *stop.borrow() {
                 return self.flush_checkpoint().await;
             }
+            let fetch_started = tokio::time::Instant::now();
             let fetched =
                 consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
             let mut messages = match fetched {
@@ -448,9 +484,12 @@ impl Projector {
             }
             batch.sort_by_key(|e| e.position);
             batch.dedup_by_key(|e| e.position);
+            let received_at = tokio::time::Instant::now();
+            let received_age = self.debug_age(&batch);
             if let Applied::Gap { .. } = self.apply(&batch).await? {
                 self.catch_up().await?;
             }
+            self.debug_timings(&batch, received_age, received_at - fetch_started, received_at);
             for message in received {
                 if let Err(error) = message.ack().await {
                     tracing::debug!(%error, "ack failed; the message will be redelivered and skipped");

@@ -105,7 +105,9 @@ impl Server {
         let token = format!("cq_bench_{}", uuid::Uuid::new_v4().simple());
         env.push(("COLLOQUY_LISTEN".into(), format!("127.0.0.1:{port}")));
         env.push(("COLLOQUY_BOOTSTRAP_TOKEN".into(), token.clone()));
-        env.push(("COLLOQUY_LOG".into(), "warn".into()));
+        // Quiet unless asked: `COLLOQUY_LOG=colloquy_infra::relay=debug,colloquy_projections=debug`
+        // logs where each live batch's time goes (see BENCHMARKS.md).
+        env.push(("COLLOQUY_LOG".into(), std::env::var("COLLOQUY_LOG").unwrap_or_else(|_| "warn".into())));
         let child = Command::new(binary)
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
