@@ -42,8 +42,9 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over `store` and its global log, caching aggregates of each type within `cache`, serving the read models of `projectors` (a query with `min_position` waits up
-    /// to `min_position_timeout` for them). `jetstream` is the NATS connection the process's
+    /// State over `store` and its global log, caching aggregates of each type within `cache`,
+    /// serving the read models of `projectors` (a query with `min_position` waits up to
+    /// `min_position_timeout` for them). `jetstream` is the NATS connection the process's
     /// relay and projectors use, if any; readiness checks it.
     pub fn new(
         store: Store,
