@@ -62,8 +62,8 @@ impl GlobalLog {
         self.head.clone()
     }
 
-    /// Events after global position `after`, in order, at most `limit`; only `tenant`'s when
-    /// given.
+    /// Events after global position `after`, in order, at most `limit` (and at most
+    /// [`MAX_PAGE`]); only `tenant`'s when given.
     pub async fn read(
         &self,
         after: i64,
@@ -78,6 +78,9 @@ impl GlobalLog {
         &self.store
     }
 }
+
+/// The most events one read of the log returns.
+pub const MAX_PAGE: i64 = 10_000;
 
 /// The log's head: the global position of the last committed event (0 for an empty log).
 pub async fn read_head(store: &Store) -> Result<i64, StoreError> {
@@ -99,7 +102,7 @@ async fn read_log(
     // tables were small seq-scans and hash-joins `events`, and PostgreSQL keeps it until the next
     // ANALYZE; at a million events that cost seconds per page instead of a millisecond. The
     // limit is written into the statement so the planner sees it.
-    let limit = limit.clamp(1, 10_000);
+    let limit = limit.clamp(1, MAX_PAGE);
     if let Some(pool) = store.postgres_pool() {
         // The page's positions are picked first and only then joined to `events`: written as one
         // join under the limit, the plan is costed for the whole rest of the log, and from a few

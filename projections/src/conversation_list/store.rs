@@ -1,7 +1,7 @@
 //! Loading and writing conversation rows, contact summaries and counters inside the projector's
 //! transaction: the `ConversationList` projection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -231,16 +231,20 @@ struct Batch {
     row_order: Vec<String>,
     counted_before: HashMap<String, Option<CountKey>>,
     contacts: HashMap<String, Option<KnownContact>>,
-    changed_contacts: Vec<String>,
+    changed_contacts: BTreeSet<String>,
 }
 
 impl Batch {
     /// Loads every row the batch's conversation events touch, in as few statements as possible.
     async fn preload_rows(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        // A page can interleave thousands of events over hundreds of conversations: the ids are
+        // collected through a set, not by scanning the list for each event.
+        let mut seen: HashSet<&str> = HashSet::new();
         let mut ids: Vec<&str> = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == "conversation") {
-            if !self.rows.contains_key(&stored.aggregate_id) && !ids.contains(&stored.aggregate_id.as_str()) {
-                ids.push(&stored.aggregate_id);
+            let id = stored.aggregate_id.as_str();
+            if !self.rows.contains_key(id) && seen.insert(id) {
+                ids.push(id);
             }
         }
         let mut remaining = &ids[..];
@@ -324,10 +328,11 @@ impl Batch {
         let sql = "SELECT conversation_id FROM conversation_list WHERE tenant_id = $1 AND group_id = $2";
         let mut ids: Vec<String> =
             on_tx!(tx, |conn| sqlx::query_scalar(sql).bind(tenant).bind(group).fetch_all(conn).await?);
+        let stored_ids: HashSet<String> = ids.iter().cloned().collect();
         for (id, row) in &self.rows {
             let in_group =
                 row.as_ref().is_some_and(|r| r.tenant_id == tenant && r.group_id.as_deref() == Some(group));
-            if in_group && !ids.contains(id) {
+            if in_group && !stored_ids.contains(id) {
                 ids.push(id.clone());
             }
         }
@@ -356,9 +361,7 @@ impl Batch {
             }
         }
         self.contacts.insert(stored.aggregate_id.clone(), Some(KnownContact { tenant_id, summary }));
-        if !self.changed_contacts.contains(&stored.aggregate_id) {
-            self.changed_contacts.push(stored.aggregate_id.clone());
-        }
+        self.changed_contacts.insert(stored.aggregate_id.clone());
         Ok(())
     }
 
