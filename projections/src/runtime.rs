@@ -24,8 +24,8 @@ const CATCH_UP_BATCH: i64 = 5000;
 /// Events per batch when rebuilding: the most one log read returns. No one reads a read model
 /// while it is rebuilt, so its transactions may hold the SQLite writer longer than a live
 /// catch-up's should, and a row is written once per 10,000 events instead of once per 5,000
-/// (SQLite rebuild of 401,600 events interleaved over 800 conversations: 43,471 to 49,093
-/// events/s at 5,000, 47,527 to 56,997 at 10,000, for about 25 MB more memory).
+/// (SQLite rebuild of 401,600 events interleaved over 800 conversations: 40,123 and 42,260
+/// events/s at 5,000, 55,357 and 55,526 at 10,000, for 30 to 55 MB more peak memory).
 const REBUILD_BATCH: i64 = colloquy_infra::log::MAX_PAGE;
 
 /// Pages a catch-up holds ready beyond the one being read and the one being applied.
@@ -557,9 +557,9 @@ impl Projector {
     }
 }
 
-/// Pages of `size` events of the log after `after`, read by a task of their own until a read finds nothing (the
-/// channel then closes) or fails (the error is the last item). The task ends when the receiver
-/// is dropped.
+/// Pages of `size` events of the log after `after`, read by a task of their own until a read
+/// finds nothing (the channel then closes) or fails (the error is the last item). The task ends
+/// when the receiver is dropped.
 fn read_ahead(
     log: GlobalLog,
     mut after: i64,
