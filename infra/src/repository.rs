@@ -162,6 +162,15 @@ impl<A> Cache<A> {
         self.shrink();
     }
 
+    /// Records that `slot` was left empty (a command failed after taking its aggregate out):
+    /// it holds nothing, so it weighs nothing. Not a use; a slot dropped meanwhile is ignored.
+    fn emptied(&mut self, aggregate_id: &str, slot: &Slot<A>) {
+        if let Some(cached) = self.slots.peek_mut(aggregate_id).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
+            self.events -= cached.version;
+            cached.version = 0;
+        }
+    }
+
     fn shrink(&mut self) {
         // The most recently used one always stays, however large.
         while self.slots.len() > 1
@@ -271,7 +280,13 @@ where
     ) -> Result<Option<R>, PersistenceError> {
         let slot = self.slot(aggregate_id);
         let mut guard = slot.lock().await;
-        let loaded = self.refresh(aggregate_id, guard.take()).await?;
+        let loaded = match self.refresh(aggregate_id, guard.take()).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.cache().emptied(aggregate_id, &slot);
+                return Err(error);
+            }
+        };
         let result =
             (loaded.aggregate.tenant() == Some(tenant)).then(|| read(&loaded.aggregate, loaded.version));
         self.keep(aggregate_id, &slot, &mut guard, loaded);
@@ -299,69 +314,78 @@ where
         let correlation_id = origin.correlation_id.unwrap_or_else(Uuid::now_v7);
         let mut trust_cache = true;
         let mut conflicts = 0;
-        loop {
-            // `checked`: the aggregate in hand was brought up to date with the store just now.
-            let (mut loaded, checked) = match guard.take() {
-                Some(cached) if trust_cache => (cached, false),
-                cached => (self.refresh(aggregate_id, cached).await.map_err(CommandError::Store)?, true),
-            };
-            trust_cache = false;
-            // Microseconds, as PostgreSQL's timestamptz keeps them, so the aggregate and the read
-            // models built from its events show the same times.
-            let now = Utc::now().trunc_subsecs(6);
-            let events =
-                match decide(&mut loaded, command.clone(), intent, expected_version, origin, now).await {
-                    Decision::Append(events) => events,
-                    Decision::Unchanged if !checked => {
-                        self.keep(aggregate_id, &slot, &mut guard, loaded);
-                        continue;
-                    }
-                    Decision::Unchanged => {
+        let outcome = async {
+            loop {
+                // `checked`: the aggregate in hand was brought up to date with the store just now.
+                let (mut loaded, checked) = match guard.take() {
+                    Some(cached) if trust_cache => (cached, false),
+                    cached => (self.refresh(aggregate_id, cached).await.map_err(CommandError::Store)?, true),
+                };
+                trust_cache = false;
+                // Microseconds, as PostgreSQL's timestamptz keeps them, so the aggregate and the read
+                // models built from its events show the same times.
+                let now = Utc::now().trunc_subsecs(6);
+                let events =
+                    match decide(&mut loaded, command.clone(), intent, expected_version, origin, now).await {
+                        Decision::Append(events) => events,
+                        Decision::Unchanged if !checked => {
+                            self.keep(aggregate_id, &slot, &mut guard, loaded);
+                            continue;
+                        }
+                        Decision::Unchanged => {
+                            let version = loaded.version;
+                            let view = view(&loaded.aggregate, version);
+                            self.keep(aggregate_id, &slot, &mut guard, loaded);
+                            return Ok(Committed { events: Vec::new(), version, view, position: None });
+                        }
+                        Decision::Refused { error, intact } => {
+                            // The domain decides before it writes, so a refusal with no events leaves the
+                            // aggregate as it was and it can stay cached.
+                            if intact {
+                                self.keep(aggregate_id, &slot, &mut guard, loaded);
+                            }
+                            if checked {
+                                return Err(error);
+                            }
+                            continue;
+                        }
+                    };
+                let envelopes = wrap(aggregate_id, loaded.version, events, origin, correlation_id, now);
+                let serialized = serialize(&envelopes).map_err(CommandError::Store)?;
+                match self.store.append(serialized).await {
+                    Ok(position) => {
+                        loaded.version += envelopes.len();
                         let version = loaded.version;
                         let view = view(&loaded.aggregate, version);
                         self.keep(aggregate_id, &slot, &mut guard, loaded);
-                        return Ok(Committed { events: Vec::new(), version, view, position: None });
+                        return Ok(Committed { events: envelopes, version, view, position: Some(position) });
                     }
-                    Decision::Refused { error, intact } => {
-                        // The domain decides before it writes, so a refusal with no events leaves the
-                        // aggregate as it was and it can stay cached.
-                        if intact {
-                            self.keep(aggregate_id, &slot, &mut guard, loaded);
+                    // Another process appended first. The handled aggregate is discarded (the slot
+                    // stays empty) and the next attempt reloads and decides again.
+                    Err(PersistenceError::OptimisticLockError) => {
+                        if let Some(expected) = expected_version {
+                            let actual =
+                                self.refresh(aggregate_id, None).await.map_err(CommandError::Store)?;
+                            let version = actual.version;
+                            self.keep(aggregate_id, &slot, &mut guard, actual);
+                            return Err(CommandError::VersionMismatch { expected, actual: version });
                         }
-                        if checked {
-                            return Err(error);
+                        conflicts += 1;
+                        if conflicts >= MAX_ATTEMPTS {
+                            return Err(CommandError::Conflict);
                         }
-                        continue;
+                        backoff(conflicts).await;
                     }
-                };
-            let envelopes = wrap(aggregate_id, loaded.version, events, origin, correlation_id, now);
-            let serialized = serialize(&envelopes).map_err(CommandError::Store)?;
-            match self.store.append(serialized).await {
-                Ok(position) => {
-                    loaded.version += envelopes.len();
-                    let version = loaded.version;
-                    let view = view(&loaded.aggregate, version);
-                    self.keep(aggregate_id, &slot, &mut guard, loaded);
-                    return Ok(Committed { events: envelopes, version, view, position: Some(position) });
+                    Err(other) => return Err(CommandError::Store(other)),
                 }
-                // Another process appended first. The handled aggregate is discarded (the slot
-                // stays empty) and the next attempt reloads and decides again.
-                Err(PersistenceError::OptimisticLockError) => {
-                    if let Some(expected) = expected_version {
-                        let actual = self.refresh(aggregate_id, None).await.map_err(CommandError::Store)?;
-                        let version = actual.version;
-                        self.keep(aggregate_id, &slot, &mut guard, actual);
-                        return Err(CommandError::VersionMismatch { expected, actual: version });
-                    }
-                    conflicts += 1;
-                    if conflicts >= MAX_ATTEMPTS {
-                        return Err(CommandError::Conflict);
-                    }
-                    backoff(conflicts).await;
-                }
-                Err(other) => return Err(CommandError::Store(other)),
             }
         }
+        .await;
+        // A failure may leave the slot empty (the aggregate it took out is discarded).
+        if guard.is_none() {
+            self.cache().emptied(aggregate_id, &slot);
+        }
+        outcome
     }
 }
 
@@ -532,5 +556,25 @@ mod tests {
         cache.weigh("a", &newer, 20);
         assert_eq!(cache.events, 20);
         drop(b);
+    }
+
+    #[test]
+    fn a_slot_left_empty_weighs_nothing_and_is_not_a_use() {
+        let mut cache = Cache::<()>::new(limits(10, 1_000));
+        let a = cache.slot("a");
+        cache.weigh("a", &a, 300);
+        let b = cache.slot("b");
+        cache.weigh("b", &b, 200);
+        cache.emptied("a", &a);
+        assert_eq!(cache.events, 200);
+        assert_eq!(ids(&cache), ["a", "b"]);
+        assert_eq!(cache.slots.peek_lru().map(|(id, _)| id.as_str()), Some("a"), "not promoted");
+        // Loaded again, it counts with its new version.
+        cache.weigh("a", &a, 310);
+        assert_eq!(cache.events, 510);
+        // A stale slot under the same id changes nothing.
+        let stale: Slot<()> = Arc::new(Mutex::new(None));
+        cache.emptied("b", &stale);
+        assert_eq!(cache.events, 510);
     }
 }
