@@ -156,8 +156,10 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         _ => None,
     };
     let bus = EventBus::new();
-    let projectors: Vec<Projector> =
-        colloquy_projections::all().into_iter().map(|p| Projector::new(log.clone(), p)).collect();
+    let projectors: Vec<Projector> = colloquy_projections::all()
+        .into_iter()
+        .map(|p| Projector::new(log.clone(), p).with_linger(config.projection_linger()))
+        .collect();
     if roles.projectors {
         for projector in &projectors {
             let projector = projector.clone();

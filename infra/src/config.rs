@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::repository::CacheLimits;
 use crate::store::StoreLocation;
@@ -71,12 +72,25 @@ pub struct Config {
     /// the SQLite benchmark measured about 0.8 kB of RSS per cached event).
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_EVENTS", default_value_t = 500_000)]
     pub aggregate_cache_events: usize,
+
+    /// How long, in milliseconds, each projector lets a batch of events from the in-process bus
+    /// gather before applying it (default 5 on SQLite, 0 on PostgreSQL; JetStream consumers
+    /// fetch what is there). On SQLite every read-model transaction holds the one writer, so a
+    /// longer wait means more commands per second and read models that many milliseconds
+    /// further behind.
+    #[arg(long, env = "COLLOQUY_PROJECTION_LINGER_MS")]
+    pub projection_linger_ms: Option<u64>,
 }
 
 impl Config {
     /// The limits of each aggregate type's cache.
     pub fn cache_limits(&self) -> CacheLimits {
         CacheLimits { aggregates: self.aggregate_cache, events: self.aggregate_cache_events }
+    }
+
+    /// How long projectors fed by the in-process bus let a batch gather; `None`: their default.
+    pub fn projection_linger(&self) -> Option<Duration> {
+        self.projection_linger_ms.map(Duration::from_millis)
     }
 
     /// Where the events are kept, as configured.

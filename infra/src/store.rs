@@ -15,8 +15,8 @@ use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use sqlx::{PgPool, Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::{mpsc, oneshot, watch, Mutex, MutexGuard};
 
 use colloquy_domain::TenantId;
 
@@ -118,9 +118,9 @@ enum Backend {
     // spinning on SQLITE_BUSY, which is both fairer and faster.
     Sqlite {
         pool: SqlitePool,
-        // Connections that commit without waiting for the disk, for writes that may be lost in
-        // a crash and are then done again (read models with their checkpoints).
-        relaxed: SqlitePool,
+        // One connection for the frequent writes: event appends and read-model batches (see
+        // `SqliteWrites`).
+        writes: SqlitePool,
         repo: SqliteEventRepository,
         write_lock: Arc<Mutex<()>>,
     },
@@ -164,12 +164,9 @@ impl Store {
                 // crash.
                 let pool = sqlite_pool(path, SqliteSynchronous::Full, 8).await?;
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-                // NORMAL in WAL mode commits without a sync. The log is one file written in
-                // order, so the next FULL commit (an event's) syncs these frames too; a crash
-                // before then loses only such commits, whole, with their checkpoints.
-                let relaxed = sqlite_pool(path, SqliteSynchronous::Normal, 2).await?;
+                let writes = sqlite_pool(path, SqliteSynchronous::Full, 1).await?;
                 let repo = SqliteEventRepository::new(pool.clone());
-                Backend::Sqlite { pool, relaxed, repo, write_lock: Arc::new(Mutex::new(())) }
+                Backend::Sqlite { pool, writes, repo, write_lock: Arc::new(Mutex::new(())) }
             }
         };
         let (head, target) = match &backend {
@@ -178,11 +175,11 @@ impl Store {
                     sqlx::query_scalar("SELECT last_position FROM event_log_state").fetch_one(pool).await?;
                 (head, Target::Postgres(pool.clone()))
             }
-            Backend::Sqlite { pool, write_lock, .. } => {
+            Backend::Sqlite { pool, writes, write_lock, .. } => {
                 let head = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM event_log")
                     .fetch_one(pool)
                     .await?;
-                (head, Target::Sqlite { pool: pool.clone(), write_lock: write_lock.clone() })
+                (head, Target::Sqlite { pool: writes.clone(), write_lock: write_lock.clone() })
             }
         };
         let head = Arc::new(watch::channel(head).0);
@@ -213,8 +210,8 @@ impl Store {
     pub async fn close(&self) {
         match &*self.backend {
             Backend::Postgres { pool, .. } => pool.close().await,
-            Backend::Sqlite { pool, relaxed, .. } => {
-                relaxed.close().await;
+            Backend::Sqlite { pool, writes, .. } => {
+                writes.close().await;
                 pool.close().await;
             }
         }
@@ -422,14 +419,14 @@ impl Store {
         }
     }
 
-    /// For writes that may be lost in a crash because they are done again after it (a read model
-    /// with its checkpoint, in one transaction): the SQLite pool whose commits do not wait for the
-    /// disk, and the writer lock. `None` for PostgreSQL, where such a transaction sets
-    /// `synchronous_commit = off` instead.
-    pub fn sqlite_relaxed_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
+    /// The SQLite writer's connection, for frequent write transactions (a read model's batch with
+    /// its checkpoint); `None` for PostgreSQL.
+    pub fn sqlite_writes(&self) -> Option<SqliteWrites<'_>> {
         match &*self.backend {
             Backend::Postgres { .. } => None,
-            Backend::Sqlite { relaxed, write_lock, .. } => Some((relaxed, &**write_lock)),
+            Backend::Sqlite { writes, write_lock, .. } => {
+                Some(SqliteWrites { pool: writes, lock: write_lock })
+            }
         }
     }
 
@@ -439,6 +436,53 @@ impl Store {
             Backend::Postgres { .. } => None,
             Backend::Sqlite { pool, write_lock, .. } => Some((pool, &**write_lock)),
         }
+    }
+}
+
+/// Whether an SQLite commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// It does (`synchronous = FULL`): what is committed survives a crash. For events.
+    Durable,
+    /// It does not (`synchronous = NORMAL`), for writes that are done again when a crash loses
+    /// them (a read model with its checkpoint). The WAL is one file written in order, so the
+    /// next durable commit syncs these frames too; a crash before then loses only such commits,
+    /// whole.
+    Relaxed,
+}
+
+impl Durability {
+    /// The statement that sets the connection's `synchronous` and opens a transaction, in one
+    /// round trip.
+    pub(crate) fn begin(self) -> &'static str {
+        match self {
+            Self::Durable => "PRAGMA synchronous = FULL; BEGIN",
+            Self::Relaxed => "PRAGMA synchronous = NORMAL; BEGIN",
+        }
+    }
+}
+
+/// The SQLite writer: the in-process lock every writer queues on, and the one connection that
+/// event appends and read-model batches share. One connection, because a connection empties its
+/// page cache whenever another has committed since its last transaction: when appends and
+/// batches took turns on different connections, each transaction began by reading its pages
+/// (the events' and the read model's indexes) again.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteWrites<'a> {
+    pool: &'a SqlitePool,
+    lock: &'a Mutex<()>,
+}
+
+impl<'a> SqliteWrites<'a> {
+    /// Waits for the writer lock, then opens a transaction on the writer's connection; the lock
+    /// is held until the guard is dropped (after the commit).
+    pub async fn begin(
+        self,
+        durability: Durability,
+    ) -> Result<(MutexGuard<'a, ()>, Transaction<'static, Sqlite>), sqlx::Error> {
+        let guard = self.lock.lock().await;
+        let transaction = self.pool.begin_with(durability.begin()).await?;
+        Ok((guard, transaction))
     }
 }
 

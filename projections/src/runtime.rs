@@ -13,6 +13,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
+use colloquy_infra::store::Durability;
 use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
 
 /// Events read from the store per catch-up batch. Where traffic interleaves many conversations,
@@ -31,8 +32,9 @@ const REBUILD_BATCH: i64 = colloquy_infra::log::MAX_PAGE;
 /// Pages a catch-up holds ready beyond the one being read and the one being applied.
 const READ_AHEAD: usize = 1;
 
-/// How long a projector on the in-process bus over SQLite lets a batch gather.
-const BUS_LINGER: Duration = Duration::from_millis(5);
+/// How long a projector on the in-process bus over SQLite lets a batch gather, unless told
+/// otherwise ([`Projector::with_linger`]).
+pub const BUS_LINGER: Duration = Duration::from_millis(5);
 
 /// How often a checkpoint that only batches the projection ignores moved is written.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -136,6 +138,9 @@ pub struct Projector {
     /// When this process last wrote the checkpoint to the store, and what it wrote, for batches
     /// that only move it.
     saved: Arc<std::sync::Mutex<(tokio::time::Instant, i64)>>,
+    /// How long a batch from the in-process bus gathers after its first event; `None` for the
+    /// default ([`BUS_LINGER`] on SQLite, nothing on PostgreSQL).
+    linger: Option<Duration>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -152,7 +157,18 @@ impl Projector {
             projection,
             applied: Arc::new(watch::channel(0).0),
             saved: Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), 0))),
+            linger: None,
         }
+    }
+
+    /// Lets each batch from the in-process bus gather for `linger` after its first event
+    /// (`None`: the default). Longer batches mean fewer read-model transactions, which on SQLite
+    /// hold the one writer while commands wait, at the cost of a read model that many
+    /// milliseconds further behind.
+    #[must_use]
+    pub fn with_linger(mut self, linger: Option<Duration>) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Notes that the checkpoint is at least `position`.
@@ -209,10 +225,9 @@ impl Projector {
             self.note_applied(last);
             self.note_saved(last);
             Ok(Applied::UpTo(last))
-        } else if let Some((pool, write_lock)) = store.sqlite_relaxed_pool() {
-            // As on PostgreSQL, the commit need not wait for the disk (see the pool).
-            let _writer = write_lock.lock().await;
-            let mut tx = pool.begin().await?;
+        } else if let Some(writes) = store.sqlite_writes() {
+            // As on PostgreSQL, the commit need not wait for the disk.
+            let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
             let stored: i64 = sqlx::query_scalar(lock).bind(&name).fetch_one(&mut *tx).await?;
             let checkpoint = self.effective_checkpoint(stored);
             let Some(fresh) = fresh(events, checkpoint)? else {
@@ -276,9 +291,10 @@ impl Projector {
         let sql = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position < $2";
         if let Some(pool) = store.postgres_pool() {
             sqlx::query(sql).bind(&name).bind(position).execute(pool).await?;
-        } else if let Some((pool, write_lock)) = store.sqlite_relaxed_pool() {
-            let _writer = write_lock.lock().await;
-            sqlx::query(sql).bind(&name).bind(position).execute(pool).await?;
+        } else if let Some(writes) = store.sqlite_writes() {
+            let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
+            sqlx::query(sql).bind(&name).bind(position).execute(&mut *tx).await?;
+            tx.commit().await?;
         }
         self.note_saved(position);
         Ok(())
@@ -342,9 +358,8 @@ impl Projector {
             self.projection.clear(&mut tx).await?;
             let Tx::Postgres(tx) = tx else { unreachable!("built as Postgres above") };
             tx.commit().await?;
-        } else if let Some((pool, write_lock)) = store.sqlite_pool() {
-            let _writer = write_lock.lock().await;
-            let mut tx = pool.begin().await?;
+        } else if let Some(writes) = store.sqlite_writes() {
+            let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
             sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
             let mut tx = Tx::Sqlite(tx);
             self.projection.clear(&mut tx).await?;
@@ -398,7 +413,8 @@ impl Projector {
         let mut events = bus.subscribe();
         // SQLite has one writer: every read-model transaction makes event appends wait. Letting
         // a batch gather for a moment after its first event means fewer, larger transactions.
-        let linger = if self.log.store().sqlite_pool().is_some() { BUS_LINGER } else { Duration::ZERO };
+        let sqlite = self.log.store().sqlite_pool().is_some();
+        let linger = self.linger.unwrap_or(if sqlite { BUS_LINGER } else { Duration::ZERO });
         self.catch_up().await?;
         loop {
             let first = tokio::select! {

@@ -196,8 +196,43 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
     server.stop().await;
 }
 
+/// `COLLOQUY_PROJECTION_LINGER_MS`: a projector fed by the in-process bus holds a batch back for
+/// that long after its first event, then applies what gathered.
+async fn a_projector_lets_a_batch_gather_for_the_configured_linger(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.projection_linger_ms = Some(1_500);
+        config.min_position_timeout_ms = 100;
+    })
+    .await;
+    let id = server.conversation().await;
+    let reply = server
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "hi"}),
+        )
+        .await;
+    let position = reply.headers["colloquy-position"].to_str().unwrap().to_owned();
+    let path = format!("/v1/conversations?min_position={position}");
+    // The batch began with the conversation's opening, well under 1.5 s ago.
+    server.get(&path).await.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let list = loop {
+        let list = server.get(&path).await;
+        if list.status == StatusCode::OK || tokio::time::Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    let row = list.body["data"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(row["last_message"]["preview"], "hi", "both events were applied, in one batch or two");
+    assert_eq!(row["message_count"], 1);
+    server.stop().await;
+}
+
 on_both_stores!(
     read_your_writes_through_the_conversation_list,
+    a_projector_lets_a_batch_gather_for_the_configured_linger,
     a_position_the_read_model_cannot_reach_in_time_answers_503,
     the_list_filters_by_status_and_pages_without_repeats,
     a_projection_passes_over_the_events_it_ignores,

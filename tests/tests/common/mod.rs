@@ -88,6 +88,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         nats_stream: "COLLOQUY_EVENTS".into(),
         nats_subject_prefix: "colloquy.events".into(),
         min_position_timeout_ms: 5_000,
+        projection_linger_ms: None,
     }
 }
 
