@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::json::RawJson;
 use crate::log::GlobalLog;
-use crate::store::{Store, StoreError, StoredEvent};
+use crate::store::{Durability, Store, StoreError, StoredEvent};
 
 /// The relay's checkpoint name for JetStream.
 pub const RELAY_CHECKPOINT: &str = "relay:jetstream";
@@ -411,9 +411,10 @@ async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(),
         let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
         tx.commit().await?;
-    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
-        let _writer = write_lock.lock().await;
-        sqlx::query(query).bind(name).bind(position).execute(pool).await?;
+    } else if let Some(writes) = store.sqlite_read_model_writes() {
+        let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
+        sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
+        tx.commit().await?;
     }
     Ok(())
 }

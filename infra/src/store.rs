@@ -118,11 +118,13 @@ enum Backend {
     // spinning on SQLITE_BUSY, which is both fairer and faster.
     Sqlite {
         pool: SqlitePool,
-        // One connection for the frequent writes: event appends and read-model batches (see
-        // `SqliteWrites`).
+        // One connection for event appends (see `SqliteWrites`).
         writes: SqlitePool,
         repo: SqliteEventRepository,
         write_lock: Arc<Mutex<()>>,
+        // The read models' file has a writer of its own: one connection and one lock.
+        read_model_writes: SqlitePool,
+        read_model_lock: Arc<Mutex<()>>,
     },
 }
 
@@ -162,11 +164,20 @@ impl Store {
                 }
                 // FULL makes every commit durable in WAL mode: a 2xx means the event survives a
                 // crash.
-                let pool = sqlite_pool(path, SqliteSynchronous::Full, 8).await?;
+                let pool = sqlite_pool(path, 8).await?;
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-                let writes = sqlite_pool(path, SqliteSynchronous::Full, 1).await?;
+                move_read_models(&pool).await?;
+                let writes = sqlite_pool(path, 1).await?;
+                let read_model_writes = sqlite_pool(path, 1).await?;
                 let repo = SqliteEventRepository::new(pool.clone());
-                Backend::Sqlite { pool, writes, repo, write_lock: Arc::new(Mutex::new(())) }
+                Backend::Sqlite {
+                    pool,
+                    writes,
+                    repo,
+                    write_lock: Arc::new(Mutex::new(())),
+                    read_model_writes,
+                    read_model_lock: Arc::new(Mutex::new(())),
+                }
             }
         };
         let (head, target) = match &backend {
@@ -210,8 +221,9 @@ impl Store {
     pub async fn close(&self) {
         match &*self.backend {
             Backend::Postgres { pool, .. } => pool.close().await,
-            Backend::Sqlite { pool, writes, .. } => {
+            Backend::Sqlite { pool, writes, read_model_writes, .. } => {
                 writes.close().await;
+                read_model_writes.close().await;
                 pool.close().await;
             }
         }
@@ -419,13 +431,13 @@ impl Store {
         }
     }
 
-    /// The SQLite writer's connection, for frequent write transactions (a read model's batch with
-    /// its checkpoint); `None` for PostgreSQL.
-    pub fn sqlite_writes(&self) -> Option<SqliteWrites<'_>> {
+    /// The writer of the SQLite read models' file, for every write to a read-model table or a
+    /// checkpoint; `None` for PostgreSQL.
+    pub fn sqlite_read_model_writes(&self) -> Option<SqliteWrites<'_>> {
         match &*self.backend {
             Backend::Postgres { .. } => None,
-            Backend::Sqlite { writes, write_lock, .. } => {
-                Some(SqliteWrites { pool: writes, lock: write_lock })
+            Backend::Sqlite { read_model_writes, read_model_lock, .. } => {
+                Some(SqliteWrites { pool: read_model_writes, lock: read_model_lock, file: File::ReadModels })
             }
         }
     }
@@ -451,26 +463,38 @@ pub enum Durability {
     Relaxed,
 }
 
+/// One of the two files of an SQLite store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum File {
+    /// The events, the log, tenants, tokens, counters, idempotency keys (`main`).
+    Events,
+    /// The read models and their checkpoints (`read_models`).
+    ReadModels,
+}
+
 impl Durability {
-    /// The statement that sets the connection's `synchronous` and opens a transaction, in one
-    /// round trip.
-    pub(crate) fn begin(self) -> &'static str {
-        match self {
-            Self::Durable => "PRAGMA synchronous = FULL; BEGIN",
-            Self::Relaxed => "PRAGMA synchronous = NORMAL; BEGIN",
+    /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
+    /// trip (`synchronous` is kept per attached file).
+    pub(crate) fn begin(self, file: File) -> &'static str {
+        match (file, self) {
+            (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN",
+            (File::Events, Self::Relaxed) => "PRAGMA main.synchronous = NORMAL; BEGIN",
+            (File::ReadModels, Self::Durable) => "PRAGMA read_models.synchronous = FULL; BEGIN",
+            (File::ReadModels, Self::Relaxed) => "PRAGMA read_models.synchronous = NORMAL; BEGIN",
         }
     }
 }
 
-/// The SQLite writer: the in-process lock every writer queues on, and the one connection that
-/// event appends and read-model batches share. One connection, because a connection empties its
-/// page cache whenever another has committed since its last transaction: when appends and
-/// batches took turns on different connections, each transaction began by reading its pages
-/// (the events' and the read model's indexes) again.
+/// An SQLite writer: the in-process lock its writers queue on, and the one connection they
+/// share. SQLite allows one writer per file, so each file has one: event appends write the
+/// events' file, and projectors (with the relay's checkpoint and the group-leave closer) the
+/// read models' file, at the same time. One connection per writer, because a connection empties
+/// its page cache whenever another has committed since its last transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct SqliteWrites<'a> {
     pool: &'a SqlitePool,
     lock: &'a Mutex<()>,
+    file: File,
 }
 
 impl<'a> SqliteWrites<'a> {
@@ -481,7 +505,7 @@ impl<'a> SqliteWrites<'a> {
         durability: Durability,
     ) -> Result<(MutexGuard<'a, ()>, Transaction<'static, Sqlite>), sqlx::Error> {
         let guard = self.lock.lock().await;
-        let transaction = self.pool.begin_with(durability.begin()).await?;
+        let transaction = self.pool.begin_with(durability.begin(self.file)).await?;
         Ok((guard, transaction))
     }
 }
@@ -495,19 +519,101 @@ pub fn raise(watched: &watch::Sender<i64>, position: i64) {
     });
 }
 
-async fn sqlite_pool(
-    path: &Path,
-    synchronous: SqliteSynchronous,
-    max_connections: u32,
-) -> Result<SqlitePool, sqlx::Error> {
+/// The tables of the SQLite read models, kept in a file of their own beside the events' file
+/// (`colloquy.read-models.db` beside `colloquy.db`), which every connection attaches as
+/// `read_models`. Unqualified names resolve across attached files, so queries name no file.
+/// A migration creates a new read-model table in the events' file, as before; listed here, it
+/// is moved at the next start.
+pub const SQLITE_READ_MODEL_TABLES: [&str; 7] = [
+    "checkpoints",
+    "conversation_list",
+    "conversation_list_contacts",
+    "conversation_counts",
+    "group_conversations",
+    "group_leaves",
+    "group_members",
+];
+
+/// Where an SQLite store at `path` keeps its read models.
+pub fn sqlite_read_models_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("read-models.db")
+}
+
+/// Connections to the events' file at `path`, each attaching the read models' file. Commits are
+/// durable (`synchronous = FULL` in both files) unless a transaction says otherwise.
+async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
     let options = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(synchronous)
+        .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await
+    let read_models = sqlite_read_models_path(path).to_string_lossy().into_owned();
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .after_connect(move |connection, _| {
+            let read_models = read_models.clone();
+            Box::pin(async move {
+                sqlx::query("ATTACH DATABASE ? AS read_models")
+                    .bind(read_models)
+                    .execute(&mut *connection)
+                    .await?;
+                // Both kept per file; the journal mode is also stored in the file.
+                sqlx::query("PRAGMA read_models.journal_mode = WAL").execute(&mut *connection).await?;
+                sqlx::query("PRAGMA read_models.synchronous = FULL").execute(&mut *connection).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+}
+
+/// Moves each read-model table still in the events' file (every table of a store from before
+/// the split, and a table a new migration created) into the read models' file, with its indexes
+/// and rows. Per table, two transactions, each writing one file: the copy, then the drop of the
+/// original. A crash between them leaves the table in both files, and the next start copies it
+/// again from the events' file, which still holds all of it. (One transaction over both files
+/// would not do: in WAL mode it is atomic in each file but not across them, and SQLite commits
+/// `main` first, so a crash could keep the drop and lose the copy.)
+async fn move_read_models(pool: &SqlitePool) -> Result<(), StoreError> {
+    for table in SQLITE_READ_MODEL_TABLES {
+        // IMMEDIATE: a second process opening the store waits here instead of copying alongside.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The table first, then its indexes (those SQLite makes for keys have no text).
+        let objects: Vec<(String, String)> = sqlx::query_as(
+            "SELECT type, sql FROM main.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL
+             ORDER BY type = 'index', name",
+        )
+        .bind(table)
+        .fetch_all(&mut *tx)
+        .await?;
+        if objects.is_empty() {
+            continue;
+        }
+        sqlx::query(&format!("DROP TABLE IF EXISTS read_models.{table}")).execute(&mut *tx).await?;
+        for (kind, sql) in &objects {
+            let moved = ["CREATE TABLE ", "CREATE INDEX ", "CREATE UNIQUE INDEX "]
+                .iter()
+                .find_map(|prefix| sql.strip_prefix(prefix).map(|rest| format!("{prefix}read_models.{rest}")))
+                .ok_or_else(|| StoreError::Corrupt(format!("cannot move the {kind} of {table}: {sql}")))?;
+            sqlx::query(&moved).execute(&mut *tx).await?;
+        }
+        // Generated columns (`hidden` 2 and 3) are computed again, not copied.
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden = 0 ORDER BY cid",
+        )
+        .bind(table)
+        .fetch_all(&mut *tx)
+        .await?;
+        let columns = columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let copy = format!("INSERT INTO read_models.{table} ({columns}) SELECT {columns} FROM main.{table}");
+        sqlx::query(&copy).execute(&mut *tx).await?;
+        tx.commit().await?;
+        // Another process may have moved it meanwhile (after this one's copy).
+        sqlx::query(&format!("DROP TABLE IF EXISTS main.{table}")).execute(pool).await?;
+    }
+    Ok(())
 }
 
 pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {

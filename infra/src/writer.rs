@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
-use crate::store::{raise, Durability};
+use crate::store::{raise, Durability, File};
 
 /// The most commands one combined append carries.
 const MAX_COMMANDS: usize = 256;
@@ -143,10 +143,9 @@ async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i6
 
 /// One transaction (one fsync with `synchronous=FULL`): multi-row inserts, then the log's head,
 /// which the `events_to_log` trigger has just moved. A conflict rolls the whole append back.
-/// `pool` is the writer's one connection (`SqliteWrites`), which read-model batches also use, with
-/// `synchronous = NORMAL`; so each append sets it back.
+/// `pool` is the events' writer's one connection (`SqliteWrites`).
 async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
-    let mut transaction = pool.begin_with(Durability::Durable.begin()).await.map_err(failed)?;
+    let mut transaction = pool.begin_with(Durability::Durable.begin(File::Events)).await.map_err(failed)?;
     for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
         let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(

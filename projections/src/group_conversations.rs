@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use colloquy_domain::{Actor, ActorKind, Conversation, ConversationCommand, ConversationError, TenantId};
+use colloquy_infra::store::Durability;
 use colloquy_infra::{CommandError, Intent, Origin, Repository, Store, StoreError, StoredEvent};
 
 use crate::on_tx;
@@ -179,10 +180,13 @@ async fn conversations_of(store: &Store, leave: &PendingLeave) -> Result<Vec<Str
 
 async fn mark_done(store: &Store, leave: &PendingLeave) -> Result<(), StoreError> {
     let sql = "UPDATE group_leaves SET done = true WHERE leave_event_id = $1";
-    let _writer = store.sqlite_writer().await;
-    colloquy_infra::on_pool!(store, |pool| {
+    if let Some(pool) = store.postgres_pool() {
         sqlx::query(sql).bind(&leave.leave_event_id).execute(pool).await?;
-    });
+    } else if let Some(writes) = store.sqlite_read_model_writes() {
+        let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
+        sqlx::query(sql).bind(&leave.leave_event_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
     Ok(())
 }
 

@@ -225,7 +225,7 @@ impl Projector {
             self.note_applied(last);
             self.note_saved(last);
             Ok(Applied::UpTo(last))
-        } else if let Some(writes) = store.sqlite_writes() {
+        } else if let Some(writes) = store.sqlite_read_model_writes() {
             // As on PostgreSQL, the commit need not wait for the disk.
             let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
             let stored: i64 = sqlx::query_scalar(lock).bind(&name).fetch_one(&mut *tx).await?;
@@ -291,7 +291,7 @@ impl Projector {
         let sql = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position < $2";
         if let Some(pool) = store.postgres_pool() {
             sqlx::query(sql).bind(&name).bind(position).execute(pool).await?;
-        } else if let Some(writes) = store.sqlite_writes() {
+        } else if let Some(writes) = store.sqlite_read_model_writes() {
             let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
             sqlx::query(sql).bind(&name).bind(position).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -358,7 +358,7 @@ impl Projector {
             self.projection.clear(&mut tx).await?;
             let Tx::Postgres(tx) = tx else { unreachable!("built as Postgres above") };
             tx.commit().await?;
-        } else if let Some(writes) = store.sqlite_writes() {
+        } else if let Some(writes) = store.sqlite_read_model_writes() {
             let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
             sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
             let mut tx = Tx::Sqlite(tx);

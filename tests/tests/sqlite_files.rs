@@ -1,0 +1,107 @@
+//! The embedded store's two files: events in `colloquy.db`, read models and their checkpoints in
+//! `colloquy.read-models.db`, so that projectors write while commands append. A store from before
+//! the split has its read-model tables moved, rows and indexes with them, when it is opened.
+
+#![allow(clippy::unwrap_used)]
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+
+use colloquy_infra::store::{sqlite_read_models_path, SQLITE_READ_MODEL_TABLES};
+use colloquy_infra::{Store, StoreLocation};
+
+async fn tables_in(pool: &SqlitePool, schema: &str) -> Vec<String> {
+    let sql = format!("SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name");
+    let names: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
+    names.into_iter().filter(|name| SQLITE_READ_MODEL_TABLES.contains(&name.as_str())).collect()
+}
+
+async fn indexes_in(pool: &SqlitePool, schema: &str) -> Vec<(String, String)> {
+    let sql = format!(
+        "SELECT tbl_name, name FROM {schema}.sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name"
+    );
+    let indexes: Vec<(String, String)> = sqlx::query_as(&sql).fetch_all(pool).await.unwrap();
+    indexes.into_iter().filter(|(table, _)| SQLITE_READ_MODEL_TABLES.contains(&table.as_str())).collect()
+}
+
+async fn check_moved(store: &Store, indexes: &[(String, String)]) {
+    let (pool, _) = store.sqlite_pool().unwrap();
+    assert!(tables_in(pool, "main").await.is_empty(), "no read-model table is left beside the events");
+    let mut expected: Vec<String> = SQLITE_READ_MODEL_TABLES.iter().map(|t| (*t).to_owned()).collect();
+    expected.sort();
+    assert_eq!(tables_in(pool, "read_models").await, expected);
+    assert_eq!(indexes_in(pool, "read_models").await, indexes, "every index moved with its table");
+    let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = 'projection:old'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(position, 42);
+    let stale: i64 = sqlx::query_scalar("SELECT count(*) FROM checkpoints WHERE name = 'projection:stale'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(stale, 0, "a copy a crash left behind is replaced by the events' file's table");
+    let count: i64 =
+        sqlx::query_scalar("SELECT count FROM conversation_counts WHERE tenant_id = 't' AND status = 'open'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(count, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_the_split_moves_its_read_models_with_their_rows_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("colloquy.db");
+    // The layout before: every migration applied to the one file, nothing attached.
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let old = SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate!("../infra/migrations/sqlite").run(&old).await.unwrap();
+    sqlx::query("INSERT INTO checkpoints (name, position) VALUES ('projection:old', 42)")
+        .execute(&old)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO conversation_counts (tenant_id, status, assignee_id, count) VALUES ('t', 'open', '', 7)",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    let indexes = indexes_in(&old, "main").await;
+    assert!(indexes.iter().any(|(table, _)| table == "conversation_list"), "{indexes:?}");
+    old.close().await;
+    // A crash between a move's copy and its drop leaves a copy in the read models' file too.
+    let leftover = SqliteConnectOptions::new()
+        .filename(sqlite_read_models_path(&path))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let leftover = SqlitePool::connect_with(leftover).await.unwrap();
+    sqlx::query("CREATE TABLE checkpoints (name text PRIMARY KEY, position integer NOT NULL)")
+        .execute(&leftover)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO checkpoints VALUES ('projection:stale', 1)").execute(&leftover).await.unwrap();
+    leftover.close().await;
+
+    let location = StoreLocation::Sqlite { path: path.clone() };
+    let store = Store::open(&location).await.unwrap();
+    check_moved(&store, &indexes).await;
+    // The generated column is computed in its new home.
+    let (pool, _) = store.sqlite_pool().unwrap();
+    let generated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pragma_table_xinfo('conversation_list', 'read_models') WHERE name = 'search' AND hidden = 3",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(generated, 1);
+    store.close().await;
+    assert!(sqlite_read_models_path(&path).exists());
+
+    // Opening it again moves nothing and loses nothing.
+    let store = Store::open(&location).await.unwrap();
+    check_moved(&store, &indexes).await;
+    store.close().await;
+}
