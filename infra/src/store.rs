@@ -457,9 +457,9 @@ pub enum Durability {
     /// It does (`synchronous = FULL`): what is committed survives a crash. For events.
     Durable,
     /// It does not (`synchronous = NORMAL`), for writes that are done again when a crash loses
-    /// them (a read model with its checkpoint). The WAL is one file written in order, so the
-    /// next durable commit syncs these frames too; a crash before then loses only such commits,
-    /// whole.
+    /// them (a read model with its checkpoint). The file's WAL is synced when it is checkpointed;
+    /// a crash before then loses the latest such commits, whole (recovery stops at the first
+    /// incomplete one), and their batches are applied again from the events.
     Relaxed,
 }
 
