@@ -75,9 +75,9 @@ pub struct Config {
 
     /// How long, in milliseconds, each projector lets a batch of events from the in-process bus
     /// gather before applying it (default 5 on SQLite, 0 on PostgreSQL; JetStream consumers
-    /// fetch what is there). On SQLite every read-model transaction holds the one writer, so a
-    /// longer wait means more commands per second and read models that many milliseconds
-    /// further behind.
+    /// fetch what is there). On SQLite fewer, larger read-model transactions write fewer pages
+    /// per event, so a longer wait means more commands per second and read models that many
+    /// milliseconds further behind.
     #[arg(long, env = "COLLOQUY_PROJECTION_LINGER_MS")]
     pub projection_linger_ms: Option<u64>,
 }

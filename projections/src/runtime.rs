@@ -162,9 +162,9 @@ impl Projector {
     }
 
     /// Lets each batch from the in-process bus gather for `linger` after its first event
-    /// (`None`: the default). Longer batches mean fewer read-model transactions, which on SQLite
-    /// hold the one writer while commands wait, at the cost of a read model that many
-    /// milliseconds further behind.
+    /// (`None`: the default). Longer batches mean fewer, larger read-model transactions, which
+    /// on SQLite write fewer pages per event, at the cost of a read model that many milliseconds
+    /// further behind.
     #[must_use]
     pub fn with_linger(mut self, linger: Option<Duration>) -> Self {
         self.linger = linger;
@@ -411,8 +411,9 @@ impl Projector {
     ) -> Result<(), ProjectionError> {
         // Subscribe first, then catch up, so nothing falls between the two.
         let mut events = bus.subscribe();
-        // SQLite has one writer: every read-model transaction makes event appends wait. Letting
-        // a batch gather for a moment after its first event means fewer, larger transactions.
+        // On SQLite every transaction writes each page it touches whole, and a batch's rows share
+        // index pages: letting a batch gather for a moment after its first event means fewer,
+        // larger transactions and fewer pages written per event.
         let sqlite = self.log.store().sqlite_pool().is_some();
         let linger = self.linger.unwrap_or(if sqlite { BUS_LINGER } else { Duration::ZERO });
         self.catch_up().await?;
