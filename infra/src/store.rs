@@ -114,8 +114,9 @@ enum Backend {
         pool: PgPool,
         repo: PostgresEventRepository,
     },
-    // SQLite allows one writer at a time; writers queue on `write_lock` in process instead of
-    // spinning on SQLITE_BUSY, which is both fairer and faster.
+    // SQLite allows one writer per file at a time; writers queue on `write_lock` (events) or
+    // `read_model_lock` (read models) in process instead of spinning on SQLITE_BUSY, which is
+    // both fairer and faster.
     Sqlite {
         pool: SqlitePool,
         // One connection for event appends (see `SqliteWrites`).

@@ -23,8 +23,9 @@ use colloquy_infra::{GlobalLog, StoreError, StoredEvent};
 const CATCH_UP_BATCH: i64 = 5000;
 
 /// Events per batch when rebuilding: the most one log read returns. No one reads a read model
-/// while it is rebuilt, so its transactions may hold the SQLite writer longer than a live
-/// catch-up's should, and a row is written once per 10,000 events instead of once per 5,000
+/// while it is rebuilt, so its transactions may hold the SQLite read models' writer (which the
+/// other projectors share) longer than a live catch-up's should, and a row is written once per
+/// 10,000 events instead of once per 5,000
 /// (SQLite rebuild of 401,600 events interleaved over 800 conversations: 40,123 and 42,260
 /// events/s at 5,000, 55,357 and 55,526 at 10,000, for 30 to 55 MB more peak memory).
 const REBUILD_BATCH: i64 = colloquy_infra::log::MAX_PAGE;
