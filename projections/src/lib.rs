@@ -9,7 +9,7 @@ pub mod runtime;
 
 use std::sync::Arc;
 
-pub use runtime::{Applied, Projection, ProjectionError, Projector, Tx};
+pub use runtime::{Applied, Fold, Projection, ProjectionError, Projector, RebuildLimits, Tx};
 
 /// Every projection, by name.
 pub fn all() -> Vec<Arc<dyn Projection>> {

@@ -603,13 +603,17 @@ async fn seed_events(server: &Server, count: u64) -> anyhow::Result<()> {
 
 /// Appends `count` MessageAdded events with SQL (PostgreSQL), much faster than over HTTP:
 /// `per_conversation` to each of a set of conversations opened through the API, with the same
-/// payload and metadata shapes the server writes.
+/// payload and metadata shapes the server writes. Round-robin over the conversations, as
+/// `seed_events` posts them and as a live log interleaves conversations that run at once: each
+/// page a rebuild reads touches every conversation.
 async fn seed_events_sql(server: &Server, database_url: &str, count: u64) -> anyhow::Result<()> {
     let per_conversation = 500u64;
     let conversations = open_conversations(server, count.div_ceil(per_conversation) as usize).await;
     let mut connection = PgConnection::connect(database_url).await?;
     let started = Instant::now();
-    for chunk in conversations.chunks(100) {
+    let per_statement = (20_000 / conversations.len().max(1) as u64).max(1);
+    for first in (2..per_conversation + 2).step_by(per_statement as usize) {
+        let last = (first + per_statement - 1).min(per_conversation + 1);
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT 'conversation', c.id, s.n, 'MessageAdded', '1.0',
@@ -626,10 +630,13 @@ async fn seed_events_sql(server: &Server, database_url: &str, count: u64) -> any
                     jsonb_build_object('event_id', gen_random_uuid(), 'tenant_id', 'default', 'actor_kind', 'system',
                         'actor_id', 'bench-seed', 'correlation_id', gen_random_uuid(),
                         'recorded_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
-               FROM unnest($1::text[]) AS c(id), generate_series(2, $2::bigint + 1) AS s(n)",
+               FROM generate_series($2::bigint, $3::bigint) AS s(n)
+                    CROSS JOIN LATERAL unnest($1::text[]) WITH ORDINALITY AS c(id, k)
+              ORDER BY s.n, c.k",
         )
-        .bind(chunk)
-        .bind(per_conversation as i64)
+        .bind(&conversations)
+        .bind(first as i64)
+        .bind(last as i64)
         .execute(&mut connection)
         .await?;
     }

@@ -14,7 +14,7 @@ use colloquy_infra::StoredEvent;
 
 use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
 use crate::on_tx;
-use crate::runtime::{Projection, ProjectionError, Tx};
+use crate::runtime::{Fold, Projection, ProjectionError, Tx};
 
 /// The columns a row is written and read with (the generated `search` column is left out).
 pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id, contact_name, contact_email, \
@@ -235,6 +235,38 @@ struct Batch {
 }
 
 impl Batch {
+    /// Folds `events` in: loads what they touch, applies them to it in memory.
+    async fn fold(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        self.preload_rows(tx, events).await?;
+        for stored in events {
+            match stored.aggregate_type.as_str() {
+                "conversation" => self.conversation_event(tx, stored).await?,
+                "contact" => self.contact_event(tx, stored).await?,
+                "group" if stored.event_type == "GroupActivityRecorded" => {
+                    self.group_activity(tx, stored).await?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes a row loaded from the store. A contact this batch changed already (a batch that
+    /// spans pages loads rows after their contact's events) gives it its summary as of now:
+    /// the store's copy is updated only when the batch is written.
+    fn loaded(&mut self, id: &str, mut row: Option<ConversationRow>) {
+        if let Some(row) = row.as_mut() {
+            if let Some(Some(known)) = self.contacts.get(&row.contact_id) {
+                if self.changed_contacts.contains(&row.contact_id) && known.tenant_id == row.tenant_id {
+                    row.contact = known.summary.clone();
+                }
+            }
+        }
+        self.counted_before.insert(id.to_owned(), row.as_ref().and_then(count_key));
+        self.rows.insert(id.to_owned(), row);
+        self.row_order.push(id.to_owned());
+    }
+
     /// Loads every row the batch's conversation events touch, in as few statements as possible.
     async fn preload_rows(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         // A page can interleave thousands of events over hundreds of conversations: the ids are
@@ -270,9 +302,7 @@ impl Batch {
             });
             for id in chunk {
                 let loaded = found.remove(*id);
-                self.counted_before.insert((*id).to_owned(), loaded.as_ref().and_then(count_key));
-                self.rows.insert((*id).to_owned(), loaded);
-                self.row_order.push((*id).to_owned());
+                self.loaded(id, loaded);
             }
         }
         Ok(())
@@ -281,9 +311,7 @@ impl Batch {
     async fn row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
         if !self.rows.contains_key(id) {
             let loaded = load_row(tx, id).await?;
-            self.counted_before.insert(id.to_owned(), loaded.as_ref().and_then(count_key));
-            self.rows.insert(id.to_owned(), loaded);
-            self.row_order.push(id.to_owned());
+            self.loaded(id, loaded);
         }
         Ok(self.rows.get_mut(id).and_then(Option::take))
     }
@@ -465,6 +493,27 @@ async fn load_contact(tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>,
     Ok(found.transpose()?)
 }
 
+/// A rebuild's rows between its commits: one batch over many pages.
+#[derive(Default)]
+struct Rebuilding {
+    batch: Batch,
+}
+
+#[async_trait::async_trait]
+impl Fold for Rebuilding {
+    async fn apply(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        self.batch.fold(tx, events).await
+    }
+
+    fn held(&self) -> usize {
+        self.batch.rows.len() + self.batch.contacts.len()
+    }
+
+    async fn write(&mut self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
+        std::mem::take(&mut self.batch).write(tx).await
+    }
+}
+
 /// The projection.
 #[derive(Debug, Default)]
 pub struct ConversationList;
@@ -485,18 +534,12 @@ impl Projection for ConversationList {
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let mut batch = Batch::default();
-        batch.preload_rows(tx, events).await?;
-        for stored in events {
-            match stored.aggregate_type.as_str() {
-                "conversation" => batch.conversation_event(tx, stored).await?,
-                "contact" => batch.contact_event(tx, stored).await?,
-                "group" if stored.event_type == "GroupActivityRecorded" => {
-                    batch.group_activity(tx, stored).await?
-                }
-                _ => {}
-            }
-        }
+        batch.fold(tx, events).await?;
         batch.write(tx).await
+    }
+
+    fn fold(&self) -> Option<Box<dyn Fold>> {
+        Some(Box::new(Rebuilding::default()))
     }
 
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
