@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex, MutexGuard};
 use colloquy_domain::TenantId;
 
 use crate::json::RawJson;
+use crate::log::Metadata;
 use crate::writer::{self, AppendRequest, Target};
 
 /// Runs `$body` with `$pool` bound to whichever pool `$store` has (PostgreSQL or SQLite), for
@@ -618,6 +619,24 @@ async fn move_read_models(pool: &SqlitePool) -> Result<(), StoreError> {
 }
 
 pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+    stored_event_pg_with(row, Metadata::All)
+}
+
+/// `{"tenant_id": ...}`: the metadata of a read that asked for only the tenant, which it reads
+/// as a `tenant_id` column in place of `metadata`.
+fn tenant_only(tenant: &str) -> RawJson {
+    RawJson::from_value(&serde_json::json!({ "tenant_id": tenant }))
+}
+
+/// A log row as `metadata` asked for it.
+pub(crate) fn stored_event_pg_with(
+    row: &sqlx::postgres::PgRow,
+    metadata: Metadata,
+) -> Result<StoredEvent, StoreError> {
+    let metadata = match metadata {
+        Metadata::All => row.try_get::<sqlx::types::Json<RawJson>, _>("metadata")?.0,
+        Metadata::TenantOnly => tenant_only(row.try_get("tenant_id")?),
+    };
     Ok(StoredEvent {
         position: row.try_get("position").ok().flatten(),
         aggregate_type: row.try_get("aggregate_type")?,
@@ -626,14 +645,26 @@ pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
         payload: row.try_get::<sqlx::types::Json<RawJson>, _>("payload")?.0,
-        metadata: row.try_get::<sqlx::types::Json<RawJson>, _>("metadata")?.0,
+        metadata,
     })
 }
 
 pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    stored_event_sqlite_with(row, Metadata::All)
+}
+
+/// A log row as `metadata` asked for it.
+pub(crate) fn stored_event_sqlite_with(
+    row: &sqlx::sqlite::SqliteRow,
+    metadata: Metadata,
+) -> Result<StoredEvent, StoreError> {
     let json = |column: &str| -> Result<RawJson, StoreError> {
         let text: String = row.try_get(column)?;
         RawJson::from_text(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    };
+    let metadata = match metadata {
+        Metadata::All => json("metadata")?,
+        Metadata::TenantOnly => tenant_only(row.try_get("tenant_id")?),
     };
     Ok(StoredEvent {
         position: row.try_get("position").ok().flatten(),
@@ -643,6 +674,6 @@ pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<Store
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
         payload: json("payload")?,
-        metadata: json("metadata")?,
+        metadata,
     })
 }

@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use colloquy_domain::group::Role;
 use colloquy_domain::GroupEvent;
+use colloquy_infra::log::Metadata;
 use colloquy_infra::{Store, StoreError, StoredEvent};
 
 use crate::on_tx;
@@ -75,6 +76,11 @@ impl Projection for GroupMembers {
 
     fn handles(&self, event: &StoredEvent) -> bool {
         event.aggregate_type == "group"
+    }
+
+    /// Of the metadata, only the tenant is read.
+    fn metadata(&self) -> Metadata {
+        Metadata::TenantOnly
     }
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {

@@ -122,6 +122,37 @@ async fn a_commands_position_names_its_event(backend: Backend) {
     server.stop().await;
 }
 
+/// A read that carries only the tenant of each event's metadata (what most projections read)
+/// returns the same events as a full read, each with `{"tenant_id": ...}` for its metadata.
+async fn a_read_with_only_the_tenant_returns_the_same_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    for text in ["one", "two"] {
+        let path = format!("/v1/conversations/{id}/messages");
+        let reply = server.post(&path, json!({"sender": {"kind": "customer"}, "text": text})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
+    let full = log.read(0, 100, None).await.unwrap();
+    let slim = log.read_with(0, 100, None, colloquy_infra::log::Metadata::TenantOnly).await.unwrap();
+    assert!(full.len() >= 4, "a contact, a conversation, two messages: {}", full.len());
+    assert_eq!(slim.len(), full.len());
+    for (slim, full) in slim.iter().zip(&full) {
+        let key = |e: &colloquy_infra::StoredEvent| {
+            (e.position, e.aggregate_type.clone(), e.aggregate_id.clone(), e.sequence, e.event_type.clone())
+        };
+        assert_eq!(key(slim), key(full));
+        assert_eq!(slim.payload.to_value(), full.payload.to_value());
+        let tenant = full.metadata.to_value()["tenant_id"].clone();
+        assert!(tenant.is_string(), "{}", full.metadata.text());
+        assert!(full.metadata.to_value()["event_id"].is_string(), "{}", full.metadata.text());
+        assert_eq!(slim.metadata.to_value(), json!({"tenant_id": tenant}));
+    }
+    store.close().await;
+    server.stop().await;
+}
+
 /// Appends queued together share one commit; a sequence taken by another process fails only the
 /// command that holds it, and its batch-mates are appended with their own positions.
 async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backend) {
@@ -180,6 +211,7 @@ fn message(id: &str, sequence: usize, writer: &str) -> SerializedEvent {
 }
 
 on_both_stores!(
+    a_read_with_only_the_tenant_returns_the_same_events,
     a_tailer_misses_nothing_while_many_writers_commit,
     a_commands_position_names_its_event,
     a_conflict_in_a_shared_commit_fails_only_its_own_command

@@ -10,6 +10,7 @@ use sqlx::Row;
 use colloquy_domain::contact::ContactEvent;
 use colloquy_domain::conversation::ConversationEvent;
 use colloquy_domain::GroupEvent;
+use colloquy_infra::log::Metadata;
 use colloquy_infra::StoredEvent;
 
 use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
@@ -536,6 +537,12 @@ impl Projection for ConversationList {
         let mut batch = Batch::default();
         batch.fold(tx, events).await?;
         batch.write(tx).await
+    }
+
+    /// Events name their tenant in their payload or the log, nothing else of the metadata is
+    /// read.
+    fn metadata(&self) -> Metadata {
+        Metadata::TenantOnly
     }
 
     fn fold(&self) -> Option<Box<dyn Fold>> {
