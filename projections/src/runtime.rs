@@ -51,6 +51,11 @@ impl Default for RebuildLimits {
     }
 }
 
+/// How a live catch-up through a [`Fold`] reads and commits: its pages as without one, and
+/// commits a quarter of a rebuild's, since readers wait on them and, on SQLite, the other
+/// projectors' batches wait for the read models' writer.
+const CATCH_UP_FOLD: RebuildLimits = RebuildLimits { page: CATCH_UP_BATCH, held: 20_000, events: 50_000 };
+
 /// Pages a catch-up holds ready beyond the one being read and the one being applied.
 const READ_AHEAD: usize = 1;
 
@@ -385,12 +390,17 @@ impl Projector {
         self.catch_up_with(|_| {}).await
     }
 
-    /// [`Projector::catch_up`], calling `progress` with the checkpoint after every batch.
+    /// [`Projector::catch_up`], calling `progress` with the checkpoint after every commit.
     ///
     /// A task reads the next pages while the current one applies (at most [`READ_AHEAD`]
-    /// pages ahead), so the store's read and the projection's work overlap.
+    /// pages ahead), so the store's read and the projection's work overlap. A projection with a
+    /// [`Fold`] commits every [`CATCH_UP_FOLD`] as a rebuild does: a server that comes back to
+    /// a long stretch of interleaved events writes each row once per commit, not once per page.
     pub async fn catch_up_with(&self, progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
-        self.catch_up_paged(CATCH_UP_BATCH, progress).await
+        match self.projection.fold() {
+            Some(fold) => self.replay_folded(fold, CATCH_UP_FOLD, progress).await,
+            None => self.catch_up_paged(CATCH_UP_BATCH, progress).await,
+        }
     }
 
     /// [`Projector::catch_up_with`] in batches of `size` events.
@@ -438,18 +448,19 @@ impl Projector {
         self.applied.send_replace(0);
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (tokio::time::Instant::now(), 0);
         match self.projection.fold() {
-            Some(fold) => self.replay_folded(fold, progress).await,
+            Some(fold) => self.replay_folded(fold, self.rebuild, progress).await,
             None => self.catch_up_paged(REBUILD_BATCH, progress).await,
         }
     }
 
     /// Replays the log from the checkpoint through `fold`, committing what it holds with the
-    /// checkpoint whenever it reaches one of the [`RebuildLimits`], and at the head; `progress`
+    /// checkpoint whenever it reaches one of the `limits`, and at the head; `progress`
     /// hears of each commit. Each commit is a batch like [`Projector::apply`]'s: the checkpoint
     /// row is locked first, and a checkpoint another instance moved meanwhile is read on from.
     async fn replay_folded(
         &self,
         mut fold: Box<dyn Fold>,
+        limits: RebuildLimits,
         mut progress: impl FnMut(i64),
     ) -> Result<i64, ProjectionError> {
         let name = self.checkpoint_name();
@@ -458,7 +469,6 @@ impl Projector {
                     ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position";
         let save = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
         let mut checkpoint = self.checkpoint().await?;
-        let limits = self.rebuild;
         let mut pages = read_ahead(self.log.clone(), checkpoint, limits.page, self.projection.metadata());
         loop {
             let Some(mut page) = pages.recv().await.transpose()? else { return Ok(checkpoint) };
