@@ -56,8 +56,12 @@ impl Default for RebuildLimits {
 /// projectors' batches wait for the read models' writer.
 const CATCH_UP_FOLD: RebuildLimits = RebuildLimits { page: CATCH_UP_BATCH, held: 20_000, events: 50_000 };
 
-/// Pages a catch-up holds ready beyond the one being read and the one being applied.
+/// Pages a catch-up holds ready beyond those being read and the one being applied.
 const READ_AHEAD: usize = 1;
+
+/// Full pages a catch-up reads at once: on PostgreSQL a read's cost is mostly the server
+/// printing payloads, on one core per connection.
+const READ_PARALLEL: usize = 2;
 
 /// How long a projector on the in-process bus over SQLite lets a batch gather, unless told
 /// otherwise ([`Projector::with_linger`]).
@@ -732,17 +736,49 @@ impl Projector {
 /// Pages of `size` events of the log after `after`, read by a task of their own until a read
 /// finds nothing (the channel then closes) or fails (the error is the last item). The task ends
 /// when the receiver is dropped.
+///
+/// Positions are gap-free, so the k-th page starts at `after + k * size`: while pages come
+/// back full, [`READ_PARALLEL`] are read at once (one database connection each) and passed on
+/// in order. From the first short page on (the head), each read starts after the last event
+/// read. A page that overlapped or skipped events would be caught by the applier, which takes
+/// only what continues its checkpoint and reads on from there.
 fn read_ahead(
     log: GlobalLog,
-    mut after: i64,
+    after: i64,
     size: i64,
     metadata: Metadata,
 ) -> mpsc::Receiver<Result<Vec<StoredEvent>, StoreError>> {
     let (pages, receiver) = mpsc::channel(READ_AHEAD);
     tokio::spawn(async move {
+        let size = size.clamp(1, colloquy_infra::log::MAX_PAGE);
+        let start = after;
+        let mut after;
+        let mut reads = futures::stream::iter(0i64..)
+            .map(|k| {
+                let log = log.clone();
+                async move { log.read_with(start + k * size, size, None, metadata).await }
+            })
+            .buffered(READ_PARALLEL);
+        loop {
+            let Some(page) = reads.next().await else { return };
+            // Log reads always carry positions; a page without one is passed on and ends the read.
+            let (next, full) = match &page {
+                Ok(events) if events.is_empty() => return,
+                Ok(events) => (events.last().and_then(|e| e.position), events.len() as i64 == size),
+                Err(_) => (None, false),
+            };
+            if pages.send(page).await.is_err() {
+                return;
+            }
+            let Some(last) = next else { return };
+            after = last;
+            if !full {
+                break;
+            }
+        }
+        drop(reads);
         loop {
             let page = log.read_with(after, size, None, metadata).await;
-            // Log reads always carry positions; a page without one is passed on and ends the read.
             let next = match &page {
                 Ok(events) if events.is_empty() => return,
                 Ok(events) => events.last().and_then(|e| e.position),
