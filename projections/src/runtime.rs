@@ -151,23 +151,24 @@ pub trait Projection: Send + Sync + 'static {
         Metadata::All
     }
 
-    /// What a rebuild folds the log into between its commits, for a projection whose events
-    /// rewrite rows that many events share; `None` (the default) to apply page by page.
+    /// What a rebuild or a catch-up folds the log into between its commits, for a projection
+    /// whose events rewrite rows that many events share; `None` (the default) to apply page by
+    /// page.
     fn fold(&self) -> Option<Box<dyn Fold>> {
         None
     }
 }
 
-/// A rebuild's working state between commits. A projection whose events each rewrite a row
-/// (`conversation_list`: every message rewrites its conversation's row) holds the rows here
-/// across pages, so a row is written once per commit instead of once per page. Where
+/// A rebuild's (or a catch-up's) working state between commits. A projection whose events each
+/// rewrite a row (`conversation_list`: every message rewrites its conversation's row) holds the
+/// rows here across pages, so a row is written once per commit instead of once per page. Where
 /// conversations interleave, as they do in a live log, a page touches nearly every active one.
 #[async_trait::async_trait]
 pub trait Fold: Send {
     /// Folds `events` (in log order) in, reading what it needs through `tx`.
     async fn apply(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError>;
 
-    /// How many rows it holds; the rebuild commits once they reach [`RebuildLimits::held`].
+    /// How many rows it holds; they are committed once they reach [`RebuildLimits::held`].
     fn held(&self) -> usize;
 
     /// Writes what it holds through `tx` and starts over empty.
