@@ -56,6 +56,15 @@ impl Default for RebuildLimits {
 /// projectors' batches wait for the read models' writer.
 const CATCH_UP_FOLD: RebuildLimits = RebuildLimits { page: CATCH_UP_BATCH, held: 20_000, events: 50_000 };
 
+/// Creates a batch's checkpoint row if missing and locks it, returning its position: concurrent
+/// instances of a projector take turns, and each then sees what the other applied.
+const LOCK_CHECKPOINT: &str = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
+     ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position";
+
+/// Saves a batch's checkpoint, in the batch's transaction.
+const SAVE_CHECKPOINT: &str =
+    "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
+
 /// Pages a catch-up holds ready beyond those being read and the one being applied.
 const READ_AHEAD: usize = 1;
 
@@ -281,16 +290,11 @@ impl Projector {
         }
         let name = self.checkpoint_name();
         let store = self.log.store();
-        // Creates the checkpoint row if missing and locks it: concurrent instances of this
-        // projector take turns, and each then sees what the other applied.
-        let lock = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
-                    ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position";
-        let save = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
         if let Some(pool) = store.postgres_pool() {
             // The read model and its checkpoint commit together; a commit lost in a crash loses
             // both, and the batch is applied again. So the flush can be skipped.
             let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
-            let stored: i64 = sqlx::query_scalar(lock).bind(&name).fetch_one(&mut *tx).await?;
+            let stored: i64 = sqlx::query_scalar(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
             let checkpoint = self.effective_checkpoint(stored);
             let Some(fresh) = fresh(events, checkpoint)? else {
                 return Ok(applied_or_gap(events, checkpoint));
@@ -299,7 +303,7 @@ impl Projector {
             let mut tx = Tx::Postgres(tx);
             self.projection.apply(&mut tx, fresh).await?;
             let Tx::Postgres(mut tx) = tx else { unreachable!("built as Postgres above") };
-            sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
+            sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(last).execute(&mut *tx).await?;
             tx.commit().await?;
             self.note_applied(last);
             self.note_saved(last);
@@ -307,7 +311,7 @@ impl Projector {
         } else if let Some(writes) = store.sqlite_read_model_writes() {
             // As on PostgreSQL, the commit need not wait for the disk.
             let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-            let stored: i64 = sqlx::query_scalar(lock).bind(&name).fetch_one(&mut *tx).await?;
+            let stored: i64 = sqlx::query_scalar(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
             let checkpoint = self.effective_checkpoint(stored);
             let Some(fresh) = fresh(events, checkpoint)? else {
                 return Ok(applied_or_gap(events, checkpoint));
@@ -316,7 +320,7 @@ impl Projector {
             let mut tx = Tx::Sqlite(tx);
             self.projection.apply(&mut tx, fresh).await?;
             let Tx::Sqlite(mut tx) = tx else { unreachable!("built as Sqlite above") };
-            sqlx::query(save).bind(&name).bind(last).execute(&mut *tx).await?;
+            sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(last).execute(&mut *tx).await?;
             tx.commit().await?;
             self.note_applied(last);
             self.note_saved(last);
@@ -470,9 +474,6 @@ impl Projector {
     ) -> Result<i64, ProjectionError> {
         let name = self.checkpoint_name();
         let store = self.log.store();
-        let lock = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
-                    ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position";
-        let save = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1";
         let mut checkpoint = self.checkpoint().await?;
         let mut pages = read_ahead(self.log.clone(), checkpoint, limits.page, self.projection.metadata());
         loop {
@@ -486,8 +487,10 @@ impl Projector {
             } else {
                 return Ok(checkpoint);
             };
-            let stored: i64 =
-                on_tx!(&mut tx, |conn| sqlx::query_scalar(lock).bind(&name).fetch_one(conn).await?);
+            let stored: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(LOCK_CHECKPOINT)
+                .bind(&name)
+                .fetch_one(conn)
+                .await?);
             checkpoint = self.effective_checkpoint(stored);
             let mut taken = 0;
             let mut ended = false;
@@ -516,7 +519,7 @@ impl Projector {
             }
             fold.write(&mut tx).await?;
             on_tx!(&mut tx, |conn| {
-                sqlx::query(save).bind(&name).bind(checkpoint).execute(conn).await?;
+                sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(checkpoint).execute(conn).await?;
             });
             tx.commit().await?;
             self.note_applied(checkpoint);
@@ -738,11 +741,11 @@ impl Projector {
 /// finds nothing (the channel then closes) or fails (the error is the last item). The task ends
 /// when the receiver is dropped.
 ///
-/// Positions are gap-free, so the k-th page starts at `after + k * size`: while pages come
-/// back full, [`READ_PARALLEL`] are read at once (one database connection each) and passed on
-/// in order. From the first short page on (the head), each read starts after the last event
-/// read. A page that overlapped or skipped events would be caught by the applier, which takes
-/// only what continues its checkpoint and reads on from there.
+/// Positions are gap-free, so the k-th page starts at `after + k * size`: [`READ_PARALLEL`]
+/// pages are read at once (one database connection each) and passed on in order; after a short
+/// page (the head), the reads start over after its last event. A page that overlapped or
+/// skipped events would be caught by the applier, which takes only what continues its
+/// checkpoint and reads on from there.
 fn read_ahead(
     log: GlobalLog,
     after: i64,
@@ -752,45 +755,34 @@ fn read_ahead(
     let (pages, receiver) = mpsc::channel(READ_AHEAD);
     tokio::spawn(async move {
         let size = size.clamp(1, colloquy_infra::log::MAX_PAGE);
-        let start = after;
-        let mut after;
-        let mut reads = futures::stream::iter(0i64..)
-            .map(|k| {
-                let log = log.clone();
-                async move { log.read_with(start + k * size, size, None, metadata).await }
-            })
-            .buffered(READ_PARALLEL);
+        let mut after = after;
         loop {
-            let Some(page) = reads.next().await else { return };
-            // Log reads always carry positions; a page without one is passed on and ends the read.
-            let (next, full) = match &page {
-                Ok(events) if events.is_empty() => return,
-                Ok(events) => (events.last().and_then(|e| e.position), events.len() as i64 == size),
-                Err(_) => (None, false),
-            };
-            if pages.send(page).await.is_err() {
-                return;
-            }
-            let Some(last) = next else { return };
-            after = last;
-            if !full {
-                break;
-            }
-        }
-        drop(reads);
-        loop {
-            let page = log.read_with(after, size, None, metadata).await;
-            let next = match &page {
-                Ok(events) if events.is_empty() => return,
-                Ok(events) => events.last().and_then(|e| e.position),
-                Err(_) => None,
-            };
-            if pages.send(page).await.is_err() {
-                return;
-            }
-            match next {
-                Some(last) => after = last,
-                None => return,
+            let start = after;
+            let mut reads = futures::stream::iter(0i64..)
+                .map(|k| {
+                    let log = log.clone();
+                    async move { log.read_with(start + k * size, size, None, metadata).await }
+                })
+                .buffered(READ_PARALLEL);
+            loop {
+                let Some(page) = reads.next().await else { return };
+                // Log reads always carry positions; a page without one is passed on and ends
+                // the read.
+                let (next, full) = match &page {
+                    Ok(events) if events.is_empty() => return,
+                    Ok(events) => (events.last().and_then(|e| e.position), events.len() as i64 == size),
+                    Err(_) => (None, false),
+                };
+                if pages.send(page).await.is_err() {
+                    return;
+                }
+                let Some(last) = next else { return };
+                after = last;
+                // A short page reached the head as it was then: the reads in flight started
+                // beyond it, so they start over after its last event.
+                if !full {
+                    break;
+                }
             }
         }
     });
