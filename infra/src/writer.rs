@@ -121,14 +121,21 @@ async fn write(target: &Target, events: &[&SerializedEvent]) -> Result<i64, Pers
     }
 }
 
+/// The JSON text of a payload or metadata map, as the store keeps it.
+fn json_text(value: &Value) -> Result<String, PersistenceError> {
+    serde_json::to_string(value).map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+}
+
 /// One statement in autocommit: `append_events` inserts the rows (the trigger numbers them) and
-/// answers the log's head, all in one round trip.
+/// answers the log's head, all in one round trip. Payloads go as text, which the server only
+/// checks as `json` (the column's type); the metadata as `jsonb`, which the tenant column is
+/// generated from.
 async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
     let column = |get: fn(&SerializedEvent) -> String| events.iter().map(|e| get(e)).collect::<Vec<_>>();
     let sequences: Vec<i64> = events.iter().map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX)).collect();
-    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let payloads = events.iter().map(|e| json_text(&e.payload)).collect::<Result<Vec<_>, _>>()?;
     let metadatas: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
-    sqlx::query_scalar("SELECT append_events($1, $2, $3, $4, $5, $6, $7)")
+    sqlx::query_scalar("SELECT append_events($1, $2, $3, $4, $5, $6::json[], $7)")
         .bind(column(|e| e.aggregate_type.clone()))
         .bind(column(|e| e.aggregate_id.clone()))
         .bind(sequences)
@@ -155,10 +162,8 @@ async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<
         let mut query = sqlx::query(&sql);
         for event in chunk {
             let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-            let payload = serde_json::to_string(&event.payload)
-                .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
-            let metadata = serde_json::to_string(&event.metadata)
-                .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+            let payload = json_text(&event.payload)?;
+            let metadata = json_text(&event.metadata)?;
             query = query
                 .bind(event.aggregate_type.as_str())
                 .bind(event.aggregate_id.as_str())

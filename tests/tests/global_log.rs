@@ -153,6 +153,30 @@ async fn a_read_with_only_the_tenant_returns_the_same_events(backend: Backend) {
     server.stop().await;
 }
 
+/// A payload reads back from the log as the very text the writer serialized (PostgreSQL keeps
+/// it as `json`, not `jsonb`, which would reorder its keys and respace it): what a reader hashes
+/// is what was written.
+async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let id = Uuid::now_v7().to_string();
+    let mut event = message(&id, 1, "exact");
+    // Keys whose sorted order is not `jsonb`'s (shorter keys first), a nested object, an
+    // escaped character and a non-ASCII one.
+    event.payload = json!({"ConversationDeleted": {"deleted_at": "2026-11-29T00:00:00Z",
+                                                   "note": {"zz": 1.5, "a\"b": "café ☕"}}});
+    let written = serde_json::to_string(&event.payload).unwrap();
+    let position = store.append(vec![event]).await.unwrap();
+
+    let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
+    let read = log.read(position - 1, 1, None).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].aggregate_id, id);
+    assert_eq!(read[0].payload.text(), written);
+    store.close().await;
+    server.stop().await;
+}
+
 /// Appends queued together share one commit; a sequence taken by another process fails only the
 /// command that holds it, and its batch-mates are appended with their own positions.
 async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backend) {
@@ -212,6 +236,7 @@ fn message(id: &str, sequence: usize, writer: &str) -> SerializedEvent {
 
 on_both_stores!(
     a_read_with_only_the_tenant_returns_the_same_events,
+    a_payload_reads_back_as_the_text_written,
     a_tailer_misses_nothing_while_many_writers_commit,
     a_commands_position_names_its_event,
     a_conflict_in_a_shared_commit_fails_only_its_own_command
