@@ -50,8 +50,9 @@ where
 }
 
 /// The field of a parsed JSON body that holds U+0000 in its value or in one of its keys, if
-/// any. PostgreSQL stores no NUL in text or jsonb, so such a body would fail only when its
-/// events are appended; refusing it here answers the same on both stores.
+/// any. PostgreSQL stores no NUL in text or jsonb (an event's metadata and the read models'
+/// columns), so such a body would fail only when its events are appended or projected;
+/// refusing it here answers the same on both stores.
 fn field_with_nul(json: &[u8]) -> Option<String> {
     // In valid JSON a NUL can only be the escape `\u0000`; skipping every escape pair keeps
     // `\\u0000` (a backslash, then "u0000") from counting.
