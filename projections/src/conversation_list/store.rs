@@ -230,6 +230,9 @@ struct KnownContact {
 struct Batch {
     rows: HashMap<String, Option<ConversationRow>>,
     row_order: Vec<String>,
+    /// The rows held for each contact, so that a contact event touches its own rows, not every
+    /// row a rebuild holds (tens of thousands between commits).
+    rows_by_contact: HashMap<String, Vec<String>>,
     counted_before: HashMap<String, Option<CountKey>>,
     contacts: HashMap<String, Option<KnownContact>>,
     changed_contacts: BTreeSet<String>,
@@ -239,6 +242,7 @@ impl Batch {
     /// Folds `events` in: loads what they touch, applies them to it in memory.
     async fn fold(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         self.preload_rows(tx, events).await?;
+        self.preload_contacts(tx, events).await?;
         for stored in events {
             match stored.aggregate_type.as_str() {
                 "conversation" => self.conversation_event(tx, stored).await?,
@@ -264,8 +268,76 @@ impl Batch {
             }
         }
         self.counted_before.insert(id.to_owned(), row.as_ref().and_then(count_key));
+        if let Some(row) = &row {
+            self.held_for_contact(&row.contact_id, id);
+        }
         self.rows.insert(id.to_owned(), row);
         self.row_order.push(id.to_owned());
+    }
+
+    fn held_for_contact(&mut self, contact_id: &str, id: &str) {
+        let held = self.rows_by_contact.entry(contact_id.to_owned()).or_default();
+        if !held.iter().any(|h| h == id) {
+            held.push(id.to_owned());
+        }
+    }
+
+    /// Loads the summary of every contact the batch's events name and that it does not hold
+    /// yet, in as few statements as possible: contacts with events in it, and those that its
+    /// conversations are opened with (a live log creates a contact for most conversations).
+    async fn preload_contacts(
+        &mut self,
+        tx: &mut Tx<'_>,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut ids: Vec<String> = Vec::new();
+        for stored in events {
+            let id = match (stored.aggregate_type.as_str(), stored.event_type.as_str()) {
+                ("contact", _) => Some(stored.aggregate_id.clone()),
+                // A payload that does not parse is reported when the event is applied.
+                ("conversation", "ConversationOpened") => {
+                    stored.payload.parse::<OpenedWith>().ok().map(|o| {
+                        let OpenedWith::ConversationOpened { contact_id } = o;
+                        contact_id
+                    })
+                }
+                _ => None,
+            };
+            if let Some(id) = id {
+                if !self.contacts.contains_key(&id) && seen.insert(id.clone()) {
+                    ids.push(id);
+                }
+            }
+        }
+        let mut remaining = &ids[..];
+        while !remaining.is_empty() {
+            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+            remaining = rest;
+            let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts
+                  WHERE contact_id IN ({})",
+                params.join(", ")
+            );
+            let mut found: HashMap<String, KnownContact> = on_tx!(tx, |conn| {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query
+                    .fetch_all(conn)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get::<String, _>("contact_id")?, known_contact(r)?)))
+                    .collect::<Result<_, sqlx::Error>>()?
+            });
+            for id in chunk {
+                let loaded = found.remove(id);
+                self.contacts.insert(id.clone(), loaded);
+            }
+        }
+        Ok(())
     }
 
     /// Loads every row the batch's conversation events touch, in as few statements as possible.
@@ -339,6 +411,7 @@ impl Batch {
             if let Some(known) = self.contact(tx, &contact_id.to_string()).await? {
                 row.contact = known.summary;
             }
+            self.held_for_contact(&row.contact_id, &stored.aggregate_id);
         }
         self.rows.insert(stored.aggregate_id.clone(), after);
         Ok(())
@@ -384,9 +457,11 @@ impl Batch {
             (_, None) => return Ok(()),
         };
         let Some(summary) = ContactSummary::apply(known.map(|k| k.summary), &event) else { return Ok(()) };
-        for row in self.rows.values_mut().flatten() {
-            if row.contact_id == stored.aggregate_id {
-                row.contact = summary.clone();
+        for id in self.rows_by_contact.get(&stored.aggregate_id).into_iter().flatten() {
+            if let Some(Some(row)) = self.rows.get_mut(id) {
+                if row.contact_id == stored.aggregate_id {
+                    row.contact = summary.clone();
+                }
             }
         }
         self.contacts.insert(stored.aggregate_id.clone(), Some(KnownContact { tenant_id, summary }));
@@ -395,27 +470,42 @@ impl Batch {
     }
 
     async fn write(self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        for id in &self.changed_contacts {
-            let Some(Some(known)) = self.contacts.get(id) else { continue };
-            let summary = &known.summary;
-            let save = "INSERT INTO conversation_list_contacts (contact_id, tenant_id, name, email, phone)
-                        VALUES ($1, $2, $3, $4, $5)
-                        ON CONFLICT (contact_id) DO UPDATE
-                        SET name = excluded.name, email = excluded.email, phone = excluded.phone";
-            // Rows this batch also touched are written below with the same summary.
-            let spread =
-                "UPDATE conversation_list SET contact_name = $3, contact_email = $4, contact_phone = $5
-                          WHERE tenant_id = $2 AND contact_id = $1";
+        // Changed contacts, in key order (so concurrent writers lock them in one order), a
+        // statement per chunk: saved, and spread to the stored rows that name them. Rows this
+        // batch also touched are written below with the same summary.
+        let changed: Vec<(&String, &KnownContact)> = self
+            .changed_contacts
+            .iter()
+            .filter_map(|id| self.contacts.get(id).and_then(Option::as_ref).map(|known| (id, known)))
+            .collect();
+        let mut remaining = &changed[..];
+        while !remaining.is_empty() {
+            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+            remaining = rest;
+            let values = parameter_rows(numbered(tx), chunk.len(), 5);
+            let save = format!(
+                "INSERT INTO conversation_list_contacts (contact_id, tenant_id, name, email, phone) VALUES {values}
+                 ON CONFLICT (contact_id) DO UPDATE
+                 SET name = excluded.name, email = excluded.email, phone = excluded.phone"
+            );
+            let spread = format!(
+                "UPDATE conversation_list
+                    SET contact_name = v.column3, contact_email = v.column4, contact_phone = v.column5
+                   FROM (VALUES {values}) AS v
+                  WHERE conversation_list.tenant_id = v.column2 AND conversation_list.contact_id = v.column1"
+            );
             for sql in [save, spread] {
                 on_tx!(tx, |conn| {
-                    sqlx::query(sql)
-                        .bind(id)
-                        .bind(&known.tenant_id)
-                        .bind(&summary.name)
-                        .bind(&summary.email)
-                        .bind(&summary.phone)
-                        .execute(conn)
-                        .await?;
+                    let mut query = sqlx::query(&sql);
+                    for (id, known) in chunk {
+                        query = query
+                            .bind(*id)
+                            .bind(&known.tenant_id)
+                            .bind(&known.summary.name)
+                            .bind(&known.summary.email)
+                            .bind(&known.summary.phone);
+                    }
+                    query.execute(conn).await?;
                 })
             }
         }
@@ -478,20 +568,33 @@ async fn load_row(tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, 
 
 async fn load_contact(tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>, ProjectionError> {
     let sql = "SELECT tenant_id, name, email, phone FROM conversation_list_contacts WHERE contact_id = $1";
-    let found = on_tx!(tx, |conn| {
-        let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
-        row.map(|r| -> Result<KnownContact, sqlx::Error> {
-            Ok(KnownContact {
-                tenant_id: r.try_get("tenant_id")?,
-                summary: ContactSummary {
-                    name: r.try_get("name")?,
-                    email: r.try_get("email")?,
-                    phone: r.try_get("phone")?,
-                },
-            })
-        })
-    });
+    let found =
+        on_tx!(tx, |conn| sqlx::query(sql).bind(id).fetch_optional(conn).await?.map(|r| known_contact(&r)));
     Ok(found.transpose()?)
+}
+
+/// A `conversation_list_contacts` row.
+fn known_contact<R>(r: &R) -> Result<KnownContact, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(KnownContact {
+        tenant_id: r.try_get("tenant_id")?,
+        summary: ContactSummary {
+            name: r.try_get("name")?,
+            email: r.try_get("email")?,
+            phone: r.try_get("phone")?,
+        },
+    })
+}
+
+/// Just the contact a conversation is opened with.
+#[derive(Deserialize)]
+enum OpenedWith {
+    ConversationOpened { contact_id: String },
 }
 
 /// A rebuild's rows between its commits: one batch over many pages.
