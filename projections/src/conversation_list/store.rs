@@ -310,32 +310,12 @@ impl Batch {
                 }
             }
         }
-        let mut remaining = &ids[..];
-        while !remaining.is_empty() {
-            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
-            remaining = rest;
-            let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts
-                  WHERE contact_id IN ({})",
-                params.join(", ")
-            );
-            let mut found: HashMap<String, KnownContact> = on_tx!(tx, |conn| {
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
-                query
-                    .fetch_all(conn)
-                    .await?
-                    .iter()
-                    .map(|r| Ok((r.try_get::<String, _>("contact_id")?, known_contact(r)?)))
-                    .collect::<Result<_, sqlx::Error>>()?
-            });
-            for id in chunk {
-                let loaded = found.remove(id);
-                self.contacts.insert(id.clone(), loaded);
-            }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let select = "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts
+                       WHERE contact_id IN";
+        let mut found: HashMap<String, KnownContact> = load_keyed(tx, select, &ids).await?;
+        for id in ids {
+            self.contacts.insert(id.to_owned(), found.remove(id));
         }
         Ok(())
     }
@@ -352,31 +332,11 @@ impl Batch {
                 ids.push(id);
             }
         }
-        let mut remaining = &ids[..];
-        while !remaining.is_empty() {
-            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
-            remaining = rest;
-            let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "SELECT {COLUMNS} FROM conversation_list WHERE conversation_id IN ({})",
-                params.join(", ")
-            );
-            let mut found: HashMap<String, ConversationRow> = on_tx!(tx, |conn| {
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query
-                    .fetch_all(conn)
-                    .await?
-                    .iter()
-                    .map(|r| decode(r).map(|row| (row.id.clone(), row)))
-                    .collect::<Result<_, sqlx::Error>>()?
-            });
-            for id in chunk {
-                let loaded = found.remove(*id);
-                self.loaded(id, loaded);
-            }
+        let select = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id IN");
+        let mut found: HashMap<String, ConversationRow> = load_keyed(tx, &select, &ids).await?;
+        for id in ids {
+            let loaded = found.remove(id);
+            self.loaded(id, loaded);
         }
         Ok(())
     }
@@ -558,6 +518,60 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// A read-model row loaded by its key: the key, and what the projection keeps of the row.
+trait Keyed<R>: Sized {
+    fn keyed(row: &R) -> Result<(String, Self), sqlx::Error>;
+}
+
+macro_rules! keyed_on_both_stores {
+    ($type:ty, |$row:ident| $body:expr) => {
+        impl Keyed<sqlx::postgres::PgRow> for $type {
+            fn keyed($row: &sqlx::postgres::PgRow) -> Result<(String, Self), sqlx::Error> {
+                $body
+            }
+        }
+        impl Keyed<sqlx::sqlite::SqliteRow> for $type {
+            fn keyed($row: &sqlx::sqlite::SqliteRow) -> Result<(String, Self), sqlx::Error> {
+                $body
+            }
+        }
+    };
+}
+
+keyed_on_both_stores!(ConversationRow, |r| decode(r).map(|row| (row.id.clone(), row)));
+keyed_on_both_stores!(KnownContact, |r| Ok((r.try_get("contact_id")?, known_contact(r)?)));
+
+/// The rows `select` (a query that ends in `IN`) finds for `ids`, by key: a statement per
+/// chunk of ids, not one per id.
+async fn load_keyed<T>(
+    tx: &mut Tx<'_>,
+    select: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, T>, ProjectionError>
+where
+    T: Keyed<sqlx::postgres::PgRow> + Keyed<sqlx::sqlite::SqliteRow>,
+{
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut remaining = ids;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("{select} ({})", params.join(", "));
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(conn).await? {
+                let (key, value) = T::keyed(&row)?;
+                found.insert(key, value);
+            }
+        });
+    }
+    Ok(found)
 }
 
 async fn load_row(tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
