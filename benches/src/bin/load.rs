@@ -601,42 +601,76 @@ async fn seed_events(server: &Server, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Appends `count` MessageAdded events with SQL (PostgreSQL), much faster than over HTTP:
-/// `per_conversation` to each of a set of conversations opened through the API, with the same
-/// payload and metadata shapes the server writes. Round-robin over the conversations, as
-/// `seed_events` posts them and as a live log interleaves conversations that run at once: each
-/// page a rebuild reads touches every conversation.
+/// Events each conversation of the SQL seed has: its contact's creation, its opening, then 18
+/// messages, the customer's and an agent's in turn.
+const SEED_EVENTS_PER_CONVERSATION: u64 = 20;
+
+/// Appends about `count` events with SQL (PostgreSQL), much faster than over HTTP, shaped like a
+/// live log: conversation after conversation, each with a contact of its own (a
+/// `ContactCreated`, then the `ConversationOpened`, then 18 `MessageAdded`). The contact and
+/// opening payloads are copies of ones the server wrote for a conversation opened through the
+/// API, with the ids and number replaced; the messages have the server's shapes. The k-th
+/// conversation's j-th event goes at slot k + 100 j, so about 1,900 conversations are active at
+/// any point of the log, and each page a rebuild reads touches that many rows and brings new
+/// contacts.
 async fn seed_events_sql(server: &Server, database_url: &str, count: u64) -> anyhow::Result<()> {
-    let per_conversation = 500u64;
-    let conversations = open_conversations(server, count.div_ceil(per_conversation) as usize).await;
+    let template = open_conversations(server, 1).await.remove(0);
+    let conversations = (count / SEED_EVENTS_PER_CONVERSATION).max(1) as i64;
     let mut connection = PgConnection::connect(database_url).await?;
     let started = Instant::now();
-    let per_statement = (20_000 / conversations.len().max(1) as u64).max(1);
-    for first in (2..per_conversation + 2).step_by(per_statement as usize) {
-        let last = (first + per_statement - 1).min(per_conversation + 1);
+    let last_slot = conversations + 100 * (SEED_EVENTS_PER_CONVERSATION as i64 - 1);
+    for first in (1..=last_slot).step_by(1_000) {
         sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'conversation', c.id, s.n, 'MessageAdded', '1.0',
-                    jsonb_build_object('MessageAdded', jsonb_build_object(
+            "WITH template AS (
+                 SELECT o.aggregate_id AS conversation_id, o.payload::text AS opened,
+                        c.aggregate_id AS contact_id, c.payload::text AS created
+                   FROM events o
+                   JOIN events c ON c.aggregate_type = 'contact' AND c.sequence = 1
+                                AND c.aggregate_id = o.payload -> 'ConversationOpened' ->> 'contact_id'
+                  WHERE o.aggregate_type = 'conversation' AND o.aggregate_id = $1 AND o.sequence = 1
+             ), seed AS (
+                 SELECT slot.n AS slot, j.n AS j, slot.n - 100 * j.n AS k,
+                        '00000000-0000-7000-8000-' || lpad(to_hex(slot.n - 100 * j.n), 12, '0') AS contact_id,
+                        '00000000-0000-7000-9000-' || lpad(to_hex(slot.n - 100 * j.n), 12, '0') AS conversation_id,
+                        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
+                   FROM generate_series($2::bigint, $3::bigint) AS slot(n),
+                        generate_series(0, $4::int - 1) AS j(n)
+                  WHERE slot.n - 100 * j.n BETWEEN 1 AND $5
+             )
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT CASE WHEN s.j = 0 THEN 'contact' ELSE 'conversation' END,
+                    CASE WHEN s.j = 0 THEN s.contact_id ELSE s.conversation_id END,
+                    greatest(s.j, 1),
+                    CASE s.j WHEN 0 THEN 'ContactCreated' WHEN 1 THEN 'ConversationOpened' ELSE 'MessageAdded' END,
+                    '1.0',
+                    CASE s.j
+                      WHEN 0 THEN replace(t.created, t.contact_id, s.contact_id)::json
+                      WHEN 1 THEN regexp_replace(replace(replace(t.opened, t.contact_id, s.contact_id),
+                                                         t.conversation_id, s.conversation_id),
+                                                 '\"number\":[0-9]+', '\"number\":' || s.k)::json
+                      ELSE json_build_object('MessageAdded', json_build_object(
                         'message_id', gen_random_uuid(),
-                        'sender', jsonb_build_object('kind', 'customer', 'id', NULL),
+                        'sender', CASE WHEN s.j % 2 = 0 THEN json_build_object('kind', 'customer', 'id', NULL)
+                                       ELSE json_build_object('kind', 'user', 'id', 'agent-' || s.k % 50) END,
                         'visibility', 'public',
-                        'content', jsonb_build_object('message_type', 'text', 'text', 'Where is order ' || s.n || '?',
-                                   'attachments', '[]'::jsonb, 'reply_to', NULL, 'forwarded', false, 'mentions', '[]'::jsonb,
+                        'content', json_build_object('message_type', 'text',
+                                   'text', 'Message ' || s.j || ' about order ' || s.k,
+                                   'attachments', '[]'::json, 'reply_to', NULL, 'forwarded', false, 'mentions', '[]'::json,
                                    'email', NULL, 'location', NULL, 'template', NULL, 'interactive', NULL, 'contacts', NULL,
-                                   'metadata', '{}'::jsonb),
-                        'response_time_ms', NULL,
-                        'created_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))),
+                                   'metadata', '{}'::json),
+                        'response_time_ms', CASE WHEN s.j % 2 = 1 THEN 60000 END,
+                        'created_at', s.at))
+                    END,
                     jsonb_build_object('event_id', gen_random_uuid(), 'tenant_id', 'default', 'actor_kind', 'system',
-                        'actor_id', 'bench-seed', 'correlation_id', gen_random_uuid(),
-                        'recorded_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
-               FROM generate_series($2::bigint, $3::bigint) AS s(n)
-                    CROSS JOIN LATERAL unnest($1::text[]) WITH ORDINALITY AS c(id, k)
-              ORDER BY s.n, c.k",
+                        'actor_id', 'bench-seed', 'correlation_id', gen_random_uuid(), 'recorded_at', s.at)
+               FROM seed s CROSS JOIN template t
+              ORDER BY s.slot, s.k",
         )
-        .bind(&conversations)
-        .bind(first as i64)
-        .bind(last as i64)
+        .bind(&template)
+        .bind(first)
+        .bind((first + 999).min(last_slot))
+        .bind(SEED_EVENTS_PER_CONVERSATION as i32)
+        .bind(conversations)
         .execute(&mut connection)
         .await?;
     }
