@@ -232,7 +232,7 @@ struct Batch {
     row_order: Vec<String>,
     /// The rows held for each contact, so that a contact event touches its own rows, not every
     /// row a rebuild holds (tens of thousands between commits).
-    rows_by_contact: HashMap<String, Vec<String>>,
+    rows_by_contact: HashMap<String, HashSet<String>>,
     counted_before: HashMap<String, Option<CountKey>>,
     contacts: HashMap<String, Option<KnownContact>>,
     changed_contacts: BTreeSet<String>,
@@ -276,10 +276,7 @@ impl Batch {
     }
 
     fn held_for_contact(&mut self, contact_id: &str, id: &str) {
-        let held = self.rows_by_contact.entry(contact_id.to_owned()).or_default();
-        if !held.iter().any(|h| h == id) {
-            held.push(id.to_owned());
-        }
+        self.rows_by_contact.entry(contact_id.to_owned()).or_default().insert(id.to_owned());
     }
 
     /// Loads the summary of every contact the batch's events name and that it does not hold
