@@ -215,6 +215,18 @@ impl ConversationRow {
         aggregate_id: &str,
         sequence: i64,
     ) -> Option<Self> {
+        let mut row = row;
+        Self::apply_in_place(&mut row, event, aggregate_id, sequence);
+        row
+    }
+
+    /// [`ConversationRow::apply`] on the row where it is held, without moving it.
+    pub fn apply_in_place(
+        slot: &mut Option<Self>,
+        event: &ConversationEvent,
+        aggregate_id: &str,
+        sequence: i64,
+    ) {
         if let ConversationEvent::ConversationOpened {
             tenant_id,
             number,
@@ -235,7 +247,7 @@ impl ConversationRow {
             let mut labels = labels.clone();
             labels.sort();
             labels.dedup();
-            return Some(Self {
+            *slot = Some(Self {
                 id: aggregate_id.to_owned(),
                 tenant_id: tenant_id.to_string(),
                 number: i64::try_from(*number).unwrap_or(i64::MAX),
@@ -277,8 +289,9 @@ impl ConversationRow {
                 last_activity_at: *opened_at,
                 version: sequence,
             });
+            return;
         }
-        let mut row = row?;
+        let Some(row) = slot.as_mut() else { return };
         row.version = sequence;
         row.updated_at = event.occurred_at();
         match event {
@@ -372,7 +385,6 @@ impl ConversationRow {
             | ConversationEvent::ReactionRemoved { .. }
             | ConversationEvent::DeliveryStatusChanged { .. } => {}
         }
-        Some(row)
     }
 }
 

@@ -360,17 +360,29 @@ impl Batch {
         stored: &StoredEvent,
     ) -> Result<(), ProjectionError> {
         let event: ConversationEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
-        let before = self.row(tx, &stored.aggregate_id).await?;
-        let mut after = ConversationRow::apply(before, &event, &stored.aggregate_id, stored.sequence);
-        if let (ConversationEvent::ConversationOpened { contact_id, .. }, Some(row)) =
-            (&event, after.as_mut())
-        {
-            if let Some(known) = self.contact(tx, &contact_id.to_string()).await? {
+        let id = stored.aggregate_id.as_str();
+        // An opening takes its contact's summary, looked up before the row is borrowed.
+        let opened_with = match &event {
+            ConversationEvent::ConversationOpened { contact_id, .. } => {
+                Some(self.contact(tx, &contact_id.to_string()).await?)
+            }
+            _ => None,
+        };
+        if !self.rows.contains_key(id) {
+            let loaded = load_row(tx, id).await?;
+            self.loaded(id, loaded);
+        }
+        // Folded where it is held, rather than moved out of the map and back: a row has 43
+        // columns, and this runs for every event of a rebuild.
+        let Some(slot) = self.rows.get_mut(id) else { return Ok(()) };
+        ConversationRow::apply_in_place(slot, &event, id, stored.sequence);
+        if let (Some(known), Some(row)) = (opened_with, slot.as_mut()) {
+            if let Some(known) = known {
                 row.contact = known.summary;
             }
-            self.held_for_contact(&row.contact_id, &stored.aggregate_id);
+            let contact_id = row.contact_id.clone();
+            self.held_for_contact(&contact_id, id);
         }
-        self.rows.insert(stored.aggregate_id.clone(), after);
         Ok(())
     }
 
