@@ -9,6 +9,7 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -570,39 +571,59 @@ async fn start_nats() -> anyhow::Result<Nats> {
     bail!("nats-server did not come up")
 }
 
-/// Appends `count` realistic events straight through the store (bypassing HTTP), for replay.
+/// Posts about `count` events over HTTP (SQLite), in the shape of the SQL seed: conversations
+/// of [`SEED_EVENTS_PER_CONVERSATION`] events, each with a contact of its own (created, then
+/// the conversation opened with it, then 18 messages from the customer and an agent in turn),
+/// the k-th conversation's j-th event at slot k + 100 j. Ten slots are posted at a time, all at
+/// once: a conversation's events are 100 slots apart, so each follows the one before it.
 async fn seed_events(server: &Server, count: u64) -> anyhow::Result<()> {
-    // Realistic shape: many conversations of a few hundred messages each.
-    let spread = (count / 500).clamp(20, 2_000) as usize;
-    let conversations = open_conversations(server, spread).await;
-    let per_batch = 256u64;
-    let mut done = 0u64;
+    let conversations = (count / SEED_EVENTS_PER_CONVERSATION).max(1);
+    let last_slot = conversations + 100 * (SEED_EVENTS_PER_CONVERSATION - 1);
+    // Contact, then conversation, of each conversation opened so far.
+    let mut ids: HashMap<u64, String> = HashMap::new();
     let started = Instant::now();
-    while done < count {
-        let batch: Vec<_> = (0..per_batch.min(count - done))
-            .map(|n| {
-                let id = conversations[((done + n) % spread as u64) as usize].clone();
-                async move {
-                    server
-                        .post(
-                            &format!("/v1/conversations/{id}/messages"),
-                            json!({"sender": {"kind": "customer"}, "text": format!("seed {n}")}),
-                        )
-                        .await
-                }
+    let mut done = 0u64;
+    for first in (1..=last_slot).step_by(10) {
+        let work: Vec<(u64, u64)> = (first..(first + 10).min(last_slot + 1))
+            .flat_map(|slot| {
+                (0..SEED_EVENTS_PER_CONVERSATION).filter_map(move |j| {
+                    slot.checked_sub(100 * j).filter(|k| (1..=conversations).contains(k)).map(|k| (k, j))
+                })
             })
             .collect();
-        futures::future::join_all(batch).await;
-        done += per_batch;
-        if done % 50_000 < per_batch {
+        let posts = work.iter().map(|&(k, j)| {
+            let (path, body) = match j {
+                0 => ("/v1/contacts".to_owned(), json!({"first_name": format!("Customer {k}"), "phone": format!("+1415{k:07}")})),
+                1 => (
+                    "/v1/conversations".to_owned(),
+                    json!({"contact_id": ids.get(&k).cloned().unwrap_or_default(), "channel": "whatsapp", "inbox_id": format!("inbox-{}", k % 20)}),
+                ),
+                _ => {
+                    let sender = if j % 2 == 0 { json!({"kind": "customer"}) } else { json!({"kind": "user", "id": format!("agent-{}", k % 50)}) };
+                    let id = ids.get(&k).cloned().unwrap_or_default();
+                    (format!("/v1/conversations/{id}/messages"), json!({"sender": sender, "text": format!("Message {j} about order {k}")}))
+                }
+            };
+            async move { (k, j, server.post(&path, body).await) }
+        });
+        for (k, j, (status, _, body)) in futures::future::join_all(posts).await {
+            if !(200..300).contains(&status) {
+                bail!("seeding event {j} of conversation {k}: {status} {body}");
+            }
+            if j < 2 {
+                ids.insert(k, body["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        done += work.len() as u64;
+        if done % 50_000 < work.len() as u64 {
             eprintln!("  seeded {done} events ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
         }
     }
     Ok(())
 }
 
-/// Events each conversation of the SQL seed has: its contact's creation, its opening, then 18
-/// messages, the customer's and an agent's in turn.
+/// Events each conversation of the replay seed has, on either store: its contact's creation, its
+/// opening, then 18 messages, the customer's and an agent's in turn.
 const SEED_EVENTS_PER_CONVERSATION: u64 = 20;
 
 /// Appends about `count` events with SQL (PostgreSQL), much faster than over HTTP, shaped like a
