@@ -579,7 +579,7 @@ async fn start_nats() -> anyhow::Result<Nats> {
 async fn seed_events(server: &Server, count: u64) -> anyhow::Result<()> {
     let conversations = (count / SEED_EVENTS_PER_CONVERSATION).max(1);
     let last_slot = conversations + 100 * (SEED_EVENTS_PER_CONVERSATION - 1);
-    // Contact, then conversation, of each conversation opened so far.
+    // Each conversation's contact id until it is opened, then its own id.
     let mut ids: HashMap<u64, String> = HashMap::new();
     let started = Instant::now();
     let mut done = 0u64;
