@@ -144,15 +144,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ("conversation", state.conversations().cached()),
         ("group", state.groups().cached()),
     ];
-    out.push_str("# HELP colloquy_aggregate_cache_aggregates Loaded aggregates kept in memory.\n");
-    out.push_str("# TYPE colloquy_aggregate_cache_aggregates gauge\n");
-    for (aggregate, (count, _)) in caches {
-        let _ = writeln!(out, "colloquy_aggregate_cache_aggregates{{aggregate=\"{aggregate}\"}} {count}");
-    }
-    out.push_str("# HELP colloquy_aggregate_cache_events Events the cached aggregates were built from.\n");
-    out.push_str("# TYPE colloquy_aggregate_cache_events gauge\n");
-    for (aggregate, (_, events)) in caches {
-        let _ = writeln!(out, "colloquy_aggregate_cache_events{{aggregate=\"{aggregate}\"}} {events}");
+    let gauges = [
+        ("aggregates", "Loaded aggregates kept in memory.", caches.map(|(a, size)| (a, size.aggregates))),
+        ("events", "Events the cached aggregates were built from.", caches.map(|(a, size)| (a, size.events))),
+        (
+            "bytes",
+            "The cached aggregates' memory, as their states estimate it.",
+            caches.map(|(a, size)| (a, size.bytes)),
+        ),
+    ];
+    for (name, help, values) in gauges {
+        let _ = writeln!(out, "# HELP colloquy_aggregate_cache_{name} {help}");
+        let _ = writeln!(out, "# TYPE colloquy_aggregate_cache_{name} gauge");
+        for (aggregate, value) in values {
+            let _ = writeln!(out, "colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}} {value}");
+        }
     }
     let store = state.store();
     if let Ok(head) = colloquy_infra::log::read_head(store).await {

@@ -9,6 +9,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 
 use crate::channel::Channel;
 use crate::context::CommandContext;
+use crate::footprint::{self, Footprint};
 use crate::ids::{ContactId, TenantId};
 use crate::validate::{self, FieldError, MAX_SHORT_TEXT};
 use crate::{TenantOwned, EVENT_VERSION_1};
@@ -368,6 +369,20 @@ impl Contact {
 impl TenantOwned for Contact {
     fn tenant(&self) -> Option<&TenantId> {
         self.tenant_id.as_ref()
+    }
+}
+
+impl Footprint for Contact {
+    fn footprint(&self) -> usize {
+        size_of::<Self>()
+            + footprint::string(&self.first_name)
+            + footprint::string(&self.full_name)
+            + [&self.last_name, &self.phone, &self.email]
+                .into_iter()
+                .map(|part| footprint::optional_string(part.as_ref()))
+                .sum::<usize>()
+            + footprint::json_object(&self.metadata)
+            + footprint::vec(&self.labels, self.labels.capacity(), |label| footprint::string(label))
     }
 }
 

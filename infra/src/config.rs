@@ -67,11 +67,12 @@ pub struct Config {
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE", default_value_t = 10_000)]
     pub aggregate_cache: usize,
 
-    /// How many events the loaded aggregates of each type may have been built from, all
-    /// together: the bound on the cache's memory (a cached conversation holds its messages;
-    /// the SQLite benchmark measured about 0.8 kB of RSS per cached event).
-    #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_EVENTS", default_value_t = 500_000)]
-    pub aggregate_cache_events: usize,
+    /// How much memory the loaded aggregates of each type may hold, all together, in MiB as
+    /// their states estimate it (a cached conversation holds its messages and their texts).
+    /// The least recently used are dropped past it and loaded from the store again when next
+    /// used; 0 keeps only the one in use.
+    #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_MB", default_value_t = 32)]
+    pub aggregate_cache_mb: usize,
 
     /// How long, in milliseconds, each projector lets a batch of events from the in-process bus
     /// gather before applying it (default 5 on SQLite, 0 on PostgreSQL; JetStream consumers
@@ -85,7 +86,10 @@ pub struct Config {
 impl Config {
     /// The limits of each aggregate type's cache.
     pub fn cache_limits(&self) -> CacheLimits {
-        CacheLimits { aggregates: self.aggregate_cache, events: self.aggregate_cache_events }
+        CacheLimits {
+            aggregates: self.aggregate_cache,
+            bytes: self.aggregate_cache_mb.saturating_mul(1 << 20),
+        }
     }
 
     /// How long projectors fed by the in-process bus let a batch gather; `None`: their default.

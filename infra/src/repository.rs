@@ -19,7 +19,7 @@ use lru::LruCache;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use colloquy_domain::{Actor, CommandContext, EventMetadata, TenantId, TenantOwned};
+use colloquy_domain::{Actor, CommandContext, EventMetadata, Footprint, TenantId, TenantOwned};
 
 use crate::store::Store;
 
@@ -114,30 +114,60 @@ type Slot<A> = Arc<Mutex<Option<Loaded<A>>>>;
 pub struct CacheLimits {
     /// The most aggregates kept.
     pub aggregates: usize,
-    /// The most events their states may have been built from, all together. An aggregate's
-    /// memory grows with its history (a conversation holds its messages), so a count of
-    /// aggregates alone does not bound it; the least recently used go first when either limit
-    /// is passed.
-    pub events: usize,
+    /// The most memory their states may hold, all together, in bytes as their
+    /// [`Footprint`]s estimate it. An aggregate's memory grows with its history (a conversation
+    /// holds its messages and their texts), so a count of aggregates alone does not bound it;
+    /// the least recently used go first when either limit is passed.
+    pub bytes: usize,
 }
 
-/// Loaded aggregates, least recently used first out, weighed by their versions.
+/// What a cache holds: how many aggregates, how many events they were built from, and their
+/// estimated memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheSize {
+    /// Aggregates kept.
+    pub aggregates: usize,
+    /// The events their states were built from.
+    pub events: usize,
+    /// Their estimated memory, in bytes.
+    pub bytes: usize,
+}
+
+/// What one cached aggregate weighs: the version it was built to, and its estimated memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Weight {
+    events: usize,
+    bytes: usize,
+}
+
+/// Loaded aggregates, least recently used first out, weighed by their estimated memory.
 struct Cache<A> {
     slots: LruCache<String, Cached<A>>,
-    /// The sum of the cached versions.
+    /// The sum of the cached weights.
     events: usize,
+    bytes: usize,
     limits: CacheLimits,
 }
 
 struct Cached<A> {
     slot: Slot<A>,
-    /// The version last stored in the slot.
-    version: usize,
+    /// What the slot held when last stored.
+    weight: Weight,
 }
 
 impl<A> Cache<A> {
     fn new(limits: CacheLimits) -> Self {
-        Self { slots: LruCache::unbounded(), events: 0, limits }
+        Self { slots: LruCache::unbounded(), events: 0, bytes: 0, limits }
+    }
+
+    fn add(&mut self, weight: Weight) {
+        self.events += weight.events;
+        self.bytes += weight.bytes;
+    }
+
+    fn remove(&mut self, weight: Weight) {
+        self.events -= weight.events;
+        self.bytes -= weight.bytes;
     }
 
     /// The slot for `aggregate_id`, created empty if missing.
@@ -146,18 +176,19 @@ impl<A> Cache<A> {
             return cached.slot.clone();
         }
         let slot: Slot<A> = Arc::new(Mutex::new(None));
-        self.slots.put(aggregate_id.to_owned(), Cached { slot: slot.clone(), version: 0 });
+        self.slots.put(aggregate_id.to_owned(), Cached { slot: slot.clone(), weight: Weight::default() });
         self.shrink();
         slot
     }
 
-    /// Records that `slot` now holds `version` (a use: it becomes the most recently used), then
-    /// drops the least recently used aggregates past the limits. A slot dropped meanwhile (its
-    /// holder kept it alive) is not counted.
-    fn weigh(&mut self, aggregate_id: &str, slot: &Slot<A>, version: usize) {
+    /// Records that `slot` now holds an aggregate of `weight` (a use: it becomes the most
+    /// recently used), then drops the least recently used aggregates past the limits. A slot
+    /// dropped meanwhile (its holder kept it alive) is not counted.
+    fn weigh(&mut self, aggregate_id: &str, slot: &Slot<A>, weight: Weight) {
         if let Some(cached) = self.slots.get_mut(aggregate_id).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
-            self.events = self.events - cached.version + version;
-            cached.version = version;
+            let before = std::mem::replace(&mut cached.weight, weight);
+            self.remove(before);
+            self.add(weight);
         }
         self.shrink();
     }
@@ -166,18 +197,18 @@ impl<A> Cache<A> {
     /// it holds nothing, so it weighs nothing. Not a use; a slot dropped meanwhile is ignored.
     fn emptied(&mut self, aggregate_id: &str, slot: &Slot<A>) {
         if let Some(cached) = self.slots.peek_mut(aggregate_id).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
-            self.events -= cached.version;
-            cached.version = 0;
+            let before = std::mem::take(&mut cached.weight);
+            self.remove(before);
         }
     }
 
     fn shrink(&mut self) {
         // The most recently used one always stays, however large.
         while self.slots.len() > 1
-            && (self.slots.len() > self.limits.aggregates || self.events > self.limits.events)
+            && (self.slots.len() > self.limits.aggregates || self.bytes > self.limits.bytes)
         {
             match self.slots.pop_lru() {
-                Some((_, evicted)) => self.events -= evicted.version,
+                Some((_, evicted)) => self.remove(evicted.weight),
                 None => break,
             }
         }
@@ -199,7 +230,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
 
 impl<A> Repository<A>
 where
-    A: Aggregate<Services = CommandContext> + TenantOwned,
+    A: Aggregate<Services = CommandContext> + TenantOwned + Footprint,
     A::Command: Clone,
 {
     /// A repository over `store` that keeps loaded aggregates within `cache`.
@@ -225,15 +256,15 @@ where
 
     /// Puts `loaded` back into its slot (whose lock `guard` is) and weighs it in the cache.
     fn keep(&self, aggregate_id: &str, slot: &Slot<A>, guard: &mut Option<Loaded<A>>, loaded: Loaded<A>) {
-        let version = loaded.version;
+        let weight = Weight { events: loaded.version, bytes: loaded.aggregate.footprint() };
         *guard = Some(loaded);
-        self.cache().weigh(aggregate_id, slot, version);
+        self.cache().weigh(aggregate_id, slot, weight);
     }
 
-    /// How many aggregates are cached and how many events they were built from.
-    pub fn cached(&self) -> (usize, usize) {
+    /// What the cache holds now.
+    pub fn cached(&self) -> CacheSize {
         let cache = self.cache();
-        (cache.slots.len(), cache.events)
+        CacheSize { aggregates: cache.slots.len(), events: cache.events, bytes: cache.bytes }
     }
 
     fn deserialize(&self, events: Vec<SerializedEvent>) -> Result<Vec<EventEnvelope<A>>, PersistenceError> {
@@ -488,8 +519,13 @@ fn serialize<A: Aggregate>(envelopes: &[EventEnvelope<A>]) -> Result<Vec<Seriali
 mod tests {
     use super::*;
 
-    fn limits(aggregates: usize, events: usize) -> CacheLimits {
-        CacheLimits { aggregates, events }
+    fn limits(aggregates: usize, bytes: usize) -> CacheLimits {
+        CacheLimits { aggregates, bytes }
+    }
+
+    /// An aggregate of `bytes`, built from a tenth as many events.
+    fn weight(bytes: usize) -> Weight {
+        Weight { events: bytes / 10, bytes }
     }
 
     fn ids(cache: &Cache<()>) -> Vec<String> {
@@ -499,45 +535,59 @@ mod tests {
     }
 
     #[test]
-    fn evicts_least_recently_used_past_the_event_budget() {
+    fn evicts_least_recently_used_past_the_byte_budget() {
         let mut cache = Cache::<()>::new(limits(100, 1_000));
         let a = cache.slot("a");
-        cache.weigh("a", &a, 400);
+        cache.weigh("a", &a, weight(400));
         let b = cache.slot("b");
-        cache.weigh("b", &b, 400);
+        cache.weigh("b", &b, weight(400));
         // "a" was used last, so "b" is the one to go when "c" grows past the budget.
         let again = cache.slot("a");
         assert!(Arc::ptr_eq(&a, &again));
         let c = cache.slot("c");
-        cache.weigh("c", &c, 300);
+        cache.weigh("c", &c, weight(300));
         assert_eq!(ids(&cache), ["a", "c"]);
-        assert_eq!(cache.events, 700);
+        assert_eq!(cache.bytes, 700);
     }
 
     #[test]
-    fn a_growing_aggregate_is_weighed_by_its_latest_version() {
+    fn the_limit_is_on_bytes_and_events_are_only_counted() {
         let mut cache = Cache::<()>::new(limits(100, 1_000));
         let a = cache.slot("a");
-        cache.weigh("a", &a, 10);
-        cache.weigh("a", &a, 25);
+        cache.weigh("a", &a, Weight { events: 10_000, bytes: 600 });
         let b = cache.slot("b");
-        cache.weigh("b", &b, 5);
-        assert_eq!(cache.events, 30);
+        cache.weigh("b", &b, Weight { events: 10_000, bytes: 300 });
+        assert_eq!(ids(&cache), ["a", "b"]);
+        assert_eq!((cache.events, cache.bytes), (20_000, 900));
+        cache.weigh("b", &b, Weight { events: 10_001, bytes: 500 });
+        assert_eq!(ids(&cache), ["b"]);
+        assert_eq!((cache.events, cache.bytes), (10_001, 500));
+    }
+
+    #[test]
+    fn a_growing_aggregate_is_weighed_as_it_is_now() {
+        let mut cache = Cache::<()>::new(limits(100, 1_000));
+        let a = cache.slot("a");
+        cache.weigh("a", &a, weight(10));
+        cache.weigh("a", &a, weight(25));
+        let b = cache.slot("b");
+        cache.weigh("b", &b, weight(5));
+        assert_eq!(cache.bytes, 30);
         // Growing past the budget alone evicts the others but keeps the one in use.
-        cache.weigh("a", &a, 5_000);
+        cache.weigh("a", &a, weight(5_000));
         assert_eq!(ids(&cache), ["a"]);
-        assert_eq!(cache.events, 5_000);
+        assert_eq!(cache.bytes, 5_000);
     }
 
     #[test]
     fn the_count_limit_still_applies() {
         let mut cache = Cache::<()>::new(limits(2, 1_000_000));
-        for (id, version) in [("a", 3), ("b", 4), ("c", 5)] {
+        for (id, bytes) in [("a", 3), ("b", 4), ("c", 5)] {
             let slot = cache.slot(id);
-            cache.weigh(id, &slot, version);
+            cache.weigh(id, &slot, weight(bytes));
         }
         assert_eq!(ids(&cache), ["b", "c"]);
-        assert_eq!(cache.events, 9);
+        assert_eq!(cache.bytes, 9);
     }
 
     #[test]
@@ -547,14 +597,14 @@ mod tests {
         let b = cache.slot("b");
         assert_eq!(ids(&cache), ["b"]);
         // The holder of the evicted slot stores its aggregate back: it counts for nothing.
-        cache.weigh("a", &a, 50);
-        assert_eq!(cache.events, 0);
+        cache.weigh("a", &a, weight(50));
+        assert_eq!(cache.bytes, 0);
         // Nor does it count under the id of a newer slot.
         let newer = cache.slot("a");
         assert!(!Arc::ptr_eq(&a, &newer));
-        cache.weigh("a", &a, 70);
-        cache.weigh("a", &newer, 20);
-        assert_eq!(cache.events, 20);
+        cache.weigh("a", &a, weight(70));
+        cache.weigh("a", &newer, weight(20));
+        assert_eq!(cache.bytes, 20);
         drop(b);
     }
 
@@ -562,19 +612,19 @@ mod tests {
     fn a_slot_left_empty_weighs_nothing_and_is_not_a_use() {
         let mut cache = Cache::<()>::new(limits(10, 1_000));
         let a = cache.slot("a");
-        cache.weigh("a", &a, 300);
+        cache.weigh("a", &a, weight(300));
         let b = cache.slot("b");
-        cache.weigh("b", &b, 200);
+        cache.weigh("b", &b, weight(200));
         cache.emptied("a", &a);
-        assert_eq!(cache.events, 200);
+        assert_eq!(cache.bytes, 200);
         assert_eq!(ids(&cache), ["a", "b"]);
         assert_eq!(cache.slots.peek_lru().map(|(id, _)| id.as_str()), Some("a"), "not promoted");
-        // Loaded again, it counts with its new version.
-        cache.weigh("a", &a, 310);
-        assert_eq!(cache.events, 510);
+        // Loaded again, it counts with its new weight.
+        cache.weigh("a", &a, weight(310));
+        assert_eq!(cache.bytes, 510);
         // A stale slot under the same id changes nothing.
         let stale: Slot<()> = Arc::new(Mutex::new(None));
         cache.emptied("b", &stale);
-        assert_eq!(cache.events, 510);
+        assert_eq!(cache.bytes, 510);
     }
 }

@@ -436,9 +436,19 @@ async fn metrics_count_answers_commands_and_lag() {
         "colloquy_aggregate_cache_events{aggregate=\"conversation\"} 1",
         "colloquy_aggregate_cache_events{aggregate=\"contact\"} 1",
         "colloquy_aggregate_cache_aggregates{aggregate=\"group\"} 0",
+        "colloquy_aggregate_cache_bytes{aggregate=\"group\"} 0",
         "colloquy_consumer_lag_events{consumer=\"projection:conversation_list\"}",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
+    let bytes = |aggregate: &str| -> u64 {
+        let prefix = format!("colloquy_aggregate_cache_bytes{{aggregate=\"{aggregate}\"}} ");
+        let line = text.lines().find(|line| line.starts_with(&prefix)).expect("a gauge per aggregate");
+        line[prefix.len()..].parse().expect("a number")
+    };
+    // One opened conversation and one contact: more than an empty state, far less than a page.
+    let empty = std::mem::size_of::<colloquy_domain::Conversation>() as u64;
+    assert!((empty..4096).contains(&bytes("conversation")), "{}", bytes("conversation"));
+    assert!(bytes("contact") > 0);
     server.stop().await;
 }

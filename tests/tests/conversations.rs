@@ -353,9 +353,9 @@ async fn contacts_are_created_read_and_patched(backend: Backend) {
 }
 
 async fn a_cache_smaller_than_the_conversations_loses_nothing(backend: Backend) {
-    // A budget of 8 events: every conversation below outgrows it, so each command finds the
-    // other one evicted and loads it from the store again.
-    let server = TestServer::start_with(backend, |config| config.aggregate_cache_events = 8).await;
+    // A budget of nothing: only the conversation in use stays, so each command finds the other
+    // one evicted and loads it from the store again.
+    let server = TestServer::start_with(backend, |config| config.aggregate_cache_mb = 0).await;
     let first = server.conversation().await;
     let second = server.conversation().await;
     for n in 0..6 {

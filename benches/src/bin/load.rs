@@ -163,6 +163,26 @@ impl Server {
         }
     }
 
+    /// The aggregate caches as `/metrics` gives them: per type, aggregates and estimated MiB.
+    async fn cached_aggregates(&self) -> Option<String> {
+        let response =
+            self.client.get(format!("{}/metrics", self.base)).bearer_auth(&self.token).send().await;
+        let text = response.ok()?.text().await.ok()?;
+        let gauge = |name: &str, aggregate: &str| -> Option<f64> {
+            let prefix = format!("colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}} ");
+            text.lines().find_map(|line| line.strip_prefix(prefix.as_str()))?.trim().parse().ok()
+        };
+        let parts: Vec<String> = ["conversation", "contact", "group"]
+            .into_iter()
+            .filter_map(|aggregate| {
+                let count = gauge("aggregates", aggregate)?;
+                let mib = gauge("bytes", aggregate)? / f64::from(1 << 20);
+                Some(format!("{count:.0} {aggregate}s, {mib:.1} MiB"))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     /// Peak resident set size of the server process, from /proc.
     fn peak_rss_mb(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -862,6 +882,7 @@ async fn run(
     let caught_up = wait_for_projections(&server, Duration::from_secs(600)).await;
     let rss_loaded = server.current_rss_mb();
     let peak_rss = server.peak_rss_mb();
+    let cached = server.cached_aggregates().await;
     let (binary, env) = (server.binary.clone(), server.env.clone());
     drop(server);
     let replayed = replay(&binary, &env)?;
@@ -872,5 +893,6 @@ async fn run(
         rss_loaded.map_or("?".into(), |v| format!("{v:.0}")),
         peak_rss.map_or("?".into(), |v| format!("{v:.0}"))
     );
+    println!("Aggregate caches (estimated): {}", cached.as_deref().unwrap_or("?"));
     Ok(())
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::footprint;
 use crate::ids::MessageId;
 use crate::validate::{self, FieldError, MAX_MESSAGE_TEXT, MAX_SHORT_TEXT};
 
@@ -322,6 +323,53 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// What the message owns on the heap beyond its own size, estimated (see [`footprint`]).
+    pub fn heap_footprint(&self) -> usize {
+        let content = &self.content;
+        let envelope = |e: &EmailEnvelope| {
+            let addresses =
+                |list: &Vec<String>| footprint::vec(list, list.capacity(), |a| footprint::string(a));
+            footprint::string(&e.from)
+                + addresses(&e.to)
+                + addresses(&e.cc)
+                + addresses(&e.bcc)
+                + [&e.subject, &e.thread_id, &e.in_reply_to, &e.reply_to]
+                    .into_iter()
+                    .map(|part| footprint::optional_string(part.as_ref()))
+                    .sum::<usize>()
+        };
+        let location = |l: &Location| {
+            footprint::optional_string(l.name.as_ref()) + footprint::optional_string(l.address.as_ref())
+        };
+        let attachment = |a: &Attachment| {
+            footprint::string(&a.url)
+                + footprint::optional_string(a.name.as_ref())
+                + footprint::optional_string(a.mime_type.as_ref())
+        };
+        let reaction =
+            |r: &Reaction| footprint::string(&r.emoji) + footprint::optional_string(r.sender.id.as_ref());
+        footprint::optional_string(self.sender.id.as_ref())
+            + footprint::optional_string(content.text.as_ref())
+            + footprint::vec(&content.attachments, content.attachments.capacity(), attachment)
+            + footprint::vec(&content.mentions, content.mentions.capacity(), |m| footprint::string(m))
+            + footprint::boxed(content.email.as_deref(), envelope)
+            + footprint::boxed(content.location.as_deref(), location)
+            + [&content.template, &content.interactive, &content.contacts]
+                .into_iter()
+                .map(|part| footprint::boxed(part.as_deref(), footprint::json))
+                .sum::<usize>()
+            + footprint::json_object(&content.metadata)
+            + footprint::vec(&self.reactions, self.reactions.capacity(), reaction)
+            + footprint::vec(&self.edit_history, self.edit_history.capacity(), |edit| {
+                footprint::optional_string(edit.previous_text.as_ref())
+            })
+            + footprint::boxed(self.delivery_error.as_deref(), |error| {
+                footprint::optional_string(error.code.as_ref()) + footprint::string(&error.reason)
+            })
+    }
 }
 
 /// The longest preview kept of a message, in characters.

@@ -26,6 +26,7 @@ pub use message::{
 
 use crate::channel::Channel;
 use crate::context::CommandContext;
+use crate::footprint::{self, Footprint};
 use crate::group::{Group, GroupId, SendRefusal};
 use crate::ids::{ContactId, ConversationId, MessageId, TenantId};
 use crate::validate::{self, FieldError, MAX_LABELS, MAX_SHORT_TEXT};
@@ -649,6 +650,10 @@ pub struct Conversation {
     pub messages: Vec<Message>,
     #[serde(skip)]
     message_index: HashMap<MessageId, usize>,
+    /// What the messages own on the heap, estimated; kept as they change, so that weighing a long
+    /// conversation does not walk its messages.
+    #[serde(skip)]
+    message_heap: usize,
     /// Public customer messages, for unread counts.
     pub customer_message_count: u64,
     /// Users who sent a message.
@@ -794,8 +799,13 @@ impl Conversation {
         Ok(id)
     }
 
-    fn message_mut(&mut self, message_id: MessageId) -> Option<&mut Message> {
-        self.message_index.get(&message_id).map(|&i| &mut self.messages[i])
+    /// Changes the message with this id, if there is one, and weighs it again.
+    fn change_message(&mut self, message_id: MessageId, change: impl FnOnce(&mut Message)) {
+        if let Some(message) = self.message_index.get(&message_id).map(|&i| &mut self.messages[i]) {
+            let before = message.heap_footprint();
+            change(message);
+            self.message_heap = self.message_heap.saturating_sub(before) + message.heap_footprint();
+        }
     }
 
     fn open(
@@ -1171,7 +1181,7 @@ impl Conversation {
         self.mentioned_ids
             .extend(content.mentions.iter().filter(|m| !m.starts_with(CONTACT_MENTION_PREFIX)).cloned());
         self.message_index.insert(message_id, self.messages.len());
-        self.messages.push(Message {
+        let message = Message {
             id: message_id,
             position: self.messages.len() as u64 + 1,
             sender,
@@ -1183,13 +1193,35 @@ impl Conversation {
             delivery_error: None,
             created_at,
             updated_at: created_at,
-        });
+        };
+        self.message_heap += message.heap_footprint();
+        self.messages.push(message);
         self.last_activity_at = Some(created_at);
     }
 
-    /// Rebuilds the message index after deserialising a state that skipped it.
+    /// Rebuilds the message index and weight after deserialising a state that skipped them.
     pub fn reindex(&mut self) {
         self.message_index = self.messages.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+        self.message_heap = self.messages.iter().map(Message::heap_footprint).sum();
+    }
+}
+
+impl Footprint for Conversation {
+    fn footprint(&self) -> usize {
+        let readers = self.readers.keys().map(|user| footprint::string(user)).sum();
+        size_of::<Self>()
+            + footprint::vec(&self.messages, self.messages.capacity(), |_| 0)
+            + self.message_heap
+            + footprint::map_entries::<MessageId, usize>(self.message_index.capacity(), 0)
+            + [&self.inbox_id, &self.subject, &self.assignee_id, &self.team_id, &self.last_message_preview]
+                .into_iter()
+                .map(|part| footprint::optional_string(part.as_ref()))
+                .sum::<usize>()
+            + footprint::json_object(&self.custom_fields)
+            + footprint::strings(&self.labels)
+            + footprint::strings(&self.participant_ids)
+            + footprint::strings(&self.mentioned_ids)
+            + footprint::map_entries::<String, ReadReceipt>(self.readers.len(), readers)
     }
 }
 
@@ -1415,36 +1447,36 @@ impl Aggregate for Conversation {
                 );
             }
             ConversationEvent::MessageEdited { message_id, previous_text, text, edited_at } => {
-                if let Some(message) = self.message_mut(message_id) {
+                self.change_message(message_id, |message| {
                     message.edit_history.push(Edit { previous_text, edited_at });
                     message.content.text = Some(text);
                     message.updated_at = edited_at;
-                }
+                });
             }
             ConversationEvent::MessageVisibilityChanged { message_id, to, changed_at, .. } => {
-                if let Some(message) = self.message_mut(message_id) {
+                self.change_message(message_id, |message| {
                     message.visibility = to;
                     message.updated_at = changed_at;
-                }
+                });
             }
             ConversationEvent::ReactionAdded { message_id, reaction, reacted_at } => {
-                if let Some(message) = self.message_mut(message_id) {
+                self.change_message(message_id, |message| {
                     message.reactions.push(reaction);
                     message.updated_at = reacted_at;
-                }
+                });
             }
             ConversationEvent::ReactionRemoved { message_id, reaction, removed_at } => {
-                if let Some(message) = self.message_mut(message_id) {
+                self.change_message(message_id, |message| {
                     message.reactions.retain(|r| *r != reaction);
                     message.updated_at = removed_at;
-                }
+                });
             }
             ConversationEvent::DeliveryStatusChanged { message_id, to, error, changed_at, .. } => {
-                if let Some(message) = self.message_mut(message_id) {
+                self.change_message(message_id, |message| {
                     message.delivery_status = Some(to);
                     message.delivery_error = error.map(Box::new);
                     message.updated_at = changed_at;
-                }
+                });
             }
         }
     }

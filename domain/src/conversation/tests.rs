@@ -1456,3 +1456,47 @@ mod group_conversations {
             .then_expect_error(ConversationError::NotAGroupConversation);
     }
 }
+
+// ---- footprint ----
+
+#[test]
+fn a_conversation_weighs_more_with_each_message_and_its_text() {
+    let short = state_after(vec![opened(), customer_said(1, "hi", now())]);
+    let long = state_after(vec![opened(), customer_said(1, &"a".repeat(2_000), now())]);
+    let five = state_after(
+        std::iter::once(opened()).chain((1..=5).map(|n| customer_said(n, "hi", now()))).collect(),
+    );
+    let empty = state_after(vec![opened()]).footprint();
+    assert!(short.footprint() > empty);
+    assert!(long.footprint() >= short.footprint() + 1_990, "the text is counted");
+    assert!(five.footprint() > short.footprint());
+    assert!(five.footprint() >= empty + five.messages.capacity() * size_of::<Message>(), "so is the list");
+}
+
+#[test]
+fn a_message_weighs_what_its_edits_and_reactions_add() {
+    let reaction = Reaction { emoji: "👍".into(), sender: agent("agent-1") };
+    let said = state_after(vec![opened(), agent_said(1, "helo", None, now())]);
+    let changed = state_after(vec![
+        opened(),
+        agent_said(1, "helo", None, now()),
+        ConversationEvent::MessageEdited {
+            message_id: message_id(1),
+            previous_text: Some("helo".repeat(100)),
+            text: "hello".into(),
+            edited_at: now(),
+        },
+        ConversationEvent::ReactionAdded { message_id: message_id(1), reaction, reacted_at: now() },
+    ]);
+    assert!(changed.footprint() >= said.footprint() + 400, "the previous text is kept");
+    // Kept as messages change, the weight is what walking every message gives.
+    let walked: usize = changed.messages.iter().map(Message::heap_footprint).sum();
+    assert_eq!(changed.message_heap, walked);
+    // A clone's vectors have no spare room, so it weighs a little less.
+    let mut reindexed = changed.clone();
+    reindexed.message_heap = 0;
+    reindexed.reindex();
+    let walked: usize = reindexed.messages.iter().map(Message::heap_footprint).sum();
+    assert_eq!(reindexed.message_heap, walked);
+    assert!(walked > 400);
+}

@@ -31,6 +31,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 pub use sync::ProviderView;
 
 use crate::context::CommandContext;
+use crate::footprint::{self, Footprint};
 use crate::ids::{ContactId, TenantId};
 use crate::validate::{self, FieldError};
 use crate::{TenantOwned, EVENT_VERSION_1};
@@ -1211,6 +1212,20 @@ impl Group {
 impl TenantOwned for Group {
     fn tenant(&self) -> Option<&TenantId> {
         self.tenant_id.as_ref()
+    }
+}
+
+impl Footprint for Group {
+    fn footprint(&self) -> usize {
+        size_of::<Self>()
+            + footprint::string(&self.inbox_id)
+            + footprint::string(&self.subject)
+            + [&self.provider_group_id, &self.description, &self.avatar_url, &self.invite_code]
+                .into_iter()
+                .map(|part| footprint::optional_string(part.as_ref()))
+                .sum::<usize>()
+            + footprint::map_entries::<ContactId, Role>(self.members.len(), 0)
+            + footprint::map_entries::<ContactId, JoinRequest>(self.join_requests.len(), 0)
     }
 }
 

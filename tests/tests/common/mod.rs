@@ -83,7 +83,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         bootstrap_token: Some(token.to_owned()),
         log_format: LogFormat::Text,
         aggregate_cache: 1_000,
-        aggregate_cache_events: 100_000,
+        aggregate_cache_mb: 32,
         nats_url: None,
         nats_stream: "COLLOQUY_EVENTS".into(),
         nats_subject_prefix: "colloquy.events".into(),
