@@ -71,7 +71,7 @@ pub struct Config {
     /// their states estimate it (a cached conversation holds its messages and their texts).
     /// The least recently used are dropped past it and loaded from the store again when next
     /// used; 0 keeps only the one in use.
-    #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_MB", default_value_t = 32)]
+    #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_MB", default_value_t = 64)]
     pub aggregate_cache_mb: usize,
 
     /// How long, in milliseconds, each projector lets a batch of events from the in-process bus
