@@ -1,6 +1,7 @@
 //! Colloquy's HTTP API: axum routes over the command runner and the aggregates' state, with one
 //! mapping from errors to problem+json. The only crate that knows HTTP.
 
+pub mod admission;
 pub mod extract;
 pub mod idempotency;
 pub mod metrics;
@@ -61,6 +62,9 @@ pub fn app(state: AppState) -> Router {
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost, so that a request turned away costs no more than its answer: no request id,
+        // no trace line (an overloaded server would log thousands); `/metrics` counts them.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admission::layer))
         .with_state(state)
 }
 

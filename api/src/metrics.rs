@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(String, String, u16), u64>>,
     commands: Mutex<BTreeMap<(String, &'static str), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    overloaded: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -42,6 +44,11 @@ fn escape(value: &str) -> String {
 }
 
 impl Metrics {
+    /// Counts a request answered 503 because the server had as many in flight as it takes.
+    pub fn count_overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, method: &Method, route: &str, status: u16, seconds: f64) {
         *lock(&self.http).entry((method.to_string(), route.to_owned(), status)).or_default() += 1;
         let is_command =
@@ -77,6 +84,10 @@ impl Metrics {
                 escape(route)
             );
         }
+        out.push_str("# HELP colloquy_requests_overloaded_total API requests answered 503 at the cap on requests in flight.\n");
+        out.push_str("# TYPE colloquy_requests_overloaded_total counter\n");
+        let _ =
+            writeln!(out, "colloquy_requests_overloaded_total {}", self.overloaded.load(Ordering::Relaxed));
         out.push_str("# HELP colloquy_commands_total Commands by route and outcome (ok, refused, failed).\n");
         out.push_str("# TYPE colloquy_commands_total counter\n");
         for ((command, outcome), n) in lock(&self.commands).iter() {

@@ -403,9 +403,12 @@ problem_responses! {
     ];
     /// 503.
     Unavailable,
-    "A dependency (the event store, or a read model still catching up) is unavailable; retry \
-     after `Retry-After` seconds.",
-    [("unavailable", ApiError::unavailable("the event store is unavailable; try again shortly"))];
+    "A dependency (the event store, or a read model still catching up) is unavailable, or the \
+     server is handling as many requests as it takes at once; retry after `Retry-After` seconds.",
+    [
+        ("unavailable", ApiError::unavailable("the event store is unavailable; try again shortly")),
+        ("overloaded", ApiError::overloaded(1024)),
+    ];
     /// 500.
     Internal,
     "Something went wrong on the server; it has been logged. No details are sent.",

@@ -144,6 +144,18 @@ impl ApiError {
         problem
     }
 
+    /// 503: the server is handling as many requests as it takes at once (`limit`); try again.
+    pub fn overloaded(limit: usize) -> Self {
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            format!("the server is handling as many requests as it takes at once ({limit}); retry shortly"),
+        );
+        problem.retry_after = Some(1);
+        problem
+    }
+
     /// 500, after logging what went wrong; the client is told nothing internal.
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");

@@ -215,6 +215,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             Arc::new(projectors),
             Duration::from_millis(config.min_position_timeout_ms),
             jetstream.clone(),
+            config.max_requests_in_flight,
         );
         let closer = state.clone();
         let router = app(state);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::Semaphore;
 
 use colloquy_domain::{Contact, Conversation, Group};
 use colloquy_infra::relay::JetStreamTransport;
@@ -39,13 +40,16 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     /// The JetStream connection of this process's relay and projectors, for `/readyz`.
     jetstream: Option<JetStreamTransport>,
+    /// Permits for API requests in flight, and how many there are in all.
+    admission: (Arc<Semaphore>, usize),
 }
 
 impl AppState {
     /// State over `store` and its global log, caching aggregates of each type within `cache`,
     /// serving the read models of `projectors` (a query with `min_position` waits up to
     /// `min_position_timeout` for them). `jetstream` is the NATS connection the process's
-    /// relay and projectors use, if any; readiness checks it.
+    /// relay and projectors use, if any; readiness checks it. At most `max_in_flight` API requests
+    /// are handled at once (at least one).
     pub fn new(
         store: Store,
         log: GlobalLog,
@@ -53,7 +57,9 @@ impl AppState {
         projectors: Arc<Vec<Projector>>,
         min_position_timeout: Duration,
         jetstream: Option<JetStreamTransport>,
+        max_in_flight: usize,
     ) -> Self {
+        let max_in_flight = max_in_flight.max(1);
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -67,8 +73,14 @@ impl AppState {
                 projectors,
                 min_position_timeout,
                 jetstream,
+                admission: (Arc::new(Semaphore::new(max_in_flight)), max_in_flight),
             }),
         }
+    }
+
+    /// The permits for API requests in flight, and their number.
+    pub fn admission(&self) -> (&Arc<Semaphore>, usize) {
+        (&self.inner.admission.0, self.inner.admission.1)
     }
 
     /// Read-your-writes: waits until projection `name` has applied global position

@@ -63,6 +63,12 @@ pub struct Config {
     #[arg(long, env = "COLLOQUY_MIN_POSITION_TIMEOUT_MS", default_value_t = 5000)]
     pub min_position_timeout_ms: u64,
 
+    /// How many API requests are handled at once; past it a request is answered 503 with
+    /// `Retry-After` at once, so a client that sends faster than the server answers cannot grow
+    /// its memory without bound. Health, readiness and metrics are not counted.
+    #[arg(long, env = "COLLOQUY_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
+    pub max_requests_in_flight: usize,
+
     /// How many loaded aggregates of each type are kept in memory.
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE", default_value_t = 10_000)]
     pub aggregate_cache: usize,

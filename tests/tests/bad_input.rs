@@ -452,3 +452,49 @@ async fn metrics_count_answers_commands_and_lag() {
     assert!(bytes("contact") > 0);
     server.stop().await;
 }
+
+/// Past the cap on requests in flight an API request is answered 503 at once, with
+/// `Retry-After`, instead of waiting in memory; health and metrics still answer, and once a
+/// request is done the next goes through.
+#[tokio::test]
+async fn requests_past_the_cap_in_flight_are_answered_503_at_once() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.max_requests_in_flight = 1;
+        config.min_position_timeout_ms = 1_500;
+    })
+    .await;
+    // The one request allowed waits for a position the read model never reaches.
+    let waiting = {
+        let request = server
+            .client
+            .get(server.url("/v1/conversations?min_position=1000000"))
+            .bearer_auth(&server.token);
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    // Until the waiting request has taken the place, others go through.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1_000);
+    let refused = loop {
+        let started = std::time::Instant::now();
+        let reply = server.get("/v1/conversations").await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(started.elapsed() < std::time::Duration::from_millis(1_000), "answered without waiting");
+            break reply;
+        }
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert!(std::time::Instant::now() < deadline, "the waiting request never took the only place");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.headers["content-type"], "application/problem+json");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(refused.body["type"].as_str().unwrap().ends_with("overloaded"), "{:?}", refused.body);
+    assert!(refused.body["detail"].as_str().unwrap().contains("(1)"), "{:?}", refused.body);
+    let health = server.client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("colloquy_requests_overloaded_total 1"), "{metrics}");
+    // The waiting request ends (503 at its own timeout) and frees its place.
+    assert_eq!(waiting.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    let listed = server.get("/v1/conversations").await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    server.stop().await;
+}
