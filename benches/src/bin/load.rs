@@ -411,7 +411,7 @@ async fn projection_lag(
     conversations: &Arc<Vec<String>>,
     rate: f64,
     seconds: u64,
-) -> (Duration, Duration, usize) {
+) -> (Duration, Duration, usize, usize) {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut ticker = tokio::time::interval(interval);
@@ -425,25 +425,27 @@ async fn projection_lag(
         probes.push(tokio::spawn(async move {
             let (status, position) = one_command(&server, &conversations, n).await;
             let acknowledged = Instant::now();
-            match (probe, status, position) {
+            let lag = match (probe, status, position) {
                 (true, 200..=299, Some(position)) => {
                     let status =
                         server.get(&format!("/v1/conversations?limit=1&min_position={position}")).await;
                     (status == 200).then(|| acknowledged.elapsed())
                 }
                 _ => None,
-            }
+            };
+            (lag, status == 503)
         }));
     }
     let mut lags = Vec::new();
+    let mut turned_away = 0;
     for probe in probes {
-        if let Some(lag) = probe.await.unwrap() {
-            lags.push(lag);
-        }
+        let (lag, overloaded) = probe.await.unwrap();
+        lags.extend(lag);
+        turned_away += usize::from(overloaded);
     }
     let count = lags.len();
     let mut lags = Latencies(lags);
-    (lags.percentile(0.5), lags.percentile(0.99), count)
+    (lags.percentile(0.5), lags.percentile(0.99), count, turned_away)
 }
 
 /// Latency of posting to a conversation with `history` messages against a fresh one.
@@ -856,9 +858,14 @@ async fn run(
         }
     }
 
-    let (lag50, lag99, probes) = projection_lag(&server, &conversations, peak / 2.0, seconds).await;
+    let (lag50, lag99, probes, turned_away) =
+        projection_lag(&server, &conversations, peak / 2.0, seconds).await;
     println!("\n## Projection lag at half the peak rate ({:.0} commands/s)\n", peak / 2.0);
-    println!("| probes | p50 ms | p99 ms |\n|---:|---:|---:|\n| {probes} | {} | {} |", ms(lag50), ms(lag99));
+    println!(
+        "| probes | p50 ms | p99 ms | commands turned away (503) |\n|---:|---:|---:|---:|\n| {probes} | {} | {} | {turned_away} |",
+        ms(lag50),
+        ms(lag99)
+    );
 
     let (fresh, long) = cost_against_history(&server, history, if args.quick { 50 } else { 200 }).await;
     println!("\n## Cost against history (p50 of sequential agent messages)\n");
