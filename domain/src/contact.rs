@@ -377,10 +377,7 @@ impl Footprint for Contact {
         size_of::<Self>()
             + footprint::string(&self.first_name)
             + footprint::string(&self.full_name)
-            + [&self.last_name, &self.phone, &self.email]
-                .into_iter()
-                .map(|part| footprint::optional_string(part.as_ref()))
-                .sum::<usize>()
+            + footprint::optional_strings([&self.last_name, &self.phone, &self.email])
             + footprint::json_object(&self.metadata)
             + footprint::vec(&self.labels, self.labels.capacity(), |label| footprint::string(label))
     }

@@ -34,6 +34,11 @@ pub fn optional_string(value: Option<&String>) -> usize {
     value.map_or(0, |v| string(v))
 }
 
+/// The heap some optional strings own, together.
+pub fn optional_strings<const N: usize>(parts: [&Option<String>; N]) -> usize {
+    parts.into_iter().map(|part| optional_string(part.as_ref())).sum()
+}
+
 /// The heap a vector owns: its buffer and what each element owns.
 pub fn vec<T>(items: &[T], capacity: usize, owned: impl Fn(&T) -> usize) -> usize {
     let buffer = if capacity == 0 { 0 } else { capacity * size_of::<T>() + PER_ALLOCATION };

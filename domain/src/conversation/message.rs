@@ -336,10 +336,7 @@ impl Message {
                 + addresses(&e.to)
                 + addresses(&e.cc)
                 + addresses(&e.bcc)
-                + [&e.subject, &e.thread_id, &e.in_reply_to, &e.reply_to]
-                    .into_iter()
-                    .map(|part| footprint::optional_string(part.as_ref()))
-                    .sum::<usize>()
+                + footprint::optional_strings([&e.subject, &e.thread_id, &e.in_reply_to, &e.reply_to])
         };
         let location = |l: &Location| {
             footprint::optional_string(l.name.as_ref()) + footprint::optional_string(l.address.as_ref())

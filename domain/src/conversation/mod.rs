@@ -1213,10 +1213,13 @@ impl Footprint for Conversation {
             + footprint::vec(&self.messages, self.messages.capacity(), |_| 0)
             + self.message_heap
             + footprint::map_entries::<MessageId, usize>(self.message_index.capacity(), 0)
-            + [&self.inbox_id, &self.subject, &self.assignee_id, &self.team_id, &self.last_message_preview]
-                .into_iter()
-                .map(|part| footprint::optional_string(part.as_ref()))
-                .sum::<usize>()
+            + footprint::optional_strings([
+                &self.inbox_id,
+                &self.subject,
+                &self.assignee_id,
+                &self.team_id,
+                &self.last_message_preview,
+            ])
             + footprint::json_object(&self.custom_fields)
             + footprint::strings(&self.labels)
             + footprint::strings(&self.participant_ids)

@@ -1220,10 +1220,12 @@ impl Footprint for Group {
         size_of::<Self>()
             + footprint::string(&self.inbox_id)
             + footprint::string(&self.subject)
-            + [&self.provider_group_id, &self.description, &self.avatar_url, &self.invite_code]
-                .into_iter()
-                .map(|part| footprint::optional_string(part.as_ref()))
-                .sum::<usize>()
+            + footprint::optional_strings([
+                &self.provider_group_id,
+                &self.description,
+                &self.avatar_url,
+                &self.invite_code,
+            ])
             + footprint::map_entries::<ContactId, Role>(self.members.len(), 0)
             + footprint::map_entries::<ContactId, JoinRequest>(self.join_requests.len(), 0)
     }
