@@ -9,7 +9,7 @@ pub mod runtime;
 
 use std::sync::Arc;
 
-pub use runtime::{Applied, Fold, Projection, ProjectionError, Projector, RebuildLimits, Tx};
+pub use runtime::{Applied, Fold, Projection, ProjectionError, Projector, RebuildLimits, Sealed, Tx};
 
 /// Every projection, by name.
 pub fn all() -> Vec<Arc<dyn Projection>> {

@@ -220,6 +220,33 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
         assert_eq!(again, rows, "{limits:?}");
         assert_eq!(read_counters().await, counted_rows, "{limits:?}");
     }
+    // Each commit is written while the next one folds, so a commit can find the checkpoint
+    // moved by another instance only when it is written: here a second instance catches up
+    // from the first commit of a rebuild on, while the rebuild goes on an event per commit.
+    // Whichever commits first, the other drops what it folded and reads on from there.
+    for _ in 0..3 {
+        let (first_commit, committed) = tokio::sync::oneshot::channel::<()>();
+        let mut first_commit = Some(first_commit);
+        let limits = colloquy_projections::RebuildLimits { page: 1, held: 1, events: 1 };
+        let rebuilder =
+            colloquy_projections::Projector::new(log.clone(), projection.clone()).with_rebuild_limits(limits);
+        let rebuilding = rebuilder.rebuild(|_| {
+            if let Some(first) = first_commit.take() {
+                let _ = first.send(());
+            }
+        });
+        let other = colloquy_projections::Projector::new(log.clone(), projection.clone());
+        let catching_up = async {
+            committed.await.unwrap();
+            other.catch_up().await
+        };
+        let (rebuilt, caught_up) = tokio::join!(rebuilding, catching_up);
+        assert_eq!(rebuilt.unwrap(), position);
+        assert_eq!(caught_up.unwrap(), position);
+        let again = colloquy_projections::conversation_list::dump(&store).await.unwrap();
+        assert_eq!(again, rows, "a rebuild and a catch-up at once");
+        assert_eq!(read_counters().await, counted_rows, "a rebuild and a catch-up at once");
+    }
     store.close().await;
 
     server.start_again().await;

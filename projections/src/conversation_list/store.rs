@@ -2,6 +2,7 @@
 //! transaction: the `ConversationList` projection.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use colloquy_infra::StoredEvent;
 
 use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
 use crate::on_tx;
-use crate::runtime::{Fold, Projection, ProjectionError, Tx};
+use crate::runtime::{Fold, Projection, ProjectionError, Sealed, Tx};
 
 /// The columns a row is written and read with (the generated `search` column is left out).
 pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id, contact_name, contact_email, \
@@ -236,6 +237,9 @@ struct Batch {
     counted_before: HashMap<String, Option<CountKey>>,
     contacts: HashMap<String, Option<KnownContact>>,
     changed_contacts: BTreeSet<String>,
+    /// In a rebuild or a catch-up, the batch sealed before this one, until it is written: what
+    /// it holds is read from it, not from the store, which may not have it yet.
+    previous: Option<Arc<Batch>>,
 }
 
 impl Batch {
@@ -261,10 +265,8 @@ impl Batch {
     /// the store's copy is updated only when the batch is written.
     fn loaded(&mut self, id: &str, mut row: Option<ConversationRow>) {
         if let Some(row) = row.as_mut() {
-            if let Some(Some(known)) = self.contacts.get(&row.contact_id) {
-                if self.changed_contacts.contains(&row.contact_id) && known.tenant_id == row.tenant_id {
-                    row.contact = known.summary.clone();
-                }
+            if let Some(summary) = self.changed_contact(&row.contact_id, &row.tenant_id) {
+                row.contact = summary.clone();
             }
         }
         self.counted_before.insert(id.to_owned(), row.as_ref().and_then(count_key));
@@ -273,6 +275,26 @@ impl Batch {
         }
         self.rows.insert(id.to_owned(), row);
         self.row_order.push(id.to_owned());
+    }
+
+    /// The summary of contact `id` of `tenant` if this batch changed it, or else the batch
+    /// before it (whose write may not have reached the rows in the store yet).
+    fn changed_contact(&self, id: &str, tenant: &str) -> Option<&ContactSummary> {
+        fn changed_in<'b>(batch: &'b Batch, id: &str, tenant: &str) -> Option<&'b ContactSummary> {
+            let known = batch.changed_contacts.contains(id).then(|| batch.contacts.get(id)).flatten()?;
+            known.as_ref().filter(|known| known.tenant_id == tenant).map(|known| &known.summary)
+        }
+        changed_in(self, id, tenant).or_else(|| changed_in(self.previous.as_deref()?, id, tenant))
+    }
+
+    /// Loads row `id`: from the batch before this one if it holds it, or else from the store.
+    async fn load_row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<(), ProjectionError> {
+        let loaded = match self.previous.as_ref().and_then(|p| p.rows.get(id)) {
+            Some(held) => held.clone(),
+            None => load_row(tx, id).await?,
+        };
+        self.loaded(id, loaded);
+        Ok(())
     }
 
     fn held_for_contact(&mut self, contact_id: &str, id: &str) {
@@ -302,7 +324,13 @@ impl Batch {
                 _ => None,
             };
             if let Some(id) = id {
-                if !self.contacts.contains_key(&id) && seen.insert(id.clone()) {
+                if self.contacts.contains_key(&id) {
+                    continue;
+                }
+                if let Some(held) = self.previous.as_ref().and_then(|p| p.contacts.get(&id)) {
+                    let held = held.clone();
+                    self.contacts.insert(id, held);
+                } else if seen.insert(id.clone()) {
                     ids.push(id);
                 }
             }
@@ -325,7 +353,13 @@ impl Batch {
         let mut ids: Vec<&str> = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == "conversation") {
             let id = stored.aggregate_id.as_str();
-            if !self.rows.contains_key(id) && seen.insert(id) {
+            if self.rows.contains_key(id) {
+                continue;
+            }
+            if let Some(held) = self.previous.as_ref().and_then(|p| p.rows.get(id)) {
+                let held = held.clone();
+                self.loaded(id, held);
+            } else if seen.insert(id) {
                 ids.push(id);
             }
         }
@@ -340,15 +374,17 @@ impl Batch {
 
     async fn row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
         if !self.rows.contains_key(id) {
-            let loaded = load_row(tx, id).await?;
-            self.loaded(id, loaded);
+            self.load_row(tx, id).await?;
         }
         Ok(self.rows.get_mut(id).and_then(Option::take))
     }
 
     async fn contact(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>, ProjectionError> {
         if !self.contacts.contains_key(id) {
-            let loaded = load_contact(tx, id).await?;
+            let loaded = match self.previous.as_ref().and_then(|p| p.contacts.get(id)) {
+                Some(held) => held.clone(),
+                None => load_contact(tx, id).await?,
+            };
             self.contacts.insert(id.to_owned(), loaded);
         }
         Ok(self.contacts.get(id).cloned().flatten())
@@ -369,8 +405,7 @@ impl Batch {
             _ => None,
         };
         if !self.rows.contains_key(id) {
-            let loaded = load_row(tx, id).await?;
-            self.loaded(id, loaded);
+            self.load_row(tx, id).await?;
         }
         // Folded where it is held, rather than moved out of the map and back: a row has 43
         // columns, and this runs for every event of a rebuild.
@@ -399,11 +434,13 @@ impl Batch {
         let sql = "SELECT conversation_id FROM conversation_list WHERE tenant_id = $1 AND group_id = $2";
         let mut ids: Vec<String> =
             on_tx!(tx, |conn| sqlx::query_scalar(sql).bind(tenant).bind(group).fetch_all(conn).await?);
-        let stored_ids: HashSet<String> = ids.iter().cloned().collect();
-        for (id, row) in &self.rows {
+        let mut listed: HashSet<String> = ids.iter().cloned().collect();
+        // Held here, or by the batch before (which may not be written yet).
+        let previous = self.previous.iter().flat_map(|p| p.rows.iter());
+        for (id, row) in self.rows.iter().chain(previous) {
             let in_group =
                 row.as_ref().is_some_and(|r| r.tenant_id == tenant && r.group_id.as_deref() == Some(group));
-            if in_group && !stored_ids.contains(id) {
+            if in_group && listed.insert(id.clone()) {
                 ids.push(id.clone());
             }
         }
@@ -438,7 +475,7 @@ impl Batch {
         Ok(())
     }
 
-    async fn write(self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
+    async fn write(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
         // Changed contacts, in key order (so concurrent writers lock them in one order), a
         // statement per chunk: saved, and spread to the stored rows that name them. Rows this
         // batch also touched are written below with the same summary.
@@ -636,8 +673,24 @@ impl Fold for Rebuilding {
         self.batch.rows.len() + self.batch.contacts.len()
     }
 
-    async fn write(&mut self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        std::mem::take(&mut self.batch).write(tx).await
+    fn seal(&mut self) -> Box<dyn Sealed> {
+        let mut sealed = std::mem::take(&mut self.batch);
+        // Only the last sealed batch is looked through: the one before it is written.
+        sealed.previous = None;
+        let sealed = Arc::new(sealed);
+        self.batch.previous = Some(sealed.clone());
+        Box::new(SealedBatch(sealed))
+    }
+}
+
+/// A rebuild's sealed batch: written by the replay's writer while the next one folds, and read
+/// by that one meanwhile.
+struct SealedBatch(Arc<Batch>);
+
+#[async_trait::async_trait]
+impl Sealed for SealedBatch {
+    async fn write(self: Box<Self>, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
+        self.0.write(tx).await
     }
 }
 
