@@ -161,6 +161,12 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         .map(|p| Projector::new(log.clone(), p).with_linger(config.projection_linger()))
         .collect();
     if roles.projectors {
+        // Indexes a rebuild dropped and did not get to build again (it was stopped).
+        let built =
+            colloquy_projections::deferred::restore(&store).await.context("building deferred indexes")?;
+        if built > 0 {
+            tracing::warn!(indexes = built, "built the indexes a rebuild that did not finish had dropped");
+        }
         for projector in &projectors {
             let projector = projector.clone();
             let feed = match (&jetstream, roles.relay) {

@@ -526,8 +526,9 @@ pub fn raise(watched: &watch::Sender<i64>, position: i64) {
 /// `read_models`. Unqualified names resolve across attached files, so queries name no file.
 /// A migration creates a new read-model table in the events' file, as before; listed here, it
 /// is moved at the next start.
-pub const SQLITE_READ_MODEL_TABLES: [&str; 7] = [
+pub const SQLITE_READ_MODEL_TABLES: [&str; 8] = [
     "checkpoints",
+    "deferred_indexes",
     "conversation_list",
     "conversation_list_contacts",
     "conversation_counts",

@@ -3,6 +3,7 @@
 //! read model lives here rather than in infra).
 
 pub mod conversation_list;
+pub mod deferred;
 pub mod group_conversations;
 pub mod group_members;
 pub mod runtime;

@@ -166,6 +166,13 @@ pub trait Projection: Send + Sync + 'static {
     fn fold(&self) -> Option<Box<dyn Fold>> {
         None
     }
+
+    /// Indexes of its tables that a rebuild drops while it writes the rows and builds again at
+    /// its end (see [`crate::deferred`]): ones that only queries use. Not a unique index, nor
+    /// one that its own statements look rows up by. None by default.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A rebuild's (or a catch-up's) working state between commits. A projection whose events each
@@ -446,7 +453,17 @@ impl Projector {
     }
 
     /// Clears the read model and its checkpoint in one transaction, then replays the whole log.
+    /// The projection's [`Projection::deferred_indexes`] are dropped in that transaction and
+    /// built again at the end (also when the replay fails).
     pub async fn rebuild(&self, progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
+        let replayed = self.clear_and_replay(progress).await;
+        let built = crate::deferred::restore(self.log.store()).await;
+        let replayed = replayed?;
+        built?;
+        Ok(replayed)
+    }
+
+    async fn clear_and_replay(&self, progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
         let name = self.checkpoint_name();
         let store = self.log.store();
         let reset = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
@@ -456,6 +473,7 @@ impl Projector {
             sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
             let mut tx = Tx::Postgres(tx);
             self.projection.clear(&mut tx).await?;
+            crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
             let Tx::Postgres(tx) = tx else { unreachable!("built as Postgres above") };
             tx.commit().await?;
         } else if let Some(writes) = store.sqlite_read_model_writes() {
@@ -463,6 +481,7 @@ impl Projector {
             sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
             let mut tx = Tx::Sqlite(tx);
             self.projection.clear(&mut tx).await?;
+            crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
             let Tx::Sqlite(tx) = tx else { unreachable!("built as Sqlite above") };
             tx.commit().await?;
         }

@@ -187,6 +187,8 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
         });
         assert!(spoiled > 0, "{sql}");
     }
+    let indexes_before = list_indexes(&store).await;
+    assert!(indexes_before.len() >= 10, "{indexes_before:?}");
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let projection = colloquy_projections::by_name("conversation_list").unwrap();
     let mut progress = Vec::new();
@@ -196,6 +198,9 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
         .unwrap();
     assert_eq!(rebuilt, position, "the rebuild reaches the head");
     assert_eq!(progress.last(), Some(&position), "{progress:?}");
+    // The indexes it dropped while writing the rows are built again, as they were.
+    assert_eq!(list_indexes(&store).await, indexes_before);
+    assert_eq!(deferred_notes(&store).await, 0);
     let counters = "SELECT tenant_id || ' ' || status || ' ' || assignee_id || ' ' || count
                       FROM conversation_counts ORDER BY 1";
     let read_counters = || async {
@@ -247,9 +252,27 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
         assert_eq!(again, rows, "a rebuild and a catch-up at once");
         assert_eq!(read_counters().await, counted_rows, "a rebuild and a catch-up at once");
     }
+    assert_eq!(list_indexes(&store).await, indexes_before);
+    // A rebuild stopped before its end leaves the indexes it dropped noted: the next start
+    // builds them.
+    let stopping = colloquy_projections::Projector::new(log.clone(), projection.clone())
+        .with_rebuild_limits(colloquy_projections::RebuildLimits { page: 1, held: 1, events: 1 });
+    let stopped =
+        tokio::spawn(async move { stopping.rebuild(|_| panic!("stopped at its first commit")).await }).await;
+    assert!(stopped.unwrap_err().is_panic());
+    let deferrable = projection.deferred_indexes();
+    let kept: Vec<(String, String)> =
+        indexes_before.iter().filter(|(name, _)| !deferrable.contains(&name.as_str())).cloned().collect();
+    assert!(kept.len() >= 2 && indexes_before.len() - kept.len() >= 8, "{kept:?}");
+    assert_eq!(list_indexes(&store).await, kept);
+    assert_eq!(deferred_notes(&store).await as usize, indexes_before.len() - kept.len());
     store.close().await;
 
     server.start_again().await;
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    assert_eq!(list_indexes(&store).await, indexes_before, "built again at the start");
+    assert_eq!(deferred_notes(&store).await, 0);
+    store.close().await;
     let rebuilt = server.get(&list).await;
     assert_eq!(rebuilt.status, StatusCode::OK, "{:?}", rebuilt.body);
     assert_eq!(rebuilt.body["data"], built.body["data"]);
@@ -257,6 +280,26 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
     let recounted = server.get(&counts).await;
     assert_eq!(recounted.body, counted.body);
     server.stop().await;
+}
+
+/// The conversation list's indexes and their definitions, by name.
+async fn list_indexes(store: &colloquy_infra::Store) -> Vec<(String, String)> {
+    if let Some(pool) = store.postgres_pool() {
+        let sql = "SELECT indexname, indexdef FROM pg_indexes
+                    WHERE schemaname = current_schema() AND tablename = 'conversation_list' ORDER BY indexname";
+        sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+    } else {
+        let (pool, _) = store.sqlite_pool().unwrap();
+        let sql = "SELECT name, sql FROM read_models.sqlite_master
+                    WHERE type = 'index' AND tbl_name = 'conversation_list' AND sql IS NOT NULL ORDER BY name";
+        sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+    }
+}
+
+/// How many indexes a rebuild noted as dropped and not yet built again.
+async fn deferred_notes(store: &colloquy_infra::Store) -> i64 {
+    let sql = "SELECT count(*) FROM deferred_indexes";
+    colloquy_infra::on_pool!(store, |pool| sqlx::query_scalar(sql).fetch_one(pool).await.unwrap())
 }
 
 /// `COLLOQUY_PROJECTION_LINGER_MS`: a projector fed by the in-process bus holds a batch back for
