@@ -110,6 +110,8 @@ fn if_not_exists(definition: &str, schema: &str) -> Result<String, ProjectionErr
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::if_not_exists;
 
     #[test]
