@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use colloquy_domain::TenantId;
 
+use crate::json::RawJson;
 use crate::store::{Store, StoreError, StoredEvent};
 
 /// How often the head is read from the store, to see what other processes appended (this
@@ -160,26 +161,68 @@ async fn read_log(
         let rows = query.fetch_all(pool).await?;
         rows.iter().map(|row| crate::store::stored_event_pg_with(row, metadata)).collect()
     } else if let Some((pool, _)) = store.sqlite_pool() {
+        // The page comes back as one row: a JSON array with an array per event, the payload and
+        // metadata in it as stored, byte for byte. sqlx hands each row of a result over from
+        // its worker thread with a copy of every value; for 10,000 rows of eight values that
+        // cost about ten times what SQLite spent finding them (a rebuild's page reads took 8.6
+        // s of its 5.2 s, two at a time, for 413,132 events; the `sqlite3` shell reads them all
+        // in 0.9 s).
         let tenant_filter = if tenant.is_some() { "AND l.tenant_id = $2" } else { "" };
         let metadata_column = match metadata {
             Metadata::All => "e.metadata",
-            Metadata::TenantOnly => "l.tenant_id",
+            Metadata::TenantOnly => "'{\"tenant_id\":' || json_quote(l.tenant_id) || '}'",
         };
         let sql = format!(
-            "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, {metadata_column}
-               FROM event_log l
-               JOIN events e ON e.aggregate_type = l.aggregate_type AND e.aggregate_id = l.aggregate_id AND e.sequence = l.sequence
-              WHERE l.position > $1 {tenant_filter}
-              ORDER BY l.position
-              LIMIT {limit}"
+            "SELECT '[' || group_concat(event, ',' ORDER BY position) || ']'
+               FROM (SELECT l.position,
+                            printf('[%d,%s,%s,%d,%s,%s,%s,%s]', l.position, json_quote(e.aggregate_type),
+                                   json_quote(e.aggregate_id), e.sequence, json_quote(e.event_type),
+                                   json_quote(e.event_version), e.payload, {metadata_column}) AS event
+                       FROM event_log l
+                       JOIN events e ON e.aggregate_type = l.aggregate_type AND e.aggregate_id = l.aggregate_id
+                                    AND e.sequence = l.sequence
+                      WHERE l.position > $1 {tenant_filter}
+                      ORDER BY l.position
+                      LIMIT {limit})"
         );
-        let mut query = sqlx::query(&sql).persistent(false).bind(after);
+        let mut query = sqlx::query_scalar::<_, Option<String>>(&sql).persistent(false).bind(after);
         if let Some(tenant) = tenant {
             query = query.bind(tenant.as_str());
         }
-        let rows = query.fetch_all(pool).await?;
-        rows.iter().map(|row| crate::store::stored_event_sqlite_with(row, metadata)).collect()
+        let Some(page) = query.fetch_one(pool).await? else { return Ok(Vec::new()) };
+        let rows: Vec<LogRow> = serde_json::from_str(&page)
+            .map_err(|e| StoreError::Corrupt(format!("a page of the log after position {after}: {e}")))?;
+        Ok(rows.into_iter().map(LogRow::into_event).collect())
     } else {
         Ok(Vec::new())
+    }
+}
+
+/// One event of an SQLite log page, as the page's query writes it.
+#[derive(serde::Deserialize)]
+struct LogRow(i64, String, String, i64, String, String, RawJson, RawJson);
+
+impl LogRow {
+    fn into_event(self) -> StoredEvent {
+        let LogRow(
+            position,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+        ) = self;
+        StoredEvent {
+            position: Some(position),
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+        }
     }
 }

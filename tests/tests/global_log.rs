@@ -162,10 +162,13 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     let id = Uuid::now_v7().to_string();
     let mut event = message(&id, 1, "exact");
     // Keys whose sorted order is not `jsonb`'s (shorter keys first), a nested object, an
-    // escaped character and a non-ASCII one.
+    // escaped character and a non-ASCII one; `printf` directives and escaped control
+    // characters (SQLite's page query writes each event with `printf`).
     event.payload = json!({"ConversationDeleted": {"deleted_at": "2026-11-29T00:00:00Z",
-                                                   "note": {"zz": 1.5, "a\"b": "café ☕"}}});
+                                                   "note": {"zz": 1.5, "a\"b": "café ☕",
+                                                            "fmt": "100%s %d\\n\t\u{1}]},"}}});
     let written = serde_json::to_string(&event.payload).unwrap();
+    let metadata_written = serde_json::to_string(&event.metadata).unwrap();
     let position = store.append(vec![event]).await.unwrap();
 
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
@@ -173,6 +176,14 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].aggregate_id, id);
     assert_eq!(read[0].payload.text(), written);
+    // SQLite keeps the metadata as text too (PostgreSQL as `jsonb`, so only its value holds).
+    if store.postgres_pool().is_none() {
+        assert_eq!(read[0].metadata.text(), metadata_written);
+    }
+    assert_eq!(
+        read[0].metadata.to_value(),
+        serde_json::from_str::<serde_json::Value>(&metadata_written).unwrap()
+    );
     store.close().await;
     server.stop().await;
 }
