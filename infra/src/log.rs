@@ -14,7 +14,6 @@ use tokio::sync::watch;
 
 use colloquy_domain::TenantId;
 
-use crate::json::RawJson;
 use crate::store::{Store, StoreError, StoredEvent};
 
 /// How often the head is read from the store, to see what other processes appended (this
@@ -190,39 +189,10 @@ async fn read_log(
             query = query.bind(tenant.as_str());
         }
         let Some(page) = query.fetch_one(pool).await? else { return Ok(Vec::new()) };
-        let rows: Vec<LogRow> = serde_json::from_str(&page)
-            .map_err(|e| StoreError::Corrupt(format!("a page of the log after position {after}: {e}")))?;
-        Ok(rows.into_iter().map(LogRow::into_event).collect())
+        // Each event is an array of `StoredEvent`'s fields in their order.
+        serde_json::from_str(&page)
+            .map_err(|e| StoreError::Corrupt(format!("a page of the log after position {after}: {e}")))
     } else {
         Ok(Vec::new())
-    }
-}
-
-/// One event of an SQLite log page, as the page's query writes it.
-#[derive(serde::Deserialize)]
-struct LogRow(i64, String, String, i64, String, String, RawJson, RawJson);
-
-impl LogRow {
-    fn into_event(self) -> StoredEvent {
-        let LogRow(
-            position,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-        ) = self;
-        StoredEvent {
-            position: Some(position),
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-        }
     }
 }

@@ -71,8 +71,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-/// One stored event with everything the store knows of it.
-#[derive(Debug, Clone, PartialEq)]
+/// One stored event with everything the store knows of it. (SQLite's log page query writes
+/// each event as a JSON array of these fields in this order, read back through `Deserialize`.)
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct StoredEvent {
     /// Global position in the log; `None` only for an event stored before positions were given
     /// at insert and never numbered (migration `20261129000009_inline_positions.sql` numbers
