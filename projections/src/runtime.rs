@@ -817,15 +817,6 @@ impl Projector {
     }
 }
 
-/// Pages of `size` events of the log after `after`, read by a task of their own until a read
-/// finds nothing (the channel then closes) or fails (the error is the last item). The task ends
-/// when the receiver is dropped.
-///
-/// Positions are gap-free, so the k-th page starts at `after + k * size`: [`READ_PARALLEL`]
-/// pages are read at once (one database connection each) and passed on in order; after a short
-/// page (the head), the reads start over after its last event. A page that overlapped or
-/// skipped events would be caught by the applier, which takes only what continues its
-/// checkpoint and reads on from there.
 /// What [`Projector::fold_commit`] folded.
 struct Folded {
     /// The position it folded to.
@@ -884,6 +875,15 @@ impl Writing {
     }
 }
 
+/// Pages of `size` events of the log after `after`, read by a task of their own until a read
+/// finds nothing (the channel then closes) or fails (the error is the last item). The task ends
+/// when the receiver is dropped.
+///
+/// Positions are gap-free, so the k-th page starts at `after + k * size`: [`READ_PARALLEL`]
+/// pages are read at once (one database connection each) and passed on in order; after a short
+/// page (the head), the reads start over after its last event. A page that overlapped or
+/// skipped events would be caught by the applier, which takes only what continues its
+/// checkpoint and reads on from there.
 fn read_ahead(
     log: GlobalLog,
     after: i64,
