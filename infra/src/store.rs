@@ -651,22 +651,12 @@ pub(crate) fn stored_event_pg_with(
     })
 }
 
+/// An event row of one aggregate's stream, with all its metadata. (Pages of the log are read
+/// otherwise, as one row each: see `log::read_log`.)
 pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    stored_event_sqlite_with(row, Metadata::All)
-}
-
-/// A log row as `metadata` asked for it.
-pub(crate) fn stored_event_sqlite_with(
-    row: &sqlx::sqlite::SqliteRow,
-    metadata: Metadata,
-) -> Result<StoredEvent, StoreError> {
     let json = |column: &str| -> Result<RawJson, StoreError> {
         let text: String = row.try_get(column)?;
         RawJson::from_text(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-    };
-    let metadata = match metadata {
-        Metadata::All => json("metadata")?,
-        Metadata::TenantOnly => tenant_only(row.try_get("tenant_id")?),
     };
     Ok(StoredEvent {
         position: row.try_get("position").ok().flatten(),
@@ -676,6 +666,6 @@ pub(crate) fn stored_event_sqlite_with(
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
         payload: json("payload")?,
-        metadata,
+        metadata: json("metadata")?,
     })
 }
