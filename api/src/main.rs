@@ -133,8 +133,24 @@ async fn shutdown_signal() {
     }
 }
 
+/// jemalloc's figures for `/metrics`, refreshed (its statistics are cached per epoch) at each read.
+fn jemalloc_stats() -> Option<colloquy_api::metrics::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let read =
+        |value: Result<usize, tikv_jemalloc_ctl::Error>| value.ok().and_then(|v| u64::try_from(v).ok());
+    Some(colloquy_api::metrics::AllocatorStats {
+        allocated: read(stats::allocated::read())?,
+        active: read(stats::active::read())?,
+        metadata: read(stats::metadata::read())?,
+        resident: read(stats::resident::read())?,
+        retained: read(stats::retained::read())?,
+    })
+}
+
 async fn run(config: &Config, roles: Roles) -> anyhow::Result<()> {
     init_tracing(config.log_format);
+    colloquy_api::metrics::set_allocator_stats(jemalloc_stats);
     let mut running = colloquy_api::process::start(config, roles).await?;
     #[allow(clippy::print_stdout)]
     {

@@ -1,12 +1,14 @@
 //! `GET /metrics` in the Prometheus text format: HTTP answers by method, route and status;
 //! commands (POST, PATCH and DELETE under `/v1`) by route and outcome with a latency histogram;
 //! and, read at scrape time, the aggregate caches' sizes, the log's head (events appended), the
-//! relay's lag and each projection's lag. Kept by hand: a few counters need no metrics framework.
+//! relay's lag and each projection's lag; the process's resident memory and, where the binary
+//! installs a reader (`colloquy` does, for jemalloc), its allocator's. Kept by hand: a few
+//! counters need no metrics framework.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -123,6 +125,61 @@ impl Metrics {
     }
 }
 
+/// What the process's allocator holds, in bytes (jemalloc's `stats.*`; another allocator maps
+/// its own figures onto these or installs no reader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes in live allocations.
+    pub allocated: u64,
+    /// Bytes in the pages those allocations sit in.
+    pub active: u64,
+    /// Bytes the allocator spends on its own bookkeeping.
+    pub metadata: u64,
+    /// Bytes of the allocator's pages in physical memory: allocations, pages freed but not yet
+    /// handed back, and metadata.
+    pub resident: u64,
+    /// Bytes of address space kept for reuse, not in physical memory.
+    pub retained: u64,
+}
+
+static ALLOCATOR_STATS: OnceLock<fn() -> Option<AllocatorStats>> = OnceLock::new();
+
+/// Installs the reader of the allocator's figures that `/metrics` calls at every scrape; the
+/// first one installed stays. The library crates choose no allocator, so only a binary that
+/// sets one knows how to read it.
+pub fn set_allocator_stats(reader: fn() -> Option<AllocatorStats>) {
+    let _ = ALLOCATOR_STATS.set(reader);
+}
+
+/// The process's resident set from `/proc/self/status`, in bytes (None off Linux).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn render_memory(out: &mut String, resident: Option<u64>, allocator: Option<AllocatorStats>) {
+    if let Some(bytes) = resident {
+        out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
+        out.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        let _ = writeln!(out, "process_resident_memory_bytes {bytes}");
+    }
+    if let Some(stats) = allocator {
+        out.push_str("# HELP colloquy_allocator_bytes The memory allocator's figures: allocated (live allocations), active (their pages), metadata, resident (its pages in physical memory), retained (address space kept, not resident).\n");
+        out.push_str("# TYPE colloquy_allocator_bytes gauge\n");
+        for (kind, bytes) in [
+            ("allocated", stats.allocated),
+            ("active", stats.active),
+            ("metadata", stats.metadata),
+            ("resident", stats.resident),
+            ("retained", stats.retained),
+        ] {
+            let _ = writeln!(out, "colloquy_allocator_bytes{{kind=\"{kind}\"}} {bytes}");
+        }
+    }
+}
+
 /// The middleware that counts every answer.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -143,7 +200,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     tag = "operations",
     responses((status = 200, description = "Prometheus text format: HTTP answers by method, route and status; \
         commands by route and outcome with a latency histogram; the aggregate caches' sizes; the log's head; \
-        every consumer's lag.",
+        every consumer's lag; the process's resident memory and its allocator's figures.",
         content_type = "text/plain; version=0.0.4", body = String,
         example = "# TYPE colloquy_log_head gauge\ncolloquy_log_head 1042\n"))
 )]
@@ -171,6 +228,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(out, "colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}} {value}");
         }
     }
+    render_memory(&mut out, resident_memory_bytes(), ALLOCATOR_STATS.get().and_then(|read| read()));
     let store = state.store();
     if let Ok(head) = colloquy_infra::log::read_head(store).await {
         out.push_str("# HELP colloquy_log_head Events appended to the global log (its head position).\n");
@@ -191,4 +249,39 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_rendered_as_gauges_and_left_out_where_unknown() {
+        let stats = AllocatorStats { allocated: 10, active: 20, metadata: 3, resident: 40, retained: 50 };
+        let mut out = String::new();
+        render_memory(&mut out, Some(4096), Some(stats));
+        for line in [
+            "# TYPE process_resident_memory_bytes gauge",
+            "process_resident_memory_bytes 4096",
+            "# TYPE colloquy_allocator_bytes gauge",
+            "colloquy_allocator_bytes{kind=\"allocated\"} 10",
+            "colloquy_allocator_bytes{kind=\"active\"} 20",
+            "colloquy_allocator_bytes{kind=\"metadata\"} 3",
+            "colloquy_allocator_bytes{kind=\"resident\"} 40",
+            "colloquy_allocator_bytes{kind=\"retained\"} 50",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        let mut none = String::new();
+        render_memory(&mut none, None, None);
+        assert_eq!(none, "");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_resident_set_is_read_on_linux() {
+        let bytes = resident_memory_bytes().expect("VmRSS in /proc/self/status");
+        // A test process holds at least a megabyte and far less than its machine.
+        assert!((1 << 20..1 << 40).contains(&bytes), "{bytes}");
+    }
 }

@@ -183,19 +183,42 @@ impl Server {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// Peak resident set size of the server process, from /proc.
-    fn peak_rss_mb(&self) -> Option<f64> {
+    /// The allocator's figures from `/metrics`, if the server gives them.
+    async fn allocator(&self) -> Option<String> {
+        let response =
+            self.client.get(format!("{}/metrics", self.base)).bearer_auth(&self.token).send().await;
+        let text = response.ok()?.text().await.ok()?;
+        let mib = |kind: &str| -> Option<f64> {
+            let prefix = format!("colloquy_allocator_bytes{{kind=\"{kind}\"}} ");
+            let bytes: f64 =
+                text.lines().find_map(|line| line.strip_prefix(prefix.as_str()))?.trim().parse().ok()?;
+            Some(bytes / f64::from(1 << 20))
+        };
+        Some(format!(
+            "{:.1} MiB allocated, {:.1} MiB active, {:.1} MiB metadata, {:.1} MiB resident, {:.1} MiB retained",
+            mib("allocated")?,
+            mib("active")?,
+            mib("metadata")?,
+            mib("resident")?,
+            mib("retained")?
+        ))
+    }
+
+    /// A `/proc/<pid>/status` memory field of the server process (kB there), in MB.
+    fn status_mb(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+        let kb: f64 = line.split_whitespace().next()?.parse().ok()?;
         Some(kb / 1024.0)
     }
 
+    /// Peak resident set size of the server process.
+    fn peak_rss_mb(&self) -> Option<f64> {
+        self.status_mb("VmHWM")
+    }
+
     fn current_rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
+        self.status_mb("VmRSS")
     }
 }
 
@@ -889,17 +912,22 @@ async fn run(
     let caught_up = wait_for_projections(&server, Duration::from_secs(600)).await;
     let rss_loaded = server.current_rss_mb();
     let peak_rss = server.peak_rss_mb();
+    let (rss_anonymous, rss_file) = (server.status_mb("RssAnon"), server.status_mb("RssFile"));
     let cached = server.cached_aggregates().await;
+    let allocator = server.allocator().await;
     let (binary, env) = (server.binary.clone(), server.env.clone());
     drop(server);
     let replayed = replay(&binary, &env)?;
     println!("\n## Replay\n\n`colloquy projections rebuild conversation_list` (server stopped): {replayed}");
     println!(
-        "\n## Server memory\n\nRSS after the run{}: {} MB; peak RSS: {} MB",
+        "\n## Server memory\n\nRSS after the run{}: {} MB ({} MB anonymous, {} MB mapped from files); peak RSS: {} MB",
         if caught_up { ", projections caught up" } else { " (projections had NOT caught up)" },
         rss_loaded.map_or("?".into(), |v| format!("{v:.0}")),
+        rss_anonymous.map_or("?".into(), |v| format!("{v:.0}")),
+        rss_file.map_or("?".into(), |v| format!("{v:.0}")),
         peak_rss.map_or("?".into(), |v| format!("{v:.0}"))
     );
     println!("Aggregate caches (estimated): {}", cached.as_deref().unwrap_or("?"));
+    println!("Allocator: {}", allocator.as_deref().unwrap_or("?"));
     Ok(())
 }
