@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -59,7 +59,11 @@ pub fn app(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
         })
         // One line per answered request, with its status and latency, inside the request's span.
-        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+        // A 5xx is logged again as a failure: at WARN, since the ones that are ours to fix (500)
+        // log their cause at ERROR where they are made (`ApiError::internal`), and the rest are
+        // 503s that say retry (a read model behind `min_position`, the store unreachable).
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         // Outermost, so that a request turned away costs no more than its answer: no request id,
