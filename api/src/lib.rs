@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod extract;
 pub mod idempotency;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;

@@ -214,6 +214,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let listener = crate::listener::CappedListener::new(listener, config.max_connections);
         let state = AppState::new(
             store.clone(),
             log,

@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, env = "COLLOQUY_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
     pub max_requests_in_flight: usize,
 
+    /// How many HTTP connections are kept open at once. Each holds a task and its buffers even
+    /// while idle between keep-alive requests; at the cap the server accepts no more until one
+    /// closes, and newer clients wait in the kernel's accept queue.
+    #[arg(long, env = "COLLOQUY_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// How many loaded aggregates of each type are kept in memory.
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE", default_value_t = 10_000)]
     pub aggregate_cache: usize,

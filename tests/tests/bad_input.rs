@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{Backend, TestServer};
 
@@ -511,5 +514,38 @@ async fn requests_past_the_cap_in_flight_are_answered_503_at_once() {
     assert_eq!(waiting.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
     let listed = server.get("/v1/conversations").await;
     assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    server.stop().await;
+}
+
+/// Past the cap on open connections the server accepts no more until one closes: a client past
+/// it is not answered (it waits in the kernel's accept queue), and is served once a connection
+/// closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| config.max_connections = 2).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    // Two idle connections take both places (a request on each shows it was accepted).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n\r\n").await.unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&answer));
+        held.push(stream);
+    }
+    let waiting = {
+        let url = server.url("/healthz");
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            client.get(&url).send().await.map(|response| response.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a third connection was served past the cap of 2");
+    drop(held.pop());
+    let status = waiting.await.unwrap().expect("served once a connection closed");
+    assert_eq!(status, StatusCode::OK);
+    drop(held);
     server.stop().await;
 }

@@ -90,6 +90,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         min_position_timeout_ms: 5_000,
         projection_linger_ms: None,
         max_requests_in_flight: 1024,
+        max_connections: 4096,
     }
 }
 
