@@ -163,14 +163,18 @@ impl Server {
         }
     }
 
-    /// The aggregate caches as `/metrics` gives them: per type, aggregates and estimated MiB.
-    async fn cached_aggregates(&self) -> Option<String> {
+    /// The server's `/metrics` text.
+    async fn metrics(&self) -> Option<String> {
         let response =
             self.client.get(format!("{}/metrics", self.base)).bearer_auth(&self.token).send().await;
-        let text = response.ok()?.text().await.ok()?;
-        let gauge = |name: &str, aggregate: &str| -> Option<f64> {
-            let prefix = format!("colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}} ");
-            text.lines().find_map(|line| line.strip_prefix(prefix.as_str()))?.trim().parse().ok()
+        response.ok()?.text().await.ok()
+    }
+
+    /// The aggregate caches as `/metrics` gives them: per type, aggregates and estimated MiB.
+    async fn cached_aggregates(&self) -> Option<String> {
+        let text = self.metrics().await?;
+        let gauge = |name: &str, aggregate: &str| {
+            gauge(&text, &format!("colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}}"))
         };
         let parts: Vec<String> = ["conversation", "contact", "group"]
             .into_iter()
@@ -185,14 +189,10 @@ impl Server {
 
     /// The allocator's figures from `/metrics`, if the server gives them.
     async fn allocator(&self) -> Option<String> {
-        let response =
-            self.client.get(format!("{}/metrics", self.base)).bearer_auth(&self.token).send().await;
-        let text = response.ok()?.text().await.ok()?;
-        let mib = |kind: &str| -> Option<f64> {
-            let prefix = format!("colloquy_allocator_bytes{{kind=\"{kind}\"}} ");
-            let bytes: f64 =
-                text.lines().find_map(|line| line.strip_prefix(prefix.as_str()))?.trim().parse().ok()?;
-            Some(bytes / f64::from(1 << 20))
+        let text = self.metrics().await?;
+        let mib = |kind: &str| {
+            gauge(&text, &format!("colloquy_allocator_bytes{{kind=\"{kind}\"}}"))
+                .map(|b| b / f64::from(1 << 20))
         };
         Some(format!(
             "{:.1} MiB allocated, {:.1} MiB active, {:.1} MiB metadata, {:.1} MiB resident, {:.1} MiB retained",
@@ -220,6 +220,11 @@ impl Server {
     fn current_rss_mb(&self) -> Option<f64> {
         self.status_mb("VmRSS")
     }
+}
+
+/// The value of the sample `series` (name and labels) in a `/metrics` text.
+fn gauge(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))?.trim().parse().ok()
 }
 
 struct Latencies(Vec<Duration>);
