@@ -472,6 +472,8 @@ pub async fn run(
             }
             return Ok(());
         }
+        // The head as this read begins: a commit of this process after it wakes the wait below.
+        let known = *head.borrow_and_update();
         let read_started = tokio::time::Instant::now();
         let events = log.read(cursor, BATCH, None).await?;
         let Some(last) = events.last().and_then(|e| e.position) else {
@@ -479,11 +481,7 @@ pub async fn run(
                 save_checkpoint(&store, RELAY_CHECKPOINT, cursor).await?;
                 (saved, saved_at) = (cursor, tokio::time::Instant::now());
             }
-            tokio::select! {
-                _ = head.changed() => {}
-                _ = stop.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
+            wait_for_head(&mut head, &mut stop).await;
             continue;
         };
         match &transport {
@@ -507,6 +505,21 @@ pub async fn run(
             }
         }
         cursor = last;
+        // A short page that reached this process's head leaves nothing to read until the head
+        // moves: reading again at once would cost every commit a second, empty read. Another
+        // process's commits are found by the wait's poll, as when idle.
+        if events.len() < usize::try_from(BATCH).unwrap_or(usize::MAX) && cursor >= known {
+            wait_for_head(&mut head, &mut stop).await;
+        }
+    }
+}
+
+/// Waits until this process's head moves, stop, or 50 ms (the poll for other processes' commits).
+async fn wait_for_head(head: &mut watch::Receiver<i64>, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = head.changed() => {}
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(Duration::from_millis(50)) => {}
     }
 }
 

@@ -324,6 +324,26 @@ where
         Ok(result)
     }
 
+    /// Reads, for an aggregate of `tenant`, a fact that never changes once the aggregate exists
+    /// (a conversation's group, say): from the cache when it holds the aggregate, without asking
+    /// the store for newer events, since none can change the answer; as [`Self::read`] does
+    /// otherwise. `None` when the aggregate does not exist there.
+    pub async fn read_settled<R>(
+        &self,
+        tenant: &TenantId,
+        aggregate_id: &str,
+        read: impl FnOnce(&A) -> R,
+    ) -> Result<Option<R>, PersistenceError> {
+        {
+            let slot = self.slot(aggregate_id);
+            let guard = slot.lock().await;
+            if let Some(loaded) = guard.as_ref().filter(|loaded| loaded.aggregate.tenant() == Some(tenant)) {
+                return Ok(Some(read(&loaded.aggregate)));
+            }
+        }
+        self.read(tenant, aggregate_id, |aggregate, _| read(aggregate)).await
+    }
+
     /// Runs `command` on the aggregate `aggregate_id` and reads `view` from the state after it.
     ///
     /// A cached aggregate is used as it is, without asking the store for newer events first:

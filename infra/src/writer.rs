@@ -148,37 +148,50 @@ async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i6
         .map_err(failed)
 }
 
-/// One transaction (one fsync with `synchronous=FULL`): multi-row inserts, then the log's head,
-/// which the `events_to_log` trigger has just moved. A conflict rolls the whole append back.
-/// `pool` is the events' writer's one connection (`SqliteWrites`).
+/// One transaction (one fsync with `synchronous=FULL`) in one round trip to the connection's
+/// thread: `BEGIN`, multi-row inserts, the log's head (which the `events_to_log` trigger has just
+/// moved), `COMMIT`, sent as one query. Each statement costs sqlx-sqlite a hand-over to that
+/// thread and back, which costs more than an append's statements themselves. SQLite stops at the
+/// first statement that fails and leaves the transaction open, so a failure is rolled back here
+/// (a conflict rolls the whole append back). `pool` is the events' writer's one connection
+/// (`SqliteWrites`).
 async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
-    let mut transaction = pool.begin_with(Durability::Durable.begin(File::Events)).await.map_err(failed)?;
+    let mut sql = format!("{};\n", Durability::Durable.begin(File::Events));
     for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
         let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        let sql = format!(
+        sql.push_str(&format!(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES {rows}"
-        );
-        let mut query = sqlx::query(&sql);
-        for event in chunk {
-            let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-            let payload = json_text(&event.payload)?;
-            let metadata = json_text(&event.metadata)?;
-            query = query
-                .bind(event.aggregate_type.as_str())
-                .bind(event.aggregate_id.as_str())
-                .bind(sequence)
-                .bind(event.event_type.as_str())
-                .bind(event.event_version.as_str())
-                .bind(payload)
-                .bind(metadata);
-        }
-        query.execute(&mut *transaction).await.map_err(failed)?;
+             VALUES {rows};\n"
+        ));
     }
-    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM event_log")
-        .fetch_one(&mut *transaction)
-        .await
-        .map_err(failed)?;
-    transaction.commit().await.map_err(failed)?;
-    Ok(head)
+    sql.push_str("SELECT coalesce(max(position), 0) FROM event_log;\nCOMMIT");
+    let mut query = sqlx::query_scalar::<_, i64>(&sql);
+    for event in events {
+        let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+        query = query
+            .bind(event.aggregate_type.as_str())
+            .bind(event.aggregate_id.as_str())
+            .bind(sequence)
+            .bind(event.event_type.as_str())
+            .bind(event.event_version.as_str())
+            .bind(json_text(&event.payload)?)
+            .bind(json_text(&event.metadata)?);
+    }
+    let mut connection = pool.acquire().await.map_err(failed)?;
+    // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.
+    match query.fetch_all(&mut *connection).await {
+        Ok(heads) => heads.last().copied().ok_or_else(|| {
+            PersistenceError::ConnectionError(Box::new(std::io::Error::other("the append returned no head")))
+        }),
+        Err(error) => {
+            // Where the failure was BEGIN or COMMIT, no transaction may be open; where ROLLBACK
+            // fails for any other reason, the connection's state is unknown and it is not reused.
+            if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *connection).await {
+                if !rollback.to_string().contains("no transaction is active") {
+                    connection.close_on_drop();
+                }
+            }
+            Err(failed(error))
+        }
+    }
 }

@@ -231,6 +231,36 @@ async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backe
     server.stop().await;
 }
 
+/// An append larger than one insert statement (SQLite writes 500 rows a statement, all in one
+/// transaction) that conflicts in its last statement writes none of its events, and the writer
+/// appends normally afterwards: the failed transaction was rolled back, not left open.
+async fn a_conflict_late_in_a_large_append_writes_none_of_it(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let location = server.config().store_location();
+    let (ours, theirs) = (Store::open(&location).await.unwrap(), Store::open(&location).await.unwrap());
+    let contested = Uuid::now_v7().to_string();
+    theirs.append(vec![message(&contested, 1, "theirs")]).await.unwrap();
+    let head = ours.load_after::<colloquy_domain::Conversation>(&contested, 0).await.unwrap();
+    assert_eq!(head.len(), 1);
+
+    let fresh = Uuid::now_v7().to_string();
+    let mut events: Vec<SerializedEvent> = (1..=700).map(|n| message(&fresh, n, "ours")).collect();
+    events.push(message(&contested, 1, "ours"));
+    let outcome = ours.append(events).await;
+    assert!(matches!(outcome, Err(PersistenceError::OptimisticLockError)), "{outcome:?}");
+    let written = ours.load_after::<colloquy_domain::Conversation>(&fresh, 0).await.unwrap();
+    assert!(written.is_empty(), "{} events of the failed append were kept", written.len());
+
+    let position = ours.append(vec![message(&fresh, 1, "ours")]).await.unwrap();
+    let after = ours.append(vec![message(&fresh, 2, "ours")]).await.unwrap();
+    assert_eq!(after, position + 1, "the next appends commit, one after the other");
+    let written = ours.load_after::<colloquy_domain::Conversation>(&fresh, 0).await.unwrap();
+    assert_eq!(written.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2]);
+    ours.close().await;
+    theirs.close().await;
+    server.stop().await;
+}
+
 /// A conversation event as the command runner writes it, by the system actor `writer`.
 fn message(id: &str, sequence: usize, writer: &str) -> SerializedEvent {
     SerializedEvent::new(
@@ -250,7 +280,8 @@ on_both_stores!(
     a_payload_reads_back_as_the_text_written,
     a_tailer_misses_nothing_while_many_writers_commit,
     a_commands_position_names_its_event,
-    a_conflict_in_a_shared_commit_fails_only_its_own_command
+    a_conflict_in_a_shared_commit_fails_only_its_own_command,
+    a_conflict_late_in_a_large_append_writes_none_of_it
 );
 
 /// Positions are given at commit, so an open transaction elsewhere in the cluster (which held the

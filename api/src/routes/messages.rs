@@ -148,6 +148,8 @@ pub async fn add(
 
 /// The group of a group conversation, as it is now, for the domain to check a message against;
 /// `None` for a one-to-one conversation (or one that does not exist, which the command reports).
+/// Which group a conversation belongs to is set when it opens, so a cached conversation answers
+/// it without a read of the store; the group itself is read current.
 async fn group_of(
     state: &AppState,
     principal: &Principal,
@@ -156,7 +158,7 @@ async fn group_of(
     require(principal, "conversations:write")?;
     let group_id = state
         .conversations()
-        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, _| {
+        .read_settled(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation| {
             conversation.group_id
         })
         .await?
