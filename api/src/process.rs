@@ -202,7 +202,11 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     if roles.relay {
         let transport = match &jetstream {
             Some(jetstream) => Transport::JetStream(Box::new(jetstream.clone())),
-            None => Transport::Bus(bus.clone()),
+            None => {
+                // SQLite's writer hands this process's commits to the bus itself.
+                store.hand_commits_to(&bus);
+                Transport::Bus(bus.clone())
+            }
         };
         let relay_log = log.clone();
         workers.push(supervise("relay".into(), stop.subscribe(), move |stop| {

@@ -72,7 +72,7 @@ impl EventBus {
         self.sender.subscribe()
     }
 
-    fn publish(&self, events: &[StoredEvent]) {
+    pub(crate) fn publish(&self, events: &[StoredEvent]) {
         for event in events {
             // No subscribers is fine: projectors catch up from the store when they start.
             let _ = self.sender.send(Arc::new(event.clone()));
@@ -474,6 +474,15 @@ pub async fn run(
         }
         // The head as this read begins: a commit of this process after it wakes the wait below.
         let known = *head.borrow_and_update();
+        if let Transport::Bus(_) = &transport {
+            // What the store's writer handed to the bus itself is not read back; where another
+            // process's commit falls before it, projectors see the gap and catch up on it.
+            cursor = cursor.max(store.handed());
+            if cursor >= known {
+                wait_for_head(&mut head, &mut stop).await;
+                continue;
+            }
+        }
         let read_started = tokio::time::Instant::now();
         let events = log.read(cursor, BATCH, None).await?;
         let Some(last) = events.last().and_then(|e| e.position) else {

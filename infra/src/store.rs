@@ -139,6 +139,8 @@ pub struct Store {
     appends: mpsc::Sender<AppendRequest>,
     /// The highest global position this process knows to be committed.
     head: Arc<watch::Sender<i64>>,
+    /// Where the SQLite writer hands what it commits.
+    handoff: Arc<writer::Handoff>,
 }
 
 impl std::fmt::Debug for Store {
@@ -197,8 +199,21 @@ impl Store {
             }
         };
         let head = Arc::new(watch::channel(head).0);
-        let appends = writer::spawn(target, head.clone());
-        Ok(Self { backend: Arc::new(backend), appends, head })
+        let handoff = Arc::new(writer::Handoff::default());
+        let appends = writer::spawn(target, head.clone(), handoff.clone());
+        Ok(Self { backend: Arc::new(backend), appends, head, handoff })
+    }
+
+    /// On SQLite, hands every event this process commits from now on straight to `bus`, so the
+    /// relay feeding that bus reads back from the log only what other processes commit. True
+    /// when it does (false on PostgreSQL, or when already handing them to a bus).
+    pub fn hand_commits_to(&self, bus: &crate::relay::EventBus) -> bool {
+        matches!(*self.backend, Backend::Sqlite { .. }) && self.handoff.attach(bus)
+    }
+
+    /// The position of the last event handed to the bus (0 when none was).
+    pub(crate) fn handed(&self) -> i64 {
+        self.handoff.handed()
     }
 
     /// A receiver of the highest global position this process knows to be committed: moved by

@@ -8,14 +8,17 @@
 //! under the log's lock, in SQLite a trigger copies them into the AUTOINCREMENT log), so the
 //! writer hands each command the position of its last event and moves the store's head.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
-use crate::store::{raise, Durability, File};
+use crate::relay::EventBus;
+use crate::store::{raise, Durability, File, StoredEvent};
+use crate::RawJson;
 
 /// The most commands one combined append carries.
 const MAX_COMMANDS: usize = 256;
@@ -38,14 +41,68 @@ pub(crate) enum Target {
     Sqlite { pool: SqlitePool, write_lock: Arc<Mutex<()>> },
 }
 
+/// Where the SQLite writer hands the events it commits, once the process has an in-process bus
+/// ([`crate::Store::hand_commits_to`]): straight to the projectors, so the relay need not read
+/// back what this process has just written. `handed` is the position of the last event handed
+/// over; the relay reads the log only for the head beyond it (other processes' commits).
+#[derive(Default)]
+pub(crate) struct Handoff {
+    bus: OnceLock<EventBus>,
+    handed: AtomicI64,
+}
+
+impl Handoff {
+    /// Hands this writer's commits to `bus` from now on; false when it already hands them to one.
+    pub(crate) fn attach(&self, bus: &EventBus) -> bool {
+        self.bus.set(bus.clone()).is_ok()
+    }
+
+    /// The position of the last event handed over (0 before any).
+    pub(crate) fn handed(&self) -> i64 {
+        self.handed.load(Ordering::Acquire)
+    }
+
+    /// Hands over `events`, just committed in this order, the last at position `last`. Called
+    /// before the head moves, so a reader woken by the head finds them handed over.
+    fn hand_over(&self, events: &[&SerializedEvent], last: i64) {
+        let Some(bus) = self.bus.get() else { return };
+        let first = last - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
+        let stored: Vec<StoredEvent> = events
+            .iter()
+            .zip(first..)
+            .map(|(event, position)| StoredEvent {
+                position: Some(position),
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                payload: RawJson::from_value(&event.payload),
+                metadata: RawJson::from_value(&event.metadata),
+            })
+            .collect();
+        bus.publish(&stored);
+        self.handed.fetch_max(last, Ordering::AcqRel);
+    }
+}
+
 /// Starts the writer task; it ends when every sender is dropped.
-pub(crate) fn spawn(target: Target, head: Arc<watch::Sender<i64>>) -> mpsc::Sender<AppendRequest> {
+pub(crate) fn spawn(
+    target: Target,
+    head: Arc<watch::Sender<i64>>,
+    handoff: Arc<Handoff>,
+) -> mpsc::Sender<AppendRequest> {
     let (sender, receiver) = mpsc::channel(MAX_COMMANDS * 4);
-    tokio::spawn(run(target, head, receiver));
+    tokio::spawn(run(target, head, handoff, receiver));
     sender
 }
 
-async fn run(target: Target, head: Arc<watch::Sender<i64>>, mut receiver: mpsc::Receiver<AppendRequest>) {
+async fn run(
+    target: Target,
+    head: Arc<watch::Sender<i64>>,
+    handoff: Arc<Handoff>,
+    mut receiver: mpsc::Receiver<AppendRequest>,
+) {
     while let Some(first) = receiver.recv().await {
         let mut events = first.events.len();
         let mut batch = vec![first];
@@ -58,16 +115,22 @@ async fn run(target: Target, head: Arc<watch::Sender<i64>>, mut receiver: mpsc::
                 Err(_) => break,
             }
         }
-        write_batch(&target, &head, batch).await;
+        write_batch(&target, &head, &handoff, batch).await;
     }
 }
 
-async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<AppendRequest>) {
+async fn write_batch(
+    target: &Target,
+    head: &watch::Sender<i64>,
+    handoff: &Handoff,
+    batch: Vec<AppendRequest>,
+) {
     // A command whose caller has gone (its request was cancelled) is still appended: the caller
     // may have been cut off after the commit anyway, and the outcome must not depend on timing.
     let combined: Vec<&SerializedEvent> = batch.iter().flat_map(|request| &request.events).collect();
     match write(target, &combined).await {
         Ok(last) => {
+            handoff.hand_over(&combined, last);
             raise(head, last);
             let mut after = combined.len();
             for request in batch {
@@ -85,6 +148,7 @@ async fn write_batch(target: &Target, head: &watch::Sender<i64>, batch: Vec<Appe
                 let events: Vec<&SerializedEvent> = request.events.iter().collect();
                 let outcome = write(target, &events).await;
                 if let Ok(last) = outcome {
+                    handoff.hand_over(&events, last);
                     raise(head, last);
                 }
                 let _ = request.reply.send(outcome);

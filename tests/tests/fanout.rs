@@ -347,6 +347,60 @@ on_both_stores!(
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per
 /// aggregate, and the projector fed from JetStream keeps the list.
+/// On SQLite the writer hands this process's commits to the projectors itself, and the relay
+/// reads the log only for what other processes append. Another process's event reaches the list
+/// alone (found by the head's poll) and just before one of this process's own (which arrives
+/// first, so the projector catches up on the gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_processs_appends_reach_the_list_beside_this_ones() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let theirs = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let (alone, before_ours, ours) =
+        (server.conversation().await, server.conversation().await, server.conversation().await);
+    let listed = |list: &Value| -> Vec<String> {
+        list["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let sequence = server.all_events("conversations", &alone).await.len();
+    let position = theirs.append(vec![deleted(&alone, sequence + 1)]).await.unwrap();
+    let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    assert!(!listed(&list.body).contains(&alone), "the other process's delete reached the list");
+
+    let sequence = server.all_events("conversations", &before_ours).await.len();
+    theirs.append(vec![deleted(&before_ours, sequence + 1)]).await.unwrap();
+    let reply = server
+        .post(
+            &format!("/v1/conversations/{ours}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "mine"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let position = reply.headers["colloquy-position"].to_str().unwrap().to_owned();
+    let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    let ids = listed(&list.body);
+    assert!(!ids.contains(&before_ours), "the other process's earlier delete is applied too");
+    let row = list.body["data"].as_array().unwrap().iter().find(|r| r["id"] == ours.as_str()).unwrap();
+    assert_eq!(row["last_message"]["preview"], "mine");
+    theirs.close().await;
+    server.stop().await;
+}
+
+/// `ConversationDeleted` as another process's writer would append it.
+fn deleted(id: &str, sequence: usize) -> cqrs_es::persist::SerializedEvent {
+    cqrs_es::persist::SerializedEvent::new(
+        id.to_owned(),
+        sequence,
+        "conversation".into(),
+        "ConversationDeleted".into(),
+        "1.0".into(),
+        json!({"ConversationDeleted": {"deleted_at": "2026-12-01T00:00:00Z"}}),
+        json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system", "actor_id": "elsewhere",
+               "correlation_id": uuid::Uuid::now_v7(), "recorded_at": "2026-12-01T00:00:00Z"}),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_jetstream_once_as_a_cloud_event() {
     let nats = NatsServer::start().await;
