@@ -64,25 +64,43 @@ impl Handoff {
 
     /// Hands over `events`, just committed in this order, the last at position `last`. Called
     /// before the head moves, so a reader woken by the head finds them handed over.
-    fn hand_over(&self, events: &[&SerializedEvent], last: i64) {
+    fn hand_over(&self, events: Vec<Encoded<'_>>, last: i64) {
         let Some(bus) = self.bus.get() else { return };
         let first = last - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
         let stored: Vec<StoredEvent> = events
-            .iter()
+            .into_iter()
             .zip(first..)
-            .map(|(event, position)| StoredEvent {
+            .map(|(Encoded { event, payload, metadata }, position)| StoredEvent {
                 position: Some(position),
                 aggregate_type: event.aggregate_type.clone(),
                 aggregate_id: event.aggregate_id.clone(),
                 sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
                 event_type: event.event_type.clone(),
                 event_version: event.event_version.clone(),
-                payload: RawJson::from_value(&event.payload),
-                metadata: RawJson::from_value(&event.metadata),
+                payload,
+                metadata,
             })
             .collect();
         bus.publish(&stored);
         self.handed.fetch_max(last, Ordering::AcqRel);
+    }
+}
+
+/// An event with its payload and metadata as the JSON text the store keeps: serialized once,
+/// for the insert and for the bus.
+struct Encoded<'a> {
+    event: &'a SerializedEvent,
+    payload: RawJson,
+    metadata: RawJson,
+}
+
+impl<'a> Encoded<'a> {
+    fn new(event: &'a SerializedEvent) -> Self {
+        Self {
+            event,
+            payload: RawJson::from_value(&event.payload),
+            metadata: RawJson::from_value(&event.metadata),
+        }
     }
 }
 
@@ -128,9 +146,8 @@ async fn write_batch(
     // A command whose caller has gone (its request was cancelled) is still appended: the caller
     // may have been cut off after the commit anyway, and the outcome must not depend on timing.
     let combined: Vec<&SerializedEvent> = batch.iter().flat_map(|request| &request.events).collect();
-    match write(target, &combined).await {
+    match write(target, handoff, &combined).await {
         Ok(last) => {
-            handoff.hand_over(&combined, last);
             raise(head, last);
             let mut after = combined.len();
             for request in batch {
@@ -146,9 +163,8 @@ async fn write_batch(
             // fails on its own quickly).
             for request in batch {
                 let events: Vec<&SerializedEvent> = request.events.iter().collect();
-                let outcome = write(target, &events).await;
+                let outcome = write(target, handoff, &events).await;
                 if let Ok(last) = outcome {
-                    handoff.hand_over(&events, last);
                     raise(head, last);
                 }
                 let _ = request.reply.send(outcome);
@@ -175,12 +191,23 @@ fn failed(error: sqlx::Error) -> PersistenceError {
 }
 
 /// Appends `events` in one transaction and returns the global position of the last one.
-async fn write(target: &Target, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
+/// On SQLite, what was appended is handed to `handoff`'s bus before this returns (so before the
+/// head moves).
+async fn write(
+    target: &Target,
+    handoff: &Handoff,
+    events: &[&SerializedEvent],
+) -> Result<i64, PersistenceError> {
     match target {
         Target::Postgres(pool) => write_postgres(pool, events).await,
         Target::Sqlite { pool, write_lock } => {
-            let _writer = write_lock.lock().await;
-            write_sqlite(pool, events).await
+            let encoded: Vec<Encoded<'_>> = events.iter().map(|event| Encoded::new(event)).collect();
+            let last = {
+                let _writer = write_lock.lock().await;
+                write_sqlite(pool, &encoded).await?
+            };
+            handoff.hand_over(encoded, last);
+            Ok(last)
         }
     }
 }
@@ -219,7 +246,7 @@ async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i6
 /// first statement that fails and leaves the transaction open, so a failure is rolled back here
 /// (a conflict rolls the whole append back). `pool` is the events' writer's one connection
 /// (`SqliteWrites`).
-async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
+async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
     let mut sql = format!("{};\n", Durability::Durable.begin(File::Events));
     for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
         let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
@@ -230,7 +257,7 @@ async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<
     }
     sql.push_str("SELECT coalesce(max(position), 0) FROM event_log;\nCOMMIT");
     let mut query = sqlx::query_scalar::<_, i64>(&sql);
-    for event in events {
+    for Encoded { event, payload, metadata } in events {
         let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
         query = query
             .bind(event.aggregate_type.as_str())
@@ -238,8 +265,8 @@ async fn write_sqlite(pool: &SqlitePool, events: &[&SerializedEvent]) -> Result<
             .bind(sequence)
             .bind(event.event_type.as_str())
             .bind(event.event_version.as_str())
-            .bind(json_text(&event.payload)?)
-            .bind(json_text(&event.metadata)?);
+            .bind(payload.text())
+            .bind(metadata.text());
     }
     let mut connection = pool.acquire().await.map_err(failed)?;
     // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{Backend, NatsServer, TestServer};
+use common::{deleted_event, Backend, NatsServer, TestServer};
 
 async fn read_your_writes_through_the_conversation_list(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -362,13 +362,13 @@ async fn another_processs_appends_reach_the_list_beside_this_ones() {
     };
 
     let sequence = server.all_events("conversations", &alone).await.len();
-    let position = theirs.append(vec![deleted(&alone, sequence + 1)]).await.unwrap();
+    let position = theirs.append(vec![deleted_event(&alone, sequence + 1, "elsewhere")]).await.unwrap();
     let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
     assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
     assert!(!listed(&list.body).contains(&alone), "the other process's delete reached the list");
 
     let sequence = server.all_events("conversations", &before_ours).await.len();
-    theirs.append(vec![deleted(&before_ours, sequence + 1)]).await.unwrap();
+    theirs.append(vec![deleted_event(&before_ours, sequence + 1, "elsewhere")]).await.unwrap();
     let reply = server
         .post(
             &format!("/v1/conversations/{ours}/messages"),
@@ -385,20 +385,6 @@ async fn another_processs_appends_reach_the_list_beside_this_ones() {
     assert_eq!(row["last_message"]["preview"], "mine");
     theirs.close().await;
     server.stop().await;
-}
-
-/// `ConversationDeleted` as another process's writer would append it.
-fn deleted(id: &str, sequence: usize) -> cqrs_es::persist::SerializedEvent {
-    cqrs_es::persist::SerializedEvent::new(
-        id.to_owned(),
-        sequence,
-        "conversation".into(),
-        "ConversationDeleted".into(),
-        "1.0".into(),
-        json!({"ConversationDeleted": {"deleted_at": "2026-12-01T00:00:00Z"}}),
-        json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system", "actor_id": "elsewhere",
-               "correlation_id": uuid::Uuid::now_v7(), "recorded_at": "2026-12-01T00:00:00Z"}),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
-use common::{Backend, TestServer};
+use common::{deleted_event, Backend, TestServer};
 
 async fn a_tailer_misses_nothing_while_many_writers_commit(backend: Backend) {
     let server = Arc::new(TestServer::start(backend).await);
@@ -160,7 +160,7 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     let server = TestServer::start(backend).await;
     let store = Store::open(&server.config().store_location()).await.unwrap();
     let id = Uuid::now_v7().to_string();
-    let mut event = message(&id, 1, "exact");
+    let mut event = deleted_event(&id, 1, "exact");
     // Keys whose sorted order is not `jsonb`'s (shorter keys first), a nested object, an
     // escaped character and a non-ASCII one; `printf` directives and escaped control
     // characters (SQLite's page query writes each event with `printf`).
@@ -195,14 +195,15 @@ async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backe
     let location = server.config().store_location();
     let (ours, theirs) = (Store::open(&location).await.unwrap(), Store::open(&location).await.unwrap());
     let contested = Uuid::now_v7().to_string();
-    theirs.append(vec![message(&contested, 1, "theirs")]).await.unwrap();
+    theirs.append(vec![deleted_event(&contested, 1, "theirs")]).await.unwrap();
 
     let mut appends = Vec::new();
     for n in 0..24 {
         let ours = ours.clone();
         let id = if n % 6 == 0 { contested.clone() } else { Uuid::now_v7().to_string() };
         appends.push(tokio::spawn(async move {
-            let outcome = ours.append(vec![message(&id, 1, "ours"), message(&id, 2, "ours")]).await;
+            let outcome =
+                ours.append(vec![deleted_event(&id, 1, "ours"), deleted_event(&id, 2, "ours")]).await;
             (id, outcome)
         }));
     }
@@ -239,40 +240,26 @@ async fn a_conflict_late_in_a_large_append_writes_none_of_it(backend: Backend) {
     let location = server.config().store_location();
     let (ours, theirs) = (Store::open(&location).await.unwrap(), Store::open(&location).await.unwrap());
     let contested = Uuid::now_v7().to_string();
-    theirs.append(vec![message(&contested, 1, "theirs")]).await.unwrap();
+    theirs.append(vec![deleted_event(&contested, 1, "theirs")]).await.unwrap();
     let head = ours.load_after::<colloquy_domain::Conversation>(&contested, 0).await.unwrap();
     assert_eq!(head.len(), 1);
 
     let fresh = Uuid::now_v7().to_string();
-    let mut events: Vec<SerializedEvent> = (1..=700).map(|n| message(&fresh, n, "ours")).collect();
-    events.push(message(&contested, 1, "ours"));
+    let mut events: Vec<SerializedEvent> = (1..=700).map(|n| deleted_event(&fresh, n, "ours")).collect();
+    events.push(deleted_event(&contested, 1, "ours"));
     let outcome = ours.append(events).await;
     assert!(matches!(outcome, Err(PersistenceError::OptimisticLockError)), "{outcome:?}");
     let written = ours.load_after::<colloquy_domain::Conversation>(&fresh, 0).await.unwrap();
     assert!(written.is_empty(), "{} events of the failed append were kept", written.len());
 
-    let position = ours.append(vec![message(&fresh, 1, "ours")]).await.unwrap();
-    let after = ours.append(vec![message(&fresh, 2, "ours")]).await.unwrap();
+    let position = ours.append(vec![deleted_event(&fresh, 1, "ours")]).await.unwrap();
+    let after = ours.append(vec![deleted_event(&fresh, 2, "ours")]).await.unwrap();
     assert_eq!(after, position + 1, "the next appends commit, one after the other");
     let written = ours.load_after::<colloquy_domain::Conversation>(&fresh, 0).await.unwrap();
     assert_eq!(written.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2]);
     ours.close().await;
     theirs.close().await;
     server.stop().await;
-}
-
-/// A conversation event as the command runner writes it, by the system actor `writer`.
-fn message(id: &str, sequence: usize, writer: &str) -> SerializedEvent {
-    SerializedEvent::new(
-        id.to_owned(),
-        sequence,
-        "conversation".into(),
-        "ConversationDeleted".into(),
-        "1.0".into(),
-        json!({"ConversationDeleted": {"deleted_at": "2026-11-29T00:00:00Z"}}),
-        json!({"event_id": Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system", "actor_id": writer,
-               "correlation_id": Uuid::now_v7(), "recorded_at": "2026-11-29T00:00:00Z"}),
-    )
 }
 
 on_both_stores!(

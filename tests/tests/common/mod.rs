@@ -394,3 +394,18 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// `ConversationDeleted` for conversation `id` at `sequence`, as a writer in another process (the
+/// system actor `writer`) would append it, in the default tenant.
+pub fn deleted_event(id: &str, sequence: usize, writer: &str) -> cqrs_es::persist::SerializedEvent {
+    cqrs_es::persist::SerializedEvent::new(
+        id.to_owned(),
+        sequence,
+        "conversation".into(),
+        "ConversationDeleted".into(),
+        "1.0".into(),
+        serde_json::json!({"ConversationDeleted": {"deleted_at": "2026-11-29T00:00:00Z"}}),
+        serde_json::json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system",
+               "actor_id": writer, "correlation_id": uuid::Uuid::now_v7(), "recorded_at": "2026-11-29T00:00:00Z"}),
+    )
+}
