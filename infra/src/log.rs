@@ -1,9 +1,9 @@
 //! The global log: every committed event once, with a global position that strictly increases
 //! in the order readers see events commit, so "all events after P" never misses one.
 //!
-//! Positions are given as events are inserted, by a trigger in both dialects. SQLite has one
-//! writer, so its trigger copies rows into an AUTOINCREMENT `event_log` in commit order.
-//! PostgreSQL's trigger numbers a statement's rows while holding the `event_log_state` row lock
+//! Positions are given as events are inserted. SQLite has one writer per file, so an event's
+//! position is its row's own key in `events`, one more than the last committed (`event_log` is a
+//! view of it there). PostgreSQL's trigger numbers a statement's rows while holding the `event_log_state` row lock
 //! until its transaction ends, so the next inserter numbers after the previous one has committed
 //! (migration `20261129000009_inline_positions.sql`). A command learns its position from its own
 //! append; this module follows the head and reads the log.
@@ -110,7 +110,7 @@ pub async fn read_head(store: &Store) -> Result<i64, StoreError> {
     if let Some(pool) = store.postgres_pool() {
         Ok(sqlx::query_scalar("SELECT last_position FROM event_log_state").fetch_one(pool).await?)
     } else {
-        let sql = "SELECT coalesce(max(position), 0) FROM event_log";
+        let sql = "SELECT coalesce(max(position), 0) FROM events";
         Ok(crate::on_pool!(store, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?))
     }
 }
@@ -166,22 +166,23 @@ async fn read_log(
         // cost about ten times what SQLite spent finding them (a rebuild's page reads took 8.6
         // s of its 5.2 s, two at a time, for 413,132 events; the `sqlite3` shell reads them all
         // in 0.9 s).
-        let tenant_filter = if tenant.is_some() { "AND l.tenant_id = $2" } else { "" };
+        //
+        // A position is the events' own key (migration `20261201000010_positioned_events.sql`),
+        // so a page is one range of `events`, or of its tenant index.
+        let tenant_filter = if tenant.is_some() { "AND tenant_id = $2" } else { "" };
         let metadata_column = match metadata {
-            Metadata::All => "e.metadata",
-            Metadata::TenantOnly => "'{\"tenant_id\":' || json_quote(l.tenant_id) || '}'",
+            Metadata::All => "metadata",
+            Metadata::TenantOnly => "'{\"tenant_id\":' || json_quote(tenant_id) || '}'",
         };
         let sql = format!(
             "SELECT '[' || group_concat(event, ',' ORDER BY position) || ']'
-               FROM (SELECT l.position,
-                            printf('[%d,%s,%s,%d,%s,%s,%s,%s]', l.position, json_quote(e.aggregate_type),
-                                   json_quote(e.aggregate_id), e.sequence, json_quote(e.event_type),
-                                   json_quote(e.event_version), e.payload, {metadata_column}) AS event
-                       FROM event_log l
-                       JOIN events e ON e.aggregate_type = l.aggregate_type AND e.aggregate_id = l.aggregate_id
-                                    AND e.sequence = l.sequence
-                      WHERE l.position > $1 {tenant_filter}
-                      ORDER BY l.position
+               FROM (SELECT position,
+                            printf('[%d,%s,%s,%d,%s,%s,%s,%s]', position, json_quote(aggregate_type),
+                                   json_quote(aggregate_id), sequence, json_quote(event_type),
+                                   json_quote(event_version), payload, {metadata_column}) AS event
+                       FROM events
+                      WHERE position > $1 {tenant_filter}
+                      ORDER BY position
                       LIMIT {limit})"
         );
         let mut query = sqlx::query_scalar::<_, Option<String>>(&sql).persistent(false).bind(after);

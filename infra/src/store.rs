@@ -192,7 +192,7 @@ impl Store {
                 (head, Target::Postgres(pool.clone()))
             }
             Backend::Sqlite { pool, writes, write_lock, .. } => {
-                let head = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM event_log")
+                let head = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
                     .fetch_one(pool)
                     .await?;
                 (head, Target::Sqlite { pool: writes.clone(), write_lock: write_lock.clone() })
@@ -368,11 +368,10 @@ impl Store {
             }
             Backend::Sqlite { pool, .. } => {
                 sqlx::query(
-                    "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-                       FROM events e
-                       JOIN event_log l ON l.aggregate_type = e.aggregate_type AND l.aggregate_id = e.aggregate_id AND l.sequence = e.sequence
-                      WHERE e.aggregate_type = ? AND e.aggregate_id = ? AND e.tenant_id = ? AND e.sequence > ?
-                      ORDER BY e.sequence
+                    "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
+                       FROM events
+                      WHERE aggregate_type = ? AND aggregate_id = ? AND tenant_id = ? AND sequence > ?
+                      ORDER BY sequence
                       LIMIT ?",
                 )
                 .bind(aggregate_type)

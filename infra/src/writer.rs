@@ -5,7 +5,7 @@
 //! is appended alone, and only the one that conflicts gets the optimistic-lock error.
 //!
 //! Appending also gives each event its global position (in PostgreSQL a trigger numbers the rows
-//! under the log's lock, in SQLite a trigger copies them into the AUTOINCREMENT log), so the
+//! under the log's lock, in SQLite a row's key is its position, one more than the last), so the
 //! writer hands each command the position of its last event and moves the store's head.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -240,7 +240,7 @@ async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i6
 }
 
 /// One transaction (one fsync with `synchronous=FULL`) in one round trip to the connection's
-/// thread: `BEGIN`, multi-row inserts, the log's head (which the `events_to_log` trigger has just
+/// thread: `BEGIN`, multi-row inserts, the log's head (the last row's position, which the inserts have just
 /// moved), `COMMIT`, sent as one query. Each statement costs sqlx-sqlite a hand-over to that
 /// thread and back, which costs more than an append's statements themselves. SQLite stops at the
 /// first statement that fails and leaves the transaction open, so a failure is rolled back here
@@ -255,7 +255,7 @@ async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, 
              VALUES {rows};\n"
         ));
     }
-    sql.push_str("SELECT coalesce(max(position), 0) FROM event_log;\nCOMMIT");
+    sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
     let mut query = sqlx::query_scalar::<_, i64>(&sql);
     for Encoded { event, payload, metadata } in events {
         let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);

@@ -4,10 +4,25 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use cqrs_es::persist::PersistenceError;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 
+use colloquy_domain::TenantId;
+use colloquy_infra::log::GlobalLog;
 use colloquy_infra::store::{sqlite_read_models_path, SQLITE_READ_MODEL_TABLES};
 use colloquy_infra::{Store, StoreLocation};
+
+/// A pool on one file, as the store opened it before (WAL, nothing attached).
+async fn open_file(path: &std::path::Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    SqlitePool::connect_with(options).await.unwrap()
+}
 
 async fn tables_in(pool: &SqlitePool, schema: &str) -> Vec<String> {
     let sql = format!("SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name");
@@ -53,11 +68,7 @@ async fn a_store_from_before_the_split_moves_its_read_models_with_their_rows_and
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("colloquy.db");
     // The layout before: every migration applied to the one file, nothing attached.
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let old = SqlitePool::connect_with(options).await.unwrap();
+    let old = open_file(&path).await;
     sqlx::migrate!("../infra/migrations/sqlite").run(&old).await.unwrap();
     sqlx::query("INSERT INTO checkpoints (name, position) VALUES ('projection:old', 42)")
         .execute(&old)
@@ -73,11 +84,7 @@ async fn a_store_from_before_the_split_moves_its_read_models_with_their_rows_and
     assert!(indexes.iter().any(|(table, _)| table == "conversation_list"), "{indexes:?}");
     old.close().await;
     // A crash between a move's copy and its drop leaves a copy in the read models' file too.
-    let leftover = SqliteConnectOptions::new()
-        .filename(sqlite_read_models_path(&path))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let leftover = SqlitePool::connect_with(leftover).await.unwrap();
+    let leftover = open_file(&sqlite_read_models_path(&path)).await;
     sqlx::query("CREATE TABLE checkpoints (name text PRIMARY KEY, position integer NOT NULL)")
         .execute(&leftover)
         .await
@@ -124,7 +131,6 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
         [
             "_sqlx_migrations",
             "api_tokens",
-            "event_log",
             "events",
             "idempotency_keys",
             "sqlite_sequence",
@@ -141,5 +147,80 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
     let mut expected: Vec<String> = SQLITE_READ_MODEL_TABLES.iter().map(|t| (*t).to_owned()).collect();
     expected.sort();
     assert_eq!(read_models, expected);
+    store.close().await;
+}
+
+/// Before migration 20261201000010 a position lived in `event_log`, an AUTOINCREMENT table a
+/// trigger filled; since, it is the events' own key. A store from before keeps every position
+/// (gaps too), its commit times and its tenants' pages, and appends continue after its head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_positioned_events_keeps_every_position_and_appends_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("colloquy.db");
+    let old = open_file(&path).await;
+    // The migrations before it, as files of their own (the same bytes, so the same checksums).
+    let earlier = dir.path().join("earlier-migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations/sqlite");
+    for file in std::fs::read_dir(all).unwrap() {
+        let file = file.unwrap();
+        if file.file_name().to_string_lossy().as_ref() < "20261201000010" {
+            std::fs::copy(file.path(), earlier.join(file.file_name())).unwrap();
+        }
+    }
+    Migrator::new(earlier.as_path()).await.unwrap().run(&old).await.unwrap();
+    let insert = |id: &str, sequence: i64, tenant: &str| {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ('conversation', ?, ?, 'ConversationDeleted', '1.0', '{\"ConversationDeleted\":{}}', json_object('tenant_id', ?))",
+        )
+        .bind(id.to_owned())
+        .bind(sequence)
+        .bind(tenant.to_owned())
+    };
+    insert("a", 1, "acme").execute(&old).await.unwrap();
+    insert("b", 1, "other").execute(&old).await.unwrap();
+    insert("a", 2, "acme").execute(&old).await.unwrap();
+    // A gap in the old log's positions (its AUTOINCREMENT counter moved on) must stay a gap.
+    sqlx::query("UPDATE sqlite_sequence SET seq = 100 WHERE name = 'event_log'").execute(&old).await.unwrap();
+    insert("b", 2, "other").execute(&old).await.unwrap();
+    insert("a", 3, "acme").execute(&old).await.unwrap();
+    let recorded: Vec<(i64, String)> =
+        sqlx::query_as("SELECT position, recorded_at FROM event_log ORDER BY position")
+            .fetch_all(&old)
+            .await
+            .unwrap();
+    assert_eq!(recorded.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 2, 3, 101, 102]);
+    old.close().await;
+
+    let store = Store::open(&StoreLocation::Sqlite { path: path.clone() }).await.unwrap();
+    let log = GlobalLog::start(store.clone()).await.unwrap();
+    assert_eq!(log.head(), 102);
+    let page = log.read(0, 100, None).await.unwrap();
+    let read: Vec<(i64, &str, i64)> =
+        page.iter().map(|e| (e.position.unwrap(), e.aggregate_id.as_str(), e.sequence)).collect();
+    assert_eq!(read, [(1, "a", 1), (2, "b", 1), (3, "a", 2), (101, "b", 2), (102, "a", 3)]);
+    let acme = TenantId::parse("acme").unwrap();
+    let tenants_page = log.read(1, 100, Some(&acme)).await.unwrap();
+    assert_eq!(tenants_page.iter().map(|e| e.position.unwrap()).collect::<Vec<_>>(), [3, 102]);
+    let stream = store.stream_page(&acme, "conversation", "a", 0, 10).await.unwrap();
+    assert_eq!(stream.iter().map(|e| e.position.unwrap()).collect::<Vec<_>>(), [1, 3, 102]);
+    let (pool, _) = store.sqlite_pool().unwrap();
+    let kept: Vec<(i64, String)> =
+        sqlx::query_as("SELECT position, recorded_at FROM event_log ORDER BY position")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, recorded, "the log's view gives the old log's positions and commit times");
+
+    // Appends continue after the head; a taken sequence is still a conflict; events stay facts.
+    let position = store.append(vec![common::deleted_event("b", 3, "test")]).await.unwrap();
+    assert_eq!(position, 103);
+    let taken = store.append(vec![common::deleted_event("a", 3, "test")]).await;
+    assert!(matches!(taken, Err(PersistenceError::OptimisticLockError)), "{taken:?}");
+    assert!(sqlx::query("DELETE FROM events").execute(pool).await.is_err());
+    assert!(sqlx::query("UPDATE events SET payload = '{}'").execute(pool).await.is_err());
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await.unwrap();
+    assert_eq!(count, 6);
     store.close().await;
 }
