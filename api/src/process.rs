@@ -201,7 +201,12 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     }
     if roles.relay {
         let transport = match &jetstream {
-            Some(jetstream) => Transport::JetStream(Box::new(jetstream.clone())),
+            Some(jetstream) => {
+                // The writer holds this process's commits for the relay, which publishes them
+                // without reading them back.
+                store.hand_commits_to_relay();
+                Transport::JetStream(Box::new(jetstream.clone()))
+            }
             None => {
                 // SQLite's writer hands this process's commits to the bus itself.
                 store.hand_commits_to(&bus);

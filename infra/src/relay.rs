@@ -4,7 +4,7 @@
 //! two transports.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -448,6 +448,8 @@ pub async fn run(
                     if locked {
                         break;
                     }
+                    // What this process commits meanwhile is the leader's to publish.
+                    drop(store.take_held());
                     if wait_or_stop(&mut stop, Duration::from_millis(500)).await {
                         return Ok(());
                     }
@@ -484,7 +486,15 @@ pub async fn run(
             }
         }
         let read_started = tokio::time::Instant::now();
-        let events = log.read(cursor, BATCH, None).await?;
+        let events = match &transport {
+            // This process's commits, as its writer handed them over, where they continue from
+            // the cursor; the log where they do not.
+            Transport::JetStream(_) => match continuing(store.take_held(), cursor) {
+                handed if handed.is_empty() => log.read(cursor, BATCH, None).await?,
+                handed => handed,
+            },
+            Transport::Bus(_) => log.read(cursor, BATCH, None).await?,
+        };
         let Some(last) = events.last().and_then(|e| e.position) else {
             if checkpointed && saved < cursor {
                 save_checkpoint(&store, RELAY_CHECKPOINT, cursor).await?;
@@ -521,6 +531,26 @@ pub async fn run(
             wait_for_head(&mut head, &mut stop).await;
         }
     }
+}
+
+/// Of the commits a writer held for the relay (oldest first), the events that continue exactly
+/// from `cursor`: those at or before it are dropped, and at the first hole (another process's
+/// commit, or one the writer did not hold) the rest is left to be read from the log. Positions
+/// have no holes in the store, so events that continue one by one from the cursor miss nothing.
+fn continuing(held: VecDeque<Vec<StoredEvent>>, cursor: i64) -> Vec<StoredEvent> {
+    let mut next = cursor + 1;
+    let mut events = Vec::new();
+    for event in held.into_iter().flatten() {
+        match event.position {
+            Some(position) if position < next => {}
+            Some(position) if position == next => {
+                events.push(event);
+                next += 1;
+            }
+            _ => break,
+        }
+    }
+    events
 }
 
 /// Waits until this process's head moves, stop, or 50 ms (the poll for other processes' commits).
@@ -563,6 +593,31 @@ mod tests {
             })
             .into(),
         }
+    }
+
+    fn commit(positions: std::ops::RangeInclusive<i64>) -> Vec<StoredEvent> {
+        positions.map(|position| StoredEvent { position: Some(position), ..stored() }).collect()
+    }
+
+    fn positions(events: &[StoredEvent]) -> Vec<i64> {
+        events.iter().filter_map(|e| e.position).collect()
+    }
+
+    #[test]
+    fn held_commits_are_published_only_where_they_continue_from_the_cursor() {
+        // Those already published are dropped, a commit overlapping the cursor gives its rest.
+        let held = VecDeque::from([commit(1..=3), commit(4..=6), commit(7..=7)]);
+        assert_eq!(positions(&continuing(held, 4)), [5, 6, 7]);
+        // A hole (another process's commit at 4, or a commit not held) stops them there.
+        let held = VecDeque::from([commit(1..=3), commit(5..=6), commit(7..=8)]);
+        assert_eq!(positions(&continuing(held, 0)), [1, 2, 3]);
+        let held = VecDeque::from([commit(5..=6)]);
+        assert!(continuing(held, 3).is_empty());
+        // An event without a position (never from a writer) stops them too.
+        let mut unknown = commit(2..=2);
+        unknown[0].position = None;
+        assert_eq!(positions(&continuing(VecDeque::from([commit(1..=1), unknown, commit(3..=3)]), 0)), [1]);
+        assert!(continuing(VecDeque::new(), 9).is_empty());
     }
 
     #[test]

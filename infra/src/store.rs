@@ -211,9 +211,21 @@ impl Store {
         matches!(*self.backend, Backend::Sqlite { .. }) && self.handoff.attach(bus)
     }
 
-    /// The position of the last event handed to the bus (0 when none was).
+    /// Holds every event this process commits from now on for its JetStream relay, which
+    /// publishes those that continue from where it is without reading them back from the log.
+    /// True when it does (false when already handing them over).
+    pub fn hand_commits_to_relay(&self) -> bool {
+        self.handoff.attach_relay()
+    }
+
+    /// The position of the last event handed over (0 when none was).
     pub(crate) fn handed(&self) -> i64 {
         self.handoff.handed()
+    }
+
+    /// The commits held for the relay since it last took them, oldest first.
+    pub(crate) fn take_held(&self) -> std::collections::VecDeque<Vec<StoredEvent>> {
+        self.handoff.take_held()
     }
 
     /// A receiver of the highest global position this process knows to be committed: moved by

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
@@ -41,20 +40,49 @@ pub(crate) enum Target {
     Sqlite { pool: SqlitePool, write_lock: Arc<Mutex<()>> },
 }
 
-/// Where the SQLite writer hands the events it commits, once the process has an in-process bus
-/// ([`crate::Store::hand_commits_to`]): straight to the projectors, so the relay need not read
-/// back what this process has just written. `handed` is the position of the last event handed
-/// over; the relay reads the log only for the head beyond it (other processes' commits).
+/// Where the writer hands the events it commits, once the process has said where
+/// ([`crate::Store::hand_commits_to`], [`crate::Store::hand_commits_to_relay`]), so that the
+/// relay need not read back from the log what this process has just written. `handed` is the
+/// position of the last event handed over.
 #[derive(Default)]
 pub(crate) struct Handoff {
-    bus: OnceLock<EventBus>,
+    sink: OnceLock<Sink>,
     handed: AtomicI64,
 }
 
+/// The most events held for the JetStream relay; past it, commits are not handed over and the
+/// relay reads them from the log (it finds them missing from what it was handed).
+const RELAY_HELD: usize = 8_192;
+
+enum Sink {
+    /// Straight to the in-process bus's subscribers (SQLite): the relay reads the log only for
+    /// the head beyond `handed`, and projectors catch up on any other process's commit that
+    /// falls before it.
+    Bus(EventBus),
+    /// To this process's JetStream relay, which publishes what continues exactly from its cursor
+    /// and reads the log for anything else (another process's commits, or what it was not
+    /// handed). Positions have no holes on either store, so "continues exactly" is a proof that
+    /// nothing in between was missed.
+    Relay(std::sync::Mutex<Held>),
+}
+
+/// Commits held for the relay, oldest first.
+#[derive(Default)]
+struct Held {
+    commits: std::collections::VecDeque<Vec<StoredEvent>>,
+    events: usize,
+}
+
 impl Handoff {
-    /// Hands this writer's commits to `bus` from now on; false when it already hands them to one.
+    /// Hands this writer's commits to `bus` from now on; false when it already hands them over.
     pub(crate) fn attach(&self, bus: &EventBus) -> bool {
-        self.bus.set(bus.clone()).is_ok()
+        self.sink.set(Sink::Bus(bus.clone())).is_ok()
+    }
+
+    /// Holds this writer's commits for the relay from now on; false when it already hands them
+    /// over.
+    pub(crate) fn attach_relay(&self) -> bool {
+        self.sink.set(Sink::Relay(std::sync::Mutex::default())).is_ok()
     }
 
     /// The position of the last event handed over (0 before any).
@@ -62,26 +90,51 @@ impl Handoff {
         self.handed.load(Ordering::Acquire)
     }
 
+    /// The commits held for the relay since it last took them, oldest first.
+    pub(crate) fn take_held(&self) -> std::collections::VecDeque<Vec<StoredEvent>> {
+        match self.sink.get() {
+            Some(Sink::Relay(held)) => {
+                let mut held = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                held.events = 0;
+                std::mem::take(&mut held.commits)
+            }
+            _ => std::collections::VecDeque::new(),
+        }
+    }
+
     /// Hands over `events`, just committed in this order, the last at position `last`. Called
     /// before the head moves, so a reader woken by the head finds them handed over.
     fn hand_over(&self, events: Vec<Encoded<'_>>, last: i64) {
-        let Some(bus) = self.bus.get() else { return };
-        let first = last - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
-        let stored: Vec<StoredEvent> = events
-            .into_iter()
-            .zip(first..)
-            .map(|(Encoded { event, payload, metadata }, position)| StoredEvent {
-                position: Some(position),
-                aggregate_type: event.aggregate_type.clone(),
-                aggregate_id: event.aggregate_id.clone(),
-                sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
-                event_type: event.event_type.clone(),
-                event_version: event.event_version.clone(),
-                payload,
-                metadata,
-            })
-            .collect();
-        bus.publish(&stored);
+        let Some(sink) = self.sink.get() else { return };
+        let count = events.len();
+        let first = last - i64::try_from(count).unwrap_or(i64::MAX) + 1;
+        let stored = || -> Vec<StoredEvent> {
+            events
+                .into_iter()
+                .zip(first..)
+                .map(|(Encoded { event, payload, metadata }, position)| StoredEvent {
+                    position: Some(position),
+                    aggregate_type: event.aggregate_type.clone(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+                    event_type: event.event_type.clone(),
+                    event_version: event.event_version.clone(),
+                    payload,
+                    metadata,
+                })
+                .collect()
+        };
+        match sink {
+            Sink::Bus(bus) => bus.publish(&stored()),
+            Sink::Relay(held) => {
+                let mut held = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if held.events + count > RELAY_HELD {
+                    return;
+                }
+                held.events += count;
+                held.commits.push_back(stored());
+            }
+        }
         self.handed.fetch_max(last, Ordering::AcqRel);
     }
 }
@@ -191,47 +244,40 @@ fn failed(error: sqlx::Error) -> PersistenceError {
 }
 
 /// Appends `events` in one transaction and returns the global position of the last one.
-/// On SQLite, what was appended is handed to `handoff`'s bus before this returns (so before the
-/// head moves).
+/// What was appended is handed over (`handoff`) before this returns, so before the head moves.
 async fn write(
     target: &Target,
     handoff: &Handoff,
     events: &[&SerializedEvent],
 ) -> Result<i64, PersistenceError> {
-    match target {
-        Target::Postgres(pool) => write_postgres(pool, events).await,
+    let encoded: Vec<Encoded<'_>> = events.iter().map(|event| Encoded::new(event)).collect();
+    let last = match target {
+        Target::Postgres(pool) => write_postgres(pool, &encoded).await?,
         Target::Sqlite { pool, write_lock } => {
-            let encoded: Vec<Encoded<'_>> = events.iter().map(|event| Encoded::new(event)).collect();
-            let last = {
-                let _writer = write_lock.lock().await;
-                write_sqlite(pool, &encoded).await?
-            };
-            handoff.hand_over(encoded, last);
-            Ok(last)
+            let _writer = write_lock.lock().await;
+            write_sqlite(pool, &encoded).await?
         }
-    }
-}
-
-/// The JSON text of a payload or metadata map, as the store keeps it.
-fn json_text(value: &Value) -> Result<String, PersistenceError> {
-    serde_json::to_string(value).map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+    };
+    handoff.hand_over(encoded, last);
+    Ok(last)
 }
 
 /// One statement in autocommit: `append_events` inserts the rows (the trigger numbers them) and
 /// answers the log's head, all in one round trip. Payloads go as text, which the server only
-/// checks as `json` (the column's type); the metadata as `jsonb`, which the tenant column is
-/// generated from.
-async fn write_postgres(pool: &PgPool, events: &[&SerializedEvent]) -> Result<i64, PersistenceError> {
-    let column = |get: fn(&SerializedEvent) -> String| events.iter().map(|e| get(e)).collect::<Vec<_>>();
-    let sequences: Vec<i64> = events.iter().map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX)).collect();
-    let payloads = events.iter().map(|e| json_text(&e.payload)).collect::<Result<Vec<_>, _>>()?;
-    let metadatas: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
-    sqlx::query_scalar("SELECT append_events($1, $2, $3, $4, $5, $6::json[], $7)")
-        .bind(column(|e| e.aggregate_type.clone()))
-        .bind(column(|e| e.aggregate_id.clone()))
+/// checks as `json` (the column's type); the metadata as text cast to `jsonb`, which the tenant
+/// column is generated from.
+async fn write_postgres(pool: &PgPool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
+    let column = |get: fn(&SerializedEvent) -> &str| events.iter().map(|e| get(e.event)).collect::<Vec<_>>();
+    let sequences: Vec<i64> =
+        events.iter().map(|e| i64::try_from(e.event.sequence).unwrap_or(i64::MAX)).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.text()).collect();
+    let metadatas: Vec<&str> = events.iter().map(|e| e.metadata.text()).collect();
+    sqlx::query_scalar("SELECT append_events($1, $2, $3, $4, $5, $6::json[], $7::jsonb[])")
+        .bind(column(|e| &e.aggregate_type))
+        .bind(column(|e| &e.aggregate_id))
         .bind(sequences)
-        .bind(column(|e| e.event_type.clone()))
-        .bind(column(|e| e.event_version.clone()))
+        .bind(column(|e| &e.event_type))
+        .bind(column(|e| &e.event_version))
         .bind(payloads)
         .bind(metadatas)
         .fetch_one(pool)

@@ -443,6 +443,66 @@ async fn every_event_reaches_jetstream_once_as_a_cloud_event() {
     server.stop().await;
 }
 
+/// The relay publishes this process's commits as its writer handed them over, and reads the log
+/// for what it was not handed: another process's appends, between this one's. JetStream gets
+/// every event once, in log order, each envelope as one built from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_gets_this_and_another_processs_commits_once_in_log_order() {
+    let nats = NatsServer::start().await;
+    let server =
+        TestServer::start_with(Backend::Postgres, |config| config.nats_url = Some(nats.url.clone())).await;
+    let theirs = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let ours = server.conversation().await;
+    for n in 0..9 {
+        if n % 3 == 0 {
+            let other = server.conversation().await;
+            let sequence = server.all_events("conversations", &other).await.len();
+            theirs.append(vec![deleted_event(&other, sequence + 1, "elsewhere")]).await.unwrap();
+        }
+        let reply = server
+            .post(
+                &format!("/v1/conversations/{ours}/messages"),
+                json!({"sender": {"kind": "customer"}, "text": format!("m{n}")}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    // Their last append, after all of ours.
+    let other = server.conversation().await;
+    let sequence = server.all_events("conversations", &other).await.len();
+    let head = theirs.append(vec![deleted_event(&other, sequence + 1, "elsewhere")]).await.unwrap();
+
+    let log = colloquy_infra::log::GlobalLog::start(theirs.clone()).await.unwrap();
+    let stored = log.read(0, 10_000, None).await.unwrap();
+    assert_eq!(stored.len() as i64, head);
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let stream = async_nats::jetstream::new(client).get_stream("COLLOQUY_EVENTS").await.unwrap();
+    let consumer =
+        stream.create_consumer(async_nats::jetstream::consumer::pull::Config::default()).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut envelopes: Vec<Value> = Vec::new();
+    while (envelopes.len() as i64) < head {
+        let message =
+            tokio::time::timeout(Duration::from_secs(10), messages.next()).await.unwrap().unwrap().unwrap();
+        envelopes.push(serde_json::from_slice(&message.payload).unwrap());
+        message.ack().await.unwrap();
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+    assert!(more.is_err(), "no event is published twice: {more:?}");
+    for (envelope, event) in envelopes.iter().zip(&stored) {
+        let from_log: Value = serde_json::from_str(&colloquy_infra::relay::cloud_event_json(event)).unwrap();
+        assert_eq!(envelope, &from_log, "position {:?}", event.position);
+    }
+    let actors: Vec<&str> = stored
+        .iter()
+        .filter(|e| e.event_type == "ConversationDeleted")
+        .map(|e| e.aggregate_id.as_str())
+        .collect();
+    assert_eq!(actors.len(), 4, "their four deletes are in the log and so on JetStream");
+    theirs.close().await;
+    server.stop().await;
+}
+
 /// `/readyz` checks NATS when the process relays through it: ready while nats-server runs, 503
 /// naming NATS once it is gone, ready again when it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
