@@ -503,6 +503,86 @@ async fn jetstream_gets_this_and_another_processs_commits_once_in_log_order() {
     server.stop().await;
 }
 
+/// Two instances of one projector applying the log by turns, each handed everything since its
+/// own last turn (as a consumer's redelivery would): one whose commit is still the stored
+/// checkpoint moves it with the statement that locks it; one that finds it moved by the other
+/// reads it and applies only what is fresh. Every message counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projector_instances_by_turns_apply_each_event_once() {
+    let mut server = TestServer::start(Backend::Postgres).await;
+    let id = server.conversation().await;
+    let reply = server
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "m"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+    let listed = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(listed.body["data"][0]["message_count"], 1, "{:?}", listed.body);
+    server.shut_down().await;
+
+    // Twelve more messages, appended as the server appended the first; no projector runs.
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
+    let first =
+        log.read(0, 1000, None).await.unwrap().into_iter().find(|e| e.event_type == "MessageAdded").unwrap();
+    for _ in 0..12 {
+        let mut payload = first.payload.to_value();
+        payload["MessageAdded"]["message_id"] = json!(uuid::Uuid::now_v7());
+        let mut metadata = first.metadata.to_value();
+        metadata["event_id"] = json!(uuid::Uuid::now_v7());
+        let sequence = store.current_version("conversation", &id).await.unwrap();
+        let event = cqrs_es::persist::SerializedEvent::new(
+            id.clone(),
+            usize::try_from(sequence).unwrap() + 1,
+            "conversation".into(),
+            "MessageAdded".into(),
+            first.event_version.clone(),
+            payload,
+            metadata,
+        );
+        store.append(vec![event]).await.unwrap();
+    }
+    let events = log.read(position, 1000, None).await.unwrap();
+    assert_eq!(events.len(), 12);
+
+    let projection = colloquy_projections::by_name("conversation_list").unwrap();
+    let instances = [
+        colloquy_projections::Projector::new(log.clone(), projection.clone()),
+        colloquy_projections::Projector::new(log.clone(), projection.clone()),
+    ];
+    let mut handed_up_to = [position, position];
+    let mut end = position;
+    for turn in 0..6 {
+        // Turns of the first, the first again, then the second: each kind of turn comes twice.
+        let who = usize::from(turn % 3 == 2);
+        end += 2;
+        let batch: Vec<_> = events
+            .iter()
+            .filter(|e| e.position.is_some_and(|p| p > handed_up_to[who] && p <= end))
+            .cloned()
+            .collect();
+        let applied = instances[who].apply(&batch).await.unwrap();
+        assert_eq!(applied, colloquy_projections::Applied::UpTo(end), "turn {turn}");
+        handed_up_to[who] = end;
+    }
+    let stored =
+        colloquy_infra::relay::read_checkpoint(&store, "projection:conversation_list").await.unwrap();
+    assert_eq!(stored, end);
+    let pool = store.postgres_pool().unwrap();
+    let count: i64 =
+        sqlx::query_scalar("SELECT message_count FROM conversation_list WHERE conversation_id = $1")
+            .bind(&id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(count, 13, "every message counted once");
+    store.close().await;
+    server.stop().await;
+}
+
 /// `/readyz` checks NATS when the process relays through it: ready while nats-server runs, 503
 /// naming NATS once it is gone, ready again when it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
