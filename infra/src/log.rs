@@ -3,10 +3,10 @@
 //!
 //! Positions are given as events are inserted. SQLite has one writer per file, so an event's
 //! position is its row's own key in `events`, one more than the last committed (`event_log` is a
-//! view of it there). PostgreSQL's trigger numbers a statement's rows while holding the `event_log_state` row lock
-//! until its transaction ends, so the next inserter numbers after the previous one has committed
-//! (migration `20261129000009_inline_positions.sql`). A command learns its position from its own
-//! append; this module follows the head and reads the log.
+//! view of it there). PostgreSQL's trigger numbers a statement's rows while holding the
+//! `event_log_state` row lock until its transaction ends, so the next inserter numbers after the
+//! previous one has committed (migration `20261129000009_inline_positions.sql`). A command
+//! learns its position from its own append; this module follows the head and reads the log.
 
 use std::time::Duration;
 
