@@ -159,7 +159,11 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?;
-                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                let migrator = sqlx::migrate!("migrations/postgres");
+                let applied =
+                    sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(&pool).await.unwrap_or_default();
+                note_pending_migrations(&applied, &migrator);
+                migrator.run(&pool).await?;
                 let repo = PostgresEventRepository::new(pool.clone());
                 Backend::Postgres { pool, repo }
             }
@@ -170,7 +174,11 @@ impl Store {
                 // FULL makes every commit durable in WAL mode: a 2xx means the event survives a
                 // crash.
                 let pool = sqlite_pool(path, 8).await?;
-                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                let migrator = sqlx::migrate!("migrations/sqlite");
+                let applied =
+                    sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(&pool).await.unwrap_or_default();
+                note_pending_migrations(&applied, &migrator);
+                migrator.run(&pool).await?;
                 move_read_models(&pool).await?;
                 let writes = sqlite_pool(path, 1).await?;
                 let read_model_writes = sqlite_pool(path, 1).await?;
@@ -569,6 +577,29 @@ pub fn sqlite_read_models_path(path: &Path) -> std::path::PathBuf {
     path.with_extension("read-models.db")
 }
 
+/// The migrations a store has applied (an error where the table is missing: none).
+const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// Logs the migrations an existing store is about to apply, before they run: on a large store
+/// one can take a while (the SQLite copy that made positions the events' key took 24 s for
+/// 1,000,000 events), and nothing else is logged meanwhile. A new store (nothing applied yet)
+/// is not worth a line. `applied`: the versions in `_sqlx_migrations` (none when it is missing).
+fn note_pending_migrations(applied: &[i64], migrator: &sqlx::migrate::Migrator) {
+    let pending = pending_migrations(applied, migrator);
+    if !applied.is_empty() && !pending.is_empty() {
+        tracing::info!(?pending, "applying the store's migrations; on a large store this can take a while");
+    }
+}
+
+/// The migrations of `migrator` not in `applied`, as "version description".
+fn pending_migrations(applied: &[i64], migrator: &sqlx::migrate::Migrator) -> Vec<String> {
+    migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect()
+}
+
 /// Connections to the events' file at `path`, each attaching the read models' file. Commits are
 /// durable (`synchronous = FULL` in both files) unless a transaction says otherwise.
 async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
@@ -694,4 +725,23 @@ pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<Store
         payload: json("payload")?,
         metadata: json("metadata")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrations_a_store_has_not_applied_are_named_by_version_and_description() {
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        let versions: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+        let Some(last) = migrator.iter().last() else { panic!("no migrations") };
+        let earlier = &versions[..versions.len() - 1];
+        assert!(pending_migrations(&versions, &migrator).is_empty());
+        assert_eq!(
+            pending_migrations(earlier, &migrator),
+            [format!("{} {}", last.version, last.description)]
+        );
+        assert_eq!(pending_migrations(&[], &migrator).len(), versions.len());
+    }
 }
