@@ -55,70 +55,135 @@ fn numbered(tx: &Tx<'_>) -> bool {
     matches!(tx, Tx::Postgres(_))
 }
 
-/// An upsert of `rows` rows in one statement.
-fn upsert_sql(tx: &Tx<'_>, rows: usize) -> String {
-    let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
-    let updates: Vec<String> = columns.iter().skip(1).map(|c| format!("{c} = excluded.{c}")).collect();
-    let values = parameter_rows(numbered(tx), rows, columns.len());
-    format!(
-        "INSERT INTO conversation_list ({COLUMNS}) VALUES {values} ON CONFLICT (conversation_id) DO UPDATE SET {}",
-        updates.join(", ")
-    )
+/// What each row's columns are set to when its key is there already.
+fn upsert_updates() -> String {
+    let updates: Vec<String> =
+        COLUMNS.split(',').map(str::trim).skip(1).map(|c| format!("{c} = excluded.{c}")).collect();
+    format!("ON CONFLICT (conversation_id) DO UPDATE SET {}", updates.join(", "))
 }
+
+/// An SQLite upsert of `rows` rows in one statement.
+fn upsert_values_sql(rows: usize) -> String {
+    let values = parameter_rows(false, rows, COLUMN_TYPES.len());
+    format!("INSERT INTO conversation_list ({COLUMNS}) VALUES {values} {}", upsert_updates())
+}
+
+/// The most rows one PostgreSQL upsert writes.
+const UNNEST_ROWS: usize = 1024;
+
+/// The PostgreSQL upsert: each column's values come as one array.
+static UPSERT_UNNEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let arrays: Vec<String> =
+        COLUMN_TYPES.iter().enumerate().map(|(n, pg_type)| format!("${}::{pg_type}[]", n + 1)).collect();
+    format!(
+        "INSERT INTO conversation_list ({COLUMNS}) SELECT * FROM UNNEST({}) {}",
+        arrays.join(", "),
+        upsert_updates()
+    )
+});
 
 fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
-macro_rules! bind_row {
-    ($query:expr, $row:expr) => {{
-        let row: &ConversationRow = $row;
-        $query
-            .bind(&row.id)
-            .bind(&row.tenant_id)
-            .bind(row.number)
-            .bind(&row.contact_id)
-            .bind(&row.contact.name)
-            .bind(&row.contact.email)
-            .bind(&row.contact.phone)
-            .bind(row.channel.as_str())
-            .bind(&row.inbox_id)
-            .bind(name_of(&row.group_type))
-            .bind(&row.group_id)
-            .bind(&row.subject)
-            .bind(row.status.as_str())
-            .bind(row.snoozed_until)
-            .bind(name_of(&row.priority))
-            .bind(row.priority_rank() as i16)
-            .bind(&row.assignee_id)
-            .bind(&row.team_id)
-            .bind(json(&row.labels))
-            .bind(row.starred)
-            .bind(row.deleted)
-            .bind(json(&row.custom_fields))
-            .bind(row.message_count)
-            .bind(row.customer_message_count)
-            .bind(&row.last_message_preview)
-            .bind(row.last_message_at)
-            .bind(row.last_message_type.map(|t| t.as_str()))
-            .bind(row.last_message_sender_kind.map(|k| k.as_str()))
-            .bind(row.last_responder.as_ref().map(name_of))
-            .bind(row.last_customer_message_at)
-            .bind(row.last_agent_message_at)
-            .bind(row.waiting_since)
-            .bind(row.first_reply_at)
-            .bind(row.response_count)
-            .bind(row.total_response_time_ms)
-            .bind(json(&row.participants))
-            .bind(json(&row.mentioned))
-            .bind(json(&row.readers))
-            .bind(row.created_at)
-            .bind(row.updated_at)
-            .bind(row.last_activity_at)
-            .bind(row.group_activity_at)
-            .bind(row.version)
-    }};
+/// Calls `$emit!($row, value)` for each column of [`COLUMNS`] in its order, `value` an expression
+/// of `$row` (a `&ConversationRow`): the one list of what a row writes, bound per row on SQLite
+/// and per column on PostgreSQL.
+macro_rules! row_values {
+    ($row:ident => $emit:ident) => {
+        $emit!($row, &$row.id);
+        $emit!($row, &$row.tenant_id);
+        $emit!($row, $row.number);
+        $emit!($row, &$row.contact_id);
+        $emit!($row, &$row.contact.name);
+        $emit!($row, &$row.contact.email);
+        $emit!($row, &$row.contact.phone);
+        $emit!($row, $row.channel.as_str());
+        $emit!($row, &$row.inbox_id);
+        $emit!($row, name_of(&$row.group_type));
+        $emit!($row, &$row.group_id);
+        $emit!($row, &$row.subject);
+        $emit!($row, $row.status.as_str());
+        $emit!($row, $row.snoozed_until);
+        $emit!($row, name_of(&$row.priority));
+        $emit!($row, $row.priority_rank() as i16);
+        $emit!($row, &$row.assignee_id);
+        $emit!($row, &$row.team_id);
+        $emit!($row, json(&$row.labels));
+        $emit!($row, $row.starred);
+        $emit!($row, $row.deleted);
+        $emit!($row, json(&$row.custom_fields));
+        $emit!($row, $row.message_count);
+        $emit!($row, $row.customer_message_count);
+        $emit!($row, &$row.last_message_preview);
+        $emit!($row, $row.last_message_at);
+        $emit!($row, $row.last_message_type.map(|t| t.as_str()));
+        $emit!($row, $row.last_message_sender_kind.map(|k| k.as_str()));
+        $emit!($row, $row.last_responder.as_ref().map(name_of));
+        $emit!($row, $row.last_customer_message_at);
+        $emit!($row, $row.last_agent_message_at);
+        $emit!($row, $row.waiting_since);
+        $emit!($row, $row.first_reply_at);
+        $emit!($row, $row.response_count);
+        $emit!($row, $row.total_response_time_ms);
+        $emit!($row, json(&$row.participants));
+        $emit!($row, json(&$row.mentioned));
+        $emit!($row, json(&$row.readers));
+        $emit!($row, $row.created_at);
+        $emit!($row, $row.updated_at);
+        $emit!($row, $row.last_activity_at);
+        $emit!($row, $row.group_activity_at);
+        $emit!($row, $row.version);
+    };
 }
+
+/// The PostgreSQL type of each column of [`COLUMNS`], in its order: what the upsert casts each
+/// column's array of values to.
+const COLUMN_TYPES: [&str; 43] = [
+    "text",        // conversation_id
+    "text",        // tenant_id
+    "bigint",      // number
+    "text",        // contact_id
+    "text",        // contact_name
+    "text",        // contact_email
+    "text",        // contact_phone
+    "text",        // channel
+    "text",        // inbox_id
+    "text",        // group_type
+    "text",        // group_id
+    "text",        // subject
+    "text",        // status
+    "timestamptz", // snoozed_until
+    "text",        // priority
+    "smallint",    // priority_rank
+    "text",        // assignee_id
+    "text",        // team_id
+    "text",        // labels
+    "boolean",     // starred
+    "boolean",     // deleted
+    "text",        // custom_fields
+    "bigint",      // message_count
+    "bigint",      // customer_message_count
+    "text",        // last_message_preview
+    "timestamptz", // last_message_at
+    "text",        // last_message_type
+    "text",        // last_message_sender_kind
+    "text",        // last_responder
+    "timestamptz", // last_customer_message_at
+    "timestamptz", // last_agent_message_at
+    "timestamptz", // waiting_since
+    "timestamptz", // first_reply_at
+    "bigint",      // response_count
+    "bigint",      // total_response_time_ms
+    "text",        // participants
+    "text",        // mentioned
+    "text",        // readers
+    "timestamptz", // created_at
+    "timestamptz", // updated_at
+    "timestamptz", // last_activity_at
+    "timestamptz", // group_activity_at
+    "bigint",      // version
+];
 
 fn bad_column(column: &str, reason: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::ColumnDecode { index: column.to_owned(), source: reason.to_string().into() }
@@ -132,7 +197,7 @@ fn json_column<T: for<'de> Deserialize<'de>>(column: &str, value: &str) -> Resul
     serde_json::from_str(value).map_err(|e| bad_column(column, e))
 }
 
-/// Reads a row as written by `bind_row!`, from either database.
+/// Reads a row as written by `row_values!`, from either database.
 pub(super) fn decode<R>(row: &R) -> Result<ConversationRow, sqlx::Error>
 where
     R: Row,
@@ -337,7 +402,7 @@ impl Batch {
         }
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let select = "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts
-                       WHERE contact_id IN";
+                       WHERE contact_id";
         let mut found: HashMap<String, KnownContact> = load_keyed(tx, select, &ids).await?;
         for id in ids {
             self.contacts.insert(id.to_owned(), found.remove(id));
@@ -363,7 +428,7 @@ impl Batch {
                 ids.push(id);
             }
         }
-        let select = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id IN");
+        let select = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id");
         let mut found: HashMap<String, ConversationRow> = load_keyed(tx, &select, &ids).await?;
         for id in ids {
             let loaded = found.remove(id);
@@ -517,18 +582,39 @@ impl Batch {
         }
         let written: Vec<&ConversationRow> =
             self.row_order.iter().filter_map(|id| self.rows.get(id).and_then(Option::as_ref)).collect();
-        let mut remaining = &written[..];
-        while !remaining.is_empty() {
-            let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
-            remaining = rest;
-            let upsert = upsert_sql(tx, chunk.len());
-            on_tx!(tx, |conn| {
-                let mut query = sqlx::query(&upsert);
-                for row in chunk {
-                    query = bind_row!(query, row);
+        match tx {
+            // A statement per [`UNNEST_ROWS`] rows, each column bound as one array: one prepared
+            // shape and one round trip whatever the batch holds.
+            Tx::Postgres(tx) => {
+                for chunk in written.chunks(UNNEST_ROWS) {
+                    let mut query = sqlx::query(&UPSERT_UNNEST);
+                    macro_rules! column {
+                        ($row:ident, $value:expr) => {
+                            query = query.bind(chunk.iter().map(|&$row| $value).collect::<Vec<_>>())
+                        };
+                    }
+                    row_values!(row => column);
+                    query.execute(&mut **tx).await?;
                 }
-                query.execute(conn).await?;
-            });
+            }
+            Tx::Sqlite(tx) => {
+                let mut remaining = &written[..];
+                while !remaining.is_empty() {
+                    let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+                    remaining = rest;
+                    let sql = upsert_values_sql(chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    macro_rules! value {
+                        ($row:ident, $value:expr) => {
+                            query = query.bind($value)
+                        };
+                    }
+                    for &row in chunk {
+                        row_values!(row => value);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+            }
         }
         let mut deltas: BTreeMap<CountKey, i64> = BTreeMap::new();
         for id in &self.row_order {
@@ -589,8 +675,9 @@ macro_rules! keyed_on_both_stores {
 keyed_on_both_stores!(ConversationRow, |r| decode(r).map(|row| (row.id.clone(), row)));
 keyed_on_both_stores!(KnownContact, |r| Ok((r.try_get("contact_id")?, known_contact(r)?)));
 
-/// The rows `select` (a query that ends in `IN`) finds for `ids`, by key: a statement per
-/// chunk of ids, not one per id.
+/// The rows `select` (a query that ends in its key column) finds for `ids`, by key: on
+/// PostgreSQL one statement (`= ANY($1)`, a single prepared shape for any number of ids), on
+/// SQLite a statement per chunk of ids (`IN (...)`), not one per id.
 async fn load_keyed<T>(
     tx: &mut Tx<'_>,
     select: &str,
@@ -600,22 +687,33 @@ where
     T: Keyed<sqlx::postgres::PgRow> + Keyed<sqlx::sqlite::SqliteRow>,
 {
     let mut found = HashMap::with_capacity(ids.len());
-    let mut remaining = ids;
-    while !remaining.is_empty() {
-        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
-        remaining = rest;
-        let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-        let sql = format!("{select} ({})", params.join(", "));
-        on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(conn).await? {
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    match tx {
+        Tx::Postgres(tx) => {
+            let sql = format!("{select} = ANY($1)");
+            for row in sqlx::query(&sql).bind(ids).fetch_all(&mut **tx).await? {
                 let (key, value) = T::keyed(&row)?;
                 found.insert(key, value);
             }
-        });
+        }
+        Tx::Sqlite(tx) => {
+            let mut remaining = ids;
+            while !remaining.is_empty() {
+                let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+                remaining = rest;
+                let sql = format!("{select} IN ({})", vec!["?"; chunk.len()].join(", "));
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                for row in query.fetch_all(&mut **tx).await? {
+                    let (key, value) = T::keyed(&row)?;
+                    found.insert(key, value);
+                }
+            }
+        }
     }
     Ok(found)
 }
@@ -759,7 +857,7 @@ impl Projection for ConversationList {
 
 #[cfg(test)]
 mod tests {
-    use super::{parameter_rows, statement_rows, ROWS_PER_STATEMENT};
+    use super::{parameter_rows, statement_rows, COLUMNS, COLUMN_TYPES, ROWS_PER_STATEMENT, UPSERT_UNNEST};
 
     #[test]
     fn rows_are_written_in_power_of_two_statements_that_add_up() {
@@ -783,5 +881,22 @@ mod tests {
         assert_eq!(parameter_rows(true, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(parameter_rows(false, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(parameter_rows(true, 1, 3), "($1, $2, $3)");
+    }
+
+    #[test]
+    fn every_column_has_one_value_and_one_type_in_its_order() {
+        let mut values = 0;
+        macro_rules! count {
+            ($row:ident, $value:expr) => {
+                values += 1
+            };
+        }
+        row_values!(row => count);
+        let columns = COLUMNS.split(',').count();
+        assert_eq!(values, columns);
+        assert_eq!(COLUMN_TYPES.len(), columns);
+        // The arrays are numbered in the columns' order, each cast to its column's type.
+        assert!(UPSERT_UNNEST.contains("UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]"));
+        assert!(UPSERT_UNNEST.contains(&format!("${columns}::bigint[])")));
     }
 }
