@@ -408,7 +408,7 @@ async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(),
     if let Some(pool) = store.postgres_pool() {
         // A lost checkpoint costs nothing: the relay resumes from the stream's last message when
         // that is later. So the commit need not wait for its WAL flush.
-        let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
+        let mut tx = pool.begin_with(crate::store::BEGIN_RELAXED).await?;
         sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
         tx.commit().await?;
     } else if let Some(writes) = store.sqlite_read_model_writes() {

@@ -500,6 +500,11 @@ pub enum Durability {
     Relaxed,
 }
 
+/// How a PostgreSQL transaction of [`Durability::Relaxed`] writes begins: its commit does not
+/// wait for the WAL flush (a read model with its checkpoint, a relay's checkpoint), since a crash
+/// that loses it loses it whole and the work is done again.
+pub const BEGIN_RELAXED: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
 /// One of the two files of an SQLite store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum File {

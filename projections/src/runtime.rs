@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use colloquy_infra::log::Metadata;
 use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
-use colloquy_infra::store::Durability;
+use colloquy_infra::store::{Durability, BEGIN_RELAXED};
 use colloquy_infra::{GlobalLog, Store, StoreError, StoredEvent};
 
 /// Events read from the store per catch-up batch. Where traffic interleaves many conversations,
@@ -69,11 +69,6 @@ const SAVE_CHECKPOINT: &str =
 /// its row lock as [`LOCK_CHECKPOINT`] does: no row when another instance moved it since.
 const MOVE_CHECKPOINT: &str =
     "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position = $3";
-
-/// How a PostgreSQL batch's transaction begins: its commit need not wait for the flush, since
-/// the read model and its checkpoint commit together, and a commit lost in a crash loses both
-/// (the batch is applied again).
-const BEGIN_RELAXED: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
 /// Pages a catch-up holds ready beyond those being read and the one being applied.
 const READ_AHEAD: usize = 1;
@@ -896,7 +891,7 @@ impl Writing {
         Self(tokio::spawn(async move {
             // As in `apply`: the read-model commit need not wait for the disk.
             let (_writer, mut tx) = if let Some(pool) = store.postgres_pool() {
-                (None, Tx::Postgres(pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?))
+                (None, Tx::Postgres(pool.begin_with(BEGIN_RELAXED).await?))
             } else if let Some(writes) = store.sqlite_read_model_writes() {
                 let (writer, tx) = writes.begin(Durability::Relaxed).await?;
                 (Some(writer), Tx::Sqlite(tx))
