@@ -171,6 +171,8 @@ async fn run(config: &Config, roles: Roles) -> anyhow::Result<()> {
 }
 
 async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
+    // Its warnings, and with `COLLOQUY_LOG` the projector's statements and timings, as `serve`'s.
+    init_tracing(config.log_format);
     let projection = colloquy_projections::by_name(name).with_context(|| {
         let names: Vec<&str> = colloquy_projections::all().iter().map(|p| p.name()).collect();
         format!("no projection {name:?}; there are: {}", names.join(", "))

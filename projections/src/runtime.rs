@@ -195,6 +195,17 @@ pub trait Fold: Send {
     /// How many rows it holds; they are committed once they reach [`RebuildLimits::held`].
     fn held(&self) -> usize;
 
+    /// Told before its first event that the read model was empty then (a rebuild's replay,
+    /// which cleared it in the transaction that reset the checkpoint): what it has not written
+    /// itself is not in the store, so it need not be looked up. Whoever else writes moves the
+    /// checkpoint, and then nothing folded on this belief is written ([`Written::Moved`]).
+    fn starts_empty(&mut self) {}
+
+    /// Drops what it holds, what it sealed last and what [`Fold::starts_empty`] told it: its
+    /// last commit was not written, since another instance moved the checkpoint (and may have
+    /// written any row).
+    fn start_over(&mut self);
+
     /// Hands over what it holds, to be written, and starts over empty. Until the next `seal`,
     /// what it folds must read what it handed over from that, not from the store: the write may
     /// not have committed yet. (The next `seal` comes only after that write has committed.)
@@ -534,7 +545,10 @@ impl Projector {
         self.applied.send_replace(0);
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (tokio::time::Instant::now(), 0);
         match self.projection.fold() {
-            Some(fold) => self.replay_folded(fold, self.rebuild, progress).await,
+            Some(mut fold) => {
+                fold.starts_empty();
+                self.replay_folded(fold, self.rebuild, progress).await
+            }
             None => self.catch_up_paged(REBUILD_BATCH, progress).await,
         }
     }
@@ -579,13 +593,7 @@ impl Projector {
                     Written::Moved { stored } => {
                         // Folded on top of a commit that was not written: start over from the
                         // store's checkpoint.
-                        fold = match self.projection.fold() {
-                            Some(fresh) => fresh,
-                            None => {
-                                drop(fold.seal());
-                                fold
-                            }
-                        };
+                        fold.start_over();
                         checkpoint = self.effective_checkpoint(stored);
                         pages =
                             read_ahead(self.log.clone(), checkpoint, limits.page, self.projection.metadata());

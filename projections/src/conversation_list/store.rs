@@ -305,6 +305,54 @@ struct Batch {
     /// In a rebuild or a catch-up, the batch sealed before this one, until it is written: what
     /// it holds is read from it, not from the store, which may not have it yet.
     previous: Option<Arc<Batch>>,
+    /// In a rebuild, what it handed over to be written before: the store holds nothing else.
+    written: Option<WrittenKeys>,
+}
+
+/// Which row or summary a key names.
+#[derive(Hash)]
+enum Kind {
+    Row,
+    Contact,
+}
+
+/// The keys of the rows and contact summaries a rebuild handed over to be written, as hashes of
+/// 8 bytes: on a read model that was empty when the rebuild began, a key not among them is not
+/// in the store and is not looked up. Two keys that share a hash only cost a lookup.
+///
+/// A live log opens conversations (and creates contacts) all the time, each a key that a batch
+/// would look up to find nothing: about half of the keys a rebuild of the bench's log looks up.
+#[derive(Default)]
+struct WrittenKeys(HashSet<u64>);
+
+/// The most keys [`WrittenKeys`] holds (about 18 MB); beyond them, every key is looked up.
+const WRITTEN_KEYS_MAX: usize = 1 << 20;
+
+impl WrittenKeys {
+    fn hash(kind: Kind, key: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (kind, key).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn may_hold(&self, kind: Kind, key: &str) -> bool {
+        self.0.contains(&Self::hash(kind, key))
+    }
+
+    /// With what `batch` writes added; `None` once that is more than [`WRITTEN_KEYS_MAX`] keys.
+    fn with(mut self, batch: &Batch) -> Option<Self> {
+        let rows = batch.rows.iter().filter(|(_, row)| row.is_some()).map(|(id, _)| (Kind::Row, id));
+        let contacts = batch
+            .changed_contacts
+            .iter()
+            .filter(|id| batch.contacts.get(*id).is_some_and(Option::is_some))
+            .map(|id| (Kind::Contact, id));
+        for (kind, key) in rows.chain(contacts) {
+            self.0.insert(Self::hash(kind, key));
+        }
+        (self.0.len() <= WRITTEN_KEYS_MAX).then_some(self)
+    }
 }
 
 impl Batch {
@@ -352,11 +400,17 @@ impl Batch {
         changed_in(self, id, tenant).or_else(|| changed_in(self.previous.as_deref()?, id, tenant))
     }
 
+    /// Whether the store may hold `key`: in a rebuild, only if the rebuild wrote it.
+    fn may_be_stored(&self, kind: Kind, key: &str) -> bool {
+        self.written.as_ref().is_none_or(|written| written.may_hold(kind, key))
+    }
+
     /// Loads row `id`: from the batch before this one if it holds it, or else from the store.
     async fn load_row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<(), ProjectionError> {
         let loaded = match self.previous.as_ref().and_then(|p| p.rows.get(id)) {
             Some(held) => held.clone(),
-            None => load_row(tx, id).await?,
+            None if self.may_be_stored(Kind::Row, id) => load_row(tx, id).await?,
+            None => None,
         };
         self.loaded(id, loaded);
         Ok(())
@@ -401,9 +455,11 @@ impl Batch {
             }
         }
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let stored: Vec<&str> =
+            ids.iter().copied().filter(|id| self.may_be_stored(Kind::Contact, id)).collect();
         let select = "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts
                        WHERE contact_id";
-        let mut found: HashMap<String, KnownContact> = load_keyed(tx, select, &ids).await?;
+        let mut found: HashMap<String, KnownContact> = load_keyed(tx, select, &stored).await?;
         for id in ids {
             self.contacts.insert(id.to_owned(), found.remove(id));
         }
@@ -428,8 +484,9 @@ impl Batch {
                 ids.push(id);
             }
         }
+        let stored: Vec<&str> = ids.iter().copied().filter(|id| self.may_be_stored(Kind::Row, id)).collect();
         let select = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id");
-        let mut found: HashMap<String, ConversationRow> = load_keyed(tx, &select, &ids).await?;
+        let mut found: HashMap<String, ConversationRow> = load_keyed(tx, &select, &stored).await?;
         for id in ids {
             let loaded = found.remove(id);
             self.loaded(id, loaded);
@@ -448,7 +505,8 @@ impl Batch {
         if !self.contacts.contains_key(id) {
             let loaded = match self.previous.as_ref().and_then(|p| p.contacts.get(id)) {
                 Some(held) => held.clone(),
-                None => load_contact(tx, id).await?,
+                None if self.may_be_stored(Kind::Contact, id) => load_contact(tx, id).await?,
+                None => None,
             };
             self.contacts.insert(id.to_owned(), loaded);
         }
@@ -771,10 +829,19 @@ impl Fold for Rebuilding {
         self.batch.rows.len() + self.batch.contacts.len()
     }
 
+    fn starts_empty(&mut self) {
+        self.batch.written = Some(WrittenKeys::default());
+    }
+
+    fn start_over(&mut self) {
+        *self = Self::default();
+    }
+
     fn seal(&mut self) -> Box<dyn Sealed> {
         let mut sealed = std::mem::take(&mut self.batch);
         // Only the last sealed batch is looked through: the one before it is written.
         sealed.previous = None;
+        self.batch.written = sealed.written.take().and_then(|written| written.with(&sealed));
         let sealed = Arc::new(sealed);
         self.batch.previous = Some(sealed.clone());
         Box::new(SealedBatch(sealed))
@@ -857,7 +924,39 @@ impl Projection for ConversationList {
 
 #[cfg(test)]
 mod tests {
-    use super::{parameter_rows, statement_rows, COLUMNS, COLUMN_TYPES, ROWS_PER_STATEMENT, UPSERT_UNNEST};
+    use super::{
+        parameter_rows, statement_rows, Batch, ConversationRow, Kind, KnownContact, WrittenKeys, COLUMNS,
+        COLUMN_TYPES, ROWS_PER_STATEMENT, UPSERT_UNNEST, WRITTEN_KEYS_MAX,
+    };
+    use crate::conversation_list::tests::opened;
+
+    #[test]
+    fn a_rebuild_looks_up_only_what_it_wrote() {
+        let mut batch = Batch::default();
+        batch.rows.insert("c-1".into(), ConversationRow::apply(None, &opened(), "c-1", 1));
+        batch.rows.insert("c-2".into(), None);
+        let known = KnownContact { tenant_id: "acme".into(), summary: Default::default() };
+        batch.contacts.insert("k-1".into(), Some(known));
+        batch.changed_contacts.insert("k-1".into());
+        batch.contacts.insert("k-2".into(), None);
+        let written = WrittenKeys::default().with(&batch).expect("under the limit");
+        assert!(written.may_hold(Kind::Row, "c-1"));
+        assert!(!written.may_hold(Kind::Row, "c-2"), "looked up, found nothing, wrote nothing");
+        assert!(written.may_hold(Kind::Contact, "k-1"));
+        assert!(!written.may_hold(Kind::Contact, "k-2"));
+        assert!(!written.may_hold(Kind::Contact, "c-1"), "a row's key is not a contact's");
+
+        let next = Batch { written: Some(written), ..Batch::default() };
+        assert!(next.may_be_stored(Kind::Row, "c-1"));
+        assert!(!next.may_be_stored(Kind::Row, "c-3"));
+        assert!(
+            Batch::default().may_be_stored(Kind::Row, "c-3"),
+            "outside a rebuild, every key may be stored"
+        );
+
+        let full = WrittenKeys((0..=WRITTEN_KEYS_MAX as u64).collect());
+        assert!(full.with(&Batch::default()).is_none(), "past the limit every key is looked up");
+    }
 
     #[test]
     fn rows_are_written_in_power_of_two_statements_that_add_up() {

@@ -14,7 +14,7 @@ fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 9, minute, 0).single().expect("valid time")
 }
 
-fn opened() -> ConversationEvent {
+pub(super) fn opened() -> ConversationEvent {
     ConversationEvent::ConversationOpened {
         conversation_id: ConversationId::new_v7(),
         tenant_id: TenantId::parse("acme").expect("valid"),
