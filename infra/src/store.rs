@@ -693,6 +693,18 @@ fn tenant_only(tenant: &str) -> RawJson {
 }
 
 /// A log row as `metadata` asked for it.
+/// A `json` column's text, kept as PostgreSQL checked it (see [`RawJson::from_stored_json`]); a
+/// column of another type (`jsonb`) is read and checked as JSON.
+fn stored_json(row: &sqlx::postgres::PgRow, column: &str) -> Result<RawJson, sqlx::Error> {
+    use sqlx::{Column, TypeInfo};
+    let is_json = row.columns().iter().any(|c| c.name() == column && c.type_info().name() == "JSON");
+    if is_json {
+        Ok(RawJson::from_stored_json(row.try_get_unchecked::<String, _>(column)?))
+    } else {
+        Ok(row.try_get::<sqlx::types::Json<RawJson>, _>(column)?.0)
+    }
+}
+
 pub(crate) fn stored_event_pg_with(
     row: &sqlx::postgres::PgRow,
     metadata: Metadata,
@@ -708,7 +720,7 @@ pub(crate) fn stored_event_pg_with(
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload: row.try_get::<sqlx::types::Json<RawJson>, _>("payload")?.0,
+        payload: stored_json(row, "payload")?,
         metadata,
     })
 }
