@@ -692,7 +692,6 @@ fn tenant_only(tenant: &str) -> RawJson {
     RawJson::from_value(&serde_json::json!({ "tenant_id": tenant }))
 }
 
-/// A log row as `metadata` asked for it.
 /// A `json` column's text, kept as PostgreSQL checked it (see [`RawJson::from_stored_json`]); a
 /// column of another type (`jsonb`) is read and checked as JSON.
 fn stored_json(row: &sqlx::postgres::PgRow, column: &str) -> Result<RawJson, sqlx::Error> {
@@ -705,6 +704,7 @@ fn stored_json(row: &sqlx::postgres::PgRow, column: &str) -> Result<RawJson, sql
     }
 }
 
+/// A log row as `metadata` asked for it.
 pub(crate) fn stored_event_pg_with(
     row: &sqlx::postgres::PgRow,
     metadata: Metadata,
