@@ -131,10 +131,7 @@ impl Projection for GroupConversations {
     /// Clears the mapping only: the leaves are the process manager's own record of what it has
     /// done, which a rebuild must not forget.
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        on_tx!(tx, |conn| {
-            sqlx::query("DELETE FROM group_conversations").execute(conn).await?;
-        });
-        Ok(())
+        Ok(tx.empty(&["group_conversations"]).await?)
     }
 }
 

@@ -118,10 +118,7 @@ impl Projection for GroupMembers {
     }
 
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        on_tx!(tx, |conn| {
-            sqlx::query("DELETE FROM group_members").execute(conn).await?;
-        });
-        Ok(())
+        Ok(tx.empty(&["group_members"]).await?)
     }
 }
 

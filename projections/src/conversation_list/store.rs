@@ -913,13 +913,7 @@ impl Projection for ConversationList {
     }
 
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        for table in ["conversation_list", "conversation_list_contacts", "conversation_counts"] {
-            let sql = format!("DELETE FROM {table}");
-            on_tx!(tx, |conn| {
-                sqlx::query(&sql).execute(conn).await?;
-            });
-        }
-        Ok(())
+        Ok(tx.empty(&["conversation_list", "conversation_list_contacts", "conversation_counts"]).await?)
     }
 }
 
