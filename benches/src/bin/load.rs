@@ -22,6 +22,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 
+#[path = "load/cpu.rs"]
+mod cpu;
 #[path = "load/inbox.rs"]
 mod inbox;
 
@@ -376,8 +378,16 @@ async fn command_table(
     println!("| clients | commands/s | p50 ms | p99 ms | max ms | 2xx | 4xx | 409/5xx/errors | raw insert tx/s | ratio |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut results = Vec::new();
+    let mut costs = Vec::new();
     for &c in clients {
+        let before = cpu::snapshot(server.child.id());
+        let started = Instant::now();
         let result = load(server, conversations, c, seconds).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        if let (Some(before), Some(after)) = (before, cpu::snapshot(server.child.id())) {
+            let answered = result.ok + result.refused + result.failed;
+            costs.push((c, before.per_command(&after, answered, elapsed)));
+        }
         let ceiling = ceilings.iter().find(|(n, _)| *n == c).map(|(_, r)| *r);
         println!(
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -393,6 +403,20 @@ async fn command_table(
             ceiling.map_or("-".into(), |r| format!("{:.0}%", 100.0 * result.per_second / r)),
         );
         results.push(result);
+    }
+    if !costs.is_empty() {
+        println!(
+            "\nCPU per command answered, ms of one core (from `/proc`; the rest is the kernel's own work and \
+             other processes):\n"
+        );
+        println!("| clients | server | PostgreSQL | NATS | load generator | rest | cores busy |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for (c, cost) in costs {
+            println!(
+                "| {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                cost.server, cost.postgres, cost.nats, cost.load, cost.rest, cost.cores_busy
+            );
+        }
     }
     results
 }
