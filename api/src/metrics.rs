@@ -199,7 +199,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     path = "/metrics",
     tag = "operations",
     responses((status = 200, description = "Prometheus text format: HTTP answers by method, route and status; \
-        commands by route and outcome with a latency histogram; the aggregate caches' sizes; the log's head; \
+        commands by route and outcome with a latency histogram; the aggregate caches' sizes, and their loads and events read from the store; the log's head; \
         every consumer's lag; the process's resident memory and its allocator's figures.",
         content_type = "text/plain; version=0.0.4", body = String,
         example = "# TYPE colloquy_log_head gauge\ncolloquy_log_head 1042\n"))
@@ -212,18 +212,46 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ("conversation", state.conversations().cached()),
         ("group", state.groups().cached()),
     ];
-    let gauges = [
-        ("aggregates", "Loaded aggregates kept in memory.", caches.map(|(a, size)| (a, size.aggregates))),
-        ("events", "Events the cached aggregates were built from.", caches.map(|(a, size)| (a, size.events))),
+    let reads = [
+        ("contact", state.contacts().reads()),
+        ("conversation", state.conversations().reads()),
+        ("group", state.groups().reads()),
+    ];
+    let families = [
+        (
+            "aggregates",
+            "gauge",
+            "Loaded aggregates kept in memory.",
+            caches.map(|(a, size)| (a, size.aggregates as u64)),
+        ),
+        (
+            "events",
+            "gauge",
+            "Events the cached aggregates were built from.",
+            caches.map(|(a, size)| (a, size.events as u64)),
+        ),
         (
             "bytes",
+            "gauge",
             "The cached aggregates' memory, as their states estimate it.",
-            caches.map(|(a, size)| (a, size.bytes)),
+            caches.map(|(a, size)| (a, size.bytes as u64)),
+        ),
+        (
+            "loads_total",
+            "counter",
+            "Aggregates read from the store from their first event: not cached, or evicted.",
+            reads.map(|(a, r)| (a, r.loads)),
+        ),
+        (
+            "events_read_total",
+            "counter",
+            "Events read from the store to load aggregates or bring cached ones up to date.",
+            reads.map(|(a, r)| (a, r.events)),
         ),
     ];
-    for (name, help, values) in gauges {
+    for (name, kind, help, values) in families {
         let _ = writeln!(out, "# HELP colloquy_aggregate_cache_{name} {help}");
-        let _ = writeln!(out, "# TYPE colloquy_aggregate_cache_{name} gauge");
+        let _ = writeln!(out, "# TYPE colloquy_aggregate_cache_{name} {kind}");
         for (aggregate, value) in values {
             let _ = writeln!(out, "colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}} {value}");
         }

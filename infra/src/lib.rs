@@ -15,5 +15,7 @@ mod writer;
 pub use config::{Config, LogFormat};
 pub use json::RawJson;
 pub use log::GlobalLog;
-pub use repository::{CacheLimits, CacheSize, CommandError, Committed, Intent, Origin, Repository};
+pub use repository::{
+    CacheLimits, CacheReads, CacheSize, CommandError, Committed, Intent, Origin, Repository,
+};
 pub use store::{Store, StoreError, StoreLocation, StoredEvent};

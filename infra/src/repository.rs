@@ -9,6 +9,7 @@
 //! brought up to date with the events after its version before every use.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use chrono::{SubsecRound, Utc};
@@ -133,6 +134,18 @@ pub struct CacheSize {
     pub bytes: usize,
 }
 
+/// What a repository has read from the store to load its aggregates, since it started: where
+/// the cache holds the aggregates in use, few loads and few events per command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheReads {
+    /// Aggregates read from their first event: not in the cache (never loaded, evicted, or
+    /// dropped from it after a conflict or a failure; a new aggregate's first read, which finds
+    /// nothing, counts too).
+    pub loads: u64,
+    /// Events read, by those loads and by bringing cached aggregates up to date.
+    pub events: u64,
+}
+
 /// What one cached aggregate weighs: the version it was built to, and its estimated memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Weight {
@@ -220,6 +233,8 @@ pub struct Repository<A: Aggregate> {
     store: Store,
     cache: SyncMutex<Cache<A>>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
+    loads: AtomicU64,
+    events_read: AtomicU64,
 }
 
 impl<A: Aggregate> fmt::Debug for Repository<A> {
@@ -235,7 +250,13 @@ where
 {
     /// A repository over `store` that keeps loaded aggregates within `cache`.
     pub fn new(store: Store, cache: CacheLimits, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        Self { store, cache: SyncMutex::new(Cache::new(cache)), upcasters }
+        Self {
+            store,
+            cache: SyncMutex::new(Cache::new(cache)),
+            upcasters,
+            loads: AtomicU64::new(0),
+            events_read: AtomicU64::new(0),
+        }
     }
 
     /// The store underneath.
@@ -267,6 +288,14 @@ where
         CacheSize { aggregates: cache.slots.len(), events: cache.events, bytes: cache.bytes }
     }
 
+    /// What it has read from the store to load aggregates, since it started.
+    pub fn reads(&self) -> CacheReads {
+        CacheReads {
+            loads: self.loads.load(Ordering::Relaxed),
+            events: self.events_read.load(Ordering::Relaxed),
+        }
+    }
+
     fn deserialize(&self, events: Vec<SerializedEvent>) -> Result<Vec<EventEnvelope<A>>, PersistenceError> {
         events
             .into_iter()
@@ -291,10 +320,12 @@ where
     ) -> Result<Loaded<A>, PersistenceError> {
         let mut loaded = cached.unwrap_or_else(|| Loaded { aggregate: A::default(), version: 0 });
         let newer = if loaded.version == 0 {
+            self.loads.fetch_add(1, Ordering::Relaxed);
             self.store.load::<A>(aggregate_id).await?
         } else {
             self.store.load_after::<A>(aggregate_id, loaded.version).await?
         };
+        self.events_read.fetch_add(newer.len() as u64, Ordering::Relaxed);
         for envelope in self.deserialize(newer)? {
             loaded.version = envelope.sequence;
             loaded.aggregate.apply(envelope.payload);

@@ -440,6 +440,9 @@ async fn metrics_count_answers_commands_and_lag() {
         "colloquy_aggregate_cache_events{aggregate=\"contact\"} 1",
         "colloquy_aggregate_cache_aggregates{aggregate=\"group\"} 0",
         "colloquy_aggregate_cache_bytes{aggregate=\"group\"} 0",
+        // Opened, then refused from the cache: read from the store once, when there was nothing.
+        "colloquy_aggregate_cache_loads_total{aggregate=\"conversation\"} 1",
+        "colloquy_aggregate_cache_events_read_total{aggregate=\"conversation\"} 0",
         "colloquy_consumer_lag_events{consumer=\"projection:conversation_list\"}",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");

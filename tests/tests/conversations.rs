@@ -370,6 +370,12 @@ async fn a_cache_smaller_than_the_conversations_loses_nothing(backend: Backend) 
             assert_eq!(reply.etag(), format!("\"{}\"", n + 2), "versions count on after each reload");
         }
     }
+    // Each message found its conversation evicted and read it from its first event: twelve
+    // loads beside the two openings, of 1 + n events each.
+    let loads = server.metric("colloquy_aggregate_cache_loads_total{aggregate=\"conversation\"}").await;
+    let read = server.metric("colloquy_aggregate_cache_events_read_total{aggregate=\"conversation\"}").await;
+    assert!(loads >= 14.0, "{loads} loads");
+    assert!(read >= 2.0 * (1..=6).sum::<u32>() as f64, "{read} events read");
     for id in [&first, &second] {
         let messages = server.get(&format!("/v1/conversations/{id}/messages?limit=100")).await;
         let texts: Vec<&str> =

@@ -189,6 +189,16 @@ impl Server {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
+    /// Conversations read from the store from their first event, and events read, so far
+    /// (`/metrics`; `None` from the peer, which has no such figures).
+    async fn conversation_reads(&self) -> Option<(f64, f64)> {
+        let text = self.metrics().await?;
+        let counter = |name: &str| {
+            gauge(&text, &format!("colloquy_aggregate_cache_{name}_total{{aggregate=\"conversation\"}}"))
+        };
+        Some((counter("loads")?, counter("events_read")?))
+    }
+
     /// The allocator's figures from `/metrics`, if the server gives them.
     async fn allocator(&self) -> Option<String> {
         let text = self.metrics().await?;
@@ -380,13 +390,21 @@ async fn command_table(
     let mut results = Vec::new();
     let mut costs = Vec::new();
     for &c in clients {
+        let reads_before = server.conversation_reads().await;
         let before = cpu::snapshot(server.child.id());
         let started = Instant::now();
         let result = load(server, conversations, c, seconds).await;
         let elapsed = started.elapsed().as_secs_f64();
+        let answered = result.ok + result.refused + result.failed;
+        let reads = match (reads_before, server.conversation_reads().await) {
+            (Some((loads, events)), Some((loads_after, events_after))) => {
+                let per = |n: f64| n / answered.max(1) as f64;
+                format!("{:.1} | {:.1}", 1000.0 * per(loads_after - loads), per(events_after - events))
+            }
+            _ => "- | -".to_owned(),
+        };
         if let (Some(before), Some(after)) = (before, cpu::snapshot(server.child.id())) {
-            let answered = result.ok + result.refused + result.failed;
-            costs.push((c, before.per_command(&after, answered, elapsed)));
+            costs.push((c, before.per_command(&after, answered, elapsed), reads));
         }
         let ceiling = ceilings.iter().find(|(n, _)| *n == c).map(|(_, r)| *r);
         println!(
@@ -407,13 +425,16 @@ async fn command_table(
     if !costs.is_empty() {
         println!(
             "\nCPU per command answered, ms of one core (from `/proc`; the rest is the kernel's own work and \
-             other processes):\n"
+             other processes), and the conversations the server read from the store from their first event \
+             (not cached, or evicted) and the events it read, from `/metrics`:\n"
         );
-        println!("| clients | server | PostgreSQL | NATS | load generator | rest | cores busy |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|");
-        for (c, cost) in costs {
+        println!(
+            "| clients | server | PostgreSQL | NATS | load generator | rest | cores busy | loads per 1,000 commands | events read per command |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (c, cost, reads) in costs {
             println!(
-                "| {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                "| {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {reads} |",
                 cost.server, cost.postgres, cost.nats, cost.load, cost.rest, cost.cores_busy
             );
         }

@@ -198,6 +198,13 @@ impl TestServer {
         Reply::from(request.send().await.unwrap()).await
     }
 
+    /// The value of one series (name and labels) on `GET /metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
+        line.unwrap_or_else(|| panic!("no {series} in\n{text}")).trim().parse().unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, None).await
     }
