@@ -169,7 +169,26 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
                                                             "fmt": "100%s %d\\n\t\u{1}]},"}}});
     let written = serde_json::to_string(&event.payload).unwrap();
     let metadata_written = serde_json::to_string(&event.metadata).unwrap();
+    let (payload, metadata) = (event.payload.clone(), event.metadata.clone());
     let position = store.append(vec![event]).await.unwrap();
+
+    // The aggregate's stream (read as one row on SQLite, as a page of the log is) gives the
+    // same values, whole or after a sequence.
+    type Conversation = colloquy_domain::Conversation;
+    let whole = store.load::<Conversation>(&id).await.unwrap();
+    let after = store.load_after::<Conversation>(&id, 0).await.unwrap();
+    for stream in [&whole, &after] {
+        assert_eq!(stream.len(), 1);
+        assert_eq!((stream[0].aggregate_id.as_str(), stream[0].sequence), (id.as_str(), 1));
+        assert_eq!((&stream[0].payload, &stream[0].metadata), (&payload, &metadata));
+    }
+    assert!(store.load_after::<Conversation>(&id, 1).await.unwrap().is_empty());
+    // The embedded store stays one that sqlite-es's own repository reads the same.
+    if let Some((pool, _)) = store.sqlite_pool() {
+        use cqrs_es::persist::PersistedEventRepository;
+        let theirs = sqlite_es::SqliteEventRepository::new(pool.clone());
+        assert_eq!(theirs.get_events::<Conversation>(&id).await.unwrap(), whole);
+    }
 
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let read = log.read(position - 1, 1, None).await.unwrap();
