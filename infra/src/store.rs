@@ -1,10 +1,10 @@
 //! The event store: PostgreSQL through postgres-es, or an embedded SQLite file, behind one type.
 //! postgres-es reads whole streams on PostgreSQL; on SQLite a stream is read as one row of JSON
-//! (sqlite-es read a row per event, each handed over from sqlx's worker thread on its own, which
-//! cost a cache miss 40% more per event). This module adds what the crates lack: the project's
-//! migrations, appends through the group-commit writer (`writer.rs`) that return global
-//! positions, a single writer for SQLite, reading a stream with its metadata and global
-//! positions, and per-tenant counters.
+//! (sqlite-es read a row per event, each handed over from sqlx's worker thread on its own: about
+//! 20 µs per event read on a cache miss, against 12 µs as one row). This module adds what the
+//! crates lack: the project's migrations, appends through the group-commit writer (`writer.rs`)
+//! that return global positions, a single writer for SQLite, reading a stream with its metadata
+//! and global positions, and per-tenant counters.
 
 use std::path::Path;
 use std::str::FromStr;
