@@ -81,6 +81,10 @@ const READ_PARALLEL: usize = 2;
 /// otherwise ([`Projector::with_linger`]).
 pub const BUS_LINGER: Duration = Duration::from_millis(5);
 
+/// How often requests waiting for a position read the stored checkpoint, all together (see
+/// [`Projector::wait_for`]).
+pub const WAITERS_READ_EVERY: Duration = Duration::from_millis(50);
+
 /// How often a checkpoint that only batches the projection ignores moved is written.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -278,6 +282,9 @@ pub struct Projector {
     linger: Option<Duration>,
     /// How a rebuild through a [`Fold`] reads and commits.
     rebuild: RebuildLimits,
+    /// When a request waiting for a position last read the stored checkpoint, and how many
+    /// times waiters have read it, shared by every clone (see [`Projector::wait_for`]).
+    waiters_read: Arc<std::sync::Mutex<(Option<tokio::time::Instant>, u64)>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -296,6 +303,7 @@ impl Projector {
             saved: Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), 0))),
             linger: None,
             rebuild: RebuildLimits::default(),
+            waiters_read: Arc::new(std::sync::Mutex::new((None, 0))),
         }
     }
 
@@ -864,32 +872,49 @@ impl Projector {
     }
 
     /// Waits until the checkpoint reaches `position`, up to `timeout`. True when it did. A
-    /// commit by this process's projector wakes the waiter at once; the store is read every
-    /// 50 ms besides, for a projector running in another process.
+    /// commit by this process's projector wakes the waiter at once. For a projector running in
+    /// another process the stored checkpoint is read besides, every [`WAITERS_READ_EVERY`] by
+    /// whichever waiter comes first, and what it reads wakes them all: however many requests
+    /// wait, they read the store about once per interval. (Each read its own every 50 ms before:
+    /// with hundreds of requests waiting on a projector that had fallen behind, the embedded
+    /// store answered thousands of checkpoint reads a second while commands waited for a
+    /// connection.)
     pub async fn wait_for(&self, position: i64, timeout: Duration) -> Result<bool, ProjectionError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut applied = self.applied.subscribe();
-        if *applied.borrow_and_update() >= position || self.checkpoint().await? >= position {
-            return Ok(true);
-        }
         loop {
-            let poll = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            if *applied.borrow_and_update() >= position {
+                return Ok(true);
+            }
+            if self.claim_waiters_read() && self.checkpoint().await? >= position {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
             tokio::select! {
-                changed = applied.changed() => {
-                    if changed.is_ok() && *applied.borrow_and_update() >= position {
-                        return Ok(true);
-                    }
-                }
-                () = tokio::time::sleep_until(poll) => {
-                    if self.checkpoint().await? >= position {
-                        return Ok(true);
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Ok(false);
-                    }
-                }
+                _ = applied.changed() => {}
+                () = tokio::time::sleep_until((now + WAITERS_READ_EVERY).min(deadline)) => {}
             }
         }
+    }
+
+    /// Whether the caller, a waiter, is the one to read the stored checkpoint now: no waiter has
+    /// read it for [`WAITERS_READ_EVERY`].
+    fn claim_waiters_read(&self) -> bool {
+        let mut read = self.waiters_read.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        if read.0.is_some_and(|at| now.duration_since(at) < WAITERS_READ_EVERY) {
+            return false;
+        }
+        *read = (Some(now), read.1 + 1);
+        true
+    }
+
+    /// How many times requests waiting for a position have read the stored checkpoint.
+    pub fn waiters_reads(&self) -> u64 {
+        self.waiters_read.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 }
 

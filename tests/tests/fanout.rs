@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -343,6 +343,7 @@ on_both_stores!(
     the_list_filters_by_status_and_pages_without_repeats,
     a_projection_passes_over_the_events_it_ignores,
     a_rebuild_gives_back_the_list_the_live_projector_built,
+    waiters_read_a_checkpoint_another_instance_moves_together,
 );
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per
@@ -503,6 +504,94 @@ async fn jetstream_gets_this_and_another_processs_commits_once_in_log_order() {
     server.stop().await;
 }
 
+/// Appends `copies` more messages to conversation `id`, each a copy of its first with new ids,
+/// straight to the store (so no projector of a server sees them); the position of the last.
+async fn append_copies_of_its_first_message(
+    store: &colloquy_infra::Store,
+    log: &colloquy_infra::GlobalLog,
+    id: &str,
+    copies: usize,
+) -> i64 {
+    let first = log
+        .read(0, 1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event_type == "MessageAdded" && e.aggregate_id == id)
+        .unwrap();
+    let mut position = 0;
+    for _ in 0..copies {
+        let mut payload = first.payload.to_value();
+        payload["MessageAdded"]["message_id"] = json!(uuid::Uuid::now_v7());
+        let mut metadata = first.metadata.to_value();
+        metadata["event_id"] = json!(uuid::Uuid::now_v7());
+        let sequence = store.current_version("conversation", id).await.unwrap();
+        let event = cqrs_es::persist::SerializedEvent::new(
+            id.to_owned(),
+            usize::try_from(sequence).unwrap() + 1,
+            "conversation".into(),
+            "MessageAdded".into(),
+            first.event_version.clone(),
+            payload,
+            metadata,
+        );
+        position = store.append(vec![event]).await.unwrap();
+    }
+    position
+}
+
+/// Requests waiting for a position that another instance of the projector applies (as when the
+/// projectors run in a process of their own) see it once that instance commits. They read the
+/// stored checkpoint together, about once per `WAITERS_READ_EVERY` however many wait, instead of
+/// each every 50 ms; one whose position does not come in time gets false at its deadline.
+async fn waiters_read_a_checkpoint_another_instance_moves_together(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    let reply = server
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "m"}),
+        )
+        .await;
+    let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+    server.get(&format!("/v1/conversations?min_position={position}")).await;
+    server.shut_down().await;
+
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
+    let end = append_copies_of_its_first_message(&store, &log, &id, 3).await;
+    let projection = colloquy_projections::by_name("conversation_list").unwrap();
+    let (applying, waiting) = (
+        colloquy_projections::Projector::new(log.clone(), projection.clone()),
+        colloquy_projections::Projector::new(log.clone(), projection.clone()),
+    );
+    let waiters: Vec<_> = (0..40)
+        .map(|_| {
+            let waiting = waiting.clone();
+            tokio::spawn(async move { waiting.wait_for(end, Duration::from_secs(10)).await.unwrap() })
+        })
+        .collect();
+    let late = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move { waiting.wait_for(end + 1, Duration::from_millis(600)).await.unwrap() })
+    };
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applying.catch_up().await.unwrap(), end);
+    for waiter in waiters {
+        assert!(waiter.await.unwrap(), "a waiter saw the other instance's commit");
+    }
+    assert!(!late.await.unwrap(), "nothing reaches {} in time", end + 1);
+    // About one read per interval over the late waiter's 600 ms: forty waiters reading each
+    // their own would have made hundreds.
+    let intervals =
+        started.elapsed().as_millis() / colloquy_projections::runtime::WAITERS_READ_EVERY.as_millis();
+    let reads = u128::from(waiting.waiters_reads());
+    assert!((2..=intervals + 3).contains(&reads), "{reads} reads in {intervals} intervals");
+    store.close().await;
+    server.stop().await;
+}
+
 /// Two instances of one projector applying the log by turns, each handed everything since its
 /// own last turn (as a consumer's redelivery would): one whose commit is still the stored
 /// checkpoint moves it with the statement that locks it; one that finds it moved by the other
@@ -526,25 +615,7 @@ async fn two_projector_instances_by_turns_apply_each_event_once() {
     // Twelve more messages, appended as the server appended the first; no projector runs.
     let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
-    let first =
-        log.read(0, 1000, None).await.unwrap().into_iter().find(|e| e.event_type == "MessageAdded").unwrap();
-    for _ in 0..12 {
-        let mut payload = first.payload.to_value();
-        payload["MessageAdded"]["message_id"] = json!(uuid::Uuid::now_v7());
-        let mut metadata = first.metadata.to_value();
-        metadata["event_id"] = json!(uuid::Uuid::now_v7());
-        let sequence = store.current_version("conversation", &id).await.unwrap();
-        let event = cqrs_es::persist::SerializedEvent::new(
-            id.clone(),
-            usize::try_from(sequence).unwrap() + 1,
-            "conversation".into(),
-            "MessageAdded".into(),
-            first.event_version.clone(),
-            payload,
-            metadata,
-        );
-        store.append(vec![event]).await.unwrap();
-    }
+    append_copies_of_its_first_message(&store, &log, &id, 12).await;
     let events = log.read(position, 1000, None).await.unwrap();
     assert_eq!(events.len(), 12);
 
