@@ -547,13 +547,7 @@ async fn append_copies_of_its_first_message(
 async fn waiters_read_a_checkpoint_another_instance_moves_together(backend: Backend) {
     let mut server = TestServer::start(backend).await;
     let id = server.conversation().await;
-    let reply = server
-        .post(
-            &format!("/v1/conversations/{id}/messages"),
-            json!({"sender": {"kind": "customer"}, "text": "m"}),
-        )
-        .await;
-    let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+    let position = server.customer_message(&id, "m").await;
     server.get(&format!("/v1/conversations?min_position={position}")).await;
     server.shut_down().await;
 
@@ -600,14 +594,7 @@ async fn waiters_read_a_checkpoint_another_instance_moves_together(backend: Back
 async fn two_projector_instances_by_turns_apply_each_event_once() {
     let mut server = TestServer::start(Backend::Postgres).await;
     let id = server.conversation().await;
-    let reply = server
-        .post(
-            &format!("/v1/conversations/{id}/messages"),
-            json!({"sender": {"kind": "customer"}, "text": "m"}),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+    let position = server.customer_message(&id, "m").await;
     let listed = server.get(&format!("/v1/conversations?min_position={position}")).await;
     assert_eq!(listed.body["data"][0]["message_count"], 1, "{:?}", listed.body);
     server.shut_down().await;

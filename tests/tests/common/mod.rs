@@ -246,6 +246,14 @@ impl TestServer {
         reply.body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Posts a customer's message to conversation `id`; the position of its event.
+    pub async fn customer_message(&self, id: &str, text: &str) -> i64 {
+        let path = format!("/v1/conversations/{id}/messages");
+        let reply = self.post(&path, serde_json::json!({"sender": {"kind": "customer"}, "text": text})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap()
+    }
+
     /// Every event of a conversation, walking all pages.
     pub async fn all_events(&self, aggregate: &str, id: &str) -> Vec<Value> {
         let mut events = Vec::new();
