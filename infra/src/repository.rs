@@ -4,9 +4,10 @@
 //!
 //! cqrs-es's `CqrsFramework` returns nothing from `execute` (no version, no events), cannot
 //! check an expected version and does not retry; its snapshot and aggregate-store modes apply
-//! events twice. So commands run here, on cqrs-es's `Aggregate` trait and the store crates'
-//! repositories, and the speed on long streams comes from a cache of loaded aggregates that is
-//! brought up to date with the events after its version before every use.
+//! events twice. So commands run here, on cqrs-es's `Aggregate` trait and the `Store` (postgres-es's
+//! repository for PostgreSQL streams, its own one-row read on SQLite), and the speed on long
+//! streams comes from a cache of loaded aggregates that is brought up to date with the events
+//! after its version before every use.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
