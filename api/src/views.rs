@@ -307,7 +307,7 @@ pub struct MessageView {
 impl MessageView {
     /// The view of one message of `conversation`.
     pub fn of(conversation: &Conversation, message: &Message) -> Self {
-        let content = &message.content;
+        let content = message.content();
         Self {
             id: message.id,
             conversation_id: conversation.id,
@@ -315,23 +315,23 @@ impl MessageView {
             message_type: content.message_type,
             sender: message.sender.clone(),
             visibility: message.visibility,
-            text: content.text.clone(),
-            attachments: content.attachments.clone(),
+            text: content.text,
+            attachments: content.attachments,
             reply_to: content.reply_to,
             forwarded: content.forwarded,
-            mentions: content.mentions.clone(),
+            mentions: content.mentions,
             mentions_everyone: content.mentions_everyone,
-            email: content.email.as_deref().cloned(),
-            location: content.location.as_deref().cloned(),
-            template: content.template.as_deref().cloned(),
-            interactive: content.interactive.as_deref().cloned(),
-            contacts: content.contacts.as_deref().cloned(),
-            metadata: content.metadata.clone(),
-            reactions: message.reactions.clone(),
-            edit_history: message.edit_history.clone(),
+            email: content.email.map(|e| *e),
+            location: content.location.map(|l| *l),
+            template: content.template.map(|t| *t),
+            interactive: content.interactive.map(|i| *i),
+            contacts: content.contacts.map(|c| *c),
+            metadata: content.metadata,
+            reactions: message.reactions().to_vec(),
+            edit_history: message.edit_history().to_vec(),
             delivery: DeliveryView {
                 status: message.delivery_status,
-                error: message.delivery_error.as_deref().cloned(),
+                error: message.delivery_error().cloned(),
             },
             created_at: message.created_at,
             updated_at: message.updated_at,

@@ -299,6 +299,11 @@ pub struct Edit {
 }
 
 /// A message as it stands now, inside the Conversation aggregate.
+///
+/// A cached conversation holds every one of its messages in memory, so the fields every message
+/// has are inline and the rest is behind one box that most messages leave empty: 112 bytes
+/// (`size_of`) before the text, where the message's whole content inline took 304. Read the
+/// content through [`Message::content`] and the accessors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Its id.
@@ -309,26 +314,179 @@ pub struct Message {
     pub sender: Sender,
     /// Visibility.
     pub visibility: Visibility,
-    /// Content; `text` reflects the last edit.
-    pub content: MessageContent,
-    /// Reactions, in the order they came.
-    pub reactions: Vec<Reaction>,
-    /// Earlier texts, oldest first.
-    pub edit_history: Vec<Edit>,
+    /// What kind of message.
+    pub message_type: MessageType,
     /// Latest delivery status, for outgoing messages.
     pub delivery_status: Option<DeliveryStatus>,
-    /// Why delivery failed.
-    pub delivery_error: Option<Box<DeliveryError>>,
+    /// Text, caption or e-mail body, as last edited.
+    text: Option<Box<str>>,
+    /// Everything else: `None` for a message with no other part, no reaction, no edit and no
+    /// delivery error.
+    rest: Option<Box<MessageRest>>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
+/// The parts of a [`Message`] that most messages do not have.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct MessageRest {
+    /// The content as added, less its type and text (kept on the message; here the defaults).
+    content: MessageContent,
+    reactions: Vec<Reaction>,
+    edit_history: Vec<Edit>,
+    delivery_error: Option<Box<DeliveryError>>,
+}
+
 impl Message {
+    /// A message as added, with no reaction, edit or delivery report yet.
+    pub fn new(
+        id: MessageId,
+        position: u64,
+        sender: Sender,
+        visibility: Visibility,
+        mut content: MessageContent,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        let text = content.text.take().map(String::into_boxed_str);
+        let message_type = std::mem::take(&mut content.message_type);
+        let rest = MessageRest { content, ..MessageRest::default() };
+        Self {
+            id,
+            position,
+            sender,
+            visibility,
+            message_type,
+            delivery_status: None,
+            text,
+            rest: (!rest.is_empty()).then(|| Box::new(rest)),
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
+    /// Text, caption or e-mail body, as last edited.
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+
+    /// The message this one replies to.
+    pub fn reply_to(&self) -> Option<MessageId> {
+        self.rest.as_ref().and_then(|rest| rest.content.reply_to)
+    }
+
+    /// Ids of the users or group members it mentions.
+    pub fn mentions(&self) -> &[String] {
+        self.rest.as_ref().map_or(&[], |rest| &rest.content.mentions)
+    }
+
+    /// Reactions, in the order they came.
+    pub fn reactions(&self) -> &[Reaction] {
+        self.rest.as_ref().map_or(&[], |rest| &rest.reactions)
+    }
+
+    /// Earlier texts, oldest first.
+    pub fn edit_history(&self) -> &[Edit] {
+        self.rest.as_ref().map_or(&[], |rest| &rest.edit_history)
+    }
+
+    /// Why delivery failed.
+    pub fn delivery_error(&self) -> Option<&DeliveryError> {
+        self.rest.as_ref().and_then(|rest| rest.delivery_error.as_deref())
+    }
+
+    /// Its content as it stands, `text` as last edited: a copy, for a view.
+    pub fn content(&self) -> MessageContent {
+        let mut content = self.rest.as_ref().map(|rest| rest.content.clone()).unwrap_or_default();
+        content.message_type = self.message_type;
+        content.text = self.text.as_deref().map(str::to_owned);
+        content
+    }
+
+    /// Replaces the text, keeping the one it replaces in the edit history.
+    pub(crate) fn edit(&mut self, previous_text: Option<String>, text: String, edited_at: DateTime<Utc>) {
+        self.rest_mut().edit_history.push(Edit { previous_text, edited_at });
+        self.text = Some(text.into_boxed_str());
+        self.updated_at = edited_at;
+    }
+
+    /// Adds a reaction.
+    pub(crate) fn react(&mut self, reaction: Reaction, reacted_at: DateTime<Utc>) {
+        self.rest_mut().reactions.push(reaction);
+        self.updated_at = reacted_at;
+    }
+
+    /// Takes a reaction back.
+    pub(crate) fn unreact(&mut self, reaction: &Reaction, removed_at: DateTime<Utc>) {
+        if let Some(rest) = self.rest.as_deref_mut() {
+            rest.reactions.retain(|r| r != reaction);
+        }
+        self.drop_empty_rest();
+        self.updated_at = removed_at;
+    }
+
+    /// Records a delivery report.
+    pub(crate) fn deliver(
+        &mut self,
+        status: DeliveryStatus,
+        error: Option<DeliveryError>,
+        changed_at: DateTime<Utc>,
+    ) {
+        self.delivery_status = Some(status);
+        match error {
+            Some(error) => self.rest_mut().delivery_error = Some(Box::new(error)),
+            None => {
+                if let Some(rest) = self.rest.as_deref_mut() {
+                    rest.delivery_error = None;
+                }
+                self.drop_empty_rest();
+            }
+        }
+        self.updated_at = changed_at;
+    }
+
+    fn rest_mut(&mut self) -> &mut MessageRest {
+        self.rest.get_or_insert_with(Box::default)
+    }
+
+    fn drop_empty_rest(&mut self) {
+        if self.rest.as_deref().is_some_and(MessageRest::is_empty) {
+            self.rest = None;
+        }
+    }
+
     /// What the message owns on the heap beyond its own size, estimated (see [`footprint`]).
     pub fn heap_footprint(&self) -> usize {
-        let content = &self.content;
+        footprint::optional_string(self.sender.id.as_ref())
+            + self.text.as_deref().map_or(0, footprint::string)
+            + footprint::boxed(self.rest.as_deref(), MessageRest::heap_footprint)
+    }
+}
+
+impl MessageRest {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What the parts own on the heap beyond their own size.
+    fn heap_footprint(&self) -> usize {
+        let reaction =
+            |r: &Reaction| footprint::string(&r.emoji) + footprint::optional_string(r.sender.id.as_ref());
+        self.content.heap_footprint()
+            + footprint::vec(&self.reactions, self.reactions.capacity(), reaction)
+            + footprint::vec(&self.edit_history, self.edit_history.capacity(), |edit| {
+                footprint::optional_string(edit.previous_text.as_ref())
+            })
+            + footprint::boxed(self.delivery_error.as_deref(), |error| {
+                footprint::optional_string(error.code.as_ref()) + footprint::string(&error.reason)
+            })
+    }
+}
+
+impl MessageContent {
+    /// What the content owns on the heap beyond its own size, estimated.
+    fn heap_footprint(&self) -> usize {
         let envelope = |e: &EmailEnvelope| {
             let addresses =
                 |list: &Vec<String>| footprint::vec(list, list.capacity(), |a| footprint::string(a));
@@ -346,26 +504,16 @@ impl Message {
                 + footprint::optional_string(a.name.as_ref())
                 + footprint::optional_string(a.mime_type.as_ref())
         };
-        let reaction =
-            |r: &Reaction| footprint::string(&r.emoji) + footprint::optional_string(r.sender.id.as_ref());
-        footprint::optional_string(self.sender.id.as_ref())
-            + footprint::optional_string(content.text.as_ref())
-            + footprint::vec(&content.attachments, content.attachments.capacity(), attachment)
-            + footprint::vec(&content.mentions, content.mentions.capacity(), |m| footprint::string(m))
-            + footprint::boxed(content.email.as_deref(), envelope)
-            + footprint::boxed(content.location.as_deref(), location)
-            + [&content.template, &content.interactive, &content.contacts]
+        footprint::optional_string(self.text.as_ref())
+            + footprint::vec(&self.attachments, self.attachments.capacity(), attachment)
+            + footprint::vec(&self.mentions, self.mentions.capacity(), |m| footprint::string(m))
+            + footprint::boxed(self.email.as_deref(), envelope)
+            + footprint::boxed(self.location.as_deref(), location)
+            + [&self.template, &self.interactive, &self.contacts]
                 .into_iter()
                 .map(|part| footprint::boxed(part.as_deref(), footprint::json))
                 .sum::<usize>()
-            + footprint::json_object(&content.metadata)
-            + footprint::vec(&self.reactions, self.reactions.capacity(), reaction)
-            + footprint::vec(&self.edit_history, self.edit_history.capacity(), |edit| {
-                footprint::optional_string(edit.previous_text.as_ref())
-            })
-            + footprint::boxed(self.delivery_error.as_deref(), |error| {
-                footprint::optional_string(error.code.as_ref()) + footprint::string(&error.reason)
-            })
+            + footprint::json_object(&self.metadata)
     }
 }
 

@@ -1055,17 +1055,14 @@ impl Conversation {
         let message = self.message(message_id).ok_or(ConversationError::UnknownMessage(message_id))?;
         let mut events = Vec::new();
         if let Some(text) = patch.text {
-            if !matches!(
-                message.content.message_type,
-                MessageType::Text | MessageType::Email | MessageType::Media
-            ) {
-                return Err(ConversationError::NotEditable(message.content.message_type));
+            if !matches!(message.message_type, MessageType::Text | MessageType::Email | MessageType::Media) {
+                return Err(ConversationError::NotEditable(message.message_type));
             }
             let text = validate::text("text", &text, validate::MAX_MESSAGE_TEXT, true)?;
-            if Some(&text) != message.content.text.as_ref() {
+            if Some(text.as_str()) != message.text() {
                 events.push(ConversationEvent::MessageEdited {
                     message_id,
-                    previous_text: message.content.text.clone(),
+                    previous_text: message.text().map(str::to_owned),
                     text,
                     edited_at: now,
                 });
@@ -1079,7 +1076,7 @@ impl Conversation {
                 changed_at: now,
             });
         }
-        let mut reactions = message.reactions.clone();
+        let mut reactions = message.reactions().to_vec();
         for reaction in patch.remove_reactions {
             let reaction = Reaction { emoji: validate_emoji(&reaction.emoji)?, sender: reaction.sender };
             if let Some(i) = reactions.iter().position(|r| *r == reaction) {
@@ -1181,19 +1178,8 @@ impl Conversation {
         self.mentioned_ids
             .extend(content.mentions.iter().filter(|m| !m.starts_with(CONTACT_MENTION_PREFIX)).cloned());
         self.message_index.insert(message_id, self.messages.len());
-        let message = Message {
-            id: message_id,
-            position: self.messages.len() as u64 + 1,
-            sender,
-            visibility,
-            content,
-            reactions: Vec::new(),
-            edit_history: Vec::new(),
-            delivery_status: None,
-            delivery_error: None,
-            created_at,
-            updated_at: created_at,
-        };
+        let position = self.messages.len() as u64 + 1;
+        let message = Message::new(message_id, position, sender, visibility, content, created_at);
         self.message_heap += message.heap_footprint();
         self.messages.push(message);
         self.last_activity_at = Some(created_at);
@@ -1450,11 +1436,7 @@ impl Aggregate for Conversation {
                 );
             }
             ConversationEvent::MessageEdited { message_id, previous_text, text, edited_at } => {
-                self.change_message(message_id, |message| {
-                    message.edit_history.push(Edit { previous_text, edited_at });
-                    message.content.text = Some(text);
-                    message.updated_at = edited_at;
-                });
+                self.change_message(message_id, |message| message.edit(previous_text, text, edited_at));
             }
             ConversationEvent::MessageVisibilityChanged { message_id, to, changed_at, .. } => {
                 self.change_message(message_id, |message| {
@@ -1463,23 +1445,13 @@ impl Aggregate for Conversation {
                 });
             }
             ConversationEvent::ReactionAdded { message_id, reaction, reacted_at } => {
-                self.change_message(message_id, |message| {
-                    message.reactions.push(reaction);
-                    message.updated_at = reacted_at;
-                });
+                self.change_message(message_id, |message| message.react(reaction, reacted_at));
             }
             ConversationEvent::ReactionRemoved { message_id, reaction, removed_at } => {
-                self.change_message(message_id, |message| {
-                    message.reactions.retain(|r| *r != reaction);
-                    message.updated_at = removed_at;
-                });
+                self.change_message(message_id, |message| message.unreact(&reaction, removed_at));
             }
             ConversationEvent::DeliveryStatusChanged { message_id, to, error, changed_at, .. } => {
-                self.change_message(message_id, |message| {
-                    message.delivery_status = Some(to);
-                    message.delivery_error = error.map(Box::new);
-                    message.updated_at = changed_at;
-                });
+                self.change_message(message_id, |message| message.deliver(to, error, changed_at));
             }
         }
     }

@@ -901,8 +901,10 @@ fn editing_a_message_keeps_the_previous_text_in_history() {
         },
     ]);
     let message = conversation.message(message_id(1)).expect("message kept");
-    assert_eq!(message.content.text.as_deref(), Some("hello"));
-    assert_eq!(message.edit_history.len(), 1);
+    assert_eq!(message.text(), Some("hello"));
+    assert_eq!(message.content().text.as_deref(), Some("hello"));
+    assert_eq!(message.edit_history().len(), 1);
+    assert_eq!(message.edit_history()[0].previous_text.as_deref(), Some("helo"));
 }
 
 #[test]
@@ -1499,4 +1501,91 @@ fn a_message_weighs_what_its_edits_and_reactions_add() {
     let walked: usize = reindexed.messages.iter().map(Message::heap_footprint).sum();
     assert_eq!(reindexed.message_heap, walked);
     assert!(walked > 400);
+}
+
+#[test]
+fn a_plain_message_keeps_only_its_text_beside_the_fields_every_message_has() {
+    // The layout a cached conversation pays for each message; a larger one is a regression.
+    assert!(size_of::<Message>() <= 112, "a message takes {} bytes", size_of::<Message>());
+    let plain = Message::new(message_id(1), 1, customer(), Visibility::Public, text("hello"), now());
+    assert_eq!(plain.heap_footprint(), footprint::string("hello"));
+    let mut with_attachment = text("hello");
+    with_attachment.attachments.push(Attachment {
+        url: "https://files.example/a.png".into(),
+        name: None,
+        mime_type: None,
+        size: None,
+    });
+    let attached = Message::new(message_id(2), 2, customer(), Visibility::Public, with_attachment, now());
+    assert!(attached.heap_footprint() > plain.heap_footprint() + "https://files.example/a.png".len());
+}
+
+#[test]
+fn a_message_gives_back_every_part_it_was_added_with() {
+    let content = MessageContent {
+        message_type: MessageType::Email,
+        text: Some("Dear team".into()),
+        attachments: vec![Attachment {
+            url: "https://files.example/invoice.pdf".into(),
+            name: Some("invoice.pdf".into()),
+            mime_type: Some("application/pdf".into()),
+            size: Some(1_024),
+        }],
+        reply_to: Some(message_id(7)),
+        forwarded: true,
+        mentions: vec!["agent-2".into()],
+        mentions_everyone: true,
+        email: Some(Box::new(EmailEnvelope {
+            from: "ada@example.com".into(),
+            to: vec!["help@example.com".into()],
+            cc: vec![],
+            bcc: vec![],
+            subject: Some("Invoice".into()),
+            thread_id: None,
+            in_reply_to: None,
+            reply_to: None,
+            direction: Direction::Inbound,
+        })),
+        location: Some(Box::new(Location { latitude: 1.5, longitude: 2.5, name: None, address: None })),
+        template: Some(Box::new(json!({"name": "welcome"}))),
+        interactive: Some(Box::new(json!({"buttons": ["yes", "no"]}))),
+        contacts: Some(Box::new(json!([{"name": "Grace"}]))),
+        metadata: json!({"crm": 42}).as_object().cloned().unwrap_or_default(),
+    };
+    let message = Message::new(message_id(1), 1, customer(), Visibility::Public, content.clone(), now());
+    assert_eq!(message.content(), content);
+    assert_eq!(message.reply_to(), Some(message_id(7)));
+    assert_eq!(message.mentions(), ["agent-2".to_owned()]);
+    let plain = Message::new(message_id(2), 2, customer(), Visibility::Public, text("hi"), now());
+    assert_eq!(plain.content(), text("hi"));
+    assert_eq!(plain.reply_to(), None);
+    assert!(plain.mentions().is_empty() && plain.reactions().is_empty() && plain.edit_history().is_empty());
+}
+
+#[test]
+fn a_reaction_taken_back_or_a_delivery_error_cleared_leaves_the_message_as_it_was() {
+    let reaction = Reaction { emoji: "👍".into(), sender: agent("agent-1") };
+    let later = now() + Duration::minutes(1);
+    let fresh = Message::new(message_id(1), 1, agent("agent-1"), Visibility::Public, text("hi"), now());
+    let mut message = fresh.clone();
+    message.react(reaction.clone(), later);
+    assert_eq!(message.reactions(), std::slice::from_ref(&reaction));
+    assert!(message.heap_footprint() > fresh.heap_footprint());
+    message.unreact(&reaction, later);
+    assert!(message.reactions().is_empty());
+    assert_eq!(message.heap_footprint(), fresh.heap_footprint(), "no empty box is kept");
+    assert_eq!(message.updated_at, later);
+
+    let error = DeliveryError { code: Some("131026".into()), reason: "undeliverable".into() };
+    message.deliver(DeliveryStatus::Failed, Some(error.clone()), later);
+    assert_eq!(
+        (message.delivery_status, message.delivery_error()),
+        (Some(DeliveryStatus::Failed), Some(&error))
+    );
+    message.deliver(DeliveryStatus::Sent, None, later);
+    assert_eq!(message.delivery_error(), None);
+    assert_eq!(message.heap_footprint(), fresh.heap_footprint());
+    message.delivery_status = None;
+    message.updated_at = now();
+    assert_eq!(message, fresh);
 }
