@@ -17,7 +17,7 @@ use colloquy_projections::Projector;
 /// same work left an RSS of 153 to 156 MB against 171 MB (BENCHMARKS.md, "The server's
 /// allocator"); glibc keeps freed memory scattered through its arenas. mimalloc was tried before
 /// and kept more (188 against 166 MB). Built unprefixed, it is also the `malloc` of SQLite's C
-/// code, whose page caches glibc spread over an arena per connection thread; and it returns
+/// code, whose heap glibc spread over an arena per connection thread; and it returns
 /// freed pages after a second, from a background thread (`.cargo/config.toml`).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -303,7 +303,7 @@ pub struct Edit {
 /// A cached conversation holds every one of its messages in memory, so the fields every message
 /// has are inline and the rest is behind one box that most messages leave empty: 112 bytes
 /// (`size_of`) before the text, where the message's whole content inline took 304. Read the
-/// content through [`Message::content`] and the accessors.
+/// content through [`Message::content`]; the rules read the fields and accessors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Its id.
@@ -369,16 +369,6 @@ impl Message {
     /// Text, caption or e-mail body, as last edited.
     pub fn text(&self) -> Option<&str> {
         self.text.as_deref()
-    }
-
-    /// The message this one replies to.
-    pub fn reply_to(&self) -> Option<MessageId> {
-        self.rest.as_ref().and_then(|rest| rest.content.reply_to)
-    }
-
-    /// Ids of the users or group members it mentions.
-    pub fn mentions(&self) -> &[String] {
-        self.rest.as_ref().map_or(&[], |rest| &rest.content.mentions)
     }
 
     /// Reactions, in the order they came.

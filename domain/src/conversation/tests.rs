@@ -1554,12 +1554,16 @@ fn a_message_gives_back_every_part_it_was_added_with() {
     };
     let message = Message::new(message_id(1), 1, customer(), Visibility::Public, content.clone(), now());
     assert_eq!(message.content(), content);
-    assert_eq!(message.reply_to(), Some(message_id(7)));
-    assert_eq!(message.mentions(), ["agent-2".to_owned()]);
+    assert_eq!(message.content().reply_to, Some(message_id(7)));
+    assert_eq!(message.content().mentions, ["agent-2".to_owned()]);
     let plain = Message::new(message_id(2), 2, customer(), Visibility::Public, text("hi"), now());
     assert_eq!(plain.content(), text("hi"));
-    assert_eq!(plain.reply_to(), None);
-    assert!(plain.mentions().is_empty() && plain.reactions().is_empty() && plain.edit_history().is_empty());
+    assert_eq!(plain.content().reply_to, None);
+    assert!(
+        plain.content().mentions.is_empty()
+            && plain.reactions().is_empty()
+            && plain.edit_history().is_empty()
+    );
 }
 
 #[test]
