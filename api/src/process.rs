@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use colloquy_domain::TenantId;
 use colloquy_infra::relay::{self, EventBus, JetStreamTransport, Transport};
 use colloquy_infra::{tokens, Config, GlobalLog, Repository, Store};
+use colloquy_projections::runtime::feed_from_jetstream;
 use colloquy_projections::{group_conversations, Projector};
 
 use crate::state::AppState;
@@ -167,13 +168,25 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         if built > 0 {
             tracing::warn!(indexes = built, "built the indexes a rebuild that did not finish had dropped");
         }
+        let feed = match (&jetstream, roles.relay) {
+            (Some(jetstream), _) => {
+                // One JetStream consumer for all the projectors, passed on through a bus of
+                // their own (with NATS, the relay's commits go to JetStream, not to `bus`).
+                let fed = EventBus::new();
+                let (jetstream, into, fed_projectors) = (jetstream.clone(), fed.clone(), projectors.clone());
+                workers.push(supervise("jetstream feed".into(), stop.subscribe(), move |stop| {
+                    let (jetstream, into, projectors) =
+                        (jetstream.clone(), into.clone(), fed_projectors.clone());
+                    async move { feed_from_jetstream(&jetstream, &into, &projectors, stop).await }
+                }));
+                Feed::Bus(fed)
+            }
+            (None, true) => Feed::Bus(bus.clone()),
+            (None, false) => Feed::Store,
+        };
         for projector in &projectors {
             let projector = projector.clone();
-            let feed = match (&jetstream, roles.relay) {
-                (Some(jetstream), _) => Feed::JetStream(Box::new(jetstream.clone())),
-                (None, true) => Feed::Bus(bus.clone()),
-                (None, false) => Feed::Store,
-            };
+            let feed = feed.clone();
             workers.push(supervise(
                 format!("projector {}", projector.name()),
                 stop.subscribe(),
@@ -182,7 +195,6 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
                     let feed = feed.clone();
                     async move {
                         match feed {
-                            Feed::JetStream(jetstream) => projector.run_on_jetstream(&jetstream, stop).await,
                             Feed::Bus(bus) => projector.run_on_bus(&bus, stop).await,
                             Feed::Store => projector.run_polling(stop).await,
                         }
@@ -252,9 +264,10 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     Ok(Running { addr, generated_token, http_shutdown, http, stop, workers, store })
 }
 
+/// Where a process's projectors take the log from besides the store: the in-process bus (fed by
+/// this process's relay, or from JetStream), or nothing (they poll the store).
 #[derive(Debug, Clone)]
 enum Feed {
-    JetStream(Box<JetStreamTransport>),
     Bus(EventBus),
     Store,
 }

@@ -87,10 +87,10 @@ pub struct Config {
     pub aggregate_cache_mb: usize,
 
     /// How long, in milliseconds, each projector lets a batch of events from the in-process bus
-    /// gather before applying it (default 5 on SQLite, 0 on PostgreSQL; JetStream consumers
-    /// fetch what is there). On SQLite fewer, larger read-model transactions write fewer pages
-    /// per event, so a longer wait means more commands per second and read models that many
-    /// milliseconds further behind.
+    /// (fed by this process's relay, or from JetStream) gather before applying it (default 5 on
+    /// SQLite, 0 on PostgreSQL). Fewer, larger read-model transactions cost less per event (on
+    /// SQLite fewer pages written, on PostgreSQL fewer statements), so a longer wait means more
+    /// commands per second and read models that many milliseconds further behind.
     #[arg(long, env = "COLLOQUY_PROJECTION_LINGER_MS")]
     pub projection_linger_ms: Option<u64>,
 }

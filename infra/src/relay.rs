@@ -72,7 +72,8 @@ impl EventBus {
         self.sender.subscribe()
     }
 
-    pub(crate) fn publish(&self, events: &[StoredEvent]) {
+    /// Hands `events` to every subscriber.
+    pub fn publish(&self, events: &[StoredEvent]) {
         for event in events {
             // No subscribers is fine: projectors catch up from the store when they start.
             let _ = self.sender.send(Arc::new(event.clone()));

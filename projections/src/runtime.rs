@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use futures::StreamExt;
 use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -780,80 +780,6 @@ impl Projector {
         }
     }
 
-    /// Keeps the read model current until `stop` turns true, fed by a durable JetStream
-    /// consumer named after the projection. Messages are acknowledged after their batch
-    /// commits; a redelivery is skipped by the checkpoint.
-    pub async fn run_on_jetstream(
-        &self,
-        transport: &JetStreamTransport,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<(), ProjectionError> {
-        let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
-        let stream = transport.context().get_stream(transport.stream_name()).await.map_err(|e| nats(&e))?;
-        let durable = format!("projection-{}", self.projection.name());
-        let consumer = stream
-            .get_or_create_consumer::<pull::Config>(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| nats(&e))?;
-        self.catch_up().await?;
-        loop {
-            if *stop.borrow() {
-                return self.flush_checkpoint().await;
-            }
-            let fetch_started = tokio::time::Instant::now();
-            let fetched =
-                consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
-            let mut messages = match fetched {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, projection = self.name(), "fetch failed; catching up from the store");
-                    self.catch_up().await?;
-                    if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
-                        return self.flush_checkpoint().await;
-                    }
-                    continue;
-                }
-            };
-            let mut received = Vec::new();
-            let mut batch = Vec::new();
-            while let Some(message) = messages.next().await {
-                let Ok(message) = message else { break };
-                if let Some(event) = from_cloud_event(&message.payload) {
-                    batch.push(event);
-                }
-                received.push(message);
-            }
-            if batch.is_empty() {
-                // Idle: the checkpoint that ignored batches moved is saved now.
-                self.flush_checkpoint().await?;
-                continue;
-            }
-            batch.sort_by_key(|e| e.position);
-            batch.dedup_by_key(|e| e.position);
-            let received_at = tokio::time::Instant::now();
-            let received_age = self.debug_age(&batch);
-            if let Applied::Gap { .. } = self.apply(&batch).await? {
-                self.catch_up().await?;
-            }
-            self.debug_timings(&batch, received_age, received_at - fetch_started, received_at);
-            for message in received {
-                if let Err(error) = message.ack().await {
-                    tracing::debug!(%error, "ack failed; the message will be redelivered and skipped");
-                }
-            }
-        }
-    }
-
     /// Keeps the read model current until `stop` turns true by reading the store whenever the
     /// log's head moves (or every 50 ms): for a projector process without NATS.
     pub async fn run_polling(&self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
@@ -1026,6 +952,109 @@ fn read_ahead(
         }
     });
     receiver
+}
+
+/// The durable JetStream consumer through which a process's projectors read the stream.
+pub const JETSTREAM_CONSUMER: &str = "projections";
+
+/// Feeds `bus` from JetStream until `stop` turns true, for this process's projectors, each of
+/// which reads the bus ([`Projector::run_on_bus`]): one durable consumer, [`JETSTREAM_CONSUMER`],
+/// for them all, so NATS delivers each event to the process once and takes one ack for it,
+/// instead of once per projection (each projection had a consumer of its own until 2026-12-01;
+/// those are deleted here, since nothing reads them now).
+///
+/// A batch is acknowledged once it is on the bus, before the projectors apply it: what makes
+/// each projection exactly-once is its checkpoint, not the ack. A projector that misses events
+/// (it was restarting, or fell more than the bus holds behind) sees the gap at its next batch and
+/// catches up from the store, as it does when it starts; a message redelivered after a crash is
+/// skipped by the checkpoint. The feed does not wait for a slow projector: one that falls more
+/// than the bus holds (8,192 events) behind reads the store instead, so it holds no other back.
+///
+/// Where JetStream fails (at the start or on a fetch), `projectors` catch up from the store
+/// before the feed tries again, so their read models do not wait for NATS to come back.
+pub async fn feed_from_jetstream(
+    transport: &JetStreamTransport,
+    bus: &EventBus,
+    projectors: &[Projector],
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
+    let consumer = match shared_consumer(transport).await {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            catch_up_all(projectors).await?;
+            return Err(error);
+        }
+    };
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let fetched =
+            consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
+        let mut messages = match fetched {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "JetStream fetch failed; the projectors catch up from the store");
+                catch_up_all(projectors).await?;
+                if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let mut received = Vec::new();
+        let mut batch = Vec::new();
+        while let Some(message) = messages.next().await {
+            let Ok(message) = message else { break };
+            if let Some(event) = from_cloud_event(&message.payload) {
+                batch.push(event);
+            }
+            received.push(message);
+        }
+        batch.sort_by_key(|e| e.position);
+        batch.dedup_by_key(|e| e.position);
+        bus.publish(&batch);
+        for message in received {
+            if let Err(error) = message.ack().await {
+                tracing::debug!(%error, "ack failed; the message will be redelivered and skipped");
+            }
+        }
+    }
+}
+
+/// Catches every one of `projectors` up from the store.
+async fn catch_up_all(projectors: &[Projector]) -> Result<(), ProjectionError> {
+    for projector in projectors {
+        projector.catch_up().await?;
+    }
+    Ok(())
+}
+
+/// The process's projectors' shared consumer, made if missing, after deleting the consumers of
+/// their own that projections had before.
+async fn shared_consumer(transport: &JetStreamTransport) -> Result<PullConsumer, ProjectionError> {
+    let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
+    let stream = transport.context().get_stream(transport.stream_name()).await.map_err(|e| nats(&e))?;
+    for projection in crate::all() {
+        let former = format!("projection-{}", projection.name());
+        if stream.delete_consumer(&former).await.is_ok() {
+            tracing::info!(consumer = %former, "deleted a projection's own JetStream consumer, replaced by one for all");
+        }
+    }
+    stream
+        .get_or_create_consumer::<pull::Config>(
+            JETSTREAM_CONSUMER,
+            pull::Config {
+                durable_name: Some(JETSTREAM_CONSUMER.to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| nats(&e))
 }
 
 async fn wait_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {

@@ -444,6 +444,55 @@ async fn every_event_reaches_jetstream_once_as_a_cloud_event() {
     server.stop().await;
 }
 
+/// A process's projectors read JetStream through one durable consumer, `projections`, which
+/// gets each event once and acks it; a projection's consumer of its own, as every projection had
+/// before, is deleted when the projectors start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event() {
+    use async_nats::jetstream::{consumer::pull, stream};
+    let nats = NatsServer::start().await;
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let events = jetstream
+        .create_stream(stream::Config {
+            name: "COLLOQUY_EVENTS".into(),
+            subjects: vec!["colloquy.events.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let former =
+        pull::Config { durable_name: Some("projection-conversation_list".into()), ..Default::default() };
+    events.create_consumer(former).await.unwrap();
+
+    let server =
+        TestServer::start_with(Backend::Postgres, |config| config.nats_url = Some(nats.url.clone())).await;
+    let id = server.conversation().await;
+    let mut position = 0;
+    for n in 0..10 {
+        position = server.customer_message(&id, &format!("m{n}")).await;
+    }
+    let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(list.body["data"][0]["message_count"], 10, "{:?}", list.body);
+
+    let names: Vec<String> = events.consumer_names().map(Result::unwrap).collect().await;
+    assert_eq!(names, ["projections"]);
+    let mut shared = events.get_consumer::<pull::Config>("projections").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = shared.info().await.unwrap().clone();
+        let acked = u64::try_from(position).unwrap();
+        if info.ack_floor.stream_sequence == acked && info.num_ack_pending == 0 {
+            assert_eq!(info.delivered.stream_sequence, acked, "every event delivered: {info:?}");
+            assert_eq!(info.num_pending, 0, "{info:?}");
+            assert_eq!(info.num_redelivered, 0, "each once: {info:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every event was acked within 10 s: {info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
 /// The relay publishes this process's commits as its writer handed them over, and reads the log
 /// for what it was not handed: another process's appends, between this one's. JetStream gets
 /// every event once, in log order, each envelope as one built from the log.
