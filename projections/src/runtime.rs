@@ -970,8 +970,9 @@ pub const JETSTREAM_CONSUMER: &str = "projections";
 /// skipped by the checkpoint. The feed does not wait for a slow projector: one that falls more
 /// than the bus holds (8,192 events) behind reads the store instead, so it holds no other back.
 ///
-/// Where JetStream fails (at the start or on a fetch), `projectors` catch up from the store
-/// before the feed tries again, so their read models do not wait for NATS to come back.
+/// Where JetStream fails (at the start or on a fetch) or the client is not connected,
+/// `projectors` catch up from the store before the feed tries again (every 50 ms while
+/// disconnected), so their read models do not wait for NATS to come back.
 pub async fn feed_from_jetstream(
     transport: &JetStreamTransport,
     bus: &EventBus,
@@ -985,10 +986,26 @@ pub async fn feed_from_jetstream(
             return Err(error);
         }
     };
+    let mut connected = true;
     loop {
         if *stop.borrow() {
             return Ok(());
         }
+        // A fetch on a client that knows it is disconnected neither fails nor delivers; it only
+        // waits out its expiry. The projectors read the store meanwhile.
+        let state = transport.context().client().connection_state();
+        if state != async_nats::connection::State::Connected {
+            if connected {
+                tracing::warn!(%state, "NATS is not connected; the projectors follow the store until it is");
+                connected = false;
+            }
+            catch_up_all(projectors).await?;
+            if wait_or_stop(&mut stop, Duration::from_millis(50)).await {
+                return Ok(());
+            }
+            continue;
+        }
+        connected = true;
         let fetched =
             consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
         let mut messages = match fetched {

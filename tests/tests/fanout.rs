@@ -493,6 +493,48 @@ async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event() {
     server.stop().await;
 }
 
+/// While NATS is down the projectors follow the store (the JetStream feed has them catch up
+/// when a fetch fails), so a command's position still reaches the list; once NATS is back the
+/// feed takes over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_follows_the_store_while_nats_is_down() {
+    let mut nats = NatsServer::start().await;
+    let server = TestServer::start_with(Backend::Postgres, |config| {
+        config.nats_url = Some(nats.url.clone());
+        config.min_position_timeout_ms = 10_000;
+    })
+    .await;
+    let id = server.conversation().await;
+    async fn listed_at_once(server: &TestServer, id: &str, text: &str) {
+        let position = server.customer_message(id, text).await;
+        let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+        assert_eq!(list.status, StatusCode::OK, "{text}: {:?}", list.body);
+        assert_eq!(list.body["data"][0]["last_message"]["preview"], text, "{:?}", list.body);
+    }
+    listed_at_once(&server, &id, "before").await;
+    nats.kill();
+    listed_at_once(&server, &id, "while down").await;
+    nats.spawn().await;
+    listed_at_once(&server, &id, "after").await;
+    // The feed reads JetStream again: what the relay published reaches its consumer. (Not its
+    // ack floor: acks the killed server had not written out come back as redeliveries, after
+    // the ack wait, and are skipped by the checkpoints.)
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut events = jetstream.get_stream("COLLOQUY_EVENTS").await.unwrap();
+        let published = events.info().await.unwrap().state.last_sequence;
+        let shared = events.get_consumer::<async_nats::jetstream::consumer::pull::Config>("projections");
+        let delivered = shared.await.unwrap().info().await.unwrap().delivered.stream_sequence;
+        if published > 0 && delivered == published {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the feed took {delivered} of {published} within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
 /// The relay publishes this process's commits as its writer handed them over, and reads the log
 /// for what it was not handed: another process's appends, between this one's. JetStream gets
 /// every event once, in log order, each envelope as one built from the log.
