@@ -3,7 +3,8 @@
 //! commands/s and latency, projection lag, cost against history, replay speed and peak RSS,
 //! beside the ceilings it is measured against (raw PostgreSQL single-row insert transactions,
 //! JetStream publish-with-ack) in the same run. With `--peer` it also drives the direct
-//! cqrs-es peer (`src/bin/peer.rs`) with the same mix on its own database, and reports the ratio.
+//! cqrs-es peer (`src/bin/peer.rs`) with the same mix on its own database, and reports the ratio;
+//! with `--python-peer`, the same for the Python `eventsourcing` peer (`benches/python/peer.py`).
 //!
 //! `scripts/bench` builds and runs it; `--quick` is the CI smoke mode.
 
@@ -73,6 +74,14 @@ struct Args {
     /// The peer's binary (default: `peer` beside --binary).
     #[arg(long)]
     peer_binary: Option<PathBuf>,
+    /// With PostgreSQL: also measure the Python `eventsourcing` peer (`benches/python/peer.py`,
+    /// whose library `scripts/bench` installs) with the same mix and client counts, on its own
+    /// database.
+    #[arg(long)]
+    python_peer: bool,
+    /// The Python peer's launcher.
+    #[arg(long, default_value = "benches/python/peer")]
+    python_peer_binary: PathBuf,
     /// PostgreSQL server on which the harness creates (and drops) its database.
     #[arg(
         long,
@@ -442,16 +451,48 @@ async fn command_table(
     results
 }
 
-/// The same mix against the direct cqrs-es peer, on a database of its own (created and dropped
-/// here). Colloquy's server stays up but idle meanwhile.
+/// A peer the same mix is measured on: a server started as `colloquy serve` is, speaking the
+/// command endpoints the mix uses.
+struct Peer {
+    binary: PathBuf,
+    /// How the comparison table names it.
+    called: &'static str,
+    /// Its section's heading and the line under it.
+    heading: &'static str,
+    about: &'static str,
+}
+
+impl Peer {
+    fn cqrs_es(args: &Args) -> Self {
+        Self {
+            binary: args.peer_binary.clone().unwrap_or_else(|| args.binary.with_file_name("peer")),
+            called: "the peer",
+            heading: "The direct cqrs-es peer",
+            about: "cqrs-es CqrsFramework + postgres-es event store (no snapshots), GenericQuery view after commit, axum; no retries.",
+        }
+    }
+
+    fn python(args: &Args) -> Self {
+        Self {
+            binary: args.python_peer_binary.clone(),
+            called: "the Python eventsourcing peer",
+            heading: "The Python eventsourcing peer",
+            about: "eventsourcing (Python) Application + PostgreSQL persistence (no snapshots, no cache), no read model, stdlib threading HTTP server, one process per core; no retries.",
+        }
+    }
+}
+
+/// The same mix against a peer, on a database of its own (created and dropped here).
+/// Colloquy's server stays up but idle meanwhile.
 async fn peer_table(
     args: &Args,
+    peer: &Peer,
     env: &[(String, String)],
     seconds: u64,
     clients: &[usize],
     ceilings: &[(usize, f64)],
 ) -> anyhow::Result<Vec<LoadResult>> {
-    let binary = args.peer_binary.clone().unwrap_or_else(|| args.binary.with_file_name("peer"));
+    let binary = &peer.binary;
     let database = format!("colloquy_peer_{}", uuid::Uuid::new_v4().simple());
     let base_url = args.admin_url.rsplit_once('/').map_or(args.admin_url.clone(), |(b, _)| b.to_owned());
     PgConnection::connect(&args.admin_url)
@@ -462,12 +503,12 @@ async fn peer_table(
         env.iter().filter(|(k, _)| k == "COLLOQUY_DB_MAX_CONNECTIONS").cloned().collect();
     peer_env.push(("COLLOQUY_DATABASE_URL".into(), format!("{base_url}/{database}")));
     let outcome = async {
-        let peer = Arc::new(Server::start(&binary, peer_env).await?);
-        println!("\n## The direct cqrs-es peer, same mix ({seconds} s per row)\n");
-        println!("cqrs-es CqrsFramework + postgres-es event store (no snapshots), GenericQuery view after commit, axum; no retries.\n");
-        let conversations = Arc::new(open_conversations(&peer, if args.quick { 50 } else { 500 }).await);
-        let results = command_table(&peer, &conversations, clients, seconds, ceilings).await;
-        let stats = peer.client.get(format!("{}/stats", peer.base)).send().await?.text().await?;
+        let server = Arc::new(Server::start(binary, peer_env).await?);
+        println!("\n## {}, same mix ({seconds} s per row)\n", peer.heading);
+        println!("{}\n", peer.about);
+        let conversations = Arc::new(open_conversations(&server, if args.quick { 50 } else { 500 }).await);
+        let results = command_table(&server, &conversations, clients, seconds, ceilings).await;
+        let stats = server.client.get(format!("{}/stats", server.base)).send().await?.text().await?;
         println!("\nPeer view updates that failed: {stats}");
         anyhow::Ok(results)
     }
@@ -862,8 +903,8 @@ async fn main() -> anyhow::Result<()> {
     let database_url = format!("{base_url}/{database}");
     let nats = if args.nats { Some(start_nats().await?) } else { None };
     let postgres = args.store == StoreKind::Postgres || args.inbox;
-    if args.peer && args.store != StoreKind::Postgres {
-        bail!("--peer runs on PostgreSQL: add --store postgres");
+    if (args.peer || args.python_peer) && args.store != StoreKind::Postgres {
+        bail!("--peer and --python-peer run on PostgreSQL: add --store postgres");
     }
     if postgres {
         PgConnection::connect(&args.admin_url)
@@ -924,12 +965,13 @@ async fn run(
     let ours = command_table(&server, &conversations, clients, seconds, &ceilings).await;
     let peak = ours.iter().map(|r| r.per_second).fold(0.0, f64::max);
 
-    if args.peer {
-        let peer = peer_table(args, env, seconds, clients, &ceilings).await?;
-        println!("\n## Colloquy against the peer\n");
+    let peers = [(args.peer, Peer::cqrs_es(args)), (args.python_peer, Peer::python(args))];
+    for (_, peer) in peers.iter().filter(|(wanted, _)| *wanted) {
+        let theirs = peer_table(args, peer, env, seconds, clients, &ceilings).await?;
+        println!("\n## Colloquy against {}\n", peer.called);
         println!("| clients | Colloquy commands/s | peer commands/s | ratio | Colloquy p99 ms | peer p99 ms | peer 409s/errors |");
         println!("|---:|---:|---:|---:|---:|---:|---:|");
-        for (ours, peer) in ours.iter().zip(&peer) {
+        for (ours, peer) in ours.iter().zip(&theirs) {
             println!(
                 "| {} | {:.0} | {:.0} | {:.2}x | {} | {} | {} |",
                 ours.clients,

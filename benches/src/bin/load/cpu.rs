@@ -6,8 +6,10 @@
 /// The processes the machine's CPU time is split by.
 const PARTS: usize = 4;
 
-/// CPU seconds used so far: by the server, by every `postgres` process, by every `nats-server`
-/// process and by this process, and by the whole machine (all cores, but idle and I/O wait).
+/// CPU seconds used so far: by the server (with the worker processes it forked, as a
+/// pre-forking server such as the Python peer runs), by every `postgres` process, by every
+/// `nats-server` process and by this process, and by the whole machine (all cores, but idle and
+/// I/O wait).
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
     parts: [f64; PARTS],
@@ -48,9 +50,9 @@ pub fn snapshot(server: u32) -> Option<Snapshot> {
         };
         // A process may end between the listing and the read.
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((name, seconds)) = process_cpu(&stat) else { continue };
+        let Some((name, parent, seconds)) = process_cpu(&stat) else { continue };
         let part = match (pid, name) {
-            (pid, _) if pid == server => 0,
+            (pid, _) if pid == server || parent == server => 0,
             (_, "postgres") => 1,
             (_, "nats-server") => 2,
             (pid, _) if pid == own => 3,
@@ -62,16 +64,18 @@ pub fn snapshot(server: u32) -> Option<Snapshot> {
     Some(Snapshot { parts, busy: machine_busy(&machine)? / ticks })
 }
 
-/// The command name and the user plus system ticks of a `/proc/<pid>/stat` line. The name is
-/// in parentheses and may itself hold spaces and parentheses, so the fields are counted from
-/// the last `)`.
-fn process_cpu(stat: &str) -> Option<(&str, f64)> {
+/// The command name, the parent's pid and the user plus system ticks of a `/proc/<pid>/stat`
+/// line. The name is in parentheses and may itself hold spaces and parentheses, so the fields
+/// are counted from the last `)`.
+fn process_cpu(stat: &str) -> Option<(&str, u32, f64)> {
     let (head, fields) = stat.rsplit_once(')')?;
     let (_, name) = head.split_once('(')?;
-    let mut fields = fields.split_whitespace().skip(11);
+    let mut fields = fields.split_whitespace().skip(1);
+    let parent: u32 = fields.next()?.parse().ok()?;
+    let mut fields = fields.skip(9);
     let user: f64 = fields.next()?.parse().ok()?;
     let system: f64 = fields.next()?.parse().ok()?;
-    Some((name, user + system))
+    Some((name, parent, user + system))
 }
 
 /// The ticks all cores spent busy, from `/proc/stat`'s first line: everything but `idle` and
@@ -109,7 +113,7 @@ mod tests {
     #[test]
     fn a_process_line_is_read_from_its_last_parenthesis() {
         let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0";
-        assert_eq!(process_cpu(stat), Some(("tokio (rt) x", 175.0)));
+        assert_eq!(process_cpu(stat), Some(("tokio (rt) x", 1, 175.0)));
         assert_eq!(process_cpu("4242 (cut short) S 1"), None);
     }
 
