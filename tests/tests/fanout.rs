@@ -494,8 +494,8 @@ async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event() {
 }
 
 /// While NATS is down the projectors follow the store (the JetStream feed has them catch up
-/// when a fetch fails), so a command's position still reaches the list; once NATS is back the
-/// feed takes over again.
+/// from it while its client is disconnected), so a command's position still reaches the list;
+/// once NATS is back the feed takes over again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_follows_the_store_while_nats_is_down() {
     let mut nats = NatsServer::start().await;
@@ -505,17 +505,17 @@ async fn the_list_follows_the_store_while_nats_is_down() {
     })
     .await;
     let id = server.conversation().await;
-    async fn listed_at_once(server: &TestServer, id: &str, text: &str) {
+    async fn listed_by_min_position(server: &TestServer, id: &str, text: &str) {
         let position = server.customer_message(id, text).await;
         let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
         assert_eq!(list.status, StatusCode::OK, "{text}: {:?}", list.body);
         assert_eq!(list.body["data"][0]["last_message"]["preview"], text, "{:?}", list.body);
     }
-    listed_at_once(&server, &id, "before").await;
+    listed_by_min_position(&server, &id, "before").await;
     nats.kill();
-    listed_at_once(&server, &id, "while down").await;
+    listed_by_min_position(&server, &id, "while down").await;
     nats.spawn().await;
-    listed_at_once(&server, &id, "after").await;
+    listed_by_min_position(&server, &id, "after").await;
     // The feed reads JetStream again: what the relay published reaches its consumer. (Not its
     // ack floor: acks the killed server had not written out come back as redeliveries, after
     // the ack wait, and are skipped by the checkpoints.)
