@@ -344,6 +344,8 @@ on_both_stores!(
     a_projection_passes_over_the_events_it_ignores,
     a_rebuild_gives_back_the_list_the_live_projector_built,
     waiters_read_a_checkpoint_another_instance_moves_together,
+    the_projectors_share_one_jetstream_consumer_that_acks_every_event,
+    the_list_follows_the_store_while_nats_is_down,
 );
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per
@@ -447,8 +449,7 @@ async fn every_event_reaches_jetstream_once_as_a_cloud_event() {
 /// A process's projectors read JetStream through one durable consumer, `projections`, which
 /// gets each event once and acks it; a projection's consumer of its own, as every projection had
 /// before, is deleted when the projectors start.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event() {
+async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event(backend: Backend) {
     use async_nats::jetstream::{consumer::pull, stream};
     let nats = NatsServer::start().await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
@@ -464,8 +465,7 @@ async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event() {
         pull::Config { durable_name: Some("projection-conversation_list".into()), ..Default::default() };
     events.create_consumer(former).await.unwrap();
 
-    let server =
-        TestServer::start_with(Backend::Postgres, |config| config.nats_url = Some(nats.url.clone())).await;
+    let server = TestServer::start_with(backend, |config| config.nats_url = Some(nats.url.clone())).await;
     let id = server.conversation().await;
     let mut position = 0;
     for n in 0..10 {
@@ -496,10 +496,9 @@ async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event() {
 /// While NATS is down the projectors follow the store (the JetStream feed has them catch up
 /// from it while its client is disconnected), so a command's position still reaches the list;
 /// once NATS is back the feed takes over again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_list_follows_the_store_while_nats_is_down() {
+async fn the_list_follows_the_store_while_nats_is_down(backend: Backend) {
     let mut nats = NatsServer::start().await;
-    let server = TestServer::start_with(Backend::Postgres, |config| {
+    let server = TestServer::start_with(backend, |config| {
         config.nats_url = Some(nats.url.clone());
         config.min_position_timeout_ms = 10_000;
     })
