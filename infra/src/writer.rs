@@ -157,6 +157,10 @@ impl<'a> Encoded<'a> {
     }
 }
 
+/// An append that takes longer than this is logged as a warning: one commit takes milliseconds,
+/// so every command waiting on one this slow is stalled by something to explain.
+const SLOW_APPEND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts the writer task; it ends when every sender is dropped.
 pub(crate) fn spawn(
     target: Target,
@@ -199,7 +203,18 @@ async fn write_batch(
     // A command whose caller has gone (its request was cancelled) is still appended: the caller
     // may have been cut off after the commit anyway, and the outcome must not depend on timing.
     let combined: Vec<&SerializedEvent> = batch.iter().flat_map(|request| &request.events).collect();
-    match write(target, handoff, &combined).await {
+    let started = std::time::Instant::now();
+    let written = write(target, handoff, &combined).await;
+    let took = started.elapsed();
+    if took > SLOW_APPEND {
+        tracing::warn!(
+            commands = batch.len(),
+            events = combined.len(),
+            took_ms = took.as_secs_f64() * 1e3,
+            "an append took over a second"
+        );
+    }
+    match written {
         Ok(last) => {
             raise(head, last);
             let mut after = combined.len();

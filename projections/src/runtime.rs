@@ -70,6 +70,10 @@ const SAVE_CHECKPOINT: &str =
 const MOVE_CHECKPOINT: &str =
     "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position = $3";
 
+/// A live batch (or a JetStream fetch) that takes longer than this is logged as a warning: at
+/// the rates measured, a batch is applied in milliseconds, so one this slow is a stall to explain.
+const SLOW_BATCH: Duration = Duration::from_secs(1);
+
 /// Pages a catch-up holds ready beyond those being read and the one being applied.
 const READ_AHEAD: usize = 1;
 
@@ -771,6 +775,15 @@ impl Projector {
                         self.catch_up().await?;
                     }
                     self.debug_timings(&batch, received_age, linger, received_at);
+                    let took = received_at.elapsed();
+                    if took > SLOW_BATCH {
+                        tracing::warn!(
+                            projection = self.name(),
+                            events = batch.len(),
+                            took_ms = took.as_secs_f64() * 1e3,
+                            "a live batch took over a second to apply"
+                        );
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.catch_up().await?;
@@ -1006,6 +1019,7 @@ pub async fn feed_from_jetstream(
             continue;
         }
         connected = true;
+        let fetching = tokio::time::Instant::now();
         let fetched =
             consumer.fetch().max_messages(1000).expires(Duration::from_millis(250)).messages().await;
         let mut messages = match fetched {
@@ -1027,6 +1041,15 @@ pub async fn feed_from_jetstream(
                 batch.push(event);
             }
             received.push(message);
+        }
+        let took = fetching.elapsed();
+        if took > SLOW_BATCH {
+            // The fetch expires after 250 ms: NATS (or this process) was stalled.
+            tracing::warn!(
+                events = batch.len(),
+                took_ms = took.as_secs_f64() * 1e3,
+                "a JetStream fetch took over a second"
+            );
         }
         batch.sort_by_key(|e| e.position);
         batch.dedup_by_key(|e| e.position);

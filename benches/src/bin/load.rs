@@ -519,24 +519,47 @@ async fn peer_table(
     outcome
 }
 
+/// What one command of the lag phase saw: when it was sent (from the phase's start) and how late
+/// against the fixed rate's schedule, when it was answered and how, and its probe's lag.
+struct Sent {
+    at: Duration,
+    late: Duration,
+    answered: Duration,
+    status: u16,
+    lag: Option<Duration>,
+}
+
+/// The lag phase's figures: lag percentiles over its probes, and every command it sent.
+struct LagPhase {
+    p50: Duration,
+    p99: Duration,
+    probes: usize,
+    turned_away: usize,
+    sent: Vec<Sent>,
+}
+
 /// Time from a command's 2xx to its effect in the conversation list, at a fixed command rate.
 async fn projection_lag(
     server: &Arc<Server>,
     conversations: &Arc<Vec<String>>,
     rate: f64,
     seconds: u64,
-) -> (Duration, Duration, usize, usize) {
+) -> LagPhase {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
     let mut ticker = tokio::time::interval(interval);
     let mut probes = Vec::new();
     let mut n = 0u64;
     while Instant::now() < deadline {
-        ticker.tick().await;
+        // A tick that is late (this process was not scheduled) is sent at once, so the rate holds
+        // on average; how late it was tells a stall of the machine from one of the server.
+        let due = ticker.tick().await.into_std();
         n += 1;
         let (server, conversations) = (server.clone(), conversations.clone());
         let probe = n.is_multiple_of(10);
         probes.push(tokio::spawn(async move {
+            let at = Instant::now();
             let (status, position) = one_command(&server, &conversations, n).await;
             let acknowledged = Instant::now();
             let lag = match (probe, status, position) {
@@ -547,19 +570,53 @@ async fn projection_lag(
                 }
                 _ => None,
             };
-            (lag, status == 503)
+            Sent {
+                at: at - started,
+                late: at.saturating_duration_since(due),
+                answered: acknowledged - started,
+                status,
+                lag,
+            }
         }));
     }
-    let mut lags = Vec::new();
-    let mut turned_away = 0;
+    let mut sent = Vec::with_capacity(probes.len());
     for probe in probes {
-        let (lag, overloaded) = probe.await.unwrap();
-        lags.extend(lag);
-        turned_away += usize::from(overloaded);
+        sent.push(probe.await.unwrap());
     }
-    let count = lags.len();
-    let mut lags = Latencies(lags);
-    (lags.percentile(0.5), lags.percentile(0.99), count, turned_away)
+    let mut lags = Latencies(sent.iter().filter_map(|s| s.lag).collect());
+    LagPhase {
+        p50: lags.percentile(0.5),
+        p99: lags.percentile(0.99),
+        probes: lags.0.len(),
+        turned_away: sent.iter().filter(|s| s.status == 503).count(),
+        sent,
+    }
+}
+
+/// The lag phase second by second, printed when its p99 is over a second, so that a stall says
+/// what stalled: commands sent late (this process, or the machine, was not running), commands
+/// answered late or turned away (the server), or only the probes (the projector).
+fn lag_timeline(sent: &[Sent]) -> String {
+    let seconds = sent.iter().map(|s| s.at.as_secs() as usize).max().map_or(0, |last| last + 1);
+    let mut table = String::from(
+        "| second | sent | most late send ms | answered 2xx | turned away | slowest answer ms | probes | slowest probe ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for second in 0..seconds {
+        let this: Vec<&Sent> = sent.iter().filter(|s| s.at.as_secs() as usize == second).collect();
+        let slowest = |d: &mut dyn Iterator<Item = Duration>| d.max().map_or("-".into(), ms);
+        table.push_str(&format!(
+            "| {second} | {} | {} | {} | {} | {} | {} | {} |\n",
+            this.len(),
+            slowest(&mut this.iter().map(|s| s.late)),
+            this.iter().filter(|s| (200..300).contains(&s.status)).count(),
+            this.iter().filter(|s| s.status == 503).count(),
+            slowest(&mut this.iter().map(|s| s.answered - s.at)),
+            this.iter().filter(|s| s.lag.is_some()).count(),
+            slowest(&mut this.iter().filter_map(|s| s.lag)),
+        ));
+    }
+    table
 }
 
 /// Vacuums and analyzes the server's PostgreSQL database, as pgbench does before its runs and
@@ -988,14 +1045,21 @@ async fn run(
     if args.store == StoreKind::Postgres {
         settle_statistics(database_url).await?;
     }
-    let (lag50, lag99, probes, turned_away) =
-        projection_lag(&server, &conversations, peak / 2.0, seconds).await;
+    let lag = projection_lag(&server, &conversations, peak / 2.0, seconds).await;
     println!("\n## Projection lag at half the peak rate ({:.0} commands/s)\n", peak / 2.0);
     println!(
-        "| probes | p50 ms | p99 ms | commands turned away (503) |\n|---:|---:|---:|---:|\n| {probes} | {} | {} | {turned_away} |",
-        ms(lag50),
-        ms(lag99)
+        "| probes | p50 ms | p99 ms | commands turned away (503) |\n|---:|---:|---:|---:|\n| {} | {} | {} | {} |",
+        lag.probes,
+        ms(lag.p50),
+        ms(lag.p99),
+        lag.turned_away
     );
+    if lag.p99 > Duration::from_secs(1) {
+        println!(
+            "\nThe lag phase second by second (its p99 is over a second):\n\n{}",
+            lag_timeline(&lag.sent)
+        );
+    }
 
     let (fresh, long) = cost_against_history(&server, history, if args.quick { 50 } else { 200 }).await;
     println!("\n## Cost against history (p50 of sequential agent messages)\n");
@@ -1037,4 +1101,38 @@ async fn run(
     println!("Aggregate caches (estimated): {}", cached.as_deref().unwrap_or("?"));
     println!("Allocator: {}", allocator.as_deref().unwrap_or("?"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(at_ms: u64, late_ms: u64, answer_ms: u64, status: u16, lag_ms: Option<u64>) -> Sent {
+        Sent {
+            at: Duration::from_millis(at_ms),
+            late: Duration::from_millis(late_ms),
+            answered: Duration::from_millis(at_ms + answer_ms),
+            status,
+            lag: lag_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn the_lag_timeline_gives_each_second_its_commands() {
+        let table = lag_timeline(&[
+            sent(100, 0, 2, 200, Some(12)),
+            sent(900, 3, 5, 200, None),
+            sent(2_100, 1_500, 4_000, 200, Some(4_800)),
+            sent(2_200, 0, 1, 503, None),
+        ]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "| 0 | 2 | 3.00 | 2 | 0 | 5.00 | 1 | 12.00 |",
+                "| 1 | 0 | - | 0 | 0 | - | 0 | - |",
+                "| 2 | 2 | 1500.00 | 1 | 1 | 4000.00 | 1 | 4800.00 |",
+            ]
+        );
+    }
 }
