@@ -46,7 +46,8 @@ fn escape(value: &str) -> String {
 }
 
 impl Metrics {
-    /// Counts a request answered 503 because the server had as many in flight as it takes.
+    /// Counts a request answered 503 because the server had as many in flight as it takes, or as
+    /// many waiting for a read model as it lets wait.
     pub fn count_overloaded(&self) {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
     }
@@ -86,7 +87,7 @@ impl Metrics {
                 escape(route)
             );
         }
-        out.push_str("# HELP colloquy_requests_overloaded_total API requests answered 503 at the cap on requests in flight.\n");
+        out.push_str("# HELP colloquy_requests_overloaded_total API requests answered 503 at the cap on requests in flight, or on requests waiting for a read model.\n");
         out.push_str("# TYPE colloquy_requests_overloaded_total counter\n");
         let _ =
             writeln!(out, "colloquy_requests_overloaded_total {}", self.overloaded.load(Ordering::Relaxed));

@@ -42,6 +42,11 @@ struct Inner {
     jetstream: Option<JetStreamTransport>,
     /// Permits for API requests in flight, and how many there are in all.
     admission: (Arc<Semaphore>, usize),
+    /// Permits for requests waiting for a read model to reach their `min_position`, and how many
+    /// there are in all: a quarter of `admission`'s, so that reads waiting on a projector that has
+    /// fallen behind (or stalled) never hold more than a quarter of the places, and commands keep
+    /// the rest.
+    waiting: (Arc<Semaphore>, usize),
 }
 
 impl AppState {
@@ -49,7 +54,8 @@ impl AppState {
     /// serving the read models of `projectors` (a query with `min_position` waits up to
     /// `min_position_timeout` for them). `jetstream` is the NATS connection the process's
     /// relay and projectors use, if any; readiness checks it. At most `max_in_flight` API requests
-    /// are handled at once (at least one).
+    /// are handled at once (at least one), and at most a quarter of them (at least one) wait for a
+    /// read model.
     pub fn new(
         store: Store,
         log: GlobalLog,
@@ -60,6 +66,7 @@ impl AppState {
         max_in_flight: usize,
     ) -> Self {
         let max_in_flight = max_in_flight.max(1);
+        let max_waiting = (max_in_flight / 4).max(1);
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -74,6 +81,7 @@ impl AppState {
                 min_position_timeout,
                 jetstream,
                 admission: (Arc::new(Semaphore::new(max_in_flight)), max_in_flight),
+                waiting: (Arc::new(Semaphore::new(max_waiting)), max_waiting),
             }),
         }
     }
@@ -84,7 +92,8 @@ impl AppState {
     }
 
     /// Read-your-writes: waits until projection `name` has applied global position
-    /// `min_position` (when given), up to the configured timeout; 503 with Retry-After after it.
+    /// `min_position` (when given), up to the configured timeout; 503 with Retry-After after it,
+    /// and at once when as many requests as may wait already do.
     pub async fn await_projection(
         &self,
         name: &str,
@@ -97,6 +106,16 @@ impl AppState {
             .iter()
             .find(|p| p.name() == name)
             .ok_or_else(|| crate::problem::ApiError::internal(&format!("no projector {name}")))?;
+        if projector.applied() >= position {
+            return Ok(());
+        }
+        let (waiting, limit) = &self.inner.waiting;
+        let Ok(_waiting) = waiting.clone().try_acquire_owned() else {
+            self.metrics().count_overloaded();
+            return Err(crate::problem::ApiError::unavailable(format!(
+                "{limit} requests are already waiting for the read models to catch up; retry shortly"
+            )));
+        };
         match projector.wait_for(position, self.inner.min_position_timeout).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(crate::problem::ApiError::unavailable(format!(

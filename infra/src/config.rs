@@ -65,7 +65,10 @@ pub struct Config {
 
     /// How many API requests are handled at once; past it a request is answered 503 with
     /// `Retry-After` at once, so a client that sends faster than the server answers cannot grow
-    /// its memory without bound. Health, readiness and metrics are not counted.
+    /// its memory without bound. Health, readiness and metrics are not counted. A quarter of
+    /// these places (at least one) may be held by reads waiting for a read model to reach their
+    /// `min_position`; a read that would wait past that is answered 503 at once, so a projector
+    /// that has fallen behind cannot fill the server with waiting reads and turn commands away.
     #[arg(long, env = "COLLOQUY_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
     pub max_requests_in_flight: usize,
 

@@ -810,6 +810,12 @@ impl Projector {
         }
     }
 
+    /// The last position this process knows applied: by its own projector, or read from the
+    /// store by a waiter.
+    pub fn applied(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
     /// Waits until the checkpoint reaches `position`, up to `timeout`. True when it did. A
     /// commit by this process's projector wakes the waiter at once. For a projector running in
     /// another process the stored checkpoint is read besides, every [`WAITERS_READ_EVERY`] by

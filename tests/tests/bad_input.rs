@@ -520,6 +520,58 @@ async fn requests_past_the_cap_in_flight_are_answered_503_at_once() {
     server.stop().await;
 }
 
+/// Reads waiting for a read model to reach their `min_position` hold at most a quarter of the
+/// places in flight: past that a read that would wait is answered 503 at once, while commands,
+/// and reads whose position is already applied, still go through.
+#[tokio::test]
+async fn reads_waiting_for_a_read_model_hold_at_most_a_quarter_of_the_places() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.max_requests_in_flight = 8;
+        config.min_position_timeout_ms = 3_000;
+    })
+    .await;
+    let id = server.conversation().await;
+    let position = server.customer_message(&id, "before the reads").await;
+    // Four reads at once for a position the read model never reaches: two of them may wait.
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, token) = (
+                server.client.clone(),
+                server.url("/v1/conversations?min_position=1000000"),
+                server.token.clone(),
+            );
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap();
+                (status, started.elapsed(), body["detail"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // While two wait, a command and a read that need not wait are served.
+    server.customer_message(&id, "while two reads wait").await;
+    let listed = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let mut refused = 0;
+    let mut timed_out = 0;
+    for read in reads {
+        let (status, took, detail) = read.await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{detail}");
+        if detail.contains("2 requests are already waiting") {
+            assert!(took < std::time::Duration::from_millis(1_000), "refused after {took:?}");
+            refused += 1;
+        } else {
+            assert!(detail.contains("has not reached position 1000000"), "{detail}");
+            assert!(took >= std::time::Duration::from_millis(2_900), "gave up after {took:?}");
+            timed_out += 1;
+        }
+    }
+    assert_eq!((refused, timed_out), (2, 2));
+    server.stop().await;
+}
+
 /// Past the cap on open connections the server accepts no more until one closes: a client past
 /// it is not answered (it waits in the kernel's accept queue), and is served once a connection
 /// closes.

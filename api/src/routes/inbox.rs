@@ -274,7 +274,8 @@ impl InboxParams {
     summary = "List conversations",
     description = "A page of the tenant's conversations matching the filters, from the inbox read model. \
         Pass the `Colloquy-Position` of a command as `min_position` to see its effect (waits up to 5 s, \
-        then 503 with `Retry-After`).",
+        then 503 with `Retry-After`; 503 at once when a quarter of the server's places in flight \
+        already wait for a read model).",
     params(InboxParams),
     responses((status = 200, description = "A page of conversations.", body = Page<ConversationView>)),
     security(("bearer" = ["conversations:read"]))
