@@ -599,8 +599,8 @@ async fn projection_lag(
     }
 }
 
-/// The lag phase second by second, printed when its p99 is over a second, so that a stall says
-/// what stalled: commands sent late (this process, or the machine, was not running), commands
+/// The lag phase second by second, printed when its p99 is over a second or a probe went
+/// unanswered, so that a stall says what stalled: commands sent late (this process, or the machine, was not running), commands
 /// answered late or turned away (the server), or only the probes (the projector).
 fn lag_timeline(sent: &[Sent]) -> String {
     let seconds = sent.iter().map(|s| s.at.as_secs() as usize).max().map_or(0, |last| last + 1);
