@@ -2,8 +2,10 @@
 //! mapping from errors to problem+json. The only crate that knows HTTP.
 
 pub mod admission;
+pub mod bounded;
 pub mod extract;
 pub mod idempotency;
+pub mod instant;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;

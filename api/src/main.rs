@@ -234,7 +234,11 @@ async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let outcome = match command {
         TokensCommand::Create { name, scopes, expires_in_days, .. } => {
-            let expires_at = expires_in_days.map(|days| now + chrono::Duration::days(i64::from(days)));
+            // Days past chrono's range are past year 9999 too: `create_token` refuses both.
+            let expires_at = expires_in_days.map(|days| {
+                now.checked_add_signed(chrono::Duration::days(i64::from(days)))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            });
             let issued = tokens::create_token(&store, &tenant, &name, &scopes, expires_at, now).await?;
             #[allow(clippy::print_stdout)]
             {

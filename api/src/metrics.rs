@@ -257,6 +257,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let _ = writeln!(out, "colloquy_aggregate_cache_{name}{{aggregate=\"{aggregate}\"}} {value}");
         }
     }
+    out.push_str("# HELP colloquy_projection_failures_total Times a projector of this process failed to apply the log.\n");
+    out.push_str("# TYPE colloquy_projection_failures_total counter\n");
+    for projector in state.projectors().iter() {
+        let _ = writeln!(
+            out,
+            "colloquy_projection_failures_total{{projection=\"{}\"}} {}",
+            projector.name(),
+            projector.failures()
+        );
+    }
+    out.push_str("# HELP colloquy_projection_stalled 1 while an error keeps a projector of this process from applying the log.\n");
+    out.push_str("# TYPE colloquy_projection_stalled gauge\n");
+    for projector in state.projectors().iter() {
+        let stalled = u8::from(projector.stall().is_some());
+        let _ = writeln!(out, "colloquy_projection_stalled{{projection=\"{}\"}} {stalled}", projector.name());
+    }
     render_memory(&mut out, resident_memory_bytes(), ALLOCATOR_STATS.get().and_then(|read| read()));
     let store = state.store();
     if let Ok(head) = colloquy_infra::log::read_head(store).await {

@@ -114,22 +114,47 @@ impl ShutdownHandle {
 }
 
 /// Runs `work` until `stop`, restarting it a second after it fails.
-fn supervise<F, Fut, E>(name: String, mut stop: watch::Receiver<bool>, work: F) -> JoinHandle<()>
+fn supervise<F, Fut, E>(name: String, stop: watch::Receiver<bool>, work: F) -> JoinHandle<()>
 where
     F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), E>> + Send,
-    E: std::fmt::Display,
+    E: std::fmt::Display + Send + 'static,
+{
+    let task = name.clone();
+    let on_failure = move |error: &E| {
+        tracing::warn!(%task, %error, "failed; restarting in 1 s");
+        Duration::from_secs(1)
+    };
+    supervise_with(name, stop, work, on_failure)
+}
+
+/// Runs `work` until `stop`, restarting it after each failure once the pause that `on_failure`
+/// (which reports the error) returns has passed.
+fn supervise_with<F, Fut, E, R>(
+    name: String,
+    mut stop: watch::Receiver<bool>,
+    work: F,
+    on_failure: R,
+) -> JoinHandle<()>
+where
+    F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Send + 'static,
+    R: Fn(&E) -> Duration + Send + 'static,
 {
     tokio::spawn(async move {
         loop {
-            match work(stop.clone()).await {
+            let pause = match work(stop.clone()).await {
                 Ok(()) if *stop.borrow() => return,
-                Ok(()) => tracing::warn!(task = %name, "stopped unexpectedly; restarting"),
-                Err(error) => tracing::warn!(task = %name, %error, "failed; restarting in 1 s"),
-            }
+                Ok(()) => {
+                    tracing::warn!(task = %name, "stopped unexpectedly; restarting");
+                    Duration::from_secs(1)
+                }
+                Err(error) => on_failure(&error),
+            };
             tokio::select! {
                 _ = stop.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(pause) => {}
             }
             if *stop.borrow() {
                 return;
@@ -187,7 +212,10 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         for projector in &projectors {
             let projector = projector.clone();
             let feed = feed.clone();
-            workers.push(supervise(
+            // A projector that fails is reported (ERROR, `/readyz`, `/metrics`) and retried
+            // with a growing pause: an event it cannot apply stops it loudly, never silently.
+            let reporter = projector.clone();
+            workers.push(supervise_with(
                 format!("projector {}", projector.name()),
                 stop.subscribe(),
                 move |stop| {
@@ -200,6 +228,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
                         }
                     }
                 },
+                move |error| reporter.failed(error),
             ));
         }
     }

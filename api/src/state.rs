@@ -109,6 +109,22 @@ impl AppState {
         if projector.applied() >= position {
             return Ok(());
         }
+        // A position past the log's head is no write of anyone's: waiting for it would only hold
+        // a place. This process's head trails other processes' commits by a poll, so the store
+        // has the last word.
+        if position > self.inner.log.head() {
+            let head = colloquy_infra::log::read_head(&self.inner.store)
+                .await
+                .map_err(crate::problem::ApiError::from)?;
+            if position > head {
+                return Err(crate::problem::ApiError::invalid_field(
+                    "min_position",
+                    format!(
+                        "{position} is past the log's head ({head}): pass the Colloquy-Position of a write"
+                    ),
+                ));
+            }
+        }
         let (waiting, limit) = &self.inner.waiting;
         let Ok(_waiting) = waiting.clone().try_acquire_owned() else {
             self.metrics().count_overloaded();
@@ -185,7 +201,9 @@ impl AppState {
         {
             let cache = self.inner.verified_tokens.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((principal, at)) = cache.get(secret) {
-                if at.elapsed() < TOKEN_CACHE_TTL {
+                // A token that expires within the cache's life is not accepted past its expiry.
+                let unexpired = principal.expires_at.is_none_or(|expiry| expiry > Utc::now());
+                if at.elapsed() < TOKEN_CACHE_TTL && unexpired {
                     return Ok(Some(principal.clone()));
                 }
             }

@@ -1,6 +1,7 @@
 //! Field rules shared by the aggregates: phone numbers, e-mail addresses, labels, free text.
 //! Each returns the normalised value or a [`FieldError`] naming the field and what is wrong.
 
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A field that breaks its rule: which field, and a sentence a person can act on.
@@ -27,6 +28,31 @@ pub const MAX_SHORT_TEXT: usize = 255;
 pub const MAX_MESSAGE_TEXT: usize = 65_536;
 /// The most labels one conversation or contact carries.
 pub const MAX_LABELS: usize = 50;
+
+/// The earliest instant a client may give (a time, a filter bound, a moment in the past to read
+/// as of): the Unix epoch. Nothing Colloquy records happened before it.
+pub fn earliest_instant() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+/// The latest instant a client may give: the last second of year 9999, the last that RFC 3339's
+/// four-digit year can write (and so every client, JSON schema and database can read back).
+pub fn latest_instant() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// An instant a client gave: between [`earliest_instant`] and [`latest_instant`], the one rule for
+/// every client-given time. (Outside it chrono still parses a year like -100000, which
+/// PostgreSQL's `timestamptz` cannot hold: stored in an event, it would stop a projector.)
+pub fn instant(field: &str, value: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
+    if value < earliest_instant() || value > latest_instant() {
+        return Err(FieldError::new(field, INSTANT_RANGE));
+    }
+    Ok(value)
+}
+
+/// What [`instant`] says of a time outside its range.
+pub const INSTANT_RANGE: &str = "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z";
 
 /// An E.164 phone number: `+`, a non-zero country digit, at most 15 digits in all. Spaces, dashes,
 /// dots and parentheses are removed first, as people type them.
@@ -98,17 +124,18 @@ pub fn label(field: &str, value: &str) -> Result<String, FieldError> {
     Ok(label)
 }
 
-/// A set of labels, each checked by [`label`], duplicates removed, at most [`MAX_LABELS`].
+/// A set of labels, each checked by [`label`], duplicates removed, at most [`MAX_LABELS`] given.
+/// The count is checked first, so a long list costs no per-label work.
 pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, FieldError> {
+    if values.len() > MAX_LABELS {
+        return Err(FieldError::new(field, format!("at most {MAX_LABELS} labels are allowed")));
+    }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for value in values {
         let label = label(field, value)?;
         if !out.contains(&label) {
             out.push(label);
         }
-    }
-    if out.len() > MAX_LABELS {
-        return Err(FieldError::new(field, format!("at most {MAX_LABELS} labels are allowed")));
     }
     Ok(out)
 }
@@ -156,6 +183,17 @@ mod tests {
         assert!(text("t", "a\u{0}b", 10, true).is_err());
         assert!(text("t", "   ", 10, true).is_err());
         assert!(text("t", "abcdef", 5, false).is_err());
+    }
+
+    #[test]
+    fn instants_outside_1970_to_9999_are_refused() {
+        let year = |y: i32| Utc.with_ymd_and_hms(y, 6, 1, 0, 0, 0).single().expect("a valid date");
+        assert_eq!(instant("at", year(2026)), Ok(year(2026)));
+        assert_eq!(instant("at", earliest_instant()), Ok(earliest_instant()));
+        assert_eq!(instant("at", latest_instant()), Ok(latest_instant()));
+        for bad in [year(-100_000), year(1969), year(10_000), year(200_000)] {
+            assert_eq!(instant("at", bad), Err(FieldError::new("at", INSTANT_RANGE)), "{bad} was accepted");
+        }
     }
 
     #[test]

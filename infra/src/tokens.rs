@@ -25,6 +25,8 @@ pub struct Principal {
     pub name: String,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// When the token stops being accepted, if ever: a cache of verified tokens must honour it.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -157,7 +159,7 @@ pub async fn authenticate(
     let Some(row) = row.transpose()? else {
         return Ok(None);
     };
-    if row.revoked || row.expires_at.is_some_and(|at| at <= now) {
+    if row.revoked || row.principal.expires_at.is_some_and(|at| at <= now) {
         return Ok(None);
     }
     Ok(Some(row.principal))
@@ -165,7 +167,6 @@ pub async fn authenticate(
 
 struct TokenRow {
     principal: Principal,
-    expires_at: Option<DateTime<Utc>>,
     revoked: bool,
 }
 
@@ -188,11 +189,11 @@ where
             tenant: TenantId::parse(&tenant).map_err(|_| corrupt("tenant_id"))?,
             name: row.try_get("name")?,
             scopes: serde_json::from_str(&scopes).map_err(|_| corrupt("scopes"))?,
+            expires_at: expires_at
+                .map(|at| DateTime::parse_from_rfc3339(&at).map(|t| t.with_timezone(&Utc)))
+                .transpose()
+                .map_err(|_| corrupt("expires_at"))?,
         },
-        expires_at: expires_at
-            .map(|at| DateTime::parse_from_rfc3339(&at).map(|t| t.with_timezone(&Utc)))
-            .transpose()
-            .map_err(|_| corrupt("expires_at"))?,
         revoked: row.try_get("revoked")?,
     })
 }
@@ -248,6 +249,9 @@ pub enum TokenError {
     /// An expiry that has passed.
     #[error("expires_at must be in the future")]
     ExpiryInPast,
+    /// An expiry past the last instant a client may give (a listing could not write it back).
+    #[error("expires_at {}", colloquy_domain::validate::INSTANT_RANGE)]
+    ExpiryOutOfRange,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -290,6 +294,9 @@ pub async fn create_token(
     }
     if let Some(unknown) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
         return Err(TokenError::UnknownScope(unknown.clone()));
+    }
+    if let Some(at) = expires_at {
+        colloquy_domain::validate::instant("expires_at", at).map_err(|_| TokenError::ExpiryOutOfRange)?;
     }
     if expires_at.is_some_and(|at| at <= now) {
         return Err(TokenError::ExpiryInPast);

@@ -4,6 +4,7 @@
 
 pub mod conversation_list;
 pub mod deferred;
+pub mod failure;
 pub mod group_conversations;
 pub mod group_members;
 pub mod runtime;

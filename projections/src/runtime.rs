@@ -17,6 +17,8 @@ use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
 use colloquy_infra::store::{Durability, BEGIN_RELAXED};
 use colloquy_infra::{GlobalLog, Store, StoreError, StoredEvent};
 
+use crate::failure::{Failures, Stall};
+
 /// Events read from the store per catch-up batch. Where traffic interleaves many conversations,
 /// a batch writes about one read-model row per conversation it touches, so larger batches write
 /// each row less often (SQLite replay of 401,600 events over 800 conversations: 21,540 events/s
@@ -289,6 +291,8 @@ pub struct Projector {
     /// When a request waiting for a position last read the stored checkpoint, and how many
     /// times waiters have read it, shared by every clone (see [`Projector::wait_for`]).
     waiters_read: Arc<std::sync::Mutex<(Option<tokio::time::Instant>, u64)>>,
+    /// Where it is stopped, if an error keeps it from applying the log, shared by every clone.
+    failures: Arc<Failures>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -308,7 +312,35 @@ impl Projector {
             linger: None,
             rebuild: RebuildLimits::default(),
             waiters_read: Arc::new(std::sync::Mutex::new((None, 0))),
+            failures: Arc::new(Failures::default()),
         }
+    }
+
+    /// Notes that running this projector failed with `error`: logs an ERROR naming the
+    /// projection and the checkpoint it is stopped at, and returns how long to pause before the
+    /// next try (growing while it fails at the same checkpoint). Until a try gets past it,
+    /// [`Projector::stall`] reports it (on `/readyz`).
+    pub fn failed(&self, error: &ProjectionError) -> Duration {
+        let (stall, pause) = self.failures.note(self.applied(), error.to_string(), chrono::Utc::now());
+        tracing::error!(
+            projection = self.name(),
+            checkpoint = stall.checkpoint,
+            attempts = stall.attempts,
+            retry_in_s = pause.as_secs(),
+            %error,
+            "the projection cannot apply the log after its checkpoint; it will try again"
+        );
+        pause
+    }
+
+    /// Where the projector is stopped, while an error keeps it from applying the log.
+    pub fn stall(&self) -> Option<Stall> {
+        self.failures.stall()
+    }
+
+    /// How many times running the projector has failed since the process started.
+    pub fn failures(&self) -> u64 {
+        self.failures.total()
     }
 
     /// Lets each batch from the in-process bus gather for `linger` after its first event
@@ -748,6 +780,7 @@ impl Projector {
         let sqlite = self.log.store().sqlite_pool().is_some();
         let linger = self.linger.unwrap_or(if sqlite { BUS_LINGER } else { Duration::ZERO });
         self.catch_up().await?;
+        self.failures.recovered();
         loop {
             let first = tokio::select! {
                 received = events.recv() => received,
@@ -799,6 +832,7 @@ impl Projector {
         let mut head = self.log.watch_head();
         loop {
             self.catch_up().await?;
+            self.failures.recovered();
             tokio::select! {
                 _ = head.changed() => {}
                 _ = stop.changed() => {}

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{Backend, TestServer};
@@ -387,7 +387,95 @@ async fn bad_requests_get_clear_4xx_problems_and_append_nothing(backend: Backend
     server.stop().await;
 }
 
-on_both_stores!(bad_requests_get_clear_4xx_problems_and_append_nothing);
+/// Lists are counted before any per-item work: one past its limit is a 400 naming the limit,
+/// whatever its items (a 1 MiB body of distinct labels too), and the filters' lists likewise.
+async fn lists_past_their_limits_are_refused_before_their_items_are_read(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    let before = server.all_events("conversations", &id).await;
+    let labels = |count: usize| -> Vec<String> { (0..count).map(|n| format!("label-{n}")).collect() };
+    let at_limit = server.post(&format!("/v1/conversations/{id}/labels"), json!({"add": labels(50)})).await;
+    assert_eq!(at_limit.status, StatusCode::OK, "{:?}", at_limit.body);
+    let labelled = server.all_events("conversations", &id).await;
+    // About 1 MiB of distinct labels: refused at the 51st.
+    for body in [json!({"add": labels(51)}), json!({"remove": labels(70_000)})] {
+        let refused = server.post(&format!("/v1/conversations/{id}/labels"), body).await;
+        let detail = refused.assert_problem(StatusCode::BAD_REQUEST);
+        assert!(detail.contains("at most 50 items"), "{detail}");
+    }
+    assert_eq!(server.all_events("conversations", &id).await, labelled, "refused lists appended nothing");
+    assert!(labelled.len() > before.len());
+    let reactions: Vec<Value> =
+        (0..21).map(|_| json!({"emoji": "👍", "sender": {"kind": "user", "id": "agent-1"}})).collect();
+    let message = server
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "hi"}),
+        )
+        .await;
+    let message_id = message.body["id"].as_str().unwrap();
+    let refused = server
+        .patch(
+            &format!("/v1/conversations/{id}/messages/{message_id}"),
+            json!({"reactions": {"add": reactions}}),
+        )
+        .await;
+    assert!(refused.assert_problem(StatusCode::BAD_REQUEST).contains("at most 20 items"));
+    let members: Vec<String> = (0..1025).map(|n| format!("+55119{n:08}")).collect();
+    let refused = server
+        .post("/v1/groups", json!({"inbox_id": "wa", "inbox_contact_id": uuid::Uuid::now_v7(), "subject": "Big", "participants": members}))
+        .await;
+    assert!(refused.assert_problem(StatusCode::BAD_REQUEST).contains("at most 1024 items"));
+    let statuses = vec!["open"; 51].join(",");
+    for filter in ["status", "label", "channel", "priority"] {
+        let refused = server.get(&format!("/v1/conversations?{filter}={statuses}")).await;
+        let detail = refused.assert_problem(StatusCode::BAD_REQUEST);
+        assert!(detail.contains("at most 50 values"), "{filter}: {detail}");
+        assert_eq!(refused.body["errors"][0]["field"], filter);
+    }
+    server.stop().await;
+}
+
+/// A token's expiry is bounded like every client-given time (past year 9999 it would make the
+/// listing unreadable), and a cached token stops working when it expires, not when the cache
+/// forgets it.
+async fn token_expiry_is_bounded_and_honoured_by_the_cache(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let far = server
+        .post(
+            "/v1/tokens",
+            json!({"name": "far", "scopes": ["conversations:read"], "expires_at": "+10000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert!(far.assert_problem(StatusCode::BAD_REQUEST).contains("between 1970"));
+    let listed = server.get("/v1/tokens").await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+
+    let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(1_500);
+    let created = server
+        .post(
+            "/v1/tokens",
+            json!({"name": "brief", "scopes": ["conversations:read"], "expires_at": expires_at}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    let read = |secret: String| {
+        let (client, url) = (server.client.clone(), server.url("/v1/conversations"));
+        async move { client.get(url).bearer_auth(secret).send().await.unwrap().status() }
+    };
+    assert_eq!(read(secret.clone()).await, StatusCode::OK, "verified, and now cached");
+    let wait = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(100)).await;
+    assert_eq!(read(secret).await, StatusCode::UNAUTHORIZED, "expired within the cache's life");
+    server.stop().await;
+}
+
+on_both_stores!(
+    bad_requests_get_clear_4xx_problems_and_append_nothing,
+    lists_past_their_limits_are_refused_before_their_items_are_read,
+    token_expiry_is_bounded_and_honoured_by_the_cache,
+);
 
 #[tokio::test]
 async fn healthz_answers_without_a_token() {
@@ -471,10 +559,11 @@ async fn requests_past_the_cap_in_flight_are_answered_503_at_once() {
     .await;
     // The one request allowed waits for a position the read model never reaches (sent again if
     // it met one of the probes below in the door and was turned away at once).
+    let (_, unreachable) = server.append_unreadable().await;
     let waiting = {
         let (client, url, token) = (
             server.client.clone(),
-            server.url("/v1/conversations?min_position=1000000"),
+            server.url(&format!("/v1/conversations?min_position={unreachable}")),
             server.token.clone(),
         );
         tokio::spawn(async move {
@@ -532,12 +621,13 @@ async fn reads_waiting_for_a_read_model_hold_at_most_a_quarter_of_the_places() {
     .await;
     let id = server.conversation().await;
     let position = server.customer_message(&id, "before the reads").await;
+    let (_, unreachable) = server.append_unreadable().await;
     // Four reads at once for a position the read model never reaches: two of them may wait.
     let reads: Vec<_> = (0..4)
         .map(|_| {
             let (client, url, token) = (
                 server.client.clone(),
-                server.url("/v1/conversations?min_position=1000000"),
+                server.url(&format!("/v1/conversations?min_position={unreachable}")),
                 server.token.clone(),
             );
             tokio::spawn(async move {
@@ -563,7 +653,7 @@ async fn reads_waiting_for_a_read_model_hold_at_most_a_quarter_of_the_places() {
             assert!(took < std::time::Duration::from_millis(1_000), "refused after {took:?}");
             refused += 1;
         } else {
-            assert!(detail.contains("has not reached position 1000000"), "{detail}");
+            assert!(detail.contains(&format!("has not reached position {unreachable}")), "{detail}");
             assert!(took >= std::time::Duration::from_millis(2_900), "gave up after {took:?}");
             timed_out += 1;
         }

@@ -36,9 +36,24 @@ async fn read_your_writes_through_the_conversation_list(backend: Backend) {
     server.stop().await;
 }
 
+/// A position in the log that the list does not reach in time (no projector runs here) is a 503
+/// to retry; one past the log's head is no write at all, and a 400 at once, holding no place.
 async fn a_position_the_read_model_cannot_reach_in_time_answers_503(backend: Backend) {
-    let server = TestServer::start_with(backend, |config| config.min_position_timeout_ms = 200).await;
-    let list = server.get("/v1/conversations?min_position=999999").await;
+    let roles = colloquy_api::Roles { http: true, relay: true, projectors: false };
+    let timeout = Duration::from_secs(3);
+    let server = TestServer::start_roles(backend, roles, |config| {
+        config.min_position_timeout_ms = timeout.as_millis() as u64;
+    })
+    .await;
+    let position = server.customer_message(&server.conversation().await, "hello").await;
+
+    let started = Instant::now();
+    let past = server.get(&format!("/v1/conversations?min_position={}", position + 1_000_000)).await;
+    let detail = past.assert_problem(StatusCode::BAD_REQUEST);
+    assert!(detail.contains("min_position") && detail.contains("head"), "{detail}");
+    assert!(started.elapsed() < timeout, "answered without waiting for the read model");
+
+    let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
     list.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
     assert!(list.headers.contains_key("retry-after"));
     server.stop().await;
@@ -336,6 +351,40 @@ async fn a_projector_lets_a_batch_gather_for_the_configured_linger(backend: Back
     server.stop().await;
 }
 
+/// An event the list cannot apply stops its projector loudly: `/readyz` answers 503 naming the
+/// projection, the checkpoint it is stopped at and the error, and `/metrics` counts the failures,
+/// while the other read models and the commands go on.
+async fn an_event_a_projection_cannot_apply_is_reported_not_skipped(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let before = server.customer_message(&server.conversation().await, "before").await;
+    let listed = server.get(&format!("/v1/conversations?min_position={before}")).await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let (id, position) = server.append_unreadable().await;
+
+    let name = "projection:conversation_list";
+    let check = common::eventually(Duration::from_secs(15), "/readyz reports the stopped list", || async {
+        let ready = server.get("/readyz").await;
+        (ready.status == StatusCode::SERVICE_UNAVAILABLE && ready.body["checks"][name]["status"] == "failing")
+            .then_some(ready.body["checks"][name].clone())
+    })
+    .await;
+    assert_eq!(check["position"].as_i64(), Some(position - 1), "{check:?}");
+    let error = check["error"].as_str().unwrap();
+    assert!(error.contains("unreadable") && error.contains(&id), "{error}");
+    assert!(check["attempts"].as_u64().unwrap() >= 1, "{check:?}");
+    let failures =
+        server.metric("colloquy_projection_failures_total{projection=\"conversation_list\"}").await;
+    assert!(failures >= 1.0, "failures counted: {failures}");
+    assert_eq!(server.metric("colloquy_projection_stalled{projection=\"conversation_list\"}").await, 1.0);
+    assert_eq!(server.metric("colloquy_projection_stalled{projection=\"group_members\"}").await, 0.0);
+
+    // The list stays where it was, and says so, rather than passing over the event.
+    let waited = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(waited.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", waited.body);
+    let other = server.conversation().await;
+    assert!(!other.is_empty(), "commands are still served");
+}
+
 on_both_stores!(
     read_your_writes_through_the_conversation_list,
     a_projector_lets_a_batch_gather_for_the_configured_linger,
@@ -346,6 +395,7 @@ on_both_stores!(
     waiters_read_a_checkpoint_another_instance_moves_together,
     the_projectors_share_one_jetstream_consumer_that_acks_every_event,
     the_list_follows_the_store_while_nats_is_down,
+    an_event_a_projection_cannot_apply_is_reported_not_skipped,
 );
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per

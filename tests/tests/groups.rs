@@ -795,6 +795,50 @@ async fn a_contacts_groups_follow_its_memberships(backend: Backend) {
     server.stop().await;
 }
 
+/// A provider's activity time outside 1970 to 9999 is refused at the API; one stored before that
+/// rule (appended here as an old server would have) does not stop the list: the next activity
+/// still reaches it, and every projection stays ready.
+async fn an_activity_time_out_of_range_is_refused_and_an_old_one_does_not_stop_the_list(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let people = contacts(&server, 2).await;
+    let (inbox, alice) = (&people[0], &people[1]);
+    let group = create_group(
+        &server,
+        json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "Times", "participants": [alice]}),
+    )
+    .await;
+    group_conversation(&server, &group, alice, "open").await;
+    for at in ["-100000-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "+10000-01-01T00:00:00Z"] {
+        let refused = server.post(&format!("/v1/groups/{group}/provider/activity"), json!({"at": at})).await;
+        let detail = refused.assert_problem(StatusCode::BAD_REQUEST);
+        assert!(detail.contains("at") && detail.contains("between 1970"), "{at}: {detail}");
+    }
+    assert_eq!(server.all_events("groups", &group).await.len(), 1, "a refused ping appends nothing");
+
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let old = cqrs_es::persist::SerializedEvent::new(
+        group.clone(),
+        2,
+        "group".into(),
+        "GroupActivityRecorded".into(),
+        "1.0".into(),
+        json!({"GroupActivityRecorded": {"last_activity_at": "-100000-01-01T00:00:00Z", "recorded_at": "2026-12-01T00:00:00Z"}}),
+        json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system",
+               "actor_id": "old-server", "correlation_id": uuid::Uuid::now_v7(), "recorded_at": "2026-12-01T00:00:00Z"}),
+    );
+    store.append(vec![old]).await.unwrap();
+    let at = "2026-03-04T05:06:07Z";
+    let activity = server.post(&format!("/v1/groups/{group}/provider/activity"), json!({"at": at})).await;
+    assert_eq!(activity.status, StatusCode::OK, "{:?}", activity.body);
+    let listed = listed_after(&server, &activity, &group).await;
+    assert_eq!(
+        listed["group_activity_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(),
+        at.parse::<DateTime<Utc>>().unwrap()
+    );
+    let ready = server.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+}
+
 on_both_stores!(
     the_life_of_a_group_with_200_members,
     refusals_answer_with_their_reason,
@@ -806,4 +850,5 @@ on_both_stores!(
     participants_given_by_number_are_matched_or_created,
     provider_reports_joins_activity_and_its_full_view,
     a_contacts_groups_follow_its_memberships,
+    an_activity_time_out_of_range_is_refused_and_an_old_one_does_not_stop_the_list,
 );

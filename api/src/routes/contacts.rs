@@ -35,7 +35,11 @@ pub struct CreateContact {
     #[serde(default)]
     #[schema(value_type = Object)]
     metadata: Map<String, Value>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::validate::MAX_LABELS }>"
+    )]
+    #[schema(max_items = 50)]
     labels: Vec<String>,
 }
 
@@ -57,6 +61,11 @@ pub struct PatchContact {
     preferred_channel: Option<Option<Channel>>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::optional_at_most::<_, _, { colloquy_domain::validate::MAX_LABELS }>"
+    )]
+    #[schema(max_items = 50)]
     labels: Option<Vec<String>>,
     status: Option<ContactStatus>,
 }

@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -17,6 +16,7 @@ use colloquy_infra::{Committed, Intent};
 use colloquy_projections::conversation_list;
 
 use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
+use crate::instant::Instant;
 use crate::paging::PageParams;
 use crate::problem::{command_failed, ApiError};
 use crate::routes::contacts::stream_events;
@@ -40,7 +40,11 @@ pub struct OpenConversation {
     #[serde(default)]
     #[schema(value_type = Object)]
     custom_fields: Map<String, Value>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::validate::MAX_LABELS }>"
+    )]
+    #[schema(max_items = 50)]
     labels: Vec<String>,
     /// The group chat this conversation is in (its `group_type` is then `group`); the group must
     /// exist and the inbox must not have left it.
@@ -66,7 +70,7 @@ pub struct PatchConversation {
 #[serde(deny_unknown_fields)]
 pub struct ChangeStatus {
     status: Status,
-    snoozed_until: Option<DateTime<Utc>>,
+    snoozed_until: Option<Instant>,
 }
 
 /// Body of `POST /v1/conversations/{id}/assignment`.
@@ -83,9 +87,17 @@ pub struct Assign {
 #[schema(example = json!({"add": ["refund"], "remove": ["billing"]}))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeLabels {
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::validate::MAX_LABELS }>"
+    )]
+    #[schema(max_items = 50)]
     add: Vec<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::validate::MAX_LABELS }>"
+    )]
+    #[schema(max_items = 50)]
     remove: Vec<String>,
 }
 
@@ -369,8 +381,10 @@ pub async fn change_status(
     Path(conversation_id): Path<Uuid>,
     Json(body): Json<ChangeStatus>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
-    let command =
-        ConversationCommand::ChangeStatus { status: body.status, snoozed_until: body.snoozed_until };
+    let command = ConversationCommand::ChangeStatus {
+        status: body.status,
+        snoozed_until: body.snoozed_until.map(Into::into),
+    };
     run_for_view(&state, &principal, &headers, conversation_id, expected, command).await
 }
 

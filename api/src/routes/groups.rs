@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -36,6 +36,7 @@ use colloquy_infra::{CommandError, Committed, Intent};
 use colloquy_projections::{conversation_list, group_members};
 
 use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
+use crate::instant::Instant;
 use crate::paging::{cursor, PageParams};
 use crate::problem::{command_failed, ApiError};
 use crate::routes::contacts::stream_events;
@@ -66,7 +67,11 @@ pub struct CreateGroup {
     description: Option<String>,
     /// The other participants, as contact ids or E.164 numbers (matched to the contact with that
     /// number, or a new contact); they join as members.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::group::MAX_MEMBERS }>"
+    )]
+    #[schema(max_items = 1024)]
     participants: Vec<Participant>,
     settings: Option<SettingsBody>,
     invite_code: Option<String>,
@@ -113,6 +118,8 @@ pub struct PatchGroup {
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
     /// Contact ids or E.164 numbers, as in `POST /v1/groups`'s `participants`.
+    #[serde(deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::group::MAX_MEMBERS }>")]
+    #[schema(max_items = 1024)]
     contact_ids: Vec<Participant>,
 }
 
@@ -225,7 +232,7 @@ pub struct MembersQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Answer who was a member at this moment (RFC 3339) instead of now.
-    as_of: Option<DateTime<Utc>>,
+    as_of: Option<Instant>,
 }
 
 /// Body of `POST /v1/groups/{id}/join-requests`: exactly one of the two lists.
@@ -233,7 +240,17 @@ pub struct MembersQuery {
 #[schema(example = json!({"approve": ["0192f3c4-0000-7000-8000-000000000004"]}))]
 #[serde(deny_unknown_fields)]
 pub struct HandleJoinRequests {
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::optional_at_most::<_, _, { colloquy_domain::group::MAX_MEMBERS }>"
+    )]
+    #[schema(max_items = 1024)]
     approve: Option<Vec<Uuid>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::optional_at_most::<_, _, { colloquy_domain::group::MAX_MEMBERS }>"
+    )]
+    #[schema(max_items = 1024)]
     reject: Option<Vec<Uuid>>,
 }
 
@@ -318,15 +335,22 @@ async fn read<R>(
 
 /// Refuses contacts that are not live contacts of the caller's tenant: a group member must be
 /// someone the inbox can address.
+/// Contact lookups one request runs at once.
+const LOOKUPS_AT_ONCE: usize = 16;
+
 async fn require_contacts(state: &AppState, principal: &Principal, ids: &[Uuid]) -> Result<(), ApiError> {
-    let statuses = try_join_all(ids.iter().map(|id| async move {
-        let status = state
-            .contacts()
-            .read(&principal.tenant, &id.to_string(), |contact: &Contact, _| contact.status)
-            .await?;
-        Ok::<_, ApiError>((*id, status))
-    }))
-    .await?;
+    // A few lookups at a time: a group of 1,024 members must not take 1,024 connections at once.
+    let statuses: Vec<(Uuid, Option<ContactStatus>)> =
+        futures::stream::iter(ids.iter().copied().map(|id| async move {
+            let status = state
+                .contacts()
+                .read(&principal.tenant, &id.to_string(), |contact: &Contact, _| contact.status)
+                .await?;
+            Ok::<_, ApiError>((id, status))
+        }))
+        .buffered(LOOKUPS_AT_ONCE)
+        .try_collect()
+        .await?;
     for (id, status) in statuses {
         match status {
             None => return Err(ApiError::refused(format!("contact {id} names no contact of this tenant"))),
@@ -555,7 +579,7 @@ pub async fn members(
     let limit = paging.limit()?;
     let offset = usize::try_from(paging.after("members")?)
         .map_err(|_| ApiError::invalid_field("cursor", "is out of range"))?;
-    let members = match query.as_of {
+    let members = match query.as_of.map(DateTime::from) {
         None => read(&state, &principal, group_id, |group, _| ordered_members(group)).await?,
         Some(as_of) => {
             // Checks the scope and that the group is the tenant's before reading its history.
@@ -576,7 +600,7 @@ pub async fn members(
     let data: Vec<GroupMemberView> = members.into_iter().skip(offset).take(limit).collect();
     let next = offset + data.len();
     let next_cursor = (next < member_count).then(|| cursor("members", next as u64));
-    Ok(axum::Json(GroupMembersPage { as_of: query.as_of, member_count, data, next_cursor }))
+    Ok(axum::Json(GroupMembersPage { as_of: query.as_of.map(Into::into), member_count, data, next_cursor }))
 }
 
 /// `POST /v1/groups/{id}/members`: adds contacts; those already members are skipped.
@@ -941,7 +965,7 @@ pub struct ReportJoin {
 #[serde(deny_unknown_fields)]
 pub struct ReportActivity {
     /// When the provider saw the activity; a time ahead of the server's is taken as now.
-    at: DateTime<Utc>,
+    at: Instant,
 }
 
 /// One participant of `POST /v1/groups/{id}/provider/view`.
@@ -970,6 +994,8 @@ pub struct ReportView {
     /// Every setting as the provider has it; an absent one is taken as its default.
     settings: Option<SettingsBody>,
     /// Every participant, the inbox's own number included while it is a member.
+    #[serde(deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::group::MAX_MEMBERS }>")]
+    #[schema(max_items = 1024)]
     participants: Vec<ViewParticipant>,
     /// The current invite code, when the provider reported it; absent keeps the known one.
     invite_code: Option<String>,
@@ -1035,7 +1061,7 @@ pub async fn report_activity(
     Path(group_id): Path<Uuid>,
     Json(body): Json<ReportActivity>,
 ) -> Result<Versioned<GroupView>, ApiError> {
-    let command = GroupCommand::RecordActivity { at: body.at };
+    let command = GroupCommand::RecordActivity { at: body.at.into() };
     run_for_view(&state, &principal, &headers, group_id, None, command).await
 }
 

@@ -44,7 +44,9 @@ pub async fn healthz() -> Json<Value> {
             example = json!({"status": "not_ready", "checks": {
                 "store": {"status": "ok", "log_head": 52000},
                 "nats": {"status": "failing", "error": "nats: not connected (pending)"},
-                "projection:conversation_list": {"status": "lagging", "position": 30000, "lag": 22000}}}))
+                "projection:conversation_list": {"status": "lagging", "position": 30000, "lag": 22000},
+                "projection:group_members": {"status": "failing", "position": 41, "attempts": 3,
+                    "since": "2026-12-05T08:00:00Z", "error": "event group/0192f3c4-0000-7000-8000-000000000001#7 is unreadable: ..."}}}))
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
@@ -88,6 +90,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 ready = false;
                 checks.insert("projections".into(), json!({"status": "failing", "error": error.to_string()}));
             }
+        }
+    }
+    // A projector of this process that an error keeps from applying the log is not ready,
+    // whatever its lag: it names where it is stopped and why.
+    for projector in state.projectors().iter() {
+        if let Some(stall) = projector.stall() {
+            ready = false;
+            let check = json!({"status": "failing", "position": stall.checkpoint, "error": stall.error,
+                               "since": stall.since, "attempts": stall.attempts});
+            checks.insert(projector.checkpoint_name(), check);
         }
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -34,12 +34,20 @@ pub struct AddMessage {
     #[serde(default)]
     visibility: Visibility,
     text: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::conversation::MAX_ATTACHMENTS }>"
+    )]
+    #[schema(max_items = 20)]
     attachments: Vec<Attachment>,
     reply_to: Option<Uuid>,
     #[serde(default)]
     forwarded: bool,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { colloquy_domain::conversation::MAX_MENTIONS }>"
+    )]
+    #[schema(max_items = 100)]
     mentions: Vec<String>,
     email: Option<EmailEnvelope>,
     location: Option<Location>,
@@ -55,9 +63,17 @@ pub struct AddMessage {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReactionChanges {
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { crate::bounded::MAX_REACTIONS }>"
+    )]
+    #[schema(max_items = 20)]
     add: Vec<Reaction>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::at_most::<_, _, { crate::bounded::MAX_REACTIONS }>"
+    )]
+    #[schema(max_items = 20)]
     remove: Vec<Reaction>,
 }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use colloquy_infra::tokens::{self, TokenError, TokenInfo, ADMIN_SCOPE};
 
 use crate::extract::{require, Auth, Json, Path};
+use crate::instant::Instant;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -20,8 +21,10 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     name: String,
+    #[serde(deserialize_with = "crate::bounded::at_most::<_, _, { crate::bounded::MAX_SCOPES }>")]
+    #[schema(max_items = 32)]
     scopes: Vec<String>,
-    expires_at: Option<DateTime<Utc>>,
+    expires_at: Option<Instant>,
 }
 
 /// A new token with its secret.
@@ -67,7 +70,7 @@ pub async fn create(
         &principal.tenant,
         &body.name,
         &body.scopes,
-        body.expires_at,
+        body.expires_at.map(Into::into),
         Utc::now(),
     )
     .await
@@ -76,7 +79,9 @@ pub async fn create(
             ApiError::invalid_field("scopes", error.to_string())
         }
         TokenError::BadName => ApiError::invalid_field("name", error.to_string()),
-        TokenError::ExpiryInPast => ApiError::invalid_field("expires_at", error.to_string()),
+        TokenError::ExpiryInPast | TokenError::ExpiryOutOfRange => {
+            ApiError::invalid_field("expires_at", error.to_string())
+        }
         TokenError::Store(error) => ApiError::from(error),
     })?;
     let created = CreatedToken {
@@ -84,7 +89,7 @@ pub async fn create(
         secret: issued.secret,
         name: body.name,
         scopes: body.scopes,
-        expires_at: body.expires_at,
+        expires_at: body.expires_at.map(Into::into),
     };
     let location = format!("/v1/tokens/{}", created.id);
     Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, location)], axum::Json(created)).into_response())

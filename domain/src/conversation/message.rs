@@ -509,8 +509,10 @@ impl MessageContent {
 
 /// The longest preview kept of a message, in characters.
 pub const PREVIEW_CHARS: usize = 140;
-const MAX_ATTACHMENTS: usize = 20;
-const MAX_MENTIONS: usize = 100;
+/// The most attachments one message carries.
+pub const MAX_ATTACHMENTS: usize = 20;
+/// The most mentions one message carries.
+pub const MAX_MENTIONS: usize = 100;
 const MAX_JSON_PART_BYTES: usize = 64 * 1024;
 
 impl MessageContent {

@@ -21,7 +21,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 pub use message::{
     validate_emoji, Attachment, DeliveryError, DeliveryStatus, Direction, Edit, EmailEnvelope, Location,
     Message, MessageContent, MessageType, NewMessage, Reaction, Sender, SenderKind, Visibility,
-    PREVIEW_CHARS,
+    MAX_ATTACHMENTS, MAX_MENTIONS, PREVIEW_CHARS,
 };
 
 use crate::channel::Channel;
@@ -897,6 +897,9 @@ impl Conversation {
     ) -> Result<ConversationEvent, ConversationError> {
         if snoozed_until.is_some() && status != Status::Snoozed {
             return Err(FieldError::new("snoozed_until", "is only allowed with status snoozed").into());
+        }
+        if let Some(until) = snoozed_until {
+            validate::instant("snoozed_until", until)?;
         }
         if snoozed_until.is_some_and(|until| until <= now) {
             return Err(ConversationError::SnoozeInPast);

@@ -302,6 +302,18 @@ fn snoozing_until_a_future_time_records_the_time() {
 }
 
 #[test]
+fn snoozing_past_year_9999_is_refused() {
+    let until = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).single().expect("a date");
+    ConversationTest::with(services())
+        .given(vec![opened()])
+        .when(ConversationCommand::ChangeStatus { status: Status::Snoozed, snoozed_until: Some(until) })
+        .then_expect_error(ConversationError::Invalid(FieldError::new(
+            "snoozed_until",
+            validate::INSTANT_RANGE,
+        )));
+}
+
+#[test]
 fn snoozing_until_a_past_time_is_refused() {
     ConversationTest::with(services())
         .given(vec![opened()])

@@ -1303,7 +1303,7 @@ impl Aggregate for Group {
                     GroupCommand::RecordActivity { at } => {
                         // Pings arrive batched and out of order; only a later one moves the time.
                         // A provider clock ahead of ours must not push it into the future.
-                        let at = at.min(now);
+                        let at = validate::instant("at", at)?.min(now);
                         if self.last_activity_at.is_some_and(|last| last >= at) {
                             vec![]
                         } else {

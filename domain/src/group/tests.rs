@@ -1007,6 +1007,17 @@ fn an_older_ping_records_nothing_and_a_future_one_is_taken_as_now() {
         }]);
 }
 
+#[test]
+fn an_activity_ping_outside_the_instant_range_is_refused() {
+    let year = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).single().expect("a date");
+    for at in [year(-100_000), year(1969)] {
+        GroupTest::with(services())
+            .given(vec![created()])
+            .when(GroupCommand::RecordActivity { at })
+            .then_expect_error(GroupError::Invalid(FieldError::new("at", validate::INSTANT_RANGE)));
+    }
+}
+
 // ---- rules for the conversation side ----
 
 #[test]

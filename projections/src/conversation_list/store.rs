@@ -550,6 +550,12 @@ impl Batch {
     async fn group_activity(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let event: GroupEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
         let GroupEvent::GroupActivityRecorded { last_activity_at, .. } = event else { return Ok(()) };
+        // A provider's time outside the range a client may give was stored before the domain
+        // refused it; PostgreSQL's `timestamptz` cannot hold a year like -100000, and such a
+        // time says nothing about recent activity anyway.
+        if colloquy_domain::validate::instant("at", last_activity_at).is_err() {
+            return Ok(());
+        }
         let Some(tenant) = stored.tenant_id() else {
             return Ok(());
         };

@@ -255,6 +255,28 @@ impl TestServer {
     }
 
     /// Every event of a conversation, walking all pages.
+    /// Appends to a new conversation an event no projection can read, as a faulty writer in
+    /// another process could, and returns its position: the list stops before it, so a read
+    /// with `min_position` at or past it waits until its timeout.
+    #[allow(dead_code)] // Each test binary compiles this module; not every one stops the list.
+    pub async fn append_unreadable(&self) -> (String, i64) {
+        let id = self.conversation().await;
+        let store = colloquy_infra::Store::open(&self.config().store_location()).await.unwrap();
+        let sequence = self.all_events("conversations", &id).await.len();
+        let unreadable = cqrs_es::persist::SerializedEvent::new(
+            id.clone(),
+            sequence + 1,
+            "conversation".into(),
+            "MessageAdded".into(),
+            "1.0".into(),
+            serde_json::json!({"MessageAdded": {"not": "a message"}}),
+            serde_json::json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": "default", "actor_kind": "system",
+                   "actor_id": "elsewhere", "correlation_id": uuid::Uuid::now_v7(), "recorded_at": "2026-12-01T00:00:00Z"}),
+        );
+        let position = store.append(vec![unreadable]).await.unwrap();
+        (id, position)
+    }
+
     pub async fn all_events(&self, aggregate: &str, id: &str) -> Vec<Value> {
         let mut events = Vec::new();
         let mut cursor: Option<String> = None;
@@ -310,6 +332,24 @@ impl Reply {
         let detail = self.body["detail"].as_str().unwrap_or_default().to_owned();
         assert!(!detail.is_empty(), "a problem must say what went wrong");
         detail
+    }
+}
+
+/// Polls `check` every 50 ms until it gives `Some`, up to `timeout`; fails the test naming
+/// `what` after that.
+#[allow(dead_code)] // Each test binary compiles this module; not every one waits.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within {timeout:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
