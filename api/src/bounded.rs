@@ -106,7 +106,8 @@ mod tests {
     #[test]
     fn a_long_list_is_refused_at_the_item_past_the_limit() {
         // The items after the limit are not even valid: the parse stopped before them.
-        let error = serde_json::from_str::<Body>(r#"{"items": ["a", "b", "c", "d", 5]}"#).expect_err("refused");
+        let error =
+            serde_json::from_str::<Body>(r#"{"items": ["a", "b", "c", "d", 5]}"#).expect_err("refused");
         assert!(error.to_string().contains("at most 3 items"), "{error}");
     }
 }

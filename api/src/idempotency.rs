@@ -1,11 +1,13 @@
 //! `Idempotency-Key` on commands: a POST retried with the same key and the same request gets
 //! the first response again (same ids, same status) and appends nothing; the same key with a
-//! different request is a 422. Keys are per tenant, kept 24 hours in the store, so they survive
-//! restarts (see infra/src/idempotency.rs).
+//! different request is a 422. Keys belong to the token that sent them (within its tenant),
+//! kept 24 hours in the store, so they survive restarts, and purged by a task of every serving
+//! process (see infra/src/idempotency.rs).
 //!
 //! Responses worth replaying are stored: successes and the refusals a retry would meet again
 //! (404, 410, 422). Anything else (bad input, auth, conflicts, 5xx) releases the key, so a
-//! corrected or later retry runs.
+//! corrected or later retry runs. A response that carries a secret (a new token's) is never
+//! stored: its replay says what was created and that the secret is not kept.
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -30,6 +32,11 @@ pub const REPLAYED: &str = "idempotent-replayed";
 pub const MAX_KEY_LENGTH: usize = 255;
 
 const REPLAYED_HEADERS: [&str; 4] = ["content-type", "location", "etag", "colloquy-position"];
+
+/// Put in a response's extensions by a handler whose body holds a secret shown only once: the
+/// body is not stored, and a replay answers 409 naming what was created (`Location`).
+#[derive(Debug, Clone, Copy)]
+pub struct HoldsSecret;
 
 fn worth_keeping(status: StatusCode) -> bool {
     status.is_success() || matches!(status.as_u16(), 404 | 410 | 422)
@@ -76,8 +83,13 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
     let tenant = principal.tenant.as_str().to_owned();
+    // A key is the token's own: another token of the tenant using the same key runs its own
+    // request, through its own scope check, and never sees this one's response. A token's
+    // scopes never change (a token is revoked, not edited), so a replay to the token that made
+    // the request passes the scope check the request passed.
+    let key_of_token = format!("{}/{key}", principal.token_id);
     let store = state.store().clone();
-    match idempotency::claim(&store, &tenant, &key, &request_hash, Utc::now()).await {
+    match idempotency::claim(&store, &tenant, &key_of_token, &request_hash, Utc::now()).await {
         Err(error) => ApiError::from(error).into_response(),
         Ok(Claim::Mismatch) => ApiError::refused(format!(
             "Idempotency-Key {key:?} was already used with a different request; use a new key for a new request"
@@ -92,7 +104,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
             let status = response.status();
             if !worth_keeping(status) {
-                if let Err(error) = idempotency::release(&store, &tenant, &key).await {
+                if let Err(error) = idempotency::release(&store, &tenant, &key_of_token).await {
                     tracing::warn!(%error, "could not release an idempotency key");
                 }
                 return response;
@@ -101,14 +113,17 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
                 return ApiError::internal(&"the response body could not be read").into_response();
             };
-            let headers = REPLAYED_HEADERS
-                .iter()
-                .filter_map(|name| {
-                    parts.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| ((*name).to_owned(), v.to_owned()))
-                })
-                .collect();
-            let stored = StoredResponse { status: status.as_u16(), headers, body: body.to_vec() };
-            if let Err(error) = idempotency::complete(&store, &tenant, &key, &stored).await {
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let stored = if parts.extensions.get::<HoldsSecret>().is_some() {
+                secret_withheld(&key, header("location")).await
+            } else {
+                let headers = REPLAYED_HEADERS
+                    .iter()
+                    .filter_map(|name| header(name).map(|value| ((*name).to_owned(), value)))
+                    .collect();
+                StoredResponse { status: status.as_u16(), headers, body: body.to_vec() }
+            };
+            if let Err(error) = idempotency::complete(&store, &tenant, &key_of_token, &stored).await {
                 // The command is committed; a retry will find the key still claimed and answer
                 // 409 until the claim is considered abandoned.
                 tracing::warn!(%error, "could not store an idempotent response");
@@ -116,6 +131,26 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             Response::from_parts(parts, Body::from(body))
         }
     }
+}
+
+/// What is stored for a response whose body holds a secret: a 409 that names what was created,
+/// so a retry learns that it was, without the secret ever reaching the store.
+async fn secret_withheld(key: &str, location: Option<String>) -> StoredResponse {
+    let created = location.clone().unwrap_or_else(|| "the resource".to_owned());
+    let problem = ApiError::conflict(format!(
+        "the request with Idempotency-Key {key:?} created {created}; its secret was shown once and is not kept: \
+         revoke it and create another if it was lost"
+    ));
+    let (parts, body) = problem.into_response().into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    if let Some(content_type) = parts.headers.get("content-type").and_then(|v| v.to_str().ok()) {
+        headers.push(("content-type".into(), content_type.to_owned()));
+    }
+    if let Some(location) = location {
+        headers.push(("location".into(), location));
+    }
+    StoredResponse { status: parts.status.as_u16(), headers, body }
 }
 
 fn replay(stored: StoredResponse) -> Response {

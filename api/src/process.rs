@@ -113,6 +113,25 @@ impl ShutdownHandle {
     }
 }
 
+/// How often a serving process removes expired idempotency keys (and once when it starts).
+const PURGE_IDEMPOTENCY_KEYS_EVERY: Duration = Duration::from_secs(600);
+
+async fn purge_idempotency_keys(
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), colloquy_infra::StoreError> {
+    loop {
+        let purged = colloquy_infra::idempotency::purge(&store, chrono::Utc::now()).await?;
+        if purged > 0 {
+            tracing::info!(purged, "removed expired idempotency keys");
+        }
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            () = tokio::time::sleep(PURGE_IDEMPOTENCY_KEYS_EVERY) => {}
+        }
+    }
+}
+
 /// Runs `work` until `stop`, restarting it a second after it fails.
 fn supervise<F, Fut, E>(name: String, stop: watch::Receiver<bool>, work: F) -> JoinHandle<()>
 where
@@ -257,6 +276,13 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         let relay_log = log.clone();
         workers.push(supervise("relay".into(), stop.subscribe(), move |stop| {
             relay::run(relay_log.clone(), transport.clone(), stop)
+        }));
+    }
+    if roles.http {
+        // Keys past their 24 hours are dead weight (a retry after them runs again anyway).
+        let purge_store = store.clone();
+        workers.push(supervise("idempotency key purge".into(), stop.subscribe(), move |stop| {
+            purge_idempotency_keys(purge_store.clone(), stop)
         }));
     }
     let (addr, http, http_shutdown) = if roles.http {

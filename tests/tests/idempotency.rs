@@ -102,7 +102,86 @@ async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
     server.stop().await;
 }
 
+/// The stored responses' rows, as (key, body) pairs, read straight from the store.
+async fn stored_keys(server: &TestServer) -> Vec<(String, Vec<u8>)> {
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let sql = "SELECT key, COALESCE(body, '') FROM idempotency_keys ORDER BY key";
+    if let Some(pool) = store.postgres_pool() {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key, COALESCE(body, ''::bytea) FROM idempotency_keys")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        rows
+    } else {
+        let (pool, _) = store.sqlite_pool().unwrap();
+        sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+    }
+}
+
+/// A key is the token's own: another token sending it runs its own request, scope check
+/// included, and never gets the first token's response. A new token's secret is never stored: a
+/// retry of its creation answers 409 naming the token. Expired keys are purged by the server.
+async fn keys_belong_to_their_token_and_keep_no_secret(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    let path = format!("/v1/conversations/{id}/messages");
+    let message = json!({"sender": {"kind": "customer"}, "text": "mine"});
+    let key = [("idempotency-key", "shared-key")];
+    let posted = server.call_with(Method::POST, &path, Some(message.clone()), &key).await;
+    assert_eq!(posted.status, StatusCode::CREATED, "{:?}", posted.body);
+
+    let create = json!({"name": "reader", "scopes": ["conversations:read"]});
+    let token_key = [("idempotency-key", "token-1")];
+    let created = server.call_with(Method::POST, "/v1/tokens", Some(create.clone()), &token_key).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    let again = server.call_with(Method::POST, "/v1/tokens", Some(create), &token_key).await;
+    let detail = again.assert_problem(StatusCode::CONFLICT);
+    assert!(detail.contains("not kept") && !again.body.to_string().contains(&secret), "{detail}");
+    assert_eq!(again.headers["location"], created.headers["location"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let listed = server.get("/v1/tokens").await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 2, "one token created: {:?}", listed.body);
+    for (key, body) in stored_keys(&server).await {
+        assert!(!String::from_utf8_lossy(&body).contains(&secret), "the secret is stored under {key}");
+    }
+
+    // The reader's request with the admin's key runs: it is refused for its scope.
+    let theirs = server
+        .client
+        .post(server.url(&path))
+        .bearer_auth(&secret)
+        .header("idempotency-key", "shared-key")
+        .json(&message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::FORBIDDEN);
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+    assert_eq!(server.all_events("conversations", &id).await.len(), 2, "opened and one message");
+
+    // A key past its 24 hours is purged when the server starts (and every ten minutes).
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let old = chrono::Utc::now().timestamp_millis() - 25 * 3_600_000;
+    let insert = "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) VALUES ('default', 'old', 'x', $1)";
+    if let Some(pool) = store.postgres_pool() {
+        sqlx::query(insert).bind(old).execute(pool).await.unwrap();
+    } else {
+        sqlx::query(insert).bind(old).execute(store.sqlite_pool().unwrap().0).await.unwrap();
+    }
+    assert!(stored_keys(&server).await.iter().any(|(key, _)| key == "old"));
+    server.restart().await;
+    common::eventually(std::time::Duration::from_secs(10), "the expired key is purged", || async {
+        (!stored_keys(&server).await.iter().any(|(key, _)| key == "old")).then_some(())
+    })
+    .await;
+    assert_eq!(stored_keys(&server).await.len(), 2, "the live keys stay");
+    server.stop().await;
+}
+
 on_both_stores!(
     a_retry_gets_the_first_response_and_appends_nothing,
     concurrent_requests_with_one_key_run_once,
+    keys_belong_to_their_token_and_keep_no_secret,
 );

@@ -51,11 +51,12 @@ pub struct TokenList {
     path = "/tokens",
     tag = "tokens",
     summary = "Create a token",
-    description = "The answer holds the secret; it is shown only now (only its hash is stored).",
+    description = "The answer holds the secret; it is shown only now (only its hash is stored). A retry with the same `Idempotency-Key` answers 409 with `Location` naming the token created: the secret is not kept, so it is not replayed.",
     request_body = CreateToken,
     responses(
         (status = 201, description = "Created; `Location` names it.", body = CreatedToken,
-            headers(("Location" = String, description = "`/v1/tokens/{id}`")))
+            headers(("Location" = String, description = "`/v1/tokens/{id}`"))),
+        (status = 409, response = crate::openapi::Conflict)
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -92,7 +93,11 @@ pub async fn create(
         expires_at: body.expires_at.map(Into::into),
     };
     let location = format!("/v1/tokens/{}", created.id);
-    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, location)], axum::Json(created)).into_response())
+    let mut response = (StatusCode::CREATED, [(axum::http::header::LOCATION, location)], axum::Json(created))
+        .into_response();
+    // The secret must never reach the store of idempotent responses.
+    response.extensions_mut().insert(crate::idempotency::HoldsSecret);
+    Ok(response)
 }
 
 /// `GET /v1/tokens`
