@@ -60,8 +60,15 @@ const CATCH_UP_FOLD: RebuildLimits = RebuildLimits { page: CATCH_UP_BATCH, held:
 
 /// Creates a batch's checkpoint row if missing and locks it, returning its position: concurrent
 /// instances of a projector take turns, and each then sees what the other applied.
+/// With it comes the checkpoint's generation, which a rebuild moves on (see [`Projector::observe`]).
 const LOCK_CHECKPOINT: &str = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
-     ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position";
+     ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING position, generation";
+
+/// Reads a checkpoint and its generation without locking it.
+const READ_CHECKPOINT: &str = "SELECT position, generation FROM checkpoints WHERE name = $1";
+
+/// A generation no checkpoint has: what a projector knows before it has read one.
+const UNKNOWN_GENERATION: i64 = -1;
 
 /// Saves a batch's checkpoint, in the batch's transaction.
 const SAVE_CHECKPOINT: &str =
@@ -69,8 +76,8 @@ const SAVE_CHECKPOINT: &str =
 
 /// Moves the checkpoint from where this process last saved it (`$3`) to the batch's end, taking
 /// its row lock as [`LOCK_CHECKPOINT`] does: no row when another instance moved it since.
-const MOVE_CHECKPOINT: &str =
-    "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position = $3";
+const MOVE_CHECKPOINT: &str = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP
+     WHERE name = $1 AND position = $3 AND generation = $4";
 
 /// A live batch (or a JetStream fetch) that takes longer than this is logged as a warning: at
 /// the rates measured, a batch is applied in milliseconds, so one this slow is a stall to explain.
@@ -293,6 +300,9 @@ pub struct Projector {
     waiters_read: Arc<std::sync::Mutex<(Option<tokio::time::Instant>, u64)>>,
     /// Where it is stopped, if an error keeps it from applying the log, shared by every clone.
     failures: Arc<Failures>,
+    /// The checkpoint's generation as this process last read it: a rebuild (in any process)
+    /// moves it on, and what this process knew applied before that no longer holds.
+    generation: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -313,6 +323,7 @@ impl Projector {
             rebuild: RebuildLimits::default(),
             waiters_read: Arc::new(std::sync::Mutex::new((None, 0))),
             failures: Arc::new(Failures::default()),
+            generation: Arc::new(std::sync::atomic::AtomicI64::new(UNKNOWN_GENERATION)),
         }
     }
 
@@ -396,8 +407,9 @@ impl Projector {
                 return Ok(applied);
             }
             let mut tx = pool.begin_with(BEGIN_RELAXED).await?;
-            let stored: i64 = sqlx::query_scalar(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
-            let checkpoint = self.effective_checkpoint(stored);
+            let (stored, generation): (i64, i64) =
+                sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
+            let checkpoint = self.observe(stored, generation);
             let Some(fresh) = fresh(events, checkpoint)? else {
                 return Ok(applied_or_gap(events, checkpoint));
             };
@@ -413,8 +425,9 @@ impl Projector {
         } else if let Some(writes) = store.sqlite_read_model_writes() {
             // As on PostgreSQL, the commit need not wait for the disk.
             let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-            let stored: i64 = sqlx::query_scalar(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
-            let checkpoint = self.effective_checkpoint(stored);
+            let (stored, generation): (i64, i64) =
+                sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
+            let checkpoint = self.observe(stored, generation);
             let Some(fresh) = fresh(events, checkpoint)? else {
                 return Ok(applied_or_gap(events, checkpoint));
             };
@@ -456,6 +469,7 @@ impl Projector {
             .bind(name)
             .bind(last)
             .bind(saved)
+            .bind(self.generation())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -503,6 +517,40 @@ impl Projector {
         *self.applied.borrow()
     }
 
+    /// The checkpoint a batch continues from, given the stored checkpoint and its generation.
+    /// Where the generation is not the one this process last saw, a rebuild cleared the read
+    /// model since: what this process knew applied is gone, so it forgets it and goes on from
+    /// the stored checkpoint (without this, its further checkpoint would have the rebuild skip
+    /// everything between, and lose those rows without a word).
+    fn observe(&self, stored: i64, generation: i64) -> i64 {
+        let known = self.generation.swap(generation, std::sync::atomic::Ordering::SeqCst);
+        if known != generation && known != UNKNOWN_GENERATION {
+            tracing::info!(
+                projection = self.name(),
+                checkpoint = stored,
+                generation,
+                "the read model was rebuilt elsewhere; going on from the rebuild's checkpoint"
+            );
+            self.applied.send_replace(stored);
+            *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (tokio::time::Instant::now(), stored);
+        }
+        self.effective_checkpoint(stored)
+    }
+
+    /// The checkpoint's generation as this process last read it.
+    fn generation(&self) -> i64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The stored checkpoint and its generation (0 and 0 before the first batch).
+    async fn stored_checkpoint(&self) -> Result<(i64, i64), ProjectionError> {
+        let name = self.checkpoint_name();
+        let found: Option<(i64, i64)> = colloquy_infra::on_pool!(self.log.store(), |pool| {
+            sqlx::query_as(READ_CHECKPOINT).bind(&name).fetch_optional(pool).await?
+        });
+        Ok(found.unwrap_or((0, 0)))
+    }
+
     /// Notes that the store's checkpoint is at least `position`.
     fn note_saved(&self, position: i64) {
         let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
@@ -513,12 +561,15 @@ impl Projector {
     async fn save_checkpoint(&self, position: i64) -> Result<(), ProjectionError> {
         let name = self.checkpoint_name();
         let store = self.log.store();
-        let sql = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1 AND position < $2";
+        // Not over a rebuild's checkpoint: that one moves only with the rebuild's own batches.
+        let sql = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP
+                   WHERE name = $1 AND position < $2 AND generation = $3";
+        let generation = self.generation();
         if let Some(pool) = store.postgres_pool() {
-            sqlx::query(sql).bind(&name).bind(position).execute(pool).await?;
+            sqlx::query(sql).bind(&name).bind(position).bind(generation).execute(pool).await?;
         } else if let Some(writes) = store.sqlite_read_model_writes() {
             let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-            sqlx::query(sql).bind(&name).bind(position).execute(&mut *tx).await?;
+            sqlx::query(sql).bind(&name).bind(position).bind(generation).execute(&mut *tx).await?;
             tx.commit().await?;
         }
         self.note_saved(position);
@@ -556,8 +607,8 @@ impl Projector {
 
     /// [`Projector::catch_up_with`] in batches of `size` events.
     async fn catch_up_paged(&self, size: i64, mut progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
-        let stored = self.checkpoint().await?;
-        let mut checkpoint = self.effective_checkpoint(stored);
+        let (stored, generation) = self.stored_checkpoint().await?;
+        let mut checkpoint = self.observe(stored, generation);
         'read: loop {
             let mut pages = read_ahead(self.log.clone(), checkpoint, size, self.projection.metadata());
             while let Some(page) = pages.recv().await {
@@ -589,11 +640,16 @@ impl Projector {
     async fn clear_and_replay(&self, progress: impl FnMut(i64)) -> Result<i64, ProjectionError> {
         let name = self.checkpoint_name();
         let store = self.log.store();
-        let reset = "INSERT INTO checkpoints (name, position) VALUES ($1, 0)
-                     ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = CURRENT_TIMESTAMP";
+        // A new generation: a projector elsewhere that applied batches before the reset learns
+        // from it that they are gone (see `observe`).
+        let reset = "INSERT INTO checkpoints (name, position, generation) VALUES ($1, 0, 1)
+                     ON CONFLICT (name) DO UPDATE SET position = 0, generation = checkpoints.generation + 1,
+                       updated_at = CURRENT_TIMESTAMP
+                     RETURNING generation";
+        let generation: i64;
         if let Some(pool) = store.postgres_pool() {
             let mut tx = pool.begin().await?;
-            sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
+            generation = sqlx::query_scalar(reset).bind(&name).fetch_one(&mut *tx).await?;
             let mut tx = Tx::Postgres(tx);
             self.projection.clear(&mut tx).await?;
             crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
@@ -601,13 +657,16 @@ impl Projector {
             tx.commit().await?;
         } else if let Some(writes) = store.sqlite_read_model_writes() {
             let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
-            sqlx::query(reset).bind(&name).execute(&mut *tx).await?;
+            generation = sqlx::query_scalar(reset).bind(&name).fetch_one(&mut *tx).await?;
             let mut tx = Tx::Sqlite(tx);
             self.projection.clear(&mut tx).await?;
             crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
             let Tx::Sqlite(tx) = tx else { unreachable!("built as Sqlite above") };
             tx.commit().await?;
+        } else {
+            generation = 0;
         }
+        self.generation.store(generation, std::sync::atomic::Ordering::SeqCst);
         self.applied.send_replace(0);
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (tokio::time::Instant::now(), 0);
         match self.projection.fold() {
@@ -635,8 +694,8 @@ impl Projector {
         mut progress: impl FnMut(i64),
     ) -> Result<i64, ProjectionError> {
         let store = self.log.store().clone();
-        let stored = self.checkpoint().await?;
-        let mut checkpoint = self.effective_checkpoint(stored);
+        let (stored, generation) = self.stored_checkpoint().await?;
+        let mut checkpoint = self.observe(stored, generation);
         let mut pages = read_ahead(self.log.clone(), checkpoint, limits.page, self.projection.metadata());
         let mut writing: Option<Writing> = None;
         // Set once the head is folded: what is left is to see the last commit written.
@@ -656,11 +715,11 @@ impl Projector {
                         self.note_saved(position);
                         progress(position);
                     }
-                    Written::Moved { stored } => {
+                    Written::Moved { stored, generation } => {
                         // Folded on top of a commit that was not written: start over from the
                         // store's checkpoint.
                         fold.start_over();
-                        checkpoint = self.effective_checkpoint(stored);
+                        checkpoint = self.observe(stored, generation);
                         pages =
                             read_ahead(self.log.clone(), checkpoint, limits.page, self.projection.metadata());
                         done = false;
@@ -680,6 +739,7 @@ impl Projector {
                 checkpoint,
                 up_to,
                 *self.applied.borrow(),
+                self.generation(),
             ));
             checkpoint = up_to;
             done = ended;
@@ -912,7 +972,7 @@ enum Written {
     /// Committed with the checkpoint at this position.
     UpTo(i64),
     /// Not written: the stored checkpoint had moved from where the commit started.
-    Moved { stored: i64 },
+    Moved { stored: i64, generation: i64 },
 }
 
 /// A commit being written by a task of its own.
@@ -921,7 +981,17 @@ struct Writing(tokio::task::JoinHandle<Result<Written, ProjectionError>>);
 impl Writing {
     /// Writes `sealed` with the checkpoint `up_to`, if the stored checkpoint (or `known`, this
     /// process's, when further) is still `from`.
-    fn start(store: Store, name: String, sealed: Box<dyn Sealed>, from: i64, up_to: i64, known: i64) -> Self {
+    /// Where the checkpoint's generation is no longer `generation`, a rebuild cleared the read
+    /// model meanwhile, and nothing is written either.
+    fn start(
+        store: Store,
+        name: String,
+        sealed: Box<dyn Sealed>,
+        from: i64,
+        up_to: i64,
+        known: i64,
+        generation: i64,
+    ) -> Self {
         Self(tokio::spawn(async move {
             // As in `apply`: the read-model commit need not wait for the disk.
             let (_writer, mut tx) = if let Some(pool) = store.postgres_pool() {
@@ -932,12 +1002,10 @@ impl Writing {
             } else {
                 return Ok(Written::UpTo(up_to));
             };
-            let stored: i64 = on_tx!(&mut tx, |conn| sqlx::query_scalar(LOCK_CHECKPOINT)
-                .bind(&name)
-                .fetch_one(conn)
-                .await?);
-            if stored.max(known) != from {
-                return Ok(Written::Moved { stored });
+            let (stored, stored_generation): (i64, i64) =
+                on_tx!(&mut tx, |conn| sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(conn).await?);
+            if stored_generation != generation || stored.max(known) != from {
+                return Ok(Written::Moved { stored, generation: stored_generation });
             }
             sealed.write(&mut tx).await?;
             on_tx!(&mut tx, |conn| {

@@ -385,6 +385,56 @@ async fn an_event_a_projection_cannot_apply_is_reported_not_skipped(backend: Bac
     assert!(!other.is_empty(), "commands are still served");
 }
 
+/// `projections rebuild` run by another process while this one projects under load: the live
+/// projector learns of the rebuild from the checkpoint's generation and goes on from the
+/// rebuild's checkpoint, so the list ends equal to what a rebuild alone gives (before, the live
+/// process saved its further checkpoint over the rebuild's, and the rebuild skipped the gap).
+async fn a_rebuild_beside_a_live_projector_under_load_loses_nothing(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(server.conversation().await);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        server.customer_message(id, &format!("before {n}")).await;
+    }
+    let rebuild = |store: colloquy_infra::Store| async move {
+        let log = colloquy_infra::GlobalLog::start(store).await.unwrap();
+        let projection = colloquy_projections::by_name("conversation_list").unwrap();
+        // Small commits, so the live projector gets in between them.
+        let limits = colloquy_projections::RebuildLimits { page: 10, held: 5, events: 10 };
+        colloquy_projections::Projector::new(log, projection)
+            .with_rebuild_limits(limits)
+            .rebuild(|_| {})
+            .await
+            .unwrap()
+    };
+    let elsewhere = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let load = async {
+        let mut last = 0;
+        for round in 0..20 {
+            for id in &ids {
+                last = server.customer_message(id, &format!("during {round}")).await;
+            }
+        }
+        last
+    };
+    let (last, _) = tokio::join!(load, rebuild(elsewhere.clone()));
+    let list = format!("/v1/conversations?min_position={last}&limit=100");
+    let live = server.get(&list).await;
+    assert_eq!(live.status, StatusCode::OK, "{:?}", live.body);
+    for row in live.body["data"].as_array().unwrap() {
+        assert_eq!(row["message_count"], 21, "{row}");
+    }
+    server.shut_down().await;
+    rebuild(elsewhere).await;
+    server.start_again().await;
+    let rebuilt = server.get(&list).await;
+    assert_eq!(rebuilt.status, StatusCode::OK, "{:?}", rebuilt.body);
+    assert_eq!(rebuilt.body, live.body, "the list equals a rebuild of it");
+    server.stop().await;
+}
+
 on_both_stores!(
     read_your_writes_through_the_conversation_list,
     a_projector_lets_a_batch_gather_for_the_configured_linger,
@@ -396,6 +446,7 @@ on_both_stores!(
     the_projectors_share_one_jetstream_consumer_that_acks_every_event,
     the_list_follows_the_store_while_nats_is_down,
     an_event_a_projection_cannot_apply_is_reported_not_skipped,
+    a_rebuild_beside_a_live_projector_under_load_loses_nothing,
 );
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per
