@@ -244,12 +244,7 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
+        let secret = bearer_secret(header)
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
         let principal = state
             .authenticate(secret)
@@ -257,6 +252,16 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
         Ok(Self(principal))
     }
+}
+
+/// The secret of an `Authorization: Bearer <secret>` header.
+pub fn bearer_secret(header: &axum::http::HeaderValue) -> Option<&str> {
+    header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
 }
 
 /// Checks a scope, answering 403 when the token lacks it.

@@ -70,6 +70,7 @@ const EXAMPLE_ID: &str = "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
             UnsupportedMediaType,
             Unprocessable,
             Unavailable,
+            TooManyStreams,
             Internal
         )
     ),
@@ -409,6 +410,11 @@ problem_responses! {
         ("unavailable", ApiError::unavailable("the event store is unavailable; try again shortly")),
         ("overloaded", ApiError::overloaded(1024)),
     ];
+    /// 429.
+    TooManyStreams,
+    "The token already has as many event streams open as it may; close one (or retry after \
+     `Retry-After` seconds).",
+    [("too-many-streams", ApiError::too_many_streams(crate::state::MAX_STREAMS_PER_TOKEN))];
     /// 500.
     Internal,
     "Something went wrong on the server; it has been logged. No details are sent.",

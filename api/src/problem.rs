@@ -144,7 +144,19 @@ impl ApiError {
         problem
     }
 
-    /// 503: the server is handling as many requests as it takes at once (`limit`); try again.
+    /// 429: a token has as many event streams open as it may.
+    pub fn too_many_streams(limit: usize) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-streams",
+            "Too many streams",
+            format!("this token already has {limit} event streams open; close one first"),
+        );
+        problem.retry_after = Some(1);
+        problem
+    }
+
+    /// 503: the server already handles as many requests as it takes at once.
     pub fn overloaded(limit: usize) -> Self {
         let mut problem = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -47,6 +47,31 @@ struct Inner {
     /// fallen behind (or stalled) never hold more than a quarter of the places, and commands keep
     /// the rest.
     waiting: (Arc<Semaphore>, usize),
+    /// Event streams open per token.
+    streams: Arc<Mutex<HashMap<uuid::Uuid, usize>>>,
+}
+
+/// The most event streams one token may have open at once in one process: each holds a
+/// connection and reads of the log, and a client that leaks them must not take the server's.
+pub const MAX_STREAMS_PER_TOKEN: usize = 8;
+
+/// A token's place among its open event streams, given back when the stream ends.
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: Arc<Mutex<HashMap<uuid::Uuid, usize>>>,
+    token_id: uuid::Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = streams.get_mut(&self.token_id) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.token_id);
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -82,6 +107,7 @@ impl AppState {
                 jetstream,
                 admission: (Arc::new(Semaphore::new(max_in_flight)), max_in_flight),
                 waiting: (Arc::new(Semaphore::new(max_waiting)), max_waiting),
+                streams: Arc::new(Mutex::new(HashMap::new())),
             }),
         }
     }
@@ -189,6 +215,18 @@ impl AppState {
     /// Ends every open event stream: called when graceful shutdown begins.
     pub fn close_streams(&self) {
         self.inner.closing.send_replace(true);
+    }
+
+    /// A place for one more event stream of `token_id`, or `None` when it has
+    /// [`MAX_STREAMS_PER_TOKEN`] open.
+    pub fn open_stream(&self, token_id: uuid::Uuid) -> Option<StreamSlot> {
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let open = streams.entry(token_id).or_insert(0);
+        if *open >= MAX_STREAMS_PER_TOKEN {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot { streams: self.inner.streams.clone(), token_id })
     }
 
     /// Drops every verified token from the cache, so a revocation takes effect at once here.

@@ -124,4 +124,60 @@ async fn events_stream_live_and_resume_after_a_disconnect(backend: Backend) {
     server.stop().await;
 }
 
-on_both_stores!(events_stream_live_and_resume_after_a_disconnect);
+/// A token's streams are capped (the one past the cap is a 429, and a place comes back when a
+/// stream closes), and a revoked token's open stream ends within seconds.
+async fn streams_are_capped_per_token_and_end_when_it_is_revoked(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let created = server.post("/v1/tokens", json!({"name": "listener", "scopes": ["events:read"]})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let (token_id, secret) = (
+        created.body["id"].as_str().unwrap().to_owned(),
+        created.body["secret"].as_str().unwrap().to_owned(),
+    );
+    let open = || {
+        let request = server.client.get(server.url("/v1/events/stream")).bearer_auth(&secret);
+        async move { request.send().await.unwrap() }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let response = open().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    // The cap is the token's: the bootstrap token still opens one.
+    let mut others = Subscription::open(&server, "", None).await;
+    drop(streams.pop());
+    let again =
+        common::eventually(Duration::from_secs(10), "a closed stream gives its place back", || async {
+            let response = open().await;
+            (response.status() == StatusCode::OK).then_some(response)
+        })
+        .await;
+    streams.push(again);
+
+    let revoked = server.delete(&format!("/v1/tokens/{token_id}")).await;
+    assert!(revoked.status.is_success(), "{:?}", revoked.body);
+    let mut stream = streams.pop().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked token's stream went on");
+    // The other token's stream goes on.
+    server.conversation().await;
+    assert_eq!(others.take(1).await.len(), 1, "the other token's stream still delivers");
+    server.stop().await;
+}
+
+on_both_stores!(
+    events_stream_live_and_resume_after_a_disconnect,
+    streams_are_capped_per_token_and_end_when_it_is_revoked,
+);

@@ -2,7 +2,9 @@
 //! JSON object with its global position as the SSE id. `Last-Event-ID` (sent by browsers on
 //! reconnect) or `after` resumes after a position without loss; without either, the stream
 //! starts at the log's current head. Filters: `aggregate_type`, `aggregate_id`, `event_type`.
-//! Streams end when the server shuts down; clients reconnect with `Last-Event-ID`.
+//! Streams end when the server shuts down, and within seconds of their token being revoked or
+//! expiring (it is verified again every [`TOKEN_RECHECK`]); clients reconnect with
+//! `Last-Event-ID`. A token has at most `MAX_STREAMS_PER_TOKEN` streams open at once.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,12 +22,15 @@ use colloquy_infra::StoredEvent;
 
 use crate::extract::{require, Auth, Query};
 use crate::problem::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, StreamSlot};
 
 /// Events read from the log per round.
 const BATCH: i64 = 500;
 /// How often an idle stream looks at the log when no head change wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// How often a stream verifies its token again (through the cache of verified tokens, which
+/// keeps one at most 5 s): a revoked or expired token's streams end within seconds.
+const TOKEN_RECHECK: Duration = Duration::from_secs(1);
 
 /// Query of `GET /v1/events/stream`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -50,9 +55,30 @@ struct Follow {
     pending: VecDeque<StoredEvent>,
     head: tokio::sync::watch::Receiver<i64>,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// The bearer secret the stream was opened with, verified again every [`TOKEN_RECHECK`].
+    secret: String,
+    checked_at: tokio::time::Instant,
+    /// The token's place among its streams, given back when the stream is dropped.
+    _slot: StreamSlot,
 }
 
 impl Follow {
+    /// Whether the token still holds: false once it is revoked or expired (a store error keeps
+    /// the stream going; the next check tries again).
+    async fn token_holds(&mut self) -> bool {
+        if self.checked_at.elapsed() < TOKEN_RECHECK {
+            return true;
+        }
+        self.checked_at = tokio::time::Instant::now();
+        match self.state.authenticate(&self.secret).await {
+            Ok(principal) => principal.is_some(),
+            Err(error) => {
+                tracing::warn!(%error, "event stream could not verify its token; trying again");
+                true
+            }
+        }
+    }
+
     fn wanted(&self, event: &StoredEvent) -> bool {
         let q = &self.query;
         q.aggregate_type.as_ref().is_none_or(|t| *t == event.aggregate_type)
@@ -62,7 +88,7 @@ impl Follow {
 
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
-            if *self.closing.borrow() {
+            if *self.closing.borrow() || !self.token_holds().await {
                 return None;
             }
             if let Some(event) = self.pending.pop_front() {
@@ -108,7 +134,8 @@ impl Follow {
     ),
     responses((status = 200, description = "An endless `text/event-stream` of CloudEvents.",
         content_type = "text/event-stream", body = String,
-        example = "id: 1043\nevent: MessageAdded\ndata: {\"specversion\":\"1.0\",\"id\":\"0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f\",\"type\":\"MessageAdded\",\"source\":\"colloquy/default/conversation\",\"subject\":\"0192f3c4-0000-7000-8000-000000000001\",\"data\":{}}\n\n")),
+        example = "id: 1043\nevent: MessageAdded\ndata: {\"specversion\":\"1.0\",\"id\":\"0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f\",\"type\":\"MessageAdded\",\"source\":\"colloquy/default/conversation\",\"subject\":\"0192f3c4-0000-7000-8000-000000000001\",\"data\":{}}\n\n"),
+        (status = 429, response = crate::openapi::TooManyStreams)),
     security(("bearer" = ["events:read"]))
 )]
 pub async fn stream(
@@ -118,6 +145,12 @@ pub async fn stream(
     Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     require(&principal, "events:read")?;
+    let secret = headers.get(axum::http::header::AUTHORIZATION).and_then(crate::extract::bearer_secret);
+    let secret =
+        secret.ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))?.to_owned();
+    let slot = state
+        .open_stream(principal.token_id)
+        .ok_or_else(|| ApiError::too_many_streams(crate::state::MAX_STREAMS_PER_TOKEN))?;
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -135,8 +168,18 @@ pub async fn stream(
     };
     let head = state.log().watch_head();
     let closing = state.closing();
-    let follow =
-        Follow { state, tenant: principal.tenant, after, query, pending: VecDeque::new(), head, closing };
+    let follow = Follow {
+        state,
+        tenant: principal.tenant,
+        after,
+        query,
+        pending: VecDeque::new(),
+        head,
+        closing,
+        secret,
+        checked_at: tokio::time::Instant::now(),
+        _slot: slot,
+    };
     let events = stream::unfold(follow, Follow::next);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
