@@ -196,7 +196,10 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         Some(url) if roles.relay || roles.projectors => Some(
             JetStreamTransport::connect(url, &config.nats_stream, &config.nats_subject_prefix)
                 .await
-                .context("connecting to NATS JetStream")?,
+                .context("connecting to NATS JetStream")?
+                .bound_to(&store)
+                .await
+                .context("binding the JetStream stream to this store")?,
         ),
         _ => None,
     };

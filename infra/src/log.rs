@@ -115,6 +115,12 @@ pub async fn read_head(store: &Store) -> Result<i64, StoreError> {
     }
 }
 
+/// Events of every tenant after `after`, at most `limit`, with all their metadata: a read of the
+/// log without a [`GlobalLog`].
+pub async fn read_page(store: &Store, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    read_log(store, after, limit, None, Metadata::All).await
+}
+
 async fn read_log(
     store: &Store,
     after: i64,

@@ -46,7 +46,16 @@ pub enum RelayError {
     /// NATS failed.
     #[error("nats: {0}")]
     Nats(String),
+    /// The JetStream stream holds another store's events.
+    #[error("{0}")]
+    OtherStore(String),
 }
+
+/// How a JetStream stream's description names the store it belongs to: this, then the store's
+/// id. (The description, not the stream's metadata, which NATS servers before 2.10 drop.)
+pub const STREAM_STORE_PREFIX: &str = "Colloquy events of store ";
+/// The header of every published message that names the store it came from.
+pub const STORE_HEADER: &str = "Colloquy-Store";
 
 /// The in-process bus: every relayed event, broadcast to this process's projectors.
 #[derive(Debug, Clone)]
@@ -87,6 +96,9 @@ pub struct JetStreamTransport {
     context: jetstream::Context,
     stream_name: String,
     subject_prefix: String,
+    /// The store the stream is bound to ([`JetStreamTransport::bound_to`]); its id goes out in
+    /// every message's [`STORE_HEADER`].
+    store_id: Option<Arc<str>>,
 }
 
 /// The subject of an event: `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
@@ -278,14 +290,75 @@ impl JetStreamTransport {
             .get_or_create_stream(stream::Config {
                 name: stream_name.to_owned(),
                 subjects: vec![format!("{subject_prefix}.>")],
-                // The relay also resumes from the stream's last message, so dedup is a second
-                // line; the window only needs to cover a crash between publish and checkpoint.
+                // The relay resumes from its checkpoint, saved at least every few hundred
+                // milliseconds while busy: the window covers what a crash republishes.
                 duplicate_window: Duration::from_secs(600),
                 ..Default::default()
             })
             .await
             .map_err(|e| RelayError::Nats(e.to_string()))?;
-        Ok(Self { context, stream_name: stream_name.to_owned(), subject_prefix: subject_prefix.to_owned() })
+        Ok(Self {
+            context,
+            stream_name: stream_name.to_owned(),
+            subject_prefix: subject_prefix.to_owned(),
+            store_id: None,
+        })
+    }
+
+    /// Binds the stream to `store`: a stream named by the store's id in its description is this
+    /// store's; one naming another store is refused, loudly, since its events are not this
+    /// store's (a restored backup, a reset database, another environment on the same NATS); one
+    /// naming none (new, or made by a release before the binding) is bound now, if it is empty
+    /// or its last message is this store's event at that position.
+    pub async fn bound_to(mut self, store: &Store) -> Result<Self, RelayError> {
+        let nats = |e: &dyn std::fmt::Display| RelayError::Nats(e.to_string());
+        let mut stream = self.context.get_stream(&self.stream_name).await.map_err(|e| nats(&e))?;
+        let info = stream.info().await.map_err(|e| nats(&e))?.clone();
+        let refuse = |why: String| {
+            RelayError::OtherStore(format!(
+                "the JetStream stream {} {why}, not of this store ({}): give this store a stream of its own \
+                 (COLLOQUY_NATS_STREAM and COLLOQUY_NATS_SUBJECT_PREFIX), or delete that stream if its events are \
+                 no longer wanted",
+                self.stream_name,
+                store.id()
+            ))
+        };
+        let bound = info.config.description.as_deref().and_then(|d| d.strip_prefix(STREAM_STORE_PREFIX));
+        match bound {
+            Some(bound) if bound == store.id() => {}
+            Some(bound) => return Err(refuse(format!("holds the events of store {bound}"))),
+            None => {
+                if info.state.messages > 0 {
+                    let last = stream.get_raw_message(info.state.last_sequence).await.map_err(|e| {
+                        refuse(format!("holds events whose store cannot be told (its last message: {e})"))
+                    })?;
+                    let envelope: Value = serde_json::from_slice(&last.payload).unwrap_or_default();
+                    let position = envelope.get("position").and_then(Value::as_i64).unwrap_or(0);
+                    let id = envelope.get("id").and_then(Value::as_str).unwrap_or_default();
+                    let ours = crate::log::read_page(store, position - 1, 1).await?;
+                    let same = ours.first().is_some_and(|event| {
+                        event.position == Some(position)
+                            && event.metadata.str_field("event_id").as_deref() == Some(id)
+                    });
+                    if !same {
+                        return Err(refuse(format!(
+                            "holds events of another store (position {position} is not this store's)"
+                        )));
+                    }
+                }
+                let mut config = info.config.clone();
+                config.description = Some(format!("{STREAM_STORE_PREFIX}{}", store.id()));
+                self.context.update_stream(config).await.map_err(|e| nats(&e))?;
+                tracing::info!(stream = %self.stream_name, store = store.id(), "bound the JetStream stream to this store");
+            }
+        }
+        self.store_id = Some(store.id().into());
+        Ok(self)
+    }
+
+    /// The id of the store the stream is bound to, once bound.
+    pub fn store_id(&self) -> Option<&str> {
+        self.store_id.as_deref()
     }
 
     /// The JetStream context.
@@ -296,21 +369,6 @@ impl JetStreamTransport {
     /// The stream's name.
     pub fn stream_name(&self) -> &str {
         &self.stream_name
-    }
-
-    /// The global position of the last event in the stream (0 when empty), so a relay that lost
-    /// its checkpoint does not publish again what the stream already has.
-    pub async fn last_published_position(&self) -> Result<i64, RelayError> {
-        let mut stream =
-            self.context.get_stream(&self.stream_name).await.map_err(|e| RelayError::Nats(e.to_string()))?;
-        let last = stream.info().await.map_err(|e| RelayError::Nats(e.to_string()))?.state.last_sequence;
-        if last == 0 {
-            return Ok(0);
-        }
-        let message = stream.get_raw_message(last).await.map_err(|e| RelayError::Nats(e.to_string()))?;
-        let envelope: Value =
-            serde_json::from_slice(&message.payload).map_err(|e| RelayError::Nats(e.to_string()))?;
-        Ok(envelope.get("position").and_then(Value::as_i64).unwrap_or(0))
     }
 
     /// Checks that NATS is reachable and JetStream answers (the stream's info), within
@@ -336,7 +394,10 @@ impl JetStreamTransport {
             let id = text_of(envelope.id).unwrap_or_default();
             let subject = subject(&self.subject_prefix, text_of(envelope.tenant).as_deref(), event);
             let payload = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
-            let publish = PublishMessage::build().payload(payload).message_id(id);
+            let mut publish = PublishMessage::build().payload(payload).message_id(id);
+            if let Some(store_id) = &self.store_id {
+                publish = publish.header(STORE_HEADER, &**store_id);
+            }
             let ack = self
                 .context
                 .send_publish(subject, publish)
@@ -437,7 +498,7 @@ pub async fn run(
         // The bus is in-process and new with the process: it carries what commits from now on;
         // projectors catch up on the rest from the store.
         Transport::Bus(_) => log.head(),
-        Transport::JetStream(jetstream) => {
+        Transport::JetStream(_) => {
             if let Some(pool) = store.postgres_pool() {
                 let mut connection = pool.acquire().await.map_err(StoreError::from)?.detach();
                 loop {
@@ -457,14 +518,16 @@ pub async fn run(
                 }
                 _leader = Some(connection);
             }
-            let checkpoint = read_checkpoint(&store, RELAY_CHECKPOINT).await?;
-            checkpoint.max(jetstream.last_published_position().await?)
+            // From the relay's own checkpoint, never the stream's last message: the stream may
+            // have been purged, or hold another store's events. What it republishes after a crash
+            // (at most what it relayed since its last save) the stream drops by `Nats-Msg-Id`.
+            read_checkpoint(&store, RELAY_CHECKPOINT).await?
         }
     };
     let mut head = log.watch_head();
     // The JetStream checkpoint is saved when the relay falls idle, and at most every
-    // `CHECKPOINT_EVERY` while it is busy: on start it resumes from the stream's last message
-    // anyway, so the checkpoint only tells how far it got (for lag), not where to go on.
+    // `CHECKPOINT_EVERY` while it is busy: what it publishes again after a crash is within the
+    // stream's duplicate window, and dropped there.
     let checkpointed = matches!(transport, Transport::JetStream(_));
     let mut saved = cursor;
     let mut saved_at = tokio::time::Instant::now();

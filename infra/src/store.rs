@@ -141,6 +141,8 @@ pub struct Store {
     head: Arc<watch::Sender<i64>>,
     /// Where the SQLite writer hands what it commits.
     handoff: Arc<writer::Handoff>,
+    /// The store's own id (`store_identity`), made once when the store was new.
+    id: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -204,10 +206,17 @@ impl Store {
                 (head, Target::Sqlite { pool: writes.clone(), write_lock: write_lock.clone() })
             }
         };
+        let id = store_id(&backend).await?;
         let head = Arc::new(watch::channel(head).0);
         let handoff = Arc::new(writer::Handoff::default());
         let appends = writer::spawn(target, head.clone(), handoff.clone());
-        Ok(Self { backend: Arc::new(backend), appends, head, handoff })
+        Ok(Self { backend: Arc::new(backend), appends, head, handoff, id: id.into() })
+    }
+
+    /// The store's own id: made once when the store is new, kept in the store (and so in its
+    /// backups). A JetStream stream is bound to it.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// On SQLite, hands every event this process commits from now on straight to `bus`, so the
@@ -593,6 +602,25 @@ pub const SQLITE_READ_MODEL_TABLES: [&str; 8] = [
     "group_leaves",
     "group_members",
 ];
+
+/// The store's id, made now if the store has none yet (two processes opening a new store at
+/// once agree on the first one written).
+async fn store_id(backend: &Backend) -> Result<String, StoreError> {
+    let insert =
+        "INSERT INTO store_identity (singleton, store_id) VALUES (1, $1) ON CONFLICT (singleton) DO NOTHING";
+    let select = "SELECT store_id FROM store_identity WHERE singleton = 1";
+    let made = uuid::Uuid::new_v4().to_string();
+    Ok(match backend {
+        Backend::Postgres { pool, .. } => {
+            sqlx::query(insert).bind(&made).execute(pool).await?;
+            sqlx::query_scalar(select).fetch_one(pool).await?
+        }
+        Backend::Sqlite { writes, .. } => {
+            sqlx::query(insert).bind(&made).execute(writes).await?;
+            sqlx::query_scalar(select).fetch_one(writes).await?
+        }
+    })
+}
 
 /// Where an SQLite store at `path` keeps its read models.
 pub fn sqlite_read_models_path(path: &Path) -> std::path::PathBuf {

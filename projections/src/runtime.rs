@@ -13,7 +13,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use colloquy_infra::log::Metadata;
-use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport};
+use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport, STORE_HEADER};
 use colloquy_infra::store::{Durability, BEGIN_RELAXED};
 use colloquy_infra::{GlobalLog, Store, StoreError, StoredEvent};
 
@@ -1143,12 +1143,28 @@ pub async fn feed_from_jetstream(
         };
         let mut received = Vec::new();
         let mut batch = Vec::new();
+        let mut foreign = 0;
         while let Some(message) = messages.next().await {
             let Ok(message) = message else { break };
-            if let Some(event) = from_cloud_event(&message.payload) {
-                batch.push(event);
+            // Only this store's relay publishes what the read models take: a message from
+            // anything else (another store's relay, a stray publisher) never replaces an event.
+            let from = message.headers.as_ref().and_then(|h| h.get(STORE_HEADER)).map(|v| v.as_str());
+            if from.is_some() && from == transport.store_id() {
+                if let Some(event) = from_cloud_event(&message.payload) {
+                    batch.push(event);
+                }
+            } else {
+                foreign += 1;
             }
             received.push(message);
+        }
+        if foreign > 0 {
+            tracing::error!(
+                foreign,
+                stream = transport.stream_name(),
+                "the stream holds messages that this store's relay did not publish; the projectors take them from the store"
+            );
+            catch_up_all(projectors).await?;
         }
         let took = fetching.elapsed();
         if took > SLOW_BATCH {

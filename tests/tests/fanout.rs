@@ -435,6 +435,66 @@ async fn a_rebuild_beside_a_live_projector_under_load_loses_nothing(backend: Bac
     server.stop().await;
 }
 
+/// A JetStream stream belongs to the store whose relay made it: a fresh store pointed at it is
+/// refused at start, loudly (before, it served commands and an inbox that stayed empty while
+/// `/readyz` said ready), and a message that this store's relay did not publish never replaces
+/// an event in the read model.
+async fn a_stream_is_bound_to_its_store_and_takes_no_foreign_events(backend: Backend) {
+    let nats = NatsServer::start().await;
+    let server = TestServer::start_with(backend, |config| config.nats_url = Some(nats.url.clone())).await;
+    let id = server.conversation().await;
+    let position = server.customer_message(&id, "first").await;
+    let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(list.body["data"][0]["message_count"], 1, "{:?}", list.body);
+
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let mut stream = jetstream.get_stream("COLLOQUY_EVENTS").await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    let description = info.config.description.clone().unwrap_or_default();
+    let bound = description.strip_prefix(colloquy_infra::relay::STREAM_STORE_PREFIX).map(str::to_owned);
+    assert!(bound.as_deref().is_some_and(|b| !b.is_empty()), "{description:?}");
+
+    // Another store (new, empty) beside that stream does not start.
+    let database = match backend {
+        Backend::Postgres => Some(common::TestDatabase::create().await),
+        Backend::Sqlite => None,
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut other = common::config_for(
+        data_dir.path().to_path_buf(),
+        database.as_ref().map(|d| d.url.clone()),
+        "cq_test_other_store_token_0123456789",
+    );
+    other.nats_url = Some(nats.url.clone());
+    let refused = colloquy_api::process::start(&other, colloquy_api::Roles::ALL).await;
+    let Err(error) = refused else { panic!("a store beside another store's stream must not start") };
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("holds the events of store") && error.contains(bound.as_deref().unwrap()),
+        "{error}"
+    );
+
+    // A forged envelope (no store header) at the next position, deleting the conversation.
+    let last = stream.get_raw_message(info.state.last_sequence).await.unwrap();
+    let mut forged: Value = serde_json::from_slice(&last.payload).unwrap();
+    forged["id"] = json!(uuid::Uuid::now_v7());
+    forged["position"] = json!(position + 1);
+    forged["sequence"] = json!(forged["sequence"].as_i64().unwrap() + 1);
+    forged["type"] = json!("ConversationDeleted");
+    forged["eventtype"] = json!("ConversationDeleted");
+    forged["data"] = json!({"deleted_at": "2026-12-01T00:00:00Z"});
+    let subject = last.subject.to_string();
+    jetstream.publish(subject, serde_json::to_vec(&forged).unwrap().into()).await.unwrap().await.unwrap();
+    let real = server.customer_message(&id, "second").await;
+    assert_eq!(real, position + 1, "the real event has the forged one's position");
+    let list = server.get(&format!("/v1/conversations?min_position={real}")).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    assert_eq!(list.body["data"][0]["id"], id.as_str(), "{:?}", list.body);
+    assert_eq!(list.body["data"][0]["message_count"], 2, "{:?}", list.body);
+    assert_eq!(list.body["data"][0]["deleted"], false, "{:?}", list.body);
+    server.stop().await;
+}
+
 on_both_stores!(
     read_your_writes_through_the_conversation_list,
     a_projector_lets_a_batch_gather_for_the_configured_linger,
@@ -447,6 +507,7 @@ on_both_stores!(
     the_list_follows_the_store_while_nats_is_down,
     an_event_a_projection_cannot_apply_is_reported_not_skipped,
     a_rebuild_beside_a_live_projector_under_load_loses_nothing,
+    a_stream_is_bound_to_its_store_and_takes_no_foreign_events,
 );
 
 /// With NATS: every event reaches the stream once, as a CloudEvent on its subject, in order per
