@@ -236,6 +236,7 @@ fn conventions(method: &str, operation: &mut Operation) {
             "The `ETag` of the version this change is based on; when the resource has moved on, \
              the answer is 412 and nothing is changed.",
             "\"3\"",
+            r#"^(\*|(W/)?"[0-9]{1,18}")$"#,
         ));
     }
     if method == "post" && !scopes.is_empty() {
@@ -246,6 +247,7 @@ fn conventions(method: &str, operation: &mut Operation) {
              with a different request is a 422, and while the first is still running a 409. \
              1 to 255 visible ASCII characters, kept 24 hours per tenant.",
             "6a1f0c2e-order-4711",
+            "^[!-~]{1,255}$",
         ));
     }
     if command {
@@ -253,12 +255,14 @@ fn conventions(method: &str, operation: &mut Operation) {
             "X-Correlation-Id",
             "A UUID recorded in the metadata of the events this request appends.",
             EXAMPLE_ID,
+            "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
         ));
         parameters.push(header_parameter(
             "Colloquy-On-Behalf-Of",
             "The agent (a user id of yours) this token acts for: the events record the agent as \
              their actor (kind `user`) and the token as `via_token`, so auditors see both.",
             "agent-42",
+            "^[!-~]{1,128}$",
         ));
     }
     if parameters.is_empty() {
@@ -299,13 +303,20 @@ fn scopes_of(operation: &Operation) -> Vec<String> {
         .collect()
 }
 
-fn header_parameter(name: &str, description: &str, example: &str) -> utoipa::openapi::path::Parameter {
+/// A header every such operation takes, with the `pattern` the server holds its value to (a
+/// value outside it is a 400), so a generated client sends only what is accepted.
+fn header_parameter(
+    name: &str,
+    description: &str,
+    example: &str,
+    pattern: &str,
+) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern))))
         .example(Some(serde_json::Value::String(example.to_owned())))
         .build()
 }

@@ -19,7 +19,7 @@ pub struct PageParams {
     /// Items per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (empty: the first page).
     pub cursor: Option<String>,
     /// Accepted for uniformity with list queries: reads of one aggregate come from its current
     /// state, which always includes every acknowledged write, so there is nothing to wait for.
@@ -42,7 +42,9 @@ impl PageParams {
     /// The position the cursor stands after (0 without a cursor). `kind` tells cursors of
     /// different lists apart so one is not taken for another.
     pub fn after(&self, kind: &str) -> Result<u64, ApiError> {
-        let Some(cursor) = &self.cursor else {
+        // An empty `cursor=` is the first page, as no cursor is: clients that fill every
+        // parameter of a form send it so.
+        let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(0);
         };
         let bad = || ApiError::invalid_field("cursor", "is not a cursor this list issued");

@@ -256,3 +256,38 @@ async fn the_reference_page_is_html_that_loads_nothing_from_outside() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(missing.headers()["content-type"], "application/problem+json");
 }
+
+/// The shared headers state the pattern the server holds them to, and the server keeps to it:
+/// a value that matches is taken, one that does not is a 400.
+#[tokio::test]
+async fn shared_headers_state_the_patterns_the_server_enforces() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let document = fetch_document(&server).await;
+    let open = &document["paths"]["/v1/conversations"]["post"]["parameters"];
+    let pattern = |name: &str| -> regex::Regex {
+        let parameter = open.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
+        regex::Regex::new(parameter["schema"]["pattern"].as_str().expect("a pattern")).unwrap()
+    };
+    let contact = server.contact().await;
+    let body = serde_json::json!({"contact_id": contact, "channel": "sms"});
+    let cases = [
+        ("X-Correlation-Id", "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f", "not-a-uuid"),
+        ("Idempotency-Key", "order-4711", "has space"),
+        ("Colloquy-On-Behalf-Of", "agent-42", "agent 42"),
+    ];
+    for (header, good, bad) in cases {
+        let rule = pattern(header);
+        assert!(rule.is_match(good) && !rule.is_match(bad), "{header}: {rule}");
+        let taken =
+            server.call_with(Method::POST, "/v1/conversations", Some(body.clone()), &[(header, good)]).await;
+        assert_eq!(taken.status, StatusCode::CREATED, "{header}: {:?}", taken.body);
+        let refused =
+            server.call_with(Method::POST, "/v1/conversations", Some(body.clone()), &[(header, bad)]).await;
+        refused.assert_problem(StatusCode::BAD_REQUEST);
+    }
+    let patch = &document["paths"]["/v1/conversations/{id}"]["patch"]["parameters"];
+    let if_match = patch.as_array().unwrap().iter().find(|p| p["name"] == "If-Match").unwrap();
+    let rule = regex::Regex::new(if_match["schema"]["pattern"].as_str().unwrap()).unwrap();
+    assert!(rule.is_match("\"3\"") && rule.is_match("*") && rule.is_match("W/\"12\"") && !rule.is_match("3"));
+    server.stop().await;
+}

@@ -19,6 +19,7 @@ pub const MAX_LOG_LIMIT: i64 = 1000;
 pub struct LogQuery {
     /// Return events after this global position (0: from the start).
     #[serde(default)]
+    #[param(minimum = 0)]
     after: i64,
     /// Events per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -291,7 +291,8 @@ pub async fn list(
     let filter = params.filter()?;
     let sort = params.sort()?;
     let limit = params.limit()?;
-    let after = match params.cursor.as_deref() {
+    // An empty `cursor=` is the first page, as in every other list.
+    let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(text) => {
             let cursor = Cursor::decode(text)

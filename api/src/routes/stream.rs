@@ -38,6 +38,7 @@ const TOKEN_RECHECK: Duration = Duration::from_secs(1);
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Start after this global position (`Last-Event-ID` wins when both are given).
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Only events of this aggregate type (`conversation`, `contact`, `group`).
     aggregate_type: Option<String>,
