@@ -214,14 +214,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         if text == "*" {
             return Ok(Self(None));
         }
+        // The shape the document states (`*`, or a quoted version of 1 to 18 digits): anything
+        // else is a malformed request (400), answered before the body is read, not a 412.
         let tag = text.strip_prefix("W/").unwrap_or(text);
-        let version =
-            tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).and_then(|t| t.parse::<usize>().ok());
+        let digits = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+        let version = digits
+            .filter(|d| (1..=18).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<usize>().ok());
         match version {
             Some(version) => Ok(Self(Some(version))),
-            // An ETag we never issued cannot match the current version.
-            None => Err(ApiError::precondition_failed(format!(
-                "If-Match {text} is not a version of this resource; fetch it again and use its ETag"
+            None => Err(ApiError::bad_request(format!(
+                "If-Match {text} is not an ETag this API issues: send * or a version such as \"3\""
             ))),
         }
     }

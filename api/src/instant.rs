@@ -34,6 +34,7 @@ impl utoipa::PartialSchema for Instant {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .pattern(Some("^(19[7-9][0-9]|[2-9][0-9]{3})-"))
             .description(Some(
                 "An RFC 3339 time between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z; \
                  one outside that range is refused with 400.",

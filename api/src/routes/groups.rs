@@ -228,6 +228,7 @@ pub struct ChangeRole {
 #[serde(deny_unknown_fields)]
 pub struct MembersQuery {
     /// Members per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -151,11 +151,14 @@ fn parse_each<T: for<'de> Deserialize<'de>>(
     Ok(parsed)
 }
 
+/// A filter that breaks a field rule: a malformed query (400), as every other bad parameter of
+/// a read is, not a refused command (422).
+fn bad_filter(error: colloquy_domain::validate::FieldError) -> ApiError {
+    ApiError::invalid_field(&error.field, error.reason)
+}
+
 fn short_id(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError> {
-    value
-        .as_deref()
-        .map(|v| colloquy_domain::validate::external_id(field, v).map_err(ApiError::invalid))
-        .transpose()
+    value.as_deref().map(|v| colloquy_domain::validate::external_id(field, v).map_err(bad_filter)).transpose()
 }
 
 /// A time filter within RFC 3339's years 0000 to 9999. chrono parses years far beyond them,
@@ -183,7 +186,7 @@ impl InboxParams {
         };
         let mut labels = Vec::new();
         for label in OneOrMany::values("label", &self.label)? {
-            labels.push(colloquy_domain::validate::label("label", &label).map_err(ApiError::invalid)?);
+            labels.push(colloquy_domain::validate::label("label", &label).map_err(bad_filter)?);
         }
         let q = match self.q.as_deref().map(str::trim) {
             None => None,

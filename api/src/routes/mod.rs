@@ -52,6 +52,8 @@ pub fn origin(principal: &Principal, headers: &HeaderMap) -> Result<Origin, ApiE
             value
                 .to_str()
                 .ok()
+                // Only the hyphenated form the document states (`parse_str` takes others too).
+                .filter(|v| v.trim().len() == 36)
                 .and_then(|v| Uuid::parse_str(v.trim()).ok())
                 .ok_or_else(|| ApiError::bad_request("X-Correlation-Id must be a UUID"))?,
         ),

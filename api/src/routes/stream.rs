@@ -131,7 +131,7 @@ impl Follow {
         down; reconnect with `Last-Event-ID`.",
     params(
         StreamQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this global position (wins over `after`).", example = 1042)
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this global position (wins over `after`).", example = 1042)
     ),
     responses((status = 200, description = "An endless `text/event-stream` of CloudEvents.",
         content_type = "text/event-stream", body = String,
