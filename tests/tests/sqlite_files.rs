@@ -134,6 +134,7 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
             "events",
             "idempotency_keys",
             "sqlite_sequence",
+            "store_identity",
             "tenant_counters",
             "tenants"
         ],
