@@ -72,6 +72,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         Ok(Auth(principal)) => principal,
         Err(_) => return next.run(Request::from_parts(parts, body)).await,
     };
+    // Headers a retry could not fix are checked before the key is looked at, so a malformed one
+    // is a 400 even where the key's first response would otherwise be replayed.
+    if let Err(error) = crate::routes::origin(&principal, &parts.headers) {
+        return error.into_response();
+    }
     let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
         return ApiError::payload_too_large(format!("the body exceeds {BODY_LIMIT} bytes")).into_response();
     };

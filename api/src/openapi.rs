@@ -245,7 +245,7 @@ fn conventions(method: &str, operation: &mut Operation) {
             "Makes the POST safe to retry: a retry with the same key and request gets the first \
              answer again (header `Idempotent-Replayed: true`) and changes nothing; the same key \
              with a different request is a 422, and while the first is still running a 409. \
-             1 to 255 visible ASCII characters, kept 24 hours per tenant.",
+             1 to 255 visible ASCII characters, the token's own, kept 24 hours.",
             "",
             "^[!-~]{1,255}$",
         ));

@@ -34,6 +34,12 @@ async fn a_retry_gets_the_first_response_and_appends_nothing(backend: Backend) {
     let key = [("idempotency-key", "message-1")];
     let posted = server.call_with(Method::POST, &path, Some(message.clone()), &key).await;
     assert_eq!(posted.status, StatusCode::CREATED, "{:?}", posted.body);
+    // A malformed header is a 400 even on a retry of a key whose response is kept.
+    let malformed = [("idempotency-key", "shared-key"), ("x-correlation-id", "not-a-uuid")];
+    server
+        .call_with(Method::POST, &path, Some(message.clone()), &malformed)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
     let repeated = server.call_with(Method::POST, &path, Some(message.clone()), &key).await;
     assert_eq!(repeated.body["id"], posted.body["id"]);
     let events = server.all_events("conversations", &id).await;

@@ -63,9 +63,11 @@ pub struct TokenList {
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    headers: axum::http::HeaderMap,
     Json(body): Json<CreateToken>,
 ) -> Result<Response, ApiError> {
     require(&principal, ADMIN_SCOPE)?;
+    crate::routes::origin(&principal, &headers)?;
     let issued = tokens::create_token(
         state.store(),
         &principal.tenant,
@@ -135,9 +137,12 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    headers: axum::http::HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     require(&principal, ADMIN_SCOPE)?;
+    // The shared command headers are held to their rules here too, though no event records them.
+    crate::routes::origin(&principal, &headers)?;
     if !tokens::revoke_token(state.store(), &principal.tenant, id, Utc::now()).await? {
         return Err(ApiError::not_found(format!("token {id}")));
     }
