@@ -143,6 +143,8 @@ pub struct Store {
     handoff: Arc<writer::Handoff>,
     /// The store's own id (`store_identity`), made once when the store was new.
     id: Arc<str>,
+    /// The store's secret (`store_identity`), which keys the ids the server derives.
+    secret: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -206,17 +208,24 @@ impl Store {
                 (head, Target::Sqlite { pool: writes.clone(), write_lock: write_lock.clone() })
             }
         };
-        let id = store_id(&backend).await?;
+        let (id, secret) = store_identity(&backend).await?;
         let head = Arc::new(watch::channel(head).0);
         let handoff = Arc::new(writer::Handoff::default());
         let appends = writer::spawn(target, head.clone(), handoff.clone());
-        Ok(Self { backend: Arc::new(backend), appends, head, handoff, id: id.into() })
+        Ok(Self { backend: Arc::new(backend), appends, head, handoff, id: id.into(), secret: secret.into() })
     }
 
     /// The store's own id: made once when the store is new, kept in the store (and so in its
     /// backups). A JetStream stream is bound to it.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The store's secret: made once with the store and never sent anywhere. It keys the ids
+    /// the server derives from public facts (a contact made for a phone number), so that no
+    /// tenant can compute another's and take it first.
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 
     /// On SQLite, hands every event this process commits from now on straight to `bus`, so the
@@ -603,21 +612,22 @@ pub const SQLITE_READ_MODEL_TABLES: [&str; 8] = [
     "group_members",
 ];
 
-/// The store's id, made now if the store has none yet (two processes opening a new store at
-/// once agree on the first one written).
-async fn store_id(backend: &Backend) -> Result<String, StoreError> {
-    let insert =
-        "INSERT INTO store_identity (singleton, store_id) VALUES (1, $1) ON CONFLICT (singleton) DO NOTHING";
-    let select = "SELECT store_id FROM store_identity WHERE singleton = 1";
+/// The store's id and secret, made now if the store has none yet (two processes opening a new
+/// store at once agree on the first written).
+async fn store_identity(backend: &Backend) -> Result<(String, String), StoreError> {
+    let insert = "INSERT INTO store_identity (singleton, store_id, secret) VALUES (1, $1, $2)
+                  ON CONFLICT (singleton) DO NOTHING";
+    let select = "SELECT store_id, secret FROM store_identity WHERE singleton = 1";
     let made = uuid::Uuid::new_v4().to_string();
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     Ok(match backend {
         Backend::Postgres { pool, .. } => {
-            sqlx::query(insert).bind(&made).execute(pool).await?;
-            sqlx::query_scalar(select).fetch_one(pool).await?
+            sqlx::query(insert).bind(&made).bind(&secret).execute(pool).await?;
+            sqlx::query_as(select).fetch_one(pool).await?
         }
         Backend::Sqlite { writes, .. } => {
-            sqlx::query(insert).bind(&made).execute(writes).await?;
-            sqlx::query_scalar(select).fetch_one(writes).await?
+            sqlx::query(insert).bind(&made).bind(&secret).execute(writes).await?;
+            sqlx::query_as(select).fetch_one(writes).await?
         }
     })
 }

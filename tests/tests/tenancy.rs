@@ -248,8 +248,49 @@ async fn a_token_acting_for_an_agent_records_both(backend: Backend) {
     server.stop().await;
 }
 
+/// A participant given by number becomes a contact whose id is derived from the number with the
+/// store's secret: another tenant that computes the id without it (from tenant and number alone,
+/// as before) and takes it first blocks nothing.
+async fn a_number_cannot_be_taken_by_another_tenant_first(backend: Backend) {
+    use sha2::{Digest, Sha256};
+    let server = TestServer::start(backend).await;
+    let number = "+5511999990077";
+    let digest = Sha256::digest(format!("colloquy/phone-contact/default/{number}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    let guessed = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let other = TenantId::parse("other").unwrap();
+    let issued = tokens::create_token(&store, &other, "squatter", &["admin".to_owned()], None, Utc::now())
+        .await
+        .unwrap();
+    store.close().await;
+    let squatter = Caller::new(Some(&issued.secret));
+    let (status, body) = squatter
+        .call(&server, Method::POST, "/v1/contacts", Some(json!({"id": guessed, "first_name": "Squatter"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let inbox = server.contact().await;
+    let group = server
+        .post(
+            "/v1/groups",
+            json!({"inbox_id": "wa", "inbox_contact_id": inbox, "subject": "Mine", "participants": [number]}),
+        )
+        .await;
+    assert_eq!(group.status, StatusCode::CREATED, "{:?}", group.body);
+    let members = server.get(&format!("/v1/groups/{}/members", group.body["id"].as_str().unwrap())).await;
+    let ids: Vec<&str> =
+        members.body["data"].as_array().unwrap().iter().map(|m| m["contact_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{:?}", members.body);
+    assert!(!ids.contains(&guessed.to_string().as_str()), "the number's contact is not the guessable id");
+    server.stop().await;
+}
+
 on_both_stores!(
     scopes_and_token_states_decide_access,
     another_tenant_sees_nothing_of_this_one,
+    a_number_cannot_be_taken_by_another_tenant_first,
     a_token_acting_for_an_agent_records_both
 );

@@ -137,9 +137,12 @@ pub enum Participant {
 
 /// The id of the contact created for a number no contact has: a UUID v8 made of the first 16
 /// bytes of SHA-256 over tenant and number, so that every request for that number names one contact.
-fn phone_contact_id(tenant: &str, phone: &str) -> Uuid {
+///
+/// The store's secret goes into the hash: without it any tenant could compute another's id for
+/// a number and create a contact under it first, blocking that number for the other for good.
+fn phone_contact_id(secret: &str, tenant: &str, phone: &str) -> Uuid {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("colloquy/phone-contact/{tenant}/{phone}").as_bytes());
+    let digest = Sha256::digest(format!("colloquy/phone-contact/{secret}/{tenant}/{phone}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
@@ -177,7 +180,7 @@ async fn contact_for_phone(
         return Ok(id);
     }
     require(principal, "contacts:write")?;
-    let contact_id = phone_contact_id(&tenant, &phone);
+    let contact_id = phone_contact_id(state.store().secret(), &tenant, &phone);
     let command = ContactCommand::CreateContact {
         contact_id: ContactId(contact_id),
         tenant_id: principal.tenant.clone(),
