@@ -135,7 +135,9 @@ pub async fn docs() -> Response {
     tag = "reference",
     params(("file" = String, Path, description = "A file of the page.", example = "swagger-ui.css")),
     responses(
-        (status = 200, description = "The file, with its media type.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The file, with its media type.", content(
+            (String = "text/html"), (String = "text/css"), (String = "text/javascript"),
+            (String = "text/plain"), (Vec<u8> = "image/png"))),
         (status = 404, response = NotFound)
     )
 )]

@@ -32,6 +32,18 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 /// keeps one at most 5 s): a revoked or expired token's streams end within seconds.
 const TOKEN_RECHECK: Duration = Duration::from_secs(1);
 
+/// One message of the stream, as Server-Sent Events carry it (the schema of one event, as
+/// OpenAPI 3.1 describes a `text/event-stream`).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // A schema only: the stream writes its events with axum's `Event`.
+pub struct StreamEvent {
+    /// The event's global position: send it back as `Last-Event-ID` to resume after it.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// The event as a CloudEvents 1.0 JSON object, as text.
+    data: String,
+}
+
 /// Query of `GET /v1/events/stream`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -134,7 +146,7 @@ impl Follow {
         ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this global position (wins over `after`).", example = 1042)
     ),
     responses((status = 200, description = "An endless `text/event-stream` of CloudEvents.",
-        content_type = "text/event-stream", body = String,
+        content_type = "text/event-stream", body = StreamEvent,
         example = "id: 1043\nevent: MessageAdded\ndata: {\"specversion\":\"1.0\",\"id\":\"0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f\",\"type\":\"MessageAdded\",\"source\":\"colloquy/default/conversation\",\"subject\":\"0192f3c4-0000-7000-8000-000000000001\",\"data\":{}}\n\n"),
         (status = 429, response = crate::openapi::TooManyStreams)),
     security(("bearer" = ["events:read"]))
