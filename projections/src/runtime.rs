@@ -386,12 +386,12 @@ impl Projector {
         format!("projection:{}", self.projection.name())
     }
 
-    /// The last position applied.
+    /// The last position applied, as stored (a rebuild elsewhere since is noticed here too, so a
+    /// reader waiting for a position is not answered from what the rebuild cleared).
     pub async fn checkpoint(&self) -> Result<i64, ProjectionError> {
-        let checkpoint =
-            colloquy_infra::relay::read_checkpoint(self.log.store(), &self.checkpoint_name()).await?;
-        self.note_applied(checkpoint);
-        Ok(checkpoint)
+        let (stored, generation) = self.stored_checkpoint().await?;
+        self.observe(stored, generation);
+        Ok(stored)
     }
 
     /// Applies a slice of the log exactly once: what the checkpoint covers is skipped, and a
