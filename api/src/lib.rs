@@ -7,6 +7,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod instant;
 pub mod listener;
+pub mod log_feed;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;

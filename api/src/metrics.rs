@@ -273,6 +273,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         let stalled = u8::from(projector.stall().is_some());
         let _ = writeln!(out, "colloquy_projection_stalled{{projection=\"{}\"}} {stalled}", projector.name());
     }
+    out.push_str("# HELP colloquy_event_stream_log_reads_total Reads of the log for event streams: by their shared reader, and by streams catching up.\n");
+    out.push_str("# TYPE colloquy_event_stream_log_reads_total counter\n");
+    let _ = writeln!(out, "colloquy_event_stream_log_reads_total {}", state.log_feed().reads());
     render_memory(&mut out, resident_memory_bytes(), ALLOCATOR_STATS.get().and_then(|read| read()));
     let store = state.store();
     if let Ok(head) = colloquy_infra::log::read_head(store).await {

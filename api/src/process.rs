@@ -302,7 +302,8 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             Duration::from_millis(config.min_position_timeout_ms),
             jetstream.clone(),
             config.max_requests_in_flight,
-        );
+        )
+        .with_stuck_after(Duration::from_secs(config.ready_stuck_after_secs));
         let closer = state.clone();
         let router = app(state);
         let (shutdown, signal) = oneshot::channel::<()>();

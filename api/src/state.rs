@@ -49,6 +49,12 @@ struct Inner {
     waiting: (Arc<Semaphore>, usize),
     /// Event streams open per token.
     streams: Arc<Mutex<HashMap<uuid::Uuid, usize>>>,
+    /// What `/readyz` has seen of the read models' progress.
+    progress: crate::routes::health::Progress,
+    /// The one reader of the log that event streams follow.
+    log_feed: crate::log_feed::LogFeed,
+    /// How long a trailing read model may stay still before `/readyz` reports it stuck.
+    stuck_after: Duration,
 }
 
 /// The most event streams one token may have open at once in one process: each holds a
@@ -94,6 +100,7 @@ impl AppState {
         let max_waiting = (max_in_flight / 4).max(1);
         Self {
             inner: Arc::new(Inner {
+                log_feed: crate::log_feed::LogFeed::new(log.clone()),
                 log,
                 contacts: Repository::new(store.clone(), cache, Vec::new()),
                 conversations: Repository::new(store.clone(), cache, Vec::new()),
@@ -108,8 +115,35 @@ impl AppState {
                 admission: (Arc::new(Semaphore::new(max_in_flight)), max_in_flight),
                 waiting: (Arc::new(Semaphore::new(max_waiting)), max_waiting),
                 streams: Arc::new(Mutex::new(HashMap::new())),
+                progress: crate::routes::health::Progress::default(),
+                stuck_after: Duration::from_secs(60),
             }),
         }
+    }
+
+    /// This state, with `/readyz` reporting a read model that trails the log without moving
+    /// for `after` as stuck (60 s unless set). Only while the state is not shared yet.
+    #[must_use]
+    pub fn with_stuck_after(mut self, after: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.stuck_after = after;
+        }
+        self
+    }
+
+    /// The one reader of the log that event streams follow.
+    pub fn log_feed(&self) -> &crate::log_feed::LogFeed {
+        &self.inner.log_feed
+    }
+
+    /// What `/readyz` has seen of the read models' progress.
+    pub fn progress(&self) -> &crate::routes::health::Progress {
+        &self.inner.progress
+    }
+
+    /// How long a trailing read model may stay still before it counts as stuck.
+    pub fn stuck_after(&self) -> Duration {
+        self.inner.stuck_after
     }
 
     /// The permits for API requests in flight, and their number.

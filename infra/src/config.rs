@@ -96,6 +96,12 @@ pub struct Config {
     /// commands per second and read models that many milliseconds further behind.
     #[arg(long, env = "COLLOQUY_PROJECTION_LINGER_MS")]
     pub projection_linger_ms: Option<u64>,
+
+    /// How long, in seconds, a read model may trail the log without moving before `/readyz`
+    /// reports it `stuck` (not ready), whatever its lag: a projector that waits for events that
+    /// never come, or on a lock, fails no check of its own.
+    #[arg(long, env = "COLLOQUY_READY_STUCK_AFTER_SECS", default_value_t = 60)]
+    pub ready_stuck_after_secs: u64,
 }
 
 impl Config {

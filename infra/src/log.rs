@@ -63,7 +63,8 @@ impl GlobalLog {
     }
 
     /// Events after global position `after`, in order, at most `limit` (and at most
-    /// [`MAX_PAGE`]); only `tenant`'s when given.
+    /// [`MAX_PAGE`] and [`crate::store::PAGE_BYTES`], at least one event); only `tenant`'s when
+    /// given. A page short of `limit` has not always reached the head.
     pub async fn read(
         &self,
         after: i64,
@@ -149,15 +150,25 @@ async fn read_log(
             Metadata::All => "e.metadata",
             Metadata::TenantOnly => "l.tenant_id",
         };
+        //
+        // Only the events whose predecessors in the page weigh under the byte budget are read
+        // whole; the sizes are summed first: the payload's text (what is sent; PostgreSQL may
+        // keep it compressed, far smaller) and the metadata's stored size.
         let sql = format!(
             "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, {metadata_column}
-               FROM (SELECT position, event_position, tenant_id FROM event_log
-                      WHERE position > $1 {tenant_filter}
-                      ORDER BY position
-                      LIMIT {limit}) l
+               FROM (SELECT position, event_position, tenant_id, size, sum(size) OVER (ORDER BY position) AS through
+                       FROM (SELECT l.position, l.event_position, l.tenant_id, s.size
+                               FROM (SELECT position, event_position, tenant_id FROM event_log
+                                      WHERE position > $1 {tenant_filter}
+                                      ORDER BY position
+                                      LIMIT {limit}) l
+                              CROSS JOIN LATERAL (SELECT octet_length(payload::text) + pg_column_size(metadata) AS size
+                                                    FROM events WHERE position = l.event_position LIMIT 1) s) sized) l
                CROSS JOIN LATERAL (SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
                                      FROM events WHERE position = l.event_position LIMIT 1) e
-              ORDER BY l.position"
+              WHERE l.through - l.size < {budget}
+              ORDER BY l.position",
+            budget = store.page_bytes(),
         );
         let mut query = sqlx::query(&sql).persistent(false).bind(after);
         if let Some(tenant) = tenant {
@@ -177,19 +188,22 @@ async fn read_log(
         // so a page is one range of `events`, or of its tenant index.
         let tenant_filter = if tenant.is_some() { "AND tenant_id = $2" } else { "" };
         let metadata_column = match metadata {
-            Metadata::All => "metadata",
-            Metadata::TenantOnly => "'{\"tenant_id\":' || json_quote(tenant_id) || '}'",
+            Metadata::All => "e.metadata",
+            Metadata::TenantOnly => "'{\"tenant_id\":' || json_quote(e.tenant_id) || '}'",
         };
         let sql = format!(
-            "SELECT '[' || group_concat(event, ',' ORDER BY position) || ']'
-               FROM (SELECT position,
-                            printf('[%d,%s,%s,%d,%s,%s,%s,%s]', position, json_quote(aggregate_type),
-                                   json_quote(aggregate_id), sequence, json_quote(event_type),
-                                   json_quote(event_version), payload, {metadata_column}) AS event
-                       FROM events
-                      WHERE position > $1 {tenant_filter}
-                      ORDER BY position
-                      LIMIT {limit})"
+            "SELECT '[' || group_concat(printf('[%d,%s,%s,%d,%s,%s,%s,%s]', e.position, json_quote(e.aggregate_type),
+                                               json_quote(e.aggregate_id), e.sequence, json_quote(e.event_type),
+                                               json_quote(e.event_version), e.payload, {metadata_column}), ',' ORDER BY e.position) || ']'
+               FROM (SELECT position, size, sum(size) OVER (ORDER BY position) AS through
+                       FROM (SELECT position, octet_length(payload) + octet_length(metadata) AS size
+                               FROM events
+                              WHERE position > $1 {tenant_filter}
+                              ORDER BY position
+                              LIMIT {limit})) w
+               JOIN events e ON e.position = w.position
+              WHERE w.through - w.size < {budget}",
+            budget = store.page_bytes(),
         );
         let mut query = sqlx::query_scalar::<_, Option<String>>(&sql).persistent(false).bind(after);
         if let Some(tenant) = tenant {

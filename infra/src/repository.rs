@@ -313,25 +313,29 @@ where
             .collect()
     }
 
-    /// Brings a cached aggregate (or a new one) up to the store's latest version.
+    /// Brings a cached aggregate (or a new one) up to the store's latest version, applying its
+    /// events a page at a time ([`Store::load_page`]), so that a long stream is never all in
+    /// memory at once.
     async fn refresh(
         &self,
         aggregate_id: &str,
         cached: Option<Loaded<A>>,
     ) -> Result<Loaded<A>, PersistenceError> {
         let mut loaded = cached.unwrap_or_else(|| Loaded { aggregate: A::default(), version: 0 });
-        let newer = if loaded.version == 0 {
+        if loaded.version == 0 {
             self.loads.fetch_add(1, Ordering::Relaxed);
-            self.store.load::<A>(aggregate_id).await?
-        } else {
-            self.store.load_after::<A>(aggregate_id, loaded.version).await?
-        };
-        self.events_read.fetch_add(newer.len() as u64, Ordering::Relaxed);
-        for envelope in self.deserialize(newer)? {
-            loaded.version = envelope.sequence;
-            loaded.aggregate.apply(envelope.payload);
         }
-        Ok(loaded)
+        loop {
+            let page = self.store.load_page::<A>(aggregate_id, loaded.version).await?;
+            self.events_read.fetch_add(page.events.len() as u64, Ordering::Relaxed);
+            for envelope in self.deserialize(page.events)? {
+                loaded.version = envelope.sequence;
+                loaded.aggregate.apply(envelope.payload);
+            }
+            if !page.more {
+                return Ok(loaded);
+            }
+        }
     }
 
     /// Reads the current state of an aggregate of `tenant`. `None` when it does not exist there.

@@ -1,19 +1,19 @@
-//! The event store: PostgreSQL through postgres-es, or an embedded SQLite file, behind one type.
-//! postgres-es reads whole streams on PostgreSQL; on SQLite a stream is read as one row of JSON
-//! (sqlite-es read a row per event, each handed over from sqlx's worker thread on its own: about
-//! 20 µs per event read on a cache miss, against 12 µs as one row). This module adds what the
-//! crates lack: the project's migrations, appends through the group-commit writer (`writer.rs`)
-//! that return global positions, a single writer for SQLite, reading a stream with its metadata
-//! and global positions, and per-tenant counters.
+//! The event store: PostgreSQL, or an embedded SQLite file, behind one type, in the schema of
+//! postgres-es and sqlite-es (whose repositories still read it the same; a test checks). Streams
+//! are read here, a page of bounded bytes at a time ([`PAGE_BYTES`]): the crates read a whole
+//! stream at once, and sqlite-es a row per event, each handed over from sqlx's worker thread on
+//! its own (about 20 µs per event read on a cache miss, against 12 µs as one row of JSON). This
+//! module adds what the crates lack: the project's migrations, appends through the group-commit
+//! writer (`writer.rs`) that return global positions, a single writer for SQLite, reading a
+//! stream with its metadata and global positions, and per-tenant counters.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::Aggregate;
-use postgres_es::PostgresEventRepository;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, Sqlite, SqlitePool, Transaction};
@@ -53,6 +53,22 @@ pub enum StoreLocation {
         /// Path of the database file.
         path: std::path::PathBuf,
     },
+}
+
+/// One page of an aggregate's events ([`Store::load_page`]).
+#[derive(Debug)]
+pub struct LoadedPage {
+    /// The events, in order.
+    pub events: Vec<SerializedEvent>,
+    /// Whether the page was cut at the byte budget, so that more may follow it.
+    pub more: bool,
+}
+
+/// Whether a page whose events' sizes add up to `through` may have been cut: a page holds each
+/// event whose predecessors in it weigh less than `budget`, so one under the budget took every
+/// event there was.
+pub(crate) fn cut_short(through: Option<i64>, budget: i64) -> bool {
+    through.is_some_and(|through| through >= budget)
 }
 
 /// A failure of the store itself (not a refusal, not a conflict).
@@ -115,7 +131,6 @@ impl StoredEvent {
 enum Backend {
     Postgres {
         pool: PgPool,
-        repo: PostgresEventRepository,
     },
     // SQLite allows one writer per file at a time; writers queue on `write_lock` (events) or
     // `read_model_lock` (read models) in process instead of spinning on SQLITE_BUSY, which is
@@ -145,7 +160,16 @@ pub struct Store {
     id: Arc<str>,
     /// The store's secret (`store_identity`), which keys the ids the server derives.
     secret: Arc<str>,
+    /// The most stored bytes one page read returns ([`PAGE_BYTES`] unless a test lowers it).
+    page_bytes: i64,
 }
+
+/// The most bytes of stored events (payload and metadata, as stored) one page read returns,
+/// whatever its count limit: a page of the log, of a stream, or of an aggregate's load. A page
+/// always holds at least one event, and no event is larger than a request body (1 MiB) and its
+/// metadata. Without it, SQLite's one-row page (`group_concat`) failed past 1 GB (its longest
+/// string), for good, and PostgreSQL pages held whatever the count limit let in.
+pub const PAGE_BYTES: i64 = 16 * 1024 * 1024;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,8 +192,7 @@ impl Store {
                     sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(&pool).await.unwrap_or_default();
                 note_pending_migrations(&applied, &migrator);
                 migrator.run(&pool).await?;
-                let repo = PostgresEventRepository::new(pool.clone());
-                Backend::Postgres { pool, repo }
+                Backend::Postgres { pool }
             }
             StoreLocation::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -212,7 +235,15 @@ impl Store {
         let head = Arc::new(watch::channel(head).0);
         let handoff = Arc::new(writer::Handoff::default());
         let appends = writer::spawn(target, head.clone(), handoff.clone());
-        Ok(Self { backend: Arc::new(backend), appends, head, handoff, id: id.into(), secret: secret.into() })
+        Ok(Self {
+            backend: Arc::new(backend),
+            appends,
+            head,
+            handoff,
+            id: id.into(),
+            secret: secret.into(),
+            page_bytes: PAGE_BYTES,
+        })
     }
 
     /// The store's own id: made once when the store is new, kept in the store (and so in its
@@ -226,6 +257,19 @@ impl Store {
     /// tenant can compute another's and take it first.
     pub fn secret(&self) -> &str {
         &self.secret
+    }
+
+    /// This handle, reading pages of at most `bytes` of stored events (at least one event each)
+    /// instead of [`PAGE_BYTES`]: for tests of what is read a page at a time.
+    #[must_use]
+    pub fn with_page_bytes(mut self, bytes: i64) -> Self {
+        self.page_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most stored bytes one page read returns.
+    pub fn page_bytes(&self) -> i64 {
+        self.page_bytes
     }
 
     /// On SQLite, hands every event this process commits from now on straight to `bus`, so the
@@ -296,70 +340,100 @@ impl Store {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match &*self.backend {
-            Backend::Postgres { repo, .. } => repo.get_events::<A>(aggregate_id).await,
-            // Read as one row, as `load_after` reads it: sqlite-es's repository read a row per
-            // event, 20 µs an event read against 12 µs this way when conversations missed the
-            // cache in the bench's 64-client row (see BENCHMARKS.md).
-            Backend::Sqlite { .. } => self.load_after::<A>(aggregate_id, 0).await,
-        }
+        self.load_after::<A>(aggregate_id, 0).await
     }
 
-    /// The events of one aggregate after `sequence`, in order.
+    /// The events of one aggregate after `sequence`, in order, read a page at a time.
     pub async fn load_after<A: Aggregate>(
         &self,
         aggregate_id: &str,
         sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        // Not the store crates' `get_last_events`: they write `sequence` into the SQL text, so
-        // every call is a new statement to parse and plan (and to evict from the connection's
-        // statement cache). This runs before every command, so it binds the value instead.
-        let sql =
-            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
-                     FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
-                    ORDER BY sequence";
+        let mut events = Vec::new();
+        let mut after = sequence;
+        loop {
+            let page = self.load_page::<A>(aggregate_id, after).await?;
+            after = page.events.last().map_or(after, |event| event.sequence);
+            events.extend(page.events);
+            if !page.more {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// One page of an aggregate's events after `sequence`, in order: as many as fit in
+    /// [`PAGE_BYTES`] (and at least one), so that loading a very long stream holds one page of
+    /// it at a time, not all of it.
+    ///
+    /// Not the store crates' `get_last_events`: they write `sequence` into the SQL text, so every
+    /// call is a new statement to parse and plan (and to evict from the connection's statement
+    /// cache). This runs before every command, so it binds the value instead.
+    pub async fn load_page<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<LoadedPage, PersistenceError> {
         let after = i64::try_from(sequence).unwrap_or(i64::MAX);
         let failed = |e: sqlx::Error| PersistenceError::ConnectionError(Box::new(e));
-        let rows = match &*self.backend {
+        // Each event's size is summed in order over the sequences alone; only the events whose
+        // predecessors are under the budget are then read whole.
+        let (rows, through) = match &*self.backend {
             Backend::Postgres { pool, .. } => {
-                let rows = sqlx::query(sql)
-                    .bind(A::TYPE)
-                    .bind(aggregate_id)
-                    .bind(after)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(failed)?;
-                rows.iter().map(stored_event_pg).collect::<Result<Vec<_>, _>>()
+                let rows = sqlx::query(
+                    "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata, w.through
+                       FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through
+                               FROM (SELECT sequence, octet_length(payload::text) + pg_column_size(metadata) AS size
+                                       FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3) s) w
+                       JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                      WHERE w.through - w.size < $4
+                      ORDER BY w.sequence",
+                )
+                .bind(A::TYPE)
+                .bind(aggregate_id)
+                .bind(after)
+                .bind(self.page_bytes)
+                .fetch_all(pool)
+                .await
+                .map_err(failed)?;
+                let through =
+                    rows.last().map(|row| row.try_get::<i64, _>("through")).transpose().map_err(failed)?;
+                (rows.iter().map(stored_event_pg).collect::<Result<Vec<_>, _>>(), through)
             }
             Backend::Sqlite { pool, .. } => {
-                // The stream comes back as one row, a JSON array with an array per event, as a
+                // The page comes back as one row, a JSON array with an array per event, as a
                 // page of the log does (see `log::read_log`): sqlx hands each row over from its
                 // connection's thread on its own, and a conversation that is not cached is
-                // hundreds of rows.
-                let sql = "SELECT '[' || group_concat(event, ',' ORDER BY sequence) || ']'
-                             FROM (SELECT sequence,
-                                          printf('[%d,%s,%s,%d,%s,%s,%s,%s]', position, json_quote(aggregate_type),
-                                                 json_quote(aggregate_id), sequence, json_quote(event_type),
-                                                 json_quote(event_version), payload, metadata) AS event
-                                     FROM events
-                                    WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3)";
-                let stream = sqlx::query_scalar::<_, Option<String>>(sql)
+                // hundreds of rows. (sqlite-es's repository read a row per event: 20 µs an event
+                // read against 12 µs this way when conversations missed the cache in the bench's
+                // 64-client row, see BENCHMARKS.md.)
+                let sql = "SELECT '[' || group_concat(printf('[%d,%s,%s,%d,%s,%s,%s,%s]', e.position, json_quote(e.aggregate_type),
+                                                               json_quote(e.aggregate_id), e.sequence, json_quote(e.event_type),
+                                                               json_quote(e.event_version), e.payload, e.metadata), ',' ORDER BY e.sequence) || ']',
+                                  max(w.through)
+                             FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through
+                                     FROM (SELECT sequence, octet_length(payload) + octet_length(metadata) AS size
+                                             FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3)) w
+                             JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                            WHERE w.through - w.size < $4";
+                let (stream, through) = sqlx::query_as::<_, (Option<String>, Option<i64>)>(sql)
                     .bind(A::TYPE)
                     .bind(aggregate_id)
                     .bind(after)
+                    .bind(self.page_bytes)
                     .fetch_one(pool)
                     .await
                     .map_err(failed)?;
-                match stream {
+                let events = match stream {
                     None => Ok(Vec::new()),
                     Some(stream) => serde_json::from_str::<Vec<StoredEvent>>(&stream).map_err(|e| {
                         StoreError::Corrupt(format!("the events of {} {aggregate_id}: {e}", A::TYPE))
                     }),
-                }
+                };
+                (events, through)
             }
         };
         let rows = rows.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
-        Ok(rows
+        let events = rows
             .into_iter()
             .map(|event| {
                 SerializedEvent::new(
@@ -372,7 +446,9 @@ impl Store {
                     event.metadata.to_value(),
                 )
             })
-            .collect())
+            .collect();
+        // Only a page that reached the budget can have left events out (see `cut_short`).
+        Ok(LoadedPage { events, more: cut_short(through, self.page_bytes) })
     }
 
     /// Appends one command's events atomically and returns the global position of the last
@@ -391,7 +467,8 @@ impl Store {
     }
 
     /// A page of one aggregate's stream with metadata and global positions, restricted to
-    /// `tenant` so that another tenant's stream reads as empty.
+    /// `tenant` so that another tenant's stream reads as empty: at most `limit` events and
+    /// [`PAGE_BYTES`] (at least one event).
     pub async fn stream_page(
         &self,
         tenant: &TenantId,
@@ -404,17 +481,23 @@ impl Store {
             Backend::Postgres { pool, .. } => {
                 sqlx::query(
                     "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-                       FROM events e
+                       FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through
+                               FROM (SELECT sequence, octet_length(payload::text) + pg_column_size(metadata) AS size
+                                       FROM events
+                                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
+                                      ORDER BY sequence
+                                      LIMIT $5) s) w
+                       JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
                        LEFT JOIN event_log l ON l.event_position = e.position
-                      WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.tenant_id = $3 AND e.sequence > $4
-                      ORDER BY e.sequence
-                      LIMIT $5",
+                      WHERE w.through - w.size < $6
+                      ORDER BY e.sequence",
                 )
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(tenant.as_str())
                 .bind(after_sequence)
                 .bind(limit)
+                .bind(self.page_bytes)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -423,17 +506,23 @@ impl Store {
             }
             Backend::Sqlite { pool, .. } => {
                 sqlx::query(
-                    "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
-                       FROM events
-                      WHERE aggregate_type = ? AND aggregate_id = ? AND tenant_id = ? AND sequence > ?
-                      ORDER BY sequence
-                      LIMIT ?",
+                    "SELECT e.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+                       FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through
+                               FROM (SELECT sequence, octet_length(payload) + octet_length(metadata) AS size
+                                       FROM events
+                                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
+                                      ORDER BY sequence
+                                      LIMIT $5)) w
+                       JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                      WHERE w.through - w.size < $6
+                      ORDER BY e.sequence",
                 )
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(tenant.as_str())
                 .bind(after_sequence)
                 .bind(limit)
+                .bind(self.page_bytes)
                 .fetch_all(pool)
                 .await?
                 .into_iter()

@@ -385,6 +385,41 @@ async fn an_event_a_projection_cannot_apply_is_reported_not_skipped(backend: Bac
     assert!(!other.is_empty(), "commands are still served");
 }
 
+/// A read model that trails the log and does not move is not ready, though no check of its own
+/// fails and its lag is small: here its projector waits on a lock another session holds on its
+/// table. Once the lock goes, it moves and is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_that_trails_without_moving_is_reported_stuck() {
+    use sqlx::{Connection, Executor};
+    let server = TestServer::start_with(Backend::Postgres, |config| config.ready_stuck_after_secs = 1).await;
+    let id = server.conversation().await;
+    let before = server.customer_message(&id, "before").await;
+    assert_eq!(server.get(&format!("/v1/conversations?min_position={before}")).await.status, StatusCode::OK);
+    assert_eq!(server.get("/readyz").await.status, StatusCode::OK);
+
+    let mut locker = sqlx::PgConnection::connect(server.database_url().unwrap()).await.unwrap();
+    locker.execute("BEGIN").await.unwrap();
+    locker.execute("LOCK TABLE conversation_list IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let locked = server.customer_message(&id, "while locked").await;
+    let name = "projection:conversation_list";
+    let check = common::eventually(Duration::from_secs(15), "/readyz reports the list stuck", || async {
+        let ready = server.get("/readyz").await;
+        (ready.status == StatusCode::SERVICE_UNAVAILABLE && ready.body["checks"][name]["status"] == "stuck")
+            .then_some(ready.body["checks"][name].clone())
+    })
+    .await;
+    assert!(check["position"].as_i64().unwrap() < locked, "{check:?}");
+    assert!(check["lag"].as_i64().unwrap() >= 1, "{check:?}");
+    assert!(check["still_for_secs"].as_u64().unwrap() >= 1, "{check:?}");
+
+    locker.execute("ROLLBACK").await.unwrap();
+    common::eventually(Duration::from_secs(15), "ready once the list moves", || async {
+        (server.get("/readyz").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
 /// `projections rebuild` run by another process while this one projects under load: the live
 /// projector learns of the rebuild from the checkpoint's generation and goes on from the
 /// rebuild's checkpoint, so the list ends equal to what a rebuild alone gives (before, the live

@@ -21,9 +21,12 @@ struct Subscription {
 
 impl Subscription {
     async fn open(server: &TestServer, query: &str, last_event_id: Option<&str>) -> Self {
-        let mut request = reqwest::Client::new()
-            .get(server.url(&format!("/v1/events/stream{query}")))
-            .bearer_auth(server.config().bootstrap_token.clone().unwrap());
+        Self::open_as(server, &server.config().bootstrap_token.clone().unwrap(), query, last_event_id).await
+    }
+
+    async fn open_as(server: &TestServer, secret: &str, query: &str, last_event_id: Option<&str>) -> Self {
+        let mut request =
+            reqwest::Client::new().get(server.url(&format!("/v1/events/stream{query}"))).bearer_auth(secret);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -177,7 +180,74 @@ async fn streams_are_capped_per_token_and_end_when_it_is_revoked(backend: Backen
     server.stop().await;
 }
 
+/// A process's streams follow one reader of the log: the reads grow with the commits, not with
+/// commits times streams, and each stream still gets its own tenant's events only, in order.
+async fn streams_share_one_reader_of_the_log(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let other = colloquy_domain::TenantId::parse("other").unwrap();
+    let issued = colloquy_infra::tokens::create_token(
+        &store,
+        &other,
+        "other-listener",
+        &["admin".to_owned()],
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    store.close().await;
+    let mut theirs = Subscription::open_as(&server, &issued.secret, "", None).await;
+    let mut ours = Vec::new();
+    for _ in 0..6 {
+        ours.push(Subscription::open(&server, "", None).await);
+    }
+    // Every stream is open and following before the count starts.
+    message(&server, &id, "warm-up").await;
+    for stream in &mut ours {
+        stream.take(1).await;
+    }
+    let reads = server.metric("colloquy_event_stream_log_reads_total").await;
+    let mut positions = Vec::new();
+    for n in 0..10 {
+        message(&server, &id, &format!("m{n}")).await;
+        for (k, stream) in ours.iter_mut().enumerate() {
+            let (position, event) = stream.take(1).await.pop().unwrap();
+            assert_eq!(event["data"]["content"]["text"], format!("m{n}"), "stream {k}");
+            if k == 0 {
+                positions.push(position);
+            }
+        }
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let made = server.metric("colloquy_event_stream_log_reads_total").await - reads;
+    // One reader: about a read per commit (a few more where a stream catches up); one per
+    // stream per commit would be 60.
+    assert!(made <= 25.0, "{made} reads of the log for 10 commits and 6 streams");
+
+    // The other tenant's stream saw none of that, and sees its own.
+    let created = server
+        .client
+        .post(server.url("/v1/contacts"))
+        .bearer_auth(&issued.secret)
+        .json(&json!({"first_name": "Theirs"}))
+        .send()
+        .await
+        .unwrap();
+    let status = created.status();
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, event) = theirs.take(1).await.pop().unwrap();
+    assert_eq!(
+        (&event["eventtype"], &event["tenant"]),
+        (&json!("ContactCreated"), &json!("other")),
+        "{event}"
+    );
+    server.stop().await;
+}
+
 on_both_stores!(
+    streams_share_one_reader_of_the_log,
     events_stream_live_and_resume_after_a_disconnect,
     streams_are_capped_per_token_and_end_when_it_is_revoked,
 );

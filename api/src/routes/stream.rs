@@ -4,7 +4,8 @@
 //! starts at the log's current head. Filters: `aggregate_type`, `aggregate_id`, `event_type`.
 //! Streams end when the server shuts down, and within seconds of their token being revoked or
 //! expiring (it is verified again every [`TOKEN_RECHECK`]); clients reconnect with
-//! `Last-Event-ID`. A token has at most `MAX_STREAMS_PER_TOKEN` streams open at once.
+//! `Last-Event-ID`. A token has at most `MAX_STREAMS_PER_TOKEN` streams open at once. All
+//! streams of a process follow one reader of the log (`log_feed.rs`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,6 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream};
 use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
 
 use colloquy_domain::TenantId;
 use colloquy_infra::relay::cloud_event_json;
@@ -24,10 +26,8 @@ use crate::extract::{require, Auth, Query};
 use crate::problem::ApiError;
 use crate::state::{AppState, StreamSlot};
 
-/// Events read from the log per round.
+/// Events read from the log per round, while a stream catches up.
 const BATCH: i64 = 500;
-/// How often an idle stream looks at the log when no head change wakes it.
-const IDLE_POLL: Duration = Duration::from_millis(250);
 /// How often a stream verifies its token again (through the cache of verified tokens, which
 /// keeps one at most 5 s): a revoked or expired token's streams end within seconds.
 const TOKEN_RECHECK: Duration = Duration::from_secs(1);
@@ -66,7 +66,10 @@ struct Follow {
     after: i64,
     query: StreamQuery,
     pending: VecDeque<StoredEvent>,
-    head: tokio::sync::watch::Receiver<i64>,
+    /// The process's shared reader of the log, once subscribed.
+    feed: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::log_feed::Batch>>>,
+    /// Whether the stream reads the log itself, to reach the feed.
+    catching_up: bool,
     closing: tokio::sync::watch::Receiver<bool>,
     /// The bearer secret the stream was opened with, verified again every [`TOKEN_RECHECK`].
     secret: String,
@@ -99,6 +102,17 @@ impl Follow {
             && q.event_type.as_ref().is_none_or(|t| *t == event.event_type)
     }
 
+    /// Passes on the events of `events` after this stream's position that it wants.
+    fn take<'a>(&mut self, events: impl Iterator<Item = &'a StoredEvent>) {
+        let after = self.after;
+        for event in events.filter(|e| e.position.is_some_and(|p| p > after)) {
+            self.after = self.after.max(event.position.unwrap_or(after));
+            if self.wanted(event) {
+                self.pending.push_back(event.clone());
+            }
+        }
+    }
+
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
         loop {
             if *self.closing.borrow() || !self.token_holds().await {
@@ -109,23 +123,49 @@ impl Follow {
                 let data = cloud_event_json(&event);
                 return Some((Ok(Event::default().id(id).data(data)), self));
             }
-            match self.state.log().read(self.after, BATCH, Some(&self.tenant)).await {
-                Ok(events) if !events.is_empty() => {
-                    self.after = events.last().and_then(|e| e.position).unwrap_or(self.after);
-                    let wanted: Vec<StoredEvent> = events.into_iter().filter(|e| self.wanted(e)).collect();
-                    self.pending.extend(wanted);
-                }
-                Ok(_) => {
-                    tokio::select! {
-                        _ = self.head.changed() => {}
-                        _ = self.closing.changed() => {}
-                        () = tokio::time::sleep(IDLE_POLL) => {}
+            if self.feed.is_none() {
+                // Subscribed before catching up, so that nothing committed meanwhile is missed.
+                self.feed = Some(self.state.log_feed().subscribe());
+                self.catching_up = true;
+            }
+            if self.catching_up {
+                let head = self.state.log().head();
+                self.state.log_feed().count_read();
+                match self.state.log().read(self.after, BATCH, Some(&self.tenant)).await {
+                    Ok(events) if !events.is_empty() => self.take(events.iter()),
+                    // Nothing of the tenant's through `head`: the feed goes on from there.
+                    Ok(_) => {
+                        self.after = self.after.max(head);
+                        self.catching_up = false;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "event stream could not read the log; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "event stream could not read the log; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                continue;
+            }
+            let Some(feed) = self.feed.as_mut() else { continue };
+            tokio::select! {
+                batch = feed.recv() => match batch {
+                    Ok(batch) if batch.after <= self.after => {
+                        let tenant = self.tenant.as_str();
+                        let ours: Vec<StoredEvent> = batch
+                            .events
+                            .iter()
+                            .filter(|(owner, _)| owner.as_deref() == Some(tenant))
+                            .map(|(_, event)| event.clone())
+                            .collect();
+                        self.take(ours.iter());
+                        self.after = self.after.max(batch.last);
+                    }
+                    // Batches this stream did not see (it started or fell behind): it reads the
+                    // log itself until it has caught up.
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.catching_up = true,
+                    Err(RecvError::Closed) => self.feed = None,
+                },
+                _ = self.closing.changed() => {}
+                () = tokio::time::sleep(TOKEN_RECHECK) => {}
             }
         }
     }
@@ -179,7 +219,6 @@ pub async fn stream(
         Some(after) => after,
         None => colloquy_infra::log::read_head(state.store()).await?,
     };
-    let head = state.log().watch_head();
     let closing = state.closing();
     let follow = Follow {
         state,
@@ -187,7 +226,8 @@ pub async fn stream(
         after,
         query,
         pending: VecDeque::new(),
-        head,
+        feed: None,
+        catching_up: true,
         closing,
         secret,
         checked_at: tokio::time::Instant::now(),

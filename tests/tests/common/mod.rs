@@ -89,6 +89,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         nats_subject_prefix: "colloquy.events".into(),
         min_position_timeout_ms: 5_000,
         projection_linger_ms: None,
+        ready_stuck_after_secs: 60,
         max_requests_in_flight: 1024,
         max_connections: 4096,
     }
