@@ -23,6 +23,7 @@ use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::schema::{KnownFormat, OneOfBuilder, Schema, SchemaFormat};
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, Type};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
@@ -58,7 +59,7 @@ const EXAMPLE_ID: &str = "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     components(
-        schemas(crate::problem::Problem, FieldError),
+        schemas(crate::problem::Problem, FieldError, crate::routes::inbox::LabelText),
         responses(
             BadRequest,
             Unauthorized,
@@ -99,10 +100,93 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     })
 }
 
+/// What the derives cannot say: the scopes a token may name, the body of bulk resolve (the list's
+/// filters without its paging, which it refuses), a header that is a string or absent, and a body
+/// that takes exactly one of its fields.
+fn refine(mut document: serde_json::Value) -> serde_json::Value {
+    if let Some(scopes) = document.pointer_mut("/components/schemas/CreateToken/properties/scopes") {
+        scopes["items"] = serde_json::json!({"type": "string", "enum": SCOPES});
+        scopes["minItems"] = serde_json::json!(1);
+    }
+    if let Some(mut resolve) = document.pointer("/components/schemas/InboxParams").cloned() {
+        if let Some(properties) = resolve["properties"].as_object_mut() {
+            for paging in ["sort", "order", "limit", "cursor"] {
+                properties.remove(paging);
+            }
+        }
+        resolve["description"] = "The conversations to close: `ids`, or the filters of the list \
+            (`GET /v1/conversations`, with the same names), without its paging."
+            .into();
+        resolve.as_object_mut().map(|r| r.remove("example"));
+        document["components"]["schemas"]["ResolveRequest"] = resolve;
+        let body = "/paths/~1v1~1conversations~1resolve/post/requestBody/content/application~1json/schema";
+        if let Some(schema) = document.pointer_mut(body) {
+            *schema = serde_json::json!({"$ref": "#/components/schemas/ResolveRequest"});
+        }
+    }
+    // A header that is absent or a position: not `null`, which `Option` would make it.
+    if let Some(parameters) = document.pointer_mut("/paths/~1v1~1events~1stream/get/parameters") {
+        for parameter in parameters.as_array_mut().into_iter().flatten() {
+            if parameter["name"] == "Last-Event-ID" {
+                parameter["schema"] = serde_json::json!({"type": "string", "pattern": "^[0-9]{1,18}$"});
+            }
+        }
+    }
+    if let Some(body) = document.pointer_mut("/components/schemas/HandleJoinRequests") {
+        body["minProperties"] = 1.into();
+        body["maxProperties"] = 1.into();
+    }
+    link_created_resources(&mut document);
+    document
+}
+
+/// OpenAPI links from each operation that creates a resource (a POST answering 201 with the new
+/// resource, whose `id` it carries) to every operation on that resource: on `P/{x}` and below,
+/// where `P` is the creating path, with `x` the new `id` and `P`'s own path parameters as the
+/// request gave them. A generated client (or Schemathesis's stateful phase) follows them from a
+/// created conversation to its messages, and from a created message to its delivery reports.
+fn link_created_resources(document: &mut serde_json::Value) {
+    let Some(paths) = document["paths"].as_object() else { return };
+    let mut links = Vec::new();
+    for (collection, item) in paths {
+        if item.pointer("/post/responses/201").is_none() {
+            continue;
+        }
+        let prefix = format!("{collection}/{{");
+        for (path, target) in paths.iter().filter(|(path, _)| path.starts_with(&prefix)) {
+            let rest = &path[prefix.len()..];
+            let Some((name, _)) = rest.split_once('}') else { continue };
+            let Some(methods) = target.as_object() else { continue };
+            for method in methods.keys().filter(|m| ["get", "put", "post", "patch", "delete"].contains(&m.as_str())) {
+                let mut parameters = serde_json::Map::new();
+                parameters.insert(format!("path.{name}"), "$response.body#/id".into());
+                for own in collection.split('{').skip(1).filter_map(|part| part.split_once('}')).map(|(p, _)| p) {
+                    parameters.insert(format!("path.{own}"), format!("$request.path.{own}").into());
+                }
+                let pointer = path.replace('~', "~0").replace('/', "~1");
+                let link_name = format!("{method}{}", path.replace(['/', '{', '}'], "_"));
+                let link = serde_json::json!({
+                    "operationRef": format!("#/paths/{pointer}/{method}"),
+                    "parameters": parameters,
+                });
+                links.push((collection.clone(), link_name, link));
+            }
+        }
+    }
+    for (collection, name, link) in links {
+        if let Some(created) = document["paths"][&collection].pointer_mut("/post/responses/201") {
+            created["links"][name] = link;
+        }
+    }
+}
+
 /// The document as JSON, as `GET /openapi.json` answers it.
 pub fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| document().to_pretty_json().unwrap_or_default())
+    JSON.get_or_init(|| {
+        let document = serde_json::to_value(document()).map(refine).unwrap_or_default();
+        serde_json::to_string_pretty(&document).unwrap_or_default()
+    })
 }
 
 /// The OpenAPI 3.1 document of this API.
@@ -238,7 +322,12 @@ fn conventions(method: &str, operation: &mut Operation) {
             "The `ETag` of the version this change is based on; when the resource has moved on, \
              the answer is 412 and nothing is changed.",
             "\"3\"",
-            r#"^(\*|(W/)?"[0-9]{1,18}")$"#,
+            // `*`, or an ETag; as two alternatives, since Schemathesis (4.32) finds no value for
+            // the one pattern `^(\*|(W/)?"[0-9]{1,18}")$` and sends a schema-invalid one as valid.
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["*"])))
+                .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(r#"^(W/)?"[0-9]{1,18}"$"#)))
+                .into(),
         ));
     }
     if method == "post" && !scopes.is_empty() {
@@ -249,7 +338,7 @@ fn conventions(method: &str, operation: &mut Operation) {
              with a different request is a 422, and while the first is still running a 409. \
              1 to 255 visible ASCII characters, the token's own, kept 24 hours.",
             "",
-            "^[!-~]{1,255}$",
+            string_matching("^[!-~]{1,255}$"),
         ));
     }
     if command {
@@ -257,14 +346,20 @@ fn conventions(method: &str, operation: &mut Operation) {
             "X-Correlation-Id",
             "A UUID recorded in the metadata of the events this request appends.",
             EXAMPLE_ID,
-            "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            // The format as well as the pattern: with the pattern alone Schemathesis (4.32) finds
+            // no value for it and sends a schema-invalid one as valid.
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                .pattern(Some("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))
+                .into(),
         ));
         parameters.push(header_parameter(
             "Colloquy-On-Behalf-Of",
             "The agent (a user id of yours) this token acts for: the events record the agent as \
              their actor (kind `user`) and the token as `via_token`, so auditors see both.",
             "agent-42",
-            "^[!-~]{1,128}$",
+            string_matching("^[!-~]{1,128}$"),
         ));
     }
     if parameters.is_empty() {
@@ -307,18 +402,23 @@ fn scopes_of(operation: &Operation) -> Vec<String> {
 
 /// A header every such operation takes, with the `pattern` the server holds its value to (a
 /// value outside it is a 400), so a generated client sends only what is accepted.
+/// A string schema with `pattern`.
+fn string_matching(pattern: &str) -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).into()
+}
+
 fn header_parameter(
     name: &str,
     description: &str,
     example: &str,
-    pattern: &str,
+    schema: Schema,
 ) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern))))
+        .schema(Some(schema))
         // No example where one value would be sent by every generated request (a key).
         .example((!example.is_empty()).then(|| serde_json::Value::String(example.to_owned())))
         .build()

@@ -114,6 +114,12 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "command-refused", "Command refused", detail)
     }
 
+    /// 422 for a field that is well formed but cannot be taken as it is (a rule across fields,
+    /// or of the present), naming it.
+    pub fn unacceptable_field(field: &str, reason: impl Into<String>) -> Self {
+        Self::invalid(FieldError::new(field, reason))
+    }
+
     /// 422 for a field the domain found invalid.
     pub fn invalid(error: FieldError) -> Self {
         let mut problem = Self::new(

@@ -15,6 +15,7 @@ pub mod group;
 pub mod ids;
 pub mod metadata;
 pub mod validate;
+pub mod whole;
 
 pub use channel::Channel;
 pub use contact::{Contact, ContactCommand, ContactError, ContactEvent};

@@ -143,7 +143,10 @@ pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, FieldError>
 /// An identifier that comes from outside Colloquy (a user, team, inbox or provider id): 1 to 128
 /// printable characters.
 pub fn external_id(field: &str, value: &str) -> Result<String, FieldError> {
-    if value.is_empty() || value.len() > 128 || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if value.is_empty()
+        || value.chars().count() > 128
+        || value.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(FieldError::new(
             field,
             "must be 1 to 128 characters without spaces or control characters",

@@ -516,9 +516,12 @@ async fn bulk_resolve_closes_each_by_its_own_command_and_reports_the_rest(backen
     let again = server.post("/v1/conversations/resolve", json!({"label": ["spam"], "status": "open"})).await;
     assert_eq!(again.body["resolved"], 0);
 
+    // Well formed, but nothing to resolve, or two ways to say what: refused as they stand.
+    for unacceptable in [json!({}), json!({"ids": [ids[0]], "label": "spam"})] {
+        let reply = server.post("/v1/conversations/resolve", unacceptable).await;
+        assert!(reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).contains("ids"), "{:?}", reply.body);
+    }
     for bad in [
-        json!({}),
-        json!({"ids": [ids[0]], "label": "spam"}),
         json!({"label": "spam", "sort": "priority"}),
         json!({"status": "archived"}),
         json!({"ids": ["not-a-uuid"]}),
@@ -539,7 +542,6 @@ async fn bad_list_parameters_are_refused_with_the_reason(backend: Backend) {
         ("priority=meh", "priority"),
         ("channel=fax", "channel"),
         ("q=ab", "at least 3"),
-        ("unassigned=true&assignee_id=a", "unassigned"),
         ("label_match=some", "label_match"),
         ("contact_id=nope", "contact_id"),
         ("created_after=yesterday", "created_after"),
@@ -553,6 +555,15 @@ async fn bad_list_parameters_are_refused_with_the_reason(backend: Backend) {
         assert!(text.contains(needle), "{query}: {text}");
     }
     server.get("/v1/conversations/counts?status=nope").await.assert_problem(StatusCode::BAD_REQUEST);
+    // Filters are combined: unassigned and assigned to `a` is nothing, not an error.
+    let server_conversation = server.conversation().await;
+    let assigned = server.post(&format!("/v1/conversations/{server_conversation}/assignment"), json!({"assignee_id": "a"})).await;
+    let position = assigned.headers["colloquy-position"].to_str().unwrap().to_owned();
+    for (query, count) in [("assignee_id=a", 1), ("unassigned=true&assignee_id=a", 0)] {
+        let reply = server.get(&format!("/v1/conversations?{query}&min_position={position}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {:?}", reply.body);
+        assert_eq!(reply.body["data"].as_array().unwrap().len(), count, "{query}");
+    }
     server.stop().await;
 }
 

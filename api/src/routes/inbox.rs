@@ -74,41 +74,54 @@ impl OneOrMany {
 #[serde(deny_unknown_fields)]
 pub struct InboxParams {
     /// Statuses to include: `open`, `pending`, `snoozed`, `closed`, `bot` (comma-separated).
-    #[param(value_type = Option<String>)]
-    #[param(example = "open,pending")]
+    #[param(value_type = Option<Vec<Status>>, style = Form, explode = false, max_items = 50)]
+    #[param(example = json!(["open", "pending"]))]
     status: Option<OneOrMany>,
     /// Priorities to include: `low`, `medium`, `high`, `urgent` (comma-separated).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Vec<Priority>>, style = Form, explode = false, max_items = 50)]
     priority: Option<OneOrMany>,
     /// Only conversations assigned to this user.
+    #[param(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
     assignee_id: Option<String>,
-    /// Only conversations assigned to no user (not with `assignee_id`).
+    /// Only conversations assigned to no user (with `assignee_id` too, as every filter is
+    /// combined with the others, nothing matches).
     unassigned: Option<bool>,
     /// Only conversations of this team.
+    #[param(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
     team_id: Option<String>,
     /// Only conversations of this inbox.
+    #[param(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
     inbox_id: Option<String>,
     /// Only conversations with this contact.
     contact_id: Option<Uuid>,
     /// Channels to include: `whatsapp`, `instagram`, `email`, `sms`, `chat`, `phone` (comma-separated).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Vec<Channel>>, style = Form, explode = false, max_items = 50)]
     channel: Option<OneOrMany>,
     /// Only one-to-one or only group conversations.
     group_type: Option<GroupType>,
     /// Only the conversations of this group chat.
     group_id: Option<Uuid>,
     /// Labels to match (comma-separated); see `label_match`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Vec<LabelText>>, style = Form, explode = false, max_items = 50)]
     label: Option<OneOrMany>,
     /// `all` (default): every label must be present; `any`: at least one.
+    #[param(value_type = Option<LabelMatchName>, inline)]
+    #[schema(value_type = Option<LabelMatchName>, inline)]
     label_match: Option<String>,
     /// Only starred (or only unstarred) conversations.
     starred: Option<bool>,
     /// Only conversations whose customer is (or is not) waiting for a reply.
     awaiting_response: Option<bool>,
     /// Only conversations this user took part in.
+    #[param(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
     participating: Option<String>,
     /// Only conversations in which this user was mentioned.
+    #[param(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
     mentioned: Option<String>,
     /// Created at or after this time (RFC 3339).
     created_after: Option<Instant>,
@@ -119,11 +132,17 @@ pub struct InboxParams {
     /// Last active before this time (RFC 3339).
     last_activity_before: Option<Instant>,
     /// Search the subject, the contact's name, e-mail and phone, and the last message (3 to 200
-    /// characters).
+    /// characters, no control characters).
+    #[param(min_length = 3, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(min_length = 3, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     q: Option<String>,
     /// `last_activity_at` (default), `created_at`, `priority` or `waiting_since`.
+    #[param(value_type = Option<SortName>, inline)]
+    #[schema(value_type = Option<SortName>, inline)]
     sort: Option<String>,
     /// `asc` or `desc` (each sort has its natural default).
+    #[param(value_type = Option<OrderName>, inline)]
+    #[schema(value_type = Option<OrderName>, inline)]
     order: Option<String>,
     /// Conversations per page, 1 to 100 (default 25). Lists only.
     #[param(minimum = 1, maximum = 100)]
@@ -131,10 +150,48 @@ pub struct InboxParams {
     /// The `next_cursor` of the previous page. Lists only.
     cursor: Option<String>,
     /// Read-your-writes: wait until the read model reflects this global position.
+    #[param(minimum = 0)]
+    #[schema(minimum = 0)]
     min_position: Option<i64>,
     /// Bulk resolve only: the conversations to close, instead of the filters.
     #[param(ignore)]
     ids: Option<Vec<Uuid>>,
+}
+
+/// The values of `label_match` (a schema only: the list reads them as text).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum LabelMatchName {
+    All,
+    Any,
+}
+
+/// A label in a list's filter (a schema only): no comma, which separates them, and no control
+/// character but a tab or line break.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(pattern = r"^[^,\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]{0,64}$")]
+#[allow(dead_code)]
+pub struct LabelText(String);
+
+/// The values of `sort` (a schema only).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum SortName {
+    LastActivityAt,
+    CreatedAt,
+    Priority,
+    WaitingSince,
+}
+
+/// The values of `order` (a schema only).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum OrderName {
+    Asc,
+    Desc,
 }
 
 fn parse_each<T: for<'de> Deserialize<'de>>(
@@ -171,9 +228,6 @@ pub const MAX_QUERY_CHARS: usize = 200;
 impl InboxParams {
     /// The filter these parameters describe, checked.
     pub fn filter(&self) -> Result<ListFilter, ApiError> {
-        if self.unassigned == Some(true) && self.assignee_id.is_some() {
-            return Err(ApiError::invalid_field("unassigned", "cannot be combined with assignee_id"));
-        }
         let label_match = match self.label_match.as_deref() {
             None | Some("all") => LabelMatch::All,
             Some("any") => LabelMatch::Any,
@@ -188,7 +242,8 @@ impl InboxParams {
         for label in OneOrMany::values("label", &self.label)? {
             labels.push(colloquy_domain::validate::label("label", &label).map_err(bad_filter)?);
         }
-        let q = match self.q.as_deref().map(str::trim) {
+        // Counted as sent, as the schema states it; surrounding blanks are then dropped.
+        let q = match self.q.as_deref() {
             None => None,
             Some(q) if q.chars().count() < MIN_QUERY_CHARS => {
                 return Err(ApiError::invalid_field(
@@ -202,7 +257,7 @@ impl InboxParams {
                     format!("must be at most {MAX_QUERY_CHARS} characters without control characters"),
                 ))
             }
-            Some(q) => Some(q.to_owned()),
+            Some(q) => Some(q.trim().to_owned()).filter(|q| !q.is_empty()),
         };
         Ok(ListFilter {
             statuses: parse_each::<Status>("status", &self.status, "open, pending, snoozed, closed, bot")?,
@@ -332,9 +387,11 @@ pub async fn list(
 pub struct CountParams {
     /// The statuses `all`, `mine` and `unassigned` count (every status when absent;
     /// comma-separated).
-    #[param(value_type = Option<String>, example = "open,pending")]
+    #[param(value_type = Option<Vec<Status>>, style = Form, explode = false, max_items = 50)]
+    #[param(example = json!(["open", "pending"]))]
     status: Option<OneOrMany>,
     /// Whose conversations `mine` counts.
+    #[param(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")]
     user_id: Option<String>,
     /// Read-your-writes: wait until the counters reflect this global position.
     min_position: Option<i64>,
@@ -418,7 +475,7 @@ pub async fn resolve(
     let (ids, truncated) = match &params.ids {
         Some(ids) => {
             if filter != ListFilter::default() {
-                return Err(ApiError::invalid_field("ids", "give either ids or filters, not both"));
+                return Err(ApiError::unacceptable_field("ids", "give either ids or filters, not both"));
             }
             if ids.len() > MAX_BULK {
                 return Err(ApiError::invalid_field("ids", format!("at most {MAX_BULK} per request")));
@@ -433,7 +490,8 @@ pub async fn resolve(
         }
         None => {
             if filter == ListFilter::default() {
-                return Err(ApiError::bad_request(
+                return Err(ApiError::unacceptable_field(
+                    "ids",
                     "give ids or at least one filter; resolving every conversation at once is not offered",
                 ));
             }

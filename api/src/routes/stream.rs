@@ -183,7 +183,7 @@ impl Follow {
         down; reconnect with `Last-Event-ID`.",
     params(
         StreamQuery,
-        ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this global position (wins over `after`).", example = 1042)
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$", description = "Resume after this global position (wins over `after`).", example = "1042")
     ),
     responses((status = 200, description = "An endless `text/event-stream` of CloudEvents.",
         content_type = "text/event-stream", body = StreamEvent,
@@ -207,8 +207,13 @@ pub async fn stream(
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
-            value.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).filter(|p| *p >= 0).ok_or_else(
-                || ApiError::invalid_field("Last-Event-ID", "must be a global position (0 or more)"),
+            value
+                .to_str()
+                .ok()
+                .filter(|v| (1..=18).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(
+                || ApiError::invalid_field("Last-Event-ID", "must be a global position: 1 to 18 digits"),
             )?,
         ),
     };

@@ -20,6 +20,8 @@ use crate::state::AppState;
 #[schema(example = json!({"name": "reporting", "scopes": ["events:read", "reports:read"], "expires_at": "2027-01-01T00:00:00Z"}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    /// 1 to 100 characters, no control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,100}$")]
     name: String,
     #[serde(deserialize_with = "crate::bounded::at_most::<_, _, { crate::bounded::MAX_SCOPES }>")]
     #[schema(max_items = 32)]
@@ -82,9 +84,9 @@ pub async fn create(
             ApiError::invalid_field("scopes", error.to_string())
         }
         TokenError::BadName => ApiError::invalid_field("name", error.to_string()),
-        TokenError::ExpiryInPast | TokenError::ExpiryOutOfRange => {
-            ApiError::invalid_field("expires_at", error.to_string())
-        }
+        // A time in the past is well formed: the request is refused as it stands (422).
+        TokenError::ExpiryInPast => ApiError::unacceptable_field("expires_at", error.to_string()),
+        TokenError::ExpiryOutOfRange => ApiError::invalid_field("expires_at", error.to_string()),
         TokenError::Store(error) => ApiError::from(error),
     })?;
     let created = CreatedToken {

@@ -129,7 +129,7 @@ pub struct Attachment {
     #[serde(default)]
     pub mime_type: Option<String>,
     /// Its size in bytes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::optional_u64")]
     pub size: Option<u64>,
 }
 
