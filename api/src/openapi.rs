@@ -22,8 +22,8 @@ use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::schema::{KnownFormat, OneOfBuilder, Schema, SchemaFormat};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, Type};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
@@ -117,7 +117,7 @@ fn refine(mut document: serde_json::Value) -> serde_json::Value {
         resolve["description"] = "The conversations to close: `ids`, or the filters of the list \
             (`GET /v1/conversations`, with the same names), without its paging."
             .into();
-        resolve.as_object_mut().map(|r| r.remove("example"));
+        resolve["example"] = serde_json::json!({"label": "spam", "status": ["open", "pending"]});
         document["components"]["schemas"]["ResolveRequest"] = resolve;
         let body = "/paths/~1v1~1conversations~1resolve/post/requestBody/content/application~1json/schema";
         if let Some(schema) = document.pointer_mut(body) {
@@ -157,10 +157,14 @@ fn link_created_resources(document: &mut serde_json::Value) {
             let rest = &path[prefix.len()..];
             let Some((name, _)) = rest.split_once('}') else { continue };
             let Some(methods) = target.as_object() else { continue };
-            for method in methods.keys().filter(|m| ["get", "put", "post", "patch", "delete"].contains(&m.as_str())) {
+            for method in
+                methods.keys().filter(|m| ["get", "put", "post", "patch", "delete"].contains(&m.as_str()))
+            {
                 let mut parameters = serde_json::Map::new();
                 parameters.insert(format!("path.{name}"), "$response.body#/id".into());
-                for own in collection.split('{').skip(1).filter_map(|part| part.split_once('}')).map(|(p, _)| p) {
+                for own in
+                    collection.split('{').skip(1).filter_map(|part| part.split_once('}')).map(|(p, _)| p)
+                {
                     parameters.insert(format!("path.{own}"), format!("$request.path.{own}").into());
                 }
                 let pointer = path.replace('~', "~0").replace('/', "~1");
@@ -351,7 +355,9 @@ fn conventions(method: &str, operation: &mut Operation) {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
-                .pattern(Some("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))
+                .pattern(Some(
+                    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                ))
                 .into(),
         ));
         parameters.push(header_parameter(

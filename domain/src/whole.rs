@@ -12,7 +12,11 @@ pub fn optional_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
         .map(|number| {
             number
                 .as_u64()
-                .or_else(|| whole(&number).filter(|f| *f >= 0.0 && *f < 18_446_744_073_709_551_616.0).map(|f| f as u64))
+                .or_else(|| {
+                    whole(&number)
+                        .filter(|f| *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+                        .map(|f| f as u64)
+                })
                 .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number of 0 or more")))
         })
         .transpose()
@@ -57,16 +61,23 @@ mod tests {
 
     #[test]
     fn a_whole_float_is_a_whole_number() {
-        let sized = parse(r#"{"size": 6304910.0, "at": -3.0}"#).unwrap();
+        let sized = parse(r#"{"size": 6304910.0, "at": -3.0}"#).expect("whole floats");
         assert_eq!((sized.size, sized.at), (Some(6_304_910), Some(-3)));
-        let sized = parse(r#"{"size": 7, "at": null}"#).unwrap();
+        let sized = parse(r#"{"size": 7, "at": null}"#).expect("integers and null");
         assert_eq!((sized.size, sized.at), (Some(7), None));
-        assert_eq!(parse("{}").unwrap().size, None);
+        assert_eq!(parse("{}").expect("absent").size, None);
     }
 
     #[test]
     fn fractions_negatives_and_out_of_range_are_refused() {
-        for body in [r#"{"size": 1.5}"#, r#"{"size": -1}"#, r#"{"size": -1.0}"#, r#"{"size": 1e20}"#, r#"{"at": 1e19}"#, r#"{"size": "7"}"#] {
+        for body in [
+            r#"{"size": 1.5}"#,
+            r#"{"size": -1}"#,
+            r#"{"size": -1.0}"#,
+            r#"{"size": 1e20}"#,
+            r#"{"at": 1e19}"#,
+            r#"{"size": "7"}"#,
+        ] {
             assert!(parse(body).is_err(), "{body}");
         }
     }

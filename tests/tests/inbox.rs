@@ -557,7 +557,9 @@ async fn bad_list_parameters_are_refused_with_the_reason(backend: Backend) {
     server.get("/v1/conversations/counts?status=nope").await.assert_problem(StatusCode::BAD_REQUEST);
     // Filters are combined: unassigned and assigned to `a` is nothing, not an error.
     let server_conversation = server.conversation().await;
-    let assigned = server.post(&format!("/v1/conversations/{server_conversation}/assignment"), json!({"assignee_id": "a"})).await;
+    let assigned = server
+        .post(&format!("/v1/conversations/{server_conversation}/assignment"), json!({"assignee_id": "a"}))
+        .await;
     let position = assigned.headers["colloquy-position"].to_str().unwrap().to_owned();
     for (query, count) in [("assignee_id=a", 1), ("unassigned=true&assignee_id=a", 0)] {
         let reply = server.get(&format!("/v1/conversations?{query}&min_position={position}")).await;

@@ -843,7 +843,9 @@ pub async fn handle_join_requests(
         // Both: the body breaks its schema (one field at most).
         (Some(_), Some(_)) => return Err(ApiError::bad_request("send exactly one of approve and reject")),
         // One, but null: well formed, and nothing to do.
-        (None, None) => return Err(ApiError::unacceptable_field("approve", "send exactly one of approve and reject")),
+        (None, None) => {
+            return Err(ApiError::unacceptable_field("approve", "send exactly one of approve and reject"))
+        }
     };
     let (committed, position) =
         run(&state, &principal, &headers, group_id, expected, command, |group, _| pending_requests(group))

@@ -212,9 +212,9 @@ pub async fn stream(
                 .ok()
                 .filter(|v| (1..=18).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<i64>().ok())
-                .ok_or_else(
-                || ApiError::invalid_field("Last-Event-ID", "must be a global position: 1 to 18 digits"),
-            )?,
+                .ok_or_else(|| {
+                    ApiError::invalid_field("Last-Event-ID", "must be a global position: 1 to 18 digits")
+                })?,
         ),
     };
     if query.after.is_some_and(|a| a < 0) {
