@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 use colloquy_domain::validate::FieldError;
 use colloquy_infra::tokens::SCOPES;
 
+use crate::bounded::MAX_FILTER_VALUES;
 use crate::extract::Path;
 use crate::problem::ApiError;
 
@@ -113,6 +114,23 @@ fn refine(mut document: serde_json::Value) -> serde_json::Value {
             for paging in ["sort", "order", "limit", "cursor"] {
                 properties.remove(paging);
             }
+            // One value or a list of them, each of its kind (the list's query takes them
+            // comma-separated).
+            for (field, item) in [
+                ("status", "Status"),
+                ("priority", "Priority"),
+                ("channel", "Channel"),
+                ("label", "LabelText"),
+            ] {
+                let description =
+                    properties[field].pointer("/oneOf/1/description").cloned().unwrap_or_default();
+                let item = serde_json::json!({"$ref": format!("#/components/schemas/{item}")});
+                properties.insert(field.to_owned(), serde_json::json!({
+                    "description": description,
+                    "oneOf": [{"type": "null"}, item, {"type": "array", "items": item, "maxItems": MAX_FILTER_VALUES}],
+                }));
+            }
+            properties["ids"]["maxItems"] = crate::routes::inbox::MAX_BULK.into();
         }
         resolve["description"] = "The conversations to close: `ids`, or the filters of the list \
             (`GET /v1/conversations`, with the same names), without its paging."
