@@ -184,13 +184,13 @@ impl<A> Cache<A> {
         self.bytes -= weight.bytes;
     }
 
-    /// The slot for `aggregate_id`, created empty if missing.
-    fn slot(&mut self, aggregate_id: &str) -> Slot<A> {
-        if let Some(cached) = self.slots.get(aggregate_id) {
+    /// The slot for `key`, created empty if missing.
+    fn slot(&mut self, key: &str) -> Slot<A> {
+        if let Some(cached) = self.slots.get(key) {
             return cached.slot.clone();
         }
         let slot: Slot<A> = Arc::new(Mutex::new(None));
-        self.slots.put(aggregate_id.to_owned(), Cached { slot: slot.clone(), weight: Weight::default() });
+        self.slots.put(key.to_owned(), Cached { slot: slot.clone(), weight: Weight::default() });
         self.shrink();
         slot
     }
@@ -198,8 +198,8 @@ impl<A> Cache<A> {
     /// Records that `slot` now holds an aggregate of `weight` (a use: it becomes the most
     /// recently used), then drops the least recently used aggregates past the limits. A slot
     /// dropped meanwhile (its holder kept it alive) is not counted.
-    fn weigh(&mut self, aggregate_id: &str, slot: &Slot<A>, weight: Weight) {
-        if let Some(cached) = self.slots.get_mut(aggregate_id).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
+    fn weigh(&mut self, key: &str, slot: &Slot<A>, weight: Weight) {
+        if let Some(cached) = self.slots.get_mut(key).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
             let before = std::mem::replace(&mut cached.weight, weight);
             self.remove(before);
             self.add(weight);
@@ -209,8 +209,8 @@ impl<A> Cache<A> {
 
     /// Records that `slot` was left empty (a command failed after taking its aggregate out):
     /// it holds nothing, so it weighs nothing. Not a use; a slot dropped meanwhile is ignored.
-    fn emptied(&mut self, aggregate_id: &str, slot: &Slot<A>) {
-        if let Some(cached) = self.slots.peek_mut(aggregate_id).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
+    fn emptied(&mut self, key: &str, slot: &Slot<A>) {
+        if let Some(cached) = self.slots.peek_mut(key).filter(|c| Arc::ptr_eq(&c.slot, slot)) {
             let before = std::mem::take(&mut cached.weight);
             self.remove(before);
         }
@@ -265,11 +265,11 @@ where
         &self.store
     }
 
-    /// The slot for one aggregate. Commands and reads of one aggregate in this process queue on
-    /// its slot, so they never conflict with each other; other processes are caught by the
-    /// store's optimistic lock.
-    fn slot(&self, aggregate_id: &str) -> Slot<A> {
-        self.cache().slot(aggregate_id)
+    /// The slot for one aggregate, under its [`key`]. Commands and reads of one aggregate in
+    /// this process queue on its slot, so they never conflict with each other; other processes
+    /// are caught by the store's optimistic lock.
+    fn slot(&self, key: &str) -> Slot<A> {
+        self.cache().slot(key)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache<A>> {
@@ -277,10 +277,10 @@ where
     }
 
     /// Puts `loaded` back into its slot (whose lock `guard` is) and weighs it in the cache.
-    fn keep(&self, aggregate_id: &str, slot: &Slot<A>, guard: &mut Option<Loaded<A>>, loaded: Loaded<A>) {
+    fn keep(&self, key: &str, slot: &Slot<A>, guard: &mut Option<Loaded<A>>, loaded: Loaded<A>) {
         let weight = Weight { events: loaded.version, bytes: loaded.aggregate.footprint() };
         *guard = Some(loaded);
-        self.cache().weigh(aggregate_id, slot, weight);
+        self.cache().weigh(key, slot, weight);
     }
 
     /// What the cache holds now.
@@ -318,6 +318,7 @@ where
     /// memory at once.
     async fn refresh(
         &self,
+        tenant: &TenantId,
         aggregate_id: &str,
         cached: Option<Loaded<A>>,
     ) -> Result<Loaded<A>, PersistenceError> {
@@ -326,7 +327,7 @@ where
             self.loads.fetch_add(1, Ordering::Relaxed);
         }
         loop {
-            let page = self.store.load_page::<A>(aggregate_id, loaded.version).await?;
+            let page = self.store.load_page::<A>(tenant, aggregate_id, loaded.version).await?;
             self.events_read.fetch_add(page.events.len() as u64, Ordering::Relaxed);
             for envelope in self.deserialize(page.events)? {
                 loaded.version = envelope.sequence;
@@ -345,18 +346,19 @@ where
         aggregate_id: &str,
         read: impl FnOnce(&A, usize) -> R,
     ) -> Result<Option<R>, PersistenceError> {
-        let slot = self.slot(aggregate_id);
+        let key = key(tenant, aggregate_id);
+        let slot = self.slot(&key);
         let mut guard = slot.lock().await;
-        let loaded = match self.refresh(aggregate_id, guard.take()).await {
+        let loaded = match self.refresh(tenant, aggregate_id, guard.take()).await {
             Ok(loaded) => loaded,
             Err(error) => {
-                self.cache().emptied(aggregate_id, &slot);
+                self.cache().emptied(&key, &slot);
                 return Err(error);
             }
         };
         let result =
             (loaded.aggregate.tenant() == Some(tenant)).then(|| read(&loaded.aggregate, loaded.version));
-        self.keep(aggregate_id, &slot, &mut guard, loaded);
+        self.keep(&key, &slot, &mut guard, loaded);
         Ok(result)
     }
 
@@ -371,7 +373,7 @@ where
         read: impl FnOnce(&A) -> R,
     ) -> Result<Option<R>, PersistenceError> {
         {
-            let slot = self.slot(aggregate_id);
+            let slot = self.slot(&key(tenant, aggregate_id));
             let guard = slot.lock().await;
             if let Some(loaded) = guard.as_ref().filter(|loaded| loaded.aggregate.tenant() == Some(tenant)) {
                 return Ok(Some(read(&loaded.aggregate)));
@@ -396,7 +398,9 @@ where
         origin: &Origin,
         view: impl FnOnce(&A, usize) -> V,
     ) -> Result<Committed<A, V>, CommandError<A::Error>> {
-        let slot = self.slot(aggregate_id);
+        let tenant = &origin.tenant;
+        let key = key(tenant, aggregate_id);
+        let slot = self.slot(&key);
         let mut guard = slot.lock().await;
         let correlation_id = origin.correlation_id.unwrap_or_else(Uuid::now_v7);
         let mut trust_cache = true;
@@ -406,7 +410,9 @@ where
                 // `checked`: the aggregate in hand was brought up to date with the store just now.
                 let (mut loaded, checked) = match guard.take() {
                     Some(cached) if trust_cache => (cached, false),
-                    cached => (self.refresh(aggregate_id, cached).await.map_err(CommandError::Store)?, true),
+                    cached => {
+                        (self.refresh(tenant, aggregate_id, cached).await.map_err(CommandError::Store)?, true)
+                    }
                 };
                 trust_cache = false;
                 // Microseconds, as PostgreSQL's timestamptz keeps them, so the aggregate and the read
@@ -416,20 +422,20 @@ where
                     match decide(&mut loaded, command.clone(), intent, expected_version, origin, now).await {
                         Decision::Append(events) => events,
                         Decision::Unchanged if !checked => {
-                            self.keep(aggregate_id, &slot, &mut guard, loaded);
+                            self.keep(&key, &slot, &mut guard, loaded);
                             continue;
                         }
                         Decision::Unchanged => {
                             let version = loaded.version;
                             let view = view(&loaded.aggregate, version);
-                            self.keep(aggregate_id, &slot, &mut guard, loaded);
+                            self.keep(&key, &slot, &mut guard, loaded);
                             return Ok(Committed { events: Vec::new(), version, view, position: None });
                         }
                         Decision::Refused { error, intact } => {
                             // The domain decides before it writes, so a refusal with no events leaves the
                             // aggregate as it was and it can stay cached.
                             if intact {
-                                self.keep(aggregate_id, &slot, &mut guard, loaded);
+                                self.keep(&key, &slot, &mut guard, loaded);
                             }
                             if checked {
                                 return Err(error);
@@ -444,17 +450,19 @@ where
                         loaded.version += envelopes.len();
                         let version = loaded.version;
                         let view = view(&loaded.aggregate, version);
-                        self.keep(aggregate_id, &slot, &mut guard, loaded);
+                        self.keep(&key, &slot, &mut guard, loaded);
                         return Ok(Committed { events: envelopes, version, view, position: Some(position) });
                     }
                     // Another process appended first. The handled aggregate is discarded (the slot
                     // stays empty) and the next attempt reloads and decides again.
                     Err(PersistenceError::OptimisticLockError) => {
                         if let Some(expected) = expected_version {
-                            let actual =
-                                self.refresh(aggregate_id, None).await.map_err(CommandError::Store)?;
+                            let actual = self
+                                .refresh(tenant, aggregate_id, None)
+                                .await
+                                .map_err(CommandError::Store)?;
                             let version = actual.version;
-                            self.keep(aggregate_id, &slot, &mut guard, actual);
+                            self.keep(&key, &slot, &mut guard, actual);
                             return Err(CommandError::VersionMismatch { expected, actual: version });
                         }
                         conflicts += 1;
@@ -470,10 +478,16 @@ where
         .await;
         // A failure may leave the slot empty (the aggregate it took out is discarded).
         if guard.is_none() {
-            self.cache().emptied(aggregate_id, &slot);
+            self.cache().emptied(&key, &slot);
         }
         outcome
     }
+}
+
+/// The cache's key of aggregate `aggregate_id` of `tenant`: a stream is keyed by its tenant
+/// (docs/adr/0003), so the same id in two tenants is two aggregates. Tenant ids never hold a NUL.
+fn key(tenant: &TenantId, aggregate_id: &str) -> String {
+    format!("{}\0{aggregate_id}", tenant.as_str())
 }
 
 /// What deciding a command on an aggregate came to.

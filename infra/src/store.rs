@@ -335,24 +335,27 @@ impl Store {
         }
     }
 
-    /// Every event of one aggregate, in order.
+    /// Every event of one aggregate of `tenant`, in order. A stream is keyed by its tenant
+    /// (docs/adr/0003): the same id in another tenant is another stream.
     pub async fn load<A: Aggregate>(
         &self,
+        tenant: &TenantId,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.load_after::<A>(aggregate_id, 0).await
+        self.load_after::<A>(tenant, aggregate_id, 0).await
     }
 
-    /// The events of one aggregate after `sequence`, in order, read a page at a time.
+    /// The events of one aggregate of `tenant` after `sequence`, in order, read a page at a time.
     pub async fn load_after<A: Aggregate>(
         &self,
+        tenant: &TenantId,
         aggregate_id: &str,
         sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let mut events = Vec::new();
         let mut after = sequence;
         loop {
-            let page = self.load_page::<A>(aggregate_id, after).await?;
+            let page = self.load_page::<A>(tenant, aggregate_id, after).await?;
             after = page.events.last().map_or(after, |event| event.sequence);
             events.extend(page.events);
             if !page.more {
@@ -361,7 +364,7 @@ impl Store {
         }
     }
 
-    /// One page of an aggregate's events after `sequence`, in order: as many as fit in
+    /// One page of the events of an aggregate of `tenant` after `sequence`, in order: as many as fit in
     /// [`PAGE_BYTES`] (and at least one), so that loading a very long stream holds one page of
     /// it at a time, not all of it.
     ///
@@ -370,6 +373,7 @@ impl Store {
     /// cache). This runs before every command, so it binds the value instead.
     pub async fn load_page<A: Aggregate>(
         &self,
+        tenant: &TenantId,
         aggregate_id: &str,
         sequence: usize,
     ) -> Result<LoadedPage, PersistenceError> {
@@ -383,8 +387,10 @@ impl Store {
                     "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata, w.through
                        FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through
                                FROM (SELECT sequence, octet_length(payload::text) + pg_column_size(metadata) AS size
-                                       FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3) s) w
-                       JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                                       FROM events
+                                      WHERE tenant_id = $5 AND aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3) s) w
+                       JOIN events e
+                         ON e.tenant_id = $5 AND e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
                       WHERE w.through - w.size < $4
                       ORDER BY w.sequence",
                 )
@@ -392,6 +398,7 @@ impl Store {
                 .bind(aggregate_id)
                 .bind(after)
                 .bind(self.page_bytes)
+                .bind(tenant.as_str())
                 .fetch_all(pool)
                 .await
                 .map_err(failed)?;
@@ -412,14 +419,17 @@ impl Store {
                                   max(w.through)
                              FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through
                                      FROM (SELECT sequence, octet_length(payload) + octet_length(metadata) AS size
-                                             FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3)) w
-                             JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                                             FROM events
+                                            WHERE tenant_id = $5 AND aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3)) w
+                             JOIN events e
+                               ON e.tenant_id = $5 AND e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
                             WHERE w.through - w.size < $4";
                 let (stream, through) = sqlx::query_as::<_, (Option<String>, Option<i64>)>(sql)
                     .bind(A::TYPE)
                     .bind(aggregate_id)
                     .bind(after)
                     .bind(self.page_bytes)
+                    .bind(tenant.as_str())
                     .fetch_one(pool)
                     .await
                     .map_err(failed)?;
@@ -466,8 +476,8 @@ impl Store {
         outcome.await.map_err(|_| stopped())?
     }
 
-    /// A page of one aggregate's stream with metadata and global positions, restricted to
-    /// `tenant` so that another tenant's stream reads as empty: at most `limit` events and
+    /// A page of the stream of one aggregate of `tenant`, with metadata and global positions: at
+    /// most `limit` events and
     /// [`PAGE_BYTES`] (at least one event).
     pub async fn stream_page(
         &self,
@@ -487,7 +497,8 @@ impl Store {
                                       WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
                                       ORDER BY sequence
                                       LIMIT $5) s) w
-                       JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                       JOIN events e
+                         ON e.tenant_id = $3 AND e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
                        LEFT JOIN event_log l ON l.event_position = e.position
                       WHERE w.through - w.size < $6
                       ORDER BY e.sequence",
@@ -513,7 +524,8 @@ impl Store {
                                       WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
                                       ORDER BY sequence
                                       LIMIT $5)) w
-                       JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                       JOIN events e
+                         ON e.tenant_id = $3 AND e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
                       WHERE w.through - w.size < $6
                       ORDER BY e.sequence",
                 )
@@ -533,13 +545,24 @@ impl Store {
         Ok(rows)
     }
 
-    /// The latest sequence of one aggregate's stream (0 when it has none): one index-only
-    /// lookup, which lets a read model's copy be checked for freshness against the store.
-    pub async fn current_version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64, StoreError> {
-        let sql =
-            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+    /// The latest sequence of the stream of one aggregate of `tenant` (0 when it has none): one
+    /// index-only lookup, which lets a read model's copy be checked for freshness against the
+    /// store.
+    pub async fn current_version(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(sequence), 0) FROM events
+                    WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3";
         let version: i64 = crate::on_pool!(self, |pool| {
-            sqlx::query_scalar(sql).bind(aggregate_type).bind(aggregate_id).fetch_one(pool).await?
+            sqlx::query_scalar(sql)
+                .bind(tenant.as_str())
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_one(pool)
+                .await?
         });
         Ok(version)
     }

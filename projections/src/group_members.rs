@@ -38,7 +38,7 @@ async fn upsert(
 ) -> Result<(), ProjectionError> {
     let sql =
         "INSERT INTO group_members (tenant_id, group_id, contact_id, role, since) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (group_id, contact_id) DO UPDATE SET role = excluded.role";
+               ON CONFLICT (tenant_id, group_id, contact_id) DO UPDATE SET role = excluded.role";
     on_tx!(tx, |conn| {
         sqlx::query(sql)
             .bind(tenant)
@@ -52,18 +52,24 @@ async fn upsert(
     Ok(())
 }
 
-async fn remove(tx: &mut Tx<'_>, group: &str, contact: &str) -> Result<(), ProjectionError> {
-    let sql = "DELETE FROM group_members WHERE group_id = $1 AND contact_id = $2";
+async fn remove(tx: &mut Tx<'_>, tenant: &str, group: &str, contact: &str) -> Result<(), ProjectionError> {
+    let sql = "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND contact_id = $3";
     on_tx!(tx, |conn| {
-        sqlx::query(sql).bind(group).bind(contact).execute(conn).await?;
+        sqlx::query(sql).bind(tenant).bind(group).bind(contact).execute(conn).await?;
     });
     Ok(())
 }
 
-async fn change_role(tx: &mut Tx<'_>, group: &str, contact: &str, role: Role) -> Result<(), ProjectionError> {
-    let sql = "UPDATE group_members SET role = $3 WHERE group_id = $1 AND contact_id = $2";
+async fn change_role(
+    tx: &mut Tx<'_>,
+    tenant: &str,
+    group: &str,
+    contact: &str,
+    role: Role,
+) -> Result<(), ProjectionError> {
+    let sql = "UPDATE group_members SET role = $4 WHERE tenant_id = $1 AND group_id = $2 AND contact_id = $3";
     on_tx!(tx, |conn| {
-        sqlx::query(sql).bind(group).bind(contact).bind(role_name(role)).execute(conn).await?;
+        sqlx::query(sql).bind(tenant).bind(group).bind(contact).bind(role_name(role)).execute(conn).await?;
     });
     Ok(())
 }
@@ -105,11 +111,11 @@ impl Projection for GroupMembers {
                     upsert(tx, tenant, group, &contact_id.to_string(), role, added_at).await?;
                 }
                 GroupEvent::MemberRemoved { contact_id, .. } | GroupEvent::MemberLeft { contact_id, .. } => {
-                    remove(tx, group, &contact_id.to_string()).await?;
+                    remove(tx, tenant, group, &contact_id.to_string()).await?;
                 }
                 GroupEvent::MemberPromoted { contact_id, to, .. }
                 | GroupEvent::MemberDemoted { contact_id, to, .. } => {
-                    change_role(tx, group, &contact_id.to_string(), to).await?;
+                    change_role(tx, tenant, group, &contact_id.to_string(), to).await?;
                 }
                 _ => {}
             }

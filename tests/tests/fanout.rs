@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{deleted_event, Backend, NatsServer, TestServer};
+use common::{default_tenant, deleted_event, Backend, NatsServer, TestServer};
 
 async fn read_your_writes_through_the_conversation_list(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -812,7 +812,7 @@ async fn append_copies_of_its_first_message(
         payload["MessageAdded"]["message_id"] = json!(uuid::Uuid::now_v7());
         let mut metadata = first.metadata.to_value();
         metadata["event_id"] = json!(uuid::Uuid::now_v7());
-        let sequence = store.current_version("conversation", id).await.unwrap();
+        let sequence = store.current_version(&default_tenant(), "conversation", id).await.unwrap();
         let event = cqrs_es::persist::SerializedEvent::new(
             id.to_owned(),
             usize::try_from(sequence).unwrap() + 1,

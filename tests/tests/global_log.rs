@@ -17,7 +17,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
-use common::{deleted_event, Backend, TestServer};
+use common::{default_tenant, deleted_event, Backend, TestServer};
 
 async fn a_tailer_misses_nothing_while_many_writers_commit(backend: Backend) {
     let server = Arc::new(TestServer::start(backend).await);
@@ -175,14 +175,14 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     // The aggregate's stream (read as one row on SQLite, as a page of the log is) gives the
     // same values, whole or after a sequence.
     type Conversation = colloquy_domain::Conversation;
-    let whole = store.load::<Conversation>(&id).await.unwrap();
-    let after = store.load_after::<Conversation>(&id, 0).await.unwrap();
+    let whole = store.load::<Conversation>(&default_tenant(), &id).await.unwrap();
+    let after = store.load_after::<Conversation>(&default_tenant(), &id, 0).await.unwrap();
     for stream in [&whole, &after] {
         assert_eq!(stream.len(), 1);
         assert_eq!((stream[0].aggregate_id.as_str(), stream[0].sequence), (id.as_str(), 1));
         assert_eq!((&stream[0].payload, &stream[0].metadata), (&payload, &metadata));
     }
-    assert!(store.load_after::<Conversation>(&id, 1).await.unwrap().is_empty());
+    assert!(store.load_after::<Conversation>(&default_tenant(), &id, 1).await.unwrap().is_empty());
     // The store stays one that postgres-es's and sqlite-es's own repositories read the same.
     {
         use cqrs_es::persist::PersistedEventRepository;
@@ -253,7 +253,8 @@ async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backe
         }
     }
     assert_eq!(positions.len(), 20);
-    let contested_events = ours.load_after::<colloquy_domain::Conversation>(&contested, 0).await.unwrap();
+    let contested_events =
+        ours.load_after::<colloquy_domain::Conversation>(&default_tenant(), &contested, 0).await.unwrap();
     assert_eq!(contested_events.len(), 1, "only the other process's event");
     assert_eq!(contested_events[0].metadata["actor_id"], "theirs");
     server.stop().await;
@@ -268,7 +269,8 @@ async fn a_conflict_late_in_a_large_append_writes_none_of_it(backend: Backend) {
     let (ours, theirs) = (Store::open(&location).await.unwrap(), Store::open(&location).await.unwrap());
     let contested = Uuid::now_v7().to_string();
     theirs.append(vec![deleted_event(&contested, 1, "theirs")]).await.unwrap();
-    let head = ours.load_after::<colloquy_domain::Conversation>(&contested, 0).await.unwrap();
+    let head =
+        ours.load_after::<colloquy_domain::Conversation>(&default_tenant(), &contested, 0).await.unwrap();
     assert_eq!(head.len(), 1);
 
     let fresh = Uuid::now_v7().to_string();
@@ -276,13 +278,15 @@ async fn a_conflict_late_in_a_large_append_writes_none_of_it(backend: Backend) {
     events.push(deleted_event(&contested, 1, "ours"));
     let outcome = ours.append(events).await;
     assert!(matches!(outcome, Err(PersistenceError::OptimisticLockError)), "{outcome:?}");
-    let written = ours.load_after::<colloquy_domain::Conversation>(&fresh, 0).await.unwrap();
+    let written =
+        ours.load_after::<colloquy_domain::Conversation>(&default_tenant(), &fresh, 0).await.unwrap();
     assert!(written.is_empty(), "{} events of the failed append were kept", written.len());
 
     let position = ours.append(vec![deleted_event(&fresh, 1, "ours")]).await.unwrap();
     let after = ours.append(vec![deleted_event(&fresh, 2, "ours")]).await.unwrap();
     assert_eq!(after, position + 1, "the next appends commit, one after the other");
-    let written = ours.load_after::<colloquy_domain::Conversation>(&fresh, 0).await.unwrap();
+    let written =
+        ours.load_after::<colloquy_domain::Conversation>(&default_tenant(), &fresh, 0).await.unwrap();
     assert_eq!(written.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2]);
     ours.close().await;
     theirs.close().await;
@@ -305,17 +309,21 @@ async fn pages_are_bounded_by_bytes(backend: Backend) {
     let store = whole.clone().with_page_bytes(25_000);
     type Conversation = colloquy_domain::Conversation;
 
-    let all = whole.load::<Conversation>(&id).await.unwrap();
+    let all = whole.load::<Conversation>(&default_tenant(), &id).await.unwrap();
     assert_eq!(all.len(), 7, "opened and six messages");
-    let first = store.load_page::<Conversation>(&id, 0).await.unwrap();
+    let first = store.load_page::<Conversation>(&default_tenant(), &id, 0).await.unwrap();
     assert!(first.more, "a page that reached the budget says more may follow");
     assert!((2..=4).contains(&first.events.len()), "{} events in a 25,000-byte page", first.events.len());
-    assert_eq!(store.load::<Conversation>(&id).await.unwrap(), all, "read on page by page, the same events");
-    let last = store.load_page::<Conversation>(&id, 6).await.unwrap();
+    assert_eq!(
+        store.load::<Conversation>(&default_tenant(), &id).await.unwrap(),
+        all,
+        "read on page by page, the same events"
+    );
+    let last = store.load_page::<Conversation>(&default_tenant(), &id, 6).await.unwrap();
     assert_eq!((last.events.len(), last.more), (1, false));
     // An event larger than the whole budget still comes, alone.
     let tiny = whole.clone().with_page_bytes(1);
-    let one = tiny.load_page::<Conversation>(&id, 1).await.unwrap();
+    let one = tiny.load_page::<Conversation>(&default_tenant(), &id, 1).await.unwrap();
     assert_eq!((one.events.len(), one.events[0].sequence, one.more), (1, 2, true));
 
     // A repository over such a store loads the conversation whole, a page at a time.

@@ -217,7 +217,9 @@ async fn a_store_from_before_positioned_events_keeps_every_position_and_appends_
     // Appends continue after the head; a taken sequence is still a conflict; events stay facts.
     let position = store.append(vec![common::deleted_event("b", 3, "test")]).await.unwrap();
     assert_eq!(position, 103);
-    let taken = store.append(vec![common::deleted_event("a", 3, "test")]).await;
+    let mut taken = common::deleted_event("a", 3, "test");
+    taken.metadata["tenant_id"] = "acme".into();
+    let taken = store.append(vec![taken]).await;
     assert!(matches!(taken, Err(PersistenceError::OptimisticLockError)), "{taken:?}");
     assert!(sqlx::query("DELETE FROM events").execute(pool).await.is_err());
     assert!(sqlx::query("UPDATE events SET payload = '{}'").execute(pool).await.is_err());

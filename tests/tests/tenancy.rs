@@ -14,6 +14,16 @@ use colloquy_domain::TenantId;
 use colloquy_infra::{tokens, Store};
 use common::{Backend, TestServer};
 
+/// A caller with an admin token, named `name`, of tenant `other`.
+async fn admin_of_tenant_other(server: &TestServer, name: &str) -> Caller {
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let other = TenantId::parse("other").unwrap();
+    let issued =
+        tokens::create_token(&store, &other, name, &["admin".to_owned()], None, Utc::now()).await.unwrap();
+    store.close().await;
+    Caller::new(Some(&issued.secret))
+}
+
 struct Caller {
     client: reqwest::Client,
     secret: Option<String>,
@@ -150,13 +160,7 @@ async fn another_tenant_sees_nothing_of_this_one(backend: Backend) {
     let own_tokens = server.get("/v1/tokens").await;
     let own_token = own_tokens.body["data"][0]["id"].as_str().unwrap().to_owned();
 
-    let store = Store::open(&server.config().store_location()).await.unwrap();
-    let other = TenantId::parse("other").unwrap();
-    let issued = tokens::create_token(&store, &other, "other-admin", &["admin".to_owned()], None, Utc::now())
-        .await
-        .unwrap();
-    store.close().await;
-    let intruder = Caller::new(Some(&issued.secret));
+    let intruder = admin_of_tenant_other(&server, "other-admin").await;
 
     let not_found = [
         (Method::GET, format!("/v1/conversations/{conversation}"), None),
@@ -236,7 +240,7 @@ async fn a_token_acting_for_an_agent_records_both(backend: Backend) {
         .await;
     assert!(refused.assert_problem(StatusCode::BAD_REQUEST).contains("Colloquy-On-Behalf-Of"));
 
-    let events = server.all_events("conversations", &conversation).await;
+    let events = server.all_events("conversations", &conversation.to_string()).await;
     assert_eq!(events.len(), 2, "the refused request appended nothing");
     let (opened, by_agent) = (&events[0]["metadata"], &events[1]["metadata"]);
     assert_eq!(opened["actor_kind"], "token");
@@ -262,13 +266,7 @@ async fn a_number_cannot_be_taken_by_another_tenant_first(backend: Backend) {
     bytes.copy_from_slice(&digest[..16]);
     let guessed = uuid::Builder::from_custom_bytes(bytes).into_uuid();
 
-    let store = Store::open(&server.config().store_location()).await.unwrap();
-    let other = TenantId::parse("other").unwrap();
-    let issued = tokens::create_token(&store, &other, "squatter", &["admin".to_owned()], None, Utc::now())
-        .await
-        .unwrap();
-    store.close().await;
-    let squatter = Caller::new(Some(&issued.secret));
+    let squatter = admin_of_tenant_other(&server, "squatter").await;
     let (status, body) = squatter
         .call(&server, Method::POST, "/v1/contacts", Some(json!({"id": guessed, "first_name": "Squatter"})))
         .await;
@@ -290,8 +288,205 @@ async fn a_number_cannot_be_taken_by_another_tenant_first(backend: Backend) {
     server.stop().await;
 }
 
+/// The caller's list, when it holds one row whose contact's name starts with `name`.
+async fn only_row(server: &TestServer, caller: &Caller, name: &str) -> Option<Value> {
+    let (_, page) = caller.call(server, Method::GET, "/v1/conversations", None).await;
+    let rows = page["data"].as_array().cloned().unwrap_or_default();
+    let named = |row: &Value| row["contact"]["name"].as_str().is_some_and(|n| n.starts_with(name));
+    (rows.len() == 1 && named(&rows[0])).then(|| rows[0].clone())
+}
+
+/// A stream is keyed by its tenant (docs/adr/0003): ids one tenant chose are free in another,
+/// which learns nothing of the first's. Each tenant's contact, conversation and group under the
+/// same ids are its own, in the aggregates, the inbox list (with its contact summaries), the
+/// counts and the memberships; a change in one reaches nothing of the other. (Before, the second
+/// tenant's create answered 409.)
+async fn the_same_ids_in_two_tenants_are_two_of_each(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let theirs = admin_of_tenant_other(&server, "other-admin").await;
+    let (contact, conversation, group) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let member = uuid::Uuid::now_v7();
+
+    // Ours first, then theirs under the same ids: each create succeeds.
+    for (name, subject) in [("Ann", "Ours"), ("Bea", "Theirs")] {
+        let creates = [
+            ("/v1/contacts", json!({"id": contact, "first_name": name})),
+            ("/v1/contacts", json!({"id": member, "first_name": format!("{name}'s friend")})),
+            (
+                "/v1/conversations",
+                json!({"id": conversation, "contact_id": contact, "channel": "sms", "subject": subject}),
+            ),
+            (
+                "/v1/groups",
+                json!({"id": group, "inbox_id": "wa", "inbox_contact_id": contact, "subject": subject,
+                       "participants": [member]}),
+            ),
+        ];
+        for (path, body) in creates {
+            let (status, answer) = if subject == "Ours" {
+                let reply = server.post(path, body).await;
+                (reply.status, reply.body)
+            } else {
+                theirs.call(&server, Method::POST, path, Some(body)).await
+            };
+            assert_eq!(status, StatusCode::CREATED, "{subject}: POST {path}: {answer}");
+        }
+    }
+    // The same id again in one tenant is still taken.
+    let again = theirs
+        .call(&server, Method::POST, "/v1/contacts", Some(json!({"id": contact, "first_name": "Cy"})))
+        .await;
+    assert_eq!(again.0, StatusCode::CONFLICT, "{}", again.1);
+
+    // A change in theirs reaches nothing of ours.
+    let (status, body) = theirs
+        .call(
+            &server,
+            Method::POST,
+            &format!("/v1/conversations/{conversation}/status"),
+            Some(json!({"status": "closed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = theirs
+        .call(&server, Method::PATCH, &format!("/v1/contacts/{contact}"), Some(json!({"first_name": "Bee"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let ours = server.get(&format!("/v1/conversations/{conversation}")).await;
+    assert_eq!((ours.body["subject"].as_str(), ours.body["status"].as_str()), (Some("Ours"), Some("open")));
+    assert_eq!(server.get(&format!("/v1/contacts/{contact}")).await.body["first_name"], "Ann");
+    let events = server.all_events("conversations", &conversation.to_string()).await;
+    assert_eq!(events.len(), 1, "only our opening: {events:?}");
+    let (_, mine) =
+        theirs.call(&server, Method::GET, &format!("/v1/conversations/{conversation}"), None).await;
+    assert_eq!((mine["subject"].as_str(), mine["status"].as_str()), (Some("Theirs"), Some("closed")));
+
+    // The read models hold one row of each, each with its own tenant's contact.
+    let owner = Caller::new(Some(&server.token));
+    let row = common::eventually(std::time::Duration::from_secs(10), "our row, with Ann", || {
+        only_row(&server, &owner, "Ann")
+    })
+    .await;
+    assert_eq!((row["subject"].as_str(), row["status"].as_str()), (Some("Ours"), Some("open")), "{row}");
+    let row = common::eventually(std::time::Duration::from_secs(10), "their row, with Bee", || {
+        only_row(&server, &theirs, "Bee")
+    })
+    .await;
+    assert_eq!((row["subject"].as_str(), row["status"].as_str()), (Some("Theirs"), Some("closed")), "{row}");
+    let counts = server.get("/v1/conversations/counts").await;
+    let (all, open) = (counts.body["all"].as_i64(), counts.body["by_status"]["open"].as_i64());
+    assert_eq!((all, open), (Some(1), Some(1)), "{:?}", counts.body);
+    for caller in [&owner, &theirs] {
+        let path = format!("/v1/contacts/{member}/groups");
+        let groups =
+            common::eventually(std::time::Duration::from_secs(10), "the member's one group", || async {
+                let (_, page) = caller.call(&server, Method::GET, &path, None).await;
+                let groups = page["data"].as_array().cloned().unwrap_or_default();
+                (!groups.is_empty()).then_some(groups)
+            })
+            .await;
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0]["group_id"], json!(group));
+    }
+    server.stop().await;
+}
+
+/// A store from before streams were keyed by their tenant (migration 20261206000015) keeps its
+/// events and its read models' rows; afterwards a taken sequence is still a conflict in its own
+/// tenant, and the same ids are free in another, in the events and in every read model keyed
+/// by an aggregate's id.
+async fn a_store_from_before_tenant_keyed_streams_keeps_its_rows_and_frees_the_ids(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let dialect = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    // The migrations before it, as files of their own (the same bytes, so the same checksums).
+    let earlier = dir.path().join("earlier-migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations").join(dialect);
+    for file in std::fs::read_dir(all).unwrap() {
+        let file = file.unwrap();
+        if file.file_name().to_string_lossy().as_ref() < "20261206000015" {
+            std::fs::copy(file.path(), earlier.join(file.file_name())).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(earlier.as_path()).await.unwrap();
+    let event = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES ('conversation', 'a', 1, 'ConversationDeleted', '1.0', '{\"ConversationDeleted\":{}}',
+                         '{\"tenant_id\": \"acme\"}')";
+    let contact =
+        "INSERT INTO conversation_list_contacts (contact_id, tenant_id, name) VALUES ('k', $1, 'Ann')";
+    let member = "INSERT INTO group_members (tenant_id, group_id, contact_id, role, since)
+                  VALUES ($1, 'g', 'k', 'member', '2026-12-01T00:00:00Z')";
+    let database = match backend {
+        Backend::Postgres => Some(common::TestDatabase::create().await),
+        Backend::Sqlite => None,
+    };
+    let location = match &database {
+        Some(database) => {
+            let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::query(event).execute(&pool).await.unwrap();
+            sqlx::query(contact).bind("acme").execute(&pool).await.unwrap();
+            sqlx::query(member).bind("acme").execute(&pool).await.unwrap();
+            assert!(sqlx::query(contact).bind("other").execute(&pool).await.is_err(), "keyed by id alone");
+            pool.close().await;
+            colloquy_infra::StoreLocation::Postgres { url: database.url.clone(), max_connections: 4 }
+        }
+        None => {
+            let path = dir.path().join("colloquy.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::query(event).execute(&pool).await.unwrap();
+            sqlx::query(contact).bind("acme").execute(&pool).await.unwrap();
+            sqlx::query(member).bind("acme").execute(&pool).await.unwrap();
+            assert!(sqlx::query(contact).bind("other").execute(&pool).await.is_err(), "keyed by id alone");
+            pool.close().await;
+            colloquy_infra::StoreLocation::Sqlite { path }
+        }
+    };
+
+    let store = Store::open(&location).await.unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let kept = store.load::<colloquy_domain::Conversation>(&acme, "a").await.unwrap();
+    assert_eq!(kept.len(), 1);
+    let other = TenantId::parse("other").unwrap();
+    assert!(store.load::<colloquy_domain::Conversation>(&other, "a").await.unwrap().is_empty());
+    let mut theirs = common::deleted_event("a", 1, "test");
+    theirs.metadata["tenant_id"] = json!("other");
+    store.append(vec![theirs]).await.unwrap();
+    let mut again = common::deleted_event("a", 1, "test");
+    again.metadata["tenant_id"] = json!("acme");
+    let taken = store.append(vec![again]).await;
+    assert!(matches!(taken, Err(cqrs_es::persist::PersistenceError::OptimisticLockError)), "{taken:?}");
+    assert_eq!(store.load::<colloquy_domain::Conversation>(&other, "a").await.unwrap().len(), 1);
+
+    let count = "SELECT count(*) FROM conversation_list_contacts";
+    macro_rules! check_read_models {
+        ($pool:expr) => {{
+            let pool = $pool;
+            sqlx::query(contact).bind("other").execute(pool).await.unwrap();
+            sqlx::query(member).bind("other").execute(pool).await.unwrap();
+            assert!(sqlx::query(contact).bind("acme").execute(pool).await.is_err(), "still one per tenant");
+            let rows: i64 = sqlx::query_scalar(count).fetch_one(pool).await.unwrap();
+            assert_eq!(rows, 2);
+        }};
+    }
+    match (store.postgres_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => check_read_models!(pool),
+        (None, Some((pool, _))) => check_read_models!(pool),
+        (None, None) => unreachable!("a store is one or the other"),
+    }
+    store.close().await;
+}
+
 on_both_stores!(
+    a_store_from_before_tenant_keyed_streams_keeps_its_rows_and_frees_the_ids,
     scopes_and_token_states_decide_access,
+    the_same_ids_in_two_tenants_are_two_of_each,
     another_tenant_sees_nothing_of_this_one,
     a_number_cannot_be_taken_by_another_tenant_first,
     a_token_acting_for_an_agent_records_both

@@ -259,7 +259,7 @@ pub async fn get(
     // The row answers when it holds every event of the stream, whichever process wrote them;
     // otherwise the aggregate does, so a read after any acknowledged write sees it.
     let current = match &row {
-        Some(_) => state.store().current_version("conversation", &id).await?,
+        Some(_) => state.store().current_version(&principal.tenant, "conversation", &id).await?,
         None => 0,
     };
     let contact = match row {

@@ -58,8 +58,8 @@ fn numbered(tx: &Tx<'_>) -> bool {
 /// What each row's columns are set to when its key is there already.
 fn upsert_updates() -> String {
     let updates: Vec<String> =
-        COLUMNS.split(',').map(str::trim).skip(1).map(|c| format!("{c} = excluded.{c}")).collect();
-    format!("ON CONFLICT (conversation_id) DO UPDATE SET {}", updates.join(", "))
+        COLUMNS.split(',').map(str::trim).skip(2).map(|c| format!("{c} = excluded.{c}")).collect();
+    format!("ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET {}", updates.join(", "))
 }
 
 /// An SQLite upsert of `rows` rows in one statement.
@@ -290,18 +290,37 @@ struct KnownContact {
     summary: ContactSummary,
 }
 
+/// A row's or a contact summary's key in a batch: its tenant and id, as [`scoped`] writes them.
+/// A stream is keyed by its tenant (docs/adr/0003), so one batch can hold the same id twice.
+type Key = String;
+
+/// The [`Key`] of `id` of `tenant`. Tenant ids never hold a NUL.
+fn scoped(tenant: &str, id: &str) -> Key {
+    format!("{tenant}\0{id}")
+}
+
+/// The tenant and the id a [`Key`] names.
+fn unscoped(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or(("", key))
+}
+
+/// The tenant an event belongs to (the projection reads only that of its metadata).
+fn tenant_of(stored: &StoredEvent) -> String {
+    stored.tenant_id().unwrap_or_default()
+}
+
 /// What one batch touched: each row and contact is loaded once, folded through the batch and
-/// written once.
+/// written once. Rows and contacts are held by [`Key`].
 #[derive(Default)]
 struct Batch {
-    rows: HashMap<String, Option<ConversationRow>>,
-    row_order: Vec<String>,
+    rows: HashMap<Key, Option<ConversationRow>>,
+    row_order: Vec<Key>,
     /// The rows held for each contact, so that a contact event touches its own rows, not every
     /// row a rebuild holds (tens of thousands between commits).
-    rows_by_contact: HashMap<String, HashSet<String>>,
-    counted_before: HashMap<String, Option<CountKey>>,
-    contacts: HashMap<String, Option<KnownContact>>,
-    changed_contacts: BTreeSet<String>,
+    rows_by_contact: HashMap<Key, HashSet<Key>>,
+    counted_before: HashMap<Key, Option<CountKey>>,
+    contacts: HashMap<Key, Option<KnownContact>>,
+    changed_contacts: BTreeSet<Key>,
     /// In a rebuild or a catch-up, the batch sealed before this one, until it is written: what
     /// it holds is read from it, not from the store, which may not have it yet.
     previous: Option<Arc<Batch>>,
@@ -374,31 +393,31 @@ impl Batch {
         Ok(())
     }
 
-    /// Notes a row loaded from the store. A contact this batch changed already (a batch that
-    /// spans pages loads rows after their contact's events) gives it its summary as of now:
-    /// the store's copy is updated only when the batch is written.
-    fn loaded(&mut self, id: &str, mut row: Option<ConversationRow>) {
+    /// Notes the row of `key` loaded from the store. A contact this batch changed already (a
+    /// batch that spans pages loads rows after their contact's events) gives it its summary as
+    /// of now: the store's copy is updated only when the batch is written.
+    fn loaded(&mut self, key: &str, mut row: Option<ConversationRow>) {
         if let Some(row) = row.as_mut() {
-            if let Some(summary) = self.changed_contact(&row.contact_id, &row.tenant_id) {
+            if let Some(summary) = self.changed_contact(&scoped(&row.tenant_id, &row.contact_id)) {
                 row.contact = summary.clone();
             }
         }
-        self.counted_before.insert(id.to_owned(), row.as_ref().and_then(count_key));
+        self.counted_before.insert(key.to_owned(), row.as_ref().and_then(count_key));
         if let Some(row) = &row {
-            self.held_for_contact(&row.contact_id, id);
+            self.held_for_contact(scoped(&row.tenant_id, &row.contact_id), key);
         }
-        self.rows.insert(id.to_owned(), row);
-        self.row_order.push(id.to_owned());
+        self.rows.insert(key.to_owned(), row);
+        self.row_order.push(key.to_owned());
     }
 
-    /// The summary of contact `id` of `tenant` if this batch changed it, or else the batch
-    /// before it (whose write may not have reached the rows in the store yet).
-    fn changed_contact(&self, id: &str, tenant: &str) -> Option<&ContactSummary> {
-        fn changed_in<'b>(batch: &'b Batch, id: &str, tenant: &str) -> Option<&'b ContactSummary> {
-            let known = batch.changed_contacts.contains(id).then(|| batch.contacts.get(id)).flatten()?;
-            known.as_ref().filter(|known| known.tenant_id == tenant).map(|known| &known.summary)
+    /// The summary of the contact of `key` if this batch changed it, or else the batch before
+    /// it (whose write may not have reached the rows in the store yet).
+    fn changed_contact(&self, key: &str) -> Option<&ContactSummary> {
+        fn changed_in<'b>(batch: &'b Batch, key: &str) -> Option<&'b ContactSummary> {
+            let known = batch.changed_contacts.contains(key).then(|| batch.contacts.get(key)).flatten()?;
+            known.as_ref().map(|known| &known.summary)
         }
-        changed_in(self, id, tenant).or_else(|| changed_in(self.previous.as_deref()?, id, tenant))
+        changed_in(self, key).or_else(|| changed_in(self.previous.as_deref()?, key))
     }
 
     /// Whether the store may hold `key`: in a rebuild, only if the rebuild wrote it.
@@ -406,19 +425,20 @@ impl Batch {
         self.written.as_ref().is_none_or(|written| written.may_hold(kind, key))
     }
 
-    /// Loads row `id`: from the batch before this one if it holds it, or else from the store.
-    async fn load_row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<(), ProjectionError> {
-        let loaded = match self.previous.as_ref().and_then(|p| p.rows.get(id)) {
+    /// Loads the row of `key`: from the batch before this one if it holds it, or else from the
+    /// store.
+    async fn load_row(&mut self, tx: &mut Tx<'_>, key: &str) -> Result<(), ProjectionError> {
+        let loaded = match self.previous.as_ref().and_then(|p| p.rows.get(key)) {
             Some(held) => held.clone(),
-            None if self.may_be_stored(Kind::Row, id) => load_row(tx, id).await?,
+            None if self.may_be_stored(Kind::Row, key) => load_row(tx, key).await?,
             None => None,
         };
-        self.loaded(id, loaded);
+        self.loaded(key, loaded);
         Ok(())
     }
 
-    fn held_for_contact(&mut self, contact_id: &str, id: &str) {
-        self.rows_by_contact.entry(contact_id.to_owned()).or_default().insert(id.to_owned());
+    fn held_for_contact(&mut self, contact: Key, key: &str) {
+        self.rows_by_contact.entry(contact).or_default().insert(key.to_owned());
     }
 
     /// Loads the summary of every contact the batch's events name and that it does not hold
@@ -433,12 +453,12 @@ impl Batch {
         let mut ids: Vec<String> = Vec::new();
         for stored in events {
             let id = match (stored.aggregate_type.as_str(), stored.event_type.as_str()) {
-                ("contact", _) => Some(stored.aggregate_id.clone()),
+                ("contact", _) => Some(scoped(&tenant_of(stored), &stored.aggregate_id)),
                 // A payload that does not parse is reported when the event is applied.
                 ("conversation", "ConversationOpened") => {
                     stored.payload.parse::<OpenedWith>().ok().map(|o| {
                         let OpenedWith::ConversationOpened { contact_id } = o;
-                        contact_id
+                        scoped(&tenant_of(stored), &contact_id)
                     })
                 }
                 _ => None,
@@ -458,9 +478,8 @@ impl Batch {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let stored: Vec<&str> =
             ids.iter().copied().filter(|id| self.may_be_stored(Kind::Contact, id)).collect();
-        let select = "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts
-                       WHERE contact_id";
-        let mut found: HashMap<String, KnownContact> = load_keyed(tx, select, &stored).await?;
+        let select = "SELECT contact_id, tenant_id, name, email, phone FROM conversation_list_contacts";
+        let mut found: HashMap<Key, KnownContact> = load_keyed(tx, select, "contact_id", &stored).await?;
         for id in ids {
             self.contacts.insert(id.to_owned(), found.remove(id));
         }
@@ -471,47 +490,49 @@ impl Batch {
     async fn preload_rows(&mut self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         // A page can interleave thousands of events over hundreds of conversations: the ids are
         // collected through a set, not by scanning the list for each event.
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut ids: Vec<&str> = Vec::new();
+        let mut seen: HashSet<Key> = HashSet::new();
+        let mut ids: Vec<Key> = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == "conversation") {
-            let id = stored.aggregate_id.as_str();
-            if self.rows.contains_key(id) {
+            let id = scoped(&tenant_of(stored), &stored.aggregate_id);
+            if self.rows.contains_key(&id) {
                 continue;
             }
-            if let Some(held) = self.previous.as_ref().and_then(|p| p.rows.get(id)) {
+            if let Some(held) = self.previous.as_ref().and_then(|p| p.rows.get(&id)) {
                 let held = held.clone();
-                self.loaded(id, held);
-            } else if seen.insert(id) {
+                self.loaded(&id, held);
+            } else if seen.insert(id.clone()) {
                 ids.push(id);
             }
         }
-        let stored: Vec<&str> = ids.iter().copied().filter(|id| self.may_be_stored(Kind::Row, id)).collect();
-        let select = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id");
-        let mut found: HashMap<String, ConversationRow> = load_keyed(tx, &select, &stored).await?;
+        let stored: Vec<&str> =
+            ids.iter().map(String::as_str).filter(|id| self.may_be_stored(Kind::Row, id)).collect();
+        let select = format!("SELECT {COLUMNS} FROM conversation_list");
+        let mut found: HashMap<Key, ConversationRow> =
+            load_keyed(tx, &select, "conversation_id", &stored).await?;
         for id in ids {
-            let loaded = found.remove(id);
-            self.loaded(id, loaded);
+            let loaded = found.remove(&id);
+            self.loaded(&id, loaded);
         }
         Ok(())
     }
 
-    async fn row(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
-        if !self.rows.contains_key(id) {
-            self.load_row(tx, id).await?;
+    async fn row(&mut self, tx: &mut Tx<'_>, key: &str) -> Result<Option<ConversationRow>, ProjectionError> {
+        if !self.rows.contains_key(key) {
+            self.load_row(tx, key).await?;
         }
-        Ok(self.rows.get_mut(id).and_then(Option::take))
+        Ok(self.rows.get_mut(key).and_then(Option::take))
     }
 
-    async fn contact(&mut self, tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>, ProjectionError> {
-        if !self.contacts.contains_key(id) {
-            let loaded = match self.previous.as_ref().and_then(|p| p.contacts.get(id)) {
+    async fn contact(&mut self, tx: &mut Tx<'_>, key: &str) -> Result<Option<KnownContact>, ProjectionError> {
+        if !self.contacts.contains_key(key) {
+            let loaded = match self.previous.as_ref().and_then(|p| p.contacts.get(key)) {
                 Some(held) => held.clone(),
-                None if self.may_be_stored(Kind::Contact, id) => load_contact(tx, id).await?,
+                None if self.may_be_stored(Kind::Contact, key) => load_contact(tx, key).await?,
                 None => None,
             };
-            self.contacts.insert(id.to_owned(), loaded);
+            self.contacts.insert(key.to_owned(), loaded);
         }
-        Ok(self.contacts.get(id).cloned().flatten())
+        Ok(self.contacts.get(key).cloned().flatten())
     }
 
     async fn conversation_event(
@@ -520,27 +541,28 @@ impl Batch {
         stored: &StoredEvent,
     ) -> Result<(), ProjectionError> {
         let event: ConversationEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
-        let id = stored.aggregate_id.as_str();
+        let tenant = tenant_of(stored);
+        let key = scoped(&tenant, &stored.aggregate_id);
         // An opening takes its contact's summary, looked up before the row is borrowed.
         let opened_with = match &event {
             ConversationEvent::ConversationOpened { contact_id, .. } => {
-                Some(self.contact(tx, &contact_id.to_string()).await?)
+                Some(self.contact(tx, &scoped(&tenant, &contact_id.to_string())).await?)
             }
             _ => None,
         };
-        if !self.rows.contains_key(id) {
-            self.load_row(tx, id).await?;
+        if !self.rows.contains_key(&key) {
+            self.load_row(tx, &key).await?;
         }
         // Folded where it is held, rather than moved out of the map and back: a row has 43
         // columns, and this runs for every event of a rebuild.
-        let Some(slot) = self.rows.get_mut(id) else { return Ok(()) };
-        ConversationRow::apply_in_place(slot, &event, id, stored.sequence);
+        let Some(slot) = self.rows.get_mut(&key) else { return Ok(()) };
+        ConversationRow::apply_in_place(slot, &event, &stored.aggregate_id, stored.sequence);
         if let (Some(known), Some(row)) = (opened_with, slot.as_mut()) {
             if let Some(known) = known {
                 row.contact = known.summary;
             }
-            let contact_id = row.contact_id.clone();
-            self.held_for_contact(&contact_id, id);
+            let contact = scoped(&row.tenant_id, &row.contact_id);
+            self.held_for_contact(contact, &key);
         }
         Ok(())
     }
@@ -562,9 +584,10 @@ impl Batch {
         let tenant = tenant.as_str();
         let group = stored.aggregate_id.as_str();
         let sql = "SELECT conversation_id FROM conversation_list WHERE tenant_id = $1 AND group_id = $2";
-        let mut ids: Vec<String> =
+        let listed: Vec<String> =
             on_tx!(tx, |conn| sqlx::query_scalar(sql).bind(tenant).bind(group).fetch_all(conn).await?);
-        let mut listed: HashSet<String> = ids.iter().cloned().collect();
+        let mut ids: Vec<Key> = listed.iter().map(|id| scoped(tenant, id)).collect();
+        let mut listed: HashSet<Key> = ids.iter().cloned().collect();
         // Held here, or by the batch before (which may not be written yet).
         let previous = self.previous.iter().flat_map(|p| p.rows.iter());
         for (id, row) in self.rows.iter().chain(previous) {
@@ -586,22 +609,23 @@ impl Batch {
 
     async fn contact_event(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
         let event: ContactEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
-        let known = self.contact(tx, &stored.aggregate_id).await?;
+        let key = scoped(&tenant_of(stored), &stored.aggregate_id);
+        let known = self.contact(tx, &key).await?;
         let tenant_id = match (&event, &known) {
             (ContactEvent::ContactCreated { tenant_id, .. }, _) => tenant_id.to_string(),
             (_, Some(known)) => known.tenant_id.clone(),
             (_, None) => return Ok(()),
         };
         let Some(summary) = ContactSummary::apply(known.map(|k| k.summary), &event) else { return Ok(()) };
-        for id in self.rows_by_contact.get(&stored.aggregate_id).into_iter().flatten() {
+        for id in self.rows_by_contact.get(&key).into_iter().flatten() {
             if let Some(Some(row)) = self.rows.get_mut(id) {
                 if row.contact_id == stored.aggregate_id {
                     row.contact = summary.clone();
                 }
             }
         }
-        self.contacts.insert(stored.aggregate_id.clone(), Some(KnownContact { tenant_id, summary }));
-        self.changed_contacts.insert(stored.aggregate_id.clone());
+        self.contacts.insert(key.clone(), Some(KnownContact { tenant_id, summary }));
+        self.changed_contacts.insert(key);
         Ok(())
     }
 
@@ -609,10 +633,12 @@ impl Batch {
         // Changed contacts, in key order (so concurrent writers lock them in one order), a
         // statement per chunk: saved, and spread to the stored rows that name them. Rows this
         // batch also touched are written below with the same summary.
-        let changed: Vec<(&String, &KnownContact)> = self
+        let changed: Vec<(&str, &KnownContact)> = self
             .changed_contacts
             .iter()
-            .filter_map(|id| self.contacts.get(id).and_then(Option::as_ref).map(|known| (id, known)))
+            .filter_map(|key| {
+                self.contacts.get(key).and_then(Option::as_ref).map(|known| (unscoped(key).1, known))
+            })
             .collect();
         let mut remaining = &changed[..];
         while !remaining.is_empty() {
@@ -621,7 +647,7 @@ impl Batch {
             let values = parameter_rows(numbered(tx), chunk.len(), 5);
             let save = format!(
                 "INSERT INTO conversation_list_contacts (contact_id, tenant_id, name, email, phone) VALUES {values}
-                 ON CONFLICT (contact_id) DO UPDATE
+                 ON CONFLICT (tenant_id, contact_id) DO UPDATE
                  SET name = excluded.name, email = excluded.email, phone = excluded.phone"
             );
             let spread = format!(
@@ -717,61 +743,75 @@ impl Batch {
     }
 }
 
-/// A read-model row loaded by its key: the key, and what the projection keeps of the row.
+/// A read-model row loaded by its key: the [`Key`], and what the projection keeps of the row.
 trait Keyed<R>: Sized {
-    fn keyed(row: &R) -> Result<(String, Self), sqlx::Error>;
+    fn keyed(row: &R) -> Result<(Key, Self), sqlx::Error>;
 }
 
 macro_rules! keyed_on_both_stores {
     ($type:ty, |$row:ident| $body:expr) => {
         impl Keyed<sqlx::postgres::PgRow> for $type {
-            fn keyed($row: &sqlx::postgres::PgRow) -> Result<(String, Self), sqlx::Error> {
+            fn keyed($row: &sqlx::postgres::PgRow) -> Result<(Key, Self), sqlx::Error> {
                 $body
             }
         }
         impl Keyed<sqlx::sqlite::SqliteRow> for $type {
-            fn keyed($row: &sqlx::sqlite::SqliteRow) -> Result<(String, Self), sqlx::Error> {
+            fn keyed($row: &sqlx::sqlite::SqliteRow) -> Result<(Key, Self), sqlx::Error> {
                 $body
             }
         }
     };
 }
 
-keyed_on_both_stores!(ConversationRow, |r| decode(r).map(|row| (row.id.clone(), row)));
-keyed_on_both_stores!(KnownContact, |r| Ok((r.try_get("contact_id")?, known_contact(r)?)));
+keyed_on_both_stores!(ConversationRow, |r| decode(r).map(|row| (scoped(&row.tenant_id, &row.id), row)));
+keyed_on_both_stores!(KnownContact, |r| {
+    let id: String = r.try_get("contact_id")?;
+    known_contact(r).map(|known| (scoped(&known.tenant_id, &id), known))
+});
 
-/// The rows `select` (a query that ends in its key column) finds for `ids`, by key: on
-/// PostgreSQL one statement (`= ANY($1)`, a single prepared shape for any number of ids), on
-/// SQLite a statement per chunk of ids (`IN (...)`), not one per id.
+/// The rows `select` (a query of a table keyed by `tenant_id` and `id_column`, with no `WHERE`)
+/// finds for `keys`, by key, each looked up by the table's key: on PostgreSQL one statement (a
+/// join to the keys as two arrays, a single prepared shape for any number of them), on SQLite a
+/// statement per chunk of keys (a join to `VALUES`; SQLite scans the whole table for a row
+/// value `IN` a list), not one per key.
 async fn load_keyed<T>(
     tx: &mut Tx<'_>,
     select: &str,
-    ids: &[&str],
-) -> Result<HashMap<String, T>, ProjectionError>
+    id_column: &str,
+    keys: &[&str],
+) -> Result<HashMap<Key, T>, ProjectionError>
 where
     T: Keyed<sqlx::postgres::PgRow> + Keyed<sqlx::sqlite::SqliteRow>,
 {
-    let mut found = HashMap::with_capacity(ids.len());
-    if ids.is_empty() {
+    let mut found = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
         return Ok(found);
     }
     match tx {
         Tx::Postgres(tx) => {
-            let sql = format!("{select} = ANY($1)");
-            for row in sqlx::query(&sql).bind(ids).fetch_all(&mut **tx).await? {
+            let (tenants, ids): (Vec<&str>, Vec<&str>) = keys.iter().map(|key| unscoped(key)).unzip();
+            let sql = format!(
+                "{select} JOIN UNNEST($1::text[], $2::text[]) AS k(k_tenant, k_id)
+                   ON tenant_id = k.k_tenant AND {id_column} = k.k_id"
+            );
+            for row in sqlx::query(&sql).bind(tenants).bind(ids).fetch_all(&mut **tx).await? {
                 let (key, value) = T::keyed(&row)?;
                 found.insert(key, value);
             }
         }
         Tx::Sqlite(tx) => {
-            let mut remaining = ids;
+            let mut remaining = keys;
             while !remaining.is_empty() {
                 let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
                 remaining = rest;
-                let sql = format!("{select} IN ({})", vec!["?"; chunk.len()].join(", "));
+                let sql = format!(
+                    "{select} JOIN (VALUES {}) AS k ON tenant_id = k.column1 AND {id_column} = k.column2",
+                    vec!["(?, ?)"; chunk.len()].join(", ")
+                );
                 let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
+                for key in chunk {
+                    let (tenant, id) = unscoped(key);
+                    query = query.bind(tenant).bind(id);
                 }
                 for row in query.fetch_all(&mut **tx).await? {
                     let (key, value) = T::keyed(&row)?;
@@ -783,16 +823,23 @@ where
     Ok(found)
 }
 
-async fn load_row(tx: &mut Tx<'_>, id: &str) -> Result<Option<ConversationRow>, ProjectionError> {
-    let sql = format!("SELECT {COLUMNS} FROM conversation_list WHERE conversation_id = $1");
-    let row = on_tx!(tx, |conn| sqlx::query(&sql).bind(id).fetch_optional(conn).await?.map(|r| decode(&r)));
+async fn load_row(tx: &mut Tx<'_>, key: &str) -> Result<Option<ConversationRow>, ProjectionError> {
+    let (tenant, id) = unscoped(key);
+    let sql =
+        format!("SELECT {COLUMNS} FROM conversation_list WHERE tenant_id = $1 AND conversation_id = $2");
+    let row = on_tx!(tx, |conn| {
+        sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(conn).await?.map(|r| decode(&r))
+    });
     Ok(row.transpose()?)
 }
 
-async fn load_contact(tx: &mut Tx<'_>, id: &str) -> Result<Option<KnownContact>, ProjectionError> {
-    let sql = "SELECT tenant_id, name, email, phone FROM conversation_list_contacts WHERE contact_id = $1";
-    let found =
-        on_tx!(tx, |conn| sqlx::query(sql).bind(id).fetch_optional(conn).await?.map(|r| known_contact(&r)));
+async fn load_contact(tx: &mut Tx<'_>, key: &str) -> Result<Option<KnownContact>, ProjectionError> {
+    let (tenant, id) = unscoped(key);
+    let sql = "SELECT tenant_id, name, email, phone FROM conversation_list_contacts
+                WHERE tenant_id = $1 AND contact_id = $2";
+    let found = on_tx!(tx, |conn| {
+        sqlx::query(sql).bind(tenant).bind(id).fetch_optional(conn).await?.map(|r| known_contact(&r))
+    });
     Ok(found.transpose()?)
 }
 

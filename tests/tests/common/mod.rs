@@ -465,3 +465,9 @@ pub fn deleted_event(id: &str, sequence: usize, writer: &str) -> cqrs_es::persis
                "actor_id": writer, "correlation_id": uuid::Uuid::now_v7(), "recorded_at": "2026-11-29T00:00:00Z"}),
     )
 }
+
+/// The tenant the test servers' tokens act in.
+#[allow(dead_code)] // Not every test binary uses it.
+pub fn default_tenant() -> colloquy_domain::TenantId {
+    colloquy_domain::TenantId::parse("default").expect("a valid tenant id")
+}
