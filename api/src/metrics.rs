@@ -240,8 +240,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         (
             "loads_total",
             "counter",
-            "Aggregates read from the store from their first event: not cached, or evicted.",
+            "Aggregates read from the store (from their snapshot or first event): not cached, or evicted.",
             reads.map(|(a, r)| (a, r.loads)),
+        ),
+        (
+            "snapshot_loads_total",
+            "counter",
+            "Of those loads, the ones that started from a snapshot.",
+            reads.map(|(a, r)| (a, r.snapshots)),
         ),
         (
             "events_read_total",

@@ -36,3 +36,33 @@ pub trait TenantOwned {
     /// The owning tenant, or `None` while the aggregate has no events yet.
     fn tenant(&self) -> Option<&TenantId>;
 }
+
+/// An aggregate whose state the store may keep as a snapshot (its serde form, which cqrs-es's
+/// `Aggregate` requires), so that loading it reads the snapshot and the events after it instead
+/// of its whole history.
+pub trait Snapshot {
+    /// The snapshot's shape. Bump it whenever the state's fields change, or how an event
+    /// changes the state (an upcaster included): a snapshot of another shape is passed over and
+    /// the events are read instead.
+    const SHAPE: u32;
+
+    /// Rebuilds what the serde form leaves out, once a snapshot has been read.
+    fn restored(&mut self) {}
+}
+
+impl Snapshot for Contact {
+    const SHAPE: u32 = 1;
+}
+
+impl Snapshot for Group {
+    const SHAPE: u32 = 1;
+}
+
+impl Snapshot for Conversation {
+    const SHAPE: u32 = 1;
+
+    /// The message index and the messages' weight are not serialised.
+    fn restored(&mut self) {
+        self.reindex();
+    }
+}

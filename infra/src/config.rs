@@ -89,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "COLLOQUY_AGGREGATE_CACHE_MB", default_value_t = 64)]
     pub aggregate_cache_mb: usize,
 
+    /// Every how many events an aggregate's state is kept as a snapshot: loading an aggregate
+    /// that is not cached reads its latest snapshot and the events after it, at most this many,
+    /// instead of its whole history. 0 takes none.
+    #[arg(long, env = "COLLOQUY_SNAPSHOT_EVERY", default_value_t = 256)]
+    pub snapshot_every: usize,
+
     /// How long, in milliseconds, each projector lets a batch of events from the in-process bus
     /// (fed by this process's relay, or from JetStream) gather before applying it (default 5 on
     /// SQLite, 0 on PostgreSQL). Fewer, larger read-model transactions cost less per event (on
@@ -110,6 +116,7 @@ impl Config {
         CacheLimits {
             aggregates: self.aggregate_cache,
             bytes: self.aggregate_cache_mb.saturating_mul(1 << 20),
+            snapshot_every: self.snapshot_every,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod json;
 pub mod log;
 pub mod relay;
 pub mod repository;
+mod snapshots;
 pub mod store;
 pub mod tokens;
 mod writer;

@@ -21,8 +21,9 @@ use lru::LruCache;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use colloquy_domain::{Actor, CommandContext, EventMetadata, Footprint, TenantId, TenantOwned};
+use colloquy_domain::{Actor, CommandContext, EventMetadata, Footprint, Snapshot, TenantId, TenantOwned};
 
+use crate::snapshots::{Of, StoredSnapshot};
 use crate::store::Store;
 
 /// How many times a command is tried when another process keeps appending first. Writers in
@@ -107,6 +108,8 @@ pub enum CommandError<E: std::error::Error> {
 struct Loaded<A> {
     aggregate: A,
     version: usize,
+    /// The version of its latest snapshot taken or read (0: none).
+    snapshot_at: usize,
 }
 
 type Slot<A> = Arc<Mutex<Option<Loaded<A>>>>;
@@ -121,6 +124,10 @@ pub struct CacheLimits {
     /// holds its messages and their texts), so a count of aggregates alone does not bound it;
     /// the least recently used go first when either limit is passed.
     pub bytes: usize,
+    /// Every how many events an aggregate's state is kept as a snapshot, which a load on a
+    /// miss starts from: it then reads at most this many events, not the aggregate's whole
+    /// history. 0 takes none.
+    pub snapshot_every: usize,
 }
 
 /// What a cache holds: how many aggregates, how many events they were built from, and their
@@ -145,6 +152,8 @@ pub struct CacheReads {
     pub loads: u64,
     /// Events read, by those loads and by bringing cached aggregates up to date.
     pub events: u64,
+    /// Of the loads, those that started from a snapshot.
+    pub snapshots: u64,
 }
 
 /// What one cached aggregate weighs: the version it was built to, and its estimated memory.
@@ -236,6 +245,8 @@ pub struct Repository<A: Aggregate> {
     upcasters: Vec<Box<dyn EventUpcaster>>,
     loads: AtomicU64,
     events_read: AtomicU64,
+    snapshot_loads: AtomicU64,
+    snapshot_every: usize,
 }
 
 impl<A: Aggregate> fmt::Debug for Repository<A> {
@@ -246,7 +257,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
 
 impl<A> Repository<A>
 where
-    A: Aggregate<Services = CommandContext> + TenantOwned + Footprint,
+    A: Aggregate<Services = CommandContext> + TenantOwned + Footprint + Snapshot,
     A::Command: Clone,
 {
     /// A repository over `store` that keeps loaded aggregates within `cache`.
@@ -257,6 +268,8 @@ where
             upcasters,
             loads: AtomicU64::new(0),
             events_read: AtomicU64::new(0),
+            snapshot_loads: AtomicU64::new(0),
+            snapshot_every: cache.snapshot_every,
         }
     }
 
@@ -276,8 +289,10 @@ where
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Puts `loaded` back into its slot (whose lock `guard` is) and weighs it in the cache.
-    fn keep(&self, key: &str, slot: &Slot<A>, guard: &mut Option<Loaded<A>>, loaded: Loaded<A>) {
+    /// Puts `loaded` back into its slot (whose lock `guard` is) and weighs it in the cache,
+    /// taking a snapshot of it first when one is due.
+    fn keep(&self, key: &str, slot: &Slot<A>, guard: &mut Option<Loaded<A>>, mut loaded: Loaded<A>) {
+        self.snapshot_if_due(key, &mut loaded);
         let weight = Weight { events: loaded.version, bytes: loaded.aggregate.footprint() };
         *guard = Some(loaded);
         self.cache().weigh(key, slot, weight);
@@ -294,6 +309,63 @@ where
         CacheReads {
             loads: self.loads.load(Ordering::Relaxed),
             events: self.events_read.load(Ordering::Relaxed),
+            snapshots: self.snapshot_loads.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Saves a snapshot of `loaded` (of the aggregate `key` names) when it has moved
+    /// [`CacheLimits::snapshot_every`] events past its last one, in the background: a lost or
+    /// failed save only makes a later load longer.
+    fn snapshot_if_due(&self, key: &str, loaded: &mut Loaded<A>) {
+        let every = self.snapshot_every;
+        if every == 0 || loaded.version < loaded.snapshot_at + every {
+            return;
+        }
+        loaded.snapshot_at = loaded.version;
+        let Some((tenant, id)) = key.split_once('\0') else { return };
+        let (Ok(tenant), Ok(state)) = (TenantId::parse(tenant), serde_json::to_string(&loaded.aggregate))
+        else {
+            return;
+        };
+        let snapshot = StoredSnapshot {
+            version: i64::try_from(loaded.version).unwrap_or(i64::MAX),
+            shape: i64::from(A::SHAPE),
+            state,
+        };
+        let (store, id) = (self.store.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let of = Of { tenant: &tenant, aggregate_type: A::TYPE, aggregate_id: &id };
+            if let Err(error) = store.save_snapshot(of, &snapshot).await {
+                tracing::warn!(aggregate = A::TYPE, %id, %error, "a snapshot was not saved");
+            }
+        });
+    }
+
+    /// The aggregate as its latest snapshot has it, when there is one of this shape that reads
+    /// back; `None` otherwise (the events are read from the first then).
+    async fn restore(&self, tenant: &TenantId, aggregate_id: &str) -> Option<Loaded<A>> {
+        if self.snapshot_every == 0 {
+            return None;
+        }
+        let of = Of { tenant, aggregate_type: A::TYPE, aggregate_id };
+        let snapshot = match self.store.snapshot(of).await {
+            Ok(Some(snapshot)) if snapshot.shape == i64::from(A::SHAPE) => snapshot,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(aggregate = A::TYPE, id = aggregate_id, %error, "a snapshot could not be read");
+                return None;
+            }
+        };
+        let version = usize::try_from(snapshot.version).ok()?;
+        match serde_json::from_str::<A>(&snapshot.state) {
+            Ok(mut aggregate) => {
+                aggregate.restored();
+                Some(Loaded { aggregate, version, snapshot_at: version })
+            }
+            Err(error) => {
+                tracing::warn!(aggregate = A::TYPE, id = aggregate_id, %error, "a snapshot does not read back");
+                None
+            }
         }
     }
 
@@ -315,17 +387,33 @@ where
 
     /// Brings a cached aggregate (or a new one) up to the store's latest version, applying its
     /// events a page at a time ([`Store::load_page`]), so that a long stream is never all in
-    /// memory at once.
+    /// memory at once. One not cached starts from its snapshot when `snapshot` says to look for
+    /// one (not for a create: a new aggregate has none, and the look-up would cost every create
+    /// a query).
     async fn refresh(
         &self,
         tenant: &TenantId,
         aggregate_id: &str,
         cached: Option<Loaded<A>>,
+        snapshot: bool,
     ) -> Result<Loaded<A>, PersistenceError> {
-        let mut loaded = cached.unwrap_or_else(|| Loaded { aggregate: A::default(), version: 0 });
-        if loaded.version == 0 {
-            self.loads.fetch_add(1, Ordering::Relaxed);
-        }
+        let mut loaded = match cached {
+            Some(cached) if cached.version > 0 => cached,
+            _ => {
+                self.loads.fetch_add(1, Ordering::Relaxed);
+                let restored = match snapshot {
+                    true => self.restore(tenant, aggregate_id).await,
+                    false => None,
+                };
+                match restored {
+                    Some(restored) => {
+                        self.snapshot_loads.fetch_add(1, Ordering::Relaxed);
+                        restored
+                    }
+                    None => Loaded { aggregate: A::default(), version: 0, snapshot_at: 0 },
+                }
+            }
+        };
         loop {
             let page = self.store.load_page::<A>(tenant, aggregate_id, loaded.version).await?;
             self.events_read.fetch_add(page.events.len() as u64, Ordering::Relaxed);
@@ -349,7 +437,7 @@ where
         let key = key(tenant, aggregate_id);
         let slot = self.slot(&key);
         let mut guard = slot.lock().await;
-        let loaded = match self.refresh(tenant, aggregate_id, guard.take()).await {
+        let loaded = match self.refresh(tenant, aggregate_id, guard.take(), true).await {
             Ok(loaded) => loaded,
             Err(error) => {
                 self.cache().emptied(&key, &slot);
@@ -411,7 +499,13 @@ where
                 let (mut loaded, checked) = match guard.take() {
                     Some(cached) if trust_cache => (cached, false),
                     cached => {
-                        (self.refresh(tenant, aggregate_id, cached).await.map_err(CommandError::Store)?, true)
+                        let snapshot = intent == Intent::Update;
+                        (
+                            self.refresh(tenant, aggregate_id, cached, snapshot)
+                                .await
+                                .map_err(CommandError::Store)?,
+                            true,
+                        )
                     }
                 };
                 trust_cache = false;
@@ -458,7 +552,7 @@ where
                     Err(PersistenceError::OptimisticLockError) => {
                         if let Some(expected) = expected_version {
                             let actual = self
-                                .refresh(tenant, aggregate_id, None)
+                                .refresh(tenant, aggregate_id, None, true)
                                 .await
                                 .map_err(CommandError::Store)?;
                             let version = actual.version;
@@ -590,7 +684,7 @@ mod tests {
     use super::*;
 
     fn limits(aggregates: usize, bytes: usize) -> CacheLimits {
-        CacheLimits { aggregates, bytes }
+        CacheLimits { aggregates, bytes, snapshot_every: 0 }
     }
 
     /// An aggregate of `bytes`, built from a tenth as many events.

@@ -713,7 +713,7 @@ pub fn raise(watched: &watch::Sender<i64>, position: i64) {
 /// `read_models`. Unqualified names resolve across attached files, so queries name no file.
 /// A migration creates a new read-model table in the events' file, as before; listed here, it
 /// is moved at the next start.
-pub const SQLITE_READ_MODEL_TABLES: [&str; 8] = [
+pub const SQLITE_READ_MODEL_TABLES: [&str; 9] = [
     "checkpoints",
     "deferred_indexes",
     "conversation_list",
@@ -722,6 +722,7 @@ pub const SQLITE_READ_MODEL_TABLES: [&str; 8] = [
     "group_conversations",
     "group_leaves",
     "group_members",
+    "snapshots",
 ];
 
 /// The store's id and secret, made now if the store has none yet (two processes opening a new

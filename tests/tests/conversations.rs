@@ -387,8 +387,85 @@ async fn a_cache_smaller_than_the_conversations_loses_nothing(backend: Backend) 
     server.stop().await;
 }
 
+/// The version of the snapshot kept of conversation `id`, if any, read from the store beside the
+/// server.
+async fn snapshot_version(server: &TestServer, id: &str) -> Option<i64> {
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let sql = "SELECT version FROM snapshots WHERE aggregate_type = 'conversation' AND aggregate_id = $1";
+    let version = match (store.postgres_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.unwrap(),
+        (None, Some((pool, _))) => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.unwrap(),
+        (None, None) => unreachable!("a store is one or the other"),
+    };
+    store.close().await;
+    version
+}
+
+/// Breaks the snapshot kept of conversation `id`: its state no longer reads back.
+async fn break_snapshot(server: &TestServer, id: &str) {
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let sql = "UPDATE snapshots SET state = 'not a state' WHERE aggregate_id = $1";
+    match (store.postgres_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => {
+            assert_eq!(sqlx::query(sql).bind(id).execute(pool).await.unwrap().rows_affected(), 1)
+        }
+        (None, Some((pool, _))) => {
+            assert_eq!(sqlx::query(sql).bind(id).execute(pool).await.unwrap().rows_affected(), 1)
+        }
+        (None, None) => unreachable!("a store is one or the other"),
+    }
+    store.close().await;
+}
+
+/// A conversation's state is kept as a snapshot every `snapshot_every` events; loading it when
+/// it is not cached (here after a restart) reads the snapshot and only the events after it, and
+/// gives what the whole history gives. A snapshot that does not read back is passed over for
+/// the events, and replaced.
+async fn a_conversation_not_cached_is_loaded_from_its_snapshot(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |config| config.snapshot_every = 10).await;
+    let id = server.conversation().await;
+    for n in 0..24 {
+        server.customer_message(&id, &format!("message {n}")).await;
+    }
+    common::eventually(std::time::Duration::from_secs(10), "a snapshot at version 20", || async {
+        (snapshot_version(&server, &id).await == Some(20)).then_some(())
+    })
+    .await;
+    let messages = format!("/v1/conversations/{id}/messages?limit=100");
+    let before = server.get(&messages).await.body;
+    assert_eq!(before["data"].as_array().unwrap().len(), 24);
+
+    server.restart().await;
+    assert_eq!(server.get(&messages).await.body, before, "the same messages, from the snapshot");
+    let metric = |name: &str| format!("colloquy_aggregate_cache_{name}{{aggregate=\"conversation\"}}");
+    assert_eq!(server.metric(&metric("loads_total")).await, 1.0);
+    assert_eq!(server.metric(&metric("snapshot_loads_total")).await, 1.0);
+    assert_eq!(server.metric(&metric("events_read_total")).await, 5.0, "the events after version 20 alone");
+    let reply = server
+        .post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({"sender": {"kind": "customer"}, "text": "more"}),
+        )
+        .await;
+    assert_eq!(reply.etag(), "\"26\"", "{:?}", reply.body);
+
+    break_snapshot(&server, &id).await;
+    server.restart().await;
+    let after = server.get(&messages).await.body;
+    assert_eq!(after["data"].as_array().unwrap().len(), 25);
+    assert_eq!(after["data"].as_array().unwrap()[..24], before["data"].as_array().unwrap()[..]);
+    assert_eq!(server.metric(&metric("snapshot_loads_total")).await, 0.0);
+    assert_eq!(server.metric(&metric("events_read_total")).await, 26.0, "the whole history");
+    common::eventually(std::time::Duration::from_secs(10), "the snapshot taken again", || async {
+        (snapshot_version(&server, &id).await == Some(26)).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
 on_both_stores!(
     the_full_life_of_a_conversation,
+    a_conversation_not_cached_is_loaded_from_its_snapshot,
     a_customer_message_reopens_a_snoozed_conversation,
     every_stream_is_intact_after_a_restart,
     concurrent_posts_to_one_conversation_are_all_stored_in_one_order,

@@ -329,7 +329,7 @@ async fn pages_are_bounded_by_bytes(backend: Backend) {
     // A repository over such a store loads the conversation whole, a page at a time.
     let repository = colloquy_infra::Repository::<Conversation>::new(
         store.clone(),
-        colloquy_infra::CacheLimits { aggregates: 10, bytes: 1 << 20 },
+        colloquy_infra::CacheLimits { aggregates: 10, bytes: 1 << 20, snapshot_every: 0 },
         Vec::new(),
     );
     let tenant = colloquy_domain::TenantId::parse("default").unwrap();

@@ -1605,3 +1605,32 @@ fn a_reaction_taken_back_or_a_delivery_error_cleared_leaves_the_message_as_it_wa
     message.updated_at = now();
     assert_eq!(message, fresh);
 }
+
+#[test]
+fn a_snapshot_reads_back_as_the_state_it_was_taken_of() {
+    use crate::Snapshot;
+    let reaction = Reaction { emoji: "👍".into(), sender: agent("agent-1") };
+    let state = state_after(vec![
+        opened(),
+        customer_said(1, "hi", now()),
+        agent_said(2, "helo", Some(1_000), now()),
+        ConversationEvent::MessageEdited {
+            message_id: message_id(2),
+            previous_text: Some("helo".into()),
+            text: "hello".into(),
+            edited_at: now(),
+        },
+        ConversationEvent::ReactionAdded { message_id: message_id(1), reaction, reacted_at: now() },
+        status_changed(Status::Open, Status::Pending, None),
+    ]);
+    let mut restored: Conversation =
+        serde_json::from_str(&serde_json::to_string(&state).expect("serialises")).expect("reads back");
+    assert!(restored.message(message_id(2)).is_none(), "the index is not serialised");
+    restored.restored();
+    // Its weight is what its messages weigh as read back (their vectors' room differs).
+    let walked: usize = restored.messages.iter().map(Message::heap_footprint).sum();
+    assert_eq!(restored.message_heap, walked);
+    restored.message_heap = state.message_heap;
+    assert_eq!(restored, state);
+    assert_eq!(restored.message(message_id(2)).and_then(Message::text), Some("hello"));
+}

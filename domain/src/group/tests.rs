@@ -1098,3 +1098,13 @@ fn events_are_stored_by_name_with_snake_case_fields_at_version_one() {
     let json = serde_json::to_value(&state).expect("state serializes");
     assert_eq!(serde_json::from_value::<Group>(json).expect("state deserializes"), state);
 }
+
+#[test]
+fn a_snapshot_reads_back_as_the_state_it_was_taken_of() {
+    use crate::Snapshot;
+    let state = state_after(vec![created(), settings_changed(GroupSettings::default())]);
+    let mut restored: Group =
+        serde_json::from_str(&serde_json::to_string(&state).expect("serialises")).expect("reads back");
+    restored.restored();
+    assert_eq!(restored, state);
+}

@@ -84,6 +84,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         log_format: LogFormat::Text,
         aggregate_cache: 1_000,
         aggregate_cache_mb: 32,
+        snapshot_every: 256,
         nats_url: None,
         nats_stream: "COLLOQUY_EVENTS".into(),
         nats_subject_prefix: "colloquy.events".into(),

@@ -1,0 +1,80 @@
+//! Snapshots of aggregates: the state of one aggregate of one tenant at a version, which the
+//! repository takes every [`CacheLimits::snapshot_every`](crate::CacheLimits) events and loads a
+//! missed aggregate from, reading only the events after it. A snapshot is derived data: on
+//! SQLite it lives in the read models' file and is written without waiting for the disk; a
+//! lost one costs a longer load, and one of another shape, or that does not read back, is passed
+//! over for the events.
+
+use colloquy_domain::TenantId;
+
+use crate::store::{Durability, Store, StoreError};
+
+/// A snapshot as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredSnapshot {
+    /// The version (last sequence) of the stream the state was built to.
+    pub version: i64,
+    /// The shape of the state's serde form (`Snapshot::SHAPE`).
+    pub shape: i64,
+    /// The state's serde form, as JSON.
+    pub state: String,
+}
+
+/// Which aggregate a snapshot is of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Of<'a> {
+    pub tenant: &'a TenantId,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+}
+
+impl Store {
+    /// The latest snapshot of one aggregate, if one was taken.
+    pub(crate) async fn snapshot(&self, of: Of<'_>) -> Result<Option<StoredSnapshot>, StoreError> {
+        let sql = "SELECT version, shape, state FROM snapshots
+                    WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3";
+        let found: Option<(i64, i64, String)> = crate::on_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(of.tenant.as_str())
+                .bind(of.aggregate_type)
+                .bind(of.aggregate_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(found.map(|(version, shape, state)| StoredSnapshot { version, shape, state }))
+    }
+
+    /// Keeps `snapshot` of one aggregate, unless a later one is kept already (two processes, or
+    /// two saves of one process, may race; the later version stays).
+    pub(crate) async fn save_snapshot(
+        &self,
+        of: Of<'_>,
+        snapshot: &StoredSnapshot,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO snapshots (tenant_id, aggregate_type, aggregate_id, version, shape, state)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (tenant_id, aggregate_type, aggregate_id) DO UPDATE
+                   SET version = excluded.version, shape = excluded.shape, state = excluded.state,
+                       taken_at = excluded.taken_at
+                   WHERE snapshots.version < excluded.version OR snapshots.shape <> excluded.shape";
+        macro_rules! query {
+            () => {
+                sqlx::query(sql)
+                    .bind(of.tenant.as_str())
+                    .bind(of.aggregate_type)
+                    .bind(of.aggregate_id)
+                    .bind(snapshot.version)
+                    .bind(snapshot.shape)
+                    .bind(&snapshot.state)
+            };
+        }
+        if let Some(pool) = self.postgres_pool() {
+            query!().execute(pool).await?;
+        } else if let Some(writes) = self.sqlite_read_model_writes() {
+            let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
+            query!().execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
