@@ -170,9 +170,14 @@ pub struct CloudEvent<'a> {
     /// "application/json".
     #[serde(borrow)]
     pub datacontenttype: Cow<'a, str>,
-    /// The event's fields (its name is `eventtype`).
-    #[serde(borrow)]
-    pub data: &'a RawValue,
+    /// The event's fields (its name is `eventtype`). Left out of a NATS message larger than the
+    /// server takes, which names in `dataref` where to read the event whole instead.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a RawValue>,
+    /// Where to read the event whole when `data` is left out (the CloudEvents `dataref`
+    /// extension): `/v1/events?after=<position - 1>&limit=1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataref: Option<String>,
     /// The tenant.
     #[serde(borrow)]
     pub tenant: Option<&'a RawValue>,
@@ -220,7 +225,8 @@ pub fn cloud_event(event: &StoredEvent) -> CloudEvent<'_> {
         subject: format!("{}/{}", event.aggregate_type, event.aggregate_id).into(),
         time: metadata.recorded_at,
         datacontenttype: "application/json".into(),
-        data,
+        data: Some(data),
+        dataref: None,
         tenant: metadata.tenant_id,
         sequence: event.sequence,
         position: event.position,
@@ -258,7 +264,9 @@ pub fn from_cloud_event(envelope: &[u8]) -> Option<StoredEvent> {
         causation_id: envelope.causationid,
         request_id: envelope.requestid,
     };
-    let payload = format!("{{{}:{}}}", serde_json::to_string(&envelope.eventtype).ok()?, envelope.data.get());
+    // An envelope without its data (see `JetStreamTransport::publish`) is not the event.
+    let data = envelope.data?;
+    let payload = format!("{{{}:{}}}", serde_json::to_string(&envelope.eventtype).ok()?, data.get());
     Some(StoredEvent {
         position: envelope.position,
         aggregate_type: aggregate_type.to_owned(),
@@ -387,13 +395,42 @@ impl JetStreamTransport {
         }
     }
 
+    /// The most bytes an envelope may have: what the server takes in one message
+    /// (`max_payload`, 1 MiB unless configured otherwise; assumed while not yet connected), less
+    /// room for the message's headers.
+    fn max_envelope_bytes(&self) -> usize {
+        const HEADERS: usize = 512;
+        match self.context.client().server_info().max_payload {
+            0 => (1 << 20) - HEADERS,
+            max => max.saturating_sub(HEADERS),
+        }
+    }
+
+    /// Publishes `events` in order and waits for every ack. An envelope larger than the server
+    /// takes (an event near the 1 MiB body limit, or a server with a smaller `max_payload`) goes
+    /// out without its `data`, naming in `dataref` where to read the event whole: refused, it
+    /// would stop the relay at that event for good, and every consumer with it.
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), RelayError> {
         let mut acks = Vec::with_capacity(events.len());
+        let max = self.max_envelope_bytes();
         for event in events {
-            let envelope = cloud_event(event);
+            let mut envelope = cloud_event(event);
             let id = text_of(envelope.id).unwrap_or_default();
             let subject = subject(&self.subject_prefix, text_of(envelope.tenant).as_deref(), event);
-            let payload = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
+            let mut payload = serde_json::to_vec(&envelope).unwrap_or_default();
+            if payload.len() > max {
+                tracing::warn!(
+                    position = event.position,
+                    bytes = payload.len(),
+                    max,
+                    "an event's envelope is larger than the NATS server takes: published without its data, \
+                     with `dataref` naming where to read it"
+                );
+                envelope.data = None;
+                envelope.dataref = event.position.map(|p| format!("/v1/events?after={}&limit=1", p - 1));
+                payload = serde_json::to_vec(&envelope).unwrap_or_default();
+            }
+            let payload = Bytes::from(payload);
             let mut publish = PublishMessage::build().payload(payload).message_id(id);
             if let Some(store_id) = &self.store_id {
                 publish = publish.header(STORE_HEADER, &**store_id);

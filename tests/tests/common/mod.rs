@@ -385,6 +385,8 @@ pub struct NatsServer {
     pub url: String,
     store_dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// A configuration file of its own, if any.
+    config: Option<PathBuf>,
 }
 
 pub fn nats_server_binary() -> String {
@@ -405,14 +407,31 @@ impl NatsServer {
     pub async fn start() -> Self {
         let port = free_port();
         let store_dir = tempfile::tempdir().unwrap();
-        let mut server = Self { port, url: format!("nats://127.0.0.1:{port}"), store_dir, child: None };
+        let mut server =
+            Self { port, url: format!("nats://127.0.0.1:{port}"), store_dir, child: None, config: None };
+        server.spawn().await;
+        server
+    }
+
+    /// A server that takes messages of at most `bytes` (its `max_payload`; 1 MiB by default).
+    pub async fn start_with_max_payload(bytes: usize) -> Self {
+        let port = free_port();
+        let store_dir = tempfile::tempdir().unwrap();
+        let config = store_dir.path().join("nats.conf");
+        std::fs::write(&config, format!("max_payload: {bytes}\n")).unwrap();
+        let url = format!("nats://127.0.0.1:{port}");
+        let mut server = Self { port, url, store_dir, child: None, config: Some(config) };
         server.spawn().await;
         server
     }
 
     /// Starts the server (again, after [`NatsServer::kill`]) on its port and store.
     pub async fn spawn(&mut self) {
-        let child = std::process::Command::new(nats_server_binary())
+        let mut command = std::process::Command::new(nats_server_binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "--store_dir"])
             .arg(self.store_dir.path())
             .stdout(std::process::Stdio::null())
