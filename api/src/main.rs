@@ -179,7 +179,7 @@ async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
         let names: Vec<&str> = colloquy_projections::all().iter().map(|p| p.name()).collect();
         format!("no projection {name:?}; there are: {}", names.join(", "))
     })?;
-    let store = Store::open(&config.store_location()).await?;
+    let store = colloquy_projections::open_store(&config.store_location()).await?;
     let log = GlobalLog::start(store.clone()).await?;
     let head = colloquy_infra::log::read_head(&store).await?;
     let projector = Projector::new(log, projection);

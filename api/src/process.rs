@@ -184,7 +184,11 @@ where
 
 /// Opens the store and starts the parts of a process that `roles` names.
 pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
-    let store = Store::open(&config.store_location()).await.context("opening the event store")?;
+    // Every process opens it with the projections' tables, so that on SQLite they are moved into
+    // the read models' file before anything (a projector, a rebuild elsewhere) writes them.
+    let store = colloquy_projections::open_store(&config.store_location())
+        .await
+        .context("opening the event store")?;
     let tenant = TenantId::parse(DEFAULT_TENANT).context("default tenant id")?;
     let generated_token = tokens::bootstrap(&store, &tenant, config.bootstrap_token.as_deref())
         .await

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Durability, File, Store, StoreError};
 
 /// How long a key is kept.
 pub const RETENTION_HOURS: i64 = 24;
@@ -57,24 +57,25 @@ pub async fn claim(
     let read =
         "SELECT request_hash, status, headers, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
     type Found = (String, Option<i64>, Option<String>, Option<Vec<u8>>);
-    let _writer = store.sqlite_writer().await;
-    let (inserted, found): (u64, Option<Found>) = crate::on_pool!(store, |pool| {
-        sqlx::query(clear).bind(tenant).bind(key).bind(expired).bind(abandoned).execute(pool).await?;
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    let (inserted, found): (u64, Option<Found>) = crate::on_tx!(&mut *tx, |conn| {
+        sqlx::query(clear).bind(tenant).bind(key).bind(expired).bind(abandoned).execute(&mut *conn).await?;
         let inserted = sqlx::query(insert)
             .bind(tenant)
             .bind(key)
             .bind(request_hash)
             .bind(now_ms)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
         let found = if inserted == 0 {
-            sqlx::query_as(read).bind(tenant).bind(key).fetch_optional(pool).await?
+            sqlx::query_as(read).bind(tenant).bind(key).fetch_optional(&mut *conn).await?
         } else {
             None
         };
         (inserted, found)
     });
+    tx.commit().await?;
     if inserted > 0 {
         return Ok(Claim::Claimed);
     }
@@ -108,27 +109,29 @@ pub async fn complete(
     let headers = serde_json::to_string(&response.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let sql =
         "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE tenant_id = $1 AND key = $2";
-    let _writer = store.sqlite_writer().await;
-    crate::on_pool!(store, |pool| {
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    crate::on_tx!(&mut *tx, |conn| {
         sqlx::query(sql)
             .bind(tenant)
             .bind(key)
             .bind(i64::from(response.status))
             .bind(&headers)
             .bind(&response.body)
-            .execute(pool)
+            .execute(conn)
             .await?;
     });
+    tx.commit().await?;
     Ok(())
 }
 
 /// Gives a claimed key up (the request failed in a way a retry may fix), so a retry runs again.
 pub async fn release(store: &Store, tenant: &str, key: &str) -> Result<(), StoreError> {
     let sql = "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL";
-    let _writer = store.sqlite_writer().await;
-    crate::on_pool!(store, |pool| {
-        sqlx::query(sql).bind(tenant).bind(key).execute(pool).await?;
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    crate::on_tx!(&mut *tx, |conn| {
+        sqlx::query(sql).bind(tenant).bind(key).execute(conn).await?;
     });
+    tx.commit().await?;
     Ok(())
 }
 
@@ -136,6 +139,9 @@ pub async fn release(store: &Store, tenant: &str, key: &str) -> Result<(), Store
 pub async fn purge(store: &Store, now: DateTime<Utc>) -> Result<u64, StoreError> {
     let expired = now.timestamp_millis() - RETENTION_HOURS * 3_600_000;
     let sql = "DELETE FROM idempotency_keys WHERE created_at < $1";
-    let _writer = store.sqlite_writer().await;
-    Ok(crate::on_pool!(store, |pool| sqlx::query(sql).bind(expired).execute(pool).await?.rows_affected()))
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    let purged =
+        crate::on_tx!(&mut *tx, |conn| sqlx::query(sql).bind(expired).execute(conn).await?.rows_affected());
+    tx.commit().await?;
+    Ok(purged)
 }

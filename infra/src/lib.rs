@@ -11,6 +11,7 @@ pub mod repository;
 mod snapshots;
 pub mod store;
 pub mod tokens;
+pub mod tx;
 mod writer;
 
 pub use config::{Config, LogFormat};
@@ -19,4 +20,5 @@ pub use log::GlobalLog;
 pub use repository::{
     CacheLimits, CacheReads, CacheSize, CommandError, Committed, Intent, Origin, Repository,
 };
-pub use store::{Store, StoreError, StoreLocation, StoredEvent};
+pub use store::{Durability, File, Store, StoreError, StoreLocation, StoredEvent};
+pub use tx::{Tx, WriteTx};

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::json::RawJson;
 use crate::log::GlobalLog;
-use crate::store::{Durability, Store, StoreError, StoredEvent};
+use crate::store::{Durability, File, Store, StoreError, StoredEvent};
 
 /// The relay's checkpoint name for JetStream.
 pub const RELAY_CHECKPOINT: &str = "relay:jetstream";
@@ -504,17 +504,13 @@ pub async fn consumer_lags(
 async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(), StoreError> {
     let query = "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = CURRENT_TIMESTAMP";
-    if let Some(pool) = store.postgres_pool() {
-        // A lost checkpoint costs nothing: the relay resumes from the stream's last message when
-        // that is later. So the commit need not wait for its WAL flush.
-        let mut tx = pool.begin_with(crate::store::BEGIN_RELAXED).await?;
-        sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
-        tx.commit().await?;
-    } else if let Some(writes) = store.sqlite_read_model_writes() {
-        let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-        sqlx::query(query).bind(name).bind(position).execute(&mut *tx).await?;
-        tx.commit().await?;
-    }
+    // A lost checkpoint costs little: the relay publishes again what it sent since the one
+    // before, which the stream's duplicate window drops. So the commit need not wait for the disk.
+    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+    crate::on_tx!(&mut *tx, |conn| {
+        sqlx::query(query).bind(name).bind(position).execute(conn).await?;
+    });
+    tx.commit().await?;
     Ok(())
 }
 

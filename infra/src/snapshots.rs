@@ -7,7 +7,7 @@
 
 use colloquy_domain::TenantId;
 
-use crate::store::{Durability, Store, StoreError};
+use crate::store::{Durability, File, Store, StoreError};
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,24 +57,19 @@ impl Store {
                    SET version = excluded.version, shape = excluded.shape, state = excluded.state,
                        taken_at = excluded.taken_at
                    WHERE snapshots.version < excluded.version OR snapshots.shape <> excluded.shape";
-        macro_rules! query {
-            () => {
-                sqlx::query(sql)
-                    .bind(of.tenant.as_str())
-                    .bind(of.aggregate_type)
-                    .bind(of.aggregate_id)
-                    .bind(snapshot.version)
-                    .bind(snapshot.shape)
-                    .bind(&snapshot.state)
-            };
-        }
-        if let Some(pool) = self.postgres_pool() {
-            query!().execute(pool).await?;
-        } else if let Some(writes) = self.sqlite_read_model_writes() {
-            let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-            query!().execute(&mut *tx).await?;
-            tx.commit().await?;
-        }
+        let mut tx = self.begin(File::ReadModels, Durability::Relaxed).await?;
+        crate::on_tx!(&mut *tx, |conn| {
+            sqlx::query(sql)
+                .bind(of.tenant.as_str())
+                .bind(of.aggregate_type)
+                .bind(of.aggregate_id)
+                .bind(snapshot.version)
+                .bind(snapshot.shape)
+                .bind(&snapshot.state)
+                .execute(conn)
+                .await?;
+        });
+        tx.commit().await?;
         Ok(())
     }
 }

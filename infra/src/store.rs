@@ -16,8 +16,8 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::Aggregate;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Row, Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot, watch, Mutex, MutexGuard};
+use sqlx::{PgPool, Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use colloquy_domain::TenantId;
 
@@ -128,7 +128,7 @@ impl StoredEvent {
     }
 }
 
-enum Backend {
+pub(crate) enum Backend {
     Postgres {
         pool: PgPool,
     },
@@ -137,7 +137,7 @@ enum Backend {
     // both fairer and faster.
     Sqlite {
         pool: SqlitePool,
-        // One connection for event appends (see `SqliteWrites`).
+        // One connection for writes to the events' file (see `tx.rs`).
         writes: SqlitePool,
         write_lock: Arc<Mutex<()>>,
         // The read models' file has a writer of its own: one connection and one lock.
@@ -178,8 +178,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store and brings its schema up to date.
+    /// Opens (creating if needed) the store and brings its schema up to date. On SQLite, moves
+    /// infra's own read-model tables ([`STORE_READ_MODEL_TABLES`]) into the read models' file;
+    /// a process that runs projections opens the store with theirs as well
+    /// ([`Store::open_with_read_models`]).
     pub async fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        Self::open_with_read_models(location, &[]).await
+    }
+
+    /// Opens the store as [`Store::open`] does, and on SQLite also moves `read_model_tables` (the
+    /// tables the projections declare) into the read models' file, where their writes commit
+    /// with their checkpoints. A table left in the events' file would be written in a
+    /// transaction over both files, which SQLite does not make atomic.
+    pub async fn open_with_read_models(
+        location: &StoreLocation,
+        read_model_tables: &[&str],
+    ) -> Result<Self, StoreError> {
         let backend = match location {
             StoreLocation::Postgres { url, max_connections } => {
                 let pool = PgPoolOptions::new()
@@ -206,7 +220,8 @@ impl Store {
                     sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_all(&pool).await.unwrap_or_default();
                 note_pending_migrations(&applied, &migrator);
                 migrator.run(&pool).await?;
-                move_read_models(&pool).await?;
+                let tables = STORE_READ_MODEL_TABLES.iter().chain(read_model_tables).copied();
+                move_read_models(&pool, tables).await?;
                 let writes = sqlite_pool(path, 1).await?;
                 let read_model_writes = sqlite_pool(path, 1).await?;
                 Backend::Sqlite {
@@ -570,31 +585,14 @@ impl Store {
     /// Hands out the next value of a per-tenant counter (1, 2, 3, ...). A value is never handed
     /// out twice, even across processes: the increment is one atomic upsert.
     pub async fn next_counter(&self, tenant: &TenantId, name: &str) -> Result<u64, StoreError> {
-        let value: i64 = match &*self.backend {
-            Backend::Postgres { pool, .. } => {
-                sqlx::query_scalar(
-                    "INSERT INTO tenant_counters (tenant_id, name, value) VALUES ($1, $2, 1)
-                     ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1
-                     RETURNING value",
-                )
-                .bind(tenant.as_str())
-                .bind(name)
-                .fetch_one(pool)
-                .await?
-            }
-            Backend::Sqlite { pool, write_lock, .. } => {
-                let _writer = write_lock.lock().await;
-                sqlx::query_scalar(
-                    "INSERT INTO tenant_counters (tenant_id, name, value) VALUES (?, ?, 1)
-                     ON CONFLICT (tenant_id, name) DO UPDATE SET value = value + 1
-                     RETURNING value",
-                )
-                .bind(tenant.as_str())
-                .bind(name)
-                .fetch_one(pool)
-                .await?
-            }
-        };
+        let sql = "INSERT INTO tenant_counters (tenant_id, name, value) VALUES ($1, $2, 1)
+                   ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1
+                   RETURNING value";
+        let mut tx = self.begin(File::Events, Durability::Durable).await?;
+        let value: i64 = crate::on_tx!(&mut *tx, |conn| {
+            sqlx::query_scalar(sql).bind(tenant.as_str()).bind(name).fetch_one(conn).await?
+        });
+        tx.commit().await?;
         u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("counter {name} is negative")))
     }
 
@@ -606,24 +604,9 @@ impl Store {
         }
     }
 
-    /// The in-process SQLite write lock, held for the guard's life; `None` for PostgreSQL,
-    /// whose writers need none. For a write that runs `on_pool!` in both dialects.
-    pub async fn sqlite_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.sqlite_pool() {
-            Some((_, lock)) => Some(lock.lock().await),
-            None => None,
-        }
-    }
-
-    /// The writer of the SQLite read models' file, for every write to a read-model table or a
-    /// checkpoint; `None` for PostgreSQL.
-    pub fn sqlite_read_model_writes(&self) -> Option<SqliteWrites<'_>> {
-        match &*self.backend {
-            Backend::Postgres { .. } => None,
-            Backend::Sqlite { read_model_writes, read_model_lock, .. } => {
-                Some(SqliteWrites { pool: read_model_writes, lock: read_model_lock, file: File::ReadModels })
-            }
-        }
+    /// The backend, for infra's own modules.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The SQLite pool and its writer lock, when the store is SQLite.
@@ -652,9 +635,10 @@ pub enum Durability {
 /// that loses it loses it whole and the work is done again.
 pub const BEGIN_RELAXED: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
-/// One of the two files of an SQLite store.
+/// Which side of the store a write belongs to: on SQLite, one of its two files, each with a
+/// writer of its own; on PostgreSQL, the one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum File {
+pub enum File {
     /// The events, the log, tenants, tokens, counters, idempotency keys (`main`).
     Events,
     /// The read models and their checkpoints (`read_models`).
@@ -674,31 +658,6 @@ impl Durability {
     }
 }
 
-/// An SQLite writer: the in-process lock its writers queue on, and the one connection they
-/// share. SQLite allows one writer per file, so each file has one: event appends write the
-/// events' file, and projectors (with the relay's checkpoint and the group-leave closer) the
-/// read models' file, at the same time. One connection per writer, because a connection empties
-/// its page cache whenever another has committed since its last transaction.
-#[derive(Debug, Clone, Copy)]
-pub struct SqliteWrites<'a> {
-    pool: &'a SqlitePool,
-    lock: &'a Mutex<()>,
-    file: File,
-}
-
-impl<'a> SqliteWrites<'a> {
-    /// Waits for the writer lock, then opens a transaction on the writer's connection; the lock
-    /// is held until the guard is dropped (after the commit).
-    pub async fn begin(
-        self,
-        durability: Durability,
-    ) -> Result<(MutexGuard<'a, ()>, Transaction<'static, Sqlite>), sqlx::Error> {
-        let guard = self.lock.lock().await;
-        let transaction = self.pool.begin_with(durability.begin(self.file)).await?;
-        Ok((guard, transaction))
-    }
-}
-
 /// Moves a watched position forward to `position`, never back; watchers wake only when it moved.
 pub fn raise(watched: &watch::Sender<i64>, position: i64) {
     watched.send_if_modified(|current| {
@@ -708,22 +667,14 @@ pub fn raise(watched: &watch::Sender<i64>, position: i64) {
     });
 }
 
-/// The tables of the SQLite read models, kept in a file of their own beside the events' file
+/// Infra's own tables of the read models' side: the checkpoints (of the projections and the relay)
+/// and the aggregates' snapshots. On SQLite they are kept, with the tables each projection
+/// declares (`Projection::tables`), in a file of their own beside the events' file
 /// (`colloquy.read-models.db` beside `colloquy.db`), which every connection attaches as
-/// `read_models`. Unqualified names resolve across attached files, so queries name no file.
-/// A migration creates a new read-model table in the events' file, as before; listed here, it
-/// is moved at the next start.
-pub const SQLITE_READ_MODEL_TABLES: [&str; 9] = [
-    "checkpoints",
-    "deferred_indexes",
-    "conversation_list",
-    "conversation_list_contacts",
-    "conversation_counts",
-    "group_conversations",
-    "group_leaves",
-    "group_members",
-    "snapshots",
-];
+/// `read_models`. Unqualified names resolve across attached files, so queries name no file. A
+/// migration creates a new table in the events' file, as before; declared, it is moved at the
+/// next start.
+pub const STORE_READ_MODEL_TABLES: [&str; 2] = ["checkpoints", "snapshots"];
 
 /// The store's id and secret, made now if the store has none yet (two processes opening a new
 /// store at once agree on the first written).
@@ -810,8 +761,11 @@ async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sq
 /// again from the events' file, which still holds all of it. (One transaction over both files
 /// would not do: in WAL mode it is atomic in each file but not across them, and SQLite commits
 /// `main` first, so a crash could keep the drop and lose the copy.)
-async fn move_read_models(pool: &SqlitePool) -> Result<(), StoreError> {
-    for table in SQLITE_READ_MODEL_TABLES {
+async fn move_read_models<'a>(
+    pool: &SqlitePool,
+    tables: impl Iterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    for table in tables {
         // IMMEDIATE: a second process opening the store waits here instead of copying alongside.
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         // The table first, then its indexes (those SQLite makes for keys have no text).

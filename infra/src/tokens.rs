@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use colloquy_domain::TenantId;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Durability, File, Store, StoreError};
+use crate::tx::Tx;
 
 /// The scope that grants everything.
 pub const ADMIN_SCOPE: &str = "admin";
@@ -58,20 +59,12 @@ pub fn generate_secret() -> String {
 
 /// Creates the tenant if it does not exist.
 pub async fn ensure_tenant(store: &Store, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
-    if let Some(pool) = store.postgres_pool() {
-        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-            .bind(tenant.as_str())
-            .bind(name)
-            .execute(pool)
-            .await?;
-    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
-        let _writer = write_lock.lock().await;
-        sqlx::query("INSERT INTO tenants (id, name) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
-            .bind(tenant.as_str())
-            .bind(name)
-            .execute(pool)
-            .await?;
-    }
+    let sql = "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    crate::on_tx!(&mut *tx, |conn| {
+        sqlx::query(sql).bind(tenant.as_str()).bind(name).execute(conn).await?;
+    });
+    tx.commit().await?;
     Ok(())
 }
 
@@ -87,34 +80,35 @@ pub async fn insert_token(
 ) -> Result<IssuedToken, StoreError> {
     let token_id = Uuid::now_v7();
     let scopes_json = serde_json::to_value(scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Some(pool) = store.postgres_pool() {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scopes, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
-        )
-        .bind(token_id)
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(hash(secret))
-        .bind(scopes_json)
-        .bind(expires_at)
-        .execute(pool)
-        .await?;
-    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
-        let _writer = write_lock.lock().await;
-        sqlx::query(
-            "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scopes, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
-        )
-        .bind(token_id.to_string())
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(hash(secret))
-        .bind(scopes_json.to_string())
-        .bind(expires_at.map(|t| t.to_rfc3339()))
-        .execute(pool)
-        .await?;
+    let sql = "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scopes, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING";
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    // The columns' types differ: uuid, jsonb and timestamptz on PostgreSQL, text on SQLite.
+    match &mut *tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(sql)
+                .bind(token_id)
+                .bind(tenant.as_str())
+                .bind(name)
+                .bind(hash(secret))
+                .bind(scopes_json)
+                .bind(expires_at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Tx::Sqlite(tx) => {
+            sqlx::query(sql)
+                .bind(token_id.to_string())
+                .bind(tenant.as_str())
+                .bind(name)
+                .bind(hash(secret))
+                .bind(scopes_json.to_string())
+                .bind(expires_at.map(|t| t.to_rfc3339()))
+                .execute(&mut **tx)
+                .await?;
+        }
     }
+    tx.commit().await?;
     Ok(IssuedToken { token_id, secret: secret.to_owned() })
 }
 
@@ -363,29 +357,25 @@ pub async fn revoke_token(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let result = if let Some(pool) = store.postgres_pool() {
-        sqlx::query(
-            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $3) WHERE id = $1 AND tenant_id = $2",
-        )
-        .bind(id)
-        .bind(tenant.as_str())
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected()
-    } else if let Some((pool, write_lock)) = store.sqlite_pool() {
-        let _writer = write_lock.lock().await;
-        sqlx::query(
-            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $3) WHERE id = $1 AND tenant_id = $2",
-        )
-        .bind(id.to_string())
-        .bind(tenant.as_str())
-        .bind(now.to_rfc3339())
-        .execute(pool)
-        .await?
-        .rows_affected()
-    } else {
-        0
+    let sql = "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $3) WHERE id = $1 AND tenant_id = $2";
+    let mut tx = store.begin(File::Events, Durability::Durable).await?;
+    // The columns' types differ: uuid and timestamptz on PostgreSQL, text on SQLite.
+    let result = match &mut *tx {
+        Tx::Postgres(tx) => sqlx::query(sql)
+            .bind(id)
+            .bind(tenant.as_str())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+        Tx::Sqlite(tx) => sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(tenant.as_str())
+            .bind(now.to_rfc3339())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
     };
+    tx.commit().await?;
     Ok(result > 0)
 }

@@ -9,8 +9,8 @@
 //! runs the projectors, or at the end of the next rebuild. Only indexes that queries use for
 //! speed are deferred: never a unique one, nor one the rebuild's own statements look rows up by.
 
-use colloquy_infra::store::Durability;
 use colloquy_infra::Store;
+use colloquy_infra::{Durability, File};
 
 use crate::on_tx;
 use crate::runtime::{ProjectionError, Tx};
@@ -78,21 +78,17 @@ pub async fn restore(store: &Store) -> Result<usize, ProjectionError> {
 async fn build(store: &Store, name: &str) -> Result<bool, ProjectionError> {
     let take = "DELETE FROM deferred_indexes WHERE index_name = $1 RETURNING definition";
     let started = std::time::Instant::now();
-    if let Some(pool) = store.postgres_pool() {
-        let mut tx = pool.begin().await?;
-        let taken: Option<String> = sqlx::query_scalar(take).bind(name).fetch_optional(&mut *tx).await?;
-        let Some(definition) = taken else { return Ok(false) };
-        sqlx::query(&if_not_exists(&definition, "")?).execute(&mut *tx).await?;
-        tx.commit().await?;
-    } else if let Some(writes) = store.sqlite_read_model_writes() {
-        let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
-        let taken: Option<String> = sqlx::query_scalar(take).bind(name).fetch_optional(&mut *tx).await?;
-        let Some(definition) = taken else { return Ok(false) };
-        sqlx::query(&if_not_exists(&definition, "read_models.")?).execute(&mut *tx).await?;
-        tx.commit().await?;
-    } else {
-        return Ok(false);
-    }
+    let mut tx = store.begin(File::ReadModels, Durability::Durable).await?;
+    let taken: Option<String> =
+        on_tx!(&mut *tx, |conn| sqlx::query_scalar(take).bind(name).fetch_optional(conn).await?);
+    let Some(definition) = taken else { return Ok(false) };
+    // On SQLite the index is made in the read models' file, where its table is.
+    let schema = if matches!(*tx, Tx::Sqlite(_)) { "read_models." } else { "" };
+    let build = if_not_exists(&definition, schema)?;
+    on_tx!(&mut *tx, |conn| {
+        sqlx::query(&build).execute(conn).await?;
+    });
+    tx.commit().await?;
     tracing::info!(index = %name, seconds = started.elapsed().as_secs_f64(), "built a deferred index");
     Ok(true)
 }

@@ -23,8 +23,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use colloquy_domain::{Actor, ActorKind, Conversation, ConversationCommand, ConversationError, TenantId};
-use colloquy_infra::store::Durability;
 use colloquy_infra::{CommandError, Intent, Origin, Repository, Store, StoreError, StoredEvent};
+use colloquy_infra::{Durability, File};
 
 use crate::on_tx;
 use crate::runtime::{Projection, ProjectionError, Tx};
@@ -128,6 +128,10 @@ impl Projection for GroupConversations {
         Ok(())
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["group_conversations", "group_leaves"]
+    }
+
     /// Clears the mapping only: the leaves are the process manager's own record of what it has
     /// done, which a rebuild must not forget.
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
@@ -177,13 +181,11 @@ async fn conversations_of(store: &Store, leave: &PendingLeave) -> Result<Vec<Str
 
 async fn mark_done(store: &Store, leave: &PendingLeave) -> Result<(), StoreError> {
     let sql = "UPDATE group_leaves SET done = true WHERE leave_event_id = $1";
-    if let Some(pool) = store.postgres_pool() {
-        sqlx::query(sql).bind(&leave.leave_event_id).execute(pool).await?;
-    } else if let Some(writes) = store.sqlite_read_model_writes() {
-        let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
-        sqlx::query(sql).bind(&leave.leave_event_id).execute(&mut *tx).await?;
-        tx.commit().await?;
-    }
+    let mut tx = store.begin(File::ReadModels, Durability::Durable).await?;
+    on_tx!(&mut *tx, |conn| {
+        sqlx::query(sql).bind(&leave.leave_event_id).execute(conn).await?;
+    });
+    tx.commit().await?;
     Ok(())
 }
 

@@ -123,8 +123,8 @@ impl Projection for GroupMembers {
         Ok(())
     }
 
-    async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        Ok(tx.empty(&["group_members"]).await?)
+    fn tables(&self) -> &'static [&'static str] {
+        &["group_members"]
     }
 }
 

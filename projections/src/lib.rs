@@ -11,6 +11,7 @@ pub mod runtime;
 
 use std::sync::Arc;
 
+pub use colloquy_infra::on_tx;
 pub use runtime::{Applied, Fold, Projection, ProjectionError, Projector, RebuildLimits, Sealed, Tx};
 
 /// Every projection, by name.
@@ -20,6 +21,24 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(group_conversations::GroupConversations),
         Arc::new(group_members::GroupMembers),
     ]
+}
+
+/// The runtime's own table: the secondary indexes a rebuild deferred (`deferred.rs`).
+pub const RUNTIME_TABLES: [&str; 1] = ["deferred_indexes"];
+
+/// Every read-model table the projections and their runtime own: what a process that runs them
+/// opens the store with ([`open_store`]).
+pub fn read_model_tables() -> Vec<&'static str> {
+    let declared = all().iter().flat_map(|p| p.tables().iter().copied()).collect::<Vec<_>>();
+    RUNTIME_TABLES.into_iter().chain(declared).collect()
+}
+
+/// Opens the store for a process that runs or rebuilds projections: on SQLite their tables
+/// are moved into the read models' file first.
+pub async fn open_store(
+    location: &colloquy_infra::StoreLocation,
+) -> Result<colloquy_infra::Store, colloquy_infra::StoreError> {
+    colloquy_infra::Store::open_with_read_models(location, &read_model_tables()).await
 }
 
 /// The projection called `name`.

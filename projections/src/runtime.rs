@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use futures::StreamExt;
-use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use colloquy_infra::log::Metadata;
 use colloquy_infra::relay::{from_cloud_event, EventBus, JetStreamTransport, STORE_HEADER};
-use colloquy_infra::store::{Durability, BEGIN_RELAXED};
+use colloquy_infra::{on_tx, Durability, File};
 use colloquy_infra::{GlobalLog, Store, StoreError, StoredEvent};
 
 use crate::failure::{Failures, Stall};
@@ -101,32 +100,7 @@ pub const WAITERS_READ_EVERY: Duration = Duration::from_millis(50);
 /// How often a checkpoint that only batches the projection ignores moved is written.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// A transaction on whichever database the store is.
-#[derive(Debug)]
-pub enum Tx<'c> {
-    /// PostgreSQL.
-    Postgres(Transaction<'c, Postgres>),
-    /// SQLite.
-    Sqlite(Transaction<'c, Sqlite>),
-}
-
-/// Runs `$body` with `$conn` bound to the connection of whichever transaction `$tx` is, for
-/// statements whose text is the same in both dialects. The body is expanded once per database.
-#[macro_export]
-macro_rules! on_tx {
-    ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            $crate::Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-        }
-    };
-}
+pub use colloquy_infra::Tx;
 
 /// Failures of a projector.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +147,17 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies events, in log order, inside `tx`.
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError>;
 
-    /// Removes everything the projection wrote, inside `tx` (for a rebuild).
-    async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError>;
+    /// The tables it owns: on SQLite moved into the read models' file (so that they commit
+    /// with the checkpoint), and emptied by [`Projection::clear`] unless it says otherwise. A
+    /// table a projection writes must be here (a test checks every table of a new store is
+    /// either the events' side or declared).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Removes everything the projection wrote, inside `tx` (for a rebuild): by default, every
+    /// row of its tables.
+    async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
+        Ok(tx.empty(self.tables()).await?)
+    }
 
     /// How much of each event's metadata it reads: all of it (the default), or only the
     /// tenant, which reads the log faster.
@@ -234,37 +217,6 @@ pub trait Fold: Send {
 pub trait Sealed: Send {
     /// Writes it through `tx`.
     async fn write(self: Box<Self>, tx: &mut Tx<'_>) -> Result<(), ProjectionError>;
-}
-
-impl Tx<'_> {
-    /// Removes every row of `tables`, for a projection's [`Projection::clear`].
-    ///
-    /// On PostgreSQL this is one `TRUNCATE`, which gives each table and its indexes new, empty
-    /// files: a `DELETE` would leave the rebuild writing beside every dead version of the rows
-    /// since the last vacuum (923,440 of them in 811 MB after the bench's live catch-up on
-    /// 1,000,000 events), checking the key index's entries for all of them on each upsert. It
-    /// takes the tables' `ACCESS EXCLUSIVE` lock until the transaction commits, as dropping a
-    /// deferred index does. SQLite's `DELETE` without a `WHERE` already empties a table whole.
-    pub async fn empty(&mut self, tables: &[&str]) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(tx) => {
-                sqlx::query(&format!("TRUNCATE {}", tables.join(", "))).execute(&mut **tx).await?;
-            }
-            Self::Sqlite(tx) => {
-                for table in tables {
-                    sqlx::query(&format!("DELETE FROM {table}")).execute(&mut **tx).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(tx) => tx.commit().await,
-            Self::Sqlite(tx) => tx.commit().await,
-        }
-    }
 }
 
 /// What a batch did.
@@ -402,47 +354,29 @@ impl Projector {
         }
         let name = self.checkpoint_name();
         let store = self.log.store();
-        if let Some(pool) = store.postgres_pool() {
-            if let Some(applied) = self.apply_after_own_commit(pool, &name, events).await? {
+        if store.postgres_pool().is_some() {
+            if let Some(applied) = self.apply_after_own_commit(&name, events).await? {
                 return Ok(applied);
             }
-            let mut tx = pool.begin_with(BEGIN_RELAXED).await?;
-            let (stored, generation): (i64, i64) =
-                sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
-            let checkpoint = self.observe(stored, generation);
-            let Some(fresh) = fresh(events, checkpoint)? else {
-                return Ok(applied_or_gap(events, checkpoint));
-            };
-            let last = fresh.last().and_then(|e| e.position).unwrap_or(checkpoint);
-            let mut tx = Tx::Postgres(tx);
-            self.projection.apply(&mut tx, fresh).await?;
-            let Tx::Postgres(mut tx) = tx else { unreachable!("built as Postgres above") };
-            sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(last).execute(&mut *tx).await?;
-            tx.commit().await?;
-            self.note_applied(last);
-            self.note_saved(last);
-            Ok(Applied::UpTo(last))
-        } else if let Some(writes) = store.sqlite_read_model_writes() {
-            // As on PostgreSQL, the commit need not wait for the disk.
-            let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-            let (stored, generation): (i64, i64) =
-                sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(&mut *tx).await?;
-            let checkpoint = self.observe(stored, generation);
-            let Some(fresh) = fresh(events, checkpoint)? else {
-                return Ok(applied_or_gap(events, checkpoint));
-            };
-            let last = fresh.last().and_then(|e| e.position).unwrap_or(checkpoint);
-            let mut tx = Tx::Sqlite(tx);
-            self.projection.apply(&mut tx, fresh).await?;
-            let Tx::Sqlite(mut tx) = tx else { unreachable!("built as Sqlite above") };
-            sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(last).execute(&mut *tx).await?;
-            tx.commit().await?;
-            self.note_applied(last);
-            self.note_saved(last);
-            Ok(Applied::UpTo(last))
-        } else {
-            Ok(Applied::UpTo(0))
         }
+        // The read-model commit need not wait for the disk: a crash that loses it loses it whole,
+        // with its checkpoint, and the batch is applied again.
+        let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+        let (stored, generation): (i64, i64) =
+            on_tx!(&mut *tx, |conn| sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(conn).await?);
+        let checkpoint = self.observe(stored, generation);
+        let Some(fresh) = fresh(events, checkpoint)? else {
+            return Ok(applied_or_gap(events, checkpoint));
+        };
+        let last = fresh.last().and_then(|e| e.position).unwrap_or(checkpoint);
+        self.projection.apply(&mut tx, fresh).await?;
+        on_tx!(&mut *tx, |conn| {
+            sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(last).execute(conn).await?;
+        });
+        tx.commit().await?;
+        self.note_applied(last);
+        self.note_saved(last);
+        Ok(Applied::UpTo(last))
     }
 
     /// A PostgreSQL batch where the stored checkpoint is still the one this process last
@@ -453,7 +387,6 @@ impl Projector {
     /// way, which reads the checkpoint from the store.
     async fn apply_after_own_commit(
         &self,
-        pool: &sqlx::PgPool,
         name: &str,
         events: &[StoredEvent],
     ) -> Result<Option<Applied>, ProjectionError> {
@@ -464,22 +397,22 @@ impl Projector {
         }
         let Some(fresh) = fresh(events, checkpoint)? else { return Ok(None) };
         let last = fresh.last().and_then(|e| e.position).unwrap_or(checkpoint);
-        let mut tx = pool.begin_with(BEGIN_RELAXED).await?;
-        let moved = sqlx::query(MOVE_CHECKPOINT)
-            .bind(name)
-            .bind(last)
-            .bind(saved)
-            .bind(self.generation())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut tx = self.log.store().begin(File::ReadModels, Durability::Relaxed).await?;
+        let moved = on_tx!(&mut *tx, |conn| {
+            sqlx::query(MOVE_CHECKPOINT)
+                .bind(name)
+                .bind(last)
+                .bind(saved)
+                .bind(self.generation())
+                .execute(conn)
+                .await?
+                .rows_affected()
+        });
         if moved != 1 {
-            tx.rollback().await?;
+            // Dropped, it rolls back.
             return Ok(None);
         }
-        let mut tx = Tx::Postgres(tx);
         self.projection.apply(&mut tx, fresh).await?;
-        let Tx::Postgres(tx) = tx else { unreachable!("built as Postgres above") };
         tx.commit().await?;
         self.note_applied(last);
         self.note_saved(last);
@@ -565,13 +498,11 @@ impl Projector {
         let sql = "UPDATE checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP
                    WHERE name = $1 AND position < $2 AND generation = $3";
         let generation = self.generation();
-        if let Some(pool) = store.postgres_pool() {
-            sqlx::query(sql).bind(&name).bind(position).bind(generation).execute(pool).await?;
-        } else if let Some(writes) = store.sqlite_read_model_writes() {
-            let (_writer, mut tx) = writes.begin(Durability::Relaxed).await?;
-            sqlx::query(sql).bind(&name).bind(position).bind(generation).execute(&mut *tx).await?;
-            tx.commit().await?;
-        }
+        let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+        on_tx!(&mut *tx, |conn| {
+            sqlx::query(sql).bind(&name).bind(position).bind(generation).execute(conn).await?;
+        });
+        tx.commit().await?;
         self.note_saved(position);
         Ok(())
     }
@@ -646,26 +577,12 @@ impl Projector {
                      ON CONFLICT (name) DO UPDATE SET position = 0, generation = checkpoints.generation + 1,
                        updated_at = CURRENT_TIMESTAMP
                      RETURNING generation";
-        let generation: i64;
-        if let Some(pool) = store.postgres_pool() {
-            let mut tx = pool.begin().await?;
-            generation = sqlx::query_scalar(reset).bind(&name).fetch_one(&mut *tx).await?;
-            let mut tx = Tx::Postgres(tx);
-            self.projection.clear(&mut tx).await?;
-            crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
-            let Tx::Postgres(tx) = tx else { unreachable!("built as Postgres above") };
-            tx.commit().await?;
-        } else if let Some(writes) = store.sqlite_read_model_writes() {
-            let (_writer, mut tx) = writes.begin(Durability::Durable).await?;
-            generation = sqlx::query_scalar(reset).bind(&name).fetch_one(&mut *tx).await?;
-            let mut tx = Tx::Sqlite(tx);
-            self.projection.clear(&mut tx).await?;
-            crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
-            let Tx::Sqlite(tx) = tx else { unreachable!("built as Sqlite above") };
-            tx.commit().await?;
-        } else {
-            generation = 0;
-        }
+        let mut tx = store.begin(File::ReadModels, Durability::Durable).await?;
+        let generation: i64 =
+            on_tx!(&mut *tx, |conn| sqlx::query_scalar(reset).bind(&name).fetch_one(conn).await?);
+        self.projection.clear(&mut tx).await?;
+        crate::deferred::defer(&mut tx, self.projection.deferred_indexes()).await?;
+        tx.commit().await?;
         self.generation.store(generation, std::sync::atomic::Ordering::SeqCst);
         self.applied.send_replace(0);
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (tokio::time::Instant::now(), 0);
@@ -994,21 +911,14 @@ impl Writing {
     ) -> Self {
         Self(tokio::spawn(async move {
             // As in `apply`: the read-model commit need not wait for the disk.
-            let (_writer, mut tx) = if let Some(pool) = store.postgres_pool() {
-                (None, Tx::Postgres(pool.begin_with(BEGIN_RELAXED).await?))
-            } else if let Some(writes) = store.sqlite_read_model_writes() {
-                let (writer, tx) = writes.begin(Durability::Relaxed).await?;
-                (Some(writer), Tx::Sqlite(tx))
-            } else {
-                return Ok(Written::UpTo(up_to));
-            };
+            let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
             let (stored, stored_generation): (i64, i64) =
-                on_tx!(&mut tx, |conn| sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(conn).await?);
+                on_tx!(&mut *tx, |conn| sqlx::query_as(LOCK_CHECKPOINT).bind(&name).fetch_one(conn).await?);
             if stored_generation != generation || stored.max(known) != from {
                 return Ok(Written::Moved { stored, generation: stored_generation });
             }
             sealed.write(&mut tx).await?;
-            on_tx!(&mut tx, |conn| {
+            on_tx!(&mut *tx, |conn| {
                 sqlx::query(SAVE_CHECKPOINT).bind(&name).bind(up_to).execute(conn).await?;
             });
             tx.commit().await?;

@@ -1,7 +1,7 @@
 -- Snapshots of aggregates (infra/src/snapshots.rs): one aggregate's state at a version, so that
 -- loading it reads the snapshot and the events after it, not its whole history. Derived data: a
--- lost one costs only a longer load, so the table lives in the read models' file (listed in
--- `SQLITE_READ_MODEL_TABLES`) and is written without waiting for the disk. The state is the
+-- lost one costs only a longer load, so the table lives in the read models' file (infra's own, in
+-- `STORE_READ_MODEL_TABLES`) and is written without waiting for the disk. The state is the
 -- aggregate's serde form; `shape` names that form's version (`Snapshot::SHAPE`).
 CREATE TABLE snapshots
 (

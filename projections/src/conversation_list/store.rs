@@ -965,8 +965,8 @@ impl Projection for ConversationList {
         ]
     }
 
-    async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {
-        Ok(tx.empty(&["conversation_list", "conversation_list_contacts", "conversation_counts"]).await?)
+    fn tables(&self) -> &'static [&'static str] {
+        &["conversation_list", "conversation_list_contacts", "conversation_counts"]
     }
 }
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 /// Creates `count` contacts, a few requests at a time, and returns their ids.
 async fn contacts(server: &TestServer, count: usize) -> Vec<String> {

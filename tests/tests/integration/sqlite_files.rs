@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use cqrs_es::persist::PersistenceError;
 use sqlx::migrate::Migrator;
@@ -12,8 +12,19 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 
 use colloquy_domain::TenantId;
 use colloquy_infra::log::GlobalLog;
-use colloquy_infra::store::{sqlite_read_models_path, SQLITE_READ_MODEL_TABLES};
+use colloquy_infra::store::{sqlite_read_models_path, STORE_READ_MODEL_TABLES};
 use colloquy_infra::{Store, StoreLocation};
+
+/// Every table of the read models' side: infra's own and those the projections declare.
+fn read_model_tables() -> Vec<String> {
+    let mut tables: Vec<String> = STORE_READ_MODEL_TABLES
+        .into_iter()
+        .chain(colloquy_projections::read_model_tables())
+        .map(str::to_owned)
+        .collect();
+    tables.sort();
+    tables
+}
 
 /// A pool on one file, as the store opened it before (WAL, nothing attached).
 async fn open_file(path: &std::path::Path) -> SqlitePool {
@@ -27,7 +38,7 @@ async fn open_file(path: &std::path::Path) -> SqlitePool {
 async fn tables_in(pool: &SqlitePool, schema: &str) -> Vec<String> {
     let sql = format!("SELECT name FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name");
     let names: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
-    names.into_iter().filter(|name| SQLITE_READ_MODEL_TABLES.contains(&name.as_str())).collect()
+    names.into_iter().filter(|name| read_model_tables().contains(name)).collect()
 }
 
 async fn indexes_in(pool: &SqlitePool, schema: &str) -> Vec<(String, String)> {
@@ -35,15 +46,13 @@ async fn indexes_in(pool: &SqlitePool, schema: &str) -> Vec<(String, String)> {
         "SELECT tbl_name, name FROM {schema}.sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name"
     );
     let indexes: Vec<(String, String)> = sqlx::query_as(&sql).fetch_all(pool).await.unwrap();
-    indexes.into_iter().filter(|(table, _)| SQLITE_READ_MODEL_TABLES.contains(&table.as_str())).collect()
+    indexes.into_iter().filter(|(table, _)| read_model_tables().contains(table)).collect()
 }
 
 async fn check_moved(store: &Store, indexes: &[(String, String)]) {
     let (pool, _) = store.sqlite_pool().unwrap();
     assert!(tables_in(pool, "main").await.is_empty(), "no read-model table is left beside the events");
-    let mut expected: Vec<String> = SQLITE_READ_MODEL_TABLES.iter().map(|t| (*t).to_owned()).collect();
-    expected.sort();
-    assert_eq!(tables_in(pool, "read_models").await, expected);
+    assert_eq!(tables_in(pool, "read_models").await, read_model_tables());
     assert_eq!(indexes_in(pool, "read_models").await, indexes, "every index moved with its table");
     let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = 'projection:old'")
         .fetch_one(pool)
@@ -93,7 +102,7 @@ async fn a_store_from_before_the_split_moves_its_read_models_with_their_rows_and
     leftover.close().await;
 
     let location = StoreLocation::Sqlite { path: path.clone() };
-    let store = Store::open(&location).await.unwrap();
+    let store = colloquy_projections::open_store(&location).await.unwrap();
     check_moved(&store, &indexes).await;
     // The generated column is computed in its new home.
     let (pool, _) = store.sqlite_pool().unwrap();
@@ -108,18 +117,20 @@ async fn a_store_from_before_the_split_moves_its_read_models_with_their_rows_and
     assert!(sqlite_read_models_path(&path).exists());
 
     // Opening it again moves nothing and loses nothing.
-    let store = Store::open(&location).await.unwrap();
+    let store = colloquy_projections::open_store(&location).await.unwrap();
     check_moved(&store, &indexes).await;
     store.close().await;
 }
 
-/// A new migration creates its tables in the events' file; a read-model table must be listed in
-/// `SQLITE_READ_MODEL_TABLES` to be moved. This fails for a table that is in neither list, so
-/// the choice is made when the table is added.
+/// A new migration creates its tables in the events' file; a read-model table must be declared
+/// (by its projection's `Projection::tables`, or in infra's `STORE_READ_MODEL_TABLES`) to be
+/// moved and cleared. This fails for a table that is neither, so the choice is made when the
+/// table is added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_model() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreLocation::Sqlite { path: dir.path().join("colloquy.db") }).await.unwrap();
+    let location = StoreLocation::Sqlite { path: dir.path().join("colloquy.db") };
+    let store = colloquy_projections::open_store(&location).await.unwrap();
     let (pool, _) = store.sqlite_pool().unwrap();
     let events_side: Vec<String> =
         sqlx::query_scalar("SELECT name FROM main.sqlite_master WHERE type = 'table' ORDER BY name")
@@ -138,16 +149,14 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
             "tenant_counters",
             "tenants"
         ],
-        "a table that is neither an events table nor listed in SQLITE_READ_MODEL_TABLES"
+        "a table that is neither an events table nor a declared read-model table"
     );
     let read_models: Vec<String> =
         sqlx::query_scalar("SELECT name FROM read_models.sqlite_master WHERE type = 'table' ORDER BY name")
             .fetch_all(pool)
             .await
             .unwrap();
-    let mut expected: Vec<String> = SQLITE_READ_MODEL_TABLES.iter().map(|t| (*t).to_owned()).collect();
-    expected.sort();
-    assert_eq!(read_models, expected);
+    assert_eq!(read_models, read_model_tables());
     store.close().await;
 }
 

@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 async fn a_retry_gets_the_first_response_and_appends_nothing(backend: Backend) {
     let mut server = TestServer::start(backend).await;

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +14,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::common::{Backend, TestServer};
 use colloquy_infra::relay::all_checkpoints;
 use colloquy_infra::Store;
-use common::{Backend, TestServer};
 
 const CLIENTS: usize = 8;
 const MESSAGES_PER_CONVERSATION: usize = 4;

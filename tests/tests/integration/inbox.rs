@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 /// What the test did to one conversation.
 #[derive(Debug, Clone)]

@@ -3,14 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 fn event_types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["event_type"].as_str().unwrap()).collect()

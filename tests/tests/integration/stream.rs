@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 /// An open SSE response and what has been read of it.
 struct Subscription {

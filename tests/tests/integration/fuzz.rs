@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -20,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 /// Random requests per store, after the sweep: enough to touch every route with every kind of
 /// mutation a few times while the test stays within a few seconds.
@@ -147,6 +145,58 @@ async fn open(server: &TestServer, contact: &str) -> String {
 }
 
 /// Every route `colloquy_api::app` serves, each with a request that fits it.
+/// The fuzz test reaches every route the server has: its list is checked against the documented
+/// table that `colloquy_api::routes()` builds the router from, so a new route that is not added
+/// to `routes` fails here. (The documentation's own pages, static text with no input, are left
+/// out.)
+#[test]
+fn the_fuzzed_routes_are_every_route_the_server_has() {
+    let placeholder = || "00000000-0000-7000-8000-000000000000".to_owned();
+    let fixtures = Fixtures {
+        contact: placeholder(),
+        member: placeholder(),
+        removable_member: placeholder(),
+        conversation: placeholder(),
+        doomed_conversation: placeholder(),
+        message: placeholder(),
+        group: placeholder(),
+        doomed_group: placeholder(),
+        token: placeholder(),
+    };
+    let fuzzed: std::collections::BTreeSet<String> = routes(&fixtures)
+        .iter()
+        .map(|route| {
+            let path: String = route
+                .segments
+                .iter()
+                .map(|segment| match segment {
+                    Segment::Fixed(text) => text.as_str(),
+                    Segment::Id(_) => "{}",
+                })
+                .collect();
+            format!("{} {path}", route.method)
+        })
+        .collect();
+    let (_router, document) = colloquy_api::routes().split_for_parts();
+    let document = serde_json::to_value(&document).unwrap();
+    let documentation = ["/openapi.json", "/docs", "/docs/{}"];
+    let mut served = std::collections::BTreeSet::new();
+    let parameter = regex::Regex::new(r"\{[^}]+\}").unwrap();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let template = parameter.replace_all(path, "{}").into_owned();
+        if documentation.contains(&template.as_str()) {
+            continue;
+        }
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_some() {
+                served.insert(format!("{} {template}", method.to_uppercase()));
+            }
+        }
+    }
+    let missing: Vec<&String> = served.difference(&fuzzed).collect();
+    assert!(missing.is_empty(), "routes the fuzz test does not reach: {missing:?}");
+}
+
 fn routes(f: &Fixtures) -> Vec<Route> {
     let (conversation, message, group) = (f.conversation.as_str(), f.message.as_str(), f.group.as_str());
     let page: &[(&str, &str)] = &[("limit", "5"), ("min_position", "1")];
@@ -316,6 +366,22 @@ fn routes(f: &Fixtures) -> Vec<Route> {
         route(Method::POST, "/v1/groups/{}/leave", &[&f.doomed_group], None),
         route(Method::POST, "/v1/groups/{}/sync", &[group], Some(json!({"force": true}))),
         route(Method::GET, "/v1/groups/{}/events", &[group], None).with_query(page),
+        route(Method::POST, "/v1/groups/{}/provider/join", &[group], Some(json!({"participant": f.member}))),
+        route(
+            Method::POST,
+            "/v1/groups/{}/provider/activity",
+            &[group],
+            Some(json!({"at": "2026-11-23T14:05:00Z"})),
+        ),
+        route(
+            Method::POST,
+            "/v1/groups/{}/provider/view",
+            &[group],
+            Some(json!({"subject": "Fuzzed", "participants": [
+                {"id": f.contact, "role": "superadmin"}, {"id": f.member}
+            ]})),
+        ),
+        route(Method::GET, "/v1/contacts/{}/groups", &[&f.member], None).with_query(page),
     ]
 }
 

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
-use common::{default_tenant, deleted_event, Backend, TestServer};
+use crate::common::{default_tenant, deleted_event, Backend, TestServer};
 
 async fn a_tailer_misses_nothing_while_many_writers_commit(backend: Backend) {
     let server = Arc::new(TestServer::start(backend).await);

@@ -4,15 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::common::{Backend, TestServer};
 use colloquy_domain::TenantId;
 use colloquy_infra::{tokens, Store};
-use common::{Backend, TestServer};
 
 /// A caller with an admin token, named `name`, of tenant `other`.
 async fn admin_of_tenant_other(server: &TestServer, name: &str) -> Caller {

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{default_tenant, deleted_event, Backend, NatsServer, TestServer};
+use crate::common::{default_tenant, deleted_event, Backend, NatsServer, TestServer};
 
 async fn read_your_writes_through_the_conversation_list(backend: Backend) {
     let server = TestServer::start(backend).await;

@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
 

@@ -1,0 +1,89 @@
+//! The two dialects' migrations describe one schema: from the first version that keeps to it on,
+//! a version means the same change in both folders (an empty file where a dialect needs
+//! nothing), and both migrated stores have the same tables with the same columns, less the
+//! differences each dialect needs, listed here.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::common;
+
+use colloquy_infra::StoreLocation;
+
+/// The first version from which both folders hold the same versions. The ones before were
+/// numbered per dialect; renumbering them would break every store that applied them.
+const PAIRED_FROM: &str = "20261205000013";
+
+/// `version_description` of each migration in `dialect`'s folder, from [`PAIRED_FROM`] on.
+fn migrations(dialect: &str) -> BTreeSet<String> {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations").join(dialect);
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|file| file.unwrap().file_name().to_string_lossy().trim_end_matches(".sql").to_owned())
+        .filter(|name| name.as_str() >= PAIRED_FROM)
+        .collect()
+}
+
+#[test]
+fn every_migration_has_its_pair_in_the_other_dialect() {
+    let (postgres, sqlite) = (migrations("postgres"), migrations("sqlite"));
+    assert!(!postgres.is_empty());
+    assert_eq!(postgres, sqlite, "the same versions, with the same descriptions, in both folders");
+}
+
+/// Every `table.column` of a migrated store: its tables and views, the read models' too.
+async fn columns(location: &StoreLocation) -> BTreeSet<String> {
+    let store = colloquy_projections::open_store(location).await.unwrap();
+    let found: Vec<(String, String)> = match (store.postgres_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+              WHERE table_schema = current_schema()",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        (None, Some((pool, _))) => sqlx::query_as(
+            "SELECT m.name, c.name FROM main.sqlite_master m JOIN pragma_table_xinfo(m.name, 'main') c
+              WHERE m.type IN ('table', 'view')
+             UNION ALL
+             SELECT m.name, c.name FROM read_models.sqlite_master m JOIN pragma_table_xinfo(m.name, 'read_models') c
+              WHERE m.type IN ('table', 'view')",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        (None, None) => unreachable!("a store is one or the other"),
+    };
+    store.close().await;
+    found.into_iter().map(|(table, column)| format!("{table}.{column}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_dialects_migrate_to_the_same_tables_and_columns() {
+    let database = common::TestDatabase::create().await;
+    let postgres = columns(&StoreLocation::Postgres { url: database.url.clone(), max_connections: 2 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = columns(&StoreLocation::Sqlite { path: dir.path().join("colloquy.db") }).await;
+    let only_postgres: Vec<&String> = postgres.difference(&sqlite).collect();
+    let only_sqlite: Vec<&String> = sqlite.difference(&postgres).collect();
+    // What each dialect needs and the other does not.
+    let postgres_needs = [
+        // Commit order comes from transaction ids: a sequencer table and its state.
+        "event_log.event_position",
+        "event_log_state.horizon",
+        "event_log_state.last_position",
+        "event_log_state.singleton",
+        "events.xact_id",
+    ];
+    let sqlite_needs = [
+        // The log is a view over the events, with their commit times.
+        "event_log.recorded_at",
+        // AUTOINCREMENT's counters.
+        "sqlite_sequence.name",
+        "sqlite_sequence.seq",
+    ];
+    assert_eq!(only_postgres, postgres_needs.iter().collect::<Vec<_>>(), "columns only PostgreSQL has");
+    assert_eq!(only_sqlite, sqlite_needs.iter().collect::<Vec<_>>(), "columns only SQLite has");
+}
