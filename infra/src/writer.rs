@@ -305,8 +305,8 @@ async fn write_postgres(pool: &PgPool, events: &[Encoded<'_>]) -> Result<i64, Pe
 /// moved), `COMMIT`, sent as one query. Each statement costs sqlx-sqlite a hand-over to that
 /// thread and back, which costs more than an append's statements themselves. SQLite stops at the
 /// first statement that fails and leaves the transaction open, so a failure is rolled back here
-/// (a conflict rolls the whole append back). `pool` is the events' writer's one connection
-/// (`SqliteWrites`).
+/// (a conflict rolls the whole append back). `pool` is the events' writer's one connection (see
+/// `tx.rs`).
 async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
     let mut sql = format!("{};\n", Durability::Durable.begin(File::Events));
     for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {

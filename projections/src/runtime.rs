@@ -134,7 +134,7 @@ impl From<sqlx::Error> for ProjectionError {
 /// A read model fed by the log.
 #[async_trait::async_trait]
 pub trait Projection: Send + Sync + 'static {
-    /// Its name: the checkpoint's name and, with NATS, the durable consumer's.
+    /// Its name, which names its checkpoint (`projection:<name>`).
     fn name(&self) -> &'static str;
 
     /// Whether `apply` may do anything with this event. A batch of events it ignores moves the
