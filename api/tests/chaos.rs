@@ -190,7 +190,7 @@ async fn the_fan_out_survives_crashes_of_relay_projector_and_nats() {
     let head = colloquy_infra::log::read_head(&store).await.unwrap();
     // Label and assignment commands that change nothing append nothing, so count the store.
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(store.postgres_pool().unwrap())
+        .fetch_one(store.reads().postgres().unwrap())
         .await
         .unwrap();
     assert_eq!(head, stored, "every stored event is in the log");

@@ -30,12 +30,39 @@ use crate::writer::{self, AppendRequest, Target};
 #[macro_export]
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match ($store.postgres_pool(), $store.sqlite_pool()) {
-            (Some($pool), _) => $body,
-            (None, Some(($pool, _))) => $body,
-            (None, None) => unreachable!("a store always has one of its two pools"),
+        match $store.reads() {
+            $crate::store::Reads::Postgres($pool) => $body,
+            $crate::store::Reads::Sqlite($pool) => $body,
         }
     };
+}
+
+/// The store's connections for reading (a read model's queries, a test's checks): every write
+/// goes through [`Store::begin`] or [`Store::append`].
+#[derive(Debug, Clone, Copy)]
+pub enum Reads<'a> {
+    /// PostgreSQL's pool.
+    Postgres(&'a PgPool),
+    /// SQLite's pool of readers (each attaches the read models' file).
+    Sqlite(&'a SqlitePool),
+}
+
+impl<'a> Reads<'a> {
+    /// The PostgreSQL pool, on PostgreSQL.
+    pub fn postgres(self) -> Option<&'a PgPool> {
+        match self {
+            Self::Postgres(pool) => Some(pool),
+            Self::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool, on SQLite.
+    pub fn sqlite(self) -> Option<&'a SqlitePool> {
+        match self {
+            Self::Postgres(_) => None,
+            Self::Sqlite(pool) => Some(pool),
+        }
+    }
 }
 
 /// Where the events are kept.
@@ -323,6 +350,19 @@ impl Store {
     }
 
     /// `postgres` or `sqlite`.
+    /// The connections for reading.
+    pub fn reads(&self) -> Reads<'_> {
+        match &*self.backend {
+            Backend::Postgres { pool } => Reads::Postgres(pool),
+            Backend::Sqlite { pool, .. } => Reads::Sqlite(pool),
+        }
+    }
+
+    /// Whether the store is PostgreSQL (SQLite otherwise).
+    pub fn is_postgres(&self) -> bool {
+        matches!(&*self.backend, Backend::Postgres { .. })
+    }
+
     pub fn kind(&self) -> &'static str {
         match &*self.backend {
             Backend::Postgres { .. } => "postgres",
@@ -597,7 +637,7 @@ impl Store {
     }
 
     /// The PostgreSQL pool, when the store is PostgreSQL.
-    pub fn postgres_pool(&self) -> Option<&PgPool> {
+    pub(crate) fn postgres_pool(&self) -> Option<&PgPool> {
         match &*self.backend {
             Backend::Postgres { pool, .. } => Some(pool),
             Backend::Sqlite { .. } => None,
@@ -610,7 +650,7 @@ impl Store {
     }
 
     /// The SQLite pool and its writer lock, when the store is SQLite.
-    pub fn sqlite_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
+    pub(crate) fn sqlite_pool(&self) -> Option<(&SqlitePool, &Mutex<()>)> {
         match &*self.backend {
             Backend::Postgres { .. } => None,
             Backend::Sqlite { pool, write_lock, .. } => Some((pool, &**write_lock)),

@@ -111,6 +111,16 @@ impl DerefMut for WriteTx<'_> {
 }
 
 impl Store {
+    /// A transaction on the readers' pool, for reads that must agree with each other across
+    /// statements (a rebuild folds a page through one). It is for reading: writes go through
+    /// [`Store::begin`].
+    pub async fn begin_read(&self) -> Result<Tx<'static>, sqlx::Error> {
+        Ok(match self.backend() {
+            Backend::Postgres { pool } => Tx::Postgres(pool.begin().await?),
+            Backend::Sqlite { pool, .. } => Tx::Sqlite(pool.begin().await?),
+        })
+    }
+
     /// Opens a write transaction on `file` (the events' side: tokens, counters, idempotency
     /// keys; or the read models' side: read-model tables, checkpoints, snapshots) at
     /// `durability`. On SQLite it waits for that file's writer lock and writes through that

@@ -354,7 +354,7 @@ impl Projector {
         }
         let name = self.checkpoint_name();
         let store = self.log.store();
-        if store.postgres_pool().is_some() {
+        if store.is_postgres() {
             if let Some(applied) = self.apply_after_own_commit(&name, events).await? {
                 return Ok(applied);
             }
@@ -679,13 +679,7 @@ impl Projector {
         let Some(mut page) = pages.recv().await.transpose()? else {
             return Ok(Folded { up_to: checkpoint, ended: true, read_on: false });
         };
-        let mut tx = if let Some(pool) = store.postgres_pool() {
-            Tx::Postgres(pool.begin().await?)
-        } else if let Some((pool, _)) = store.sqlite_pool() {
-            Tx::Sqlite(pool.begin().await?)
-        } else {
-            return Ok(Folded { up_to: checkpoint, ended: true, read_on: false });
-        };
+        let mut tx = store.begin_read().await?;
         let mut taken = 0;
         loop {
             match fresh(&page, checkpoint)? {
@@ -754,7 +748,7 @@ impl Projector {
         // On SQLite every transaction writes each page it touches whole, and a batch's rows share
         // index pages: letting a batch gather for a moment after its first event means fewer,
         // larger transactions and fewer pages written per event.
-        let sqlite = self.log.store().sqlite_pool().is_some();
+        let sqlite = !self.log.store().is_postgres();
         let linger = self.linger.unwrap_or(if sqlite { BUS_LINGER } else { Duration::ZERO });
         self.catch_up().await?;
         self.failures.recovered();

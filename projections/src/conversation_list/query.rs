@@ -387,8 +387,7 @@ pub async fn list(
     after: Option<&Cursor>,
     limit: usize,
 ) -> Result<Page, StoreError> {
-    let mut s =
-        Statement { postgres: store.postgres_pool().is_some(), conditions: Vec::new(), params: Vec::new() };
+    let mut s = Statement { postgres: store.is_postgres(), conditions: Vec::new(), params: Vec::new() };
     let tenant_param = s.text(tenant);
     s.conditions.push(format!("tenant_id = {tenant_param}"));
     s.conditions.push("NOT deleted".into());

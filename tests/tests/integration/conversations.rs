@@ -392,10 +392,13 @@ async fn a_cache_smaller_than_the_conversations_loses_nothing(backend: Backend) 
 async fn snapshot_version(server: &TestServer, id: &str) -> Option<i64> {
     let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
     let sql = "SELECT version FROM snapshots WHERE aggregate_type = 'conversation' AND aggregate_id = $1";
-    let version = match (store.postgres_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.unwrap(),
-        (None, Some((pool, _))) => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.unwrap(),
-        (None, None) => unreachable!("a store is one or the other"),
+    let version = match store.reads() {
+        colloquy_infra::store::Reads::Postgres(pool) => {
+            sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.unwrap()
+        }
+        colloquy_infra::store::Reads::Sqlite(pool) => {
+            sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.unwrap()
+        }
     };
     store.close().await;
     version
@@ -405,14 +408,13 @@ async fn snapshot_version(server: &TestServer, id: &str) -> Option<i64> {
 async fn break_snapshot(server: &TestServer, id: &str) {
     let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
     let sql = "UPDATE snapshots SET state = 'not a state' WHERE aggregate_id = $1";
-    match (store.postgres_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => {
+    match store.reads() {
+        colloquy_infra::store::Reads::Postgres(pool) => {
             assert_eq!(sqlx::query(sql).bind(id).execute(pool).await.unwrap().rows_affected(), 1)
         }
-        (None, Some((pool, _))) => {
+        colloquy_infra::store::Reads::Sqlite(pool) => {
             assert_eq!(sqlx::query(sql).bind(id).execute(pool).await.unwrap().rows_affected(), 1)
         }
-        (None, None) => unreachable!("a store is one or the other"),
     }
     store.close().await;
 }

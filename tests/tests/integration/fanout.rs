@@ -299,12 +299,12 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
 
 /// The conversation list's indexes and their definitions, by name.
 async fn list_indexes(store: &colloquy_infra::Store) -> Vec<(String, String)> {
-    if let Some(pool) = store.postgres_pool() {
+    if let Some(pool) = store.reads().postgres() {
         let sql = "SELECT indexname, indexdef FROM pg_indexes
                     WHERE schemaname = current_schema() AND tablename = 'conversation_list' ORDER BY indexname";
         sqlx::query_as(sql).fetch_all(pool).await.unwrap()
     } else {
-        let (pool, _) = store.sqlite_pool().unwrap();
+        let pool = store.reads().sqlite().unwrap();
         let sql = "SELECT name, sql FROM read_models.sqlite_master
                     WHERE type = 'index' AND tbl_name = 'conversation_list' AND sql IS NOT NULL ORDER BY name";
         sqlx::query_as(sql).fetch_all(pool).await.unwrap()
@@ -956,7 +956,7 @@ async fn two_projector_instances_by_turns_apply_each_event_once() {
     let stored =
         colloquy_infra::relay::read_checkpoint(&store, "projection:conversation_list").await.unwrap();
     assert_eq!(stored, end);
-    let pool = store.postgres_pool().unwrap();
+    let pool = store.reads().postgres().unwrap();
     let count: i64 =
         sqlx::query_scalar("SELECT message_count FROM conversation_list WHERE conversation_id = $1")
             .bind(&id)

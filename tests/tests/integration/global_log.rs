@@ -184,14 +184,13 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     // The store stays one that postgres-es's and sqlite-es's own repositories read the same.
     {
         use cqrs_es::persist::PersistedEventRepository;
-        let theirs = match (store.postgres_pool(), store.sqlite_pool()) {
-            (Some(pool), _) => {
+        let theirs = match store.reads() {
+            colloquy_infra::store::Reads::Postgres(pool) => {
                 postgres_es::PostgresEventRepository::new(pool.clone()).get_events::<Conversation>(&id).await
             }
-            (None, Some((pool, _))) => {
+            colloquy_infra::store::Reads::Sqlite(pool) => {
                 sqlite_es::SqliteEventRepository::new(pool.clone()).get_events::<Conversation>(&id).await
             }
-            (None, None) => unreachable!(),
         };
         assert_eq!(theirs.unwrap(), whole);
     }
@@ -202,7 +201,7 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     assert_eq!(read[0].aggregate_id, id);
     assert_eq!(read[0].payload.text(), written);
     // SQLite keeps the metadata as text too (PostgreSQL as `jsonb`, so only its value holds).
-    if store.postgres_pool().is_none() {
+    if store.reads().postgres().is_none() {
         assert_eq!(read[0].metadata.text(), metadata_written);
     }
     assert_eq!(

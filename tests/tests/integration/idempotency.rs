@@ -112,7 +112,7 @@ async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
 async fn stored_keys(server: &TestServer) -> Vec<(String, Vec<u8>)> {
     let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
     let sql = "SELECT key, COALESCE(body, '') FROM idempotency_keys ORDER BY key";
-    if let Some(pool) = store.postgres_pool() {
+    if let Some(pool) = store.reads().postgres() {
         let rows: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT key, COALESCE(body, ''::bytea) FROM idempotency_keys")
                 .fetch_all(pool)
@@ -120,7 +120,7 @@ async fn stored_keys(server: &TestServer) -> Vec<(String, Vec<u8>)> {
                 .unwrap();
         rows
     } else {
-        let (pool, _) = store.sqlite_pool().unwrap();
+        let pool = store.reads().sqlite().unwrap();
         sqlx::query_as(sql).fetch_all(pool).await.unwrap()
     }
 }
@@ -171,10 +171,10 @@ async fn keys_belong_to_their_token_and_keep_no_secret(backend: Backend) {
     let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
     let old = chrono::Utc::now().timestamp_millis() - 25 * 3_600_000;
     let insert = "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) VALUES ('default', 'old', 'x', $1)";
-    if let Some(pool) = store.postgres_pool() {
+    if let Some(pool) = store.reads().postgres() {
         sqlx::query(insert).bind(old).execute(pool).await.unwrap();
     } else {
-        sqlx::query(insert).bind(old).execute(store.sqlite_pool().unwrap().0).await.unwrap();
+        sqlx::query(insert).bind(old).execute(store.reads().sqlite().unwrap()).await.unwrap();
     }
     assert!(stored_keys(&server).await.iter().any(|(key, _)| key == "old"));
     server.restart().await;

@@ -36,15 +36,15 @@ fn every_migration_has_its_pair_in_the_other_dialect() {
 /// Every `table.column` of a migrated store: its tables and views, the read models' too.
 async fn columns(location: &StoreLocation) -> BTreeSet<String> {
     let store = colloquy_projections::open_store(location).await.unwrap();
-    let found: Vec<(String, String)> = match (store.postgres_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => sqlx::query_as(
+    let found: Vec<(String, String)> = match store.reads() {
+        colloquy_infra::store::Reads::Postgres(pool) => sqlx::query_as(
             "SELECT table_name::text, column_name::text FROM information_schema.columns
               WHERE table_schema = current_schema()",
         )
         .fetch_all(pool)
         .await
         .unwrap(),
-        (None, Some((pool, _))) => sqlx::query_as(
+        colloquy_infra::store::Reads::Sqlite(pool) => sqlx::query_as(
             "SELECT m.name, c.name FROM main.sqlite_master m JOIN pragma_table_xinfo(m.name, 'main') c
               WHERE m.type IN ('table', 'view')
              UNION ALL
@@ -54,7 +54,6 @@ async fn columns(location: &StoreLocation) -> BTreeSet<String> {
         .fetch_all(pool)
         .await
         .unwrap(),
-        (None, None) => unreachable!("a store is one or the other"),
     };
     store.close().await;
     found.into_iter().map(|(table, column)| format!("{table}.{column}")).collect()

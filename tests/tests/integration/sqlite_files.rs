@@ -50,7 +50,7 @@ async fn indexes_in(pool: &SqlitePool, schema: &str) -> Vec<(String, String)> {
 }
 
 async fn check_moved(store: &Store, indexes: &[(String, String)]) {
-    let (pool, _) = store.sqlite_pool().unwrap();
+    let pool = store.reads().sqlite().unwrap();
     assert!(tables_in(pool, "main").await.is_empty(), "no read-model table is left beside the events");
     assert_eq!(tables_in(pool, "read_models").await, read_model_tables());
     assert_eq!(indexes_in(pool, "read_models").await, indexes, "every index moved with its table");
@@ -105,7 +105,7 @@ async fn a_store_from_before_the_split_moves_its_read_models_with_their_rows_and
     let store = colloquy_projections::open_store(&location).await.unwrap();
     check_moved(&store, &indexes).await;
     // The generated column is computed in its new home.
-    let (pool, _) = store.sqlite_pool().unwrap();
+    let pool = store.reads().sqlite().unwrap();
     let generated: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pragma_table_xinfo('conversation_list', 'read_models') WHERE name = 'search' AND hidden = 3",
     )
@@ -131,7 +131,7 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
     let dir = tempfile::tempdir().unwrap();
     let location = StoreLocation::Sqlite { path: dir.path().join("colloquy.db") };
     let store = colloquy_projections::open_store(&location).await.unwrap();
-    let (pool, _) = store.sqlite_pool().unwrap();
+    let pool = store.reads().sqlite().unwrap();
     let events_side: Vec<String> =
         sqlx::query_scalar("SELECT name FROM main.sqlite_master WHERE type = 'table' ORDER BY name")
             .fetch_all(pool)
@@ -215,7 +215,7 @@ async fn a_store_from_before_positioned_events_keeps_every_position_and_appends_
     assert_eq!(tenants_page.iter().map(|e| e.position.unwrap()).collect::<Vec<_>>(), [3, 102]);
     let stream = store.stream_page(&acme, "conversation", "a", 0, 10).await.unwrap();
     assert_eq!(stream.iter().map(|e| e.position.unwrap()).collect::<Vec<_>>(), [1, 3, 102]);
-    let (pool, _) = store.sqlite_pool().unwrap();
+    let pool = store.reads().sqlite().unwrap();
     let kept: Vec<(i64, String)> =
         sqlx::query_as("SELECT position, recorded_at FROM event_log ORDER BY position")
             .fetch_all(pool)

@@ -475,10 +475,9 @@ async fn a_store_from_before_tenant_keyed_streams_keeps_its_rows_and_frees_the_i
             assert_eq!(rows, 2);
         }};
     }
-    match (store.postgres_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => check_read_models!(pool),
-        (None, Some((pool, _))) => check_read_models!(pool),
-        (None, None) => unreachable!("a store is one or the other"),
+    match store.reads() {
+        colloquy_infra::store::Reads::Postgres(pool) => check_read_models!(pool),
+        colloquy_infra::store::Reads::Sqlite(pool) => check_read_models!(pool),
     }
     store.close().await;
 }
