@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{default_tenant, deleted_event, Backend, NatsServer, TestServer};
+use crate::common::{default_tenant, deleted_event, eventually, Backend, NatsServer, TestServer};
 
 async fn read_your_writes_through_the_conversation_list(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -336,15 +336,11 @@ async fn a_projector_lets_a_batch_gather_for_the_configured_linger(backend: Back
     let path = format!("/v1/conversations?min_position={position}");
     // The batch began with the conversation's opening, well under 1.5 s ago.
     server.get(&path).await.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let list = loop {
+    let list = eventually(Duration::from_secs(15), "the list at the message's position", || async {
         let list = server.get(&path).await;
-        if list.status == StatusCode::OK || tokio::time::Instant::now() > deadline {
-            break list;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+        (list.status == StatusCode::OK).then_some(list)
+    })
+    .await;
     let row = list.body["data"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
     assert_eq!(row["last_message"]["preview"], "hi", "both events were applied, in one batch or two");
     assert_eq!(row["message_count"], 1);
@@ -713,20 +709,16 @@ async fn the_projectors_share_one_jetstream_consumer_that_acks_every_event(backe
 
     let names: Vec<String> = events.consumer_names().map(Result::unwrap).collect().await;
     assert_eq!(names, ["projections"]);
-    let mut shared = events.get_consumer::<pull::Config>("projections").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let acked = u64::try_from(position).unwrap();
+    let info = eventually(Duration::from_secs(10), "every event acked by `projections`", || async {
+        let mut shared = events.get_consumer::<pull::Config>("projections").await.unwrap();
         let info = shared.info().await.unwrap().clone();
-        let acked = u64::try_from(position).unwrap();
-        if info.ack_floor.stream_sequence == acked && info.num_ack_pending == 0 {
-            assert_eq!(info.delivered.stream_sequence, acked, "every event delivered: {info:?}");
-            assert_eq!(info.num_pending, 0, "{info:?}");
-            assert_eq!(info.num_redelivered, 0, "each once: {info:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "not every event was acked within 10 s: {info:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (info.ack_floor.stream_sequence == acked && info.num_ack_pending == 0).then_some(info)
+    })
+    .await;
+    assert_eq!(info.delivered.stream_sequence, acked, "every event delivered: {info:?}");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert_eq!(info.num_redelivered, 0, "each once: {info:?}");
     server.stop().await;
 }
 
@@ -756,18 +748,14 @@ async fn the_list_follows_the_store_while_nats_is_down(backend: Backend) {
     // ack floor: acks the killed server had not written out come back as redeliveries, after
     // the ack wait, and are skipped by the checkpoints.)
     let jetstream = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), "the feed taking every published event", || async {
         let mut events = jetstream.get_stream("COLLOQUY_EVENTS").await.unwrap();
         let published = events.info().await.unwrap().state.last_sequence;
         let shared = events.get_consumer::<async_nats::jetstream::consumer::pull::Config>("projections");
         let delivered = shared.await.unwrap().info().await.unwrap().delivered.stream_sequence;
-        if published > 0 && delivered == published {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the feed took {delivered} of {published} within 15 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (published > 0 && delivered == published).then_some(())
+    })
+    .await;
     server.stop().await;
 }
 
