@@ -258,10 +258,14 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             ));
         }
     }
+    // One repository (one cache) of conversations per process, shared by the API and the process
+    // managers that command conversations, whose commands then queue with the API's on an
+    // aggregate's slot instead of conflicting with them through the store.
+    let conversations = Arc::new(Repository::new(store.clone(), config.cache_limits(), Vec::new()));
     if roles.projectors {
         // The second half of the group_conversations process manager: it issues the commands.
         let closer_store = store.clone();
-        let conversations = Arc::new(Repository::new(store.clone(), config.cache_limits(), Vec::new()));
+        let conversations = conversations.clone();
         workers.push(supervise("group leave closer".into(), stop.subscribe(), move |stop| {
             group_conversations::run_closer(closer_store.clone(), conversations.clone(), stop)
         }));
@@ -307,7 +311,8 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             jetstream.clone(),
             config.max_requests_in_flight,
         )
-        .with_stuck_after(Duration::from_secs(config.ready_stuck_after_secs));
+        .with_stuck_after(Duration::from_secs(config.ready_stuck_after_secs))
+        .with_conversations(conversations);
         let closer = state.clone();
         let router = app(state);
         let (shutdown, signal) = oneshot::channel::<()>();

@@ -29,7 +29,7 @@ struct Inner {
     store: Store,
     log: GlobalLog,
     contacts: Repository<Contact>,
-    conversations: Repository<Conversation>,
+    conversations: Arc<Repository<Conversation>>,
     groups: Repository<Group>,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
     projectors: Arc<Vec<Projector>>,
@@ -103,7 +103,7 @@ impl AppState {
                 log_feed: crate::log_feed::LogFeed::new(log.clone()),
                 log,
                 contacts: Repository::new(store.clone(), cache, Vec::new()),
-                conversations: Repository::new(store.clone(), cache, Vec::new()),
+                conversations: Arc::new(Repository::new(store.clone(), cache, Vec::new())),
                 groups: Repository::new(store.clone(), cache, Vec::new()),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
@@ -127,6 +127,18 @@ impl AppState {
     pub fn with_stuck_after(mut self, after: Duration) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.stuck_after = after;
+        }
+        self
+    }
+
+    /// This state, its conversations commanded and read through `repository`, which a process
+    /// shares with the process managers that command conversations (one cache, and their
+    /// commands queue with the API's on an aggregate's slot instead of conflicting with them in
+    /// the store). Only while the state is not shared yet.
+    #[must_use]
+    pub fn with_conversations(mut self, repository: Arc<Repository<Conversation>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.conversations = repository;
         }
         self
     }

@@ -87,6 +87,8 @@ struct Fixtures {
     contact: String,
     member: String,
     removable_member: String,
+    /// The groups' own number, their superadmin.
+    inbox: String,
     conversation: String,
     doomed_conversation: String,
     message: String,
@@ -129,6 +131,7 @@ async fn fixtures(server: &TestServer) -> Fixtures {
         contact,
         member,
         removable_member,
+        inbox: inbox_contact,
         conversation,
         doomed_conversation,
         message: message.body["id"].as_str().unwrap().to_owned(),
@@ -156,6 +159,7 @@ fn the_fuzzed_routes_are_every_route_the_server_has() {
         contact: placeholder(),
         member: placeholder(),
         removable_member: placeholder(),
+        inbox: placeholder(),
         conversation: placeholder(),
         doomed_conversation: placeholder(),
         message: placeholder(),
@@ -377,8 +381,9 @@ fn routes(f: &Fixtures) -> Vec<Route> {
             Method::POST,
             "/v1/groups/{}/provider/view",
             &[group],
-            Some(json!({"subject": "Fuzzed", "participants": [
-                {"id": f.contact, "role": "superadmin"}, {"id": f.member}
+            // The group as it is (the inbox left in, or the group would be left for every later case).
+            Some(json!({"subject": "Fuzz", "participants": [
+                {"id": f.inbox, "role": "superadmin"}, {"id": f.member}, {"id": f.removable_member}
             ]})),
         ),
         route(Method::GET, "/v1/contacts/{}/groups", &[&f.member], None).with_query(page),
