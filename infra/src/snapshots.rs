@@ -29,10 +29,15 @@ pub(crate) struct Of<'a> {
 }
 
 impl Store {
-    /// The latest snapshot of one aggregate, if one was taken.
+    /// The latest snapshot of one aggregate, if one was taken and its version is in the stream:
+    /// one that is not (the read models' file restored from a later backup than the events')
+    /// describes events the store does not have, and is passed over.
     pub(crate) async fn snapshot(&self, of: Of<'_>) -> Result<Option<StoredSnapshot>, StoreError> {
-        let sql = "SELECT version, shape, state FROM snapshots
-                    WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3";
+        let sql = "SELECT s.version, s.shape, s.state FROM snapshots s
+                    WHERE s.tenant_id = $1 AND s.aggregate_type = $2 AND s.aggregate_id = $3
+                      AND EXISTS (SELECT 1 FROM events e
+                                   WHERE e.tenant_id = $1 AND e.aggregate_type = $2 AND e.aggregate_id = $3
+                                     AND e.sequence = s.version)";
         let found: Option<(i64, i64, String)> = crate::on_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(of.tenant.as_str())
@@ -44,8 +49,10 @@ impl Store {
         Ok(found.map(|(version, shape, state)| StoredSnapshot { version, shape, state }))
     }
 
-    /// Keeps `snapshot` of one aggregate, unless a later one is kept already (two processes, or
-    /// two saves of one process, may race; the later version stays).
+    /// Keeps `snapshot` of one aggregate in place of the one before. Two saves that race (two
+    /// processes, or two of one process) may leave the earlier version: still right, only less
+    /// far along; and one that was passed over (another shape, unreadable, ahead of the stream)
+    /// is replaced by the next.
     pub(crate) async fn save_snapshot(
         &self,
         of: Of<'_>,
@@ -55,8 +62,7 @@ impl Store {
                    VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (tenant_id, aggregate_type, aggregate_id) DO UPDATE
                    SET version = excluded.version, shape = excluded.shape, state = excluded.state,
-                       taken_at = excluded.taken_at
-                   WHERE snapshots.version < excluded.version OR snapshots.shape <> excluded.shape";
+                       taken_at = excluded.taken_at";
         let mut tx = self.begin(File::ReadModels, Durability::Relaxed).await?;
         crate::on_tx!(&mut *tx, |conn| {
             sqlx::query(sql)

@@ -419,6 +419,16 @@ async fn break_snapshot(server: &TestServer, id: &str) {
     store.close().await;
 }
 
+/// Moves the snapshot kept of conversation `id` to `version`, its state unchanged.
+async fn set_snapshot_version(server: &TestServer, id: &str, version: i64) {
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let sql = "UPDATE snapshots SET version = $2 WHERE aggregate_id = $1";
+    colloquy_infra::on_pool!(store, |pool| {
+        assert_eq!(sqlx::query(sql).bind(id).bind(version).execute(pool).await.unwrap().rows_affected(), 1)
+    });
+    store.close().await;
+}
+
 /// A conversation's state is kept as a snapshot every `snapshot_every` events; loading it when
 /// it is not cached (here after a restart) reads the snapshot and only the events after it, and
 /// gives what the whole history gives. A snapshot that does not read back is passed over for
@@ -459,6 +469,18 @@ async fn a_conversation_not_cached_is_loaded_from_its_snapshot(backend: Backend)
     assert_eq!(server.metric(&metric("snapshot_loads_total")).await, 0.0);
     assert_eq!(server.metric(&metric("events_read_total")).await, 26.0, "the whole history");
     common::eventually(std::time::Duration::from_secs(10), "the snapshot taken again", || async {
+        (snapshot_version(&server, &id).await == Some(26)).then_some(())
+    })
+    .await;
+
+    // A snapshot ahead of the stream (a read models' file from a later backup than the events')
+    // describes events the store does not have: passed over, and replaced.
+    set_snapshot_version(&server, &id, 1_000).await;
+    server.restart().await;
+    assert_eq!(server.get(&messages).await.body["data"].as_array().unwrap().len(), 25);
+    assert_eq!(server.metric(&metric("snapshot_loads_total")).await, 0.0);
+    assert_eq!(server.metric(&metric("events_read_total")).await, 26.0, "the whole history");
+    common::eventually(std::time::Duration::from_secs(10), "the snapshot replaced", || async {
         (snapshot_version(&server, &id).await == Some(26)).then_some(())
     })
     .await;
