@@ -1,8 +1,8 @@
 //! Admission: a cap on the API requests handled at once. Past it a request is answered 503 with
 //! `Retry-After` at once instead of waiting in memory: a client that sends faster than the
 //! server answers (an open-loop load, a retry storm) would otherwise grow the server's memory
-//! without bound, a connection and a request each (BENCHMARKS.md, "The aggregate cache bounded
-//! by memory", saw 1.47 GB). Health, readiness and metrics are not capped, so an overloaded
+//! without bound, a connection and a request each (docs/benchmarks/lab-notes.md, "The aggregate
+//! cache bounded by memory", saw 1.47 GB). Health, readiness and metrics are not capped, so an overloaded
 //! server still says how it is.
 
 use axum::extract::{Request, State};
