@@ -11,6 +11,7 @@ pub mod log_feed;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod participants;
 pub mod problem;
 pub mod process;
 pub mod routes;
@@ -102,17 +103,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::report_delivery))
         .routes(routes!(groups::create))
         .routes(routes!(groups::get, groups::patch))
-        .routes(routes!(groups::members, groups::add_members))
-        .routes(routes!(groups::change_role, groups::remove_member))
+        .routes(routes!(groups::members::members, groups::members::add_members))
+        .routes(routes!(groups::members::change_role, groups::members::remove_member))
         .routes(routes!(groups::invite))
         .routes(routes!(groups::revoke_invite))
         .routes(routes!(groups::join_requests, groups::handle_join_requests))
         .routes(routes!(groups::change_settings))
         .routes(routes!(groups::leave))
         .routes(routes!(groups::sync))
-        .routes(routes!(groups::report_join))
-        .routes(routes!(groups::report_activity))
-        .routes(routes!(groups::report_view))
+        .routes(routes!(groups::provider::report_join))
+        .routes(routes!(groups::provider::report_activity))
+        .routes(routes!(groups::provider::report_view))
         .routes(routes!(groups::contact_groups))
         .routes(routes!(groups::events));
     OpenApiRouter::with_openapi(ApiDoc::openapi())

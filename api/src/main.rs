@@ -9,14 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 use colloquy_api::Roles;
-use colloquy_infra::relay::{consumer_lags, RELAY_CHECKPOINT};
+use colloquy_infra::checkpoints::consumer_lags;
+use colloquy_infra::relay::RELAY_CHECKPOINT;
 use colloquy_infra::{Config, GlobalLog, LogFormat, Store};
 use colloquy_projections::Projector;
 
-/// jemalloc rather than glibc's allocator: after 1,000,000 events through an SQLite server, the
-/// same work left an RSS of 153 to 156 MB against 171 MB (docs/benchmarks/lab-notes.md, "The
-/// server's allocator"); glibc keeps freed memory scattered through its arenas. mimalloc was tried before
-/// and kept more (188 against 166 MB). Built unprefixed, it is also the `malloc` of SQLite's C
+/// jemalloc rather than glibc's allocator: the same work leaves a smaller RSS
+/// (docs/benchmarks/lab-notes.md, "The server's allocator"); glibc keeps freed memory scattered
+/// through its arenas, and mimalloc kept more still. Built unprefixed, it is also the `malloc` of SQLite's C
 /// code, whose heap glibc spread over an arena per connection thread; and it returns
 /// freed pages after a second, from a background thread (`.cargo/config.toml`).
 #[global_allocator]

@@ -289,7 +289,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         out.push_str("# TYPE colloquy_log_head gauge\n");
         let _ = writeln!(out, "colloquy_log_head {head}");
         let projections: Vec<String> = state.projectors().iter().map(|p| p.checkpoint_name()).collect();
-        if let Ok(lags) = colloquy_infra::relay::consumer_lags(store, head, &projections).await {
+        if let Ok(lags) = colloquy_infra::checkpoints::consumer_lags(store, head, &projections).await {
             out.push_str("# HELP colloquy_consumer_lag_events Events a consumer trails the log by.\n");
             out.push_str("# TYPE colloquy_consumer_lag_events gauge\n");
             for consumer in lags {

@@ -23,7 +23,7 @@ use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{KnownFormat, OneOfBuilder, Schema, SchemaFormat};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Required, Type};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
@@ -305,9 +305,9 @@ impl Modify for Conventions {
                     .build(),
             ),
         );
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             for (method, operation) in operations_mut(item) {
-                conventions(method, operation);
+                conventions(path, method, operation);
             }
         }
     }
@@ -330,11 +330,47 @@ pub fn operations_mut(item: &mut PathItem) -> Vec<(&'static str, &mut Operation)
     .collect()
 }
 
-fn conventions(method: &str, operation: &mut Operation) {
+/// The scope an operation of `tag` needs, by convention: the tag's resource, `read` for a GET
+/// and `write` otherwise; tokens are the admin's. `None` for the public tags (`operations`,
+/// `status`). An operation that needs another scope names it in its `security`.
+fn conventional_scope(tag: &str, method: &str) -> Option<String> {
+    let resource = match tag {
+        "contacts" => "contacts",
+        "conversations" | "inbox" | "messages" => "conversations",
+        "groups" => "groups",
+        "events" => "events",
+        "tokens" => return Some(crate::extract::ADMIN_SCOPE.to_owned()),
+        _ => return None,
+    };
+    Some(format!("{resource}:{}", if method == "get" { "read" } else { "write" }))
+}
+
+/// Whether an operation takes `If-Match` and so can answer 412, by convention: every change to an
+/// existing resource (a method other than GET on a path with `{id}`), except the operations that
+/// [`WITHOUT_IF_MATCH`] lists.
+fn takes_if_match(path: &str, method: &str) -> bool {
+    method != "get" && path.contains("{id}") && !WITHOUT_IF_MATCH.contains(&(method, path))
+}
+
+/// Changes to an existing resource that take no `If-Match`: a provider's report of activity and a
+/// sync request record what happened whatever the client read, and a token's revocation is final.
+const WITHOUT_IF_MATCH: [(&str, &str); 3] = [
+    ("post", "/v1/groups/{id}/provider/activity"),
+    ("post", "/v1/groups/{id}/sync"),
+    ("delete", "/v1/tokens/{id}"),
+];
+
+fn conventions(path: &str, method: &str, operation: &mut Operation) {
+    if operation.security.is_none() {
+        let tag = operation.tags.iter().flatten().next().map(String::as_str).unwrap_or_default();
+        if let Some(scope) = conventional_scope(tag, method) {
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, [scope])]);
+        }
+    }
     let scopes = scopes_of(operation);
     let has_body = operation.request_body.is_some();
     let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
-    let answers_412 = operation.responses.responses.contains_key("412");
+    let answers_412 = operation.responses.responses.contains_key("412") || takes_if_match(path, method);
     let command = method != "get" && !scopes.is_empty();
 
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
@@ -396,6 +432,12 @@ fn conventions(method: &str, operation: &mut Operation) {
     };
     if has_body || has_parameters || command {
         add("400", reference::<BadRequest>());
+    }
+    if path.contains("{id}") {
+        add("404", reference::<NotFound>());
+    }
+    if answers_412 {
+        add("412", reference::<PreconditionFailed>());
     }
     if has_body {
         add("413", reference::<PayloadTooLarge>());

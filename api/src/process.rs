@@ -12,10 +12,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use colloquy_domain::TenantId;
-use colloquy_infra::relay::{self, EventBus, JetStreamTransport, Transport};
+use colloquy_infra::relay::{self, JetStreamTransport, Transport};
+use colloquy_infra::EventBus;
 use colloquy_infra::{tokens, Config, GlobalLog, Repository, Store};
 use colloquy_projections::runtime::feed_from_jetstream;
-use colloquy_projections::{group_conversations, Projector};
+use colloquy_projections::Projector;
 
 use crate::state::AppState;
 use crate::{app, DEFAULT_TENANT};
@@ -261,14 +262,15 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     // One repository (one cache) of conversations per process, shared by the API and the process
     // managers that command conversations, whose commands then queue with the API's on an
     // aggregate's slot instead of conflicting with them through the store.
-    let conversations = Arc::new(Repository::new(store.clone(), config.cache_limits(), Vec::new()));
+    let conversations = Arc::new(Repository::new(store.clone(), config.cache_limits()));
     if roles.projectors {
-        // The second half of the group_conversations process manager: it issues the commands.
-        let closer_store = store.clone();
-        let conversations = conversations.clone();
-        workers.push(supervise("group leave closer".into(), stop.subscribe(), move |stop| {
-            group_conversations::run_closer(closer_store.clone(), conversations.clone(), stop)
-        }));
+        // The process managers' actor halves, which send the commands their projections recorded.
+        for process in colloquy_projections::processes(&store, conversations.clone()) {
+            let process_store = store.clone();
+            workers.push(supervise(format!("process {}", process.name()), stop.subscribe(), move |stop| {
+                colloquy_projections::processes::run(process_store.clone(), process.clone(), stop)
+            }));
+        }
     }
     if roles.relay {
         let transport = match &jetstream {

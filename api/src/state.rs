@@ -102,9 +102,9 @@ impl AppState {
             inner: Arc::new(Inner {
                 log_feed: crate::log_feed::LogFeed::new(log.clone()),
                 log,
-                contacts: Repository::new(store.clone(), cache, Vec::new()),
-                conversations: Arc::new(Repository::new(store.clone(), cache, Vec::new())),
-                groups: Repository::new(store.clone(), cache, Vec::new()),
+                contacts: Repository::new(store.clone(), cache),
+                conversations: Arc::new(Repository::new(store.clone(), cache)),
+                groups: Repository::new(store.clone(), cache),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::channel(false).0,

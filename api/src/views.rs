@@ -355,7 +355,13 @@ pub struct EventView {
 }
 
 impl From<StoredEvent> for EventView {
+    /// The event in the current shape of its type (as stored where an upcaster refuses it).
     fn from(event: StoredEvent) -> Self {
+        let current = match event.upcast_or_as_stored() {
+            std::borrow::Cow::Owned(current) => Some(current),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let event = current.unwrap_or(event);
         // cqrs-es stores an event as {"EventName": {...fields}}; the name is already in
         // event_type, so `data` carries the fields alone.
         let data = match event.payload.to_value() {

@@ -22,7 +22,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use colloquy_api::Roles;
-use colloquy_infra::relay::{read_checkpoint, RELAY_CHECKPOINT};
+use colloquy_infra::checkpoints::read as read_checkpoint;
+use colloquy_infra::relay::RELAY_CHECKPOINT;
 use colloquy_infra::{Store, StoreLocation};
 use colloquy_projections::conversation_list;
 use common::{Backend, NatsServer, TestServer};

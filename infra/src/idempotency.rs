@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{Durability, File, Store, StoreError};
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::tx::{Durability, File};
 
 /// How long a key is kept.
 pub const RETENTION_HOURS: i64 = 24;

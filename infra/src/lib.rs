@@ -1,8 +1,19 @@
 //! Colloquy's infrastructure: the event stores (PostgreSQL and embedded SQLite) with their
-//! migrations, the command runner with its aggregate cache, tenants and API tokens, and
-//! `Config`. The only crate that knows SQL.
+//! migrations, the global log, the relay to NATS JetStream, the command runner with its
+//! aggregate cache, tenants and API tokens, and `Config`. The only crate that knows SQL or NATS.
+//!
+//! Its modules depend only downwards, in this order (a test checks that none imports one above
+//! it): `json`, `error`, `upcast`, `event`, `bus`, `tx`, `writer`, `store`, `checkpoints`,
+//! `snapshots`, `log`, `envelope`, `relay`, `feed`, `repository`, `idempotency`, `tokens`,
+//! `config`.
 
+pub mod bus;
+pub mod checkpoints;
 pub mod config;
+pub mod envelope;
+mod error;
+pub mod event;
+pub mod feed;
 pub mod idempotency;
 pub mod json;
 pub mod log;
@@ -12,13 +23,19 @@ mod snapshots;
 pub mod store;
 pub mod tokens;
 pub mod tx;
+pub mod upcast;
 mod writer;
 
+pub use bus::EventBus;
 pub use config::{Config, LogFormat};
+pub use event::{DecodeError, StoredEvent};
 pub use json::RawJson;
 pub use log::GlobalLog;
 pub use repository::{
     CacheLimits, CacheReads, CacheSize, CommandError, Committed, Intent, Origin, Repository,
 };
-pub use store::{Durability, File, Store, StoreError, StoreLocation, StoredEvent};
+pub use store::{Durability, File, Store, StoreError, StoreLocation};
 pub use tx::{Tx, WriteTx};
+
+#[cfg(test)]
+mod layering;

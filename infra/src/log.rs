@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use colloquy_domain::TenantId;
 
-use crate::store::{Store, StoreError, StoredEvent};
+use crate::error::StoreError;
+use crate::event::{stored_event_pg_with, Metadata, StoredEvent};
+use crate::store::Store;
 
 /// How often the head is read from the store, to see what other processes appended (this
 /// process's own appends move it at once).
@@ -91,18 +93,6 @@ impl GlobalLog {
     }
 }
 
-/// How much of each event's metadata a read of the log carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Metadata {
-    /// All of it.
-    #[default]
-    All,
-    /// Only `{"tenant_id": ...}`, from the log's own column: for readers that need nothing
-    /// else, such as most projections. Metadata is about 40% of an event's stored bytes, and
-    /// PostgreSQL prints every JSONB value it returns as text.
-    TenantOnly,
-}
-
 /// The most events one read of the log returns.
 pub const MAX_PAGE: i64 = 10_000;
 
@@ -143,8 +133,7 @@ async fn read_log(
         // Each event is then fetched by its own index lookup (the `LATERAL ... LIMIT 1` keeps
         // the planner from turning it back into a plain join). As a join, whenever the planner
         // expected the page to be full (statistics lag a table that grows fast, until the next
-        // ANALYZE) it hash-joined a sequential scan of all of `events`: a relay page of 20 events
-        // took 30 to 70 ms at 20,000 events, and growing with the table.
+        // ANALYZE) it hash-joined a sequential scan of all of `events`, which grows with the table.
         let tenant_filter = if tenant.is_some() { "AND tenant_id = $2" } else { "" };
         let metadata_column = match metadata {
             Metadata::All => "metadata",
@@ -176,14 +165,12 @@ async fn read_log(
             query = query.bind(tenant.as_str());
         }
         let rows = query.fetch_all(pool).await?;
-        rows.iter().map(|row| crate::store::stored_event_pg_with(row, metadata)).collect()
+        rows.iter().map(|row| stored_event_pg_with(row, metadata)).collect()
     } else if let Some((pool, _)) = store.sqlite_pool() {
         // The page comes back as one row: a JSON array with an array per event, the payload and
         // metadata in it as stored, byte for byte. sqlx hands each row of a result over from
         // its worker thread with a copy of every value; for 10,000 rows of eight values that
-        // cost about ten times what SQLite spent finding them (a rebuild's page reads took 8.6
-        // s of its 5.2 s, two at a time, for 413,132 events; the `sqlite3` shell reads them all
-        // in 0.9 s).
+        // cost many times what SQLite spent finding them.
         //
         // A position is the events' own key (migration `20261201000010_positioned_events.sql`),
         // so a page is one range of `events`, or of its tenant index.

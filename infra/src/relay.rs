@@ -3,21 +3,23 @@
 //! re-publish after a crash is dropped as a duplicate); without, an in-process bus. One loop,
 //! two transports.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::json::RawJson;
+use crate::bus::EventBus;
+use crate::checkpoints;
+use crate::envelope::{cloud_event, subject};
+use crate::error::StoreError;
+use crate::event::StoredEvent;
 use crate::log::GlobalLog;
-use crate::store::{Durability, File, Store, StoreError, StoredEvent};
+use crate::store::Store;
 
 /// The relay's checkpoint name for JetStream.
 pub const RELAY_CHECKPOINT: &str = "relay:jetstream";
@@ -57,39 +59,6 @@ pub const STREAM_STORE_PREFIX: &str = "Colloquy events of store ";
 /// The header of every published message that names the store it came from.
 pub const STORE_HEADER: &str = "Colloquy-Store";
 
-/// The in-process bus: every relayed event, broadcast to this process's projectors.
-#[derive(Debug, Clone)]
-pub struct EventBus {
-    sender: broadcast::Sender<Arc<StoredEvent>>,
-}
-
-impl Default for EventBus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl EventBus {
-    /// A bus that holds up to 8,192 events for slow subscribers (a subscriber that falls
-    /// further behind catches up from the store).
-    pub fn new() -> Self {
-        Self { sender: broadcast::channel(8192).0 }
-    }
-
-    /// A new subscription, receiving events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.sender.subscribe()
-    }
-
-    /// Hands `events` to every subscriber.
-    pub fn publish(&self, events: &[StoredEvent]) {
-        for event in events {
-            // No subscribers is fine: projectors catch up from the store when they start.
-            let _ = self.sender.send(Arc::new(event.clone()));
-        }
-    }
-}
-
 /// Where JetStream events go.
 #[derive(Debug, Clone)]
 pub struct JetStreamTransport {
@@ -99,184 +68,6 @@ pub struct JetStreamTransport {
     /// The store the stream is bound to ([`JetStreamTransport::bound_to`]); its id goes out in
     /// every message's [`STORE_HEADER`].
     store_id: Option<Arc<str>>,
-}
-
-/// The subject of an event: `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
-fn subject(prefix: &str, tenant: Option<&str>, event: &StoredEvent) -> String {
-    format!("{prefix}.{}.{}.{}", tenant.unwrap_or("unknown"), event.aggregate_type, event.aggregate_id)
-}
-
-/// The metadata keys an envelope carries, borrowed unparsed from the stored text; written back
-/// (for an event read from its envelope) without the keys it has no value for.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct EnvelopeMetadata<'a> {
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    event_id: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    tenant_id: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    recorded_at: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    actor_kind: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    actor_id: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    via_token: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    causation_id: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a RawValue>,
-}
-
-/// Who did it, in an envelope.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct EnvelopeActor<'a> {
-    /// user, system, provider...
-    #[serde(borrow)]
-    pub kind: Option<&'a RawValue>,
-    /// Their id.
-    #[serde(borrow)]
-    pub id: Option<&'a RawValue>,
-    /// The API token used.
-    #[serde(borrow)]
-    pub via_token: Option<&'a RawValue>,
-}
-
-/// The CloudEvents 1.0 JSON envelope of an event, with the extension attributes `tenant`,
-/// `sequence` (the aggregate's) and `position` (the global one). Its values are borrowed from
-/// the stored event's JSON text; serialize it to get the envelope.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CloudEvent<'a> {
-    /// "1.0".
-    #[serde(borrow)]
-    pub specversion: Cow<'a, str>,
-    /// The event id.
-    #[serde(borrow)]
-    pub id: Option<&'a RawValue>,
-    /// `/colloquy/<aggregate_type>`.
-    #[serde(borrow)]
-    pub source: Cow<'a, str>,
-    /// `colloquy.<aggregate_type>.<event_type>.v<version>`.
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
-    /// `<aggregate_type>/<aggregate_id>`.
-    #[serde(borrow)]
-    pub subject: Cow<'a, str>,
-    /// When it was recorded.
-    #[serde(borrow)]
-    pub time: Option<&'a RawValue>,
-    /// "application/json".
-    #[serde(borrow)]
-    pub datacontenttype: Cow<'a, str>,
-    /// The event's fields (its name is `eventtype`). Left out of a NATS message larger than the
-    /// server takes, which names in `dataref` where to read the event whole instead.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<&'a RawValue>,
-    /// Where to read the event whole when `data` is left out (the CloudEvents `dataref`
-    /// extension): `/v1/events?after=<position - 1>&limit=1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataref: Option<String>,
-    /// The tenant.
-    #[serde(borrow)]
-    pub tenant: Option<&'a RawValue>,
-    /// The aggregate's sequence.
-    pub sequence: i64,
-    /// The global position.
-    pub position: Option<i64>,
-    /// The event's name.
-    #[serde(borrow)]
-    pub eventtype: Cow<'a, str>,
-    /// The event's shape version.
-    #[serde(borrow)]
-    pub eventversion: Cow<'a, str>,
-    /// Who did it.
-    #[serde(borrow)]
-    pub actor: EnvelopeActor<'a>,
-    /// The correlation id.
-    #[serde(borrow)]
-    pub correlationid: Option<&'a RawValue>,
-    /// The causing event's id.
-    #[serde(borrow)]
-    pub causationid: Option<&'a RawValue>,
-    /// The request id.
-    #[serde(borrow)]
-    pub requestid: Option<&'a RawValue>,
-}
-
-/// The CloudEvents envelope of `event`.
-pub fn cloud_event(event: &StoredEvent) -> CloudEvent<'_> {
-    let metadata: EnvelopeMetadata<'_> = event.metadata.parse().unwrap_or_default();
-    // cqrs-es stores an event as {"EventName": {...fields}}; `data` carries the fields alone.
-    let fields: Option<HashMap<Cow<'_, str>, &RawValue>> = event.payload.parse().ok();
-    let data = match fields {
-        Some(fields) if fields.len() == 1 => {
-            fields.get(event.event_type.as_str()).copied().unwrap_or(event.payload.raw())
-        }
-        _ => event.payload.raw(),
-    };
-    CloudEvent {
-        specversion: "1.0".into(),
-        id: metadata.event_id,
-        source: format!("/colloquy/{}", event.aggregate_type).into(),
-        kind: format!("colloquy.{}.{}.v{}", event.aggregate_type, event.event_type, event.event_version)
-            .into(),
-        subject: format!("{}/{}", event.aggregate_type, event.aggregate_id).into(),
-        time: metadata.recorded_at,
-        datacontenttype: "application/json".into(),
-        data: Some(data),
-        dataref: None,
-        tenant: metadata.tenant_id,
-        sequence: event.sequence,
-        position: event.position,
-        eventtype: event.event_type.as_str().into(),
-        eventversion: event.event_version.as_str().into(),
-        actor: EnvelopeActor {
-            kind: metadata.actor_kind,
-            id: metadata.actor_id,
-            via_token: metadata.via_token,
-        },
-        correlationid: metadata.correlation_id,
-        causationid: metadata.causation_id,
-        requestid: metadata.request_id,
-    }
-}
-
-/// The envelope of `event` as JSON text.
-pub fn cloud_event_json(event: &StoredEvent) -> String {
-    serde_json::to_string(&cloud_event(event)).unwrap_or_default()
-}
-
-/// Reads an event back from its CloudEvents envelope (the JSON text), as a projector fed by
-/// JetStream does.
-pub fn from_cloud_event(envelope: &[u8]) -> Option<StoredEvent> {
-    let envelope: CloudEvent<'_> = serde_json::from_slice(envelope).ok()?;
-    let (aggregate_type, aggregate_id) = envelope.subject.split_once('/')?;
-    let metadata = EnvelopeMetadata {
-        event_id: envelope.id,
-        tenant_id: envelope.tenant,
-        recorded_at: envelope.time,
-        actor_kind: envelope.actor.kind,
-        actor_id: envelope.actor.id,
-        via_token: envelope.actor.via_token,
-        correlation_id: envelope.correlationid,
-        causation_id: envelope.causationid,
-        request_id: envelope.requestid,
-    };
-    // An envelope without its data (see `JetStreamTransport::publish`) is not the event.
-    let data = envelope.data?;
-    let payload = format!("{{{}:{}}}", serde_json::to_string(&envelope.eventtype).ok()?, data.get());
-    Some(StoredEvent {
-        position: envelope.position,
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
-        sequence: envelope.sequence,
-        event_type: envelope.eventtype.into_owned(),
-        event_version: envelope.eventversion.into_owned(),
-        payload: RawJson::from_text(payload).ok()?,
-        metadata: RawJson::from_text(serde_json::to_string(&metadata).ok()?).ok()?,
-    })
 }
 
 /// The string a raw JSON value holds.
@@ -414,7 +205,8 @@ impl JetStreamTransport {
         let mut acks = Vec::with_capacity(events.len());
         let max = self.max_envelope_bytes();
         for event in events {
-            let mut envelope = cloud_event(event);
+            let current = event.upcast_or_as_stored();
+            let mut envelope = cloud_event(&current);
             let id = text_of(envelope.id).unwrap_or_default();
             let subject = subject(&self.subject_prefix, text_of(envelope.tenant).as_deref(), event);
             let mut payload = serde_json::to_vec(&envelope).unwrap_or_default();
@@ -449,69 +241,6 @@ impl JetStreamTransport {
         }
         Ok(())
     }
-}
-
-/// Reads a checkpoint (0 when absent).
-pub async fn read_checkpoint(store: &Store, name: &str) -> Result<i64, StoreError> {
-    let sql = "SELECT position FROM checkpoints WHERE name = $1";
-    let position: Option<i64> =
-        crate::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(name).fetch_optional(pool).await?);
-    Ok(position.unwrap_or(0))
-}
-
-/// Every checkpoint, by name.
-pub async fn all_checkpoints(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
-    let sql = "SELECT name, position FROM checkpoints ORDER BY name";
-    Ok(crate::on_pool!(store, |pool| sqlx::query_as(sql).fetch_all(pool).await?))
-}
-
-/// How far one consumer of the log (a projection or the relay) trails its head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerLag {
-    /// The checkpoint's name: `projection:<name>` or the relay's.
-    pub name: String,
-    /// The last position it applied (0 before its first batch).
-    pub position: i64,
-    /// Events between it and the head.
-    pub lag: i64,
-}
-
-/// The lag behind `head` of each consumer named in `consumers` (in that order; one without a
-/// checkpoint yet stands at 0) and of every other consumer with a checkpoint, after them. The one
-/// computation behind `colloquy projections status`, `/readyz` and `/metrics`.
-pub async fn consumer_lags(
-    store: &Store,
-    head: i64,
-    consumers: &[String],
-) -> Result<Vec<ConsumerLag>, StoreError> {
-    let mut checkpoints = all_checkpoints(store).await?;
-    let mut lags: Vec<ConsumerLag> = consumers
-        .iter()
-        .map(|name| {
-            let position = checkpoints.iter().find(|(n, _)| n == name).map_or(0, |(_, p)| *p);
-            ConsumerLag { name: name.clone(), position, lag: (head - position).max(0) }
-        })
-        .collect();
-    checkpoints.retain(|(name, _)| !consumers.contains(name));
-    lags.extend(checkpoints.into_iter().map(|(name, position)| ConsumerLag {
-        name,
-        position,
-        lag: (head - position).max(0),
-    }));
-    Ok(lags)
-}
-
-async fn save_checkpoint(store: &Store, name: &str, position: i64) -> Result<(), StoreError> {
-    let query = "INSERT INTO checkpoints (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = CURRENT_TIMESTAMP";
-    // A lost checkpoint costs little: the relay publishes again what it sent since the one
-    // before, which the stream's duplicate window drops. So the commit need not wait for the disk.
-    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
-    crate::on_tx!(&mut *tx, |conn| {
-        sqlx::query(query).bind(name).bind(position).execute(conn).await?;
-    });
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Advisory lock key that lets one JetStream relay at a time publish.
@@ -554,7 +283,7 @@ pub async fn run(
             // From the relay's own checkpoint, never the stream's last message: the stream may
             // have been purged, or hold another store's events. What it republishes after a crash
             // (at most what it relayed since its last save) the stream drops by `Nats-Msg-Id`.
-            read_checkpoint(&store, RELAY_CHECKPOINT).await?
+            checkpoints::read(&store, RELAY_CHECKPOINT).await?
         }
     };
     let mut head = log.watch_head();
@@ -567,7 +296,7 @@ pub async fn run(
     loop {
         if *stop.borrow() {
             if checkpointed && saved < cursor {
-                save_checkpoint(&store, RELAY_CHECKPOINT, cursor).await?;
+                checkpoints::save(&store, RELAY_CHECKPOINT, cursor).await?;
             }
             return Ok(());
         }
@@ -594,7 +323,7 @@ pub async fn run(
         };
         let Some(last) = events.last().and_then(|e| e.position) else {
             if checkpointed && saved < cursor {
-                save_checkpoint(&store, RELAY_CHECKPOINT, cursor).await?;
+                checkpoints::save(&store, RELAY_CHECKPOINT, cursor).await?;
                 (saved, saved_at) = (cursor, tokio::time::Instant::now());
             }
             wait_for_head(&mut head, &mut stop).await;
@@ -615,7 +344,7 @@ pub async fn run(
                     );
                 }
                 if saved_at.elapsed() >= CHECKPOINT_EVERY {
-                    save_checkpoint(&store, RELAY_CHECKPOINT, last).await?;
+                    checkpoints::save(&store, RELAY_CHECKPOINT, last).await?;
                     (saved, saved_at) = (last, tokio::time::Instant::now());
                 }
             }
@@ -673,24 +402,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn stored() -> StoredEvent {
-        StoredEvent {
-            position: Some(42),
-            aggregate_type: "conversation".into(),
-            aggregate_id: "c-1".into(),
-            sequence: 7,
-            event_type: "MessageAdded".into(),
-            event_version: "1.0".into(),
-            payload: json!({"MessageAdded": {"text": "Where is \"order\" 5?", "n": [1, 2]}}).into(),
-            metadata: json!({
-                "event_id": "e-1", "tenant_id": "acme", "recorded_at": "2026-11-29T10:00:00.000001Z",
-                "actor_kind": "user", "actor_id": "u-1", "correlation_id": "k-1", "causation_id": null,
-                "unrelated": {"kept": false}
-            })
-            .into(),
-        }
-    }
+    use crate::event::tests::stored;
 
     fn commit(positions: std::ops::RangeInclusive<i64>) -> Vec<StoredEvent> {
         positions.map(|position| StoredEvent { position: Some(position), ..stored() }).collect()
@@ -729,43 +441,5 @@ mod tests {
         assert_eq!(event.age_ms(), None);
         event.metadata = json!({"recorded_at": "yesterday"}).into();
         assert_eq!(event.age_ms(), None);
-    }
-
-    #[test]
-    fn the_envelope_carries_the_fields_alone_and_the_metadata_it_names() {
-        let envelope: Value = serde_json::from_str(&cloud_event_json(&stored())).expect("json");
-        assert_eq!(envelope["data"], json!({"text": "Where is \"order\" 5?", "n": [1, 2]}));
-        assert_eq!(envelope["type"], "colloquy.conversation.MessageAdded.v1.0");
-        assert_eq!(envelope["subject"], "conversation/c-1");
-        assert_eq!(envelope["tenant"], "acme");
-        assert_eq!(envelope["id"], "e-1");
-        assert_eq!(envelope["position"], 42);
-        assert_eq!(envelope["actor"], json!({"kind": "user", "id": "u-1", "via_token": null}));
-        assert_eq!(envelope["causationid"], Value::Null);
-        assert_eq!(envelope["requestid"], Value::Null);
-        assert!(envelope.get("unrelated").is_none());
-    }
-
-    #[test]
-    fn an_event_comes_back_from_its_envelope() {
-        let original = stored();
-        let back = from_cloud_event(cloud_event_json(&original).as_bytes()).expect("readable");
-        assert_eq!(back.payload, original.payload);
-        assert_eq!((back.position, back.sequence), (Some(42), 7));
-        assert_eq!((back.aggregate_type.as_str(), back.aggregate_id.as_str()), ("conversation", "c-1"));
-        assert_eq!((back.event_type.as_str(), back.event_version.as_str()), ("MessageAdded", "1.0"));
-        // Only the keys an envelope carries, and none that were null.
-        assert_eq!(
-            back.metadata.to_value(),
-            json!({
-                "event_id": "e-1", "tenant_id": "acme", "recorded_at": "2026-11-29T10:00:00.000001Z",
-                "actor_kind": "user", "actor_id": "u-1", "correlation_id": "k-1"
-            })
-        );
-        assert_eq!(
-            subject("colloquy.events", back.tenant_id().as_deref(), &back),
-            "colloquy.events.acme.conversation.c-1"
-        );
-        assert!(from_cloud_event(b"{\"specversion\": \"1.0\"}").is_none());
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex as SyncMutex};
 
 use chrono::{SubsecRound, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventUpcaster, PersistenceError, SerializedEvent};
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use lru::LruCache;
 use tokio::sync::Mutex;
@@ -242,7 +242,6 @@ impl<A> Cache<A> {
 pub struct Repository<A: Aggregate> {
     store: Store,
     cache: SyncMutex<Cache<A>>,
-    upcasters: Vec<Box<dyn EventUpcaster>>,
     loads: AtomicU64,
     events_read: AtomicU64,
     snapshot_loads: AtomicU64,
@@ -261,11 +260,10 @@ where
     A::Command: Clone,
 {
     /// A repository over `store` that keeps loaded aggregates within `cache`.
-    pub fn new(store: Store, cache: CacheLimits, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
+    pub fn new(store: Store, cache: CacheLimits) -> Self {
         Self {
             store,
             cache: SyncMutex::new(Cache::new(cache)),
-            upcasters,
             loads: AtomicU64::new(0),
             events_read: AtomicU64::new(0),
             snapshot_loads: AtomicU64::new(0),
@@ -369,22 +367,6 @@ where
         }
     }
 
-    fn deserialize(&self, events: Vec<SerializedEvent>) -> Result<Vec<EventEnvelope<A>>, PersistenceError> {
-        events
-            .into_iter()
-            .map(|event| {
-                let event = self.upcasters.iter().fold(event, |event, upcaster| {
-                    if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                        upcaster.upcast(event)
-                    } else {
-                        event
-                    }
-                });
-                EventEnvelope::<A>::try_from(event)
-            })
-            .collect()
-    }
-
     /// Brings a cached aggregate (or a new one) up to the store's latest version, applying its
     /// events a page at a time ([`Store::load_page`]), so that a long stream is never all in
     /// memory at once. One not cached starts from its snapshot when `snapshot` says to look for
@@ -417,9 +399,12 @@ where
         loop {
             let page = self.store.load_page::<A>(tenant, aggregate_id, loaded.version).await?;
             self.events_read.fetch_add(page.events.len() as u64, Ordering::Relaxed);
-            for envelope in self.deserialize(page.events)? {
-                loaded.version = envelope.sequence;
-                loaded.aggregate.apply(envelope.payload);
+            for stored in &page.events {
+                let event = stored
+                    .decode::<A::Event>()
+                    .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+                loaded.version = usize::try_from(stored.sequence).unwrap_or(loaded.version);
+                loaded.aggregate.apply(event);
             }
             if !page.more {
                 return Ok(loaded);

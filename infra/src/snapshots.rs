@@ -7,7 +7,9 @@
 
 use colloquy_domain::TenantId;
 
-use crate::store::{Durability, File, Store, StoreError};
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::tx::{Durability, File};
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

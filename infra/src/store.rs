@@ -2,7 +2,7 @@
 //! postgres-es and sqlite-es (whose repositories still read it the same; a test checks). Streams
 //! are read here, a page of bounded bytes at a time ([`PAGE_BYTES`]): the crates read a whole
 //! stream at once, and sqlite-es a row per event, each handed over from sqlx's worker thread on
-//! its own (about 20 µs per event read on a cache miss, against 12 µs as one row of JSON). This
+//! its own (slower than one row of JSON per page; BENCHMARKS.md). This
 //! module adds what the crates lack: the project's migrations, appends through the group-commit
 //! writer (`writer.rs`) that return global positions, a single writer for SQLite, reading a
 //! stream with its metadata and global positions, and per-tenant counters.
@@ -21,49 +21,13 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use colloquy_domain::TenantId;
 
-use crate::json::RawJson;
-use crate::log::Metadata;
+pub use crate::error::StoreError;
+pub use crate::event::StoredEvent;
+use crate::event::{stored_event_pg, stored_event_sqlite};
+use crate::tx::{Backend, Tx, WriteTx};
+pub use crate::tx::{Durability, File, Reads};
+pub use crate::writer::raise;
 use crate::writer::{self, AppendRequest, Target};
-
-/// Runs `$body` with `$pool` bound to whichever pool `$store` has (PostgreSQL or SQLite), for
-/// statements whose text is the same in both dialects. The body is expanded once per pool type.
-#[macro_export]
-macro_rules! on_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match $store.reads() {
-            $crate::store::Reads::Postgres($pool) => $body,
-            $crate::store::Reads::Sqlite($pool) => $body,
-        }
-    };
-}
-
-/// The store's connections for reading (a read model's queries, a test's checks): every write
-/// goes through [`Store::begin`] or [`Store::append`].
-#[derive(Debug, Clone, Copy)]
-pub enum Reads<'a> {
-    /// PostgreSQL's pool.
-    Postgres(&'a PgPool),
-    /// SQLite's pool of readers (each attaches the read models' file).
-    Sqlite(&'a SqlitePool),
-}
-
-impl<'a> Reads<'a> {
-    /// The PostgreSQL pool, on PostgreSQL.
-    pub fn postgres(self) -> Option<&'a PgPool> {
-        match self {
-            Self::Postgres(pool) => Some(pool),
-            Self::Sqlite(_) => None,
-        }
-    }
-
-    /// The SQLite pool, on SQLite.
-    pub fn sqlite(self) -> Option<&'a SqlitePool> {
-        match self {
-            Self::Postgres(_) => None,
-            Self::Sqlite(pool) => Some(pool),
-        }
-    }
-}
 
 /// Where the events are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +49,8 @@ pub enum StoreLocation {
 /// One page of an aggregate's events ([`Store::load_page`]).
 #[derive(Debug)]
 pub struct LoadedPage {
-    /// The events, in order.
-    pub events: Vec<SerializedEvent>,
+    /// The events, in order, as stored (read them through [`StoredEvent::decode`]).
+    pub events: Vec<StoredEvent>,
     /// Whether the page was cut at the byte budget, so that more may follow it.
     pub more: bool,
 }
@@ -96,81 +60,6 @@ pub struct LoadedPage {
 /// event there was.
 pub(crate) fn cut_short(through: Option<i64>, budget: i64) -> bool {
     through.is_some_and(|through| through >= budget)
-}
-
-/// A failure of the store itself (not a refusal, not a conflict).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached or answered with an error.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations failed at start-up.
-    #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
-    /// A stored row could not be read back.
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
-    /// The file system refused (creating the data directory).
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// One stored event with everything the store knows of it. (SQLite's log page query writes
-/// each event as a JSON array of these fields in this order, read back through `Deserialize`.)
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct StoredEvent {
-    /// Global position in the log; `None` only for an event stored before positions were given
-    /// at insert and never numbered (migration `20261129000009_inline_positions.sql` numbers
-    /// every such event it finds).
-    pub position: Option<i64>,
-    /// The aggregate's type.
-    pub aggregate_type: String,
-    /// The aggregate's id.
-    pub aggregate_id: String,
-    /// 1-based sequence within the aggregate.
-    pub sequence: i64,
-    /// Event name.
-    pub event_type: String,
-    /// Event shape version.
-    pub event_version: String,
-    /// The event as stored: `{"<event_type>": {fields}}`.
-    pub payload: RawJson,
-    /// Its metadata map.
-    pub metadata: RawJson,
-}
-
-impl StoredEvent {
-    /// The tenant its metadata names.
-    pub fn tenant_id(&self) -> Option<String> {
-        self.metadata.str_field("tenant_id")
-    }
-
-    /// Milliseconds since its command was decided (`recorded_at`), for the debug timings of the
-    /// relay and the projectors: how long an event took to reach each of them.
-    pub fn age_ms(&self) -> Option<f64> {
-        let recorded = self.metadata.str_field("recorded_at")?;
-        let recorded = chrono::DateTime::parse_from_rfc3339(&recorded).ok()?;
-        let age = chrono::Utc::now().signed_duration_since(recorded);
-        Some(age.num_microseconds()? as f64 / 1_000.0)
-    }
-}
-
-pub(crate) enum Backend {
-    Postgres {
-        pool: PgPool,
-    },
-    // SQLite allows one writer per file at a time; writers queue on `write_lock` (events) or
-    // `read_model_lock` (read models) in process instead of spinning on SQLITE_BUSY, which is
-    // both fairer and faster.
-    Sqlite {
-        pool: SqlitePool,
-        // One connection for writes to the events' file (see `tx.rs`).
-        writes: SqlitePool,
-        write_lock: Arc<Mutex<()>>,
-        // The read models' file has a writer of its own: one connection and one lock.
-        read_model_writes: SqlitePool,
-        read_model_lock: Arc<Mutex<()>>,
-    },
 }
 
 /// The event store, cheap to clone.
@@ -303,6 +192,7 @@ impl Store {
 
     /// This handle, reading pages of at most `bytes` of stored events (at least one event each)
     /// instead of [`PAGE_BYTES`]: for tests of what is read a page at a time.
+    #[cfg(feature = "testing")]
     #[must_use]
     pub fn with_page_bytes(mut self, bytes: i64) -> Self {
         self.page_bytes = bytes.max(1);
@@ -317,7 +207,7 @@ impl Store {
     /// On SQLite, hands every event this process commits from now on straight to `bus`, so the
     /// relay feeding that bus reads back from the log only what other processes commit. True
     /// when it does (false on PostgreSQL, or when already handing them to a bus).
-    pub fn hand_commits_to(&self, bus: &crate::relay::EventBus) -> bool {
+    pub fn hand_commits_to(&self, bus: &crate::bus::EventBus) -> bool {
         matches!(*self.backend, Backend::Sqlite { .. }) && self.handoff.attach(bus)
     }
 
@@ -396,7 +286,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    ) -> Result<Vec<StoredEvent>, PersistenceError> {
         self.load_after::<A>(tenant, aggregate_id, 0).await
     }
 
@@ -406,12 +296,13 @@ impl Store {
         tenant: &TenantId,
         aggregate_id: &str,
         sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    ) -> Result<Vec<StoredEvent>, PersistenceError> {
         let mut events = Vec::new();
         let mut after = sequence;
         loop {
             let page = self.load_page::<A>(tenant, aggregate_id, after).await?;
-            after = page.events.last().map_or(after, |event| event.sequence);
+            after =
+                page.events.last().map_or(after, |event| usize::try_from(event.sequence).unwrap_or(after));
             events.extend(page.events);
             if !page.more {
                 return Ok(events);
@@ -465,9 +356,7 @@ impl Store {
                 // The page comes back as one row, a JSON array with an array per event, as a
                 // page of the log does (see `log::read_log`): sqlx hands each row over from its
                 // connection's thread on its own, and a conversation that is not cached is
-                // hundreds of rows. (sqlite-es's repository read a row per event: 20 µs an event
-                // read against 12 µs this way when conversations missed the cache in the bench's
-                // 64-client row, see BENCHMARKS.md.)
+                // hundreds of rows.
                 let sql = "SELECT '[' || group_concat(printf('[%d,%s,%s,%d,%s,%s,%s,%s]', e.position, json_quote(e.aggregate_type),
                                                                json_quote(e.aggregate_id), e.sequence, json_quote(e.event_type),
                                                                json_quote(e.event_version), e.payload, e.metadata), ',' ORDER BY e.sequence) || ']',
@@ -497,21 +386,7 @@ impl Store {
                 (events, through)
             }
         };
-        let rows = rows.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
-        let events = rows
-            .into_iter()
-            .map(|event| {
-                SerializedEvent::new(
-                    event.aggregate_id,
-                    usize::try_from(event.sequence).unwrap_or_default(),
-                    event.aggregate_type,
-                    event.event_type,
-                    event.event_version,
-                    event.payload.to_value(),
-                    event.metadata.to_value(),
-                )
-            })
-            .collect();
+        let events = rows.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
         // Only a page that reached the budget can have left events out (see `cut_short`).
         Ok(LoadedPage { events, more: cut_short(through, self.page_bytes) })
     }
@@ -644,9 +519,20 @@ impl Store {
         }
     }
 
-    /// The backend, for infra's own modules.
-    pub(crate) fn backend(&self) -> &Backend {
-        &self.backend
+    /// A transaction on the readers' pool, for reads that must agree with each other across
+    /// statements (a rebuild folds a page through one). It is for reading: writes go through
+    /// [`Store::begin`].
+    pub async fn begin_read(&self) -> Result<Tx<'static>, sqlx::Error> {
+        self.backend.begin_read().await
+    }
+
+    /// Opens a write transaction on `file` (the events' side: tokens, counters, idempotency
+    /// keys; or the read models' side: read-model tables, checkpoints, snapshots) at
+    /// `durability`. On SQLite it waits for that file's writer lock and writes through that
+    /// file's one writer connection; on PostgreSQL both files are the one database, and a
+    /// [`Durability::Relaxed`] commit does not wait for the WAL flush.
+    pub async fn begin(&self, file: File, durability: Durability) -> Result<WriteTx<'_>, sqlx::Error> {
+        self.backend.begin(file, durability).await
     }
 
     /// The SQLite pool and its writer lock, when the store is SQLite.
@@ -656,55 +542,6 @@ impl Store {
             Backend::Sqlite { pool, write_lock, .. } => Some((pool, &**write_lock)),
         }
     }
-}
-
-/// Whether an SQLite commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// It does (`synchronous = FULL`): what is committed survives a crash. For events.
-    Durable,
-    /// It does not (`synchronous = NORMAL`), for writes that are done again when a crash loses
-    /// them (a read model with its checkpoint). The file's WAL is synced when it is checkpointed;
-    /// a crash before then loses the latest such commits, whole (recovery stops at the first
-    /// incomplete one), and their batches are applied again from the events.
-    Relaxed,
-}
-
-/// How a PostgreSQL transaction of [`Durability::Relaxed`] writes begins: its commit does not
-/// wait for the WAL flush (a read model with its checkpoint, a relay's checkpoint), since a crash
-/// that loses it loses it whole and the work is done again.
-pub const BEGIN_RELAXED: &str = "BEGIN; SET LOCAL synchronous_commit = off";
-
-/// Which side of the store a write belongs to: on SQLite, one of its two files, each with a
-/// writer of its own; on PostgreSQL, the one database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum File {
-    /// The events, the log, tenants, tokens, counters, idempotency keys (`main`).
-    Events,
-    /// The read models and their checkpoints (`read_models`).
-    ReadModels,
-}
-
-impl Durability {
-    /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
-    /// trip (`synchronous` is kept per attached file).
-    pub(crate) fn begin(self, file: File) -> &'static str {
-        match (file, self) {
-            (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN",
-            (File::Events, Self::Relaxed) => "PRAGMA main.synchronous = NORMAL; BEGIN",
-            (File::ReadModels, Self::Durable) => "PRAGMA read_models.synchronous = FULL; BEGIN",
-            (File::ReadModels, Self::Relaxed) => "PRAGMA read_models.synchronous = NORMAL; BEGIN",
-        }
-    }
-}
-
-/// Moves a watched position forward to `position`, never back; watchers wake only when it moved.
-pub fn raise(watched: &watch::Sender<i64>, position: i64) {
-    watched.send_if_modified(|current| {
-        let moved = position > *current;
-        *current = (*current).max(position);
-        moved
-    });
 }
 
 /// Infra's own tables of the read models' side: the checkpoints (of the projections and the relay)
@@ -745,8 +582,8 @@ pub fn sqlite_read_models_path(path: &Path) -> std::path::PathBuf {
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
 /// Logs the migrations an existing store is about to apply, before they run: on a large store
-/// one can take a while (the SQLite copy that made positions the events' key took 24 s for
-/// 1,000,000 events), and nothing else is logged meanwhile. A new store (nothing applied yet)
+/// one can take a while (one that copies the events copies every row), and nothing else is
+/// logged meanwhile. A new store (nothing applied yet)
 /// is not worth a line. `applied`: the versions in `_sqlx_migrations` (none when it is missing).
 fn note_pending_migrations(applied: &[i64], migrator: &sqlx::migrate::Migrator) {
     let pending = pending_migrations(applied, migrator);
@@ -842,68 +679,6 @@ async fn move_read_models<'a>(
         sqlx::query(&format!("DROP TABLE IF EXISTS main.{table}")).execute(pool).await?;
     }
     Ok(())
-}
-
-pub(crate) fn stored_event_pg(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
-    stored_event_pg_with(row, Metadata::All)
-}
-
-/// `{"tenant_id": ...}`: the metadata of a read that asked for only the tenant, which it reads
-/// as a `tenant_id` column in place of `metadata`.
-fn tenant_only(tenant: &str) -> RawJson {
-    RawJson::from_value(&serde_json::json!({ "tenant_id": tenant }))
-}
-
-/// A `json` column's text, kept as PostgreSQL checked it (see [`RawJson::from_stored_json`]); a
-/// column of another type (`jsonb`) is read and checked as JSON.
-fn stored_json(row: &sqlx::postgres::PgRow, column: &str) -> Result<RawJson, sqlx::Error> {
-    use sqlx::{Column, TypeInfo};
-    let is_json = row.columns().iter().any(|c| c.name() == column && c.type_info().name() == "JSON");
-    if is_json {
-        Ok(RawJson::from_stored_json(row.try_get_unchecked::<String, _>(column)?))
-    } else {
-        Ok(row.try_get::<sqlx::types::Json<RawJson>, _>(column)?.0)
-    }
-}
-
-/// A log row as `metadata` asked for it.
-pub(crate) fn stored_event_pg_with(
-    row: &sqlx::postgres::PgRow,
-    metadata: Metadata,
-) -> Result<StoredEvent, StoreError> {
-    let metadata = match metadata {
-        Metadata::All => row.try_get::<sqlx::types::Json<RawJson>, _>("metadata")?.0,
-        Metadata::TenantOnly => tenant_only(row.try_get("tenant_id")?),
-    };
-    Ok(StoredEvent {
-        position: row.try_get("position").ok().flatten(),
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: stored_json(row, "payload")?,
-        metadata,
-    })
-}
-
-/// An event row of one aggregate's stream, with all its metadata. (Pages of the log are read
-/// otherwise, as one row each: see `log::read_log`.)
-pub(crate) fn stored_event_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    let json = |column: &str| -> Result<RawJson, StoreError> {
-        let text: String = row.try_get(column)?;
-        RawJson::from_text(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-    };
-    Ok(StoredEvent {
-        position: row.try_get("position").ok().flatten(),
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: json("payload")?,
-        metadata: json("metadata")?,
-    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use colloquy_domain::TenantId;
 
-use crate::store::{Durability, File, Store, StoreError};
-use crate::tx::Tx;
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::tx::{Durability, File, Tx};
 
 /// The scope that grants everything.
 pub const ADMIN_SCOPE: &str = "admin";

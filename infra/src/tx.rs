@@ -1,4 +1,4 @@
-//! The one way to write: [`Store::begin`] opens a transaction on the file a write belongs to, at
+//! The store's connections ([`Backend`]) and the one way to write through them: `Store::begin` opens a transaction on the file a write belongs to, at
 //! the durability it needs, and on SQLite holds that file's writer lock until the transaction
 //! ends, so no write picks its lock, its connection or its `synchronous` setting by hand.
 //!
@@ -10,11 +10,109 @@
 //! last transaction.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
-use sqlx::{Postgres, Sqlite, Transaction};
-use tokio::sync::MutexGuard;
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
 
-use crate::store::{Backend, Durability, File, Store, BEGIN_RELAXED};
+/// Runs `$body` with `$pool` bound to whichever pool `$store` has (PostgreSQL or SQLite), for
+/// statements whose text is the same in both dialects. The body is expanded once per pool type.
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.reads() {
+            $crate::tx::Reads::Postgres($pool) => $body,
+            $crate::tx::Reads::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// The store's connections for reading (a read model's queries, a test's checks): every write
+/// goes through [`Store::begin`] or [`Store::append`].
+#[derive(Debug, Clone, Copy)]
+pub enum Reads<'a> {
+    /// PostgreSQL's pool.
+    Postgres(&'a PgPool),
+    /// SQLite's pool of readers (each attaches the read models' file).
+    Sqlite(&'a SqlitePool),
+}
+
+impl<'a> Reads<'a> {
+    /// The PostgreSQL pool, on PostgreSQL.
+    pub fn postgres(self) -> Option<&'a PgPool> {
+        match self {
+            Self::Postgres(pool) => Some(pool),
+            Self::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool, on SQLite.
+    pub fn sqlite(self) -> Option<&'a SqlitePool> {
+        match self {
+            Self::Postgres(_) => None,
+            Self::Sqlite(pool) => Some(pool),
+        }
+    }
+}
+
+/// The store's connections: PostgreSQL's pool, or SQLite's readers and its two writers.
+pub(crate) enum Backend {
+    Postgres {
+        pool: PgPool,
+    },
+    // SQLite allows one writer per file at a time; writers queue on `write_lock` (events) or
+    // `read_model_lock` (read models) in process instead of spinning on SQLITE_BUSY, which is
+    // both fairer and faster.
+    Sqlite {
+        pool: SqlitePool,
+        // One connection for writes to the events' file (see `tx.rs`).
+        writes: SqlitePool,
+        write_lock: Arc<Mutex<()>>,
+        // The read models' file has a writer of its own: one connection and one lock.
+        read_model_writes: SqlitePool,
+        read_model_lock: Arc<Mutex<()>>,
+    },
+}
+
+/// Whether an SQLite commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// It does (`synchronous = FULL`): what is committed survives a crash. For events.
+    Durable,
+    /// It does not (`synchronous = NORMAL`), for writes that are done again when a crash loses
+    /// them (a read model with its checkpoint). The file's WAL is synced when it is checkpointed;
+    /// a crash before then loses the latest such commits, whole (recovery stops at the first
+    /// incomplete one), and their batches are applied again from the events.
+    Relaxed,
+}
+
+/// How a PostgreSQL transaction of [`Durability::Relaxed`] writes begins: its commit does not
+/// wait for the WAL flush (a read model with its checkpoint, a relay's checkpoint), since a crash
+/// that loses it loses it whole and the work is done again.
+pub const BEGIN_RELAXED: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
+/// Which side of the store a write belongs to: on SQLite, one of its two files, each with a
+/// writer of its own; on PostgreSQL, the one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum File {
+    /// The events, the log, tenants, tokens, counters, idempotency keys (`main`).
+    Events,
+    /// The read models and their checkpoints (`read_models`).
+    ReadModels,
+}
+
+impl Durability {
+    /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
+    /// trip (`synchronous` is kept per attached file).
+    pub(crate) fn begin(self, file: File) -> &'static str {
+        match (file, self) {
+            (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN",
+            (File::Events, Self::Relaxed) => "PRAGMA main.synchronous = NORMAL; BEGIN",
+            (File::ReadModels, Self::Durable) => "PRAGMA read_models.synchronous = FULL; BEGIN",
+            (File::ReadModels, Self::Relaxed) => "PRAGMA read_models.synchronous = NORMAL; BEGIN",
+        }
+    }
+}
 
 /// Runs `$body` with `$conn` bound to the connection of whichever transaction `$tx` (a
 /// `&mut Tx`) is, for statements whose text is the same in both dialects (sqlx takes `$n`
@@ -80,7 +178,7 @@ impl Tx<'_> {
     }
 }
 
-/// A write transaction from [`Store::begin`]: a [`Tx`] that, on SQLite, holds its file's writer
+/// A write transaction from [`Store::begin`](crate::Store::begin): a [`Tx`] that, on SQLite, holds its file's writer
 /// lock until it is committed or dropped (dropped, it rolls back).
 #[derive(Debug)]
 pub struct WriteTx<'s> {
@@ -110,24 +208,18 @@ impl DerefMut for WriteTx<'_> {
     }
 }
 
-impl Store {
-    /// A transaction on the readers' pool, for reads that must agree with each other across
-    /// statements (a rebuild folds a page through one). It is for reading: writes go through
-    /// [`Store::begin`].
-    pub async fn begin_read(&self) -> Result<Tx<'static>, sqlx::Error> {
-        Ok(match self.backend() {
+impl Backend {
+    /// A transaction on the readers' pool (see `Store::begin_read`).
+    pub(crate) async fn begin_read(&self) -> Result<Tx<'static>, sqlx::Error> {
+        Ok(match self {
             Backend::Postgres { pool } => Tx::Postgres(pool.begin().await?),
             Backend::Sqlite { pool, .. } => Tx::Sqlite(pool.begin().await?),
         })
     }
 
-    /// Opens a write transaction on `file` (the events' side: tokens, counters, idempotency
-    /// keys; or the read models' side: read-model tables, checkpoints, snapshots) at
-    /// `durability`. On SQLite it waits for that file's writer lock and writes through that
-    /// file's one writer connection; on PostgreSQL both files are the one database, and a
-    /// [`Durability::Relaxed`] commit does not wait for the WAL flush.
-    pub async fn begin(&self, file: File, durability: Durability) -> Result<WriteTx<'_>, sqlx::Error> {
-        match self.backend() {
+    /// A write transaction on `file` at `durability` (see `Store::begin`).
+    pub(crate) async fn begin(&self, file: File, durability: Durability) -> Result<WriteTx<'_>, sqlx::Error> {
+        match self {
             Backend::Postgres { pool } => {
                 let tx = match durability {
                     Durability::Durable => pool.begin().await?,

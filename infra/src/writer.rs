@@ -15,9 +15,10 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
-use crate::relay::EventBus;
-use crate::store::{raise, Durability, File, StoredEvent};
-use crate::RawJson;
+use crate::bus::EventBus;
+use crate::event::StoredEvent;
+use crate::json::RawJson;
+use crate::tx::{Durability, File};
 
 /// The most commands one combined append carries.
 const MAX_COMMANDS: usize = 256;
@@ -346,4 +347,13 @@ async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, 
             Err(failed(error))
         }
     }
+}
+
+/// Moves a watched position forward to `position`, never back; watchers wake only when it moved.
+pub fn raise(watched: &watch::Sender<i64>, position: i64) {
+    watched.send_if_modified(|current| {
+        let moved = position > *current;
+        *current = (*current).max(position);
+        moved
+    });
 }

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use colloquy_domain::group::Role;
 use colloquy_domain::GroupEvent;
-use colloquy_infra::log::Metadata;
+use colloquy_infra::event::Metadata;
 use colloquy_infra::{Store, StoreError, StoredEvent};
 
 use crate::on_tx;
@@ -91,12 +91,7 @@ impl Projection for GroupMembers {
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         for stored in events.iter().filter(|e| e.aggregate_type == "group") {
-            let event: GroupEvent = stored.payload.parse().map_err(|e| ProjectionError::Unreadable {
-                aggregate_type: stored.aggregate_type.clone(),
-                aggregate_id: stored.aggregate_id.clone(),
-                sequence: stored.sequence,
-                reason: e.to_string(),
-            })?;
+            let event: GroupEvent = stored.decode()?;
             let group = stored.aggregate_id.as_str();
             let tenant = stored.tenant_id().unwrap_or_default();
             let tenant = tenant.as_str();

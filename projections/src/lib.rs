@@ -7,6 +7,7 @@ pub mod deferred;
 pub mod failure;
 pub mod group_conversations;
 pub mod group_members;
+pub mod processes;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -23,8 +24,9 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// The runtime's own table: the secondary indexes a rebuild deferred (`deferred.rs`).
-pub const RUNTIME_TABLES: [&str; 1] = ["deferred_indexes"];
+/// The runtimes' own tables: the secondary indexes a rebuild deferred (`deferred.rs`), and the
+/// process managers' jobs (`processes.rs`).
+pub const RUNTIME_TABLES: [&str; 2] = ["deferred_indexes", processes::JOBS_TABLE];
 
 /// Every read-model table the projections and their runtime own: what a process that runs them
 /// opens the store with ([`open_store`]).
@@ -39,6 +41,15 @@ pub async fn open_store(
     location: &colloquy_infra::StoreLocation,
 ) -> Result<colloquy_infra::Store, colloquy_infra::StoreError> {
     colloquy_infra::Store::open_with_read_models(location, &read_model_tables()).await
+}
+
+/// Every process manager's actor half, commanding conversations through `conversations` (the
+/// process's one repository of them, which the API shares).
+pub fn processes(
+    store: &colloquy_infra::Store,
+    conversations: Arc<colloquy_infra::Repository<colloquy_domain::Conversation>>,
+) -> Vec<Arc<dyn processes::Process>> {
+    vec![Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations))]
 }
 
 /// The projection called `name`.

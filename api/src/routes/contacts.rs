@@ -13,6 +13,7 @@ use colloquy_infra::Intent;
 use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::{cursor, PageParams};
 use crate::problem::{command_failed, ApiError};
+use crate::routes::Ask;
 use crate::routes::{origin, Versioned};
 use crate::serde_util::double_option;
 use crate::state::AppState;
@@ -81,8 +82,7 @@ pub struct PatchContact {
         (status = 201, description = "Created; `Location` names it, `ETag` is its version.", body = ContactView),
         (status = 409, response = crate::openapi::Conflict),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["contacts:write"]))
+    )
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -125,10 +125,8 @@ pub async fn create(
     summary = "Read a contact",
     params(("id" = Uuid, Path, description = "The contact's id.")),
     responses(
-        (status = 200, description = "The contact; `ETag` is its version.", body = ContactView),
-        (status = 404, response = crate::openapi::NotFound)
-    ),
-    security(("bearer" = ["contacts:read"]))
+        (status = 200, description = "The contact; `ETag` is its version.", body = ContactView)
+    )
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -157,11 +155,8 @@ pub async fn get(
     request_body = PatchContact,
     responses(
         (status = 200, description = "The updated contact.", body = ContactView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["contacts:write"]))
+    )
 )]
 pub async fn patch(
     State(state): State<AppState>,
@@ -171,8 +166,6 @@ pub async fn patch(
     Path(contact_id): Path<Uuid>,
     Json(body): Json<PatchContact>,
 ) -> Result<Versioned<ContactView>, ApiError> {
-    require(&principal, "contacts:write")?;
-    let origin = origin(&principal, &headers)?;
     let command = ContactCommand::UpdateContact(ContactPatch {
         first_name: body.first_name,
         last_name: body.last_name,
@@ -184,13 +177,17 @@ pub async fn patch(
         labels: body.labels,
         status: body.status,
     });
-    let committed = state
-        .contacts()
-        .execute(&contact_id.to_string(), command, Intent::Update, expected, &origin, ContactView::of)
-        .await
-        .map_err(|e| command_failed(e, format!("contact {contact_id}")))?;
-    let position = committed.position;
-    Ok(Versioned::ok(committed.version, committed.view).at(position))
+    let ask = Ask {
+        scope: "contacts:write",
+        kind: "contact",
+        id: contact_id,
+        intent: Intent::Update,
+        expected,
+        command,
+    };
+    let committed =
+        crate::routes::command(state.contacts(), &principal, &headers, ask, ContactView::of).await?;
+    Ok(Versioned::changed(committed))
 }
 
 /// `GET /v1/contacts/{id}/events`
@@ -201,10 +198,8 @@ pub async fn patch(
     summary = "Read a contact's history",
     params(("id" = Uuid, Path, description = "The contact's id."), PageParams),
     responses(
-        (status = 200, description = "A page of the contact's events with their metadata, in order.", body = Page<EventView>),
-        (status = 404, response = crate::openapi::NotFound)
-    ),
-    security(("bearer" = ["contacts:read"]))
+        (status = 200, description = "A page of the contact's events with their metadata, in order.", body = Page<EventView>)
+    )
 )]
 pub async fn events(
     State(state): State<AppState>,

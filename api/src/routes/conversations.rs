@@ -20,10 +20,14 @@ use crate::instant::Instant;
 use crate::paging::PageParams;
 use crate::problem::{command_failed, ApiError};
 use crate::routes::contacts::stream_events;
+use crate::routes::Ask;
 use crate::routes::{origin, Versioned};
 use crate::serde_util::double_option;
 use crate::state::AppState;
 use crate::views::{ConversationView, EventView, Page};
+
+/// The scope of the commands here.
+const WRITE: &str = "conversations:write";
 
 /// Body of `POST /v1/conversations`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -119,13 +123,15 @@ pub(crate) async fn run<V>(
     command: ConversationCommand,
     view: impl FnOnce(&Conversation, usize) -> V,
 ) -> Result<(Committed<Conversation, V>, Option<i64>), ApiError> {
-    require(principal, "conversations:write")?;
-    let origin = origin(principal, headers)?;
-    let committed = state
-        .conversations()
-        .execute(&conversation_id.to_string(), command, Intent::Update, expected, &origin, view)
-        .await
-        .map_err(|e| command_failed(e, format!("conversation {conversation_id}")))?;
+    let ask = Ask {
+        scope: WRITE,
+        kind: "conversation",
+        id: conversation_id,
+        intent: Intent::Update,
+        expected,
+        command,
+    };
+    let committed = crate::routes::command(state.conversations(), principal, headers, ask, view).await?;
     let position = committed.position;
     Ok((committed, position))
 }
@@ -154,8 +160,7 @@ async fn run_for_view(
         (status = 201, description = "Opened; `Location` names it, `ETag` is its version.", body = ConversationView),
         (status = 409, response = crate::openapi::Conflict),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn open(
     State(state): State<AppState>,
@@ -238,10 +243,8 @@ pub async fn open(
     params(("id" = Uuid, Path, description = "The conversation's id.")),
     responses(
         (status = 200, description = "The conversation; `ETag` is its version.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
         (status = 410, response = crate::openapi::Gone)
-    ),
-    security(("bearer" = ["conversations:read"]))
+    )
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -300,11 +303,8 @@ pub async fn get(
     request_body = PatchConversation,
     responses(
         (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn patch(
     State(state): State<AppState>,
@@ -332,11 +332,8 @@ pub async fn patch(
     params(("id" = Uuid, Path, description = "The conversation's id.")),
     responses(
         (status = 204, description = "Deleted; `ETag` is the final version. Its events stay readable; later commands are refused."),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -367,11 +364,8 @@ pub async fn delete(
     request_body = ChangeStatus,
     responses(
         (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn change_status(
     State(state): State<AppState>,
@@ -398,11 +392,8 @@ pub async fn change_status(
     request_body = Assign,
     responses(
         (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn assign(
     State(state): State<AppState>,
@@ -425,11 +416,8 @@ pub async fn assign(
     params(("id" = Uuid, Path, description = "The conversation's id.")),
     responses(
         (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn unassign(
     State(state): State<AppState>,
@@ -451,11 +439,8 @@ pub async fn unassign(
     request_body = ChangeLabels,
     responses(
         (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn change_labels(
     State(state): State<AppState>,
@@ -480,11 +465,8 @@ pub async fn change_labels(
     request_body = MarkRead,
     responses(
         (status = 200, description = "The conversation as changed; `ETag` is its version, `Colloquy-Position` its last event's global position.", body = ConversationView),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 422, response = crate::openapi::Unprocessable)
-    ),
-    security(("bearer" = ["conversations:write"]))
+    )
 )]
 pub async fn mark_read(
     State(state): State<AppState>,
@@ -506,10 +488,8 @@ pub async fn mark_read(
     summary = "Read a conversation's history",
     params(("id" = Uuid, Path, description = "The conversation's id."), PageParams),
     responses(
-        (status = 200, description = "A page of the conversation's events with their metadata, in order.", body = Page<EventView>),
-        (status = 404, response = crate::openapi::NotFound)
-    ),
-    security(("bearer" = ["conversations:read"]))
+        (status = 200, description = "A page of the conversation's events with their metadata, in order.", body = Page<EventView>)
+    )
 )]
 pub async fn events(
     State(state): State<AppState>,

@@ -105,7 +105,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
     if let Some(head) = head {
         let projections: Vec<String> = state.projectors().iter().map(|p| p.checkpoint_name()).collect();
-        match colloquy_infra::relay::consumer_lags(state.store(), head, &projections).await {
+        match colloquy_infra::checkpoints::consumer_lags(state.store(), head, &projections).await {
             Ok(lags) => {
                 let now = Instant::now();
                 for consumer in lags.into_iter().filter(|c| projections.contains(&c.name)) {

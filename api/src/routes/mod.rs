@@ -1,5 +1,6 @@
-//! The HTTP routes, one file per resource, and what they share: building a command's origin
-//! from the caller and the request, and answering with a version.
+//! The HTTP routes, one file per resource, and what they share: the one shape of a command
+//! endpoint ([`command`]: scope, origin, run, refusal mapped to its status), building a
+//! command's origin from the caller and the request, and answering with a version.
 
 pub mod contacts;
 pub mod conversations;
@@ -16,12 +17,52 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
-use colloquy_domain::{Actor, ActorKind};
+use colloquy_domain::{Actor, ActorKind, CommandContext, Footprint, Snapshot, TenantOwned};
 use colloquy_infra::tokens::Principal;
-use colloquy_infra::Origin;
+use colloquy_infra::{Committed, Intent, Origin, Repository};
 
-use crate::extract::etag;
-use crate::problem::ApiError;
+use crate::extract::{etag, require};
+use crate::problem::{command_failed, ApiError};
+
+/// What a command endpoint asks of one aggregate of the caller's tenant.
+#[derive(Debug)]
+pub struct Ask<C> {
+    /// The scope the token needs.
+    pub scope: &'static str,
+    /// What the aggregate is called in a problem's detail (`conversation`, `group`, `contact`).
+    pub kind: &'static str,
+    /// Its id.
+    pub id: Uuid,
+    /// Whether the command creates it or changes an existing one.
+    pub intent: Intent,
+    /// The version the client based the command on (`If-Match`), if it named one.
+    pub expected: Option<usize>,
+    /// The command.
+    pub command: C,
+}
+
+/// Runs a command the one way every endpoint does: the scope checked, the origin taken from the
+/// request, the command run through `repository` (the process's one repository of its type), a
+/// refusal or conflict mapped to its status once (`command_failed`); `view` reads the result.
+pub async fn command<A, V>(
+    repository: &Repository<A>,
+    principal: &Principal,
+    headers: &HeaderMap,
+    ask: Ask<A::Command>,
+    view: impl FnOnce(&A, usize) -> V,
+) -> Result<Committed<A, V>, ApiError>
+where
+    A: cqrs_es::Aggregate<Services = CommandContext> + TenantOwned + Footprint + Snapshot,
+    A::Command: Clone,
+    ApiError: From<A::Error>,
+{
+    require(principal, ask.scope)?;
+    let origin = origin(principal, headers)?;
+    repository
+        .execute(&ask.id.to_string(), ask.command, ask.intent, ask.expected, &origin, view)
+        .await
+        .map_err(|e| command_failed(e, format!("{} {}", ask.kind, ask.id)))
+}
 
 /// The header with which a token acts on behalf of an agent (a user id of the integrator's): the
 /// agent is then the events' actor, and the token is recorded beside it as `via_token`.
@@ -114,6 +155,14 @@ pub struct Versioned<T> {
 }
 
 impl<T> Versioned<T> {
+    /// 200 with a command's view, its version and its position.
+    pub fn changed<A>(committed: Committed<A, T>) -> Self
+    where
+        A: cqrs_es::Aggregate,
+    {
+        Self::ok(committed.version, committed.view).at(committed.position)
+    }
+
     /// 200 with the body.
     pub fn ok(version: usize, body: T) -> Self {
         Self { status: StatusCode::OK, version, location: None, position: None, body }

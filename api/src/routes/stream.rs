@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use colloquy_domain::TenantId;
-use colloquy_infra::relay::cloud_event_json;
+use colloquy_infra::envelope::cloud_event_json;
 use colloquy_infra::StoredEvent;
 
 use crate::extract::{require, Auth, Query};
@@ -188,8 +188,7 @@ impl Follow {
     responses((status = 200, description = "An endless `text/event-stream` of CloudEvents.",
         content_type = "text/event-stream", body = StreamEvent,
         example = "id: 1043\nevent: MessageAdded\ndata: {\"specversion\":\"1.0\",\"id\":\"0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f\",\"type\":\"MessageAdded\",\"source\":\"colloquy/default/conversation\",\"subject\":\"0192f3c4-0000-7000-8000-000000000001\",\"data\":{}}\n\n"),
-        (status = 429, response = crate::openapi::TooManyStreams)),
-    security(("bearer" = ["events:read"]))
+        (status = 429, response = crate::openapi::TooManyStreams))
 )]
 pub async fn stream(
     State(state): State<AppState>,

@@ -210,6 +210,17 @@ impl GroupEvent {
             | Self::GroupActivityRecorded { last_activity_at: at, .. } => *at,
         }
     }
+
+    /// Where the fact falls in the group's history, for reading the group as it stood at a
+    /// time: when it happened, except activity, which carries the provider's time (that may lie
+    /// before when it was recorded) and falls when it was recorded, so the stream's prefix up to
+    /// any time stays in order.
+    pub fn in_history_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::GroupActivityRecorded { recorded_at, .. } => *recorded_at,
+            other => other.occurred_at(),
+        }
+    }
 }
 
 impl DomainEvent for GroupEvent {

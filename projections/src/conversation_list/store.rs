@@ -11,7 +11,7 @@ use sqlx::Row;
 use colloquy_domain::contact::ContactEvent;
 use colloquy_domain::conversation::ConversationEvent;
 use colloquy_domain::GroupEvent;
-use colloquy_infra::log::Metadata;
+use colloquy_infra::event::Metadata;
 use colloquy_infra::StoredEvent;
 
 use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
@@ -274,15 +274,6 @@ fn count_key(row: &ConversationRow) -> Option<CountKey> {
     })
 }
 
-fn unreadable(stored: &StoredEvent, error: &serde_json::Error) -> ProjectionError {
-    ProjectionError::Unreadable {
-        aggregate_type: stored.aggregate_type.clone(),
-        aggregate_id: stored.aggregate_id.clone(),
-        sequence: stored.sequence,
-        reason: error.to_string(),
-    }
-}
-
 /// A contact summary with its tenant, as the projection keeps it.
 #[derive(Debug, Clone)]
 struct KnownContact {
@@ -455,12 +446,10 @@ impl Batch {
             let id = match (stored.aggregate_type.as_str(), stored.event_type.as_str()) {
                 ("contact", _) => Some(scoped(&tenant_of(stored), &stored.aggregate_id)),
                 // A payload that does not parse is reported when the event is applied.
-                ("conversation", "ConversationOpened") => {
-                    stored.payload.parse::<OpenedWith>().ok().map(|o| {
-                        let OpenedWith::ConversationOpened { contact_id } = o;
-                        scoped(&tenant_of(stored), &contact_id)
-                    })
-                }
+                ("conversation", "ConversationOpened") => stored.decode::<OpenedWith>().ok().map(|o| {
+                    let OpenedWith::ConversationOpened { contact_id } = o;
+                    scoped(&tenant_of(stored), &contact_id)
+                }),
                 _ => None,
             };
             if let Some(id) = id {
@@ -540,7 +529,7 @@ impl Batch {
         tx: &mut Tx<'_>,
         stored: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let event: ConversationEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
+        let event: ConversationEvent = stored.decode()?;
         let tenant = tenant_of(stored);
         let key = scoped(&tenant, &stored.aggregate_id);
         // An opening takes its contact's summary, looked up before the row is borrowed.
@@ -570,7 +559,7 @@ impl Batch {
     /// Group activity reaches every conversation of the group: stored ones, and those opened
     /// earlier in this batch.
     async fn group_activity(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let event: GroupEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
+        let event: GroupEvent = stored.decode()?;
         let GroupEvent::GroupActivityRecorded { last_activity_at, .. } = event else { return Ok(()) };
         // A provider's time outside the range a client may give was stored before the domain
         // refused it; PostgreSQL's `timestamptz` cannot hold a year like -100000, and such a
@@ -608,7 +597,7 @@ impl Batch {
     }
 
     async fn contact_event(&mut self, tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
-        let event: ContactEvent = stored.payload.parse().map_err(|e| unreadable(stored, &e))?;
+        let event: ContactEvent = stored.decode()?;
         let key = scoped(&tenant_of(stored), &stored.aggregate_id);
         let known = self.contact(tx, &key).await?;
         let tenant_id = match (&event, &known) {

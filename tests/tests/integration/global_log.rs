@@ -133,7 +133,7 @@ async fn a_read_with_only_the_tenant_returns_the_same_events(backend: Backend) {
     let store = Store::open(&server.config().store_location()).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let full = log.read(0, 100, None).await.unwrap();
-    let slim = log.read_with(0, 100, None, colloquy_infra::log::Metadata::TenantOnly).await.unwrap();
+    let slim = log.read_with(0, 100, None, colloquy_infra::event::Metadata::TenantOnly).await.unwrap();
     assert!(full.len() >= 4, "a contact, a conversation, two messages: {}", full.len());
     assert_eq!(slim.len(), full.len());
     for (slim, full) in slim.iter().zip(&full) {
@@ -178,7 +178,10 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     for stream in [&whole, &after] {
         assert_eq!(stream.len(), 1);
         assert_eq!((stream[0].aggregate_id.as_str(), stream[0].sequence), (id.as_str(), 1));
-        assert_eq!((&stream[0].payload, &stream[0].metadata), (&payload, &metadata));
+        assert_eq!(
+            (stream[0].payload.to_value(), stream[0].metadata.to_value()),
+            (payload.clone(), metadata.clone())
+        );
     }
     assert!(store.load_after::<Conversation>(&default_tenant(), &id, 1).await.unwrap().is_empty());
     // The store stays one that postgres-es's and sqlite-es's own repositories read the same.
@@ -192,7 +195,22 @@ async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
                 sqlite_es::SqliteEventRepository::new(pool.clone()).get_events::<Conversation>(&id).await
             }
         };
-        assert_eq!(theirs.unwrap(), whole);
+        let as_theirs = |e: &colloquy_infra::StoredEvent| {
+            let sequence = usize::try_from(e.sequence).unwrap();
+            (
+                e.aggregate_id.clone(),
+                sequence,
+                e.event_type.clone(),
+                e.payload.to_value(),
+                e.metadata.to_value(),
+            )
+        };
+        let theirs: Vec<_> = theirs
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.aggregate_id, e.sequence, e.event_type, e.payload, e.metadata))
+            .collect();
+        assert_eq!(theirs, whole.iter().map(as_theirs).collect::<Vec<_>>());
     }
 
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
@@ -253,7 +271,7 @@ async fn a_conflict_in_a_shared_commit_fails_only_its_own_command(backend: Backe
     let contested_events =
         ours.load_after::<colloquy_domain::Conversation>(&default_tenant(), &contested, 0).await.unwrap();
     assert_eq!(contested_events.len(), 1, "only the other process's event");
-    assert_eq!(contested_events[0].metadata["actor_id"], "theirs");
+    assert_eq!(contested_events[0].metadata.to_value()["actor_id"], "theirs");
     server.stop().await;
 }
 
@@ -327,7 +345,6 @@ async fn pages_are_bounded_by_bytes(backend: Backend) {
     let repository = colloquy_infra::Repository::<Conversation>::new(
         store.clone(),
         colloquy_infra::CacheLimits { aggregates: 10, bytes: 1 << 20, snapshot_every: 0 },
-        Vec::new(),
     );
     let tenant = colloquy_domain::TenantId::parse("default").unwrap();
     let messages = repository.read(&tenant, &id, |c, version| (c.messages.len(), version)).await.unwrap();

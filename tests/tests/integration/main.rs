@@ -23,3 +23,4 @@ mod shutdown;
 mod sqlite_files;
 mod stream;
 mod tenancy;
+mod upcasting;

@@ -86,3 +86,106 @@ async fn both_dialects_migrate_to_the_same_tables_and_columns() {
     assert_eq!(only_postgres, postgres_needs.iter().collect::<Vec<_>>(), "columns only PostgreSQL has");
     assert_eq!(only_sqlite, sqlite_needs.iter().collect::<Vec<_>>(), "columns only SQLite has");
 }
+
+/// A store from before the process managers' jobs table keeps its leaves as jobs of the
+/// `group_conversations` process: the pending one still to do, the done one done (a rebuild
+/// must not close that group's conversations again), each caused by its leave.
+async fn leaves_from_before_the_jobs_table_become_jobs(backend: common::Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let dialect = match backend {
+        common::Backend::Sqlite => "sqlite",
+        common::Backend::Postgres => "postgres",
+    };
+    let earlier = dir.path().join("earlier-migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations").join(dialect);
+    for file in std::fs::read_dir(all).unwrap() {
+        let file = file.unwrap();
+        if file.file_name().to_string_lossy().as_ref() < "20261206000017" {
+            std::fs::copy(file.path(), earlier.join(file.file_name())).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(earlier.as_path()).await.unwrap();
+    let leave =
+        "INSERT INTO group_leaves (tenant_id, group_id, leave_event_id, correlation_id, position, done)
+                 VALUES ('acme', $1, $2, 'c-1', $3, $4)";
+    let leaves = [("g-done", "e-done", 7, true), ("g-pending", "e-pending", 9, false)];
+    let database = match backend {
+        common::Backend::Postgres => Some(common::TestDatabase::create().await),
+        common::Backend::Sqlite => None,
+    };
+    let location = match &database {
+        Some(database) => {
+            let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            for (group, event, position, done) in leaves {
+                sqlx::query(leave)
+                    .bind(group)
+                    .bind(event)
+                    .bind(position)
+                    .bind(done)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+            StoreLocation::Postgres { url: database.url.clone(), max_connections: 4 }
+        }
+        None => {
+            let path = dir.path().join("colloquy.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            for (group, event, position, done) in leaves {
+                sqlx::query(leave)
+                    .bind(group)
+                    .bind(event)
+                    .bind(position)
+                    .bind(done)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+            StoreLocation::Sqlite { path }
+        }
+    };
+
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    let sql = "SELECT job_id, tenant_id, position, job, correlation_id, causation_id, done FROM process_jobs
+               WHERE process = 'group_conversations' ORDER BY position";
+    type Job = (String, String, i64, String, Option<String>, Option<String>, bool);
+    let jobs: Vec<Job> =
+        colloquy_infra::on_pool!(store, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .map(|(id, tenant, position, job, correlation, causation, done)| {
+            let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+            (id, tenant, position, job["group_id"].as_str().unwrap().to_owned(), correlation, causation, done)
+        })
+        .collect();
+    let expected: Vec<_> = leaves
+        .iter()
+        .map(|(group, event, position, done)| {
+            let (event, c) = (event.to_string(), Some("c-1".to_owned()));
+            (event.clone(), "acme".to_owned(), *position, group.to_string(), c, Some(event), *done)
+        })
+        .collect();
+    assert_eq!(jobs, expected);
+    let leaves_left: Option<String> = match store.reads() {
+        colloquy_infra::store::Reads::Postgres(pool) => {
+            sqlx::query_scalar("SELECT to_regclass('group_leaves')::text").fetch_one(pool).await.unwrap()
+        }
+        colloquy_infra::store::Reads::Sqlite(pool) => sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE name = 'group_leaves'
+             UNION ALL SELECT name FROM read_models.sqlite_master WHERE name = 'group_leaves'",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap(),
+    };
+    assert_eq!(leaves_left, None, "group_leaves is gone");
+    store.close().await;
+}
+
+on_both_stores!(leaves_from_before_the_jobs_table_become_jobs);

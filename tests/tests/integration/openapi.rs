@@ -182,31 +182,75 @@ async fn every_operation_documents_its_answers_errors_and_scope() {
     }
 }
 
-/// The document's scopes are the ones the handlers check: a token with only the documented scope
-/// is let through (not 403) on each read route.
+/// The document's scopes are the ones the handlers check, on reads and writes alike: a token with
+/// only the documented scope is let through (not 403), and a token with another scope is refused
+/// with 403 naming it. Each write is sent with its body's documented example, so that it reaches
+/// the scope check.
 #[tokio::test]
-async fn a_token_with_the_documented_scope_is_let_through() {
+async fn the_documented_scope_is_the_one_each_operation_checks() {
     let server = TestServer::start(Backend::Sqlite).await;
     let document = fetch_document(&server).await;
     let contact = server.contact().await;
     let conversation = server.conversation().await;
-    for (method, path, operation) in operations(&document) {
-        if method != "get" || !path.starts_with("/v1/") || path.ends_with("/stream") {
-            continue;
-        }
-        let scope = operation["security"][0]["bearer"][0].as_str().unwrap().to_owned();
+    let mut tokens = std::collections::HashMap::new();
+    for scope in colloquy_infra::tokens::SCOPES {
         let created = server
             .post("/v1/tokens", serde_json::json!({"name": format!("doc-{scope}"), "scopes": [scope]}))
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-        let secret = created.body["secret"].as_str().unwrap().to_owned();
-        let url =
-            path.replace("/contacts/{id}", &format!("/contacts/{contact}")).replace("{id}", &conversation);
-        let url = url.replace("{message_id}", &uuid::Uuid::now_v7().to_string());
-        let response = server.client.get(server.url(&url)).bearer_auth(&secret).send().await.unwrap();
-        assert_ne!(response.status(), StatusCode::FORBIDDEN, "GET {path} refuses a token with {scope}");
-        assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "GET {path}");
+        tokens.insert(*scope, created.body["secret"].as_str().unwrap().to_owned());
     }
+    let mut checked = 0;
+    for (method, path, operation) in operations(&document) {
+        if !path.starts_with("/v1/") || path.ends_with("/stream") {
+            continue;
+        }
+        let scope = operation["security"][0]["bearer"][0].as_str().unwrap().to_owned();
+        let other = colloquy_infra::tokens::SCOPES.iter().find(|s| **s != scope && **s != "admin").unwrap();
+        let url = path
+            .replace("/contacts/{id}", &format!("/contacts/{contact}"))
+            .replace("{id}", &conversation)
+            .replace("{message_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{contact_id}", &contact);
+        let example = operation.get("requestBody").map(|body| {
+            resolve(&document, &body["content"]["application/json"]["schema"])["example"].clone()
+        });
+        let send = |secret: &str| {
+            let mut request = server
+                .client
+                .request(method.to_uppercase().parse().unwrap(), server.url(&url))
+                .bearer_auth(secret.to_owned());
+            if let Some(example) = &example {
+                request = request.json(example);
+            }
+            request.send()
+        };
+        // Let through: not a 401, nor a 403 for this scope (naming a participant by phone number
+        // also needs `contacts:write`, to create its contact).
+        let allowed = send(&tokens[scope.as_str()]).await.unwrap();
+        let allowed_status = allowed.status();
+        let allowed: Value = allowed.json().await.unwrap_or_default();
+        let refused_for_it = allowed_status == StatusCode::FORBIDDEN
+            && allowed["detail"].as_str().is_none_or(|detail| detail.contains(&format!("{scope:?}")));
+        assert!(
+            allowed_status != StatusCode::UNAUTHORIZED && !refused_for_it,
+            "{method} {path} refuses a token with its documented scope {scope}: {allowed_status} {allowed}"
+        );
+        let refused = send(&tokens[other]).await.unwrap();
+        let status = refused.status();
+        let detail: Value = refused.json().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} lets a token with {other} through: {detail}"
+        );
+        assert!(
+            detail["detail"].as_str().unwrap_or_default().contains(&format!("{scope:?}")),
+            "{method} {path}: {detail}"
+        );
+        checked += usize::from(method != "get");
+    }
+    assert!(checked > 20, "only {checked} writes checked");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::common::{Backend, TestServer};
-use colloquy_infra::relay::all_checkpoints;
+use colloquy_infra::checkpoints::all as all_checkpoints;
 use colloquy_infra::Store;
 
 const CLIENTS: usize = 8;

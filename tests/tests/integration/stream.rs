@@ -14,13 +14,13 @@ use serde_json::{json, Value};
 use crate::common::{Backend, TestServer};
 
 /// An open SSE response and what has been read of it.
-struct Subscription {
+pub(crate) struct Subscription {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Subscription {
-    async fn open(server: &TestServer, query: &str, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn open(server: &TestServer, query: &str, last_event_id: Option<&str>) -> Self {
         Self::open_as(server, &server.config().bootstrap_token.clone().unwrap(), query, last_event_id).await
     }
 
@@ -37,7 +37,7 @@ impl Subscription {
     }
 
     /// The next `count` events as (id, CloudEvent), waiting up to 10 s.
-    async fn take(&mut self, count: usize) -> Vec<(i64, Value)> {
+    pub(crate) async fn take(&mut self, count: usize) -> Vec<(i64, Value)> {
         let mut events = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while events.len() < count {
