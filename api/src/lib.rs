@@ -35,7 +35,9 @@ use colloquy_infra::Config;
 use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
-use crate::routes::{contacts, conversations, events, groups, health, inbox, messages, stream, tokens};
+use crate::routes::{
+    contacts, conversations, events, groups, health, inbox, messages, stream, timers, tokens,
+};
 pub use crate::state::AppState;
 
 /// Largest request body accepted, in bytes.
@@ -83,6 +85,7 @@ pub fn app(state: AppState) -> Router {
 pub fn routes() -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .routes(routes!(events::list))
+        .routes(routes!(timers::list))
         .routes(routes!(stream::stream))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))

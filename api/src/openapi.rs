@@ -83,6 +83,7 @@ const EXAMPLE_ID: &str = "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
         (name = "inbox", description = "Lists and counts of conversations, from the inbox read model."),
         (name = "groups", description = "WhatsApp-style groups managed as the inbox's own number."),
         (name = "events", description = "The global log, one stream's history, and the live stream."),
+        (name = "timers", description = "What the process managers have scheduled: snooze wake-ups."),
         (name = "tokens", description = "The admin API for the tenant's API tokens."),
         (name = "operations", description = "Health, readiness and metrics; no token needed."),
         (name = "reference", description = "This document and the page that renders it.")
@@ -336,7 +337,7 @@ pub fn operations_mut(item: &mut PathItem) -> Vec<(&'static str, &mut Operation)
 fn conventional_scope(tag: &str, method: &str) -> Option<String> {
     let resource = match tag {
         "contacts" => "contacts",
-        "conversations" | "inbox" | "messages" => "conversations",
+        "conversations" | "inbox" | "messages" | "timers" => "conversations",
         "groups" => "groups",
         "events" => "events",
         "tokens" => return Some(crate::extract::ADMIN_SCOPE.to_owned()),

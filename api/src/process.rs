@@ -264,11 +264,16 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     // aggregate's slot instead of conflicting with them through the store.
     let conversations = Arc::new(Repository::new(store.clone(), config.cache_limits()));
     if roles.projectors {
-        // The process managers' actor halves, which send the commands their projections recorded.
+        // The process managers' actor halves, which send the commands their projections recorded,
+        // woken when their projection half applies a batch.
         for process in colloquy_projections::processes(&store, conversations.clone()) {
-            let process_store = store.clone();
+            let Some(projector) = projectors.iter().find(|p| p.name() == process.name()) else {
+                anyhow::bail!("the process {} has no projection half", process.name());
+            };
+            let (process_store, recorded) = (store.clone(), projector.watch_applied());
             workers.push(supervise(format!("process {}", process.name()), stop.subscribe(), move |stop| {
-                colloquy_projections::processes::run(process_store.clone(), process.clone(), stop)
+                let (store, process, recorded) = (process_store.clone(), process.clone(), recorded.clone());
+                colloquy_projections::processes::run(store, process, recorded, stop)
             }));
         }
     }

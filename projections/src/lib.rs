@@ -9,6 +9,7 @@ pub mod group_conversations;
 pub mod group_members;
 pub mod processes;
 pub mod runtime;
+pub mod snooze;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(conversation_list::ConversationList),
         Arc::new(group_conversations::GroupConversations),
         Arc::new(group_members::GroupMembers),
+        Arc::new(snooze::SnoozeTimers),
     ]
 }
 
@@ -43,13 +45,17 @@ pub async fn open_store(
     colloquy_infra::Store::open_with_read_models(location, &read_model_tables()).await
 }
 
-/// Every process manager's actor half, commanding conversations through `conversations` (the
-/// process's one repository of them, which the API shares).
+/// Every process manager's actor half (each named as its projection half in [`all`]),
+/// commanding conversations through `conversations` (the process's one repository of them,
+/// which the API shares).
 pub fn processes(
     store: &colloquy_infra::Store,
     conversations: Arc<colloquy_infra::Repository<colloquy_domain::Conversation>>,
 ) -> Vec<Arc<dyn processes::Process>> {
-    vec![Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations))]
+    vec![
+        Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations.clone())),
+        Arc::new(snooze::SnoozeWaker::new(conversations)),
+    ]
 }
 
 /// The projection called `name`.

@@ -11,7 +11,10 @@
 //!   idempotent (a command that records nothing when its work is already done).
 //!
 //! Jobs are kept once done, so a rebuild of the projection half (which replays the log) never
-//! does a job again. `due_at` lets a job wait for its time (a timer, a retry).
+//! does a job again. `due_at` lets a job wait for its time: a durable timer is a job that a
+//! projection [`schedule`]s (one per subject, moved by each later event, [`cancel`]led when no
+//! longer wanted). [`run`] sleeps until the earliest due job, or until the projection half
+//! commits more; it costs nothing while nothing is due (docs/adr/0005).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +33,8 @@ use crate::runtime::ProjectionError;
 /// The table of every process's jobs. A runtime table: on SQLite, in the read models' file.
 pub const JOBS_TABLE: &str = "process_jobs";
 
-/// How often [`run`] looks for jobs that are due.
-const POLL: Duration = Duration::from_millis(200);
+/// The least time between two looks of [`run`] woken by its projection half.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Jobs taken per look.
 const JOBS_PER_ROUND: i64 = 50;
@@ -46,6 +49,8 @@ pub struct NewJob {
     pub id: String,
     /// The tenant whose commands it sends.
     pub tenant: String,
+    /// What it acts on (`conversation/<id>`), for operators' questions.
+    pub subject: Option<String>,
     /// The position of the event that called for it.
     pub position: i64,
     /// When it may run (at once when `None`).
@@ -65,6 +70,7 @@ impl NewJob {
         let event_id = event.metadata.str_field("event_id")?;
         Some(Self {
             tenant: event.tenant_id()?,
+            subject: Some(format!("{}/{}", event.aggregate_type, event.aggregate_id)),
             position: event.position.unwrap_or_default(),
             due_at: None,
             job,
@@ -78,16 +84,45 @@ impl NewJob {
 /// Records `job` for `process`, in a projection batch's transaction (a job already recorded
 /// stays as it is).
 pub async fn record(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<(), sqlx::Error> {
-    let sql = "INSERT INTO process_jobs (process, job_id, tenant_id, position, due_at, job, correlation_id, causation_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (process, job_id) DO NOTHING";
-    let due_at = job.due_at.map_or(0, |at| at.timestamp_millis());
+    write(tx, process, job, "DO NOTHING").await
+}
+
+/// Schedules `job` for `process` in a projection batch's transaction: a timer, one per job id,
+/// which an event later in the log than the one that last scheduled it sets again (a new due
+/// time, pending again); an earlier one (a replay) leaves it.
+pub async fn schedule(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<(), sqlx::Error> {
+    let again = "DO UPDATE SET tenant_id = excluded.tenant_id, subject = excluded.subject,
+                 position = excluded.position, due_at = excluded.due_at, job = excluded.job,
+                 correlation_id = excluded.correlation_id, causation_id = excluded.causation_id,
+                 attempts = 0, last_error = NULL, done = false
+                 WHERE process_jobs.position < excluded.position";
+    write(tx, process, job, again).await
+}
+
+/// Cancels the pending job `job_id` of `process` (a timer no longer wanted), for the event at
+/// `position`, in a projection batch's transaction; one scheduled by a later event stays.
+pub async fn cancel(tx: &mut Tx<'_>, process: &str, job_id: &str, position: i64) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE process_jobs SET done = true, position = $3
+               WHERE process = $1 AND job_id = $2 AND NOT done AND position < $3";
     on_tx!(tx, |conn| {
-        sqlx::query(sql)
+        sqlx::query(sql).bind(process).bind(job_id).bind(position).execute(conn).await?;
+    });
+    Ok(())
+}
+
+async fn write(tx: &mut Tx<'_>, process: &str, job: &NewJob, on_conflict: &str) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO process_jobs (process, job_id, tenant_id, subject, position, due_at, job, correlation_id, causation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (process, job_id) {on_conflict}"
+    );
+    on_tx!(tx, |conn| {
+        sqlx::query(&sql)
             .bind(process)
             .bind(&job.id)
             .bind(&job.tenant)
+            .bind(&job.subject)
             .bind(job.position)
-            .bind(due_at)
+            .bind(job.due_at.map_or(0, due_millis))
             .bind(job.job.to_string())
             .bind(&job.correlation_id)
             .bind(&job.causation_id)
@@ -95,6 +130,54 @@ pub async fn record(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<(), 
             .await?;
     });
     Ok(())
+}
+
+/// `at` in Unix milliseconds, rounded up: a job never runs before its time.
+fn due_millis(at: DateTime<Utc>) -> i64 {
+    let millis = at.timestamp_millis();
+    if at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        millis
+    } else {
+        millis + 1
+    }
+}
+
+/// A job still to do, as operators see it (`GET /v1/timers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The process.
+    pub process: String,
+    /// Its id within the process.
+    pub job_id: String,
+    /// What it acts on.
+    pub subject: Option<String>,
+    /// When it may run (`None`: at once).
+    pub due_at: Option<DateTime<Utc>>,
+    /// How many times it was tried.
+    pub attempts: i32,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
+/// The pending jobs of `tenant` on `subject`, earliest due first.
+pub async fn pending_on(store: &Store, tenant: &TenantId, subject: &str) -> Result<Vec<Pending>, StoreError> {
+    let sql = "SELECT process, job_id, subject, due_at, attempts, last_error FROM process_jobs
+               WHERE tenant_id = $1 AND subject = $2 AND NOT done ORDER BY due_at, position";
+    type Row = (String, String, Option<String>, i64, i32, Option<String>);
+    let rows: Vec<Row> = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_as(sql).bind(tenant.as_str()).bind(subject).fetch_all(pool).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(process, job_id, subject, due_at, attempts, last_error)| Pending {
+            process,
+            job_id,
+            subject,
+            due_at: (due_at > 0).then(|| DateTime::from_timestamp_millis(due_at)).flatten(),
+            attempts,
+            last_error,
+        })
+        .collect())
 }
 
 /// A job that is due, as [`Process::act`] gets it.
@@ -229,10 +312,25 @@ pub fn retry_pause(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << doublings).min(MAX_RETRY_PAUSE)
 }
 
-/// Acts on `process`'s jobs as they fall due, until `stop`.
+/// When the earliest pending job of `process` is due (`None` when none is pending).
+async fn earliest(store: &Store, process: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let sql = "SELECT min(due_at) FROM process_jobs WHERE process = $1 AND NOT done";
+    let due: Option<i64> =
+        colloquy_infra::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(process).fetch_one(pool).await?);
+    Ok(due.map(|due| DateTime::from_timestamp_millis(due).unwrap_or_default()))
+}
+
+/// The longest [`run`] sleeps without looking: a safety net for jobs written where it could not
+/// see them (a projector of another process, another process's retry).
+const LONGEST_SLEEP: Duration = Duration::from_secs(30);
+
+/// Acts on `process`'s jobs as they fall due, until `stop`. It sleeps until the earliest pending
+/// job is due, or until `recorded` moves (the projection half's checkpoint: it may have recorded
+/// jobs), at most [`POLL`] apart, and at the longest [`LONGEST_SLEEP`].
 pub async fn run(
     store: Store,
     process: Arc<dyn Process>,
+    mut recorded: watch::Receiver<i64>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
     let name = process.name();
@@ -240,20 +338,34 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
+        let mut acted = 0;
         for job in due(&store, name, Utc::now()).await? {
-            let acted = process.act(&job, &origin(process.actor_id(), &job)).await;
-            match &acted {
+            acted += 1;
+            match process.act(&job, &origin(process.actor_id(), &job)).await {
                 Ok(()) => settle(&store, name, &job, None).await?,
                 Err(error) => {
                     let pause = retry_pause(job.attempts + 1);
                     tracing::warn!(process = name, job = %job.id, %error, retry_in_s = pause.as_secs(), "a job failed; it will be tried again");
-                    settle(&store, name, &job, Some((error, pause))).await?;
+                    settle(&store, name, &job, Some((&error, pause))).await?;
                 }
             }
         }
+        if acted as i64 == JOBS_PER_ROUND {
+            continue;
+        }
+        let sleep = match earliest(&store, name).await? {
+            Some(due) => (due - Utc::now()).to_std().unwrap_or_default().min(LONGEST_SLEEP),
+            None => LONGEST_SLEEP,
+        };
+        if sleep.is_zero() {
+            // Due, but left by `due` for a later round (the limit), or retried already.
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         tokio::select! {
             _ = stop.changed() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(sleep) => {}
+            _ = recorded.changed() => tokio::time::sleep(POLL).await,
         }
     }
 }

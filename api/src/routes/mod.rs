@@ -10,6 +10,7 @@ pub mod health;
 pub mod inbox;
 pub mod messages;
 pub mod stream;
+pub mod timers;
 pub mod tokens;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

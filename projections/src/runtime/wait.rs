@@ -9,6 +9,12 @@ impl Projector {
         *self.applied.borrow()
     }
 
+    /// A receiver of [`Projector::applied`], woken each time it moves (a process manager's actor
+    /// half looks for the jobs its projection half may have recorded).
+    pub fn watch_applied(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
+    }
+
     /// Waits until the checkpoint reaches `position`, up to `timeout`. True when it did. A
     /// commit by this process's projector wakes the waiter at once. For a projector running in
     /// another process the stored checkpoint is read besides, every [`WAITERS_READ_EVERY`] by

@@ -209,6 +209,7 @@ fn routes(f: &Fixtures) -> Vec<Route> {
         route(Method::GET, "/readyz", &[], None),
         route(Method::GET, "/metrics", &[], None),
         route(Method::GET, "/v1/events", &[], None).with_query(&[("after", "0"), ("limit", "10")]),
+        route(Method::GET, "/v1/timers", &[], None).with_query(&[("conversation_id", conversation)]),
         route(Method::GET, "/v1/events/stream", &[], None).with_query(&[
             ("after", "0"),
             ("aggregate_type", "conversation"),

@@ -23,4 +23,5 @@ mod shutdown;
 mod sqlite_files;
 mod stream;
 mod tenancy;
+mod timers;
 mod upcasting;

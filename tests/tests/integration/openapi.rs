@@ -212,6 +212,16 @@ async fn the_documented_scope_is_the_one_each_operation_checks() {
             .replace("{id}", &conversation)
             .replace("{message_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{contact_id}", &contact);
+        // Required query parameters (a conversation's id is the one such today) take the
+        // conversation's id, so the request reaches the scope check.
+        let required: Vec<String> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query" && p["required"] == true)
+            .map(|p| format!("{}={conversation}", p["name"].as_str().unwrap()))
+            .collect();
+        let url = if required.is_empty() { url } else { format!("{url}?{}", required.join("&")) };
         let example = operation.get("requestBody").map(|body| {
             resolve(&document, &body["content"]["application/json"]["schema"])["example"].clone()
         });
