@@ -191,6 +191,8 @@ pub struct Job {
     pub job: Value,
     /// How many times it was tried before.
     pub attempts: i32,
+    /// The position of the event that last set it: a timer set again meanwhile is not settled.
+    position: i64,
     correlation_id: Option<String>,
     causation_id: Option<String>,
 }
@@ -237,7 +239,8 @@ fn origin(actor_id: &str, job: &Job) -> Origin {
 
 /// The jobs of `process` due at `now`, oldest event first.
 async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
-    let sql = "SELECT job_id, tenant_id, job, attempts, correlation_id, causation_id FROM process_jobs
+    let sql =
+        "SELECT job_id, tenant_id, job, attempts, position, correlation_id, causation_id FROM process_jobs
                WHERE process = $1 AND NOT done AND due_at <= $2 ORDER BY position, job_id LIMIT $3";
     let rows = colloquy_infra::on_pool!(store, |pool| {
         let rows = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
@@ -249,6 +252,7 @@ async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job
                     row.try_get::<String, _>("tenant_id")?,
                     row.try_get::<String, _>("job")?,
                     row.try_get::<i32, _>("attempts")?,
+                    row.try_get::<i64, _>("position")?,
                     row.try_get::<Option<String>, _>("correlation_id")?,
                     row.try_get::<Option<String>, _>("causation_id")?,
                 ))
@@ -256,12 +260,13 @@ async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job
             .collect::<Result<Vec<_>, _>>()?
     });
     rows.into_iter()
-        .map(|(id, tenant, job, attempts, correlation_id, causation_id)| {
+        .map(|(id, tenant, job, attempts, position, correlation_id, causation_id)| {
             let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{process} job {id}: {e}"));
             Ok(Job {
                 tenant: TenantId::parse(&tenant).map_err(|e| corrupt(&e))?,
                 job: serde_json::from_str(&job).map_err(|e| corrupt(&e))?,
                 attempts,
+                position,
                 correlation_id,
                 causation_id,
                 id,
@@ -270,7 +275,8 @@ async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job
         .collect()
 }
 
-/// Marks a job done, or (with `failure`) leaves it for a later try, `pause` from now.
+/// Marks a job done, or (with `failure`) leaves it for a later try, `pause` from now; a timer
+/// that an event set again while it was acted on is left as that event set it.
 async fn settle(
     store: &Store,
     process: &str,
@@ -281,14 +287,14 @@ async fn settle(
     match failure {
         None => {
             let sql = "UPDATE process_jobs SET done = true, attempts = attempts + 1, last_error = NULL
-                       WHERE process = $1 AND job_id = $2";
+                       WHERE process = $1 AND job_id = $2 AND position = $3";
             on_tx!(&mut *tx, |conn| {
-                sqlx::query(sql).bind(process).bind(&job.id).execute(conn).await?;
+                sqlx::query(sql).bind(process).bind(&job.id).bind(job.position).execute(conn).await?;
             });
         }
         Some((error, pause)) => {
             let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4
-                       WHERE process = $1 AND job_id = $2";
+                       WHERE process = $1 AND job_id = $2 AND position = $5";
             let due_at = Utc::now() + pause;
             on_tx!(&mut *tx, |conn| {
                 sqlx::query(sql)
@@ -296,6 +302,7 @@ async fn settle(
                     .bind(&job.id)
                     .bind(error.to_string())
                     .bind(due_at.timestamp_millis())
+                    .bind(job.position)
                     .execute(conn)
                     .await?;
             });
