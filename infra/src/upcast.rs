@@ -1,8 +1,8 @@
 //! Upcasters: how an event stored in an older shape is read in the current one. An event's
 //! stored shape is a contract (its `event_version`); a change to it adds an upcaster here
-//! instead of a second event type, and every reader gets the current shape through `event.rs`'s
-//! `StoredEvent::decode`, which applies them. The events
-//! themselves are never rewritten.
+//! instead of a second event type, and every reader gets the current shape through
+//! `StoredEvent::decode` (`event.rs`), which applies them. Stored events are never rewritten
+//! (docs/adr/0006).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
