@@ -7,10 +7,7 @@ use crate::tx::{Durability, File, Tx};
 
 /// Reads a checkpoint (0 when absent).
 pub async fn read(store: &Store, name: &str) -> Result<i64, StoreError> {
-    let sql = "SELECT position FROM checkpoints WHERE name = $1";
-    let position: Option<i64> =
-        crate::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(name).fetch_optional(pool).await?);
-    Ok(position.unwrap_or(0))
+    Ok(read_with_generation(store, name).await?.0)
 }
 
 /// Every checkpoint, by name.
