@@ -266,7 +266,8 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     if roles.projectors {
         // The process managers' actor halves, which send the commands their projections recorded,
         // woken when their projection half applies a batch.
-        for process in colloquy_projections::processes(&store, conversations.clone()) {
+        let clocks = Arc::new(Repository::new(store.clone(), config.cache_limits()));
+        for process in colloquy_projections::processes(&store, conversations.clone(), clocks) {
             let Some(projector) = projectors.iter().find(|p| p.name() == process.name()) else {
                 anyhow::bail!("the process {} has no projection half", process.name());
             };

@@ -1,19 +1,24 @@
-//! Colloquy's write model: the Contact, Conversation and Group aggregates, their commands, events and
-//! the typed refusals that say which rule a command broke.
+//! Colloquy's write model: the Contact, Conversation and Group aggregates, the SLA clocks kept
+//! beside each conversation and the tenant's versioned definitions (business calendars, SLA
+//! policies); their commands, events and the typed refusals that say which rule a command broke.
 //!
 //! Nothing here does I/O or reads a clock: time and the acting principal come in through
 //! [`CommandContext`], ids are chosen by the caller, and everything that needs the outside world
 //! (a per-tenant conversation number, whether a contact exists) is resolved before the command is
 //! built.
 
+pub mod calendar;
 pub mod channel;
 pub mod contact;
 pub mod context;
 pub mod conversation;
+pub mod definition;
 pub mod footprint;
 pub mod group;
+pub mod hours;
 pub mod ids;
 pub mod metadata;
+pub mod sla;
 pub mod validate;
 pub mod whole;
 
@@ -23,6 +28,7 @@ pub use context::{Actor, ActorKind, CommandContext};
 pub use conversation::{Conversation, ConversationCommand, ConversationError, ConversationEvent};
 pub use footprint::Footprint;
 pub use group::{Group, GroupCommand, GroupError, GroupEvent, GroupId};
+pub use hours::{BusinessHours, DatedHours, HoursError, Interval, LocalTime, WeeklyInterval};
 pub use ids::{ContactId, ConversationId, MessageId, TenantId};
 pub use metadata::EventMetadata;
 

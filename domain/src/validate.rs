@@ -140,6 +140,22 @@ pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, FieldError>
     Ok(out)
 }
 
+/// A list of external ids (see [`external_id`]), at most `max`, duplicates dropped, in the order
+/// given.
+pub fn external_ids(field: &str, values: &[String], max: usize) -> Result<Vec<String>, FieldError> {
+    if values.len() > max {
+        return Err(FieldError::new(field, format!("at most {max} ids are allowed")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        let id = external_id(field, value)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// An identifier that comes from outside Colloquy (a user, team, inbox or provider id): 1 to 128
 /// printable characters.
 pub fn external_id(field: &str, value: &str) -> Result<String, FieldError> {

@@ -9,6 +9,7 @@ pub mod group_conversations;
 pub mod group_members;
 pub mod processes;
 pub mod runtime;
+pub mod sla;
 pub mod snooze;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(group_conversations::GroupConversations),
         Arc::new(group_members::GroupMembers),
         Arc::new(snooze::SnoozeTimers),
+        Arc::new(sla::Sla),
     ]
 }
 
@@ -47,14 +49,16 @@ pub async fn open_store(
 
 /// Every process manager's actor half (each named as its projection half in [`all`]),
 /// commanding conversations through `conversations` (the process's one repository of them,
-/// which the API shares).
+/// which the API shares) and SLA clocks through `clocks`.
 pub fn processes(
     store: &colloquy_infra::Store,
     conversations: Arc<colloquy_infra::Repository<colloquy_domain::Conversation>>,
+    clocks: Arc<colloquy_infra::Repository<colloquy_domain::sla::ConversationSla>>,
 ) -> Vec<Arc<dyn processes::Process>> {
     vec![
         Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations.clone())),
         Arc::new(snooze::SnoozeWaker::new(conversations)),
+        Arc::new(sla::SlaClocks::new(store.clone(), clocks)),
     ]
 }
 

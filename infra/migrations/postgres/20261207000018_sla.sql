@@ -1,0 +1,32 @@
+-- The SLA read models (projections/src/sla/): the tenant's versioned definitions (business
+-- calendars and SLA policies, their current version each, as the clocks and the listings read
+-- them), and every SLA timer of every conversation with its state and its next deadline.
+CREATE TABLE definitions
+(
+    tenant_id   text    NOT NULL,
+    kind        text    NOT NULL,
+    id          text    NOT NULL,
+    version     integer NOT NULL,
+    name        text    NOT NULL,
+    definition  text    NOT NULL,
+    created_at  timestamptz     NOT NULL,
+    recorded_at timestamptz     NOT NULL,
+    deleted     boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant_id, kind, id)
+);
+CREATE INDEX definitions_listing ON definitions (tenant_id, kind, created_at, id);
+
+CREATE TABLE sla_timers
+(
+    tenant_id       text    NOT NULL,
+    conversation_id text    NOT NULL,
+    timer_id        text    NOT NULL,
+    metric          text    NOT NULL,
+    state           text    NOT NULL,
+    breached        boolean NOT NULL DEFAULT false,
+    next_deadline   timestamptz,
+    due_at          timestamptz,
+    timer           text    NOT NULL,
+    position        bigint  NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, timer_id)
+);

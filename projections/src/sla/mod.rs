@@ -1,0 +1,192 @@
+//! The `sla` process manager: the SLA clocks of every conversation, and the timer service that
+//! records their warnings and breaches live.
+//!
+//! - [`Sla`], the projection half, keeps the tenant's calendars and policies
+//!   ([`definitions`]) and every timer ([`timers`]) from the log; for each conversation event of
+//!   a tenant with a policy it schedules an *observe* job for the conversation (one per
+//!   conversation, set again by each later event), and for each running timer a *fire* job due
+//!   at its next deadline.
+//! - [`SlaClocks`], the actor half, feeds a conversation's new events to its clocks
+//!   ([`SlaCommand::Observe`], with the catalog as it stands) and fires due timers
+//!   ([`SlaCommand::Fire`]). Both commands record nothing when repeated, so a job acted on twice
+//!   (a crash, two processes) changes nothing the second time.
+//!
+//! The clocks' events go to the conversation's own `sla` stream (docs/adr/0007).
+
+pub mod definitions;
+pub mod timers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use colloquy_domain::calendar::Calendar;
+use colloquy_domain::sla::{ConversationSla, SlaCommand, SlaError, SlaEvent, SlaPolicy};
+use colloquy_domain::{Conversation, ConversationEvent, ConversationId};
+use colloquy_infra::{CommandError, Intent, Origin, Repository, Store, StoredEvent};
+
+use crate::processes::{self, ActError, Job, NewJob, Process};
+use crate::runtime::{Projection, ProjectionError, Tx};
+
+/// The projection's (and its checkpoint's, and its jobs') name.
+pub const NAME: &str = "sla";
+
+/// The actor recorded on the clocks' events.
+pub const ACTOR: &str = "sla-clock";
+
+/// The conversation events that can move a clock: the others (reads, reactions, edits,
+/// deliveries, custom fields) schedule nothing.
+const CLOCK_EVENTS: [&str; 9] = [
+    "ConversationOpened",
+    "PriorityChanged",
+    "StatusChanged",
+    "ConversationAssigned",
+    "ConversationUnassigned",
+    "LabelsAdded",
+    "LabelsRemoved",
+    "ConversationDeleted",
+    "MessageAdded",
+];
+
+/// The projection half.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sla;
+
+#[async_trait::async_trait]
+impl Projection for Sla {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn handles(&self, event: &StoredEvent) -> bool {
+        match event.aggregate_type.as_str() {
+            "conversation" => CLOCK_EVENTS.contains(&event.event_type.as_str()),
+            "sla" | "calendar" | "sla_policy" => true,
+            _ => false,
+        }
+    }
+
+    async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        // Whether each tenant has a policy, read once per batch and kept as its policies arrive.
+        let mut has_policies: HashMap<String, bool> = HashMap::new();
+        for stored in events.iter().filter(|e| self.handles(e)) {
+            let tenant = stored.tenant_id().unwrap_or_default();
+            match stored.aggregate_type.as_str() {
+                "calendar" => definitions::apply::<Calendar>(tx, stored).await?,
+                "sla_policy" => {
+                    definitions::apply::<SlaPolicy>(tx, stored).await?;
+                    has_policies.insert(tenant, true);
+                }
+                "sla" => timers::apply(tx, NAME, stored, stored.decode::<SlaEvent>()?).await?,
+                _ => {
+                    let with_policies = match has_policies.get(&tenant) {
+                        Some(known) => *known,
+                        None => {
+                            let known = definitions::has_policies(tx, &tenant).await?;
+                            has_policies.insert(tenant.clone(), known);
+                            known
+                        }
+                    };
+                    if with_policies {
+                        observe(tx, stored).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[definitions::TABLE, timers::TABLE]
+    }
+}
+
+/// Schedules the conversation's observe job at once, set again by this later event.
+async fn observe(tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
+    let conversation = stored.aggregate_id.as_str();
+    let job = json!({ "kind": "observe", "conversation_id": conversation });
+    if let Some(mut job) = NewJob::caused_by(stored, job) {
+        job.id = format!("observe/{}/{conversation}", job.tenant);
+        processes::schedule(tx, NAME, &job).await?;
+    }
+    Ok(())
+}
+
+/// The actor half: feeds conversations' events to their clocks and fires due timers, through
+/// the process's repository of SLA clocks.
+#[derive(Debug, Clone)]
+pub struct SlaClocks {
+    store: Store,
+    clocks: Arc<Repository<ConversationSla>>,
+}
+
+impl SlaClocks {
+    /// The actor half over `store`, commanding clocks through `clocks`.
+    pub fn new(store: Store, clocks: Arc<Repository<ConversationSla>>) -> Self {
+        Self { store, clocks }
+    }
+
+    async fn observe(&self, job: &Job, conversation: &str, origin: &Origin) -> Result<(), ActError> {
+        let conversation_id: ConversationId =
+            conversation.parse().map_err(|_| ActError(format!("{conversation} is not a conversation id")))?;
+        let catalog = definitions::catalog(&self.store, &job.tenant).await?;
+        let seen = self.clocks.read(&job.tenant, conversation, |clocks, _| clocks.observed).await;
+        let mut seen = seen.map_err(|e| ActError(e.to_string()))?.unwrap_or(0);
+        loop {
+            let after = usize::try_from(seen).unwrap_or(usize::MAX);
+            let page = self.store.load_page::<Conversation>(&job.tenant, conversation, after).await;
+            let page = page.map_err(|e| ActError(e.to_string()))?;
+            let mut events = Vec::with_capacity(page.events.len());
+            for stored in &page.events {
+                let event = stored.decode::<ConversationEvent>().map_err(|e| ActError(e.to_string()))?;
+                events.push((u64::try_from(stored.sequence).unwrap_or_default(), event));
+            }
+            let Some(last) = events.last().map(|(sequence, _)| *sequence) else { return Ok(()) };
+            let command = SlaCommand::Observe {
+                conversation_id,
+                tenant_id: job.tenant.clone(),
+                events,
+                catalog: catalog.clone(),
+            };
+            let outcome =
+                self.clocks.execute(conversation, command, Intent::Create, None, origin, |_, _| ()).await;
+            outcome.map_err(|e| ActError(e.to_string()))?;
+            if !page.more {
+                return Ok(());
+            }
+            seen = last;
+        }
+    }
+
+    async fn fire(&self, conversation: &str, timer_id: &str, origin: &Origin) -> Result<(), ActError> {
+        let command = SlaCommand::Fire { timer_id: timer_id.to_owned() };
+        match self.clocks.execute(conversation, command, Intent::Update, None, origin, |_, _| ()).await {
+            // Fired, or the timer stopped since: nothing more to do.
+            Ok(_) | Err(CommandError::NotFound | CommandError::Rejected(SlaError::NotFound)) => Ok(()),
+            Err(other) => Err(ActError(other.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Process for SlaClocks {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn actor_id(&self) -> &'static str {
+        ACTOR
+    }
+
+    async fn act(&self, job: &Job, origin: &Origin) -> Result<(), ActError> {
+        let field =
+            |name: &str| job.job[name].as_str().ok_or_else(|| ActError(format!("a job without {name}")));
+        let conversation = field("conversation_id")?;
+        match field("kind")? {
+            "observe" => self.observe(job, conversation, origin).await,
+            "fire" => self.fire(conversation, field("timer_id")?, origin).await,
+            other => Err(ActError(format!("an SLA job of unknown kind {other}"))),
+        }
+    }
+}

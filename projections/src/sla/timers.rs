@@ -1,0 +1,132 @@
+//! The `sla_timers` table: every SLA timer of every conversation, folded from the `sla` streams,
+//! with its state, breach and next deadline; and each running timer's job in `process_jobs`,
+//! due at its next deadline (a warning or the breach), which the timer service acts on.
+
+use serde_json::json;
+use sqlx::Row;
+
+use colloquy_domain::sla::{SlaEvent, Timer, TimerState};
+use colloquy_domain::TenantId;
+use colloquy_infra::{Store, StoreError, StoredEvent};
+
+use crate::on_tx;
+use crate::processes::{self, NewJob};
+use crate::runtime::{ProjectionError, Tx};
+
+/// The table.
+pub const TABLE: &str = "sla_timers";
+
+/// The job that fires `timer_id` of `conversation`, one per timer.
+pub fn job_id(tenant: &str, conversation: &str, timer_id: &str) -> String {
+    format!("fire/{tenant}/{conversation}/{timer_id}")
+}
+
+fn state_name(state: TimerState) -> &'static str {
+    match state {
+        TimerState::Running => "running",
+        TimerState::Paused => "paused",
+        TimerState::Fulfilled => "fulfilled",
+        TimerState::Cancelled => "cancelled",
+    }
+}
+
+fn encode(error: serde_json::Error) -> ProjectionError {
+    ProjectionError::from(sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Folds one `sla` event into its timer's row and moves the timer's job to its next deadline.
+pub(super) async fn apply(
+    tx: &mut Tx<'_>,
+    process: &str,
+    stored: &StoredEvent,
+    event: SlaEvent,
+) -> Result<(), ProjectionError> {
+    let Some(timer_id) = event.timer_id().map(str::to_owned) else { return Ok(()) };
+    let tenant = stored.tenant_id().unwrap_or_default();
+    let conversation = stored.aggregate_id.as_str();
+    let position = stored.position.unwrap_or_default();
+    let timer = match Timer::started(event.clone()) {
+        Some(timer) => Some(timer),
+        None => {
+            let sql = "SELECT timer, position FROM sla_timers
+                        WHERE tenant_id = $1 AND conversation_id = $2 AND timer_id = $3";
+            let found: Option<(String, i64)> = on_tx!(tx, |conn| {
+                sqlx::query_as(sql)
+                    .bind(&tenant)
+                    .bind(conversation)
+                    .bind(&timer_id)
+                    .fetch_optional(conn)
+                    .await?
+            });
+            match found {
+                // Already folded (a replayed batch).
+                Some((_, at)) if at >= position => return Ok(()),
+                Some((json, _)) => {
+                    let mut timer: Timer = serde_json::from_str(&json).map_err(encode)?;
+                    timer.apply(event);
+                    Some(timer)
+                }
+                None => None,
+            }
+        }
+    };
+    let Some(timer) = timer else {
+        tracing::warn!(%conversation, %timer_id, "an SLA event for a timer that never started");
+        return Ok(());
+    };
+    let sql = "INSERT INTO sla_timers (tenant_id, conversation_id, timer_id, metric, state, breached, next_deadline, due_at, timer, position)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               ON CONFLICT (tenant_id, conversation_id, timer_id) DO UPDATE SET
+                 state = excluded.state, breached = excluded.breached, next_deadline = excluded.next_deadline,
+                 due_at = excluded.due_at, timer = excluded.timer, position = excluded.position
+               WHERE sla_timers.position < excluded.position";
+    let json = serde_json::to_string(&timer).map_err(encode)?;
+    let deadline = timer.next_deadline();
+    on_tx!(tx, |conn| {
+        sqlx::query(sql)
+            .bind(&tenant)
+            .bind(conversation)
+            .bind(&timer_id)
+            .bind(timer.metric.as_str())
+            .bind(state_name(timer.state))
+            .bind(timer.breached_at.is_some())
+            .bind(deadline)
+            .bind(timer.due_at)
+            .bind(&json)
+            .bind(position)
+            .execute(conn)
+            .await?;
+    });
+    let id = job_id(&tenant, conversation, &timer_id);
+    match deadline {
+        Some(due) => {
+            let job = json!({ "kind": "fire", "conversation_id": conversation, "timer_id": timer_id });
+            if let Some(mut job) = NewJob::caused_by(stored, job) {
+                job.id = id;
+                job.subject = Some(format!("conversation/{conversation}"));
+                job.due_at = Some(due);
+                processes::schedule(tx, process, &job).await?;
+            }
+        }
+        None => processes::cancel(tx, process, &id, position).await?,
+    }
+    Ok(())
+}
+
+/// The timers of `conversation` of `tenant`, in the order they started.
+pub async fn of_conversation(
+    store: &Store,
+    tenant: &TenantId,
+    conversation: &str,
+) -> Result<Vec<Timer>, StoreError> {
+    let sql = "SELECT timer FROM sla_timers WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY position";
+    let rows = colloquy_infra::on_pool!(store, |pool| {
+        let rows = sqlx::query(sql).bind(tenant.as_str()).bind(conversation).fetch_all(pool).await?;
+        rows.iter().map(|row| row.try_get::<String, _>("timer")).collect::<Result<Vec<_>, _>>()?
+    });
+    rows.iter()
+        .map(|json| {
+            serde_json::from_str(json).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+        })
+        .collect()
+}
