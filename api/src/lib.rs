@@ -36,7 +36,7 @@ use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
-    contacts, conversations, events, groups, health, inbox, messages, stream, timers, tokens,
+    calendars, contacts, conversations, events, groups, health, inbox, messages, sla, stream, timers, tokens,
 };
 pub use crate::state::AppState;
 
@@ -101,6 +101,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(conversations::change_labels))
         .routes(routes!(conversations::mark_read))
         .routes(routes!(conversations::events))
+        .routes(routes!(sla::conversation_sla, sla::apply_policy))
+        .routes(routes!(sla::conversation_sla_events))
+        .routes(routes!(calendars::create, calendars::list))
+        .routes(routes!(calendars::get, calendars::replace, calendars::delete))
+        .routes(routes!(calendars::versions))
+        .routes(routes!(calendars::import_holidays))
+        .routes(routes!(sla::create, sla::list))
+        .routes(routes!(sla::get, sla::replace, sla::delete))
+        .routes(routes!(sla::versions))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))
         .routes(routes!(messages::report_delivery))

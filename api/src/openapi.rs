@@ -83,7 +83,9 @@ const EXAMPLE_ID: &str = "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
         (name = "inbox", description = "Lists and counts of conversations, from the inbox read model."),
         (name = "groups", description = "WhatsApp-style groups managed as the inbox's own number."),
         (name = "events", description = "The global log, one stream's history, and the live stream."),
-        (name = "timers", description = "What the process managers have scheduled: snooze wake-ups."),
+        (name = "timers", description = "What the process managers have scheduled: snooze wake-ups and SLA deadlines."),
+        (name = "calendars", description = "Business calendars: a time zone, hours per weekday, holidays and special days; versioned."),
+        (name = "sla", description = "SLA policies: targets per metric and priority, on a calendar or around the clock; versioned."),
         (name = "tokens", description = "The admin API for the tenant's API tokens."),
         (name = "operations", description = "Health, readiness and metrics; no token needed."),
         (name = "reference", description = "This document and the page that renders it.")
@@ -340,6 +342,7 @@ fn conventional_scope(tag: &str, method: &str) -> Option<String> {
         "conversations" | "inbox" | "messages" | "timers" => "conversations",
         "groups" => "groups",
         "events" => "events",
+        "calendars" | "sla" => "settings",
         "tokens" => return Some(crate::extract::ADMIN_SCOPE.to_owned()),
         _ => return None,
     };

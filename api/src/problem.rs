@@ -270,6 +270,26 @@ impl From<GroupError> for ApiError {
     }
 }
 
+impl From<colloquy_domain::definition::DefinitionError> for ApiError {
+    fn from(error: colloquy_domain::definition::DefinitionError) -> Self {
+        use colloquy_domain::definition::DefinitionError;
+        match error {
+            DefinitionError::NotFound => Self::not_found("the resource"),
+            DefinitionError::AlreadyExists(_) => Self::conflict(error.to_string()),
+            DefinitionError::Deleted(_) => Self::refused(error.to_string()),
+            DefinitionError::Invalid(field) => Self::invalid(field),
+        }
+    }
+}
+
+impl From<colloquy_domain::sla::SlaError> for ApiError {
+    fn from(error: colloquy_domain::sla::SlaError) -> Self {
+        match error {
+            colloquy_domain::sla::SlaError::NotFound => Self::not_found("the conversation's SLA clocks"),
+        }
+    }
+}
+
 impl From<PersistenceError> for ApiError {
     fn from(error: PersistenceError) -> Self {
         match error {

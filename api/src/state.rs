@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
+use colloquy_domain::calendar::CalendarAggregate;
+use colloquy_domain::sla::{ConversationSla, SlaPolicyAggregate};
 use colloquy_domain::{Contact, Conversation, Group};
 use colloquy_infra::relay::JetStreamTransport;
 use colloquy_infra::tokens::{self, Principal};
@@ -31,6 +33,9 @@ struct Inner {
     contacts: Repository<Contact>,
     conversations: Arc<Repository<Conversation>>,
     groups: Repository<Group>,
+    calendars: Repository<CalendarAggregate>,
+    policies: Repository<SlaPolicyAggregate>,
+    clocks: Repository<ConversationSla>,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
     projectors: Arc<Vec<Projector>>,
     min_position_timeout: Duration,
@@ -105,6 +110,9 @@ impl AppState {
                 contacts: Repository::new(store.clone(), cache),
                 conversations: Arc::new(Repository::new(store.clone(), cache)),
                 groups: Repository::new(store.clone(), cache),
+                calendars: Repository::new(store.clone(), cache),
+                policies: Repository::new(store.clone(), cache),
+                clocks: Repository::new(store.clone(), cache),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::channel(false).0,
@@ -251,6 +259,21 @@ impl AppState {
     /// Group commands and reads.
     pub fn groups(&self) -> &Repository<Group> {
         &self.inner.groups
+    }
+
+    /// Business calendar commands and reads.
+    pub fn calendars(&self) -> &Repository<CalendarAggregate> {
+        &self.inner.calendars
+    }
+
+    /// SLA policy commands and reads.
+    pub fn policies(&self) -> &Repository<SlaPolicyAggregate> {
+        &self.inner.policies
+    }
+
+    /// Conversations' SLA clocks: reads, and policies applied by command.
+    pub fn clocks(&self) -> &Repository<ConversationSla> {
+        &self.inner.clocks
     }
 
     /// Watches for shutdown (see [`AppState::close_streams`]).

@@ -223,6 +223,8 @@ pub const SCOPES: &[&str] = &[
     "contacts:write",
     "groups:read",
     "groups:write",
+    "settings:read",
+    "settings:write",
     "events:read",
     "reports:read",
     "audit:read",

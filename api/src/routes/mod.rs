@@ -2,13 +2,16 @@
 //! endpoint ([`command`]: scope, origin, run, refusal mapped to its status), building a
 //! command's origin from the caller and the request, and answering with a version.
 
+pub mod calendars;
 pub mod contacts;
 pub mod conversations;
+pub mod definitions;
 pub mod events;
 pub mod groups;
 pub mod health;
 pub mod inbox;
 pub mod messages;
+pub mod sla;
 pub mod stream;
 pub mod timers;
 pub mod tokens;

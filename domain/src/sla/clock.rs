@@ -254,13 +254,19 @@ fn reply_by_human(kind: SenderKind) -> Option<bool> {
 }
 
 /// A timer's breach and warning times when it counts from `since` with `spent` seconds already
-/// counted. A warning whose moment had passed is not given late (none).
+/// counted. A warning whose moment had passed is not given late (none). The business-time
+/// functions count whole seconds, so the count starts at the next whole second: a timer is never
+/// due early.
 fn times(
     hours: &BusinessHours,
     clock: &Clock,
     since: DateTime<Utc>,
     spent: i64,
 ) -> (Option<DateTime<Utc>>, Vec<Option<DateTime<Utc>>>) {
+    let since = match since.timestamp_subsec_nanos() {
+        0 => since,
+        nanos => since + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(nanos)),
+    };
     let due = hours.add(since, (clock.threshold_seconds - spent).max(0));
     let warn_at = clock
         .warnings

@@ -1,6 +1,8 @@
 -- The SLA read models (projections/src/sla/): the tenant's versioned definitions (business
 -- calendars and SLA policies, their current version each, as the clocks and the listings read
--- them), and every SLA timer of every conversation with its state and its next deadline.
+-- them), and every SLA timer of every conversation with its state and its next deadline, and the
+-- event that set its times (its start, resume or retarget), which its warnings and breach are
+-- caused by.
 CREATE TABLE definitions
 (
     tenant_id   text    NOT NULL,
@@ -27,6 +29,8 @@ CREATE TABLE sla_timers
     next_deadline   text,
     due_at          text,
     timer           text    NOT NULL,
+    cause_id        text,
+    correlation_id  text,
     position        bigint  NOT NULL,
     PRIMARY KEY (tenant_id, conversation_id, timer_id)
 );

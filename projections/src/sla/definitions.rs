@@ -123,7 +123,7 @@ async fn rows(store: &Store, tenant: &TenantId, kinds: &[&str]) -> Result<Vec<(S
         rows.iter()
             .map(|row| -> Result<_, sqlx::Error> {
                 let definition: String = row.try_get("definition")?;
-                let version: i64 = row.try_get("version")?;
+                let version: i32 = row.try_get("version")?;
                 Ok((
                     row.try_get::<String, _>("kind")?,
                     Listed {

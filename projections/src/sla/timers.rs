@@ -45,12 +45,21 @@ pub(super) async fn apply(
     let tenant = stored.tenant_id().unwrap_or_default();
     let conversation = stored.aggregate_id.as_str();
     let position = stored.position.unwrap_or_default();
-    let timer = match Timer::started(event.clone()) {
-        Some(timer) => Some(timer),
+    // The event that set the timer's times: its warnings' and breach's cause.
+    let sets_times = matches!(
+        event,
+        SlaEvent::SlaTimerStarted { .. }
+            | SlaEvent::SlaTimerResumed { .. }
+            | SlaEvent::SlaTimerRetargeted { .. }
+    );
+    let this_cause = (stored.metadata.str_field("event_id"), stored.metadata.str_field("correlation_id"));
+    let (timer, cause) = match Timer::started(event.clone()) {
+        Some(timer) => (timer, this_cause),
         None => {
-            let sql = "SELECT timer, position FROM sla_timers
+            let sql = "SELECT timer, position, cause_id, correlation_id FROM sla_timers
                         WHERE tenant_id = $1 AND conversation_id = $2 AND timer_id = $3";
-            let found: Option<(String, i64)> = on_tx!(tx, |conn| {
+            type Found = (String, i64, Option<String>, Option<String>);
+            let found: Option<Found> = on_tx!(tx, |conn| {
                 sqlx::query_as(sql)
                     .bind(&tenant)
                     .bind(conversation)
@@ -60,25 +69,26 @@ pub(super) async fn apply(
             });
             match found {
                 // Already folded (a replayed batch).
-                Some((_, at)) if at >= position => return Ok(()),
-                Some((json, _)) => {
+                Some((_, at, _, _)) if at >= position => return Ok(()),
+                Some((json, _, cause_id, correlation_id)) => {
                     let mut timer: Timer = serde_json::from_str(&json).map_err(encode)?;
                     timer.apply(event);
-                    Some(timer)
+                    (timer, if sets_times { this_cause } else { (cause_id, correlation_id) })
                 }
-                None => None,
+                None => {
+                    tracing::warn!(%conversation, %timer_id, "an SLA event for a timer that never started");
+                    return Ok(());
+                }
             }
         }
     };
-    let Some(timer) = timer else {
-        tracing::warn!(%conversation, %timer_id, "an SLA event for a timer that never started");
-        return Ok(());
-    };
-    let sql = "INSERT INTO sla_timers (tenant_id, conversation_id, timer_id, metric, state, breached, next_deadline, due_at, timer, position)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    let sql = "INSERT INTO sla_timers (tenant_id, conversation_id, timer_id, metric, state, breached, next_deadline,
+                                      due_at, timer, cause_id, correlation_id, position)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                ON CONFLICT (tenant_id, conversation_id, timer_id) DO UPDATE SET
                  state = excluded.state, breached = excluded.breached, next_deadline = excluded.next_deadline,
-                 due_at = excluded.due_at, timer = excluded.timer, position = excluded.position
+                 due_at = excluded.due_at, timer = excluded.timer, cause_id = excluded.cause_id,
+                 correlation_id = excluded.correlation_id, position = excluded.position
                WHERE sla_timers.position < excluded.position";
     let json = serde_json::to_string(&timer).map_err(encode)?;
     let deadline = timer.next_deadline();
@@ -93,6 +103,8 @@ pub(super) async fn apply(
             .bind(deadline)
             .bind(timer.due_at)
             .bind(&json)
+            .bind(&cause.0)
+            .bind(&cause.1)
             .bind(position)
             .execute(conn)
             .await?;
@@ -105,6 +117,7 @@ pub(super) async fn apply(
                 job.id = id;
                 job.subject = Some(format!("conversation/{conversation}"));
                 job.due_at = Some(due);
+                (job.causation_id, job.correlation_id) = cause;
                 processes::schedule(tx, process, &job).await?;
             }
         }

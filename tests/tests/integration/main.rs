@@ -20,6 +20,7 @@ mod inbox;
 mod migrations;
 mod openapi;
 mod shutdown;
+mod sla;
 mod sqlite_files;
 mod stream;
 mod tenancy;

@@ -1,0 +1,222 @@
+//! SLA policies, business calendars and the clocks, on both stores, with the real clock and
+//! thresholds of seconds: a policy times a new conversation; its warning and breach are recorded
+//! live at their computed times, caused by the timer's start; a breach due while no server ran is
+//! recorded when one starts; a reply before the due fulfils the timer and nothing breaches;
+//! calendars and policies are versioned resources with ETags, and holidays import from iCalendar.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::{self, Backend, TestServer};
+
+fn instant(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap_or_else(|| panic!("not an instant: {value}")).parse().unwrap()
+}
+
+async fn create_policy(server: &TestServer, targets: Value) -> String {
+    let reply = server.post("/v1/sla-policies", json!({"name": "Fast", "targets": targets})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// The conversation's SLA clocks, once `ready` holds of them.
+async fn clocks_when(server: &TestServer, id: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    common::eventually(Duration::from_secs(15), what, || async {
+        let reply = server.get(&format!("/v1/conversations/{id}/sla")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        ready(&reply.body).then_some(reply.body)
+    })
+    .await
+}
+
+fn timer<'a>(clocks: &'a Value, timer_id: &str) -> &'a Value {
+    let timers = clocks["timers"].as_array().unwrap();
+    timers.iter().find(|t| t["timer_id"] == timer_id).unwrap_or_else(|| panic!("no {timer_id} in {clocks}"))
+}
+
+async fn sla_events(server: &TestServer, id: &str) -> Vec<Value> {
+    server.all_events("conversations", &format!("{id}/sla")).await
+}
+
+async fn reply_as_agent(server: &TestServer, id: &str) {
+    let body = json!({"sender": {"kind": "user", "id": "ada"}, "text": "On it"});
+    let reply = server.post(&format!("/v1/conversations/{id}/messages"), body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+}
+
+async fn a_policy_times_a_conversation_and_its_warning_and_breach_are_recorded_live(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_policy(
+        &server,
+        json!([{"metric": "first_response", "threshold_seconds": 2, "warnings": [{"percent": 50}]}]),
+    )
+    .await;
+    let id = server.conversation().await;
+
+    let clocks = clocks_when(&server, &id, "the first response timer runs", |c| {
+        c["timers"].as_array().is_some_and(|t| !t.is_empty())
+    })
+    .await;
+    assert_eq!(clocks["policy"]["name"], "Fast");
+    let first = timer(&clocks, "first_response");
+    let due = instant(&first["due_at"]);
+    assert_eq!((due - instant(&first["started_at"])).num_seconds(), 2);
+    assert_eq!(clocks["next_due_timer"], "first_response");
+
+    let clocks =
+        clocks_when(&server, &id, "the timer breaches", |c| timer(c, "first_response")["breached"] == true)
+            .await;
+    assert_eq!(timer(&clocks, "first_response")["warnings_given"], json!([0]));
+    let events = sla_events(&server, &id).await;
+    let started = events.iter().find(|e| e["event_type"] == "SlaTimerStarted").unwrap();
+    let warned = events.iter().find(|e| e["event_type"] == "SlaTimerWarned").unwrap();
+    let breached = events.iter().find(|e| e["event_type"] == "SlaTimerBreached").unwrap();
+    assert_eq!(instant(&breached["data"]["at"]), due, "a breach is recorded at its computed due time");
+    assert_eq!(
+        (instant(&warned["data"]["at"]) - instant(&first["started_at"])).num_seconds(),
+        1,
+        "50% of 2 s"
+    );
+    let noticed = instant(&breached["metadata"]["recorded_at"]);
+    assert!(noticed >= due, "recorded at {noticed}, before its due {due}");
+    assert_eq!(breached["metadata"]["actor_id"], "sla-clock");
+    assert_eq!(breached["metadata"]["causation_id"], started["metadata"]["event_id"]);
+
+    // The late reply fulfils it with its overrun.
+    reply_as_agent(&server, &id).await;
+    let clocks = clocks_when(&server, &id, "the timer is fulfilled", |c| {
+        timer(c, "first_response")["state"] == "fulfilled"
+    })
+    .await;
+    let first = timer(&clocks, "first_response");
+    assert!(first["remaining_seconds"].as_i64().unwrap() < 0, "{first}");
+    let fulfilled =
+        sla_events(&server, &id).await.into_iter().find(|e| e["event_type"] == "SlaTimerFulfilled").unwrap();
+    assert_eq!(fulfilled["data"]["breached"], true);
+    assert!(fulfilled["data"]["overrun_seconds"].as_i64().unwrap() >= 0);
+    server.stop().await;
+}
+
+async fn a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_policy(&server, json!([{"metric": "first_response", "threshold_seconds": 3}])).await;
+    let id = server.conversation().await;
+    clocks_when(&server, &id, "the timer runs", |c| c["timers"].as_array().is_some_and(|t| !t.is_empty()))
+        .await;
+    reply_as_agent(&server, &id).await;
+    let clocks = clocks_when(&server, &id, "the timer is fulfilled", |c| {
+        timer(c, "first_response")["state"] == "fulfilled"
+    })
+    .await;
+    assert!(timer(&clocks, "first_response")["remaining_seconds"].as_i64().unwrap() > 0);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let events = sla_events(&server, &id).await;
+    assert!(events.iter().all(|e| e["event_type"] != "SlaTimerBreached"), "{events:#?}");
+    server.stop().await;
+}
+
+async fn a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    create_policy(&server, json!([{"metric": "first_response", "threshold_seconds": 1}])).await;
+    let id = server.conversation().await;
+    let clocks = clocks_when(&server, &id, "the timer runs", |c| {
+        c["timers"].as_array().is_some_and(|t| !t.is_empty())
+    })
+    .await;
+    let due = instant(&timer(&clocks, "first_response")["due_at"]);
+    server.shut_down().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_again().await;
+    clocks_when(&server, &id, "the timer breaches", |c| timer(c, "first_response")["breached"] == true).await;
+    let events = sla_events(&server, &id).await;
+    let breached = events.iter().find(|e| e["event_type"] == "SlaTimerBreached").unwrap();
+    assert_eq!(instant(&breached["data"]["at"]), due);
+    server.stop().await;
+}
+
+async fn calendars_and_policies_are_versioned_resources_with_etags(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let calendar = json!({"name": "Berlin", "time_zone": "Europe/Berlin",
+        "weekly": [{"weekday": "Mon", "start": "09:00", "end": "17:00"}], "inbox_ids": ["support"]});
+    let created = server.post("/v1/calendars", calendar.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["version"], 1);
+    let path = format!("/v1/calendars/{id}");
+
+    let mut edited = calendar.clone();
+    edited["weekly"] = json!([{"weekday": "Mon", "start": "08:00", "end": "16:00"}]);
+    let stale = server.call_with(Method::PUT, &path, Some(edited.clone()), &[("if-match", "\"7\"")]).await;
+    stale.assert_problem(StatusCode::PRECONDITION_FAILED);
+    let current = created.etag();
+    let replaced = server.call_with(Method::PUT, &path, Some(edited), &[("if-match", &current)]).await;
+    assert_eq!(replaced.status, StatusCode::OK, "{:?}", replaced.body);
+    assert_eq!(replaced.body["version"], 2);
+    assert_eq!(replaced.body["definition"]["weekly"][0]["start"], "08:00");
+
+    let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:xmas\r\nDTSTART;VALUE=DATE:20261225\r\nDTEND;VALUE=DATE:20261227\r\nSUMMARY:Christmas\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:party\r\nDTSTART:20261218T180000Z\r\nSUMMARY:Party\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let imported = server.post(&format!("{path}/holidays"), json!({"ics": ics})).await;
+    assert_eq!(imported.status, StatusCode::OK, "{:?}", imported.body);
+    assert_eq!(imported.body["calendar"]["version"], 3);
+    let dates: Vec<&str> =
+        imported.body["imported"].as_array().unwrap().iter().map(|e| e["date"].as_str().unwrap()).collect();
+    assert_eq!(dates, ["2026-12-25", "2026-12-26"]);
+    assert_eq!(imported.body["skipped"][0]["uid"], "party", "a timed event closes nothing");
+    let bad_ics = server.post(&format!("{path}/holidays"), json!({"ics": "not a calendar"})).await;
+    bad_ics.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    let versions = server.get(&format!("{path}/versions")).await;
+    let numbers: Vec<i64> =
+        versions.body["data"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(
+        versions.body["data"][0]["definition"]["weekly"][0]["start"], "09:00",
+        "old versions stay as they were"
+    );
+    let listed = common::eventually(Duration::from_secs(5), "the listing shows version 3", || async {
+        let listed = server.get("/v1/calendars").await;
+        (listed.body["data"][0]["version"] == 3).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+
+    let unknown_zone = server
+        .post("/v1/calendars", json!({"name": "Mars", "time_zone": "Mars/Olympus", "weekly": []}))
+        .await;
+    // A zone that is no IANA name does not fit the body's type, as any unknown value does.
+    unknown_zone.assert_problem(StatusCode::BAD_REQUEST);
+    let overlapping = server
+        .post("/v1/calendars", json!({"name": "Twice", "time_zone": "UTC", "weekly": [
+            {"weekday": "Tue", "start": "09:00", "end": "12:00"}, {"weekday": "Tue", "start": "11:00", "end": "13:00"}]}))
+        .await;
+    overlapping.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    let no_threshold = server
+        .post(
+            "/v1/sla-policies",
+            json!({"name": "Zero", "targets": [{"metric": "first_response", "threshold_seconds": 0}]}),
+        )
+        .await;
+    let detail = no_threshold.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(detail.contains("threshold_seconds"), "{detail}");
+
+    let deleted = server.call_with(Method::DELETE, &path, None, &[("if-match", &imported.etag())]).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    server.get(&path).await.assert_problem(StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get(&format!("{path}/versions")).await.status,
+        StatusCode::OK,
+        "its versions stay readable"
+    );
+    server.stop().await;
+}
+
+on_both_stores!(
+    a_policy_times_a_conversation_and_its_warning_and_breach_are_recorded_live,
+    a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches,
+    a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts,
+    calendars_and_policies_are_versioned_resources_with_etags,
+);
