@@ -16,6 +16,11 @@ pub const MAX_INBOXES: usize = 200;
 /// A business calendar, as one version records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "Support, Berlin", "time_zone": "Europe/Berlin",
+    "weekly": [{"weekday": "Mon", "start": "09:00", "end": "13:00"}, {"weekday": "Mon", "start": "14:00", "end": "18:00"},
+               {"weekday": "Fri", "start": "22:00", "end": "06:00"}],
+    "exceptions": [{"date": "2026-12-25", "intervals": [], "name": "Christmas Day"}],
+    "inbox_ids": ["support"], "tenant_default": false})))]
 pub struct Calendar {
     /// What people call it ("Support, Berlin").
     pub name: String,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use colloquy_domain::calendar::Calendar;
 use colloquy_domain::hours::{import_ical, DatedHours, SkippedEvent};
 
-use crate::extract::{Auth, IfMatch, Json, Path};
+use crate::extract::{require, Auth, IfMatch, Json, Path};
 use crate::problem::ApiError;
 use crate::routes::definitions::{self, DefinitionView, Resource, RevisionView};
 use crate::routes::Versioned;
@@ -193,6 +193,7 @@ pub async fn import_holidays(
     Path(id): Path<Uuid>,
     Json(body): Json<ImportHolidays>,
 ) -> Result<Versioned<HolidaysImported>, ApiError> {
+    require(&principal, "settings:write")?;
     let import = import_ical(&body.ics).map_err(|error| {
         ApiError::invalid(colloquy_domain::validate::FieldError::new("ics", error.to_string()))
     })?;

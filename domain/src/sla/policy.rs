@@ -171,6 +171,11 @@ impl Conditions {
 /// An SLA policy, as one version records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "Standard", "rank": 10, "enabled": true,
+    "conditions": {"inbox_ids": ["support"]},
+    "targets": [{"metric": "first_response", "threshold_seconds": 3600, "business_hours": true,
+                 "warnings": [{"percent": 75}], "pause_statuses": ["pending", "snoozed"]},
+                {"metric": "first_resolution", "threshold_seconds": 86400}]})))]
 pub struct SlaPolicy {
     /// What people call it.
     pub name: String,
