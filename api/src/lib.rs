@@ -37,6 +37,7 @@ use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
     calendars, contacts, conversations, events, groups, health, inbox, messages, sla, stream, timers, tokens,
+    whatif,
 };
 pub use crate::state::AppState;
 
@@ -110,6 +111,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sla::create, sla::list))
         .routes(routes!(sla::get, sla::replace, sla::delete))
         .routes(routes!(sla::versions))
+        .routes(routes!(whatif::what_if))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))
         .routes(routes!(messages::report_delivery))

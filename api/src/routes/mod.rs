@@ -15,6 +15,7 @@ pub mod sla;
 pub mod stream;
 pub mod timers;
 pub mod tokens;
+pub mod whatif;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

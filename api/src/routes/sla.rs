@@ -202,8 +202,7 @@ pub struct SlaTimerView {
 
 impl SlaTimerView {
     fn of(timer: &Timer, catalog: &Catalog, now: DateTime<Utc>) -> Self {
-        let running = timer.running_since.map_or(0, |since| catalog.hours(&timer.clock).elapsed(since, now));
-        let business_seconds = timer.business_seconds + running;
+        let business_seconds = catalog.counted(timer, now);
         Self {
             timer_id: timer.timer_id.clone(),
             metric: timer.metric,

@@ -17,6 +17,7 @@ mod events;
 pub mod policy;
 #[cfg(test)]
 mod tests;
+pub mod whatif;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -287,6 +288,12 @@ impl Catalog {
             .calendar_id
             .and_then(|id| self.calendars.iter().find(|c| c.calendar_id == id))
             .map_or_else(BusinessHours::always, |c| c.calendar.hours.clone())
+    }
+
+    /// Seconds `timer`'s clock has counted by `at`.
+    pub fn counted(&self, timer: &Timer, at: DateTime<Utc>) -> i64 {
+        let running = timer.running_since.map_or(0, |since| self.hours(&timer.clock).elapsed(since, at));
+        timer.business_seconds + running
     }
 }
 

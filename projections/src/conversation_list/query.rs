@@ -471,6 +471,24 @@ pub async fn get(store: &Store, tenant: &str, id: &str) -> Result<Option<Convers
     Ok(row)
 }
 
+/// The ids of `tenant`'s conversations opened in `[from, to)`, oldest first, at most `limit`
+/// (deleted ones included: their history is still history).
+pub async fn opened_between(
+    store: &Store,
+    tenant: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let sql = "SELECT conversation_id FROM conversation_list
+                WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
+                ORDER BY created_at, conversation_id LIMIT $4";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let ids = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar(sql).bind(tenant).bind(from).bind(to).bind(limit).fetch_all(pool).await?
+    });
+    Ok(ids)
+}
+
 /// Conversation counts of a tenant, from the projector's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {

@@ -443,6 +443,14 @@ fn routes(f: &Fixtures) -> Vec<Route> {
         route(Method::PUT, "/v1/sla-policies/{}", &[&f.policy], Some(policy_body())),
         route(Method::DELETE, "/v1/sla-policies/{}", &[&f.doomed_policy], None),
         route(Method::GET, "/v1/sla-policies/{}/versions", &[&f.policy], None),
+        route(
+            Method::POST,
+            "/v1/sla-policies/what-if",
+            &[],
+            Some(
+                json!({"policy_id": f.policy, "version": 1, "from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z", "limit": 50}),
+            ),
+        ),
         route(Method::GET, "/v1/conversations/{}/sla", &[conversation], None),
         route(
             Method::POST,
@@ -924,8 +932,12 @@ fn mutate(rng: &mut StdRng, route: &Route, fixtures_token: &str) -> Attempt {
                 .filter(|m| *m != route.method)
                 .collect();
             attempt.method = others.choose(rng).unwrap().clone();
-            // Some paths serve several methods; only a method the path never serves is a sure 405.
-            attempt.expect = (attempt.method == Method::PUT).then_some(StatusCode::METHOD_NOT_ALLOWED);
+            // Some paths serve several methods; only a method the path never serves is a sure 405
+            // (PUT replaces the versioned definitions, and nothing else).
+            let serves_put =
+                ["/v1/calendars/{id}", "/v1/sla-policies/{id}"].contains(&route.template().as_str());
+            attempt.expect =
+                (attempt.method == Method::PUT && !serves_put).then_some(StatusCode::METHOD_NOT_ALLOWED);
         }
     }
     // A route that reads no body answers before its body has arrived and then closes the

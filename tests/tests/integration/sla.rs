@@ -214,7 +214,55 @@ async fn calendars_and_policies_are_versioned_resources_with_etags(backend: Back
     server.stop().await;
 }
 
+async fn a_draft_policy_replayed_over_past_conversations_reports_hits_and_misses_and_writes_nothing(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let from = Utc::now() - chrono::Duration::seconds(1);
+    let answered = server.conversation().await;
+    reply_as_agent(&server, &answered).await;
+    let waiting = server.conversation().await;
+    // Past its due: a second from the next whole second after it opened.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let to = Utc::now();
+    let head = server.get("/v1/events?after=0&limit=1000").await.body["data"].as_array().unwrap().len();
+    let draft = json!({"policy": {"name": "Draft", "targets": [{"metric": "first_response", "threshold_seconds": 1}]},
+                       "from": from, "to": to});
+    let result = common::eventually(Duration::from_secs(5), "both conversations are replayed", || async {
+        let reply = server.post("/v1/sla-policies/what-if", draft.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        (reply.body["conversations"] == 2).then_some(reply.body)
+    })
+    .await;
+    assert_eq!(result["covered"], 2);
+    assert_eq!(
+        result["by_metric"]["first_response"],
+        json!({"hits": 1, "misses": 1, "running": 0, "other": 0})
+    );
+    let of = |id: &str| {
+        result["results"].as_array().unwrap().iter().find(|r| r["conversation_id"] == id).unwrap().clone()
+    };
+    assert_eq!(of(&answered)["timers"][0]["state"], "fulfilled");
+    assert!(of(&waiting)["timers"][0]["breached_at"].is_string(), "{result}");
+    let after = server.get("/v1/events?after=0&limit=1000").await.body["data"].as_array().unwrap().len();
+    assert_eq!(after, head, "a what-if writes nothing");
+
+    let both = server
+        .post(
+            "/v1/sla-policies/what-if",
+            json!({"policy": draft["policy"], "policy_id": uuid::Uuid::now_v7(), "from": from, "to": to}),
+        )
+        .await;
+    both.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let backwards = server
+        .post("/v1/sla-policies/what-if", json!({"policy": draft["policy"], "from": to, "to": from}))
+        .await;
+    backwards.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    server.stop().await;
+}
+
 on_both_stores!(
+    a_draft_policy_replayed_over_past_conversations_reports_hits_and_misses_and_writes_nothing,
     a_policy_times_a_conversation_and_its_warning_and_breach_are_recorded_live,
     a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches,
     a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts,
