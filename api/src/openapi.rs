@@ -157,9 +157,60 @@ fn refine(mut document: serde_json::Value) -> serde_json::Value {
         body["minProperties"] = 1.into();
         body["maxProperties"] = 1.into();
     }
+    refine_business_time(&mut document);
     link_created_resources(&mut document);
     document
 }
+
+/// What a `String` stands for in the business-time types, stated so that a generated value is
+/// one the server takes: an IANA zone name, a weekday, an `HH:MM` time, a warning's range; and
+/// every UUID field held to the UUID's shape (a format alone is not asserted by every validator).
+fn refine_business_time(document: &mut serde_json::Value) {
+    let schemas = "/components/schemas";
+    if let Some(zone) = document.pointer_mut(&format!("{schemas}/BusinessHours/properties/time_zone")) {
+        let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name()).collect();
+        zone["enum"] = serde_json::json!(names);
+    }
+    if let Some(weekday) = document.pointer_mut(&format!("{schemas}/WeeklyInterval/properties/weekday")) {
+        weekday["enum"] = serde_json::json!(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]);
+    }
+    if let Some(time) = document.pointer_mut(&format!("{schemas}/LocalTime")) {
+        time["pattern"] = "^([01][0-9]|2[0-3]):[0-5][0-9]$".into();
+    }
+    for (variant, minimum, maximum) in [(0, "before_seconds", None), (1, "percent", Some(99))] {
+        // A warning is an object with exactly its one key.
+        if let Some(shape) = document.pointer_mut(&format!("{schemas}/Warning/oneOf/{variant}")) {
+            shape["additionalProperties"] = false.into();
+        }
+        let pointer = format!("{schemas}/Warning/oneOf/{variant}/properties/{minimum}");
+        if let Some(field) = document.pointer_mut(&pointer) {
+            field["minimum"] = 1.into();
+            if let Some(maximum) = maximum {
+                field["maximum"] = maximum.into();
+            }
+        }
+    }
+    fn uuids(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(object) => {
+                if object.get("format").and_then(|f| f.as_str()) == Some("uuid")
+                    && !object.contains_key("pattern")
+                {
+                    object.insert("pattern".into(), UUID_PATTERN.into());
+                }
+                object.values_mut().for_each(uuids);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(uuids),
+            _ => {}
+        }
+    }
+    if let Some(components) = document.pointer_mut(schemas) {
+        uuids(components);
+    }
+}
+
+/// A UUID in its text form.
+const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
 /// OpenAPI links from each operation that creates a resource (a POST answering 201 with the new
 /// resource, whose `id` it carries) to every operation on that resource: on `P/{x}` and below,
@@ -413,9 +464,7 @@ fn conventions(path: &str, method: &str, operation: &mut Operation) {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
-                .pattern(Some(
-                    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-                ))
+                .pattern(Some(UUID_PATTERN))
                 .into(),
         ));
         parameters.push(header_parameter(

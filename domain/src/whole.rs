@@ -38,6 +38,27 @@ pub fn optional_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
         .transpose()
 }
 
+/// A whole number of type `T` given as `7` or `7.0`, in `T`'s range.
+pub fn int<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let value = optional_i64(deserializer)?.ok_or_else(|| D::Error::custom("a whole number is required"))?;
+    T::try_from(value).map_err(|_| D::Error::custom(format!("{value} is out of range")))
+}
+
+/// An optional whole number of type `T` given as `7` or `7.0`, in `T`'s range.
+pub fn optional_int<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    optional_i64(deserializer)?
+        .map(|value| T::try_from(value).map_err(|_| D::Error::custom(format!("{value} is out of range"))))
+        .transpose()
+}
+
 /// The number, if it is a float with no fraction.
 fn whole(number: &Number) -> Option<f64> {
     number.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0)

@@ -350,7 +350,8 @@ pub async fn apply_policy(
             let version = catalog.policies.iter().find(|p| p.version.policy_id == policy_id);
             let version: &PolicyVersion = &version
                 .ok_or_else(|| {
-                    ApiError::invalid_field("policy_id", format!("no live SLA policy {policy_id}"))
+                    let reason = format!("names no live SLA policy {policy_id}");
+                    ApiError::invalid(colloquy_domain::validate::FieldError::new("policy_id", reason))
                 })?
                 .version;
             Some(version.clone())

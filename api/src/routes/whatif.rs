@@ -36,6 +36,7 @@ pub struct WhatIf {
     /// Or a stored policy.
     policy_id: Option<Uuid>,
     /// The stored policy's version.
+    #[serde(default, deserialize_with = "colloquy_domain::whole::optional_int")]
     version: Option<u32>,
     /// The conversations opened at or after this instant...
     from: DateTime<Utc>,
@@ -43,6 +44,7 @@ pub struct WhatIf {
     to: DateTime<Utc>,
     /// At most this many conversations, oldest first (default 500, at most 2,000).
     #[schema(minimum = 1, maximum = 2000)]
+    #[serde(default, deserialize_with = "colloquy_domain::whole::optional_int")]
     limit: Option<u32>,
 }
 
@@ -103,9 +105,12 @@ pub struct WhatIfResult {
 pub async fn what_if(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    headers: axum::http::HeaderMap,
     Json(body): Json<WhatIf>,
 ) -> Result<axum::Json<WhatIfResult>, ApiError> {
     require(&principal, "settings:write")?;
+    // Nothing is written, but the command headers are held to their rules as on every command.
+    crate::routes::origin(&principal, &headers)?;
     let limit = body.limit.unwrap_or(500);
     if !(1..=MAX_CONVERSATIONS).contains(&limit) {
         return Err(ApiError::invalid(FieldError::new("limit", format!("must be 1 to {MAX_CONVERSATIONS}"))));
@@ -190,9 +195,12 @@ async fn policy_to_judge(
                     .map(|revision| (revision.version, revision.definition.clone()))
                 })
                 .await?;
-            let (version, policy) = found
-                .flatten()
-                .ok_or_else(|| ApiError::not_found(format!("SLA policy {policy_id} at that version")))?;
+            let (version, policy) = found.flatten().ok_or_else(|| {
+                ApiError::invalid(FieldError::new(
+                    "policy_id",
+                    format!("names no SLA policy {policy_id} at that version"),
+                ))
+            })?;
             Ok((PolicyVersion { policy_id, version, policy }, Some(version)))
         }
         _ => Err(ApiError::invalid(FieldError::new("policy", "give either a draft policy or a policy_id"))),

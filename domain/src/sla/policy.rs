@@ -61,9 +61,9 @@ impl Metric {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Warning {
     /// This many seconds (of the target's clock) before the breach.
-    BeforeSeconds(i64),
+    BeforeSeconds(#[serde(deserialize_with = "crate::whole::int")] i64),
     /// Once this percentage of the threshold has elapsed (1 to 99).
-    Percent(u8),
+    Percent(#[serde(deserialize_with = "crate::whole::int")] u8),
 }
 
 impl Warning {
@@ -87,6 +87,7 @@ pub struct Target {
     pub priority: Option<Priority>,
     /// How long the clock may run before a breach, in its seconds (business seconds on a
     /// calendar).
+    #[serde(deserialize_with = "crate::whole::int")]
     pub threshold_seconds: i64,
     /// Count only business hours: of `calendar_id`, or of the conversation's inbox's calendar
     /// (the tenant default when no calendar names the inbox; every hour when there is none).
@@ -181,7 +182,7 @@ pub struct SlaPolicy {
     pub name: String,
     /// Its place among the tenant's policies: the first (lowest rank) whose conditions hold
     /// applies.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::int")]
     pub rank: i32,
     /// A disabled policy applies to nothing new.
     #[serde(default = "enabled")]
