@@ -5,7 +5,7 @@
 //!   calls for work, [`record`]s a job in `process_jobs`, in the batch's transaction: the job
 //!   commits with the checkpoint, exactly once per event, in log order.
 //! - The **actor half** is a [`Process`], which [`run`] hands each job that is due, oldest
-//!   first, with an [`Origin`] whose causation id is the job's event and whose correlation id is
+//!   first (a round's jobs a few at a time), with an [`Origin`] whose causation id is the job's event and whose correlation id is
 //!   that event's. A job acted on is marked done; one that fails is tried again later, with a
 //!   growing pause. A crash between the act and the mark repeats the act, so an act must be
 //!   idempotent (a command that records nothing when its work is already done).
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::watch;
@@ -38,6 +39,9 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Jobs taken per look.
 const JOBS_PER_ROUND: i64 = 50;
+
+/// Jobs of one round acted on at once.
+const ACTS_AT_ONCE: usize = 8;
 
 /// The longest pause before a failed job is tried again.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(300);
@@ -275,37 +279,42 @@ async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job
         .collect()
 }
 
-/// Marks a job done, or (with `failure`) leaves it for a later try, `pause` from now; a timer
-/// that an event set again while it was acted on is left as that event set it.
+/// Marks a round's jobs in one transaction: each acted on is done, each that failed is put off
+/// by its pause, with its error. Each only as the event that last set it left it: a timer set
+/// again meanwhile stays pending.
 async fn settle(
     store: &Store,
     process: &str,
-    job: &Job,
-    failure: Option<(&ActError, Duration)>,
+    outcomes: &[(Job, Option<(ActError, Duration)>)],
 ) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
     let mut tx = store.begin(File::ReadModels, Durability::Durable).await?;
-    match failure {
-        None => {
-            let sql = "UPDATE process_jobs SET done = true, attempts = attempts + 1, last_error = NULL
-                       WHERE process = $1 AND job_id = $2 AND position = $3";
-            on_tx!(&mut *tx, |conn| {
-                sqlx::query(sql).bind(process).bind(&job.id).bind(job.position).execute(conn).await?;
-            });
-        }
-        Some((error, pause)) => {
-            let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4
-                       WHERE process = $1 AND job_id = $2 AND position = $5";
-            let due_at = Utc::now() + pause;
-            on_tx!(&mut *tx, |conn| {
-                sqlx::query(sql)
-                    .bind(process)
-                    .bind(&job.id)
-                    .bind(error.to_string())
-                    .bind(due_at.timestamp_millis())
-                    .bind(job.position)
-                    .execute(conn)
-                    .await?;
-            });
+    for (job, failure) in outcomes {
+        match failure {
+            None => {
+                let sql = "UPDATE process_jobs SET done = true, attempts = attempts + 1, last_error = NULL
+                           WHERE process = $1 AND job_id = $2 AND position = $3";
+                on_tx!(&mut *tx, |conn| {
+                    sqlx::query(sql).bind(process).bind(&job.id).bind(job.position).execute(conn).await?;
+                });
+            }
+            Some((error, pause)) => {
+                let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4
+                           WHERE process = $1 AND job_id = $2 AND position = $5";
+                let due_at = Utc::now() + *pause;
+                on_tx!(&mut *tx, |conn| {
+                    sqlx::query(sql)
+                        .bind(process)
+                        .bind(&job.id)
+                        .bind(error.to_string())
+                        .bind(due_at.timestamp_millis())
+                        .bind(job.position)
+                        .execute(conn)
+                        .await?;
+                });
+            }
         }
     }
     tx.commit().await?;
@@ -345,18 +354,30 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
-        let mut acted = 0;
-        for job in due(&store, name, Utc::now()).await? {
-            acted += 1;
-            match process.act(&job, &origin(process.actor_id(), &job)).await {
-                Ok(()) => settle(&store, name, &job, None).await?,
-                Err(error) => {
-                    let pause = retry_pause(job.attempts + 1);
-                    tracing::warn!(process = name, job = %job.id, %error, retry_in_s = pause.as_secs(), "a job failed; it will be tried again");
-                    settle(&store, name, &job, Some((&error, pause))).await?;
+        let jobs = due(&store, name, Utc::now()).await?;
+        let acted = jobs.len();
+        // A round's jobs are acted on together, a few at a time: each is another job id, and two
+        // on one aggregate queue on its slot in the repository.
+        let mut acts = futures::stream::iter(jobs)
+            .map(|job| {
+                let process = process.clone();
+                async move {
+                    let outcome = process.act(&job, &origin(process.actor_id(), &job)).await;
+                    (job, outcome)
                 }
-            }
+            })
+            .buffer_unordered(ACTS_AT_ONCE);
+        let mut outcomes = Vec::with_capacity(acted);
+        while let Some((job, outcome)) = acts.next().await {
+            let failure = outcome.err().map(|error| {
+                let pause = retry_pause(job.attempts + 1);
+                tracing::warn!(process = name, job = %job.id, %error, retry_in_s = pause.as_secs(), "a job failed; it will be tried again");
+                (error, pause)
+            });
+            outcomes.push((job, failure));
         }
+        drop(acts);
+        settle(&store, name, &outcomes).await?;
         if acted as i64 == JOBS_PER_ROUND {
             continue;
         }

@@ -27,6 +27,8 @@ use sqlx::{Connection, Executor, PgConnection};
 mod cpu;
 #[path = "load/inbox.rs"]
 mod inbox;
+#[path = "load/sla.rs"]
+mod sla;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
@@ -61,6 +63,10 @@ struct Args {
     /// and counts endpoints (first pages, sorts, cursor walks), with EXPLAIN plans.
     #[arg(long)]
     inbox: bool,
+    /// Instead of the command load: the mix without and with an SLA policy (a pair, in one run),
+    /// the clocks' catch-up, and the lateness of 100,000 breaches (500 with --quick) under load.
+    #[arg(long)]
+    sla: bool,
     /// With --inbox: conversations to fill (1,000,000; 20,000 with --quick).
     #[arg(long)]
     rows: Option<u64>,
@@ -986,6 +992,12 @@ async fn main() -> anyhow::Result<()> {
         // No events exist, so the server's projector never touches the rows filled directly.
         match Server::start(&args.binary, env.clone()).await {
             Ok(server) => inbox::run(&server, &database_url, rows, args.quick).await,
+            Err(error) => Err(error),
+        }
+    } else if args.sla {
+        let clients = if args.quick { vec![8] } else { vec![8, 32] };
+        match Server::start(&args.binary, env.clone()).await {
+            Ok(server) => sla::run(&Arc::new(server), args.quick, &clients, seconds).await,
             Err(error) => Err(error),
         }
     } else {
