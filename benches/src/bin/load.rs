@@ -67,6 +67,9 @@ struct Args {
     /// the clocks' catch-up, and the lateness of 100,000 breaches (500 with --quick) under load.
     #[arg(long)]
     sla: bool,
+    /// With --sla: how many timers to fire (100,000; 500 with --quick).
+    #[arg(long)]
+    timers: Option<usize>,
     /// With --inbox: conversations to fill (1,000,000; 20,000 with --quick).
     #[arg(long)]
     rows: Option<u64>,
@@ -997,7 +1000,7 @@ async fn main() -> anyhow::Result<()> {
     } else if args.sla {
         let clients = if args.quick { vec![8] } else { vec![8, 32] };
         match Server::start(&args.binary, env.clone()).await {
-            Ok(server) => sla::run(&Arc::new(server), args.quick, &clients, seconds).await,
+            Ok(server) => sla::run(&Arc::new(server), args.quick, &clients, seconds, args.timers).await,
             Err(error) => Err(error),
         }
     } else {
