@@ -103,11 +103,16 @@ pub const MAX_LISTED: i64 = 500;
 
 /// The live definitions of kind `D` of `tenant`, oldest first, at most [`MAX_LISTED`].
 pub async fn list<D: Definition>(store: &Store, tenant: &TenantId) -> Result<Vec<Listed>, StoreError> {
-    let rows = rows(store, tenant, &[D::TYPE]).await?;
+    let rows = rows(store, tenant, &[D::TYPE], MAX_LISTED).await?;
     Ok(rows.into_iter().map(|(_, listed)| listed).collect())
 }
 
-async fn rows(store: &Store, tenant: &TenantId, kinds: &[&str]) -> Result<Vec<(String, Listed)>, StoreError> {
+async fn rows(
+    store: &Store,
+    tenant: &TenantId,
+    kinds: &[&str],
+    limit: i64,
+) -> Result<Vec<(String, Listed)>, StoreError> {
     let placeholders = (0..kinds.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
     let sql = format!(
         "SELECT kind, id, version, name, definition, created_at, recorded_at FROM definitions
@@ -115,7 +120,7 @@ async fn rows(store: &Store, tenant: &TenantId, kinds: &[&str]) -> Result<Vec<(S
           ORDER BY created_at, id LIMIT $2"
     );
     let rows = colloquy_infra::on_pool!(store, |pool| {
-        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(MAX_LISTED * 2);
+        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(limit);
         for kind in kinds {
             query = query.bind(*kind);
         }
@@ -146,7 +151,7 @@ async fn rows(store: &Store, tenant: &TenantId, kinds: &[&str]) -> Result<Vec<(S
 pub async fn catalog(store: &Store, tenant: &TenantId) -> Result<Catalog, StoreError> {
     let mut catalog = Catalog::default();
     let decode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Decode(Box::new(e)));
-    for (kind, listed) in rows(store, tenant, &[SlaPolicy::TYPE, Calendar::TYPE]).await? {
+    for (kind, listed) in rows(store, tenant, &[SlaPolicy::TYPE, Calendar::TYPE], 2 * MAX_LISTED).await? {
         let id = uuid::Uuid::parse_str(&listed.id)
             .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
         if kind == SlaPolicy::TYPE {
