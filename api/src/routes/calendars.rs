@@ -12,12 +12,10 @@ use colloquy_domain::hours::{import_ical, DatedHours, SkippedEvent};
 
 use crate::extract::{require, Auth, IfMatch, Json, Path};
 use crate::problem::ApiError;
-use crate::routes::definitions::{self, DefinitionView, Resource, RevisionView};
+use crate::routes::definitions::{self, DefinitionView, RevisionView};
 use crate::routes::Versioned;
 use crate::state::AppState;
 use crate::views::Page;
-
-const CALENDARS: Resource = Resource { path: "calendars" };
 
 /// Body of `POST /v1/calendars`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -52,7 +50,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateCalendar>,
 ) -> Result<Versioned<DefinitionView<Calendar>>, ApiError> {
-    definitions::create(state.calendars(), &principal, &headers, CALENDARS, body.id, body.calendar).await
+    definitions::create(state.calendars(), &principal, &headers, "calendars", body.id, body.calendar).await
 }
 
 /// `GET /v1/calendars`
@@ -67,7 +65,7 @@ pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
 ) -> Result<axum::Json<Page<DefinitionView<Calendar>>>, ApiError> {
-    definitions::list(&state, &principal, CALENDARS).await
+    definitions::list(&state, &principal).await
 }
 
 /// `GET /v1/calendars/{id}`
@@ -84,7 +82,7 @@ pub async fn get(
     Auth(principal): Auth,
     Path(id): Path<Uuid>,
 ) -> Result<Versioned<DefinitionView<Calendar>>, ApiError> {
-    definitions::get(state.calendars(), &principal, CALENDARS, id).await
+    definitions::get(state.calendars(), &principal, id).await
 }
 
 /// `PUT /v1/calendars/{id}`
@@ -109,7 +107,7 @@ pub async fn replace(
     Path(id): Path<Uuid>,
     Json(calendar): Json<Calendar>,
 ) -> Result<Versioned<DefinitionView<Calendar>>, ApiError> {
-    definitions::replace(state.calendars(), &principal, &headers, CALENDARS, (id, expected), calendar).await
+    definitions::replace(state.calendars(), &principal, &headers, (id, expected), calendar).await
 }
 
 /// `DELETE /v1/calendars/{id}`
@@ -131,7 +129,7 @@ pub async fn delete(
     IfMatch(expected): IfMatch,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    definitions::delete(state.calendars(), &principal, &headers, CALENDARS, (id, expected)).await
+    definitions::delete(state.calendars(), &principal, &headers, (id, expected)).await
 }
 
 /// `GET /v1/calendars/{id}/versions`
@@ -148,7 +146,7 @@ pub async fn versions(
     Auth(principal): Auth,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Page<RevisionView<Calendar>>>, ApiError> {
-    definitions::versions(state.calendars(), &principal, CALENDARS, id).await
+    definitions::versions(state.calendars(), &principal, id).await
 }
 
 /// Body of `POST /v1/calendars/{id}/holidays`.
@@ -197,7 +195,7 @@ pub async fn import_holidays(
     let import = import_ical(&body.ics).map_err(|error| {
         ApiError::invalid(colloquy_domain::validate::FieldError::new("ics", error.to_string()))
     })?;
-    let current = definitions::get(state.calendars(), &principal, CALENDARS, id).await?;
+    let current = definitions::get(state.calendars(), &principal, id).await?;
     if expected.is_some_and(|expected| expected != current.version) {
         return Err(ApiError::precondition_failed(format!(
             "If-Match names version {}, but the current version is {}; fetch it again and retry",
@@ -209,15 +207,9 @@ pub async fn import_holidays(
     calendar.hours.exceptions.retain(|kept| import.exceptions.iter().all(|new| new.date != kept.date));
     calendar.hours.exceptions.extend(import.exceptions.iter().cloned());
     calendar.hours.exceptions.sort_by_key(|exception| exception.date);
-    let replaced = definitions::replace(
-        state.calendars(),
-        &principal,
-        &headers,
-        CALENDARS,
-        (id, Some(current.version)),
-        calendar,
-    )
-    .await?;
+    let replaced =
+        definitions::replace(state.calendars(), &principal, &headers, (id, Some(current.version)), calendar)
+            .await?;
     let body =
         HolidaysImported { calendar: replaced.body, imported: import.exceptions, skipped: import.skipped };
     Ok(Versioned::ok(replaced.version, body).at(replaced.position))

@@ -45,14 +45,6 @@ pub struct RevisionView<D> {
     pub definition: D,
 }
 
-/// The resource a handler serves: its path under `/v1` (`calendars`). Every definition is the
-/// tenant's settings: `settings:read` reads it, `settings:write` changes it.
-#[derive(Debug, Clone, Copy)]
-pub struct Resource {
-    /// Its path under `/v1`.
-    pub path: &'static str,
-}
-
 fn view<D: Definition>(defined: &Defined<D>) -> Option<DefinitionView<D>> {
     let first = defined.revisions.first()?;
     let current = defined.current()?;
@@ -65,7 +57,8 @@ fn view<D: Definition>(defined: &Defined<D>) -> Option<DefinitionView<D>> {
     })
 }
 
-fn scope(_: Resource, write: bool) -> &'static str {
+/// Every definition is the tenant's settings: `settings:read` reads it, `settings:write` changes it.
+fn scope(write: bool) -> &'static str {
     if write {
         "settings:write"
     } else {
@@ -73,19 +66,19 @@ fn scope(_: Resource, write: bool) -> &'static str {
     }
 }
 
-/// `POST`: creates it, under the client's id or a new one.
+/// `POST`: creates it, under the client's id or a new one, at `/v1/<path>/<id>`.
 pub async fn create<D: Definition>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     headers: &HeaderMap,
-    resource: Resource,
+    path: &str,
     id: Option<Uuid>,
     definition: D,
 ) -> Result<Versioned<DefinitionView<D>>, ApiError> {
     let id = id.unwrap_or_else(Uuid::now_v7);
     let command_ = DefinitionCommand::Create { id, tenant_id: principal.tenant.clone(), definition };
     let ask = Ask {
-        scope: scope(resource, true),
+        scope: scope(true),
         kind: D::NOUN,
         id,
         intent: Intent::Create,
@@ -94,18 +87,16 @@ pub async fn create<D: Definition>(
     };
     let committed = command(repository, principal, headers, ask, |defined, _| view(defined)).await?;
     let body = committed.view.ok_or_else(|| ApiError::not_found(format!("{} {id}", D::NOUN)))?;
-    Ok(Versioned::created(committed.version, format!("/v1/{}/{id}", resource.path), body)
-        .at(committed.position))
+    Ok(Versioned::created(committed.version, format!("/v1/{path}/{id}"), body).at(committed.position))
 }
 
 /// `GET /{id}`: the current version; deleted ones are gone.
 pub async fn get<D: Definition>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
-    resource: Resource,
     id: Uuid,
 ) -> Result<Versioned<DefinitionView<D>>, ApiError> {
-    require(principal, scope(resource, false))?;
+    require(principal, scope(false))?;
     let found = repository
         .read(&principal.tenant, &id.to_string(), |defined, version| {
             (!defined.deleted).then(|| view(defined).map(|view| (version, view))).flatten()
@@ -120,12 +111,11 @@ pub async fn replace<D: Definition>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     headers: &HeaderMap,
-    resource: Resource,
     (id, expected): (Uuid, Option<usize>),
     definition: D,
 ) -> Result<Versioned<DefinitionView<D>>, ApiError> {
     let ask = Ask {
-        scope: scope(resource, true),
+        scope: scope(true),
         kind: D::NOUN,
         id,
         intent: Intent::Update,
@@ -143,11 +133,10 @@ pub async fn delete<D: Definition>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     headers: &HeaderMap,
-    resource: Resource,
     (id, expected): (Uuid, Option<usize>),
 ) -> Result<Response, ApiError> {
     let ask = Ask {
-        scope: scope(resource, true),
+        scope: scope(true),
         kind: D::NOUN,
         id,
         intent: Intent::Update,
@@ -167,10 +156,9 @@ pub async fn delete<D: Definition>(
 pub async fn versions<D: Definition>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
-    resource: Resource,
     id: Uuid,
 ) -> Result<axum::Json<Page<RevisionView<D>>>, ApiError> {
-    require(principal, scope(resource, false))?;
+    require(principal, scope(false))?;
     let found = repository
         .read(&principal.tenant, &id.to_string(), |defined, _| {
             defined
@@ -192,9 +180,8 @@ pub async fn versions<D: Definition>(
 pub async fn list<D: Definition>(
     state: &AppState,
     principal: &Principal,
-    resource: Resource,
 ) -> Result<axum::Json<Page<DefinitionView<D>>>, ApiError> {
-    require(principal, scope(resource, false))?;
+    require(principal, scope(false))?;
     let listed = definitions::list::<D>(state.store(), &principal.tenant).await?;
     let data = listed
         .into_iter()

@@ -19,12 +19,10 @@ use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::PageParams;
 use crate::problem::ApiError;
 use crate::routes::contacts::stream_events;
-use crate::routes::definitions::{self, DefinitionView, Resource, RevisionView};
+use crate::routes::definitions::{self, DefinitionView, RevisionView};
 use crate::routes::{command, Ask, Versioned};
 use crate::state::AppState;
 use crate::views::{EventView, Page};
-
-const POLICIES: Resource = Resource { path: "sla-policies" };
 
 /// Body of `POST /v1/sla-policies`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -64,7 +62,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreatePolicy>,
 ) -> Result<Versioned<DefinitionView<SlaPolicy>>, ApiError> {
-    definitions::create(state.policies(), &principal, &headers, POLICIES, body.id, body.policy).await
+    definitions::create(state.policies(), &principal, &headers, "sla-policies", body.id, body.policy).await
 }
 
 /// `GET /v1/sla-policies`
@@ -79,7 +77,7 @@ pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
 ) -> Result<axum::Json<Page<DefinitionView<SlaPolicy>>>, ApiError> {
-    definitions::list(&state, &principal, POLICIES).await
+    definitions::list(&state, &principal).await
 }
 
 /// `GET /v1/sla-policies/{id}`
@@ -96,7 +94,7 @@ pub async fn get(
     Auth(principal): Auth,
     Path(id): Path<Uuid>,
 ) -> Result<Versioned<DefinitionView<SlaPolicy>>, ApiError> {
-    definitions::get(state.policies(), &principal, POLICIES, id).await
+    definitions::get(state.policies(), &principal, id).await
 }
 
 /// `PUT /v1/sla-policies/{id}`
@@ -121,7 +119,7 @@ pub async fn replace(
     Path(id): Path<Uuid>,
     Json(policy): Json<SlaPolicy>,
 ) -> Result<Versioned<DefinitionView<SlaPolicy>>, ApiError> {
-    definitions::replace(state.policies(), &principal, &headers, POLICIES, (id, expected), policy).await
+    definitions::replace(state.policies(), &principal, &headers, (id, expected), policy).await
 }
 
 /// `DELETE /v1/sla-policies/{id}`
@@ -143,7 +141,7 @@ pub async fn delete(
     IfMatch(expected): IfMatch,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    definitions::delete(state.policies(), &principal, &headers, POLICIES, (id, expected)).await
+    definitions::delete(state.policies(), &principal, &headers, (id, expected)).await
 }
 
 /// `GET /v1/sla-policies/{id}/versions`
@@ -160,7 +158,7 @@ pub async fn versions(
     Auth(principal): Auth,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Page<RevisionView<SlaPolicy>>>, ApiError> {
-    definitions::versions(state.policies(), &principal, POLICIES, id).await
+    definitions::versions(state.policies(), &principal, id).await
 }
 
 /// One SLA timer of a conversation.

@@ -379,13 +379,6 @@ impl Draft<'_> {
         self.state.timers.iter().filter(|timer| timer.is_live())
     }
 
-    /// Seconds `timer`'s clock has counted by `at`.
-    fn counted(&self, timer: &Timer, at: DateTime<Utc>) -> i64 {
-        let running =
-            timer.running_since.map_or(0, |since| self.catalog.hours(&timer.clock).elapsed(since, at));
-        timer.business_seconds + running
-    }
-
     /// Records a breach the timer service had not yet seen, before the timer stops: it breached
     /// at its due time whether or not anyone noticed then.
     fn breach_if_overdue(&mut self, timer: &Timer, at: DateTime<Utc>) {
@@ -397,7 +390,7 @@ impl Draft<'_> {
     fn fulfil(&mut self, timer_id: &str, at: DateTime<Utc>) {
         let Some(timer) = self.state.timer(timer_id).cloned() else { return };
         self.breach_if_overdue(&timer, at);
-        let business_seconds = self.counted(&timer, at);
+        let business_seconds = self.catalog.counted(&timer, at);
         let overrun_seconds = (business_seconds - timer.clock.threshold_seconds).max(0);
         self.emit(SlaEvent::SlaTimerFulfilled {
             timer_id: timer.timer_id.clone(),
@@ -412,7 +405,7 @@ impl Draft<'_> {
     fn cancel(&mut self, timer_id: &str, reason: CancelReason, at: DateTime<Utc>) {
         let Some(timer) = self.state.timer(timer_id).cloned() else { return };
         self.breach_if_overdue(&timer, at);
-        let business_seconds = self.counted(&timer, at);
+        let business_seconds = self.catalog.counted(&timer, at);
         self.emit(SlaEvent::SlaTimerCancelled {
             timer_id: timer.timer_id.clone(),
             reason,
@@ -430,7 +423,7 @@ impl Draft<'_> {
 
     fn pause(&mut self, timer: &Timer, status: Status, at: DateTime<Utc>) {
         self.breach_if_overdue(timer, at);
-        let business_seconds = self.counted(timer, at);
+        let business_seconds = self.catalog.counted(timer, at);
         self.emit(SlaEvent::SlaTimerPaused {
             timer_id: timer.timer_id.clone(),
             status,
@@ -536,7 +529,7 @@ impl Draft<'_> {
                 continue;
             }
             self.breach_if_overdue(&timer, at);
-            let business_seconds = self.counted(&timer, at);
+            let business_seconds = self.catalog.counted(&timer, at);
             let (due_at, warn_at) = if timer.state == TimerState::Running {
                 times(&self.catalog.hours(&clock), &clock, at, business_seconds)
             } else {
