@@ -9,9 +9,10 @@
 
 #[path = "../../tests/tests/common/mod.rs"]
 mod common;
+mod worker;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,55 +28,11 @@ use colloquy_infra::relay::RELAY_CHECKPOINT;
 use colloquy_infra::{Store, StoreLocation};
 use colloquy_projections::conversation_list;
 use common::{Backend, NatsServer, TestServer};
+use worker::Worker;
 
 const COMMANDS: usize = 10_000;
 const CLIENTS: usize = 16;
 const CONVERSATIONS: usize = 100;
-
-struct Worker {
-    role: &'static str,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl Worker {
-    fn start(role: &'static str, env: Vec<(String, String)>) -> Self {
-        let mut worker = Self { role, env, child: None };
-        worker.spawn();
-        worker
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-            .arg(self.role)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("COLLOQUY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, as a crash, then a new process.
-    fn crash_and_restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_fan_out_survives_crashes_of_relay_projector_and_nats() {

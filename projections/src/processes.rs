@@ -5,10 +5,12 @@
 //!   calls for work, [`record`]s a job in `process_jobs`, in the batch's transaction: the job
 //!   commits with the checkpoint, exactly once per event, in log order.
 //! - The **actor half** is a [`Process`], which [`run`] hands each job that is due, oldest
-//!   first (a round's jobs a few at a time), with an [`Origin`] whose causation id is the job's event and whose correlation id is
-//!   that event's. A job acted on is marked done; one that fails is tried again later, with a
-//!   growing pause. A crash between the act and the mark repeats the act, so an act must be
-//!   idempotent (a command that records nothing when its work is already done).
+//!   first (a round's jobs a few at a time), with an [`Origin`] whose causation id is the job's
+//!   event and whose correlation id is that event's. A round first claims its jobs for a while
+//!   ([`CLAIM`]), so that processes running one process manager side by side each take other
+//!   jobs. A job acted on is marked done; one that fails is tried again later, with a growing
+//!   pause. A crash between the act and the mark repeats the act (once the claim runs out), so
+//!   an act must be idempotent (a command that records nothing when its work is already done).
 //!
 //! Jobs are kept once done, so a rebuild of the projection half (which replays the log) never
 //! does a job again. `due_at` lets a job wait for its time: a durable timer is a job that a
@@ -45,6 +47,11 @@ const ACTS_AT_ONCE: usize = 8;
 
 /// The longest pause before a failed job is tried again.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(300);
+
+/// How long a round's claim on its jobs holds: another process takes a job whose claim ran out
+/// (its process died before it settled the round). Far longer than a round takes; a round that
+/// takes longer has its jobs acted on twice, which acts allow.
+const CLAIM: Duration = Duration::from_secs(10);
 
 /// A job as its projection half records it.
 #[derive(Debug, Clone)]
@@ -98,7 +105,7 @@ pub async fn schedule(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<()
     let again = "DO UPDATE SET tenant_id = excluded.tenant_id, subject = excluded.subject,
                  position = excluded.position, due_at = excluded.due_at, job = excluded.job,
                  correlation_id = excluded.correlation_id, causation_id = excluded.causation_id,
-                 attempts = 0, last_error = NULL, done = false
+                 attempts = 0, last_error = NULL, done = false, claimed_until = 0
                  WHERE process_jobs.position < excluded.position";
     write(tx, process, job, again).await
 }
@@ -241,29 +248,49 @@ fn origin(actor_id: &str, job: &Job) -> Origin {
     }
 }
 
-/// The jobs of `process` due at `now`, oldest event first.
-async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
-    let sql =
-        "SELECT job_id, tenant_id, job, attempts, position, correlation_id, causation_id FROM process_jobs
-               WHERE process = $1 AND NOT done AND due_at <= $2 ORDER BY position, job_id LIMIT $3";
-    let rows = colloquy_infra::on_pool!(store, |pool| {
-        let rows = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
-        let rows = rows.fetch_all(pool).await?;
-        rows.iter()
-            .map(|row| -> Result<_, sqlx::Error> {
-                Ok((
-                    row.try_get::<String, _>("job_id")?,
-                    row.try_get::<String, _>("tenant_id")?,
-                    row.try_get::<String, _>("job")?,
-                    row.try_get::<i32, _>("attempts")?,
-                    row.try_get::<i64, _>("position")?,
-                    row.try_get::<Option<String>, _>("correlation_id")?,
-                    row.try_get::<Option<String>, _>("causation_id")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    });
-    rows.into_iter()
+/// Claims the jobs of `process` due at `now` that no other process holds, oldest event first, for
+/// [`CLAIM`]: several processes running `process` each take other jobs (on PostgreSQL, rows
+/// another is claiming are skipped, not waited for; SQLite's one writer takes turns).
+async fn claim(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+    let until = (now + CLAIM).timestamp_millis();
+    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+    let rows = match &mut *tx {
+        Tx::Postgres(tx) => {
+            let sql = "UPDATE process_jobs AS j SET claimed_until = $4
+                         FROM (SELECT process, job_id FROM process_jobs
+                                WHERE process = $1 AND NOT done AND due_at <= $2 AND claimed_until <= $2
+                                ORDER BY position, job_id LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
+                        WHERE j.process = due.process AND j.job_id = due.job_id
+                       RETURNING j.*";
+            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
+            query
+                .bind(until)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(claimed)
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Tx::Sqlite(tx) => {
+            let sql = "UPDATE process_jobs SET claimed_until = $4
+                        WHERE (process, job_id) IN
+                              (SELECT process, job_id FROM process_jobs
+                                WHERE process = $1 AND NOT done AND due_at <= $2 AND claimed_until <= $2
+                                ORDER BY position, job_id LIMIT $3)
+                       RETURNING *";
+            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
+            query
+                .bind(until)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(claimed)
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    tx.commit().await?;
+    let mut jobs = rows
+        .into_iter()
         .map(|(id, tenant, job, attempts, position, correlation_id, causation_id)| {
             let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{process} job {id}: {e}"));
             Ok(Job {
@@ -276,12 +303,37 @@ async fn due(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job
                 id,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // RETURNING keeps no order.
+    jobs.sort_by(|a, b| (a.position, &a.id).cmp(&(b.position, &b.id)));
+    Ok(jobs)
+}
+
+type ClaimedRow = (String, String, String, i32, i64, Option<String>, Option<String>);
+
+/// A claimed job's columns, in either dialect.
+fn claimed<R: Row>(row: R) -> Result<ClaimedRow, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok((
+        row.try_get("job_id")?,
+        row.try_get("tenant_id")?,
+        row.try_get("job")?,
+        row.try_get("attempts")?,
+        row.try_get("position")?,
+        row.try_get("correlation_id")?,
+        row.try_get("causation_id")?,
+    ))
 }
 
 /// Marks a round's jobs in one transaction: each acted on is done, each that failed is put off
-/// by its pause, with its error. Each only as the event that last set it left it: a timer set
-/// again meanwhile stays pending.
+/// by its pause, with its error. Each only as the event that last set it left it (or cancelled):
+/// a timer set again meanwhile stays pending.
 async fn settle(
     store: &Store,
     process: &str,
@@ -294,14 +346,16 @@ async fn settle(
     for (job, failure) in outcomes {
         match failure {
             None => {
+                // Counted also when its projection half cancelled it meanwhile (its act's event).
                 let sql = "UPDATE process_jobs SET done = true, attempts = attempts + 1, last_error = NULL
-                           WHERE process = $1 AND job_id = $2 AND position = $3";
+                           WHERE process = $1 AND job_id = $2 AND (position = $3 OR done)";
                 on_tx!(&mut *tx, |conn| {
                     sqlx::query(sql).bind(process).bind(&job.id).bind(job.position).execute(conn).await?;
                 });
             }
             Some((error, pause)) => {
-                let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4
+                let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4,
+                                  claimed_until = 0
                            WHERE process = $1 AND job_id = $2 AND position = $5";
                 let due_at = Utc::now() + *pause;
                 on_tx!(&mut *tx, |conn| {
@@ -328,9 +382,11 @@ pub fn retry_pause(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << doublings).min(MAX_RETRY_PAUSE)
 }
 
-/// When the earliest pending job of `process` is due (`None` when none is pending).
+/// When the earliest pending job of `process` may be claimed: when it is due, or when another
+/// process's claim on it runs out (`None` when none is pending).
 async fn earliest(store: &Store, process: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let sql = "SELECT min(due_at) FROM process_jobs WHERE process = $1 AND NOT done";
+    let sql = "SELECT min(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END)
+                 FROM process_jobs WHERE process = $1 AND NOT done";
     let due: Option<i64> =
         colloquy_infra::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(process).fetch_one(pool).await?);
     Ok(due.map(|due| DateTime::from_timestamp_millis(due).unwrap_or_default()))
@@ -354,7 +410,7 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
-        let jobs = due(&store, name, Utc::now()).await?;
+        let jobs = claim(&store, name, Utc::now()).await?;
         let acted = jobs.len();
         // A round's jobs are acted on together, a few at a time: each is another job id, and two
         // on one aggregate queue on its slot in the repository.
@@ -386,7 +442,7 @@ pub async fn run(
             None => LONGEST_SLEEP,
         };
         if sleep.is_zero() {
-            // Due, but left by `due` for a later round (the limit), or retried already.
+            // Due, but left by `claim` for a later round (the limit), or retried already.
             tokio::time::sleep(POLL).await;
             continue;
         }

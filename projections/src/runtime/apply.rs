@@ -87,7 +87,17 @@ impl Projector {
         else {
             return Ok(None);
         };
-        if known == 0 || first != known + 1 || events.iter().any(|e| self.projection.handles(e)) {
+        // Contiguous too: with several instances sharing a JetStream consumer, a batch from the
+        // bus can lack an event another instance was handed, which this one must not step over.
+        let contiguous = usize::try_from(last - first + 1).is_ok_and(|span| span == events.len())
+            && events
+                .windows(2)
+                .all(|w| matches!((w[0].position, w[1].position), (Some(a), Some(b)) if b == a + 1));
+        if known == 0
+            || first != known + 1
+            || !contiguous
+            || events.iter().any(|e| self.projection.handles(e))
+        {
             return Ok(None);
         }
         self.note_applied(last);

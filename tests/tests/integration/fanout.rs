@@ -822,6 +822,12 @@ async fn jetstream_gets_this_and_another_processs_commits_once_in_log_order() {
     server.stop().await;
 }
 
+/// The message count of conversation `id` in a PostgreSQL store's list.
+async fn listed_messages(store: &colloquy_infra::Store, id: &str) -> i64 {
+    let sql = "SELECT message_count FROM conversation_list WHERE conversation_id = $1";
+    sqlx::query_scalar(sql).bind(id).fetch_one(store.reads().postgres().unwrap()).await.unwrap()
+}
+
 /// Appends `copies` more messages to conversation `id`, each a copy of its first with new ids,
 /// straight to the store (so no projector of a server sees them); the position of the last.
 async fn append_copies_of_its_first_message(
@@ -946,14 +952,78 @@ async fn two_projector_instances_by_turns_apply_each_event_once() {
     }
     let stored = colloquy_infra::checkpoints::read(&store, "projection:conversation_list").await.unwrap();
     assert_eq!(stored, end);
-    let pool = store.reads().postgres().unwrap();
-    let count: i64 =
-        sqlx::query_scalar("SELECT message_count FROM conversation_list WHERE conversation_id = $1")
-            .bind(&id)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let count = listed_messages(&store, &id).await;
     assert_eq!(count, 13, "every message counted once");
+    store.close().await;
+    server.stop().await;
+}
+
+/// An instance handed a batch with a hole in it (several instances share one JetStream consumer,
+/// so the event between went to another) steps over nothing, even when it ignores every event it
+/// was handed: the instance that has the event in the hole still applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_handed_a_batch_with_a_hole_does_not_step_over_it() {
+    let mut server = TestServer::start(Backend::Postgres).await;
+    let policy = json!({"name": "Fast", "targets": [{"metric": "first_response", "threshold_seconds": 60}]});
+    assert_eq!(server.post("/v1/sla-policies", policy).await.status, StatusCode::CREATED);
+    let id = server.conversation().await;
+    let position = server.customer_message(&id, "m").await;
+    server.get(&format!("/v1/conversations?min_position={position}")).await;
+    server.shut_down().await;
+
+    // A policy (which the list ignores), a message (which it counts), and another policy,
+    // appended as the server would have; no projector runs.
+    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
+    let created =
+        log.read(0, 1000, None).await.unwrap().into_iter().find(|e| e.event_type == "SlaPolicyCreated");
+    let created = created.unwrap();
+    let another_policy = || {
+        let mut metadata = created.metadata.to_value();
+        metadata["event_id"] = json!(uuid::Uuid::now_v7());
+        cqrs_es::persist::SerializedEvent::new(
+            uuid::Uuid::now_v7().to_string(),
+            1,
+            created.aggregate_type.clone(),
+            created.event_type.clone(),
+            created.event_version.clone(),
+            created.payload.to_value(),
+            metadata,
+        )
+    };
+    store.append(vec![another_policy()]).await.unwrap();
+    append_copies_of_its_first_message(&store, &log, &id, 1).await;
+    store.append(vec![another_policy()]).await.unwrap();
+    let events = log.read(position, 1000, None).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["SlaPolicyCreated", "MessageAdded", "SlaPolicyCreated"]
+    );
+
+    let projection = colloquy_projections::by_name("conversation_list").unwrap();
+    let (first, second) = (
+        colloquy_projections::Projector::new(log.clone(), projection.clone()),
+        colloquy_projections::Projector::new(log.clone(), projection.clone()),
+    );
+    assert_eq!(first.checkpoint().await.unwrap(), position);
+    assert_eq!(second.checkpoint().await.unwrap(), position);
+    // The first is handed the two policies, the second the message between them.
+    let holed = [events[0].clone(), events[2].clone()];
+    assert_eq!(
+        first.apply(&holed).await.unwrap(),
+        colloquy_projections::Applied::Gap { checkpoint: position },
+        "a batch with a hole is a gap, though the list ignores all of it"
+    );
+    first.flush_checkpoint().await.unwrap();
+    // The second, missing the first policy, catches up from the stored checkpoint.
+    assert_eq!(
+        second.apply(&events[1..2]).await.unwrap(),
+        colloquy_projections::Applied::Gap { checkpoint: position }
+    );
+    assert_eq!(second.catch_up().await.unwrap(), position + 3);
+    assert_eq!(first.catch_up().await.unwrap(), position + 3);
+    let count = listed_messages(&store, &id).await;
+    assert_eq!(count, 2, "the message in the hole is counted");
     store.close().await;
     server.stop().await;
 }
