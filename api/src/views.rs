@@ -127,6 +127,20 @@ pub struct ConversationView {
     updated_at: Option<DateTime<Utc>>,
     last_activity_at: Option<DateTime<Utc>>,
     version: usize,
+    /// How it stands against its SLA: the worst state of its live timers and their next due.
+    /// In lists (from the SLA projection, which may trail the list a moment); absent without a
+    /// live timer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sla: Option<SlaDueView>,
+}
+
+/// How a conversation stands against its SLA, on its inbox row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SlaDueView {
+    /// The worst state of its live timers.
+    state: colloquy_domain::sla::DueState,
+    /// The earliest due of its running timers (past, once breached); null while all are paused.
+    next_due_at: Option<DateTime<Utc>>,
 }
 
 impl ConversationView {
@@ -189,6 +203,7 @@ impl ConversationView {
             updated_at: conversation.updated_at,
             last_activity_at: conversation.last_activity_at,
             version,
+            sla: None,
         }
     }
 }
@@ -254,7 +269,14 @@ impl ConversationView {
             updated_at: Some(row.updated_at),
             last_activity_at: Some(row.last_activity_at),
             version: usize::try_from(row.version).unwrap_or(0),
+            sla: None,
         }
+    }
+
+    /// The same view with its row's SLA.
+    pub fn with_sla(mut self, due: Option<colloquy_domain::sla::Due>) -> Self {
+        self.sla = due.map(|due| SlaDueView { state: due.state, next_due_at: due.next_due_at });
+        self
     }
 
     /// The same view with the contact's summary.

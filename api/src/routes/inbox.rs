@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use colloquy_domain::conversation::{GroupType, Priority, Status};
+use colloquy_domain::sla::DueState;
 use colloquy_domain::{Channel, ConversationCommand};
 use colloquy_infra::tokens::Principal;
 use colloquy_infra::Intent;
@@ -136,7 +137,15 @@ pub struct InboxParams {
     #[param(min_length = 3, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     #[schema(min_length = 3, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     q: Option<String>,
-    /// `last_activity_at` (default), `created_at`, `priority` or `waiting_since`.
+    /// Only conversations standing against their SLA as one of: `breached` (a live timer is past
+    /// due), `warning`, `active`, `paused` (comma-separated). A conversation counts by its worst
+    /// live timer; one without a live timer matches none.
+    #[param(value_type = Option<Vec<DueState>>, style = Form, explode = false, max_items = 50)]
+    #[schema(value_type = Option<Vec<DueState>>)]
+    sla_status: Option<OneOrMany>,
+    /// `last_activity_at` (default), `created_at`, `priority`, `waiting_since` or `sla_due_at`
+    /// (the next due of a running SLA timer, soonest and most overdue first; only conversations
+    /// with one).
     #[param(value_type = Option<SortName>, inline)]
     #[schema(value_type = Option<SortName>, inline)]
     sort: Option<String>,
@@ -183,6 +192,7 @@ enum SortName {
     CreatedAt,
     Priority,
     WaitingSince,
+    SlaDueAt,
 }
 
 /// The values of `order` (a schema only).
@@ -285,6 +295,11 @@ impl InboxParams {
             last_activity_after: self.last_activity_after.map(Into::into),
             last_activity_before: self.last_activity_before.map(Into::into),
             q,
+            sla_states: parse_each::<DueState>(
+                "sla_status",
+                &self.sla_status,
+                "breached, warning, active, paused",
+            )?,
         })
     }
 
@@ -294,7 +309,9 @@ impl InboxParams {
             Some(name) => SortKey::parse(name).ok_or_else(|| {
                 ApiError::invalid_field(
                     "sort",
-                    format!("{name:?} is not one of last_activity_at, created_at, priority, waiting_since"),
+                    format!(
+                        "{name:?} is not one of last_activity_at, created_at, priority, waiting_since, sla_due_at"
+                    ),
                 )
             })?,
         };
@@ -374,7 +391,12 @@ pub async fn list(
     )
     .await?;
     Ok(axum::Json(Page {
-        data: page.rows.into_iter().map(ConversationView::from_row).collect(),
+        data: page
+            .rows
+            .into_iter()
+            .zip(page.sla)
+            .map(|(row, due)| ConversationView::from_row(row).with_sla(due))
+            .collect(),
         next_cursor: page.next.map(|c| c.encode()),
     }))
 }

@@ -13,6 +13,7 @@
 //! recomputes them.
 
 pub mod clock;
+mod due;
 mod events;
 pub mod policy;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use due::{Due, DueState};
 pub use events::SlaEvent;
 pub use policy::{
     Conditions, Metric, PolicyVersion, SlaPolicy, SlaPolicyAggregate, Subject, Target, Warning,

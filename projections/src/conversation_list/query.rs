@@ -11,8 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use sqlx::Row;
 
 use colloquy_domain::conversation::{GroupType, Priority, Status};
+use colloquy_domain::sla::{Due, DueState};
 use colloquy_domain::Channel;
 use colloquy_infra::{Store, StoreError};
 
@@ -31,15 +33,18 @@ pub enum SortKey {
     Priority,
     /// Since when the customer waits for a human answer; lists only conversations that wait.
     WaitingSince,
+    /// The next due of a running SLA timer; lists only conversations with one.
+    SlaDueAt,
 }
 
 impl SortKey {
     /// Every key, by its query name.
-    pub const ALL: [(&'static str, SortKey); 4] = [
+    pub const ALL: [(&'static str, SortKey); 5] = [
         ("last_activity_at", Self::LastActivityAt),
         ("created_at", Self::CreatedAt),
         ("priority", Self::Priority),
         ("waiting_since", Self::WaitingSince),
+        ("sla_due_at", Self::SlaDueAt),
     ];
 
     /// The query name.
@@ -52,11 +57,11 @@ impl SortKey {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, key)| *key)
     }
 
-    /// The direction used when none is asked for: newest or most urgent first, and the
-    /// longest-waiting customer first.
+    /// The direction used when none is asked for: newest or most urgent first, the
+    /// longest-waiting customer first, and the soonest (or most overdue) SLA first.
     pub fn default_direction(self) -> Direction {
         match self {
-            Self::WaitingSince => Direction::Asc,
+            Self::WaitingSince | Self::SlaDueAt => Direction::Asc,
             _ => Direction::Desc,
         }
     }
@@ -67,6 +72,16 @@ impl SortKey {
             Self::CreatedAt => &["created_at", "conversation_id"],
             Self::Priority => &["priority_rank", "last_activity_at", "conversation_id"],
             Self::WaitingSince => &["waiting_since", "conversation_id"],
+            Self::SlaDueAt => &["sla_next_due_at", "conversation_id"],
+        }
+    }
+
+    /// What a row needs to be listed in this order at all.
+    fn condition(self) -> Option<&'static str> {
+        match self {
+            Self::WaitingSince => Some("waiting_since IS NOT NULL"),
+            Self::SlaDueAt => Some("sla_next_due_at IS NOT NULL"),
+            _ => None,
         }
     }
 }
@@ -164,6 +179,8 @@ pub struct ListFilter {
     pub last_activity_before: Option<DateTime<Utc>>,
     /// Words in the subject, the contact's name, e-mail or phone, or the last message.
     pub q: Option<String>,
+    /// Standing against the SLA in any of these states.
+    pub sla_states: Vec<DueState>,
 }
 
 /// Where a page ends, in a list's sort order: the last row's sort values and id. Opaque to
@@ -181,12 +198,13 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The cursor after `row` in `sort`.
-    pub fn after(row: &ConversationRow, sort: Sort) -> Self {
+    /// The cursor after `row` (with its SLA, `due`) in `sort`.
+    pub fn after(row: &ConversationRow, due: Option<&Due>, sort: Sort) -> Self {
         let at = match sort.key {
             SortKey::LastActivityAt | SortKey::Priority => row.last_activity_at,
             SortKey::CreatedAt => row.created_at,
             SortKey::WaitingSince => row.waiting_since.unwrap_or(row.last_activity_at),
+            SortKey::SlaDueAt => due.and_then(|d| d.next_due_at).unwrap_or(row.last_activity_at),
         };
         Self { sort, rank: row.priority_rank(), at, id: row.id.clone() }
     }
@@ -224,6 +242,8 @@ impl Cursor {
 pub struct Page {
     /// The rows, in order.
     pub rows: Vec<ConversationRow>,
+    /// Each row's SLA, in the same order (as the SLA projection has it).
+    pub sla: Vec<Option<Due>>,
     /// Where the next page starts, when there is one.
     pub next: Option<Cursor>,
 }
@@ -359,7 +379,13 @@ fn conditions(filter: &ListFilter, statement: &mut Statement) {
         let p = s.text(like_pattern(q));
         s.conditions.push(format!("search LIKE {p} ESCAPE '\\'"));
     }
+    s.any_of("sla_state", filter.sla_states.iter().map(|state| state.as_str().to_owned()).collect());
 }
+
+/// The list's table: each row with its SLA (the SLA projection's `sla_inbox`, whose columns'
+/// names are all `sla_`-prefixed, so none is ambiguous).
+const LISTED: &str = "conversation_list LEFT JOIN sla_inbox
+    ON sla_tenant_id = tenant_id AND sla_conversation_id = conversation_id";
 
 macro_rules! bind_all {
     ($query:expr, $params:expr) => {{
@@ -392,9 +418,7 @@ pub async fn list(
     s.conditions.push(format!("tenant_id = {tenant_param}"));
     s.conditions.push("NOT deleted".into());
     conditions(filter, &mut s);
-    if sort.key == SortKey::WaitingSince {
-        s.conditions.push("waiting_since IS NOT NULL".into());
-    }
+    s.conditions.extend(sort.key.condition().map(str::to_owned));
     let columns = sort.key.columns();
     if let Some(cursor) = after {
         let mut values = Vec::new();
@@ -418,23 +442,24 @@ pub async fn list(
     // unknown row count. One more row than asked tells whether a next page exists.
     let fetch = limit.clamp(1, 1_000) + 1;
     let sql = format!(
-        "SELECT {COLUMNS} FROM conversation_list WHERE {} ORDER BY {} LIMIT {fetch}",
+        "SELECT {COLUMNS}, sla_state, sla_next_due_at FROM {LISTED} WHERE {} ORDER BY {} LIMIT {fetch}",
         s.conditions.join(" AND "),
         order.join(", ")
     );
     let params = s.params;
-    let mut rows =
+    let mut listed =
         colloquy_infra::on_pool!(store, |pool| bind_all!(sqlx::query(&sql).persistent(false), params)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(decode)
-            .collect::<Result<Vec<_>, _>>()?);
-    let next = (rows.len() > limit).then(|| {
-        rows.truncate(limit);
-        rows.last().map(|row| Cursor::after(row, sort))
+            .map(|row| Ok((decode(row)?, sla_of(row)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?);
+    let next = (listed.len() > limit).then(|| {
+        listed.truncate(limit);
+        listed.last().map(|(row, due)| Cursor::after(row, due.as_ref(), sort))
     });
-    Ok(Page { rows, next: next.flatten() })
+    let (rows, sla) = listed.into_iter().unzip();
+    Ok(Page { rows, sla, next: next.flatten() })
 }
 
 /// The statement `list` would run, for EXPLAIN in benchmarks and tests.
@@ -445,16 +470,31 @@ pub fn explainable(filter: &ListFilter, sort: Sort, postgres: bool) -> (String, 
         params: vec![Param::Int(0)],
     };
     conditions(filter, &mut s);
+    s.conditions.extend(sort.key.condition().map(str::to_owned));
     let direction = if sort.direction == Direction::Asc { "ASC" } else { "DESC" };
     let order: Vec<String> = sort.key.columns().iter().map(|c| format!("{c} {direction}")).collect();
     (
         format!(
-            "SELECT {COLUMNS} FROM conversation_list WHERE {} ORDER BY {} LIMIT 26",
+            "SELECT {COLUMNS}, sla_state, sla_next_due_at FROM {LISTED} WHERE {} ORDER BY {} LIMIT 26",
             s.conditions.join(" AND "),
             order.join(", ")
         ),
         s.params.len(),
     )
+}
+
+/// A listed row's SLA, from its `sla_inbox` columns.
+fn sla_of<R>(row: &R) -> Result<Option<Due>, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let Some(state) = row.try_get::<Option<String>, _>("sla_state")? else { return Ok(None) };
+    let state = DueState::parse(&state)
+        .ok_or_else(|| sqlx::Error::Decode(format!("{state:?} is not an SLA state").into()))?;
+    Ok(Some(Due { state, next_due_at: row.try_get("sla_next_due_at")? }))
 }
 
 /// One conversation's row, if it belongs to `tenant` (deleted ones included).

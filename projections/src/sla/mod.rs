@@ -98,7 +98,7 @@ impl Projection for Sla {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[definitions::TABLE, timers::TABLE]
+        &[definitions::TABLE, timers::TABLE, timers::INBOX_TABLE]
     }
 }
 

@@ -5,7 +5,7 @@
 use serde_json::json;
 use sqlx::Row;
 
-use colloquy_domain::sla::{SlaEvent, Timer, TimerState};
+use colloquy_domain::sla::{Due, SlaEvent, Timer, TimerState};
 use colloquy_domain::TenantId;
 use colloquy_infra::{Store, StoreError, StoredEvent};
 
@@ -15,6 +15,9 @@ use crate::runtime::{ProjectionError, Tx};
 
 /// The table.
 pub const TABLE: &str = "sla_timers";
+
+/// What the inbox shows of each conversation's SLA ([`Due`]), joined to its list.
+pub const INBOX_TABLE: &str = "sla_inbox";
 
 /// The job that fires `timer_id` of `conversation`, one per timer.
 pub fn job_id(tenant: &str, conversation: &str, timer_id: &str) -> String {
@@ -109,6 +112,7 @@ pub(super) async fn apply(
             .execute(conn)
             .await?;
     });
+    show_in_inbox(tx, &tenant, conversation, position).await?;
     let id = job_id(&tenant, conversation, &timer_id);
     match deadline {
         Some(due) => {
@@ -122,6 +126,41 @@ pub(super) async fn apply(
             }
         }
         None => processes::cancel(tx, process, &id, position).await?,
+    }
+    Ok(())
+}
+
+/// Sets the conversation's row of [`INBOX_TABLE`] to what its timers amount to now (for the
+/// event at `position`), or removes it when none is live.
+async fn show_in_inbox(
+    tx: &mut Tx<'_>,
+    tenant: &str,
+    conversation: &str,
+    position: i64,
+) -> Result<(), ProjectionError> {
+    let sql = "SELECT timer FROM sla_timers WHERE tenant_id = $1 AND conversation_id = $2 AND state IN ('running', 'paused')";
+    let live: Vec<String> =
+        on_tx!(tx, |conn| sqlx::query_scalar(sql).bind(tenant).bind(conversation).fetch_all(conn).await?);
+    let live = live.iter().map(|json| serde_json::from_str::<Timer>(json)).collect::<Result<Vec<_>, _>>();
+    match Due::of(&live.map_err(encode)?) {
+        Some(due) => {
+            let sql = "INSERT INTO sla_inbox (sla_tenant_id, sla_conversation_id, sla_state, sla_next_due_at, sla_position)
+                       VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (sla_tenant_id, sla_conversation_id) DO UPDATE SET
+                         sla_state = excluded.sla_state, sla_next_due_at = excluded.sla_next_due_at,
+                         sla_position = excluded.sla_position
+                       WHERE sla_inbox.sla_position < excluded.sla_position";
+            on_tx!(tx, |conn| {
+                let query = sqlx::query(sql).bind(tenant).bind(conversation).bind(due.state.as_str());
+                query.bind(due.next_due_at).bind(position).execute(conn).await?;
+            });
+        }
+        None => {
+            let sql = "DELETE FROM sla_inbox WHERE sla_tenant_id = $1 AND sla_conversation_id = $2";
+            on_tx!(tx, |conn| {
+                sqlx::query(sql).bind(tenant).bind(conversation).execute(conn).await?;
+            });
+        }
     }
     Ok(())
 }

@@ -261,7 +261,88 @@ async fn a_draft_policy_replayed_over_past_conversations_reports_hits_and_misses
     server.stop().await;
 }
 
+/// The ids the inbox lists for `query`, in order, walking every page.
+async fn listed(server: &TestServer, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let reply = server.get(&format!("/v1/conversations?{query}&limit=1&cursor={cursor}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {:?}", reply.body);
+        ids.extend(
+            reply.body["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return ids,
+        }
+    }
+}
+
+/// The inbox row of conversation `id`.
+async fn row(server: &TestServer, id: &str) -> Value {
+    let rows = server.get("/v1/conversations?limit=100").await.body["data"].as_array().unwrap().clone();
+    rows.into_iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("{id} is not listed"))
+}
+
+async fn the_inbox_shows_filters_and_sorts_by_each_conversations_sla(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_policy(
+        &server,
+        json!([{"metric": "first_response", "threshold_seconds": 4, "warnings": [{"before_seconds": 2}]}]),
+    )
+    .await;
+    let (soonest, paused, answered) =
+        (server.conversation().await, server.conversation().await, server.conversation().await);
+    let later = server.conversation().await;
+    reply_as_agent(&server, &answered).await;
+    let pending =
+        server.post(&format!("/v1/conversations/{paused}/status"), json!({"status": "pending"})).await;
+    assert_eq!(pending.status, StatusCode::OK, "{:?}", pending.body);
+
+    let sorted = common::eventually(Duration::from_secs(10), "the inbox shows the clocks", || async {
+        let sorted = listed(&server, "sort=sla_due_at").await;
+        let paused_listed = listed(&server, "sla_status=paused").await;
+        (sorted.len() == 2 && paused_listed == [paused.clone()]).then_some(sorted)
+    })
+    .await;
+    assert_eq!(
+        sorted,
+        [soonest.clone(), later.clone()],
+        "the soonest due first; paused and answered ones not at all"
+    );
+    assert_eq!(listed(&server, "sort=sla_due_at&order=desc").await, [later.clone(), soonest.clone()]);
+    let mut active = listed(&server, "sla_status=active").await;
+    active.sort();
+    let mut expected = vec![soonest.clone(), later.clone()];
+    expected.sort();
+    assert_eq!(active, expected);
+    let first = row(&server, &soonest).await;
+    assert_eq!(first["sla"]["state"], "active");
+    let clocks = server.get(&format!("/v1/conversations/{soonest}/sla")).await.body;
+    assert_eq!(first["sla"]["next_due_at"], timer(&clocks, "first_response")["due_at"]);
+    assert_eq!(row(&server, &paused).await["sla"], json!({"state": "paused", "next_due_at": null}));
+    assert!(row(&server, &answered).await.get("sla").is_none(), "no live timer, no SLA on the row");
+
+    common::eventually(Duration::from_secs(15), "both running timers breach", || async {
+        let breached = listed(&server, "sla_status=breached").await;
+        (breached.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(row(&server, &soonest).await["sla"]["state"], "breached");
+    // Breached, still first by due: the most overdue first.
+    assert_eq!(
+        listed(&server, "sort=sla_due_at&sla_status=breached,warning").await,
+        [soonest.clone(), later]
+    );
+    assert_eq!(listed(&server, "sla_status=paused").await, [paused]);
+
+    let bad = server.get("/v1/conversations?sla_status=missed").await;
+    assert!(bad.assert_problem(StatusCode::BAD_REQUEST).contains("sla_status"), "{:?}", bad.body);
+    server.stop().await;
+}
+
 on_both_stores!(
+    the_inbox_shows_filters_and_sorts_by_each_conversations_sla,
     a_draft_policy_replayed_over_past_conversations_reports_hits_and_misses_and_writes_nothing,
     a_policy_times_a_conversation_and_its_warning_and_breach_are_recorded_live,
     a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches,

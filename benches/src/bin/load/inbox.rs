@@ -232,7 +232,14 @@ fn cases(contacts: &[String], names: &[String]) -> Vec<Case> {
             ..open()
         }),
     ];
-    for key in [SortKey::LastActivityAt, SortKey::CreatedAt, SortKey::Priority, SortKey::WaitingSince] {
+    let keys = [
+        SortKey::LastActivityAt,
+        SortKey::CreatedAt,
+        SortKey::Priority,
+        SortKey::WaitingSince,
+        SortKey::SlaDueAt,
+    ];
+    for key in keys {
         for direction in [Direction::Desc, Direction::Asc] {
             let name = match (key, direction) {
                 (SortKey::LastActivityAt, Direction::Desc) => continue,
@@ -243,6 +250,8 @@ fn cases(contacts: &[String], names: &[String]) -> Vec<Case> {
                 (SortKey::Priority, Direction::Asc) => "sort=priority&order=asc",
                 (SortKey::WaitingSince, Direction::Desc) => "sort=waiting_since&order=desc",
                 (SortKey::WaitingSince, Direction::Asc) => "sort=waiting_since&order=asc",
+                (SortKey::SlaDueAt, Direction::Desc) => "sort=sla_due_at&order=desc",
+                (SortKey::SlaDueAt, Direction::Asc) => "sort=sla_due_at&order=asc",
             };
             cases.push(case(name, sort(key, direction), |_| ListFilter::default()));
         }
