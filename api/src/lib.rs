@@ -36,8 +36,8 @@ use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
-    calendars, contacts, conversations, events, groups, health, inbox, messages, sla, stream, timers, tokens,
-    whatif,
+    calendars, contacts, conversations, events, groups, health, inbox, messages, recompute, sla, stream,
+    timers, tokens, whatif,
 };
 pub use crate::state::AppState;
 
@@ -112,6 +112,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sla::get, sla::replace, sla::delete))
         .routes(routes!(sla::versions))
         .routes(routes!(whatif::what_if))
+        .routes(routes!(recompute::recompute))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))
         .routes(routes!(messages::report_delivery))

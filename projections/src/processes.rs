@@ -331,47 +331,67 @@ where
     ))
 }
 
-/// Marks a round's jobs in one transaction: each acted on is done, each that failed is put off
-/// by its pause, with its error. Each only as the event that last set it left it (or cancelled):
-/// a timer set again meanwhile stays pending.
+/// Marks a round's jobs: each acted on is done, each that failed is put off by its pause, with
+/// its error. Each only as the event that last set it left it (or cancelled): a timer set again
+/// meanwhile stays pending. On SQLite, whose one writer takes transactions in turn, one
+/// transaction marks the round. On PostgreSQL each job is marked in a transaction of its own: the
+/// projection half's batches lock the same rows in log order, and one transaction marking many in
+/// another order could deadlock with one (seen under load: each such wait lasts the second
+/// PostgreSQL takes to notice, and loses the marks). A mark is not made durable: one lost in a
+/// crash repeats an act, which acts allow.
 async fn settle(
     store: &Store,
     process: &str,
     outcomes: &[(Job, Option<(ActError, Duration)>)],
 ) -> Result<(), StoreError> {
-    if outcomes.is_empty() {
-        return Ok(());
+    if store.is_postgres() {
+        for outcome in outcomes {
+            let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+            mark(&mut tx, process, outcome).await?;
+            tx.commit().await?;
+        }
+    } else if !outcomes.is_empty() {
+        let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+        for outcome in outcomes {
+            mark(&mut tx, process, outcome).await?;
+        }
+        tx.commit().await?;
     }
-    let mut tx = store.begin(File::ReadModels, Durability::Durable).await?;
-    for (job, failure) in outcomes {
-        match failure {
-            None => {
-                // Counted also when its projection half cancelled it meanwhile (its act's event).
-                let sql = "UPDATE process_jobs SET done = true, attempts = attempts + 1, last_error = NULL
-                           WHERE process = $1 AND job_id = $2 AND (position = $3 OR done)";
-                on_tx!(&mut *tx, |conn| {
-                    sqlx::query(sql).bind(process).bind(&job.id).bind(job.position).execute(conn).await?;
-                });
-            }
-            Some((error, pause)) => {
-                let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4,
-                                  claimed_until = 0
-                           WHERE process = $1 AND job_id = $2 AND position = $5";
-                let due_at = Utc::now() + *pause;
-                on_tx!(&mut *tx, |conn| {
-                    sqlx::query(sql)
-                        .bind(process)
-                        .bind(&job.id)
-                        .bind(error.to_string())
-                        .bind(due_at.timestamp_millis())
-                        .bind(job.position)
-                        .execute(conn)
-                        .await?;
-                });
-            }
+    Ok(())
+}
+
+/// Marks one job of a round in `tx`, as [`settle`] says.
+async fn mark(
+    tx: &mut Tx<'_>,
+    process: &str,
+    (job, failure): &(Job, Option<(ActError, Duration)>),
+) -> Result<(), StoreError> {
+    match failure {
+        None => {
+            // Counted also when its projection half cancelled it meanwhile (its act's event).
+            let sql = "UPDATE process_jobs SET done = true, attempts = attempts + 1, last_error = NULL
+                       WHERE process = $1 AND job_id = $2 AND (position = $3 OR done)";
+            on_tx!(tx, |conn| {
+                sqlx::query(sql).bind(process).bind(&job.id).bind(job.position).execute(conn).await?;
+            });
+        }
+        Some((error, pause)) => {
+            let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4,
+                              claimed_until = 0
+                       WHERE process = $1 AND job_id = $2 AND position = $5";
+            let due_at = Utc::now() + *pause;
+            on_tx!(tx, |conn| {
+                sqlx::query(sql)
+                    .bind(process)
+                    .bind(&job.id)
+                    .bind(error.to_string())
+                    .bind(due_at.timestamp_millis())
+                    .bind(job.position)
+                    .execute(conn)
+                    .await?;
+            });
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 

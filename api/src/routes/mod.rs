@@ -11,6 +11,7 @@ pub mod groups;
 pub mod health;
 pub mod inbox;
 pub mod messages;
+pub mod recompute;
 pub mod sla;
 pub mod stream;
 pub mod timers;

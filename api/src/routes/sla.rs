@@ -237,6 +237,22 @@ pub struct SlaView {
     next_due_timer: Option<String>,
     /// Every timer, in the order they started. Their events: `GET /v1/conversations/{id}/sla/events`.
     timers: Vec<SlaTimerView>,
+    /// Each policy version's latest recomputed results (`POST /v1/sla-policies/{id}/recompute`),
+    /// beside the live timers, in the order first recorded.
+    recomputed: Vec<RecomputedView>,
+}
+
+/// A policy version's timers over the conversation's whole history, recomputed on request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecomputedView {
+    /// The policy.
+    policy_id: Uuid,
+    /// Its version.
+    policy_version: u32,
+    /// The instant timers still running were judged at (their counted seconds are as of then).
+    judged_at: DateTime<Utc>,
+    /// The timers it gives the conversation, in the order they start.
+    timers: Vec<SlaTimerView>,
 }
 
 fn sla_view(
@@ -253,6 +269,20 @@ fn sla_view(
         next_due_at: next.map(|(_, due)| due),
         next_due_timer: next.map(|(timer, _)| timer.timer_id.clone()),
         timers: clocks.timers.iter().map(|timer| SlaTimerView::of(timer, catalog, now)).collect(),
+        recomputed: clocks
+            .recomputed
+            .iter()
+            .map(|results| RecomputedView {
+                policy_id: results.policy_id,
+                policy_version: results.policy_version,
+                judged_at: results.judged_at,
+                timers: results
+                    .timers
+                    .iter()
+                    .map(|timer| SlaTimerView::of(timer, catalog, results.judged_at))
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use colloquy_domain::definition::Definition;
 use colloquy_domain::sla::whatif::{self, Outcome};
-use colloquy_domain::sla::{Metric, PolicyVersion, SlaPolicy, TimerState};
+use colloquy_domain::sla::{Catalog, ConversationSla, Metric, PolicyVersion, SlaPolicy, TimerState};
 use colloquy_domain::validate::FieldError;
 use colloquy_domain::{Conversation, ConversationEvent, ConversationId};
 use colloquy_projections::conversation_list as query;
@@ -111,36 +111,13 @@ pub async fn what_if(
     require(&principal, "settings:write")?;
     // Nothing is written, but the command headers are held to their rules as on every command.
     crate::routes::origin(&principal, &headers)?;
-    let limit = body.limit.unwrap_or(500);
-    if !(1..=MAX_CONVERSATIONS).contains(&limit) {
-        return Err(ApiError::invalid(FieldError::new("limit", format!("must be 1 to {MAX_CONVERSATIONS}"))));
-    }
-    if body.from >= body.to {
-        return Err(ApiError::invalid(FieldError::new("to", "must be after from")));
-    }
+    let limit = checked_range(body.limit, body.from, body.to)?;
     let (policy, version) = policy_to_judge(&state, &principal, &body).await?;
-    let tenant = &principal.tenant;
-    let mut catalog = catalog_table::catalog(state.store(), tenant).await?;
-    catalog.policies.clear();
-    let limit = limit as usize;
-    let mut ids =
-        query::opened_between(state.store(), tenant.as_str(), (body.from, body.to), limit + 1).await?;
-    let truncated = ids.len() > limit;
-    ids.truncate(limit);
-    let judged_at = Utc::now();
+    let replayed = replay(&state, &principal.tenant, &policy, (body.from, body.to), limit).await?;
+    let judged_at = replayed.judged_at;
     let mut by_metric: BTreeMap<String, Outcome> = BTreeMap::new();
-    let mut results = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Ok(conversation_id) = id.parse::<ConversationId>() else { continue };
-        let events = history(&state, tenant, &id).await?;
-        let clocks = whatif::simulate(
-            conversation_id,
-            tenant.clone(),
-            events,
-            policy.clone(),
-            catalog.calendars.clone(),
-            judged_at,
-        );
+    let mut results = Vec::with_capacity(replayed.conversations.len());
+    for (id, clocks) in replayed.conversations {
         for timer in &clocks.timers {
             by_metric.entry(timer.metric.as_str().to_owned()).or_default().count(timer);
         }
@@ -155,12 +132,13 @@ pub async fn what_if(
                     metric: timer.metric,
                     state: timer.state,
                     breached_at: timer.breached_at,
-                    business_seconds: catalog.counted(timer, judged_at),
+                    business_seconds: replayed.catalog.counted(timer, judged_at),
                     threshold_seconds: timer.clock.threshold_seconds,
                 })
                 .collect(),
         });
     }
+    let truncated = replayed.truncated;
     let covered = results.iter().filter(|r| r.covered).count();
     Ok(axum::Json(WhatIfResult {
         version,
@@ -185,26 +163,101 @@ async fn policy_to_judge(
             Ok((PolicyVersion { policy_id: Uuid::nil(), version: 0, policy }, None))
         }
         (None, Some(policy_id)) => {
-            let found = state
-                .policies()
-                .read(&principal.tenant, &policy_id.to_string(), |defined, _| {
-                    match body.version {
-                        Some(version) => defined.revision(version),
-                        None => defined.current(),
-                    }
-                    .map(|revision| (revision.version, revision.definition.clone()))
-                })
-                .await?;
-            let (version, policy) = found.flatten().ok_or_else(|| {
-                ApiError::invalid(FieldError::new(
-                    "policy_id",
-                    format!("names no SLA policy {policy_id} at that version"),
-                ))
-            })?;
-            Ok((PolicyVersion { policy_id, version, policy }, Some(version)))
+            let policy =
+                stored_policy(state, principal, policy_id, body.version).await?.ok_or_else(|| {
+                    ApiError::invalid(FieldError::new(
+                        "policy_id",
+                        format!("names no SLA policy {policy_id} at that version"),
+                    ))
+                })?;
+            let version = policy.version;
+            Ok((policy, Some(version)))
         }
         _ => Err(ApiError::invalid(FieldError::new("policy", "give either a draft policy or a policy_id"))),
     }
+}
+
+/// The stored policy `policy_id` at `version` (its current one when `None`); `None` when it has
+/// no such version (or was deleted, for its current one).
+pub async fn stored_policy(
+    state: &AppState,
+    principal: &colloquy_infra::tokens::Principal,
+    policy_id: Uuid,
+    version: Option<u32>,
+) -> Result<Option<PolicyVersion>, ApiError> {
+    let found = state
+        .policies()
+        .read(&principal.tenant, &policy_id.to_string(), |defined, _| {
+            match version {
+                Some(version) => defined.revision(version),
+                None => defined.current(),
+            }
+            .map(|revision| PolicyVersion {
+                policy_id,
+                version: revision.version,
+                policy: revision.definition.clone(),
+            })
+        })
+        .await?;
+    Ok(found.flatten())
+}
+
+/// The conversations a range of a replay takes (`limit`, 500 by default), once `from` and `to`
+/// are checked.
+pub fn checked_range(limit: Option<u32>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(500);
+    if !(1..=MAX_CONVERSATIONS).contains(&limit) {
+        return Err(ApiError::invalid(FieldError::new("limit", format!("must be 1 to {MAX_CONVERSATIONS}"))));
+    }
+    if from >= to {
+        return Err(ApiError::invalid(FieldError::new("to", "must be after from")));
+    }
+    Ok(limit as usize)
+}
+
+/// The clocks a policy gives each conversation of a range, replayed.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The instant still-running timers were judged at (now).
+    pub judged_at: DateTime<Utc>,
+    /// Whether more conversations were opened in the range than the limit.
+    pub truncated: bool,
+    /// The tenant's calendars, as the replay read them (and no policy).
+    pub catalog: Catalog,
+    /// Each conversation's id and clocks, oldest first.
+    pub conversations: Vec<(String, ConversationSla)>,
+}
+
+/// Replays `policy`, as if it had always been in force and the only one, over the full history
+/// of at most `limit` conversations of `tenant` opened in `range`, oldest first.
+pub async fn replay(
+    state: &AppState,
+    tenant: &colloquy_domain::TenantId,
+    policy: &PolicyVersion,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    limit: usize,
+) -> Result<Replayed, ApiError> {
+    let mut catalog = catalog_table::catalog(state.store(), tenant).await?;
+    catalog.policies.clear();
+    let mut ids = query::opened_between(state.store(), tenant.as_str(), range, limit + 1).await?;
+    let truncated = ids.len() > limit;
+    ids.truncate(limit);
+    let judged_at = Utc::now();
+    let mut conversations = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Ok(conversation_id) = id.parse::<ConversationId>() else { continue };
+        let events = history(state, tenant, &id).await?;
+        let clocks = whatif::simulate(
+            conversation_id,
+            tenant.clone(),
+            events,
+            policy.clone(),
+            catalog.calendars.clone(),
+            judged_at,
+        );
+        conversations.push((id, clocks));
+    }
+    Ok(Replayed { judged_at, truncated, catalog, conversations })
 }
 
 /// Every event of one conversation, in order, with its sequence.

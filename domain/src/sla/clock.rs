@@ -153,6 +153,7 @@ pub(super) fn apply_to_timer(timer: &mut Timer, event: SlaEvent) {
         }
         SlaEvent::SlaObserved { .. }
         | SlaEvent::SlaPolicyApplied { .. }
+        | SlaEvent::SlaResultsRecomputed { .. }
         | SlaEvent::SlaTimerStarted { .. } => {}
     }
 }

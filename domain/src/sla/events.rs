@@ -129,13 +129,30 @@ pub enum SlaEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A policy version's timers over the conversation's whole history, recomputed on request
+    /// (`POST /v1/sla-policies/{id}/recompute`): they sit beside the live timers, which keep the
+    /// terms they ran under (docs/adr/0008).
+    SlaResultsRecomputed {
+        /// The owning tenant.
+        tenant_id: TenantId,
+        /// The policy.
+        policy_id: Uuid,
+        /// Its version.
+        policy_version: u32,
+        /// The instant timers still running were judged at.
+        judged_at: DateTime<Utc>,
+        /// Every timer the version gives the conversation, in the order they start.
+        timers: Vec<Timer>,
+    },
 }
 
 impl SlaEvent {
     /// The timer the event is about, if any.
     pub fn timer_id(&self) -> Option<&str> {
         match self {
-            Self::SlaObserved { .. } | Self::SlaPolicyApplied { .. } => None,
+            Self::SlaObserved { .. } | Self::SlaPolicyApplied { .. } | Self::SlaResultsRecomputed { .. } => {
+                None
+            }
             Self::SlaTimerStarted { timer_id, .. }
             | Self::SlaTimerPaused { timer_id, .. }
             | Self::SlaTimerResumed { timer_id, .. }
@@ -161,6 +178,7 @@ impl DomainEvent for SlaEvent {
             Self::SlaTimerBreached { .. } => "SlaTimerBreached",
             Self::SlaTimerFulfilled { .. } => "SlaTimerFulfilled",
             Self::SlaTimerCancelled { .. } => "SlaTimerCancelled",
+            Self::SlaResultsRecomputed { .. } => "SlaResultsRecomputed",
         }
         .to_owned()
     }

@@ -326,6 +326,24 @@ pub enum SlaCommand {
         /// The tenant's policies and calendars.
         catalog: Catalog,
     },
+    /// Record what a policy version gives the conversation's history (computed by
+    /// [`whatif::simulate`]); the same timers as last recorded for that version record nothing.
+    RecordResults(Recomputed),
+}
+
+/// A policy version's timers over a conversation's history, recomputed on request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recomputed {
+    /// The owning tenant.
+    pub tenant_id: TenantId,
+    /// The policy.
+    pub policy_id: Uuid,
+    /// Its version.
+    pub policy_version: u32,
+    /// The instant timers still running were judged at.
+    pub judged_at: DateTime<Utc>,
+    /// The timers, in the order they start.
+    pub timers: Vec<Timer>,
 }
 
 /// Why an SLA command was refused.
@@ -351,6 +369,9 @@ pub struct ConversationSla {
     pub policy: Option<AppliedPolicy>,
     /// Every timer, in the order started.
     pub timers: Vec<Timer>,
+    /// The latest recomputed results of each policy version, in the order first recorded.
+    #[serde(default)]
+    pub recomputed: Vec<Recomputed>,
 }
 
 impl ConversationSla {
@@ -398,6 +419,24 @@ impl Aggregate for ConversationSla {
                 self.conversation_id.ok_or(SlaError::NotFound)?;
                 clock::apply_explicitly(self, policy, &catalog, ctx.now)
             }
+            SlaCommand::RecordResults(results) => {
+                let same = self.recomputed.iter().any(|r| {
+                    (r.policy_id, r.policy_version, &r.timers)
+                        == (results.policy_id, results.policy_version, &results.timers)
+                });
+                if same {
+                    Vec::new()
+                } else {
+                    let Recomputed { tenant_id, policy_id, policy_version, judged_at, timers } = results;
+                    vec![SlaEvent::SlaResultsRecomputed {
+                        tenant_id,
+                        policy_id,
+                        policy_version,
+                        judged_at,
+                        timers,
+                    }]
+                }
+            }
         };
         for event in events {
             sink.write(event, self).await;
@@ -414,6 +453,18 @@ impl Aggregate for ConversationSla {
                 self.facts = facts;
             }
             SlaEvent::SlaPolicyApplied { policy, .. } => self.policy = policy,
+            SlaEvent::SlaResultsRecomputed { tenant_id, policy_id, policy_version, judged_at, timers } => {
+                self.tenant_id.get_or_insert_with(|| tenant_id.clone());
+                let results = Recomputed { tenant_id, policy_id, policy_version, judged_at, timers };
+                match self
+                    .recomputed
+                    .iter_mut()
+                    .find(|r| (r.policy_id, r.policy_version) == (policy_id, policy_version))
+                {
+                    Some(earlier) => *earlier = results,
+                    None => self.recomputed.push(results),
+                }
+            }
             started @ SlaEvent::SlaTimerStarted { .. } => self.timers.extend(Timer::started(started)),
             other => {
                 if let Some(timer) = other.timer_id().and_then(|id| self.timer_mut(id)) {
@@ -449,6 +500,9 @@ impl Footprint for ConversationSla {
                 &facts.assignee_id,
             ])
             + self.policy.as_ref().map_or(0, |policy| footprint::string(&policy.name))
+            + footprint::vec(&self.recomputed, self.recomputed.capacity(), |results| {
+                footprint::vec(&results.timers, results.timers.capacity(), timer)
+            })
     }
 }
 

@@ -548,3 +548,63 @@ fn the_first_policy_by_rank_whose_conditions_hold_applies_and_a_label_change_mov
     assert_eq!(clocks.state.policy.as_ref().map(|p| p.name.as_str()), Some("VIP"));
     assert_eq!(clocks.timer("first_response").due_at, Some(at(15)));
 }
+
+#[test]
+fn recomputed_results_sit_beside_the_live_timers_and_the_same_results_again_record_nothing() {
+    let live = clock::observe(
+        &ConversationSla::default(),
+        conversation_id(),
+        tenant(),
+        vec![(1, opened())],
+        &catalog(vec![target(Metric::FirstResponse, 60)]),
+    );
+    let stricter = policy_version(2, vec![target(Metric::FirstResponse, 15)], at(200));
+    let replayed = whatif::simulate(
+        conversation_id(),
+        tenant(),
+        vec![(1, opened()), (2, reply("ada", at(30)))],
+        stricter.version,
+        Vec::new(),
+        at(300),
+    );
+    assert!(replayed.timers[0].breached_at.is_some(), "a reply after 30 minutes misses 15");
+    let results = Recomputed {
+        tenant_id: tenant(),
+        policy_id: policy_id(),
+        policy_version: 2,
+        judged_at: at(300),
+        timers: replayed.timers,
+    };
+    let recorded = SlaEvent::SlaResultsRecomputed {
+        tenant_id: tenant(),
+        policy_id: policy_id(),
+        policy_version: 2,
+        judged_at: at(300),
+        timers: results.timers.clone(),
+    };
+    let framework = || {
+        TestFramework::<ConversationSla>::with(CommandContext::new(
+            at(300),
+            Actor { kind: ActorKind::System, id: "recompute".into() },
+        ))
+    };
+    framework()
+        .given(live.clone())
+        .when(SlaCommand::RecordResults(results.clone()))
+        .then_expect_events(vec![recorded.clone()]);
+    let mut after = live.clone();
+    after.push(recorded);
+    framework()
+        .given(after.clone())
+        .when(SlaCommand::RecordResults(results.clone()))
+        .then_expect_events(vec![]);
+
+    let fold = |events: Vec<SlaEvent>| {
+        let mut state = ConversationSla::default();
+        events.into_iter().for_each(|event| state.apply(event));
+        state
+    };
+    let (before, recomputed) = (fold(live), fold(after));
+    assert_eq!(recomputed.timers, before.timers, "the live timers keep their terms");
+    assert_eq!(recomputed.recomputed, [results]);
+}

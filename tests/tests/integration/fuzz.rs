@@ -451,6 +451,14 @@ fn routes(f: &Fixtures) -> Vec<Route> {
                 json!({"policy_id": f.policy, "version": 1, "from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z", "limit": 50}),
             ),
         ),
+        route(
+            Method::POST,
+            "/v1/sla-policies/{}/recompute",
+            &[&f.policy],
+            Some(
+                json!({"version": 1, "from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z", "limit": 50}),
+            ),
+        ),
         route(Method::GET, "/v1/conversations/{}/sla", &[conversation], None),
         route(
             Method::POST,

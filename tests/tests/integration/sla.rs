@@ -341,7 +341,81 @@ async fn the_inbox_shows_filters_and_sorts_by_each_conversations_sla(backend: Ba
     server.stop().await;
 }
 
+async fn a_recompute_records_a_versions_results_beside_the_live_timers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let policy_id =
+        create_policy(&server, json!([{"metric": "first_response", "threshold_seconds": 60}])).await;
+    let from = Utc::now() - chrono::Duration::seconds(1);
+    let id = server.conversation().await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    reply_as_agent(&server, &id).await;
+    clocks_when(&server, &id, "the reply fulfils the live timer", |c| {
+        c["timers"].as_array().is_some_and(|t| t.first().is_some_and(|t| t["state"] == "fulfilled"))
+    })
+    .await;
+    // Version 2: a threshold of one second, which that reply missed.
+    let path = format!("/v1/sla-policies/{policy_id}");
+    let current = server.get(&path).await;
+    let stricter = json!({"name": "Fast", "targets": [{"metric": "first_response", "threshold_seconds": 1}]});
+    let revised =
+        server.call_with(Method::PUT, &path, Some(stricter), &[("if-match", &current.etag())]).await;
+    assert_eq!(revised.status, StatusCode::OK, "{:?}", revised.body);
+    let to = Utc::now() + chrono::Duration::seconds(1);
+    let range = |version: u32| json!({"version": version, "from": from, "to": to});
+
+    let recomputed = server.post(&format!("{path}/recompute"), range(2)).await;
+    assert_eq!(recomputed.status, StatusCode::OK, "{:?}", recomputed.body);
+    let body = &recomputed.body;
+    assert_eq!(
+        (body["version"].as_u64(), body["covered"].as_u64(), body["recorded"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(body["by_metric"]["first_response"]["misses"], 1, "{body}");
+    let clocks = server.get(&format!("/v1/conversations/{id}/sla")).await.body;
+    let live = timer(&clocks, "first_response");
+    assert_eq!(
+        (live["state"].as_str(), live["breached"].as_bool(), live["policy_version"].as_u64()),
+        (Some("fulfilled"), Some(false), Some(1)),
+        "the live timer keeps its terms"
+    );
+    let results = clocks["recomputed"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{clocks}");
+    assert_eq!(results[0]["policy_version"], 2);
+    assert_eq!(results[0]["timers"][0]["breached"], true, "{clocks}");
+    assert_eq!(results[0]["timers"][0]["policy_version"], 2);
+
+    // The same results again record nothing; version 1's sit beside version 2's.
+    let again = server.post(&format!("{path}/recompute"), range(2)).await;
+    assert_eq!(again.body["recorded"], 0, "{:?}", again.body);
+    let first = server.post(&format!("{path}/recompute"), range(1)).await;
+    assert_eq!(first.body["recorded"], 1, "{:?}", first.body);
+    let clocks = server.get(&format!("/v1/conversations/{id}/sla")).await.body;
+    let versions: Vec<u64> = clocks["recomputed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["policy_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    assert_eq!(clocks["recomputed"][1]["timers"][0]["breached"], false);
+    let recorded: Vec<Value> = sla_events(&server, &id)
+        .await
+        .into_iter()
+        .filter(|e| e["event_type"] == "SlaResultsRecomputed")
+        .collect();
+    assert_eq!(recorded.len(), 2, "one event per change");
+
+    let unknown =
+        server.post(&format!("/v1/sla-policies/{}/recompute", uuid::Uuid::now_v7()), range(1)).await;
+    unknown.assert_problem(StatusCode::NOT_FOUND);
+    server.post(&format!("{path}/recompute"), range(9)).await.assert_problem(StatusCode::NOT_FOUND);
+    let backwards = server.post(&format!("{path}/recompute"), json!({"from": to, "to": from})).await;
+    backwards.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    server.stop().await;
+}
+
 on_both_stores!(
+    a_recompute_records_a_versions_results_beside_the_live_timers,
     the_inbox_shows_filters_and_sorts_by_each_conversations_sla,
     a_draft_policy_replayed_over_past_conversations_reports_hits_and_misses_and_writes_nothing,
     a_policy_times_a_conversation_and_its_warning_and_breach_are_recorded_live,
