@@ -18,6 +18,7 @@
 //! longer wanted). [`run`] sleeps until the earliest due job, or until the projection half
 //! commits more; it costs nothing while nothing is due (docs/adr/0005).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use colloquy_domain::{Actor, ActorKind, TenantId};
@@ -44,6 +46,9 @@ const JOBS_PER_ROUND: i64 = 50;
 
 /// Jobs of one round acted on at once.
 const ACTS_AT_ONCE: usize = 8;
+
+/// Rounds whose marks may be written while the next rounds act.
+const SETTLES_AT_ONCE: usize = 4;
 
 /// The longest pause before a failed job is tried again.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(300);
@@ -426,8 +431,20 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
     let name = process.name();
+    // Rounds' marks being written: the next round need not wait for them (its claim keeps their
+    // jobs from being taken again meanwhile), since on PostgreSQL a mark waits for any projection
+    // batch that sets its job again.
+    let mut settling: VecDeque<JoinHandle<()>> = VecDeque::new();
     loop {
+        while settling.front().is_some_and(JoinHandle::is_finished) || settling.len() > SETTLES_AT_ONCE {
+            if let Some(settled) = settling.pop_front() {
+                let _ = settled.await;
+            }
+        }
         if *stop.borrow() {
+            for settled in settling {
+                let _ = settled.await;
+            }
             return Ok(());
         }
         let jobs = claim(&store, name, Utc::now()).await?;
@@ -453,7 +470,13 @@ pub async fn run(
             outcomes.push((job, failure));
         }
         drop(acts);
-        settle(&store, name, &outcomes).await?;
+        let marking = store.clone();
+        settling.push_back(tokio::spawn(async move {
+            if let Err(error) = settle(&marking, name, &outcomes).await {
+                // Its jobs are taken again once their claim runs out.
+                tracing::warn!(process = name, %error, "a round's jobs could not be marked");
+            }
+        }));
         if acted as i64 == JOBS_PER_ROUND {
             continue;
         }
