@@ -342,8 +342,9 @@ where
 /// transaction marks the round. On PostgreSQL each job is marked in a transaction of its own: the
 /// projection half's batches lock the same rows in log order, and one transaction marking many in
 /// another order could deadlock with one (seen under load: each such wait lasts the second
-/// PostgreSQL takes to notice, and loses the marks). A mark is not made durable: one lost in a
-/// crash repeats an act, which acts allow.
+/// PostgreSQL takes to notice, and loses the marks), and a mark waits at most 100 ms for a row
+/// a batch holds (batches under load held theirs for seconds). A mark is not made durable: one
+/// lost in a crash, or not made, repeats an act once the claim runs out, which acts allow.
 async fn settle(
     store: &Store,
     process: &str,
@@ -352,8 +353,20 @@ async fn settle(
     if store.is_postgres() {
         for outcome in outcomes {
             let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
-            mark(&mut tx, process, outcome).await?;
-            tx.commit().await?;
+            on_tx!(&mut *tx, |conn| {
+                sqlx::query("SET LOCAL lock_timeout = '100ms'").execute(conn).await?;
+            });
+            match mark(&mut tx, process, outcome).await {
+                Ok(()) => tx.commit().await?,
+                // A projection batch holds the row: left unmarked, the job is taken again once
+                // its claim runs out, and its act then changes nothing.
+                Err(StoreError::Database(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+                {
+                    tracing::debug!(process, job = %outcome.0.id, "a job's row was held; left unmarked");
+                }
+                Err(other) => return Err(other),
+            }
         }
     } else if !outcomes.is_empty() {
         let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
@@ -364,6 +377,9 @@ async fn settle(
     }
     Ok(())
 }
+
+/// PostgreSQL's SQLSTATE for a lock not taken within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Marks one job of a round in `tx`, as [`settle`] says.
 async fn mark(
