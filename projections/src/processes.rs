@@ -253,11 +253,41 @@ fn origin(actor_id: &str, job: &Job) -> Origin {
     }
 }
 
-/// Claims the jobs of `process` due at `now` that no other process holds, oldest event first, for
-/// [`CLAIM`]: several processes running `process` each take other jobs (on PostgreSQL, rows
-/// another is claiming are skipped, not waited for; SQLite's one writer takes turns).
+/// The jobs of `process` due at `now`, oldest event first. On PostgreSQL they are claimed for
+/// [`CLAIM`], so that several processes running `process` each take other jobs (rows another is
+/// claiming are skipped, not waited for). On SQLite, one process's store, they are read: a claim
+/// would be a write, waiting for the read models' one writer behind the projectors' batches.
 async fn claim(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+    // A look first, which writes nothing: a process wakes at each batch its projection half
+    // applies, mostly with nothing due.
+    let any = "SELECT count(*) FROM (SELECT 1 FROM process_jobs
+                WHERE process = $1 AND NOT done AND due_at <= $2 AND claimed_until <= $2 LIMIT 1) AS due";
+    let due: i64 = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar(any).bind(process).bind(now.timestamp_millis()).fetch_one(pool).await?
+    });
+    if due == 0 {
+        return Ok(Vec::new());
+    }
     let until = (now + CLAIM).timestamp_millis();
+    let rows = match store.reads().sqlite() {
+        Some(pool) => {
+            let sql = "SELECT * FROM process_jobs WHERE process = $1 AND NOT done AND due_at <= $2
+                        ORDER BY position, job_id LIMIT $3";
+            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
+            query.fetch_all(pool).await?.into_iter().map(claimed).collect::<Result<Vec<_>, _>>()?
+        }
+        None => claim_rows(store, process, now, until).await?,
+    };
+    jobs_of(process, rows)
+}
+
+/// Claims the due jobs of `process` on PostgreSQL, skipping rows another process is claiming.
+async fn claim_rows(
+    store: &Store,
+    process: &str,
+    now: DateTime<Utc>,
+    until: i64,
+) -> Result<Vec<ClaimedRow>, StoreError> {
     let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
     let rows = match &mut *tx {
         Tx::Postgres(tx) => {
@@ -276,24 +306,15 @@ async fn claim(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<J
                 .map(claimed)
                 .collect::<Result<Vec<_>, _>>()?
         }
-        Tx::Sqlite(tx) => {
-            let sql = "UPDATE process_jobs SET claimed_until = $4
-                        WHERE (process, job_id) IN
-                              (SELECT process, job_id FROM process_jobs
-                                WHERE process = $1 AND NOT done AND due_at <= $2 AND claimed_until <= $2
-                                ORDER BY position, job_id LIMIT $3)
-                       RETURNING *";
-            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
-            query
-                .bind(until)
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(claimed)
-                .collect::<Result<Vec<_>, _>>()?
-        }
+        // `claim` reads SQLite's jobs instead.
+        Tx::Sqlite(_) => Vec::new(),
     };
     tx.commit().await?;
+    Ok(rows)
+}
+
+/// The jobs of claimed rows, oldest event first.
+fn jobs_of(process: &str, rows: Vec<ClaimedRow>) -> Result<Vec<Job>, StoreError> {
     let mut jobs = rows
         .into_iter()
         .map(|(id, tenant, job, attempts, position, correlation_id, causation_id)| {
@@ -486,13 +507,18 @@ pub async fn run(
             outcomes.push((job, failure));
         }
         drop(acts);
-        let marking = store.clone();
-        settling.push_back(tokio::spawn(async move {
-            if let Err(error) = settle(&marking, name, &outcomes).await {
-                // Its jobs are taken again once their claim runs out.
-                tracing::warn!(process = name, %error, "a round's jobs could not be marked");
-            }
-        }));
+        if store.is_postgres() {
+            let marking = store.clone();
+            settling.push_back(tokio::spawn(async move {
+                if let Err(error) = settle(&marking, name, &outcomes).await {
+                    // Its jobs are taken again once their claim runs out.
+                    tracing::warn!(process = name, %error, "a round's jobs could not be marked");
+                }
+            }));
+        } else {
+            // Read, not claimed: marked before the next read.
+            settle(&store, name, &outcomes).await?;
+        }
         if acted as i64 == JOBS_PER_ROUND {
             continue;
         }
