@@ -6,9 +6,9 @@
 //!   commits with the checkpoint, exactly once per event, in log order.
 //! - The **actor half** is a [`Process`], which [`run`] hands each job that is due, oldest
 //!   first (a round's jobs a few at a time), with an [`Origin`] whose causation id is the job's
-//!   event and whose correlation id is that event's. A round first claims its jobs for a while
-//!   ([`CLAIM`]), so that processes running one process manager side by side each take other
-//!   jobs. A job acted on is marked done; one that fails is tried again later, with a growing
+//!   event and whose correlation id is that event's. On PostgreSQL a round first claims its
+//!   jobs for a while ([`CLAIM`]), so that processes running one process manager side by side
+//!   each take other jobs. A job acted on is marked done; one that fails is tried again later, with a growing
 //!   pause. A crash between the act and the mark repeats the act (once the claim runs out), so
 //!   an act must be idempotent (a command that records nothing when its work is already done).
 //!
