@@ -44,10 +44,14 @@ impl StoredEvent {
     /// Milliseconds since its command was decided (`recorded_at`), for the debug timings of the
     /// relay and the projectors: how long an event took to reach each of them.
     pub fn age_ms(&self) -> Option<f64> {
-        let recorded = self.metadata.str_field("recorded_at")?;
-        let recorded = chrono::DateTime::parse_from_rfc3339(&recorded).ok()?;
-        let age = chrono::Utc::now().signed_duration_since(recorded);
+        let age = chrono::Utc::now().signed_duration_since(self.recorded_at()?);
         Some(age.num_microseconds()? as f64 / 1_000.0)
+    }
+
+    /// When its command was decided (`recorded_at`), if its metadata says.
+    pub fn recorded_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let recorded = self.metadata.str_field("recorded_at")?;
+        Some(chrono::DateTime::parse_from_rfc3339(&recorded).ok()?.to_utc())
     }
 
     /// This event in the current shape of its type: itself where it was stored in it (no copy),

@@ -531,8 +531,16 @@ impl Store {
     /// `durability`. On SQLite it waits for that file's writer lock and writes through that
     /// file's one writer connection; on PostgreSQL both files are the one database, and a
     /// [`Durability::Relaxed`] commit does not wait for the WAL flush.
-    pub async fn begin(&self, file: File, durability: Durability) -> Result<WriteTx<'_>, sqlx::Error> {
-        self.backend.begin(file, durability).await
+    /// A transaction that waited over a second for the writer, or held it for over a second,
+    /// is logged (a warning) with the place that opened it.
+    #[track_caller]
+    pub fn begin(
+        &self,
+        file: File,
+        durability: Durability,
+    ) -> impl std::future::Future<Output = Result<WriteTx<'_>, sqlx::Error>> + Send + '_ {
+        let opened_at = std::panic::Location::caller();
+        self.backend.begin(file, durability, opened_at)
     }
 
     /// The SQLite pool and its writer lock, when the store is SQLite.

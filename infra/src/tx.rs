@@ -10,7 +10,9 @@
 //! last transaction.
 
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
@@ -185,12 +187,29 @@ pub struct WriteTx<'s> {
     // Declared before the guard, so a dropped transaction rolls back before the lock goes.
     tx: Tx<'static>,
     _writer: Option<MutexGuard<'s, ()>>,
+    /// When it took its file's writer, and where it was opened.
+    held: Option<(Instant, &'static Location<'static>)>,
 }
+
+/// A write longer than this, waiting for its file's writer or holding it, is logged.
+const SLOW_WRITE: Duration = Duration::from_secs(1);
 
 impl WriteTx<'_> {
     /// Commits; on SQLite the writer lock goes once the commit is done.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let held = self.held;
+        let committed = self.tx.commit().await;
+        if let Some((since, opened_at)) = held {
+            let held_for = since.elapsed();
+            if held_for > SLOW_WRITE {
+                tracing::warn!(
+                    held_ms = held_for.as_secs_f64() * 1e3,
+                    opened_at = %opened_at,
+                    "a write held its file's writer for over a second"
+                );
+            }
+        }
+        committed
     }
 }
 
@@ -218,23 +237,42 @@ impl Backend {
     }
 
     /// A write transaction on `file` at `durability` (see `Store::begin`).
-    pub(crate) async fn begin(&self, file: File, durability: Durability) -> Result<WriteTx<'_>, sqlx::Error> {
+    pub(crate) async fn begin(
+        &self,
+        file: File,
+        durability: Durability,
+        opened_at: &'static Location<'static>,
+    ) -> Result<WriteTx<'_>, sqlx::Error> {
         match self {
             Backend::Postgres { pool } => {
                 let tx = match durability {
                     Durability::Durable => pool.begin().await?,
                     Durability::Relaxed => pool.begin_with(BEGIN_RELAXED).await?,
                 };
-                Ok(WriteTx { tx: Tx::Postgres(tx), _writer: None })
+                Ok(WriteTx { tx: Tx::Postgres(tx), _writer: None, held: None })
             }
             Backend::Sqlite { writes, write_lock, read_model_writes, read_model_lock, .. } => {
                 let (pool, lock) = match file {
                     File::Events => (writes, write_lock),
                     File::ReadModels => (read_model_writes, read_model_lock),
                 };
+                let asked = Instant::now();
                 let writer = lock.lock().await;
+                let waited = asked.elapsed();
+                if waited > SLOW_WRITE {
+                    tracing::warn!(
+                        waited_ms = waited.as_secs_f64() * 1e3,
+                        ?file,
+                        opened_at = %opened_at,
+                        "a write waited over a second for its file's writer"
+                    );
+                }
                 let tx = pool.begin_with(durability.begin(file)).await?;
-                Ok(WriteTx { tx: Tx::Sqlite(tx), _writer: Some(writer) })
+                Ok(WriteTx {
+                    tx: Tx::Sqlite(tx),
+                    _writer: Some(writer),
+                    held: Some((Instant::now(), opened_at)),
+                })
             }
         }
     }

@@ -18,7 +18,7 @@
 //! longer wanted). [`run`] sleeps until the earliest due job, or until the projection half
 //! commits more; it costs nothing while nothing is due (docs/adr/0005).
 
-use std::collections::VecDeque;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 use sqlx::Row;
+use tokio::sync::mpsc;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use colloquy_domain::{Actor, ActorKind, TenantId};
@@ -44,11 +44,14 @@ const POLL: Duration = Duration::from_millis(100);
 /// Jobs taken per look.
 const JOBS_PER_ROUND: i64 = 50;
 
-/// Jobs of one round acted on at once.
-const ACTS_AT_ONCE: usize = 8;
+/// Jobs of one round acted on at once: their commands' appends share the store's group commits.
+const ACTS_AT_ONCE: usize = 16;
 
-/// Rounds whose marks may be written while the next rounds act.
-const SETTLES_AT_ONCE: usize = 4;
+/// Jobs acted on whose marks are not written yet, past which a round waits for them.
+const MOST_UNSETTLED: usize = 1_000;
+
+/// PostgreSQL marks (a transaction each) written at once.
+const MARKS_AT_ONCE: usize = 4;
 
 /// The longest pause before a failed job is tried again.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(300);
@@ -113,6 +116,34 @@ pub async fn schedule(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<()
                  attempts = 0, last_error = NULL, done = false, claimed_until = 0
                  WHERE process_jobs.position < excluded.position";
     write(tx, process, job, again).await
+}
+
+/// Schedules `job` for `process` as [`schedule`] does, for a job that gathers a subject's events
+/// (many events, one act), at most once per `every`: `job.due_at` is its event's time. A job
+/// waiting for its due keeps it; otherwise (done, or due already and perhaps being acted on
+/// before this event was read) it falls due at the event's time, but not sooner than `every`
+/// after its last due. A quiet subject's event is acted on at once; a busy subject's events are
+/// gathered, a round of them each `every`.
+pub async fn schedule_gathering(
+    tx: &mut Tx<'_>,
+    process: &str,
+    job: &NewJob,
+    every: Duration,
+) -> Result<(), sqlx::Error> {
+    let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+    let again = format!(
+        "DO UPDATE SET tenant_id = excluded.tenant_id, subject = excluded.subject,
+         position = excluded.position, job = excluded.job,
+         due_at = CASE WHEN NOT process_jobs.done AND process_jobs.due_at > excluded.due_at
+                       THEN process_jobs.due_at
+                       WHEN process_jobs.due_at + {every} > excluded.due_at
+                       THEN process_jobs.due_at + {every}
+                       ELSE excluded.due_at END,
+         correlation_id = excluded.correlation_id, causation_id = excluded.causation_id,
+         attempts = 0, last_error = NULL, done = false, claimed_until = 0
+         WHERE process_jobs.position < excluded.position"
+    );
+    write(tx, process, job, &again).await
 }
 
 /// Cancels the pending job `job_id` of `process` (a timer no longer wanted), for the event at
@@ -257,7 +288,12 @@ fn origin(actor_id: &str, job: &Job) -> Origin {
 /// [`CLAIM`], so that several processes running `process` each take other jobs (rows another is
 /// claiming are skipped, not waited for). On SQLite, one process's store, they are read: a claim
 /// would be a write, waiting for the read models' one writer behind the projectors' batches.
-async fn claim(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+async fn claim(
+    store: &Store,
+    process: &str,
+    now: DateTime<Utc>,
+    unsettled: &Unsettled,
+) -> Result<Vec<Job>, StoreError> {
     // A look first, which writes nothing: a process wakes at each batch its projection half
     // applies, mostly with nothing due.
     let any = "SELECT count(*) FROM (SELECT 1 FROM process_jobs
@@ -271,10 +307,16 @@ async fn claim(store: &Store, process: &str, now: DateTime<Utc>) -> Result<Vec<J
     let until = (now + CLAIM).timestamp_millis();
     let rows = match store.reads().sqlite() {
         Some(pool) => {
+            // Jobs acted on and not yet marked are still pending here: read past them.
+            let skipped = unsettled.len();
             let sql = "SELECT * FROM process_jobs WHERE process = $1 AND NOT done AND due_at <= $2
                         ORDER BY position, job_id LIMIT $3";
-            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
-            query.fetch_all(pool).await?.into_iter().map(claimed).collect::<Result<Vec<_>, _>>()?
+            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis());
+            let limit = JOBS_PER_ROUND + i64::try_from(skipped).unwrap_or(i64::MAX);
+            let rows = query.bind(limit).fetch_all(pool).await?;
+            let rows = rows.into_iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
+            let rows = rows.into_iter().filter(|row| !unsettled.holds(&row.0, row.4));
+            rows.take(usize::try_from(JOBS_PER_ROUND).unwrap_or(usize::MAX)).collect()
         }
         None => claim_rows(store, process, now, until).await?,
     };
@@ -366,29 +408,12 @@ where
 /// PostgreSQL takes to notice, and loses the marks), and a mark waits at most 100 ms for a row
 /// a batch holds (batches under load held theirs for seconds). A mark is not made durable: one
 /// lost in a crash, or not made, repeats an act once the claim runs out, which acts allow.
-async fn settle(
-    store: &Store,
-    process: &str,
-    outcomes: &[(Job, Option<(ActError, Duration)>)],
-) -> Result<(), StoreError> {
+async fn settle(store: &Store, process: &str, outcomes: &[Outcome]) -> Result<(), StoreError> {
     if store.is_postgres() {
-        for outcome in outcomes {
-            let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
-            on_tx!(&mut *tx, |conn| {
-                sqlx::query("SET LOCAL lock_timeout = '100ms'").execute(conn).await?;
-            });
-            match mark(&mut tx, process, outcome).await {
-                Ok(()) => tx.commit().await?,
-                // A projection batch holds the row: left unmarked, the job is taken again once
-                // its claim runs out, and its act then changes nothing.
-                Err(StoreError::Database(sqlx::Error::Database(e)))
-                    if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
-                {
-                    tracing::debug!(process, job = %outcome.0.id, "a job's row was held; left unmarked");
-                }
-                Err(other) => return Err(other),
-            }
-        }
+        let marks: Vec<_> = outcomes.iter().map(|outcome| mark_alone(store, process, outcome)).collect();
+        let marked: Vec<Result<(), StoreError>> =
+            futures::stream::iter(marks).buffer_unordered(MARKS_AT_ONCE).collect().await;
+        marked.into_iter().collect::<Result<(), _>>()?;
     } else if !outcomes.is_empty() {
         let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
         for outcome in outcomes {
@@ -399,15 +424,31 @@ async fn settle(
     Ok(())
 }
 
+/// Marks one job on PostgreSQL in a transaction of its own, as [`settle`] says.
+async fn mark_alone(store: &Store, process: &str, outcome: &Outcome) -> Result<(), StoreError> {
+    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+    on_tx!(&mut *tx, |conn| {
+        sqlx::query("SET LOCAL lock_timeout = '100ms'").execute(conn).await?;
+    });
+    match mark(&mut tx, process, outcome).await {
+        Ok(()) => Ok(tx.commit().await?),
+        // A projection batch holds the row: left unmarked, the job is taken again once its
+        // claim runs out, and its act then changes nothing.
+        Err(StoreError::Database(sqlx::Error::Database(e)))
+            if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+        {
+            tracing::debug!(process, job = %outcome.0.id, "a job's row was held; left unmarked");
+            Ok(())
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// PostgreSQL's SQLSTATE for a lock not taken within `lock_timeout`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Marks one job of a round in `tx`, as [`settle`] says.
-async fn mark(
-    tx: &mut Tx<'_>,
-    process: &str,
-    (job, failure): &(Job, Option<(ActError, Duration)>),
-) -> Result<(), StoreError> {
+async fn mark(tx: &mut Tx<'_>, process: &str, (job, failure): &Outcome) -> Result<(), StoreError> {
     match failure {
         None => {
             // Counted also when its projection half cancelled it meanwhile (its act's event).
@@ -458,9 +499,66 @@ async fn earliest(store: &Store, process: &str) -> Result<Option<DateTime<Utc>>,
 /// see them (a projector of another process, another process's retry).
 const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 
+/// What a round's acts came to: each job, with its error and pause when it failed.
+type Outcome = (Job, Option<(ActError, Duration)>);
+
+/// The jobs acted on whose marks are not written yet, by id and the position that set them: a
+/// round on SQLite (which reads its jobs, not claims them) reads past them, and a round waits
+/// while too many are.
+#[derive(Debug, Clone, Default)]
+struct Unsettled(Arc<std::sync::Mutex<HashSet<(String, i64)>>>);
+
+impl Unsettled {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i64)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.set().len()
+    }
+
+    fn holds(&self, job_id: &str, position: i64) -> bool {
+        self.set().contains(&(job_id.to_owned(), position))
+    }
+
+    fn add(&self, outcomes: &[Outcome]) {
+        self.set().extend(outcomes.iter().map(|(job, _)| (job.id.clone(), job.position)));
+    }
+
+    fn remove(&self, outcomes: &[Outcome]) {
+        let mut set = self.set();
+        for (job, _) in outcomes {
+            set.remove(&(job.id.clone(), job.position));
+        }
+    }
+}
+
+/// Writes the marks of the rounds `run` hands it, as they come: the rounds that came while one
+/// mark was written are marked together next (on SQLite in one transaction, which waits its turn
+/// for the read models' writer behind the projectors' batches, so rounds need not wait for it).
+async fn settle_rounds(
+    store: Store,
+    process: &'static str,
+    mut rounds: mpsc::UnboundedReceiver<Vec<Outcome>>,
+    unsettled: Unsettled,
+) {
+    while let Some(mut outcomes) = rounds.recv().await {
+        while let Ok(more) = rounds.try_recv() {
+            outcomes.extend(more);
+        }
+        if let Err(error) = settle(&store, process, &outcomes).await {
+            // On PostgreSQL their jobs are taken again once their claim runs out; on SQLite at
+            // the next round.
+            tracing::warn!(process, %error, "a round's jobs could not be marked");
+        }
+        unsettled.remove(&outcomes);
+    }
+}
+
 /// Acts on `process`'s jobs as they fall due, until `stop`. It sleeps until the earliest pending
 /// job is due, or until `recorded` moves (the projection half's checkpoint: it may have recorded
-/// jobs), at most [`POLL`] apart, and at the longest [`LONGEST_SLEEP`].
+/// jobs), at most [`POLL`] apart, and at the longest [`LONGEST_SLEEP`]. Marks are written by a
+/// task of their own while the next rounds act.
 pub async fn run(
     store: Store,
     process: Arc<dyn Process>,
@@ -468,23 +566,20 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
     let name = process.name();
-    // Rounds' marks being written: the next round need not wait for them (its claim keeps their
-    // jobs from being taken again meanwhile), since on PostgreSQL a mark waits for any projection
-    // batch that sets its job again.
-    let mut settling: VecDeque<JoinHandle<()>> = VecDeque::new();
+    let unsettled = Unsettled::default();
+    let (to_settle, rounds) = mpsc::unbounded_channel();
+    let settler = tokio::spawn(settle_rounds(store.clone(), name, rounds, unsettled.clone()));
     loop {
-        while settling.front().is_some_and(JoinHandle::is_finished) || settling.len() > SETTLES_AT_ONCE {
-            if let Some(settled) = settling.pop_front() {
-                let _ = settled.await;
-            }
-        }
         if *stop.borrow() {
-            for settled in settling {
-                let _ = settled.await;
-            }
+            drop(to_settle);
+            let _ = settler.await;
             return Ok(());
         }
-        let jobs = claim(&store, name, Utc::now()).await?;
+        if unsettled.len() >= MOST_UNSETTLED {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        let jobs = claim(&store, name, Utc::now(), &unsettled).await?;
         let acted = jobs.len();
         // A round's jobs are acted on together, a few at a time: each is another job id, and two
         // on one aggregate queue on its slot in the repository.
@@ -507,17 +602,13 @@ pub async fn run(
             outcomes.push((job, failure));
         }
         drop(acts);
-        if store.is_postgres() {
-            let marking = store.clone();
-            settling.push_back(tokio::spawn(async move {
-                if let Err(error) = settle(&marking, name, &outcomes).await {
-                    // Its jobs are taken again once their claim runs out.
-                    tracing::warn!(process = name, %error, "a round's jobs could not be marked");
-                }
-            }));
-        } else {
-            // Read, not claimed: marked before the next read.
-            settle(&store, name, &outcomes).await?;
+        if !outcomes.is_empty() {
+            unsettled.add(&outcomes);
+            if to_settle.send(outcomes).is_err() {
+                return Err(ProjectionError::Store(StoreError::Corrupt(format!(
+                    "{name}: its marks' task ended"
+                ))));
+            }
         }
         if acted as i64 == JOBS_PER_ROUND {
             continue;
@@ -527,7 +618,8 @@ pub async fn run(
             None => LONGEST_SLEEP,
         };
         if sleep.is_zero() {
-            // Due, but left by `claim` for a later round (the limit), or retried already.
+            // Due, but left by `claim` for a later round (the limit), not marked yet, or retried
+            // already.
             tokio::time::sleep(POLL).await;
             continue;
         }

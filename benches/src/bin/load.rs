@@ -70,6 +70,10 @@ struct Args {
     /// With --sla: how many timers to fire (100,000; 500 with --quick).
     #[arg(long)]
     timers: Option<usize>,
+    /// With --sla: the first-response threshold of the timers fired, in seconds: longer than
+    /// opening them takes (150; 20 with --quick).
+    #[arg(long)]
+    threshold: Option<u64>,
     /// With --inbox: conversations to fill (1,000,000; 20,000 with --quick).
     #[arg(long)]
     rows: Option<u64>,
@@ -1000,7 +1004,9 @@ async fn main() -> anyhow::Result<()> {
     } else if args.sla {
         let clients = if args.quick { vec![8] } else { vec![8, 32] };
         match Server::start(&args.binary, env.clone()).await {
-            Ok(server) => sla::run(&Arc::new(server), args.quick, &clients, seconds, args.timers).await,
+            Ok(server) => {
+                sla::run(&Arc::new(server), args.quick, &clients, seconds, args.timers, args.threshold).await
+            }
             Err(error) => Err(error),
         }
     } else {

@@ -18,6 +18,7 @@ pub mod timers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -102,13 +103,22 @@ impl Projection for Sla {
     }
 }
 
-/// Schedules the conversation's observe job at once, set again by this later event.
+/// How often a conversation's clocks are fed its events, at most: the first event of a quiet
+/// conversation at once, the events of a busy one gathered, one command and one append per
+/// period (a customer's burst of messages, an agent's assign, label and reply). Clocks time
+/// everything from the events' own times, and a timer firing feeds the clocks what they have not
+/// seen first, so the gathering moves no result; it delays what the read side shows of a busy
+/// conversation (docs/adr/0007).
+pub const OBSERVE_EVERY: Duration = Duration::from_secs(3);
+
+/// Schedules the conversation's observe job for this event (see [`OBSERVE_EVERY`]).
 async fn observe(tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
     let conversation = stored.aggregate_id.as_str();
     let job = json!({ "kind": "observe", "conversation_id": conversation });
     if let Some(mut job) = NewJob::caused_by(stored, job) {
         job.id = format!("observe/{}/{conversation}", job.tenant);
-        processes::schedule(tx, NAME, &job).await?;
+        job.due_at = stored.recorded_at();
+        processes::schedule_gathering(tx, NAME, &job, OBSERVE_EVERY).await?;
     }
     Ok(())
 }
@@ -130,9 +140,10 @@ impl SlaClocks {
     async fn observe(&self, job: &Job, conversation: &str, origin: &Origin) -> Result<(), ActError> {
         let conversation_id: ConversationId =
             conversation.parse().map_err(|_| ActError(format!("{conversation} is not a conversation id")))?;
-        let catalog = definitions::catalog(&self.store, &job.tenant).await?;
         let seen = self.clocks.read(&job.tenant, conversation, |clocks, _| clocks.observed).await;
         let mut seen = seen.map_err(|e| ActError(e.to_string()))?.unwrap_or(0);
+        // Read once there is something to feed the clocks.
+        let mut catalog = None;
         loop {
             let after = usize::try_from(seen).unwrap_or(usize::MAX);
             let page = self.store.load_page::<Conversation>(&job.tenant, conversation, after).await;
@@ -143,6 +154,10 @@ impl SlaClocks {
                 events.push((u64::try_from(stored.sequence).unwrap_or_default(), event));
             }
             let Some(last) = events.last().map(|(sequence, _)| *sequence) else { return Ok(()) };
+            let catalog = match &catalog {
+                Some(catalog) => catalog,
+                None => catalog.insert(definitions::catalog(&self.store, &job.tenant).await?),
+            };
             let command = SlaCommand::Observe {
                 conversation_id,
                 tenant_id: job.tenant.clone(),
@@ -159,7 +174,17 @@ impl SlaClocks {
         }
     }
 
-    async fn fire(&self, conversation: &str, timer_id: &str, origin: &Origin) -> Result<(), ActError> {
+    /// Fires the timer, once the clocks have seen every event of the conversation: a reply
+    /// recorded just before the due, whose observe job has not run yet, fulfils the timer, and
+    /// nothing breaches.
+    async fn fire(
+        &self,
+        job: &Job,
+        conversation: &str,
+        timer_id: &str,
+        origin: &Origin,
+    ) -> Result<(), ActError> {
+        self.observe(job, conversation, origin).await?;
         let command = SlaCommand::Fire { timer_id: timer_id.to_owned() };
         match self.clocks.execute(conversation, command, Intent::Update, None, origin, |_, _| ()).await {
             // Fired, or the timer stopped since: nothing more to do.
@@ -185,7 +210,7 @@ impl Process for SlaClocks {
         let conversation = field("conversation_id")?;
         match field("kind")? {
             "observe" => self.observe(job, conversation, origin).await,
-            "fire" => self.fire(conversation, field("timer_id")?, origin).await,
+            "fire" => self.fire(job, conversation, field("timer_id")?, origin).await,
             other => Err(ActError(format!("an SLA job of unknown kind {other}"))),
         }
     }

@@ -118,6 +118,36 @@ async fn a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches(backend: 
     server.stop().await;
 }
 
+/// A busy conversation's events reach its clocks at most once per three seconds: a reply made
+/// a moment after the conversation's first events is fed to the clocks three seconds after them,
+/// after its timer's due; the timer service feeds the clocks what they have not seen before it
+/// fires, so the reply fulfils the timer and nothing breaches.
+async fn a_reply_the_clocks_have_not_seen_when_the_due_comes_still_fulfils_the_timer(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_policy(&server, json!([{"metric": "first_response", "threshold_seconds": 2}])).await;
+    let id = server.conversation().await;
+    let clocks = clocks_when(&server, &id, "the timer runs", |c| {
+        c["timers"].as_array().is_some_and(|t| !t.is_empty())
+    })
+    .await;
+    let due = instant(&timer(&clocks, "first_response")["due_at"]);
+    reply_as_agent(&server, &id).await;
+    let clocks = clocks_when(&server, &id, "the timer is fulfilled", |c| {
+        timer(c, "first_response")["state"] == "fulfilled"
+    })
+    .await;
+    let events = server.all_events("conversations", &id).await;
+    let reply = events.iter().rfind(|e| e["event_type"] == "MessageAdded").unwrap();
+    let replied = instant(&reply["metadata"]["recorded_at"]);
+    assert!(replied < due, "the reply ({replied}) came after the due ({due}): the test could not tell");
+    assert!(timer(&clocks, "first_response")["remaining_seconds"].as_i64().unwrap() >= 0, "{clocks}");
+    let events = sla_events(&server, &id).await;
+    assert!(events.iter().all(|e| e["event_type"] != "SlaTimerBreached"), "{events:#?}");
+    let fulfilled = events.iter().find(|e| e["event_type"] == "SlaTimerFulfilled").unwrap();
+    assert_eq!(fulfilled["data"]["breached"], false, "{fulfilled}");
+    server.stop().await;
+}
+
 async fn a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts(backend: Backend) {
     let mut server = TestServer::start(backend).await;
     create_policy(&server, json!([{"metric": "first_response", "threshold_seconds": 1}])).await;
@@ -420,6 +450,7 @@ on_both_stores!(
     a_draft_policy_replayed_over_past_conversations_reports_hits_and_misses_and_writes_nothing,
     a_policy_times_a_conversation_and_its_warning_and_breach_are_recorded_live,
     a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches,
+    a_reply_the_clocks_have_not_seen_when_the_due_comes_still_fulfils_the_timer,
     a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts,
     calendars_and_policies_are_versioned_resources_with_etags,
 );
