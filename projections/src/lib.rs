@@ -8,6 +8,7 @@ pub mod failure;
 pub mod group_conversations;
 pub mod group_members;
 pub mod processes;
+pub mod rows;
 pub mod runtime;
 pub mod sla;
 pub mod snooze;

@@ -33,6 +33,7 @@ use uuid::Uuid;
 use colloquy_domain::{Actor, ActorKind, TenantId};
 use colloquy_infra::{on_tx, Durability, File, Origin, Store, StoreError, StoredEvent, Tx};
 
+use crate::rows;
 use crate::runtime::ProjectionError;
 
 /// The table of every process's jobs. A runtime table: on SQLite, in the read models' file.
@@ -103,31 +104,32 @@ impl NewJob {
 /// Records `job` for `process`, in a projection batch's transaction (a job already recorded
 /// stays as it is).
 pub async fn record(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<(), sqlx::Error> {
-    write(tx, process, job, "DO NOTHING").await
+    write(tx, process, std::slice::from_ref(job), "DO NOTHING").await
 }
 
-/// Schedules `job` for `process` in a projection batch's transaction: a timer, one per job id,
+/// Schedules `jobs` for `process` in a projection batch's transaction: timers, one per job id,
 /// which an event later in the log than the one that last scheduled it sets again (a new due
-/// time, pending again); an earlier one (a replay) leaves it.
-pub async fn schedule(tx: &mut Tx<'_>, process: &str, job: &NewJob) -> Result<(), sqlx::Error> {
+/// time, pending again); an earlier one (a replay) leaves it. One job per id (a statement may
+/// not set one row twice), written a few statements for the lot.
+pub async fn schedule(tx: &mut Tx<'_>, process: &str, jobs: &[NewJob]) -> Result<(), sqlx::Error> {
     let again = "DO UPDATE SET tenant_id = excluded.tenant_id, subject = excluded.subject,
                  position = excluded.position, due_at = excluded.due_at, job = excluded.job,
                  correlation_id = excluded.correlation_id, causation_id = excluded.causation_id,
                  attempts = 0, last_error = NULL, done = false, claimed_until = 0
                  WHERE process_jobs.position < excluded.position";
-    write(tx, process, job, again).await
+    write(tx, process, jobs, again).await
 }
 
-/// Schedules `job` for `process` as [`schedule`] does, for a job that gathers a subject's events
-/// (many events, one act), at most once per `every`: `job.due_at` is its event's time. A job
-/// waiting for its due keeps it; otherwise (done, or due already and perhaps being acted on
-/// before this event was read) it falls due at the event's time, but not sooner than `every`
+/// Schedules `jobs` for `process` as [`schedule`] does, for jobs that gather a subject's events
+/// (many events, one act), each at most once per `every`: a job's `due_at` is its event's time.
+/// A job waiting for its due keeps it; otherwise (done, or due already and perhaps being acted
+/// on before this event was read) it falls due at the event's time, but not sooner than `every`
 /// after its last due. A quiet subject's event is acted on at once; a busy subject's events are
 /// gathered, a round of them each `every`.
 pub async fn schedule_gathering(
     tx: &mut Tx<'_>,
     process: &str,
-    job: &NewJob,
+    jobs: &[NewJob],
     every: Duration,
 ) -> Result<(), sqlx::Error> {
     let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
@@ -143,39 +145,71 @@ pub async fn schedule_gathering(
          attempts = 0, last_error = NULL, done = false, claimed_until = 0
          WHERE process_jobs.position < excluded.position"
     );
-    write(tx, process, job, &again).await
+    write(tx, process, jobs, &again).await
 }
 
-/// Cancels the pending job `job_id` of `process` (a timer no longer wanted), for the event at
-/// `position`, in a projection batch's transaction; one scheduled by a later event stays.
-pub async fn cancel(tx: &mut Tx<'_>, process: &str, job_id: &str, position: i64) -> Result<(), sqlx::Error> {
-    let sql = "UPDATE process_jobs SET done = true, position = $3
-               WHERE process = $1 AND job_id = $2 AND NOT done AND position < $3";
-    on_tx!(tx, |conn| {
-        sqlx::query(sql).bind(process).bind(job_id).bind(position).execute(conn).await?;
-    });
+/// Cancels the pending jobs of `process` (timers no longer wanted), each by its id and the
+/// position of the event that cancels it, in a projection batch's transaction; one scheduled by
+/// a later event stays.
+pub async fn cancel(tx: &mut Tx<'_>, process: &str, jobs: &[(String, i64)]) -> Result<(), sqlx::Error> {
+    let mut remaining = jobs;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(rows::statement_rows(remaining.len()));
+        remaining = rest;
+        let numbered = rows::numbered(tx);
+        let process_param = if numbered { format!("${}", chunk.len() * 2 + 1) } else { "?".to_owned() };
+        let sql = format!(
+            "UPDATE process_jobs SET done = true, position = v.column2
+               FROM (VALUES {}) AS v
+              WHERE process_jobs.process = {process_param} AND process_jobs.job_id = v.column1
+                AND NOT process_jobs.done AND process_jobs.position < v.column2",
+            rows::parameter_rows(numbered, chunk.len(), 2)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (job_id, position) in chunk {
+                query = query.bind(job_id).bind(*position);
+            }
+            query.bind(process).execute(conn).await?;
+        });
+    }
     Ok(())
 }
 
-async fn write(tx: &mut Tx<'_>, process: &str, job: &NewJob, on_conflict: &str) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO process_jobs (process, job_id, tenant_id, subject, position, due_at, job, correlation_id, causation_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (process, job_id) {on_conflict}"
-    );
-    on_tx!(tx, |conn| {
-        sqlx::query(&sql)
-            .bind(process)
-            .bind(&job.id)
-            .bind(&job.tenant)
-            .bind(&job.subject)
-            .bind(job.position)
-            .bind(job.due_at.map_or(0, due_millis))
-            .bind(job.job.to_string())
-            .bind(&job.correlation_id)
-            .bind(&job.causation_id)
-            .execute(conn)
-            .await?;
-    });
+/// Writes `jobs` of `process`, `on_conflict` saying what becomes of one already there, a few
+/// statements for the lot.
+async fn write(
+    tx: &mut Tx<'_>,
+    process: &str,
+    jobs: &[NewJob],
+    on_conflict: &str,
+) -> Result<(), sqlx::Error> {
+    let mut remaining = jobs;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(rows::statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO process_jobs (process, job_id, tenant_id, subject, position, due_at, job, correlation_id, causation_id)
+             VALUES {} ON CONFLICT (process, job_id) {on_conflict}",
+            rows::parameter_rows(rows::numbered(tx), chunk.len(), 9)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for job in chunk {
+                query = query
+                    .bind(process)
+                    .bind(&job.id)
+                    .bind(&job.tenant)
+                    .bind(&job.subject)
+                    .bind(job.position)
+                    .bind(job.due_at.map_or(0, due_millis))
+                    .bind(job.job.to_string())
+                    .bind(&job.correlation_id)
+                    .bind(&job.causation_id);
+            }
+            query.execute(conn).await?;
+        });
+    }
     Ok(())
 }
 

@@ -61,10 +61,10 @@ impl Projection for SnoozeTimers {
                     if let Some(mut job) = NewJob::caused_by(stored, job) {
                         job.id = timer;
                         job.due_at = Some(until);
-                        processes::schedule(tx, NAME, &job).await?;
+                        processes::schedule(tx, NAME, std::slice::from_ref(&job)).await?;
                     }
                 }
-                _ => processes::cancel(tx, NAME, &timer, position).await?,
+                _ => processes::cancel(tx, NAME, &[(timer, position)]).await?,
             }
         }
         Ok(())

@@ -16,6 +16,7 @@ use colloquy_infra::StoredEvent;
 
 use super::{name_of, parse_name, ContactSummary, ConversationRow, NAME};
 use crate::on_tx;
+use crate::rows::{numbered, parameter_rows, statement_rows};
 use crate::runtime::{Fold, Projection, ProjectionError, Sealed, Tx};
 
 /// The columns a row is written and read with (the generated `search` column is left out).
@@ -26,34 +27,6 @@ pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id
      last_customer_message_at, last_agent_message_at, waiting_since, first_reply_at, response_count, \
      total_response_time_ms, participants, mentioned, readers, created_at, updated_at, last_activity_at, \
      group_activity_at, version";
-
-/// The most rows one statement writes or reads. Statements are built for powers of two up to
-/// this, so a connection caches at most eight shapes of each.
-const ROWS_PER_STATEMENT: usize = 128;
-
-/// How many rows the next statement takes out of `remaining`: the largest power of two that
-/// fits, at most [`ROWS_PER_STATEMENT`].
-fn statement_rows(remaining: usize) -> usize {
-    let power = 1usize << (usize::BITS - 1 - remaining.max(1).leading_zeros());
-    power.min(ROWS_PER_STATEMENT)
-}
-
-/// `rows` parenthesized lists of `width` parameters: numbered (`$1`) for PostgreSQL, plain `?`
-/// for SQLite, whose driver looks each numbered parameter's name up in a list as long as the
-/// statement's (so thousands of numbered parameters bind in quadratic time).
-fn parameter_rows(numbered: bool, rows: usize, width: usize) -> String {
-    let row = |r: usize| {
-        let params: Vec<String> =
-            (1..=width).map(|n| if numbered { format!("${}", r * width + n) } else { "?".into() }).collect();
-        format!("({})", params.join(", "))
-    };
-    (0..rows).map(row).collect::<Vec<_>>().join(", ")
-}
-
-/// Whether statements in `tx` take numbered parameters.
-fn numbered(tx: &Tx<'_>) -> bool {
-    matches!(tx, Tx::Postgres(_))
-}
 
 /// What each row's columns are set to when its key is there already.
 fn upsert_updates() -> String {
@@ -962,8 +935,8 @@ impl Projection for ConversationList {
 #[cfg(test)]
 mod tests {
     use super::{
-        parameter_rows, statement_rows, Batch, ConversationRow, Kind, KnownContact, WrittenKeys, COLUMNS,
-        COLUMN_TYPES, ROWS_PER_STATEMENT, UPSERT_UNNEST, WRITTEN_KEYS_MAX,
+        Batch, ConversationRow, Kind, KnownContact, WrittenKeys, COLUMNS, COLUMN_TYPES, UPSERT_UNNEST,
+        WRITTEN_KEYS_MAX,
     };
     use crate::conversation_list::tests::opened;
 
@@ -993,30 +966,6 @@ mod tests {
 
         let full = WrittenKeys((0..=WRITTEN_KEYS_MAX as u64).collect());
         assert!(full.with(&Batch::default()).is_none(), "past the limit every key is looked up");
-    }
-
-    #[test]
-    fn rows_are_written_in_power_of_two_statements_that_add_up() {
-        for total in [1usize, 2, 3, 7, 100, 128, 129, 1000] {
-            let mut sizes = Vec::new();
-            let mut remaining = total;
-            while remaining > 0 {
-                let take = statement_rows(remaining);
-                assert!(take.is_power_of_two() && take <= ROWS_PER_STATEMENT && take <= remaining);
-                sizes.push(take);
-                remaining -= take;
-            }
-            assert_eq!(sizes.iter().sum::<usize>(), total, "{sizes:?}");
-        }
-        assert_eq!(statement_rows(100), 64);
-        assert_eq!(statement_rows(1000), ROWS_PER_STATEMENT);
-    }
-
-    #[test]
-    fn parameter_rows_number_every_parameter_once_or_leave_them_plain() {
-        assert_eq!(parameter_rows(true, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(parameter_rows(false, 2, 2), "(?, ?), (?, ?)");
-        assert_eq!(parameter_rows(true, 1, 3), "($1, $2, $3)");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 pub mod definitions;
 pub mod timers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +71,11 @@ impl Projection for Sla {
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         // Whether each tenant has a policy, read once per batch and kept as its policies arrive.
         let mut has_policies: HashMap<String, bool> = HashMap::new();
+        // Each conversation's observe job, and its inbox row where its timers moved (by the
+        // position of its last event), written once for the batch, at the end.
+        let mut observing = BTreeMap::new();
+        let mut moved = BTreeMap::new();
+        let mut folding = timers::Timers::default();
         for stored in events.iter().filter(|e| self.handles(e)) {
             let tenant = stored.tenant_id().unwrap_or_default();
             match stored.aggregate_type.as_str() {
@@ -79,7 +84,12 @@ impl Projection for Sla {
                     definitions::apply::<SlaPolicy>(tx, stored).await?;
                     has_policies.insert(tenant, true);
                 }
-                "sla" => timers::apply(tx, NAME, stored, stored.decode::<SlaEvent>()?).await?,
+                "sla" => {
+                    if folding.apply(tx, stored, stored.decode::<SlaEvent>()?).await? {
+                        let position = stored.position.unwrap_or_default();
+                        moved.insert((tenant, stored.aggregate_id.clone()), position);
+                    }
+                }
                 _ => {
                     let with_policies = match has_policies.get(&tenant) {
                         Some(known) => *known,
@@ -90,10 +100,16 @@ impl Projection for Sla {
                         }
                     };
                     if with_policies {
-                        observe(tx, stored).await?;
+                        observe(&mut observing, stored);
                     }
                 }
             }
+        }
+        let jobs: Vec<NewJob> = observing.into_values().collect();
+        processes::schedule_gathering(tx, NAME, &jobs, OBSERVE_EVERY).await?;
+        folding.write(tx, NAME).await?;
+        for ((tenant, conversation), position) in moved {
+            timers::show_in_inbox(tx, &tenant, &conversation, position).await?;
         }
         Ok(())
     }
@@ -111,16 +127,19 @@ impl Projection for Sla {
 /// conversation (docs/adr/0007).
 pub const OBSERVE_EVERY: Duration = Duration::from_secs(3);
 
-/// Schedules the conversation's observe job for this event (see [`OBSERVE_EVERY`]).
-async fn observe(tx: &mut Tx<'_>, stored: &StoredEvent) -> Result<(), ProjectionError> {
+/// Adds this event to its conversation's observe job for the batch in `observing` (see
+/// [`OBSERVE_EVERY`]): set by the batch's last event of the conversation, due at its first.
+fn observe(observing: &mut BTreeMap<String, NewJob>, stored: &StoredEvent) {
     let conversation = stored.aggregate_id.as_str();
     let job = json!({ "kind": "observe", "conversation_id": conversation });
     if let Some(mut job) = NewJob::caused_by(stored, job) {
         job.id = format!("observe/{}/{conversation}", job.tenant);
         job.due_at = stored.recorded_at();
-        processes::schedule_gathering(tx, NAME, &job, OBSERVE_EVERY).await?;
+        if let Some(earlier) = observing.get(&job.id) {
+            job.due_at = earlier.due_at.min(job.due_at).or(job.due_at);
+        }
+        observing.insert(job.id.clone(), job);
     }
-    Ok(())
 }
 
 /// The actor half: feeds conversations' events to their clocks and fires due timers, through

@@ -2,6 +2,8 @@
 //! with its state, breach and next deadline; and each running timer's job in `process_jobs`,
 //! due at its next deadline (a warning or the breach), which the timer service acts on.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 use sqlx::Row;
 
@@ -37,102 +39,169 @@ fn encode(error: serde_json::Error) -> ProjectionError {
     ProjectionError::from(sqlx::Error::Decode(Box::new(error)))
 }
 
-/// Folds one `sla` event into its timer's row and moves the timer's job to its next deadline.
-pub(super) async fn apply(
-    tx: &mut Tx<'_>,
-    process: &str,
-    stored: &StoredEvent,
-    event: SlaEvent,
-) -> Result<(), ProjectionError> {
-    let Some(timer_id) = event.timer_id().map(str::to_owned) else { return Ok(()) };
-    let tenant = stored.tenant_id().unwrap_or_default();
-    let conversation = stored.aggregate_id.as_str();
-    let position = stored.position.unwrap_or_default();
-    // The event that set the timer's times: its warnings' and breach's cause.
-    let sets_times = matches!(
-        event,
-        SlaEvent::SlaTimerStarted { .. }
-            | SlaEvent::SlaTimerResumed { .. }
-            | SlaEvent::SlaTimerRetargeted { .. }
-    );
-    let this_cause = (stored.metadata.str_field("event_id"), stored.metadata.str_field("correlation_id"));
-    let (timer, cause) = match Timer::started(event.clone()) {
-        Some(timer) => (timer, this_cause),
-        None => {
-            let sql = "SELECT timer, position, cause_id, correlation_id FROM sla_timers
-                        WHERE tenant_id = $1 AND conversation_id = $2 AND timer_id = $3";
-            type Found = (String, i64, Option<String>, Option<String>);
-            let found: Option<Found> = on_tx!(tx, |conn| {
-                sqlx::query_as(sql)
-                    .bind(&tenant)
-                    .bind(conversation)
-                    .bind(&timer_id)
-                    .fetch_optional(conn)
-                    .await?
-            });
-            match found {
-                // Already folded (a replayed batch).
-                Some((_, at, _, _)) if at >= position => return Ok(()),
-                Some((json, _, cause_id, correlation_id)) => {
-                    let mut timer: Timer = serde_json::from_str(&json).map_err(encode)?;
-                    timer.apply(event);
-                    (timer, if sets_times { this_cause } else { (cause_id, correlation_id) })
-                }
-                None => {
-                    tracing::warn!(%conversation, %timer_id, "an SLA event for a timer that never started");
-                    return Ok(());
-                }
-            }
+/// A timer as a batch folds it.
+#[derive(Debug)]
+struct Folding {
+    timer: Timer,
+    /// The ids of the event that set its times and of that event's correlation: its jobs'
+    /// cause.
+    cause: (Option<String>, Option<String>),
+    /// The position of the last event folded into it.
+    position: i64,
+    /// The batch's last event folded into it (`None`: none yet, it is as stored).
+    last: Option<StoredEvent>,
+}
+
+/// A batch's `sla` events folded into their timers: each timer read at most once (when the batch
+/// does not start it) and written once, with its job, at the end ([`Timers::write`]).
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    /// By tenant, conversation and timer id; `None` for a timer that never started.
+    folding: BTreeMap<(String, String, String), Option<Folding>>,
+}
+
+impl Timers {
+    /// Folds one `sla` event into its timer; whether it moved one (and so the conversation's
+    /// inbox row, which [`show_in_inbox`] sets once the batch is written).
+    pub(super) async fn apply(
+        &mut self,
+        tx: &mut Tx<'_>,
+        stored: &StoredEvent,
+        event: SlaEvent,
+    ) -> Result<bool, ProjectionError> {
+        let Some(timer_id) = event.timer_id().map(str::to_owned) else { return Ok(false) };
+        let key = (stored.tenant_id().unwrap_or_default(), stored.aggregate_id.clone(), timer_id);
+        let position = stored.position.unwrap_or_default();
+        // The event that set the timer's times: its warnings' and breach's cause.
+        let sets_times = matches!(
+            event,
+            SlaEvent::SlaTimerStarted { .. }
+                | SlaEvent::SlaTimerResumed { .. }
+                | SlaEvent::SlaTimerRetargeted { .. }
+        );
+        let this_cause = (stored.metadata.str_field("event_id"), stored.metadata.str_field("correlation_id"));
+        if let Some(timer) = Timer::started(event.clone()) {
+            let last = Some(stored.clone());
+            self.folding.insert(key, Some(Folding { timer, cause: this_cause, position, last }));
+            return Ok(true);
         }
-    };
-    let sql = "INSERT INTO sla_timers (tenant_id, conversation_id, timer_id, metric, state, breached, next_deadline,
-                                      due_at, timer, cause_id, correlation_id, position)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-               ON CONFLICT (tenant_id, conversation_id, timer_id) DO UPDATE SET
-                 state = excluded.state, breached = excluded.breached, next_deadline = excluded.next_deadline,
-                 due_at = excluded.due_at, timer = excluded.timer, cause_id = excluded.cause_id,
-                 correlation_id = excluded.correlation_id, position = excluded.position
-               WHERE sla_timers.position < excluded.position";
-    let json = serde_json::to_string(&timer).map_err(encode)?;
-    let deadline = timer.next_deadline();
-    on_tx!(tx, |conn| {
-        sqlx::query(sql)
-            .bind(&tenant)
-            .bind(conversation)
-            .bind(&timer_id)
-            .bind(timer.metric.as_str())
-            .bind(state_name(timer.state))
-            .bind(timer.breached_at.is_some())
-            .bind(deadline)
-            .bind(timer.due_at)
-            .bind(&json)
-            .bind(&cause.0)
-            .bind(&cause.1)
-            .bind(position)
-            .execute(conn)
-            .await?;
-    });
-    show_in_inbox(tx, &tenant, conversation, position).await?;
-    let id = job_id(&tenant, conversation, &timer_id);
-    match deadline {
-        Some(due) => {
-            let job = json!({ "kind": "fire", "conversation_id": conversation, "timer_id": timer_id });
-            if let Some(mut job) = NewJob::caused_by(stored, job) {
-                job.id = id;
-                job.subject = Some(format!("conversation/{conversation}"));
-                job.due_at = Some(due);
-                (job.causation_id, job.correlation_id) = cause;
-                processes::schedule(tx, process, &job).await?;
+        if !self.folding.contains_key(&key) {
+            let found = stored_timer(tx, &key).await?;
+            if found.is_none() {
+                tracing::warn!(conversation = %key.1, timer_id = %key.2, "an SLA event for a timer that never started");
             }
+            self.folding.insert(key.clone(), found);
         }
-        None => processes::cancel(tx, process, &id, position).await?,
+        let Some(Some(folding)) = self.folding.get_mut(&key) else { return Ok(false) };
+        // Already folded (a replayed batch).
+        if folding.position >= position {
+            return Ok(false);
+        }
+        folding.timer.apply(event);
+        if sets_times {
+            folding.cause = this_cause;
+        }
+        folding.position = position;
+        folding.last = Some(stored.clone());
+        Ok(true)
     }
-    Ok(())
+
+    /// Writes each timer the batch moved, and moves its job to its next deadline (or cancels
+    /// it).
+    pub(super) async fn write(self, tx: &mut Tx<'_>, process: &str) -> Result<(), ProjectionError> {
+        let folded: Vec<_> = self
+            .folding
+            .into_iter()
+            .filter_map(|((tenant, conversation, timer_id), folding)| {
+                let folding = folding?;
+                let last = folding.last.clone()?;
+                Some((tenant, conversation, timer_id, folding, last))
+            })
+            .collect();
+        let mut rows = Vec::with_capacity(folded.len());
+        for (tenant, conversation, timer_id, folding, _) in &folded {
+            let json = serde_json::to_string(&folding.timer).map_err(encode)?;
+            rows.push((tenant, conversation, timer_id, folding, json));
+        }
+        let mut remaining = &rows[..];
+        while !remaining.is_empty() {
+            let (chunk, rest) = remaining.split_at(crate::rows::statement_rows(remaining.len()));
+            remaining = rest;
+            let sql = format!(
+                "INSERT INTO sla_timers (tenant_id, conversation_id, timer_id, metric, state, breached, next_deadline,
+                                        due_at, timer, cause_id, correlation_id, position)
+                 VALUES {}
+                 ON CONFLICT (tenant_id, conversation_id, timer_id) DO UPDATE SET
+                   state = excluded.state, breached = excluded.breached, next_deadline = excluded.next_deadline,
+                   due_at = excluded.due_at, timer = excluded.timer, cause_id = excluded.cause_id,
+                   correlation_id = excluded.correlation_id, position = excluded.position
+                 WHERE sla_timers.position < excluded.position",
+                crate::rows::parameter_rows(crate::rows::numbered(tx), chunk.len(), 12)
+            );
+            on_tx!(tx, |conn| {
+                let mut query = sqlx::query(&sql);
+                for (tenant, conversation, timer_id, folding, json) in chunk {
+                    let timer = &folding.timer;
+                    query = query
+                        .bind(*tenant)
+                        .bind(*conversation)
+                        .bind(*timer_id)
+                        .bind(timer.metric.as_str())
+                        .bind(state_name(timer.state))
+                        .bind(timer.breached_at.is_some())
+                        .bind(timer.next_deadline())
+                        .bind(timer.due_at)
+                        .bind(json)
+                        .bind(&folding.cause.0)
+                        .bind(&folding.cause.1)
+                        .bind(folding.position);
+                }
+                query.execute(conn).await?;
+            });
+        }
+        let (mut scheduled, mut cancelled) = (Vec::new(), Vec::new());
+        for (tenant, conversation, timer_id, folding, last) in folded {
+            let id = job_id(&tenant, &conversation, &timer_id);
+            match folding.timer.next_deadline() {
+                Some(due) => {
+                    let job =
+                        json!({ "kind": "fire", "conversation_id": conversation, "timer_id": timer_id });
+                    if let Some(mut job) = NewJob::caused_by(&last, job) {
+                        job.id = id;
+                        job.subject = Some(format!("conversation/{conversation}"));
+                        job.due_at = Some(due);
+                        (job.causation_id, job.correlation_id) = folding.cause;
+                        scheduled.push(job);
+                    }
+                }
+                None => cancelled.push((id, folding.position)),
+            }
+        }
+        processes::schedule(tx, process, &scheduled).await?;
+        processes::cancel(tx, process, &cancelled).await?;
+        Ok(())
+    }
+}
+
+/// The stored timer `key` names, as a batch starts folding it.
+async fn stored_timer(
+    tx: &mut Tx<'_>,
+    key: &(String, String, String),
+) -> Result<Option<Folding>, ProjectionError> {
+    let sql = "SELECT timer, position, cause_id, correlation_id FROM sla_timers
+                WHERE tenant_id = $1 AND conversation_id = $2 AND timer_id = $3";
+    type Found = (String, i64, Option<String>, Option<String>);
+    let found: Option<Found> = on_tx!(tx, |conn| {
+        sqlx::query_as(sql).bind(&key.0).bind(&key.1).bind(&key.2).fetch_optional(conn).await?
+    });
+    let Some((json, position, cause_id, correlation_id)) = found else { return Ok(None) };
+    let timer: Timer = serde_json::from_str(&json).map_err(encode)?;
+    Ok(Some(Folding { timer, cause: (cause_id, correlation_id), position, last: None }))
 }
 
 /// Sets the conversation's row of [`INBOX_TABLE`] to what its timers amount to now (for the
 /// event at `position`), or removes it when none is live.
-async fn show_in_inbox(
+pub(super) async fn show_in_inbox(
     tx: &mut Tx<'_>,
     tenant: &str,
     conversation: &str,
