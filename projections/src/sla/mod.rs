@@ -125,7 +125,7 @@ impl Projection for Sla {
 /// everything from the events' own times, and a timer firing feeds the clocks what they have not
 /// seen first, so the gathering moves no result; it delays what the read side shows of a busy
 /// conversation (docs/adr/0007).
-pub const OBSERVE_EVERY: Duration = Duration::from_secs(3);
+pub const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Adds this event to its conversation's observe job for the batch in `observing` (see
 /// [`OBSERVE_EVERY`]): set by the batch's last event of the conversation, due at its first.

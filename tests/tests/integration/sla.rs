@@ -118,10 +118,11 @@ async fn a_reply_before_the_due_fulfils_the_timer_and_nothing_breaches(backend: 
     server.stop().await;
 }
 
-/// A busy conversation's events reach its clocks at most once per three seconds: a reply made
-/// a moment after the conversation's first events is fed to the clocks three seconds after them,
-/// after its timer's due; the timer service feeds the clocks what they have not seen before it
-/// fires, so the reply fulfils the timer and nothing breaches.
+/// A busy conversation's events reach its clocks at most once a second: a customer's message
+/// 1.3 s after the conversation opened reaches them at once, and an agent's reply 0.3 s after it
+/// (in another projector batch) a second after the message, after the first response's due
+/// (2 s). The timer service feeds the clocks
+/// what they have not seen before it fires, so the reply fulfils the timer and nothing breaches.
 async fn a_reply_the_clocks_have_not_seen_when_the_due_comes_still_fulfils_the_timer(backend: Backend) {
     let server = TestServer::start(backend).await;
     create_policy(&server, json!([{"metric": "first_response", "threshold_seconds": 2}])).await;
@@ -130,16 +131,34 @@ async fn a_reply_the_clocks_have_not_seen_when_the_due_comes_still_fulfils_the_t
         c["timers"].as_array().is_some_and(|t| !t.is_empty())
     })
     .await;
-    let due = instant(&timer(&clocks, "first_response")["due_at"]);
+    let first = timer(&clocks, "first_response");
+    let (started, due) = (instant(&first["started_at"]), instant(&first["due_at"]));
+    let wait = (started + chrono::Duration::milliseconds(1300) - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let body = json!({"sender": {"kind": "customer"}, "text": "Anyone there?"});
+    let asked = server.post(&format!("/v1/conversations/{id}/messages"), body).await;
+    assert_eq!(asked.status, StatusCode::CREATED, "{:?}", asked.body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     reply_as_agent(&server, &id).await;
+
     let clocks = clocks_when(&server, &id, "the timer is fulfilled", |c| {
         timer(c, "first_response")["state"] == "fulfilled"
     })
     .await;
     let events = server.all_events("conversations", &id).await;
-    let reply = events.iter().rfind(|e| e["event_type"] == "MessageAdded").unwrap();
-    let replied = instant(&reply["metadata"]["recorded_at"]);
-    assert!(replied < due, "the reply ({replied}) came after the due ({due}): the test could not tell");
+    let recorded = |sender: &str| {
+        let message = events
+            .iter()
+            .find(|e| e["event_type"] == "MessageAdded" && e["data"]["sender"]["kind"] == sender);
+        instant(&message.unwrap_or_else(|| panic!("no message by a {sender}"))["metadata"]["recorded_at"])
+    };
+    let (asked_at, replied_at) = (recorded("customer"), recorded("user"));
+    assert!(
+        asked_at > started + chrono::Duration::seconds(1)
+            && replied_at > asked_at + chrono::Duration::milliseconds(200)
+            && replied_at < due,
+        "the messages ({asked_at}, {replied_at}) missed their window before the due ({due}): the test could not tell"
+    );
     assert!(timer(&clocks, "first_response")["remaining_seconds"].as_i64().unwrap() >= 0, "{clocks}");
     let events = sla_events(&server, &id).await;
     assert!(events.iter().all(|e| e["event_type"] != "SlaTimerBreached"), "{events:#?}");
