@@ -436,7 +436,7 @@ where
 /// Marks a round's jobs: each acted on is done, each that failed is put off by its pause, with
 /// its error. Each only as the event that last set it left it (or cancelled): a timer set again
 /// meanwhile stays pending. On SQLite, whose one writer takes transactions in turn, one
-/// transaction marks the round. On PostgreSQL each job is marked in a transaction of its own: the
+/// transaction marks the rounds handed over together. On PostgreSQL each job is marked in a transaction of its own: the
 /// projection half's batches lock the same rows in log order, and one transaction marking many in
 /// another order could deadlock with one (seen under load: each such wait lasts the second
 /// PostgreSQL takes to notice, and loses the marks), and a mark waits at most 100 ms for a row
