@@ -433,15 +433,16 @@ where
     ))
 }
 
-/// Marks a round's jobs: each acted on is done, each that failed is put off by its pause, with
-/// its error. Each only as the event that last set it left it (or cancelled): a timer set again
+/// Marks rounds' jobs: each acted on is done, each that failed is put off by its pause, with its
+/// error. Each only as the event that last set it left it (or cancelled): a timer set again
 /// meanwhile stays pending. On SQLite, whose one writer takes transactions in turn, one
-/// transaction marks the rounds handed over together. On PostgreSQL each job is marked in a transaction of its own: the
-/// projection half's batches lock the same rows in log order, and one transaction marking many in
-/// another order could deadlock with one (seen under load: each such wait lasts the second
-/// PostgreSQL takes to notice, and loses the marks), and a mark waits at most 100 ms for a row
-/// a batch holds (batches under load held theirs for seconds). A mark is not made durable: one
-/// lost in a crash, or not made, repeats an act once the claim runs out, which acts allow.
+/// transaction marks the rounds handed over together. On PostgreSQL each job is marked in a
+/// transaction of its own: the projection half's batches lock the same rows in log order, and one
+/// transaction marking many in another order could deadlock with one (seen under load: each such
+/// wait lasts the second PostgreSQL takes to notice, and loses the marks), and a mark waits at
+/// most 100 ms for a row a batch holds (batches under load held theirs for seconds). A mark is not
+/// made durable: one lost in a crash, or not made, repeats an act once the claim runs out, which
+/// acts allow.
 async fn settle(store: &Store, process: &str, outcomes: &[Outcome]) -> Result<(), StoreError> {
     if store.is_postgres() {
         let marks: Vec<_> = outcomes.iter().map(|outcome| mark_alone(store, process, outcome)).collect();
