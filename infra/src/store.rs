@@ -531,6 +531,7 @@ impl Store {
     /// `durability`. On SQLite it waits for that file's writer lock and writes through that
     /// file's one writer connection; on PostgreSQL both files are the one database, and a
     /// [`Durability::Relaxed`] commit does not wait for the WAL flush.
+    ///
     /// A transaction that waited over a second for the writer, or held it for over a second,
     /// is logged (a warning) with the place that opened it.
     #[track_caller]

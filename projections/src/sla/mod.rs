@@ -4,11 +4,11 @@
 //! - [`Sla`], the projection half, keeps the tenant's calendars and policies
 //!   ([`definitions`]) and every timer ([`timers`]) from the log; for each conversation event of
 //!   a tenant with a policy it schedules an *observe* job for the conversation (one per
-//!   conversation, set again by each later event), and for each running timer a *fire* job due
-//!   at its next deadline.
+//!   conversation, due at once, or at most once a second while it is busy: [`OBSERVE_EVERY`]),
+//!   and for each running timer a *fire* job due at its next deadline.
 //! - [`SlaClocks`], the actor half, feeds a conversation's new events to its clocks
 //!   ([`SlaCommand::Observe`], with the catalog as it stands) and fires due timers
-//!   ([`SlaCommand::Fire`]). Both commands record nothing when repeated, so a job acted on twice
+//!   ([`SlaCommand::Fire`]), feeding them first what they have not seen. Both commands record nothing when repeated, so a job acted on twice
 //!   (a crash, two processes) changes nothing the second time.
 //!
 //! The clocks' events go to the conversation's own `sla` stream (docs/adr/0007).
@@ -136,7 +136,7 @@ fn observe(observing: &mut BTreeMap<String, NewJob>, stored: &StoredEvent) {
         job.id = format!("observe/{}/{conversation}", job.tenant);
         job.due_at = stored.recorded_at();
         if let Some(earlier) = observing.get(&job.id) {
-            job.due_at = earlier.due_at.min(job.due_at).or(job.due_at);
+            job.due_at = earlier.due_at.or(job.due_at);
         }
         observing.insert(job.id.clone(), job);
     }
