@@ -18,6 +18,7 @@ pub mod group;
 pub mod hours;
 pub mod ids;
 pub mod metadata;
+pub mod report;
 pub mod sla;
 pub mod validate;
 pub mod whole;
