@@ -8,6 +8,7 @@ pub mod failure;
 pub mod group_conversations;
 pub mod group_members;
 pub mod processes;
+pub mod reports;
 pub mod rows;
 pub mod runtime;
 pub mod sla;
@@ -26,6 +27,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(group_members::GroupMembers),
         Arc::new(snooze::SnoozeTimers),
         Arc::new(sla::Sla),
+        Arc::new(reports::Reports::current()),
     ]
 }
 

@@ -1,0 +1,203 @@
+//! The reports' writes: conversations' states, facts and calendars, in a batch's transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use colloquy_domain::calendar::{Calendar, CalendarVersion};
+use colloquy_domain::definition::DefinitionEvent;
+use colloquy_domain::report::{Fact, Metric, ReportConversation};
+
+use crate::on_tx;
+use crate::rows::{numbered, parameter_rows, statement_rows};
+use crate::runtime::{ProjectionError, Tx};
+
+fn codec(error: serde_json::Error) -> ProjectionError {
+    ProjectionError::from(sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Removes definition `version`'s rows (a rebuild's start).
+pub(super) async fn clear(tx: &mut Tx<'_>, version: u32) -> Result<(), ProjectionError> {
+    for table in [super::FACTS_TABLE, super::CONVERSATIONS_TABLE, super::CALENDARS_TABLE] {
+        let sql = format!("DELETE FROM {table} WHERE version = $1");
+        on_tx!(tx, |conn| {
+            sqlx::query(&sql).bind(i64::from(version)).execute(conn).await?;
+        });
+    }
+    Ok(())
+}
+
+/// Applies one calendar event: its current version replaces the last, a deletion removes it.
+pub(super) async fn apply_calendar(
+    tx: &mut Tx<'_>,
+    version: u32,
+    tenant: &str,
+    calendar_id: &str,
+    position: i64,
+    event: DefinitionEvent<Calendar>,
+) -> Result<(), ProjectionError> {
+    let (calendar_version, calendar) = match event {
+        DefinitionEvent::Created { version, definition, .. } | DefinitionEvent::Revised { version, definition, .. } => {
+            (version, definition)
+        }
+        DefinitionEvent::Deleted { .. } => {
+            let sql = "DELETE FROM report_calendars WHERE tenant_id = $1 AND version = $2 AND calendar_id = $3";
+            on_tx!(tx, |conn| {
+                sqlx::query(sql).bind(tenant).bind(i64::from(version)).bind(calendar_id).execute(conn).await?;
+            });
+            return Ok(());
+        }
+    };
+    let Ok(id) = uuid::Uuid::parse_str(calendar_id) else {
+        tracing::warn!(calendar_id, "a calendar whose id is not a UUID: its facts count every hour");
+        return Ok(());
+    };
+    let json = serde_json::to_string(&CalendarVersion { calendar_id: id, version: calendar_version, calendar })
+        .map_err(codec)?;
+    let sql = "INSERT INTO report_calendars (tenant_id, version, calendar_id, calendar, created_position)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (tenant_id, version, calendar_id) DO UPDATE SET calendar = excluded.calendar";
+    on_tx!(tx, |conn| {
+        let query = sqlx::query(sql).bind(tenant).bind(i64::from(version)).bind(calendar_id);
+        query.bind(&json).bind(position).execute(conn).await?;
+    });
+    Ok(())
+}
+
+/// `tenant`'s live calendars as of the batch, oldest first.
+pub(super) async fn calendars(
+    tx: &mut Tx<'_>,
+    version: u32,
+    tenant: &str,
+) -> Result<Vec<CalendarVersion>, ProjectionError> {
+    let sql = "SELECT calendar FROM report_calendars WHERE tenant_id = $1 AND version = $2
+                ORDER BY created_position";
+    let rows: Vec<String> = on_tx!(tx, |conn| {
+        sqlx::query_scalar(sql).bind(tenant).bind(i64::from(version)).fetch_all(conn).await?
+    });
+    rows.iter().map(|json| serde_json::from_str(json).map_err(codec)).collect()
+}
+
+/// A conversation's stored state, if any.
+pub(super) async fn conversation(
+    tx: &mut Tx<'_>,
+    version: u32,
+    tenant: &str,
+    conversation: &str,
+) -> Result<Option<ReportConversation>, ProjectionError> {
+    let sql = "SELECT state FROM report_conversations WHERE tenant_id = $1 AND version = $2 AND conversation_id = $3";
+    let found: Option<String> = on_tx!(tx, |conn| {
+        sqlx::query_scalar(sql).bind(tenant).bind(i64::from(version)).bind(conversation).fetch_optional(conn).await?
+    });
+    found.map(|json| serde_json::from_str(&json).map_err(codec)).transpose()
+}
+
+/// Writes the states of the conversations a batch touched (those it saw the opening of).
+pub(super) async fn write_conversations(
+    tx: &mut Tx<'_>,
+    version: u32,
+    conversations: &BTreeMap<(String, String), ReportConversation>,
+) -> Result<(), ProjectionError> {
+    let mut rows = Vec::with_capacity(conversations.len());
+    for ((tenant, id), state) in conversations {
+        if state.opened.is_some() {
+            rows.push((tenant, id, serde_json::to_string(state).map_err(codec)?));
+        }
+    }
+    let mut remaining = &rows[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO report_conversations (tenant_id, version, conversation_id, state) VALUES {}
+             ON CONFLICT (tenant_id, version, conversation_id) DO UPDATE SET state = excluded.state",
+            parameter_rows(numbered(tx), chunk.len(), 4)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (tenant, id, json) in chunk {
+                query = query.bind(*tenant).bind(i64::from(version)).bind(*id).bind(json);
+            }
+            query.execute(conn).await?;
+        });
+    }
+    Ok(())
+}
+
+/// Writes a batch's facts, in log order: a full resolution supersedes the conversation's earlier
+/// one (stored, or of the same batch).
+pub(super) async fn write_facts(
+    tx: &mut Tx<'_>,
+    version: u32,
+    facts: Vec<(String, Fact)>,
+) -> Result<(), ProjectionError> {
+    // For each superseding fact, the position of the next one of its conversation and metric.
+    let mut superseded_at = vec![None; facts.len()];
+    let mut latest: HashMap<(&str, &str, Metric), usize> = HashMap::new();
+    let mut first_in_batch: BTreeMap<(&str, &str, &'static str), i64> = BTreeMap::new();
+    for (index, (tenant, fact)) in facts.iter().enumerate() {
+        if !fact.supersedes {
+            continue;
+        }
+        let key = (tenant.as_str(), fact.conversation_id.as_str(), fact.metric);
+        if let Some(earlier) = latest.insert(key, index) {
+            superseded_at[earlier] = Some(fact.end_position);
+        }
+        first_in_batch.entry((key.0, key.1, fact.metric.as_str())).or_insert(fact.end_position);
+    }
+    for ((tenant, conversation, metric), position) in first_in_batch {
+        let sql = "UPDATE report_facts SET superseded_at = $1
+                    WHERE tenant_id = $2 AND version = $3 AND conversation_id = $4 AND metric = $5
+                      AND superseded_at IS NULL AND end_position < $1";
+        on_tx!(tx, |conn| {
+            let query = sqlx::query(sql).bind(position).bind(tenant).bind(i64::from(version));
+            query.bind(conversation).bind(metric).execute(conn).await?;
+        });
+    }
+    let mut rows = Vec::with_capacity(facts.len());
+    for ((tenant, fact), superseded) in facts.iter().zip(superseded_at) {
+        rows.push((tenant, fact, serde_json::to_string(&fact.dimensions.labels).map_err(codec)?, superseded));
+    }
+    let mut remaining = &rows[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO report_facts (tenant_id, version, end_position, metric, kind, conversation_id, contact_id,
+                                       value, business_value, started_at, ended_at, start_position, agent_id,
+                                       assignee_id, team_id, inbox_id, channel, priority, labels,
+                                       group_conversation, bot, superseded_at)
+             VALUES {} ON CONFLICT (tenant_id, version, end_position, metric) DO NOTHING",
+            parameter_rows(numbered(tx), chunk.len(), 22)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (tenant, fact, labels, superseded) in chunk {
+                let dimensions = &fact.dimensions;
+                query = query
+                    .bind(*tenant)
+                    .bind(i64::from(version))
+                    .bind(fact.end_position)
+                    .bind(fact.metric.as_str())
+                    .bind(&fact.kind)
+                    .bind(&fact.conversation_id)
+                    .bind(&fact.contact_id)
+                    .bind(fact.value)
+                    .bind(fact.business_value)
+                    .bind(fact.started_at)
+                    .bind(fact.ended_at)
+                    .bind(fact.start_position)
+                    .bind(&dimensions.agent_id)
+                    .bind(&dimensions.assignee_id)
+                    .bind(&dimensions.team_id)
+                    .bind(&dimensions.inbox_id)
+                    .bind(&dimensions.channel)
+                    .bind(&dimensions.priority)
+                    .bind(labels)
+                    .bind(dimensions.group)
+                    .bind(dimensions.bot)
+                    .bind(*superseded);
+            }
+            query.execute(conn).await?;
+        });
+    }
+    Ok(())
+}
