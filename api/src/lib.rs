@@ -36,8 +36,8 @@ use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
-    calendars, contacts, conversations, events, groups, health, inbox, messages, recompute, sla, stream,
-    timers, tokens, whatif,
+    calendars, contacts, conversations, events, groups, health, inbox, messages, recompute, reports, sla,
+    stream, timers, tokens, whatif,
 };
 pub use crate::state::AppState;
 
@@ -113,6 +113,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sla::versions))
         .routes(routes!(whatif::what_if))
         .routes(routes!(recompute::recompute))
+        .routes(routes!(reports::list))
+        .routes(routes!(reports::of_conversation))
+        .routes(routes!(reports::figures::summary))
+        .routes(routes!(reports::figures::timeseries))
+        .routes(routes!(reports::figures::by))
+        .routes(routes!(reports::figures::first_response_distribution))
+        .routes(routes!(reports::figures::inbox_labels))
+        .routes(routes!(reports::figures::live))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))
         .routes(routes!(messages::report_delivery))

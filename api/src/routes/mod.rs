@@ -12,6 +12,7 @@ pub mod health;
 pub mod inbox;
 pub mod messages;
 pub mod recompute;
+pub mod reports;
 pub mod sla;
 pub mod stream;
 pub mod timers;

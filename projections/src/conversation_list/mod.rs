@@ -22,8 +22,8 @@ use colloquy_domain::conversation::{
 use colloquy_domain::Channel;
 
 pub use query::{
-    contacts_with_phone, counts, dump, explainable, get, list, opened_between, Counts, Cursor, Direction,
-    LabelMatch, ListFilter, Page, Sort, SortKey,
+    contacts_with_phone, count_waiting, counts, dump, explainable, get, list, opened_between, Counts, Cursor,
+    Direction, LabelMatch, ListFilter, Page, Sort, SortKey,
 };
 pub use store::ConversationList;
 

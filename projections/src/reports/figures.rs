@@ -149,7 +149,8 @@ pub fn bucket_start(at: DateTime<Utc>, bucket: Bucket, zone: Tz) -> DateTime<Utc
         }
         Bucket::Day => start_of(zone, local.date_naive()),
         Bucket::Week => {
-            let monday = local.date_naive() - Duration::days(i64::from(local.weekday().num_days_from_monday()));
+            let monday =
+                local.date_naive() - Duration::days(i64::from(local.weekday().num_days_from_monday()));
             start_of(zone, monday)
         }
         Bucket::Month => start_of(zone, local.date_naive().with_day(1).expect("the first exists")),
@@ -164,14 +165,21 @@ fn next_bucket(start: DateTime<Utc>, bucket: Bucket, zone: Tz) -> DateTime<Utc> 
         Bucket::Day => start_of(zone, local + Duration::days(1)),
         Bucket::Week => start_of(zone, local + Duration::days(7)),
         Bucket::Month => {
-            let (year, month) = if local.month() == 12 { (local.year() + 1, 1) } else { (local.year(), local.month() + 1) };
+            let (year, month) =
+                if local.month() == 12 { (local.year() + 1, 1) } else { (local.year(), local.month() + 1) };
             start_of(zone, NaiveDate::from_ymd_opt(year, month, 1).expect("the first exists"))
         }
     }
 }
 
 /// The starts of the buckets that cover `[since, until)`, at most `most`; none when more.
-pub fn buckets(since: DateTime<Utc>, until: DateTime<Utc>, bucket: Bucket, zone: Tz, most: usize) -> Option<Vec<DateTime<Utc>>> {
+pub fn buckets(
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    bucket: Bucket,
+    zone: Tz,
+    most: usize,
+) -> Option<Vec<DateTime<Utc>>> {
     let mut starts = Vec::new();
     let mut start = bucket_start(since, bucket, zone);
     while start < until {
@@ -257,32 +265,61 @@ mod tests {
             .expect("few buckets");
         assert_eq!(
             days,
-            vec![utc("2026-03-27T23:00:00Z"), utc("2026-03-28T23:00:00Z"), utc("2026-03-29T22:00:00Z"), utc("2026-03-30T22:00:00Z")]
+            vec![
+                utc("2026-03-27T23:00:00Z"),
+                utc("2026-03-28T23:00:00Z"),
+                utc("2026-03-29T22:00:00Z"),
+                utc("2026-03-30T22:00:00Z")
+            ]
         );
         // 23:30 local on the 29th is in the 29th's bucket (a 23-hour day).
-        assert_eq!(bucket_start(utc("2026-03-29T21:30:00Z"), Bucket::Day, berlin), utc("2026-03-28T23:00:00Z"));
+        assert_eq!(
+            bucket_start(utc("2026-03-29T21:30:00Z"), Bucket::Day, berlin),
+            utc("2026-03-28T23:00:00Z")
+        );
     }
 
     #[test]
     fn hours_of_a_half_hour_zone_start_at_half_past_utc() {
         let kolkata: Tz = "Asia/Kolkata".parse().expect("a zone");
-        assert_eq!(bucket_start(utc("2026-01-05T10:10:07Z"), Bucket::Hour, kolkata), utc("2026-01-05T09:30:00Z"));
+        assert_eq!(
+            bucket_start(utc("2026-01-05T10:10:07Z"), Bucket::Hour, kolkata),
+            utc("2026-01-05T09:30:00Z")
+        );
     }
 
     #[test]
     fn weeks_start_on_monday_and_months_on_the_first_locally() {
         let new_york: Tz = "America/New_York".parse().expect("a zone");
         // Wednesday 2026-11-04 03:00 UTC is Tuesday 22:00 in New York.
-        assert_eq!(bucket_start(utc("2026-11-04T03:00:00Z"), Bucket::Week, new_york), utc("2026-11-02T05:00:00Z"));
-        assert_eq!(bucket_start(utc("2026-11-01T03:00:00Z"), Bucket::Month, new_york), utc("2026-10-01T04:00:00Z"));
-        let months = buckets(utc("2026-10-15T00:00:00Z"), utc("2026-12-01T00:00:00Z"), Bucket::Month, new_york, 10);
-        assert_eq!(months.expect("few").len(), 2, "October and November: UTC midnight of 1 December is 30 November in New York");
+        assert_eq!(
+            bucket_start(utc("2026-11-04T03:00:00Z"), Bucket::Week, new_york),
+            utc("2026-11-02T05:00:00Z")
+        );
+        assert_eq!(
+            bucket_start(utc("2026-11-01T03:00:00Z"), Bucket::Month, new_york),
+            utc("2026-10-01T04:00:00Z")
+        );
+        let months =
+            buckets(utc("2026-10-15T00:00:00Z"), utc("2026-12-01T00:00:00Z"), Bucket::Month, new_york, 10);
+        assert_eq!(
+            months.expect("few").len(),
+            2,
+            "October and November: UTC midnight of 1 December is 30 November in New York"
+        );
     }
 
     #[test]
     fn too_many_buckets_are_refused() {
         let utc_zone: Tz = "UTC".parse().expect("a zone");
-        assert!(buckets(utc("2026-01-01T00:00:00Z"), utc("2026-02-01T00:00:00Z"), Bucket::Hour, utc_zone, 100).is_none());
+        assert!(buckets(
+            utc("2026-01-01T00:00:00Z"),
+            utc("2026-02-01T00:00:00Z"),
+            Bucket::Hour,
+            utc_zone,
+            100
+        )
+        .is_none());
     }
 
     #[test]

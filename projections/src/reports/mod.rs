@@ -36,7 +36,8 @@ pub fn name_of(version: u32) -> Option<&'static str> {
 }
 
 /// The SLA events that report an outcome or what one needs (a timer's start).
-const SLA_EVENTS: [&str; 4] = ["SlaTimerStarted", "SlaTimerBreached", "SlaTimerFulfilled", "SlaTimerCancelled"];
+const SLA_EVENTS: [&str; 4] =
+    ["SlaTimerStarted", "SlaTimerBreached", "SlaTimerFulfilled", "SlaTimerCancelled"];
 
 /// Keeps the facts of one definition version.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +128,8 @@ impl Batch {
         let conversation = self.conversations.get_mut(&key).expect("just read");
         let calendars = self.calendars.get(&tenant).map(Vec::as_slice).unwrap_or_default();
         let hours = |inbox: Option<&str>| {
-            calendar::for_inbox(calendars, inbox).map_or_else(BusinessHours::always, |c| c.calendar.hours.clone())
+            calendar::for_inbox(calendars, inbox)
+                .map_or_else(BusinessHours::always, |c| c.calendar.hours.clone())
         };
         let facts = if stored.aggregate_type == "sla" {
             let hours = hours(conversation.inbox_id());

@@ -145,7 +145,8 @@ fn conditions(filter: &Filter, binds: &mut Vec<Bind>) -> String {
     sql
 }
 
-const COLUMNS: &str = "metric, kind, conversation_id, contact_id, value, business_value, started_at, ended_at,
+const COLUMNS: &str =
+    "metric, kind, conversation_id, contact_id, value, business_value, started_at, ended_at,
     start_position, end_position, agent_id, assignee_id, team_id, inbox_id, channel, priority, labels,
     group_conversation, bot, superseded_at";
 
@@ -163,7 +164,8 @@ where
     let metric: String = row.try_get(0)?;
     let labels: String = row.try_get(16)?;
     Ok(FactRow {
-        metric: Metric::parse(&metric).ok_or_else(|| sqlx::Error::Decode(format!("metric {metric}").into()))?,
+        metric: Metric::parse(&metric)
+            .ok_or_else(|| sqlx::Error::Decode(format!("metric {metric}").into()))?,
         kind: row.try_get(1)?,
         conversation_id: row.try_get(2)?,
         contact_id: row.try_get(3)?,
@@ -227,14 +229,15 @@ pub async fn facts(
     Ok(rows)
 }
 
-/// Feeds every fact `filter` selects to `each`, in no particular order, without holding them:
-/// what a report folds its figures from.
+/// Sends every fact `filter` selects to `sink`, in no particular order, as fast as it takes them
+/// (so memory stays flat): what a report folds its figures from, and a CSV export streams. Stops
+/// early, without an error, when the receiver is gone.
 pub async fn each(
     store: &Store,
     tenant: &TenantId,
     version: u32,
     filter: &Filter,
-    mut each: impl FnMut(FactRow) + Send,
+    sink: tokio::sync::mpsc::Sender<FactRow>,
 ) -> Result<(), StoreError> {
     let mut binds = Vec::new();
     let sql = format!("SELECT {COLUMNS} FROM report_facts WHERE {}", conditions(filter, &mut binds));
@@ -249,7 +252,9 @@ pub async fn each(
         }
         let mut rows = query.fetch(pool);
         while let Some(row) = rows.try_next().await? {
-            each(fact_row(&row)?);
+            if sink.send(fact_row(&row)?).await.is_err() {
+                break;
+            }
         }
     });
     Ok(())

@@ -35,13 +35,18 @@ pub(super) async fn apply_calendar(
     event: DefinitionEvent<Calendar>,
 ) -> Result<(), ProjectionError> {
     let (calendar_version, calendar) = match event {
-        DefinitionEvent::Created { version, definition, .. } | DefinitionEvent::Revised { version, definition, .. } => {
-            (version, definition)
-        }
+        DefinitionEvent::Created { version, definition, .. }
+        | DefinitionEvent::Revised { version, definition, .. } => (version, definition),
         DefinitionEvent::Deleted { .. } => {
-            let sql = "DELETE FROM report_calendars WHERE tenant_id = $1 AND version = $2 AND calendar_id = $3";
+            let sql =
+                "DELETE FROM report_calendars WHERE tenant_id = $1 AND version = $2 AND calendar_id = $3";
             on_tx!(tx, |conn| {
-                sqlx::query(sql).bind(tenant).bind(i64::from(version)).bind(calendar_id).execute(conn).await?;
+                sqlx::query(sql)
+                    .bind(tenant)
+                    .bind(i64::from(version))
+                    .bind(calendar_id)
+                    .execute(conn)
+                    .await?;
             });
             return Ok(());
         }
@@ -50,8 +55,9 @@ pub(super) async fn apply_calendar(
         tracing::warn!(calendar_id, "a calendar whose id is not a UUID: its facts count every hour");
         return Ok(());
     };
-    let json = serde_json::to_string(&CalendarVersion { calendar_id: id, version: calendar_version, calendar })
-        .map_err(codec)?;
+    let json =
+        serde_json::to_string(&CalendarVersion { calendar_id: id, version: calendar_version, calendar })
+            .map_err(codec)?;
     let sql = "INSERT INTO report_calendars (tenant_id, version, calendar_id, calendar, created_position)
                VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (tenant_id, version, calendar_id) DO UPDATE SET calendar = excluded.calendar";
@@ -85,7 +91,12 @@ pub(super) async fn conversation(
 ) -> Result<Option<ReportConversation>, ProjectionError> {
     let sql = "SELECT state FROM report_conversations WHERE tenant_id = $1 AND version = $2 AND conversation_id = $3";
     let found: Option<String> = on_tx!(tx, |conn| {
-        sqlx::query_scalar(sql).bind(tenant).bind(i64::from(version)).bind(conversation).fetch_optional(conn).await?
+        sqlx::query_scalar(sql)
+            .bind(tenant)
+            .bind(i64::from(version))
+            .bind(conversation)
+            .fetch_optional(conn)
+            .await?
     });
     found.map(|json| serde_json::from_str(&json).map_err(codec)).transpose()
 }

@@ -1,0 +1,727 @@
+//! The reports' figures, each folded from the facts of its period by the same [`Tally`]: the
+//! summary beside the previous period, a metric's time series, breakdowns by agent, team, inbox,
+//! channel, label or priority, the first-response-time distribution, the inbox by label matrix
+//! and the live counts. `Accept: text/csv` answers each as CSV.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use colloquy_domain::conversation::Status;
+use colloquy_domain::report::Metric;
+use colloquy_domain::TenantId;
+use colloquy_projections::conversation_list;
+use colloquy_projections::reports::figures::{self, Bucket, Dimension, Durations, Figure, Tally};
+use colloquy_projections::reports::query::{self, FactRow, Filter};
+
+use super::{csv_line, csv_response, facts_link, metrics, report_query, wants_csv, SCOPE};
+use crate::extract::{require, Auth, Path, Query};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Most buckets one time series answers.
+pub const MAX_BUCKETS: usize = 1000;
+
+/// Folds every fact `filter` selects into a tally per key `key_of` gives it (none: left out).
+async fn fold<K: Ord + Send + 'static>(
+    state: &AppState,
+    tenant: &TenantId,
+    version: u32,
+    filter: &Filter,
+    key_of: impl Fn(&FactRow) -> Vec<K>,
+) -> Result<BTreeMap<K, Tally>, ApiError> {
+    let (rows, mut rows_in) = tokio::sync::mpsc::channel::<FactRow>(1024);
+    let reading = query::each(state.store(), tenant, version, filter, rows);
+    let folding = async {
+        let mut tallies: BTreeMap<K, Tally> = BTreeMap::new();
+        while let Some(row) = rows_in.recv().await {
+            for key in key_of(&row) {
+                tallies.entry(key).or_default().add(&row);
+            }
+        }
+        tallies
+    };
+    let (read, tallies) = tokio::join!(reading, folding);
+    read?;
+    Ok(tallies)
+}
+
+/// A duration's statistics, in seconds (median and p90 nearest-rank).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DurationsView {
+    /// Their sum.
+    sum: i64,
+    /// Their mean.
+    mean: f64,
+    /// Their median.
+    median: i64,
+    /// Their 90th percentile.
+    p90: i64,
+}
+
+impl From<Durations> for DurationsView {
+    fn from(d: Durations) -> Self {
+        Self { sum: d.sum, mean: d.mean, median: d.median, p90: d.p90 }
+    }
+}
+
+/// What a set of facts amounts to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FigureView {
+    /// Facts (their counts add up across buckets and rows).
+    count: u64,
+    /// Distinct conversations among them.
+    conversations: u64,
+    /// Distinct contacts among them.
+    contacts: u64,
+    /// Durations in wall-clock seconds; `null` for a count metric or no facts.
+    calendar: Option<DurationsView>,
+    /// Durations in the inbox's business seconds.
+    business: Option<DurationsView>,
+    /// The facts behind it.
+    facts: String,
+}
+
+fn view(figure: Figure, link: String) -> FigureView {
+    FigureView {
+        count: figure.count,
+        conversations: figure.conversations,
+        contacts: figure.contacts,
+        calendar: figure.calendar.map(Into::into),
+        business: figure.business.map(Into::into),
+        facts: link,
+    }
+}
+
+fn empty() -> Figure {
+    Tally::default().figure()
+}
+
+/// The figure of `tally` (or of no facts) for `metric` over `filter`.
+fn figure_of(tally: Option<Tally>, version: u32, filter: &Filter, metric: Metric) -> FigureView {
+    let filter = Filter { metrics: vec![metric], ..filter.clone() };
+    view(tally.map_or_else(empty, Tally::figure), facts_link(version, &filter))
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn figure_csv(figure: &FigureView) -> Vec<String> {
+    let durations = |d: &Option<DurationsView>| match d {
+        Some(d) => vec![d.sum.to_string(), format!("{:.3}", d.mean), d.median.to_string(), d.p90.to_string()],
+        None => vec![String::new(); 4],
+    };
+    let mut fields =
+        vec![figure.count.to_string(), figure.conversations.to_string(), figure.contacts.to_string()];
+    fields.extend(durations(&figure.calendar));
+    fields.extend(durations(&figure.business));
+    fields
+}
+
+const FIGURE_CSV_HEADER: [&str; 11] = [
+    "count",
+    "conversations",
+    "contacts",
+    "sum",
+    "mean",
+    "median",
+    "p90",
+    "business_sum",
+    "business_mean",
+    "business_median",
+    "business_p90",
+];
+
+fn csv_table(name: &str, leading: &[&str], rows: Vec<(Vec<String>, &FigureView)>) -> Response {
+    let mut body = csv_line(&leading.iter().chain(FIGURE_CSV_HEADER.iter()).collect::<Vec<_>>());
+    for (mut fields, figure) in rows {
+        fields.extend(figure_csv(figure));
+        body.extend(csv_line(&fields));
+    }
+    csv_response(axum::body::Body::from(body), name)
+}
+
+/// A period.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Period {
+    /// From.
+    since: DateTime<Utc>,
+    /// To (excluded).
+    until: DateTime<Utc>,
+}
+
+report_query! {
+    /// Query of `GET /v1/reports/summary`.
+    SummaryQuery {}
+}
+
+/// One metric in the summary.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SummaryLine {
+    /// The metric.
+    metric: Metric,
+    /// In the period.
+    current: FigureView,
+    /// In the period before, as long.
+    previous: FigureView,
+}
+
+/// `GET /v1/reports/summary`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Summary {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the figures are as of.
+    as_of_position: i64,
+    /// The period.
+    period: Period,
+    /// The period before it, as long.
+    previous_period: Period,
+    /// Every metric.
+    metrics: Vec<SummaryLine>,
+}
+
+/// `GET /v1/reports/summary`
+#[utoipa::path(
+    get,
+    path = "/reports/summary",
+    tag = "reports",
+    summary = "Summarise every metric",
+    description = "Every metric over the period (default: the last 30 days), beside the period before it: counts of facts, \
+        conversations and contacts, and each duration's sum, mean, median and p90 in wall-clock and business seconds.",
+    params(SummaryQuery),
+    responses((status = 200, description = "The summary.", content((Summary = "application/json"), (String = "text/csv"))))
+)]
+pub async fn summary(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Query(query): Query<SummaryQuery>,
+) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let scope = query.scope()?;
+    let as_of = scope.as_of(&state, query.min_position).await?;
+    let length = scope.until - scope.since;
+    let previous =
+        Filter { since: Some(scope.since - length), until: Some(scope.since), ..scope.filter.clone() };
+    let both = Filter { since: previous.since, ..scope.filter.clone() };
+    let since = scope.since;
+    let tallies = fold(&state, &principal.tenant, scope.version, &both, |row| {
+        vec![(row.metric, row.ended_at >= since)]
+    })
+    .await?;
+    let mut tallies = tallies;
+    let lines: Vec<SummaryLine> = Metric::ALL
+        .into_iter()
+        .map(|metric| SummaryLine {
+            metric,
+            current: figure_of(tallies.remove(&(metric, true)), scope.version, &scope.filter, metric),
+            previous: figure_of(tallies.remove(&(metric, false)), scope.version, &previous, metric),
+        })
+        .collect();
+    if wants_csv(&headers) {
+        let mut rows = Vec::new();
+        for line in &lines {
+            rows.push((vec![line.metric.as_str().to_owned(), "current".into()], &line.current));
+            rows.push((vec![line.metric.as_str().to_owned(), "previous".into()], &line.previous));
+        }
+        return Ok(csv_table("summary", &["metric", "period"], rows));
+    }
+    Ok(axum::Json(Summary {
+        version: scope.version,
+        as_of_position: as_of,
+        period: Period { since: scope.since, until: scope.until },
+        previous_period: Period { since: scope.since - length, until: scope.since },
+        metrics: lines,
+    })
+    .into_response())
+}
+
+report_query! {
+    /// Query of `GET /v1/reports/timeseries`.
+    TimeseriesQuery {
+        /// The metric.
+        #[param(value_type = Metric)]
+        metric: Option<String>,
+        /// The buckets: `hour`, `day` (default), `week` (from Monday) or `month`, local to `tz`.
+        #[param(value_type = Option<BucketName>)]
+        group_by: Option<String>,
+    }
+}
+
+/// The values of `group_by` (a schema only).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum BucketName {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+/// One bucket of a time series.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Point {
+    /// The bucket's first instant (a local midnight for days, weeks and months).
+    start: DateTime<Utc>,
+    /// Its facts.
+    figure: FigureView,
+}
+
+/// `GET /v1/reports/timeseries`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Timeseries {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the figures are as of.
+    as_of_position: i64,
+    /// The metric.
+    metric: Metric,
+    /// The period.
+    period: Period,
+    /// The buckets, every one of the period, empty ones included.
+    data: Vec<Point>,
+    /// The whole period (the summary's figure): the buckets' counts and sums add up to it.
+    total: FigureView,
+}
+
+/// `GET /v1/reports/timeseries`
+#[utoipa::path(
+    get,
+    path = "/reports/timeseries",
+    tag = "reports",
+    summary = "A metric's time series",
+    description = "One metric per hour, day, week or month of the period, in the time zone `tz` (a day is a local day, \
+        23 or 25 hours long across a DST change), with the period's total; at most 1,000 buckets.",
+    params(TimeseriesQuery),
+    responses((status = 200, description = "The series.", content((Timeseries = "application/json"), (String = "text/csv"))))
+)]
+pub async fn timeseries(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Query(query): Query<TimeseriesQuery>,
+) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let scope = query.scope()?;
+    let metric = match metrics("metric", query.metric.as_deref())?.as_slice() {
+        [one] => *one,
+        [] => return Err(ApiError::invalid_field("metric", "is required")),
+        _ => return Err(ApiError::invalid_field("metric", "takes one metric")),
+    };
+    let bucket = match query.group_by.as_deref() {
+        None => Bucket::Day,
+        Some(name) => Bucket::parse(name).ok_or_else(|| {
+            ApiError::invalid_field("group_by", format!("{name:?} is not one of hour, day, week, month"))
+        })?,
+    };
+    let starts =
+        figures::buckets(scope.since, scope.until, bucket, scope.zone, MAX_BUCKETS).ok_or_else(|| {
+            ApiError::invalid_field(
+                "group_by",
+                format!("the period has more than {MAX_BUCKETS} such buckets"),
+            )
+        })?;
+    let as_of = scope.as_of(&state, query.min_position).await?;
+    let filter = Filter { metrics: vec![metric], ..scope.filter.clone() };
+    let zone = scope.zone;
+    let mut tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
+        let start = figures::bucket_start(row.ended_at, bucket, zone);
+        vec![Some(start), None]
+    })
+    .await?;
+    let total = figure_of(tallies.remove(&None), scope.version, &filter, metric);
+    let data: Vec<Point> = starts
+        .iter()
+        .enumerate()
+        .map(|(index, start)| {
+            let end = starts.get(index + 1).copied().unwrap_or(scope.until).min(scope.until);
+            let bucket_filter =
+                Filter { since: Some((*start).max(scope.since)), until: Some(end), ..filter.clone() };
+            Point {
+                start: *start,
+                figure: figure_of(tallies.remove(&Some(*start)), scope.version, &bucket_filter, metric),
+            }
+        })
+        .collect();
+    if wants_csv(&headers) {
+        let rows = data.iter().map(|point| (vec![time(point.start)], &point.figure)).collect();
+        return Ok(csv_table("timeseries", &["start"], rows));
+    }
+    Ok(axum::Json(Timeseries {
+        version: scope.version,
+        as_of_position: as_of,
+        metric,
+        period: Period { since: scope.since, until: scope.until },
+        data,
+        total,
+    })
+    .into_response())
+}
+
+report_query! {
+    /// Query of `GET /v1/reports/by/{dimension}`.
+    ByQuery {
+        /// Only these metrics (comma-separated; default every one).
+        #[param(example = "first_response,resolution", max_length = 512)]
+        metric: Option<String>,
+    }
+}
+
+/// The dimensions a report breaks down by (a schema only).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum DimensionName {
+    Agent,
+    Team,
+    Inbox,
+    Channel,
+    Label,
+    Priority,
+}
+
+/// One metric of a row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MetricFigure {
+    /// The metric.
+    metric: Metric,
+    /// Its facts in the row.
+    figure: FigureView,
+}
+
+/// One row of a breakdown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ByRow {
+    /// The dimension's value (the agent, team, ... id); `null` for facts without one.
+    key: Option<String>,
+    /// Each metric asked for.
+    metrics: Vec<MetricFigure>,
+}
+
+/// `GET /v1/reports/by/{dimension}`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Breakdown {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the figures are as of.
+    as_of_position: i64,
+    /// The period.
+    period: Period,
+    /// One row per value (by label: a fact with several labels counts in each).
+    data: Vec<ByRow>,
+}
+
+/// `GET /v1/reports/by/{dimension}`
+#[utoipa::path(
+    get,
+    path = "/reports/by/{dimension}",
+    tag = "reports",
+    summary = "Break metrics down by a dimension",
+    description = "Each metric per agent (who replied, else the assignee then), team, inbox, channel, label or priority, \
+        as they were when each fact ended: counts, conversations, and each duration's sum, mean, median and p90. \
+        The rows' counts add up to the summary's (but for labels, where a fact counts once per label). \
+        `?metric=outgoing_message` gives the outgoing message counts.",
+    params(("dimension" = DimensionName, Path, description = "agent, team, inbox, channel, label or priority"), ByQuery),
+    responses((status = 200, description = "The rows.", content((Breakdown = "application/json"), (String = "text/csv"))))
+)]
+pub async fn by(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(dimension): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<ByQuery>,
+) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let dimension = Dimension::parse(&dimension).ok_or_else(|| {
+        ApiError::invalid_field(
+            "dimension",
+            format!("{dimension:?} is not one of agent, team, inbox, channel, label, priority"),
+        )
+    })?;
+    let scope = query.scope()?;
+    let mut wanted = metrics("metric", query.metric.as_deref())?;
+    if wanted.is_empty() {
+        wanted = Metric::ALL.to_vec();
+    }
+    let as_of = scope.as_of(&state, query.min_position).await?;
+    let filter = Filter { metrics: wanted.clone(), ..scope.filter.clone() };
+    let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
+        dimension.keys(row).into_iter().map(|key| (key, row.metric)).collect()
+    })
+    .await?;
+    let mut rows: BTreeMap<Option<String>, BTreeMap<Metric, Tally>> = BTreeMap::new();
+    for ((key, metric), tally) in tallies {
+        rows.entry(key).or_default().insert(metric, tally);
+    }
+    let data: Vec<ByRow> = rows
+        .into_iter()
+        .map(|(key, mut tallies)| {
+            let mut row_filter = filter.clone();
+            match dimension {
+                Dimension::Agent => row_filter.agent_id.clone_from(&key),
+                Dimension::Team => row_filter.team_id.clone_from(&key),
+                Dimension::Inbox => row_filter.inbox_id.clone_from(&key),
+                Dimension::Channel => row_filter.channel.clone_from(&key),
+                Dimension::Label => row_filter.label.clone_from(&key),
+                Dimension::Priority => row_filter.priority.clone_from(&key),
+            }
+            let metrics = wanted
+                .iter()
+                .map(|metric| MetricFigure {
+                    metric: *metric,
+                    figure: figure_of(tallies.remove(metric), scope.version, &row_filter, *metric),
+                })
+                .collect();
+            ByRow { key, metrics }
+        })
+        .collect();
+    if wants_csv(&headers) {
+        let mut lines = Vec::new();
+        for row in &data {
+            for figure in &row.metrics {
+                let key = row.key.clone().unwrap_or_default();
+                lines.push((vec![key, figure.metric.as_str().to_owned()], &figure.figure));
+            }
+        }
+        return Ok(csv_table("breakdown", &["key", "metric"], lines));
+    }
+    Ok(axum::Json(Breakdown {
+        version: scope.version,
+        as_of_position: as_of,
+        period: Period { since: scope.since, until: scope.until },
+        data,
+    })
+    .into_response())
+}
+
+report_query! {
+    /// Query of `GET /v1/reports/first-response-distribution` and `GET /v1/reports/inbox-labels`.
+    DistributionQuery {}
+}
+
+/// One channel's first responses by band.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Bands {
+    /// The channel.
+    channel: String,
+    /// First responses per band (`0-1h`, `1-4h`, `4-8h`, `8-24h`, `24h+`), every band listed.
+    bands: BTreeMap<String, u64>,
+    /// All of the channel's first responses.
+    total: u64,
+}
+
+/// `GET /v1/reports/first-response-distribution`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Distribution {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the figures are as of.
+    as_of_position: i64,
+    /// The period.
+    period: Period,
+    /// One row per channel.
+    data: Vec<Bands>,
+}
+
+/// `GET /v1/reports/first-response-distribution`
+#[utoipa::path(
+    get,
+    path = "/reports/first-response-distribution",
+    tag = "reports",
+    summary = "First response times by band and channel",
+    description = "How many first responses of the period took 0-1 h, 1-4 h, 4-8 h, 8-24 h or longer (wall-clock), per channel.",
+    params(DistributionQuery),
+    responses((status = 200, description = "The bands.", content((Distribution = "application/json"), (String = "text/csv"))))
+)]
+pub async fn first_response_distribution(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Query(query): Query<DistributionQuery>,
+) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let scope = query.scope()?;
+    let as_of = scope.as_of(&state, query.min_position).await?;
+    let filter = Filter { metrics: vec![Metric::FirstResponse], ..scope.filter.clone() };
+    let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
+        vec![(row.channel.clone(), figures::first_response_band(row.value.unwrap_or_default()))]
+    })
+    .await?;
+    let mut channels: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((channel, band), tally) in tallies {
+        let bands = channels.entry(channel).or_insert_with(|| {
+            figures::FIRST_RESPONSE_BANDS.iter().map(|(name, _)| ((*name).to_owned(), 0)).collect()
+        });
+        bands.insert(band.to_owned(), tally.figure().count);
+    }
+    let data: Vec<Bands> = channels
+        .into_iter()
+        .map(|(channel, bands)| Bands { total: bands.values().sum(), channel, bands })
+        .collect();
+    if wants_csv(&headers) {
+        let mut body = csv_line(&["channel", "band", "count"]);
+        for row in &data {
+            for (band, count) in &row.bands {
+                body.extend(csv_line(&[row.channel.as_str(), band.as_str(), &count.to_string()]));
+            }
+        }
+        return Ok(csv_response(axum::body::Body::from(body), "first-response-distribution"));
+    }
+    Ok(axum::Json(Distribution {
+        version: scope.version,
+        as_of_position: as_of,
+        period: Period { since: scope.since, until: scope.until },
+        data,
+    })
+    .into_response())
+}
+
+/// One cell of the inbox by label matrix.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cell {
+    /// The inbox (`null`: none).
+    inbox_id: Option<String>,
+    /// The label (`null`: conversations without one).
+    label: Option<String>,
+    /// Conversations opened in the period in that inbox with that label when opened.
+    conversations: u64,
+}
+
+/// `GET /v1/reports/inbox-labels`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Matrix {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the figures are as of.
+    as_of_position: i64,
+    /// The period.
+    period: Period,
+    /// The non-empty cells.
+    data: Vec<Cell>,
+}
+
+/// `GET /v1/reports/inbox-labels`
+#[utoipa::path(
+    get,
+    path = "/reports/inbox-labels",
+    tag = "reports",
+    summary = "Conversations by inbox and label",
+    description = "Conversations opened in the period, per inbox and per label they had when opened (a conversation with \
+        several labels counts in each of its labels' cells).",
+    params(DistributionQuery),
+    responses((status = 200, description = "The matrix's cells.", content((Matrix = "application/json"), (String = "text/csv"))))
+)]
+pub async fn inbox_labels(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Query(query): Query<DistributionQuery>,
+) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let scope = query.scope()?;
+    let as_of = scope.as_of(&state, query.min_position).await?;
+    let filter = Filter { metrics: vec![Metric::ConversationOpened], ..scope.filter.clone() };
+    let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
+        Dimension::Label.keys(row).into_iter().map(|label| (row.inbox_id.clone(), label)).collect()
+    })
+    .await?;
+    let data: Vec<Cell> = tallies
+        .into_iter()
+        .map(|((inbox_id, label), tally)| Cell {
+            inbox_id,
+            label,
+            conversations: tally.figure().conversations,
+        })
+        .collect();
+    if wants_csv(&headers) {
+        let mut body = csv_line(&["inbox_id", "label", "conversations"]);
+        for cell in &data {
+            let fields = [
+                cell.inbox_id.clone().unwrap_or_default(),
+                cell.label.clone().unwrap_or_default(),
+                cell.conversations.to_string(),
+            ];
+            body.extend(csv_line(&fields));
+        }
+        return Ok(csv_response(axum::body::Body::from(body), "inbox-labels"));
+    }
+    Ok(axum::Json(Matrix {
+        version: scope.version,
+        as_of_position: as_of,
+        period: Period { since: scope.since, until: scope.until },
+        data,
+    })
+    .into_response())
+}
+
+/// Query of `GET /v1/reports/live`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LiveQuery {
+    /// Read-your-writes: wait until the counts reflect this global position.
+    #[param(minimum = 0)]
+    min_position: Option<i64>,
+}
+
+/// Conversations as they stand now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Live {
+    /// Open.
+    open: i64,
+    /// Open and waiting for a reply.
+    unattended: i64,
+    /// Open, pending, snoozed or with a bot, and assigned to nobody.
+    unassigned: i64,
+    /// Pending.
+    pending: i64,
+    /// Snoozed.
+    snoozed: i64,
+    /// The global position the counts are as of.
+    as_of_position: i64,
+}
+
+/// `GET /v1/reports/live`
+#[utoipa::path(
+    get,
+    path = "/reports/live",
+    tag = "reports",
+    summary = "Live conversation counts",
+    description = "Conversations as they stand now, from the inbox read model: open, unattended (open and waiting for a reply), \
+        unassigned (of those not resolved), pending and snoozed.",
+    params(LiveQuery),
+    responses((status = 200, description = "The counts.", body = Live))
+)]
+pub async fn live(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(query): Query<LiveQuery>,
+) -> Result<axum::Json<Live>, ApiError> {
+    require(&principal, SCOPE)?;
+    if query.min_position.is_some_and(|p| p < 0) {
+        return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
+    }
+    state.await_projection(conversation_list::NAME, query.min_position).await?;
+    let as_of =
+        state.projectors().iter().find(|p| p.name() == conversation_list::NAME).map_or(0, |p| p.applied());
+    let tenant = principal.tenant.as_str();
+    let live = [Status::Open, Status::Pending, Status::Snoozed, Status::Bot];
+    let counts = conversation_list::counts(state.store(), tenant, &live, None).await?;
+    let status = |s: Status| counts.by_status.get(s.as_str()).copied().unwrap_or_default();
+    let unattended = conversation_list::count_waiting(state.store(), tenant, Status::Open).await?;
+    Ok(axum::Json(Live {
+        open: status(Status::Open),
+        unattended,
+        unassigned: counts.unassigned,
+        pending: status(Status::Pending),
+        snoozed: status(Status::Snoozed),
+        as_of_position: as_of,
+    }))
+}
