@@ -245,6 +245,24 @@ fn routes(f: &Fixtures) -> Vec<Route> {
         route(Method::GET, "/metrics", &[], None),
         route(Method::GET, "/v1/events", &[], None).with_query(&[("after", "0"), ("limit", "10")]),
         route(Method::GET, "/v1/timers", &[], None).with_query(&[("conversation_id", conversation)]),
+        route(Method::GET, "/v1/reports/events", &[], None).with_query(&[
+            ("metric", "first_response,reply_time"),
+            ("since", "2020-01-01T00:00:00Z"),
+            ("label", "vip"),
+            ("limit", "5"),
+        ]),
+        route(Method::GET, "/v1/conversations/{}/reports/events", &[conversation], None),
+        route(Method::GET, "/v1/reports/summary", &[], None)
+            .with_query(&[("tz", "Europe/Berlin"), ("channel", "email")]),
+        route(Method::GET, "/v1/reports/timeseries", &[], None).with_query(&[
+            ("metric", "first_response"),
+            ("group_by", "day"),
+            ("tz", "America/New_York"),
+        ]),
+        route(Method::GET, "/v1/reports/by/{}", &["agent"], None).with_query(&[("metric", "reply_time")]),
+        route(Method::GET, "/v1/reports/first-response-distribution", &[], None),
+        route(Method::GET, "/v1/reports/inbox-labels", &[], None).with_query(&[("inbox_id", "support")]),
+        route(Method::GET, "/v1/reports/live", &[], None).with_query(&[("min_position", "1")]),
         route(Method::GET, "/v1/events/stream", &[], None).with_query(&[
             ("after", "0"),
             ("aggregate_type", "conversation"),

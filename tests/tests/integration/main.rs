@@ -19,6 +19,7 @@ mod idempotency;
 mod inbox;
 mod migrations;
 mod openapi;
+mod reports;
 mod shutdown;
 mod sla;
 mod sqlite_files;

@@ -1,0 +1,396 @@
+//! Reports on both stores over HTTP: a conversation's facts carry the dimensions as they were and
+//! link to their events; on a generated history every report agrees with the others (the summary
+//! with the time series' buckets and each breakdown's rows) and with a naive recount of the raw
+//! events; CSV answers one row per fact; bad parameters are 400s.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::{Backend, TestServer};
+
+async fn ok(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> Value {
+    let reply = server.call(method, path, body).await;
+    assert!(reply.status.is_success(), "{path}: {:?} {:?}", reply.status, reply.body);
+    reply.body
+}
+
+/// The log's head: what every report is awaited to (`min_position`).
+async fn head(server: &TestServer) -> i64 {
+    let mut after = 0;
+    loop {
+        let page = server.get(&format!("/v1/events?after={after}&limit=1000")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let count = page.body["data"].as_array().unwrap().len();
+        after = page.body["last_position"].as_i64().unwrap();
+        if count < 1000 {
+            return after;
+        }
+    }
+}
+
+async fn facts(server: &TestServer, query: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let reply = server.get(&format!("/v1/reports/events?limit=1000&cursor={cursor}&{query}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        all.extend(reply.body["data"].as_array().unwrap().iter().cloned());
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return all,
+        }
+    }
+}
+
+fn of<'a>(facts: &'a [Value], name: &str) -> Vec<&'a Value> {
+    facts.iter().filter(|f| f["name"] == name).collect()
+}
+
+async fn a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let contact = server.contact().await;
+    let opened = ok(
+        &server,
+        Method::POST,
+        "/v1/conversations",
+        Some(json!({"contact_id": contact, "channel": "email", "inbox_id": "support", "labels": ["vip"], "priority": "high"})),
+    )
+    .await;
+    let id = opened["id"].as_str().unwrap();
+    let at = |path: &str| format!("/v1/conversations/{id}/{path}");
+    ok(&server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "ana", "team_id": "tier-1"})))
+        .await;
+    server.customer_message(id, "Where is my order?").await;
+    let note = json!({"sender": {"kind": "user", "id": "ana"}, "text": "checking", "visibility": "internal"});
+    ok(&server, Method::POST, &at("messages"), Some(note)).await;
+    let bot = json!({"sender": {"kind": "bot", "id": "faq"}, "text": "Our FAQ may help"});
+    ok(&server, Method::POST, &at("messages"), Some(bot)).await;
+    ok(&server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "ben", "team_id": "tier-2"})))
+        .await;
+    let reply = json!({"sender": {"kind": "user", "id": "ben"}, "text": "On its way"});
+    ok(&server, Method::POST, &at("messages"), Some(reply)).await;
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "open"}))).await;
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
+    let head = head(&server).await;
+
+    let page = server.get(&format!("/v1/conversations/{id}/reports/events?min_position={head}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    assert_eq!(page.body["version"], 1);
+    assert!(page.body["as_of_position"].as_i64().unwrap() >= head);
+    let facts: Vec<Value> = page.body["data"].as_array().unwrap().clone();
+    let names: Vec<&str> = facts.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    for expected in [
+        "conversation_opened",
+        "incoming_message",
+        "private_note",
+        "outgoing_message",
+        "first_response",
+        "reply_time",
+        "requester_wait",
+        "resolution",
+        "first_resolution",
+        "full_resolution",
+        "conversation_reopened",
+    ] {
+        assert!(names.contains(&expected), "no {expected} in {names:?}");
+    }
+    let first = of(&facts, "first_response")[0];
+    assert_eq!(first["user_id"], "ben", "credited to who answered: {first:#}");
+    assert_eq!(first["team_id"], "tier-2", "the team when it ended");
+    assert_eq!((first["inbox_id"].as_str(), first["channel"].as_str()), (Some("support"), Some("email")));
+    assert_eq!((first["priority"].as_str(), first["labels"].clone()), (Some("high"), json!(["vip"])));
+    assert_eq!(first["bot"], true, "the bot spoke before the reply");
+    assert!(first["value"].as_i64().unwrap() >= 0 && first["value_in_business_hours"].is_i64());
+    assert_eq!(of(&facts, "outgoing_message").len(), 2, "the bot's and ben's; the note is not sent");
+    assert_eq!(of(&facts, "resolution").len(), 2);
+    assert_eq!(of(&facts, "first_resolution").len(), 1);
+    // The listing leaves out the full resolution the second one replaced, unless asked.
+    assert_eq!(of(&facts, "full_resolution").len(), 1);
+    let every = server.get(&format!("/v1/conversations/{id}/reports/events?include_superseded=true")).await;
+    let every = every.body["data"].as_array().unwrap().clone();
+    let full = of(&every, "full_resolution");
+    assert_eq!(full.len(), 2);
+    assert_eq!(full[0]["superseded_at"], full[1]["end_position"]);
+
+    // Each fact links to the events that started and ended it.
+    let link = first["events"].as_array().unwrap().last().unwrap().as_str().unwrap().to_owned();
+    let ended = server.get(&link).await;
+    let event = &ended.body["data"][0];
+    assert_eq!(event["position"], first["end_position"]);
+    assert_eq!(event["event_type"], "MessageAdded");
+    assert_eq!(event["data"]["sender"]["id"], "ben");
+    let started = server.get(first["events"][0].as_str().unwrap()).await;
+    assert_eq!(started.body["data"][0]["event_type"], "ConversationOpened");
+
+    // A later team does not rewrite the facts.
+    ok(&server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "cy", "team_id": "tier-3"})))
+        .await;
+    let head = self::head(&server).await;
+    let again = server
+        .get(&format!("/v1/conversations/{id}/reports/events?min_position={head}&metric=first_response"))
+        .await;
+    assert_eq!(again.body["data"][0]["team_id"], "tier-2");
+    server.stop().await;
+}
+
+/// One step of a generated history.
+fn step(rng: &mut StdRng, id: &str, agents: &[&str], teams: &[&str]) -> (String, Value) {
+    let at = |path: &str| format!("/v1/conversations/{id}/{path}");
+    let agent = agents[rng.gen_range(0..agents.len())];
+    match rng.gen_range(0..10) {
+        0..=2 => (at("messages"), json!({"sender": {"kind": "customer"}, "text": "hello?"})),
+        3..=4 => (at("messages"), json!({"sender": {"kind": "user", "id": agent}, "text": "hi"})),
+        5 => (at("messages"), json!({"sender": {"kind": "bot", "id": "faq"}, "text": "beep"})),
+        6 => (
+            at("messages"),
+            json!({"sender": {"kind": "user", "id": agent}, "text": "note", "visibility": "internal"}),
+        ),
+        7 => {
+            (at("assignment"), json!({"assignee_id": agent, "team_id": teams[rng.gen_range(0..teams.len())]}))
+        }
+        8 => {
+            let label = ["a", "b", "c"][rng.gen_range(0..3)];
+            (at("labels"), json!({"add": [label]}))
+        }
+        _ => {
+            let status = ["open", "pending", "snoozed", "closed"][rng.gen_range(0..4)];
+            (at("status"), json!({ "status": status }))
+        }
+    }
+}
+
+/// A naive recount of the raw events: per metric, how many facts each should have made.
+fn recount(events: &[Value]) -> BTreeMap<&'static str, u64> {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Per conversation: whether the customer wrote, whether a person replied, whether it waits,
+    // whether it was resolved before.
+    let mut state: HashMap<String, (bool, bool, bool, bool)> = HashMap::new();
+    for event in events.iter().filter(|e| e["aggregate_type"] == "conversation") {
+        let id = event["aggregate_id"].as_str().unwrap().to_owned();
+        let (wrote, replied, waiting, resolved) = state.entry(id).or_default();
+        let data = &event["data"];
+        let mut count = |name: &'static str| *counts.entry(name).or_default() += 1;
+        match event["event_type"].as_str().unwrap() {
+            "ConversationOpened" => count("conversation_opened"),
+            "MessageAdded" => {
+                let message = data;
+                let kind = message["sender"]["kind"].as_str().unwrap();
+                match (message["visibility"].as_str().unwrap(), kind) {
+                    ("internal", _) => count("private_note"),
+                    ("public", "customer") => {
+                        count("incoming_message");
+                        *wrote = true;
+                        *waiting = true;
+                    }
+                    ("public", _) => {
+                        count("outgoing_message");
+                        if kind == "user" {
+                            if *waiting {
+                                count("reply_time");
+                            }
+                            if *wrote && !*replied {
+                                count("first_response");
+                            }
+                            *replied = true;
+                            *waiting = false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "StatusChanged" => {
+                let change = data;
+                let (from, to) = (change["from"].as_str().unwrap(), change["to"].as_str().unwrap());
+                match from {
+                    "open" => count("requester_wait"),
+                    "pending" | "snoozed" => count("agent_wait"),
+                    _ => {}
+                }
+                if to == "closed" {
+                    count("resolution");
+                    count("full_resolution");
+                    if !*resolved {
+                        count("first_resolution");
+                    }
+                    *resolved = true;
+                    *waiting = false;
+                }
+                if from == "closed" && to != "closed" {
+                    count("conversation_reopened");
+                }
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_events(backend: Backend) {
+    let seed: u64 = rand::random();
+    eprintln!("history seed: {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let server = TestServer::start(backend).await;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let (agents, teams) = (["ana", "ben", "cy"], ["tier-1", "tier-2"]);
+    for n in 0..12 {
+        let contact = server.contact().await;
+        let channel = ["whatsapp", "email", "chat"][n % 3];
+        let inbox = ["sales", "support"][n % 2];
+        let body = json!({"contact_id": contact, "channel": channel, "inbox_id": inbox});
+        let id = ok(&server, Method::POST, "/v1/conversations", Some(body)).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for _ in 0..rng.gen_range(3..15) {
+            let (path, body) = step(&mut rng, &id, &agents, &teams);
+            let reply = server.post(&path, body).await;
+            // A status change to the status it has is refused; everything else is accepted.
+            assert!(
+                reply.status.is_success() || reply.status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{:?}",
+                reply.body
+            );
+        }
+    }
+    let head = head(&server).await;
+    let until = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let period = format!(
+        "since={}&until={}&min_position={head}",
+        since.format("%Y-%m-%dT%H:%M:%SZ"),
+        until.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+
+    // The facts against a recount of the raw events.
+    let all_facts = facts(&server, &period).await;
+    let mut counted: BTreeMap<&str, u64> = BTreeMap::new();
+    for fact in &all_facts {
+        *counted.entry(fact["name"].as_str().unwrap()).or_default() += 1;
+    }
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = server.get(&format!("/v1/events?after={after}&limit=1000")).await;
+        let data = page.body["data"].as_array().unwrap().clone();
+        after = page.body["last_position"].as_i64().unwrap();
+        let done = data.len() < 1000;
+        events.extend(data);
+        if done {
+            break;
+        }
+    }
+    let expected = recount(&events);
+    for (name, count) in &expected {
+        // Full resolutions a later one replaced are not listed: one per resolved conversation.
+        if *name == "full_resolution" {
+            continue;
+        }
+        assert_eq!(
+            counted.get(name).copied().unwrap_or_default(),
+            *count,
+            "{name}: facts {counted:?}, recount {expected:?}"
+        );
+    }
+
+    // The summary against the facts, and each report against the summary.
+    let summary = server.get(&format!("/v1/reports/summary?{period}")).await;
+    assert_eq!(summary.status, StatusCode::OK, "{:?}", summary.body);
+    let lines = summary.body["metrics"].as_array().unwrap().clone();
+    assert_eq!(lines.len(), 16);
+    for line in &lines {
+        let name = line["metric"].as_str().unwrap();
+        let current = &line["current"];
+        let listed = counted.get(name).copied().unwrap_or_default();
+        assert_eq!(current["count"].as_u64().unwrap(), listed, "{name}: the summary counts the facts listed");
+        assert_eq!(line["previous"]["count"], 0, "nothing happened the minute before");
+        let sum = |figure: &Value| figure["calendar"]["sum"].as_i64().unwrap_or_default();
+
+        let series = server
+            .get(&format!("/v1/reports/timeseries?metric={name}&group_by=hour&tz=Asia/Kolkata&{period}"))
+            .await;
+        assert_eq!(series.status, StatusCode::OK, "{:?}", series.body);
+        let buckets = series.body["data"].as_array().unwrap();
+        let bucket_count: u64 = buckets.iter().map(|b| b["figure"]["count"].as_u64().unwrap()).sum();
+        assert_eq!(bucket_count, listed, "{name}: the buckets add up to the summary");
+        let bucket_sum: i64 = buckets.iter().map(|b| sum(&b["figure"])).sum();
+        assert_eq!(bucket_sum, sum(current), "{name}: the buckets' durations add up");
+        assert_eq!(series.body["total"]["count"], current["count"]);
+
+        for dimension in ["agent", "team", "inbox", "channel", "priority"] {
+            let by = server.get(&format!("/v1/reports/by/{dimension}?metric={name}&{period}")).await;
+            assert_eq!(by.status, StatusCode::OK, "{:?}", by.body);
+            let rows = by.body["data"].as_array().unwrap();
+            let row_count: u64 =
+                rows.iter().map(|r| r["metrics"][0]["figure"]["count"].as_u64().unwrap()).sum();
+            assert_eq!(row_count, listed, "{name} by {dimension}: the rows add up to the summary");
+            let row_sum: i64 = rows.iter().map(|r| sum(&r["metrics"][0]["figure"])).sum();
+            assert_eq!(row_sum, sum(current), "{name} by {dimension}");
+        }
+    }
+
+    // A figure drills down to its facts.
+    let line = lines.iter().find(|l| l["metric"] == "incoming_message").unwrap();
+    let drilled = server.get(line["current"]["facts"].as_str().unwrap()).await;
+    assert_eq!(drilled.status, StatusCode::OK, "{:?}", drilled.body);
+    assert_eq!(
+        drilled.body["data"].as_array().unwrap().len() as u64,
+        line["current"]["count"].as_u64().unwrap().min(100)
+    );
+
+    // The first-response distribution counts every first response once, all under an hour.
+    let bands = server.get(&format!("/v1/reports/first-response-distribution?{period}")).await;
+    let total: u64 =
+        bands.body["data"].as_array().unwrap().iter().map(|r| r["bands"]["0-1h"].as_u64().unwrap()).sum();
+    assert_eq!(total, counted.get("first_response").copied().unwrap_or_default());
+
+    // The matrix counts each opened conversation under its inbox.
+    let matrix = server.get(&format!("/v1/reports/inbox-labels?{period}")).await;
+    let opened: u64 =
+        matrix.body["data"].as_array().unwrap().iter().map(|c| c["conversations"].as_u64().unwrap()).sum();
+    assert_eq!(opened, 12, "opened without labels: one cell per inbox");
+
+    // CSV: one row per fact, under a header.
+    let csv = reqwest::Client::new()
+        .get(server.url(&format!("/v1/reports/events?{period}")))
+        .bearer_auth(&server.token)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    assert_eq!(text.lines().count(), all_facts.len() + 1, "{text}");
+    assert!(text.starts_with("id,name,kind,value"));
+    server.stop().await;
+}
+
+async fn bad_report_parameters_are_400s(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for path in [
+        "/v1/reports/summary?tz=Mars/Olympus",
+        "/v1/reports/summary?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "/v1/reports/summary?version=99",
+        "/v1/reports/summary?channel=pigeon",
+        "/v1/reports/timeseries?metric=first_response&group_by=hour&since=2020-01-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "/v1/reports/timeseries?metric=nonsense",
+        "/v1/reports/timeseries",
+        "/v1/reports/by/planet",
+        "/v1/reports/events?cursor=bm90IGEgY3Vyc29y",
+        "/v1/reports/events?limit=0",
+        "/v1/reports/summary?unknown=1",
+    ] {
+        server.get(path).await.assert_problem(StatusCode::BAD_REQUEST);
+    }
+    server.stop().await;
+}
+
+on_both_stores!(
+    a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events,
+    every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_events,
+    bad_report_parameters_are_400s,
+);
