@@ -47,7 +47,7 @@ pub const DEFINITION: u32 = 1;
 /// What a fact measures or counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ReportMetric))]
 pub enum Metric {
     /// A conversation opened (a count).
     ConversationOpened,

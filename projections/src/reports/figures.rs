@@ -172,24 +172,25 @@ fn next_bucket(start: DateTime<Utc>, bucket: Bucket, zone: Tz) -> DateTime<Utc> 
     }
 }
 
-/// The starts of the buckets that cover `[since, until)`, at most `most`; none when more.
+/// The starts of the buckets that cover `[since, until)`, at most `most` of them, and where
+/// there are more, the start of the next (where a client continues).
 pub fn buckets(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
     bucket: Bucket,
     zone: Tz,
     most: usize,
-) -> Option<Vec<DateTime<Utc>>> {
+) -> (Vec<DateTime<Utc>>, Option<DateTime<Utc>>) {
     let mut starts = Vec::new();
     let mut start = bucket_start(since, bucket, zone);
     while start < until {
         if starts.len() == most {
-            return None;
+            return (starts, Some(start));
         }
         starts.push(start);
         start = next_bucket(start, bucket, zone);
     }
-    Some(starts)
+    (starts, None)
 }
 
 /// A dimension facts are broken down by.
@@ -261,8 +262,9 @@ mod tests {
     fn a_day_is_a_local_day_across_a_dst_change() {
         let berlin: Tz = "Europe/Berlin".parse().expect("a zone");
         // 2026-03-29: Berlin moves from +01:00 to +02:00 at 02:00 local.
-        let days = buckets(utc("2026-03-28T12:00:00Z"), utc("2026-03-31T00:00:00Z"), Bucket::Day, berlin, 10)
-            .expect("few buckets");
+        let (days, more) =
+            buckets(utc("2026-03-28T12:00:00Z"), utc("2026-03-31T00:00:00Z"), Bucket::Day, berlin, 10);
+        assert_eq!(more, None);
         assert_eq!(
             days,
             vec![
@@ -300,26 +302,22 @@ mod tests {
             bucket_start(utc("2026-11-01T03:00:00Z"), Bucket::Month, new_york),
             utc("2026-10-01T04:00:00Z")
         );
-        let months =
+        let (months, _) =
             buckets(utc("2026-10-15T00:00:00Z"), utc("2026-12-01T00:00:00Z"), Bucket::Month, new_york, 10);
         assert_eq!(
-            months.expect("few").len(),
+            months.len(),
             2,
             "October and November: UTC midnight of 1 December is 30 November in New York"
         );
     }
 
     #[test]
-    fn too_many_buckets_are_refused() {
+    fn a_long_series_stops_at_its_most_buckets_and_says_where_the_next_starts() {
         let utc_zone: Tz = "UTC".parse().expect("a zone");
-        assert!(buckets(
-            utc("2026-01-01T00:00:00Z"),
-            utc("2026-02-01T00:00:00Z"),
-            Bucket::Hour,
-            utc_zone,
-            100
-        )
-        .is_none());
+        let (since, until) = (utc("2026-01-01T00:00:00Z"), utc("2026-02-01T00:00:00Z"));
+        let (hours, next) = buckets(since, until, Bucket::Hour, utc_zone, 100);
+        assert_eq!(hours.len(), 100);
+        assert_eq!(next, Some(utc("2026-01-05T04:00:00Z")));
     }
 
     #[test]

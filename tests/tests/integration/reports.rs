@@ -369,28 +369,46 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
     server.stop().await;
 }
 
-async fn bad_report_parameters_are_400s(backend: Backend) {
+async fn bad_report_parameters_are_400s_and_odd_periods_are_answered(backend: Backend) {
     let server = TestServer::start(backend).await;
     for path in [
         "/v1/reports/summary?tz=Mars/Olympus",
-        "/v1/reports/summary?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
-        "/v1/reports/summary?version=99",
         "/v1/reports/summary?channel=pigeon",
-        "/v1/reports/timeseries?metric=first_response&group_by=hour&since=2020-01-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "/v1/reports/summary?label=a,b",
         "/v1/reports/timeseries?metric=nonsense",
         "/v1/reports/timeseries",
+        "/v1/reports/timeseries?metric=first_response&group_by=fortnight",
         "/v1/reports/by/planet",
         "/v1/reports/events?cursor=bm90IGEgY3Vyc29y",
         "/v1/reports/events?limit=0",
         "/v1/reports/summary?unknown=1",
+        "/v1/reports/summary?min_position=-1",
     ] {
         server.get(path).await.assert_problem(StatusCode::BAD_REQUEST);
     }
+    server.get("/v1/reports/summary?version=99").await.assert_problem(StatusCode::NOT_FOUND);
+
+    // A reversed period is empty, not an error.
+    let reversed =
+        server.get("/v1/reports/summary?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z").await;
+    assert_eq!(reversed.status, StatusCode::OK, "{:?}", reversed.body);
+    assert!(reversed.body["metrics"].as_array().unwrap().iter().all(|l| l["current"]["count"] == 0));
+    // A period of more hours than one answer holds stops at its 1,000th and says where to go on.
+    let long = server
+        .get("/v1/reports/timeseries?metric=first_response&group_by=hour&since=2020-01-01T00:00:00Z&until=2026-01-01T00:00:00Z")
+        .await;
+    assert_eq!(long.status, StatusCode::OK, "{:?}", long.body);
+    assert_eq!(long.body["data"].as_array().unwrap().len(), 1000);
+    assert_eq!(long.body["next_since"], "2020-02-11T16:00:00Z");
+    assert_eq!(long.body["period"]["until"], "2020-02-11T16:00:00Z");
+    // The first page's cursor.
+    let first = server.get("/v1/reports/events?cursor=ZmFjdHM6MDo").await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     server.stop().await;
 }
 
 on_both_stores!(
     a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events,
     every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_events,
-    bad_report_parameters_are_400s,
+    bad_report_parameters_are_400s_and_odd_periods_are_answered,
 );

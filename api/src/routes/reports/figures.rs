@@ -195,7 +195,7 @@ pub struct Summary {
     description = "Every metric over the period (default: the last 30 days), beside the period before it: counts of facts, \
         conversations and contacts, and each duration's sum, mean, median and p90 in wall-clock and business seconds.",
     params(SummaryQuery),
-    responses((status = 200, description = "The summary.", content((Summary = "application/json"), (String = "text/csv"))))
+    responses((status = 200, description = "The summary.", content((Summary = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn summary(
     State(state): State<AppState>,
@@ -246,10 +246,10 @@ report_query! {
     /// Query of `GET /v1/reports/timeseries`.
     TimeseriesQuery {
         /// The metric.
-        #[param(value_type = Metric)]
+        #[param(value_type = Metric, required = true)]
         metric: Option<String>,
         /// The buckets: `hour`, `day` (default), `week` (from Monday) or `month`, local to `tz`.
-        #[param(value_type = Option<BucketName>)]
+        #[param(value_type = Option<BucketName>, inline)]
         group_by: Option<String>,
     }
 }
@@ -289,6 +289,9 @@ pub struct Timeseries {
     data: Vec<Point>,
     /// The whole period (the summary's figure): the buckets' counts and sums add up to it.
     total: FigureView,
+    /// Where the period had more than 1,000 buckets: the next bucket's start, to pass as `since`
+    /// for the rest (the answer's `period` ends there); `null` when the period is complete.
+    next_since: Option<DateTime<Utc>>,
 }
 
 /// `GET /v1/reports/timeseries`
@@ -298,9 +301,10 @@ pub struct Timeseries {
     tag = "reports",
     summary = "A metric's time series",
     description = "One metric per hour, day, week or month of the period, in the time zone `tz` (a day is a local day, \
-        23 or 25 hours long across a DST change), with the period's total; at most 1,000 buckets.",
+        23 or 25 hours long across a DST change), with the period's total. At most 1,000 buckets: a longer period is answered up to its 1,000th bucket, \
+        with `next_since` to continue from.",
     params(TimeseriesQuery),
-    responses((status = 200, description = "The series.", content((Timeseries = "application/json"), (String = "text/csv"))))
+    responses((status = 200, description = "The series.", content((Timeseries = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn timeseries(
     State(state): State<AppState>,
@@ -321,15 +325,11 @@ pub async fn timeseries(
             ApiError::invalid_field("group_by", format!("{name:?} is not one of hour, day, week, month"))
         })?,
     };
-    let starts =
-        figures::buckets(scope.since, scope.until, bucket, scope.zone, MAX_BUCKETS).ok_or_else(|| {
-            ApiError::invalid_field(
-                "group_by",
-                format!("the period has more than {MAX_BUCKETS} such buckets"),
-            )
-        })?;
+    // A period of more buckets than one answer holds ends where the last bucket does.
+    let (starts, next_since) = figures::buckets(scope.since, scope.until, bucket, scope.zone, MAX_BUCKETS);
+    let until = next_since.unwrap_or(scope.until);
     let as_of = scope.as_of(&state, query.min_position).await?;
-    let filter = Filter { metrics: vec![metric], ..scope.filter.clone() };
+    let filter = Filter { metrics: vec![metric], until: Some(until), ..scope.filter.clone() };
     let zone = scope.zone;
     let mut tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
         let start = figures::bucket_start(row.ended_at, bucket, zone);
@@ -341,7 +341,7 @@ pub async fn timeseries(
         .iter()
         .enumerate()
         .map(|(index, start)| {
-            let end = starts.get(index + 1).copied().unwrap_or(scope.until).min(scope.until);
+            let end = starts.get(index + 1).copied().unwrap_or(until).min(until);
             let bucket_filter =
                 Filter { since: Some((*start).max(scope.since)), until: Some(end), ..filter.clone() };
             Point {
@@ -358,9 +358,10 @@ pub async fn timeseries(
         version: scope.version,
         as_of_position: as_of,
         metric,
-        period: Period { since: scope.since, until: scope.until },
+        period: Period { since: scope.since, until },
         data,
         total,
+        next_since,
     })
     .into_response())
 }
@@ -369,7 +370,7 @@ report_query! {
     /// Query of `GET /v1/reports/by/{dimension}`.
     ByQuery {
         /// Only these metrics (comma-separated; default every one).
-        #[param(example = "first_response,resolution", max_length = 512)]
+        #[param(example = "first_response,resolution", pattern = r"^(conversation_opened|conversation_reopened|first_response|reply_time|resolution|first_resolution|full_resolution|bot_handoff|bot_resolution|requester_wait|agent_wait|sla_hit|sla_miss|incoming_message|outgoing_message|private_note)(,(conversation_opened|conversation_reopened|first_response|reply_time|resolution|first_resolution|full_resolution|bot_handoff|bot_resolution|requester_wait|agent_wait|sla_hit|sla_miss|incoming_message|outgoing_message|private_note))*$")]
         metric: Option<String>,
     }
 }
@@ -428,8 +429,8 @@ pub struct Breakdown {
         as they were when each fact ended: counts, conversations, and each duration's sum, mean, median and p90. \
         The rows' counts add up to the summary's (but for labels, where a fact counts once per label). \
         `?metric=outgoing_message` gives the outgoing message counts.",
-    params(("dimension" = DimensionName, Path, description = "agent, team, inbox, channel, label or priority"), ByQuery),
-    responses((status = 200, description = "The rows.", content((Breakdown = "application/json"), (String = "text/csv"))))
+    params(("dimension" = inline(DimensionName), Path, description = "agent, team, inbox, channel, label or priority"), ByQuery),
+    responses((status = 200, description = "The rows.", content((Breakdown = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn by(
     State(state): State<AppState>,
@@ -538,7 +539,7 @@ pub struct Distribution {
     summary = "First response times by band and channel",
     description = "How many first responses of the period took 0-1 h, 1-4 h, 4-8 h, 8-24 h or longer (wall-clock), per channel.",
     params(DistributionQuery),
-    responses((status = 200, description = "The bands.", content((Distribution = "application/json"), (String = "text/csv"))))
+    responses((status = 200, description = "The bands.", content((Distribution = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn first_response_distribution(
     State(state): State<AppState>,
@@ -616,7 +617,7 @@ pub struct Matrix {
     description = "Conversations opened in the period, per inbox and per label they had when opened (a conversation with \
         several labels counts in each of its labels' cells).",
     params(DistributionQuery),
-    responses((status = 200, description = "The matrix's cells.", content((Matrix = "application/json"), (String = "text/csv"))))
+    responses((status = 200, description = "The matrix's cells.", content((Matrix = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn inbox_labels(
     State(state): State<AppState>,

@@ -52,9 +52,9 @@ macro_rules! report_query {
             /// Facts that ended before this time (default: now).
             pub until: Option<$crate::instant::Instant>,
             /// The IANA time zone days, weeks and months are counted in (default `UTC`).
-            #[param(example = "Europe/Berlin", max_length = 64)]
+            #[param(value_type = Option<$crate::routes::reports::ZoneName>, inline, example = "Europe/Berlin")]
             pub tz: Option<String>,
-            /// The metric definition version (default: the current one).
+            /// The metric definition version (default: the current one); one not kept is 404.
             #[param(minimum = 1)]
             pub version: Option<u32>,
             /// Only facts about this agent (who replied, else the assignee then).
@@ -76,7 +76,7 @@ macro_rules! report_query {
             #[param(value_type = Option<colloquy_domain::conversation::Priority>)]
             pub priority: Option<String>,
             /// What the log said then: only facts recorded up to this global position, as the
-            /// facts recorded later left them.
+            /// facts recorded later left them (a position past the facts' own is theirs).
             #[param(minimum = 0)]
             pub at_position: Option<i64>,
             /// Read-your-writes: wait until the facts reflect this global position.
@@ -165,10 +165,8 @@ fn one_of<T: for<'de> Deserialize<'de>>(
 impl Scope {
     pub(crate) fn check(common: Common<'_>) -> Result<Self, ApiError> {
         let until = common.until.map_or_else(Utc::now, Into::into);
-        let since = common.since.map_or(until - Duration::days(DEFAULT_DAYS), Into::into);
-        if since >= until {
-            return Err(ApiError::invalid_field("since", "must be before until"));
-        }
+        // A `since` at or after `until` is an empty period: every figure of it is zero.
+        let since = common.since.map_or(until - Duration::days(DEFAULT_DAYS), Into::into).min(until);
         let zone: Tz = match common.tz {
             None => Tz::UTC,
             Some(name) => name
@@ -178,7 +176,7 @@ impl Scope {
         let version = common.version.unwrap_or(colloquy_domain::report::DEFINITION);
         let reports = Reports::of(version).ok_or_else(|| {
             let kept: Vec<String> = reports::VERSIONS.iter().map(|(v, _)| v.to_string()).collect();
-            ApiError::invalid_field("version", format!("{version} is not kept; kept: {}", kept.join(", ")))
+            ApiError::not_found(format!("metric definition version {version} (kept: {})", kept.join(", ")))
         })?;
         one_of::<colloquy_domain::Channel>(
             "channel",
@@ -217,17 +215,36 @@ impl Scope {
         Ok(Self { since, until, zone, reports, version, filter })
     }
 
-    /// Waits for `min_position` (and `at_position`), and returns the position the answer is as
-    /// of: the projection's checkpoint, or `at_position`.
+    /// Waits for `min_position`, and returns the position the answer is as of: the
+    /// projection's checkpoint, or `at_position` where that is earlier.
     pub async fn as_of(&self, state: &AppState, min_position: Option<i64>) -> Result<i64, ApiError> {
         use colloquy_projections::Projection;
+        if min_position.is_some_and(|p| p < 0) {
+            return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
+        }
         let name = self.reports.name();
-        let wanted = min_position.max(self.filter.at_position);
-        state.await_projection(name, wanted).await?;
+        state.await_projection(name, min_position).await?;
         let applied = state.projectors().iter().find(|p| p.name() == name).map_or(0, |p| p.applied());
-        Ok(self.filter.at_position.unwrap_or(applied))
+        Ok(self.filter.at_position.map_or(applied, |at| at.min(applied)))
     }
 }
+
+/// An IANA time zone's name (a schema only: every zone the server knows, as an enum).
+#[derive(Debug)]
+pub struct ZoneName;
+
+impl utoipa::PartialSchema for ZoneName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name()).collect();
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .description(Some("An IANA time zone, e.g. `Europe/Berlin`."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ZoneName {}
 
 /// `metric`'s values, comma-separated.
 pub fn metrics(field: &str, given: Option<&str>) -> Result<Vec<Metric>, ApiError> {
@@ -294,7 +311,7 @@ report_query! {
     /// Query of `GET /v1/reports/events`.
     FactsQuery {
         /// Only these metrics (comma-separated), e.g. `first_response,reply_time`.
-        #[param(example = "first_response,reply_time", max_length = 512)]
+        #[param(example = "first_response,reply_time", pattern = r"^(conversation_opened|conversation_reopened|first_response|reply_time|resolution|first_resolution|full_resolution|bot_handoff|bot_resolution|requester_wait|agent_wait|sla_hit|sla_miss|incoming_message|outgoing_message|private_note)(,(conversation_opened|conversation_reopened|first_response|reply_time|resolution|first_resolution|full_resolution|bot_handoff|bot_resolution|requester_wait|agent_wait|sla_hit|sla_miss|incoming_message|outgoing_message|private_note))*$")]
         metric: Option<String>,
         /// Only facts of this kind (a message's sender kind, a wait's status, an SLA outcome's metric).
         #[param(pattern = r"^[a-z_]{1,64}$")]
@@ -541,7 +558,10 @@ fn parse_cursor(text: &str) -> Result<query::Cursor, ApiError> {
         return Err(bad());
     };
     let position: i64 = position.parse().map_err(|_| bad())?;
-    Metric::parse(metric).ok_or_else(bad)?;
+    // `facts:0:` (`ZmFjdHM6MDo`) is the first page's cursor.
+    if !(metric.is_empty() || Metric::parse(metric).is_some()) {
+        return Err(bad());
+    }
     Ok((position, metric.to_owned()))
 }
 
@@ -557,11 +577,6 @@ async fn facts_answer(
     // The facts listing covers all time unless a period is given.
     scope.filter.since = query.since.map(Into::into);
     scope.filter.until = query.until.map(Into::into);
-    if let (Some(since), Some(until)) = (scope.filter.since, scope.filter.until) {
-        if since >= until {
-            return Err(ApiError::invalid_field("since", "must be before until"));
-        }
-    }
     scope.filter.metrics = metrics("metric", query.metric.as_deref())?;
     scope.filter.kind = query.kind.clone();
     scope.filter.conversation_id = conversation.or(query.conversation_id).map(|id| id.to_string());
@@ -610,7 +625,7 @@ async fn facts_answer(
         `Accept: text/csv` streams every matching fact as CSV, one row each.",
     params(FactsQuery),
     responses((status = 200, description = "A page of facts (or every fact as CSV).",
-        content((FactsPage = "application/json"), (String = "text/csv"))))
+        content((FactsPage = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -631,7 +646,7 @@ pub async fn list(
         A conversation with no facts (or none of this tenant) answers an empty page.",
     params(("id" = Uuid, Path, description = "The conversation."), FactsQuery),
     responses((status = 200, description = "A page of its facts (or every one as CSV).",
-        content((FactsPage = "application/json"), (String = "text/csv"))))
+        content((FactsPage = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
 pub async fn of_conversation(
     State(state): State<AppState>,
