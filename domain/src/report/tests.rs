@@ -2,6 +2,8 @@
 //! snoozes, a reassignment mid-wait, a bot handoff, group conversations, business hours, SLA
 //! outcomes.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, TimeZone, Utc, Weekday};
 use serde_json::Map;
 use uuid::Uuid;
@@ -356,4 +358,159 @@ fn each_fact_names_the_positions_that_started_and_ended_it() {
     assert_eq!((reply_time.start_position, reply_time.end_position), (2, 3));
     let first = reported.of(Metric::FirstResponse)[0];
     assert_eq!((first.start_position, first.end_position), (1, 3));
+}
+
+/// One generated step of a history: what happens, and how many minutes after the last.
+#[derive(Debug, Clone)]
+enum Step {
+    Customer,
+    Agent(&'static str),
+    Bot,
+    Note,
+    Status(Status),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = (Step, i64)> {
+    use proptest::prelude::*;
+    let what = prop_oneof![
+        3 => Just(Step::Customer),
+        2 => prop_oneof![Just(Step::Agent("ana")), Just(Step::Agent("ben"))],
+        1 => Just(Step::Bot),
+        1 => Just(Step::Note),
+        2 => prop_oneof![
+            Just(Status::Open),
+            Just(Status::Pending),
+            Just(Status::Snoozed),
+            Just(Status::Closed),
+            Just(Status::Bot)
+        ]
+        .prop_map(Step::Status),
+    ];
+    (what, 0..600i64)
+}
+
+/// The events of a generated history (status changes to the status it has are left out, as the
+/// aggregate refuses them), with the minute of each.
+fn history(first: Status, steps: &[(Step, i64)]) -> Vec<ConversationEvent> {
+    let mut events = vec![opened_as(first, GroupType::Individual)];
+    let (mut minute, mut status) = (0, first);
+    for (what, gap) in steps {
+        minute += gap;
+        events.push(match what {
+            Step::Customer => customer(minute),
+            Step::Agent(agent) => reply(agent, minute),
+            Step::Bot => message(SenderKind::Bot, "faq", Visibility::Public, minute),
+            Step::Note => message(SenderKind::User, "ana", Visibility::Internal, minute),
+            Step::Status(to) if *to == status => continue,
+            Step::Status(to) => {
+                let change = self::status(status, *to, minute);
+                status = *to;
+                change
+            }
+        });
+    }
+    events
+}
+
+/// A naive recomputation over the whole history: for each duration metric, the (start, end)
+/// minutes of every span it should report, found by looking back from each end.
+fn recomputed(events: &[ConversationEvent]) -> BTreeMap<Metric, Vec<(i64, i64)>> {
+    let minute = |event: &ConversationEvent| (event.occurred_at() - t0()).num_minutes();
+    let mut spans: BTreeMap<Metric, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut add = |metric, start, end| spans.entry(metric).or_default().push((start, end));
+    let is_reply = |event: &ConversationEvent| matches!(event, ConversationEvent::MessageAdded { sender, visibility: Visibility::Public, .. } if sender.kind == SenderKind::User);
+    let is_customer = |event: &ConversationEvent| matches!(event, ConversationEvent::MessageAdded { sender, visibility: Visibility::Public, .. } if sender.kind.is_incoming());
+    let resolves = |event: &ConversationEvent| {
+        matches!(event, ConversationEvent::StatusChanged { to: Status::Closed, .. })
+    };
+    for (index, event) in events.iter().enumerate() {
+        let before = &events[..index];
+        let end = minute(event);
+        if is_reply(event) {
+            // The wait: the customer's first message after the last reply or resolve, if any.
+            let last_break = before.iter().rposition(|e| is_reply(e) || resolves(e)).map_or(0, |i| i + 1);
+            if let Some(first) = before[last_break..].iter().find(|e| is_customer(e)) {
+                add(Metric::ReplyTime, minute(first), end);
+            }
+            if !before.iter().any(is_reply) && before.iter().any(is_customer) {
+                let handoff = before.iter().rev().find_map(|e| match e {
+                    ConversationEvent::StatusChanged { from: Status::Bot, to, changed_at, .. }
+                        if *to != Status::Closed =>
+                    {
+                        Some((*changed_at - t0()).num_minutes())
+                    }
+                    _ => None,
+                });
+                add(Metric::FirstResponse, handoff.unwrap_or(0), end);
+            }
+        }
+        if let ConversationEvent::StatusChanged { from, to, .. } = event {
+            let entered = before
+                .iter()
+                .rev()
+                .find_map(|e| matches!(e, ConversationEvent::StatusChanged { .. }).then(|| minute(e)))
+                .unwrap_or(0);
+            match from {
+                Status::Open => add(Metric::RequesterWait, entered, end),
+                Status::Pending | Status::Snoozed => add(Metric::AgentWait, entered, end),
+                _ => {}
+            }
+            let cycle = before
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    ConversationEvent::StatusChanged { from: Status::Closed, changed_at, .. } => {
+                        Some((*changed_at - t0()).num_minutes())
+                    }
+                    _ => None,
+                })
+                .unwrap_or(0);
+            if *from == Status::Bot && *to != Status::Closed {
+                add(Metric::BotHandoff, cycle, end);
+            }
+            if *to == Status::Closed {
+                add(Metric::Resolution, cycle, end);
+                add(Metric::FullResolution, 0, end);
+                if !before.iter().any(resolves) {
+                    add(Metric::FirstResolution, 0, end);
+                }
+            }
+            if *from == Status::Closed {
+                let resolved = before.iter().rev().find(|e| resolves(e)).map_or(0, minute);
+                add(Metric::ConversationReopened, resolved, end);
+            }
+        }
+    }
+    spans
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+
+    /// The incremental rules give, for every duration metric, exactly the spans a naive look back
+    /// over the whole history finds, and one count per message.
+    #[test]
+    fn the_facts_of_any_history_are_what_a_naive_recomputation_finds(
+        bot_first in proptest::bool::ANY,
+        steps in proptest::collection::vec(step(), 0..40),
+    ) {
+        let events = history(if bot_first { Status::Bot } else { Status::Open }, &steps);
+        let reported = Reported::given(events.clone());
+        let expected = recomputed(&events);
+        for metric in Metric::ALL.into_iter().filter(|m| m.is_duration() && !matches!(m, Metric::SlaHit | Metric::BotResolution)) {
+            let found: Vec<(i64, i64)> = reported
+                .of(metric)
+                .iter()
+                .map(|f| ((f.started_at - t0()).num_minutes(), (f.ended_at - t0()).num_minutes()))
+                .collect();
+            let wanted = expected.get(&metric).cloned().unwrap_or_default();
+            proptest::prop_assert_eq!(found, wanted, "{:?}", metric);
+        }
+        let messages = events.iter().filter(|e| matches!(e, ConversationEvent::MessageAdded { .. })).count();
+        let counted = [Metric::IncomingMessage, Metric::OutgoingMessage, Metric::PrivateNote]
+            .into_iter()
+            .map(|m| reported.of(m).len())
+            .sum::<usize>();
+        proptest::prop_assert_eq!(counted, messages);
+    }
 }
