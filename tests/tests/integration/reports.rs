@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, NatsServer, TestServer};
 
 async fn ok(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> Value {
     let reply = server.call(method, path, body).await;
@@ -52,6 +52,19 @@ fn of<'a>(facts: &'a [Value], name: &str) -> Vec<&'a Value> {
 
 async fn a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events(backend: Backend) {
     let server = TestServer::start(backend).await;
+    conversation_facts(&server).await;
+    server.stop().await;
+}
+
+/// The same, with the projector fed from JetStream.
+async fn facts_fed_through_jetstream_are_the_same(backend: Backend) {
+    let nats = NatsServer::start().await;
+    let server = TestServer::start_with(backend, |config| config.nats_url = Some(nats.url.clone())).await;
+    conversation_facts(&server).await;
+    server.stop().await;
+}
+
+async fn conversation_facts(server: &TestServer) {
     let contact = server.contact().await;
     let opened = ok(
         &server,
@@ -62,21 +75,21 @@ async fn a_conversations_facts_carry_the_dimensions_then_and_link_to_their_event
     .await;
     let id = opened["id"].as_str().unwrap();
     let at = |path: &str| format!("/v1/conversations/{id}/{path}");
-    ok(&server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "ana", "team_id": "tier-1"})))
+    ok(server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "ana", "team_id": "tier-1"})))
         .await;
     server.customer_message(id, "Where is my order?").await;
     let note = json!({"sender": {"kind": "user", "id": "ana"}, "text": "checking", "visibility": "internal"});
-    ok(&server, Method::POST, &at("messages"), Some(note)).await;
+    ok(server, Method::POST, &at("messages"), Some(note)).await;
     let bot = json!({"sender": {"kind": "bot", "id": "faq"}, "text": "Our FAQ may help"});
-    ok(&server, Method::POST, &at("messages"), Some(bot)).await;
-    ok(&server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "ben", "team_id": "tier-2"})))
+    ok(server, Method::POST, &at("messages"), Some(bot)).await;
+    ok(server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "ben", "team_id": "tier-2"})))
         .await;
     let reply = json!({"sender": {"kind": "user", "id": "ben"}, "text": "On its way"});
-    ok(&server, Method::POST, &at("messages"), Some(reply)).await;
-    ok(&server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
-    ok(&server, Method::POST, &at("status"), Some(json!({"status": "open"}))).await;
-    ok(&server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
-    let head = head(&server).await;
+    ok(server, Method::POST, &at("messages"), Some(reply)).await;
+    ok(server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
+    ok(server, Method::POST, &at("status"), Some(json!({"status": "open"}))).await;
+    ok(server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
+    let head = head(server).await;
 
     let page = server.get(&format!("/v1/conversations/{id}/reports/events?min_position={head}")).await;
     assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
@@ -128,14 +141,13 @@ async fn a_conversations_facts_carry_the_dimensions_then_and_link_to_their_event
     assert_eq!(started.body["data"][0]["event_type"], "ConversationOpened");
 
     // A later team does not rewrite the facts.
-    ok(&server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "cy", "team_id": "tier-3"})))
+    ok(server, Method::POST, &at("assignment"), Some(json!({"assignee_id": "cy", "team_id": "tier-3"})))
         .await;
-    let head = self::head(&server).await;
+    let head = self::head(server).await;
     let again = server
         .get(&format!("/v1/conversations/{id}/reports/events?min_position={head}&metric=first_response"))
         .await;
     assert_eq!(again.body["data"][0]["team_id"], "tier-2");
-    server.stop().await;
 }
 
 /// One step of a generated history.
@@ -409,6 +421,7 @@ async fn bad_report_parameters_are_400s_and_odd_periods_are_answered(backend: Ba
 
 on_both_stores!(
     a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events,
+    facts_fed_through_jetstream_are_the_same,
     every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_events,
     bad_report_parameters_are_400s_and_odd_periods_are_answered,
 );
