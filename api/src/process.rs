@@ -213,6 +213,17 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         .into_iter()
         .map(|p| Projector::new(log.clone(), p).with_linger(config.projection_linger()))
         .collect();
+    for name in &config.skip_projections {
+        if !projectors.iter().any(|p| p.name() == name) {
+            anyhow::bail!("--skip-projection {name}: there is no such projection");
+        }
+    }
+    // The projectors this process runs; the others' checkpoints are still read for waiting.
+    let running: Vec<Projector> = projectors
+        .iter()
+        .filter(|p| !config.skip_projections.iter().any(|n| n == p.name()))
+        .cloned()
+        .collect();
     if roles.projectors {
         // Indexes a rebuild dropped and did not get to build again (it was stopped).
         let built =
@@ -225,7 +236,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
                 // One JetStream consumer for all the projectors, passed on through a bus of
                 // their own (with NATS, the relay's commits go to JetStream, not to `bus`).
                 let fed = EventBus::new();
-                let (jetstream, into, fed_projectors) = (jetstream.clone(), fed.clone(), projectors.clone());
+                let (jetstream, into, fed_projectors) = (jetstream.clone(), fed.clone(), running.clone());
                 workers.push(supervise("jetstream feed".into(), stop.subscribe(), move |stop| {
                     let (jetstream, into, projectors) =
                         (jetstream.clone(), into.clone(), fed_projectors.clone());
@@ -236,7 +247,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             (None, true) => Feed::Bus(bus.clone()),
             (None, false) => Feed::Store,
         };
-        for projector in &projectors {
+        for projector in &running {
             let projector = projector.clone();
             let feed = feed.clone();
             // A projector that fails is reported (ERROR, `/readyz`, `/metrics`) and retried
@@ -268,6 +279,9 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         // woken when their projection half applies a batch.
         let clocks = Arc::new(Repository::new(store.clone(), config.cache_limits()));
         for process in colloquy_projections::processes(&store, conversations.clone(), clocks) {
+            if config.skip_projections.iter().any(|n| n == process.name()) {
+                continue;
+            }
             let Some(projector) = projectors.iter().find(|p| p.name() == process.name()) else {
                 anyhow::bail!("the process {} has no projection half", process.name());
             };

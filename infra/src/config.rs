@@ -108,6 +108,13 @@ pub struct Config {
     /// never come, or on a lock, fails no check of its own.
     #[arg(long, env = "COLLOQUY_READY_STUCK_AFTER_SECS", default_value_t = 60)]
     pub ready_stuck_after_secs: u64,
+
+    /// Projections this process does not run (comma-separated names, as `projections status`
+    /// lists them): another process (`colloquy project`) may run them, and reads here still
+    /// wait for them through their stored checkpoints. Also how a benchmark measures what one
+    /// costs.
+    #[arg(long = "skip-projection", env = "COLLOQUY_SKIP_PROJECTIONS", value_delimiter = ',')]
+    pub skip_projections: Vec<String>,
 }
 
 impl Config {

@@ -27,6 +27,8 @@ use sqlx::{Connection, Executor, PgConnection};
 mod cpu;
 #[path = "load/inbox.rs"]
 mod inbox;
+#[path = "load/reports.rs"]
+mod reports;
 #[path = "load/sla.rs"]
 mod sla;
 
@@ -67,6 +69,11 @@ struct Args {
     /// the clocks' catch-up, and the lateness of 100,000 breaches (500 with --quick) under load.
     #[arg(long)]
     sla: bool,
+    /// Instead of the command load: the mix without and with the reports' facts projection (a
+    /// pair, in one run, each on a fresh store); with PostgreSQL also each report over 30 days
+    /// at --rows conversations of filled facts.
+    #[arg(long)]
+    reports: bool,
     /// With --sla: how many timers to fire (100,000; 500 with --quick).
     #[arg(long)]
     timers: Option<usize>,
@@ -74,7 +81,7 @@ struct Args {
     /// opening them takes (150; 20 with --quick).
     #[arg(long)]
     threshold: Option<u64>,
-    /// With --inbox: conversations to fill (1,000,000; 20,000 with --quick).
+    /// With --inbox or --reports: conversations to fill (1,000,000; 20,000 with --quick).
     #[arg(long)]
     rows: Option<u64>,
     /// The `colloquy` binary.
@@ -955,9 +962,29 @@ async fn wait_for_projections(server: &Server, timeout: Duration) -> bool {
     false
 }
 
-fn replay(binary: &PathBuf, env: &[(String, String)]) -> anyhow::Result<String> {
+/// The log's head, as `GET /v1/events` pages reach it.
+async fn log_head(server: &Server) -> i64 {
+    let mut after = 0;
+    loop {
+        let response = server
+            .client
+            .get(format!("{}/v1/events?after={after}&limit=1000", server.base))
+            .bearer_auth(&server.token)
+            .send()
+            .await;
+        let Ok(response) = response else { return after };
+        let page: Value = response.json().await.unwrap_or(Value::Null);
+        let count = page["data"].as_array().map_or(0, Vec::len);
+        after = page["last_position"].as_i64().unwrap_or(after);
+        if count < 1000 {
+            return after;
+        }
+    }
+}
+
+fn replay(binary: &PathBuf, env: &[(String, String)], projection: &str) -> anyhow::Result<String> {
     let output = Command::new(binary)
-        .args(["projections", "rebuild", "conversation_list"])
+        .args(["projections", "rebuild", projection])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stderr(Stdio::null())
         .output()?;
@@ -1001,6 +1028,46 @@ async fn main() -> anyhow::Result<()> {
             Ok(server) => inbox::run(&server, &database_url, rows, args.quick).await,
             Err(error) => Err(error),
         }
+    } else if args.reports {
+        let clients = if args.quick { vec![8] } else { vec![8, 32] };
+        let rows = args.rows.unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+        let mut extra = Vec::new();
+        let mut store = |name: &str| -> Vec<(String, String)> {
+            let mut settings: Vec<(String, String)> = env
+                .iter()
+                .filter(|(k, _)| k != "COLLOQUY_DATA_DIR" && k != "COLLOQUY_DATABASE_URL")
+                .cloned()
+                .collect();
+            let dir = data_dir.path().join(name);
+            settings.push(("COLLOQUY_DATA_DIR".into(), dir.display().to_string()));
+            if postgres {
+                let database = format!("{database}_{name}");
+                settings.push(("COLLOQUY_DATABASE_URL".into(), format!("{base_url}/{database}")));
+                extra.push(database);
+            }
+            settings
+        };
+        let (without, with, filled) = (store("without"), store("with"), store("filled"));
+        let filled_url = filled.iter().find(|(k, _)| k == "COLLOQUY_DATABASE_URL").map(|(_, v)| v.clone());
+        let mut outcome = Ok(());
+        if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
+            for name in extra.iter().filter(|_| postgres) {
+                if let Err(error) = admin.execute(format!("CREATE DATABASE {name}").as_str()).await {
+                    outcome = Err(error.into());
+                }
+            }
+        }
+        let stores = reports::Stores { without, with, filled: filled_url.map(|url| (filled, url)) };
+        let outcome = match outcome {
+            Ok(()) => reports::run(&args.binary, stores, args.quick, &clients, seconds, rows).await,
+            Err(error) => Err(error),
+        };
+        if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
+            for name in &extra {
+                let _ = admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+            }
+        }
+        outcome
     } else if args.sla {
         let clients = if args.quick { vec![8] } else { vec![8, 32] };
         match Server::start(&args.binary, env.clone()).await {
@@ -1117,8 +1184,12 @@ async fn run(
     let allocator = server.allocator().await;
     let (binary, env) = (server.binary.clone(), server.env.clone());
     drop(server);
-    let replayed = replay(&binary, &env)?;
+    let replayed = replay(&binary, &env, "conversation_list")?;
     println!("\n## Replay\n\n`colloquy projections rebuild conversation_list` (server stopped): {replayed}");
+    let replayed = replay(&binary, &env, "reports_v1")?;
+    println!(
+        "\n`colloquy projections rebuild reports_v1` (the facts' definition 1; server stopped): {replayed}"
+    );
     println!(
         "\n## Server memory\n\nRSS after the run{}: {} MB ({} MB anonymous, {} MB mapped from files); peak RSS: {} MB",
         if caught_up { ", projections caught up" } else { " (projections had NOT caught up)" },

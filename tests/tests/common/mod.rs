@@ -91,6 +91,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         min_position_timeout_ms: 5_000,
         projection_linger_ms: None,
         ready_stuck_after_secs: 60,
+        skip_projections: Vec::new(),
         max_requests_in_flight: 1024,
         max_connections: 4096,
     }
@@ -141,6 +142,12 @@ impl TestServer {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The configuration the next [`TestServer::start_again`] starts with.
+    #[allow(dead_code)] // Each test binary compiles this module; not every one changes it.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
     }
 
     pub fn database_url(&self) -> Option<&str> {

@@ -419,7 +419,31 @@ async fn bad_report_parameters_are_400s_and_odd_periods_are_answered(backend: Ba
     server.stop().await;
 }
 
+/// A process told to skip the facts' projection runs the others; the next one that runs it
+/// catches up from its checkpoint.
+async fn a_process_that_skips_the_reports_leaves_them_to_the_next(backend: Backend) {
+    let mut server =
+        TestServer::start_with(backend, |config| config.skip_projections = vec!["reports_v1".into()]).await;
+    let id = server.conversation().await;
+    let position = server.customer_message(&id, "hello").await;
+    let list = server.get(&format!("/v1/conversations?min_position={position}")).await;
+    assert_eq!(list.status, StatusCode::OK, "the other read models run");
+    let facts = server.get(&format!("/v1/conversations/{id}/reports/events")).await;
+    assert_eq!(facts.body["data"], json!([]), "no facts here: {:?}", facts.body);
+    assert_eq!(facts.body["as_of_position"], 0);
+    server.shut_down().await;
+    server.config_mut().skip_projections.clear();
+    server.start_again().await;
+    let facts = server.get(&format!("/v1/conversations/{id}/reports/events?min_position={position}")).await;
+    assert_eq!(facts.status, StatusCode::OK, "{:?}", facts.body);
+    let names: Vec<&str> =
+        facts.body["data"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["conversation_opened", "incoming_message"]);
+    server.stop().await;
+}
+
 on_both_stores!(
+    a_process_that_skips_the_reports_leaves_them_to_the_next,
     a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events,
     facts_fed_through_jetstream_are_the_same,
     every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_events,

@@ -402,7 +402,7 @@ async fn get_json(server: &Server, path: &str) -> (u16, Value) {
 }
 
 /// Times `samples` requests after `warmup` untimed ones; the k-th request goes to `path(k)`.
-async fn measure(
+pub(super) async fn measure(
     server: &Server,
     warmup: usize,
     samples: usize,
