@@ -610,6 +610,17 @@ pub async fn dump(store: &Store) -> Result<Vec<ConversationRow>, StoreError> {
     Ok(rows)
 }
 
+/// How many of `tenant`'s live conversations in `status` wait for a reply (the customer spoke
+/// last): the unattended ones.
+pub async fn count_waiting(store: &Store, tenant: &str, status: Status) -> Result<i64, StoreError> {
+    let sql = "SELECT count(*) FROM conversation_list
+                WHERE tenant_id = $1 AND status = $2 AND NOT deleted AND last_responder = 'customer'";
+    let count = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar(sql).bind(tenant).bind(status.as_str()).fetch_one(pool).await?
+    });
+    Ok(count)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -654,15 +665,4 @@ mod tests {
         let (sqlite, _) = explainable(&filter, Sort::default(), false);
         assert!(sqlite.contains("instr(labels, $5) > 0"), "{sqlite}");
     }
-}
-
-/// How many of `tenant`'s live conversations in `status` wait for a reply (the customer spoke
-/// last): the unattended ones.
-pub async fn count_waiting(store: &Store, tenant: &str, status: Status) -> Result<i64, StoreError> {
-    let sql = "SELECT count(*) FROM conversation_list
-                WHERE tenant_id = $1 AND status = $2 AND NOT deleted AND last_responder = 'customer'";
-    let count = colloquy_infra::on_pool!(store, |pool| {
-        sqlx::query_scalar(sql).bind(tenant).bind(status.as_str()).fetch_one(pool).await?
-    });
-    Ok(count)
 }

@@ -67,7 +67,7 @@ async fn facts_fed_through_jetstream_are_the_same(backend: Backend) {
 async fn conversation_facts(server: &TestServer) {
     let contact = server.contact().await;
     let opened = ok(
-        &server,
+        server,
         Method::POST,
         "/v1/conversations",
         Some(json!({"contact_id": contact, "channel": "email", "inbox_id": "support", "labels": ["vip"], "priority": "high"})),
