@@ -120,6 +120,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::figures::by))
         .routes(routes!(reports::figures::first_response_distribution))
         .routes(routes!(reports::figures::inbox_labels))
+        .routes(routes!(reports::figures::conversations))
         .routes(routes!(reports::figures::live))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))

@@ -4,6 +4,7 @@
 //! with its own checkpoint and rows, so a changed definition is built from position 0 beside
 //! the current one (docs/adr/0009). Its queries are in [`query`].
 
+pub mod conversations;
 pub mod figures;
 pub mod query;
 mod store;

@@ -29,6 +29,8 @@ const DEFAULT_CASES: usize = 300;
 enum Segment {
     Fixed(String),
     Id(String),
+    /// A path parameter that names one of a few words (a report's dimension), not an id.
+    Word(String),
 }
 
 /// A route with a request that fits it; mutations start from here.
@@ -66,7 +68,7 @@ impl Route {
             .iter()
             .map(|s| match s {
                 Segment::Fixed(text) => text.as_str(),
-                Segment::Id(_) => "{id}",
+                Segment::Id(_) | Segment::Word(_) => "{id}",
             })
             .collect()
     }
@@ -75,7 +77,7 @@ impl Route {
         self.segments
             .iter()
             .map(|s| match s {
-                Segment::Fixed(text) | Segment::Id(text) => text.as_str(),
+                Segment::Fixed(text) | Segment::Id(text) | Segment::Word(text) => text.as_str(),
             })
             .collect()
     }
@@ -210,7 +212,7 @@ fn the_fuzzed_routes_are_every_route_the_server_has() {
                 .iter()
                 .map(|segment| match segment {
                     Segment::Fixed(text) => text.as_str(),
-                    Segment::Id(_) => "{}",
+                    Segment::Id(_) | Segment::Word(_) => "{}",
                 })
                 .collect();
             format!("{} {path}", route.method)
@@ -259,9 +261,16 @@ fn routes(f: &Fixtures) -> Vec<Route> {
             ("group_by", "day"),
             ("tz", "America/New_York"),
         ]),
-        route(Method::GET, "/v1/reports/by/{}", &["agent"], None).with_query(&[("metric", "reply_time")]),
+        Route {
+            method: Method::GET,
+            segments: vec![Segment::Fixed("/v1/reports/by/".into()), Segment::Word("agent".into())],
+            body: None,
+            query: vec![("metric", "reply_time".into())],
+        },
         route(Method::GET, "/v1/reports/first-response-distribution", &[], None),
         route(Method::GET, "/v1/reports/inbox-labels", &[], None).with_query(&[("inbox_id", "support")]),
+        route(Method::GET, "/v1/reports/conversations", &[], None)
+            .with_query(&[("limit", "5"), ("team_id", "tier-1")]),
         route(Method::GET, "/v1/reports/live", &[], None).with_query(&[("min_position", "1")]),
         route(Method::GET, "/v1/events/stream", &[], None).with_query(&[
             ("after", "0"),

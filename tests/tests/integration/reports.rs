@@ -365,6 +365,26 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
         matrix.body["data"].as_array().unwrap().iter().map(|c| c["conversations"].as_u64().unwrap()).sum();
     assert_eq!(opened, 12, "opened without labels: one cell per inbox");
 
+    // One row per conversation: its facts summed up.
+    let rows = server.get(&format!("/v1/reports/conversations?limit=5&{period}")).await;
+    assert_eq!(rows.status, StatusCode::OK, "{:?}", rows.body);
+    let mut all_rows = rows.body["data"].as_array().unwrap().clone();
+    let mut cursor = rows.body["next_cursor"].as_str().map(str::to_owned);
+    while let Some(next) = cursor {
+        let page = server.get(&format!("/v1/reports/conversations?limit=5&cursor={next}&{period}")).await;
+        all_rows.extend(page.body["data"].as_array().unwrap().iter().cloned());
+        cursor = page.body["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(all_rows.len(), 12, "every conversation once");
+    for (field, metric) in
+        [("incoming_messages", "incoming_message"), ("replies", "reply_time"), ("resolutions", "resolution")]
+    {
+        let total: u64 = all_rows.iter().map(|r| r[field].as_u64().unwrap()).sum();
+        assert_eq!(total, counted.get(metric).copied().unwrap_or_default(), "{field}");
+    }
+    let with_first: usize = all_rows.iter().filter(|r| !r["first_response"].is_null()).count();
+    assert_eq!(with_first as u64, counted.get("first_response").copied().unwrap_or_default());
+
     // CSV: one row per fact, under a header.
     let csv = reqwest::Client::new()
         .get(server.url(&format!("/v1/reports/events?{period}")))
@@ -378,6 +398,14 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
     let text = csv.text().await.unwrap();
     assert_eq!(text.lines().count(), all_facts.len() + 1, "{text}");
     assert!(text.starts_with("id,name,kind,value"));
+    let csv = reqwest::Client::new()
+        .get(server.url(&format!("/v1/reports/conversations?{period}")))
+        .bearer_auth(&server.token)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.text().await.unwrap().lines().count(), 13, "a header and a row per conversation");
     server.stop().await;
 }
 
@@ -390,7 +418,6 @@ async fn bad_report_parameters_are_400s_and_odd_periods_are_answered(backend: Ba
         "/v1/reports/timeseries?metric=nonsense",
         "/v1/reports/timeseries",
         "/v1/reports/timeseries?metric=first_response&group_by=fortnight",
-        "/v1/reports/by/planet",
         "/v1/reports/events?cursor=bm90IGEgY3Vyc29y",
         "/v1/reports/events?limit=0",
         "/v1/reports/summary?unknown=1",
@@ -399,6 +426,7 @@ async fn bad_report_parameters_are_400s_and_odd_periods_are_answered(backend: Ba
         server.get(path).await.assert_problem(StatusCode::BAD_REQUEST);
     }
     server.get("/v1/reports/summary?version=99").await.assert_problem(StatusCode::NOT_FOUND);
+    server.get("/v1/reports/by/planet").await.assert_problem(StatusCode::NOT_FOUND);
 
     // A reversed period is empty, not an error.
     let reversed =

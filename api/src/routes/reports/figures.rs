@@ -15,6 +15,7 @@ use colloquy_domain::conversation::Status;
 use colloquy_domain::report::Metric;
 use colloquy_domain::TenantId;
 use colloquy_projections::conversation_list;
+use colloquy_projections::reports::conversations::{ConversationRow, ConversationRows};
 use colloquy_projections::reports::figures::{self, Bucket, Dimension, Durations, Figure, Tally};
 use colloquy_projections::reports::query::{self, FactRow, Filter};
 
@@ -440,11 +441,11 @@ pub async fn by(
     Query(query): Query<ByQuery>,
 ) -> Result<Response, ApiError> {
     require(&principal, SCOPE)?;
+    // An unknown dimension is a path that names nothing: 404, as an unknown id is.
     let dimension = Dimension::parse(&dimension).ok_or_else(|| {
-        ApiError::invalid_field(
-            "dimension",
-            format!("{dimension:?} is not one of agent, team, inbox, channel, label, priority"),
-        )
+        ApiError::not_found(format!(
+            "report dimension {dimension:?} (dimensions: agent, team, inbox, channel, label, priority)"
+        ))
     })?;
     let scope = query.scope()?;
     let mut wanted = metrics("metric", query.metric.as_deref())?;
@@ -658,6 +659,241 @@ pub async fn inbox_labels(
         as_of_position: as_of,
         period: Period { since: scope.since, until: scope.until },
         data,
+    })
+    .into_response())
+}
+
+report_query! {
+    /// Query of `GET /v1/reports/conversations`.
+    ConversationsQuery {
+        /// Rows per page, 1 to 1000 (default 100). CSV answers every row, unpaged.
+        #[param(minimum = 1, maximum = 1000)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page (rows are in conversation id order).
+        #[param(pattern = r"^[0-9a-f-]{36}$")]
+        cursor: Option<String>,
+    }
+}
+
+/// A wall-clock and a business duration, in seconds.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Span {
+    /// Wall-clock seconds.
+    seconds: i64,
+    /// Business seconds.
+    business_seconds: i64,
+}
+
+fn span(pair: Option<(i64, i64)>) -> Option<Span> {
+    pair.map(|(seconds, business_seconds)| Span { seconds, business_seconds })
+}
+
+/// One conversation's facts of the period, summed up.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationReport {
+    conversation_id: String,
+    contact_id: String,
+    inbox_id: Option<String>,
+    channel: String,
+    /// The team, assignee, priority and labels at its last fact of the period.
+    team_id: Option<String>,
+    assignee_id: Option<String>,
+    priority: String,
+    labels: Vec<String>,
+    /// A bot or AI assistant took part.
+    bot: bool,
+    /// When it opened, if in the period.
+    opened_at: Option<DateTime<Utc>>,
+    /// Its first response, if in the period.
+    first_response: Option<Span>,
+    /// Replies that ended a customer's wait, and their wall-clock seconds summed.
+    replies: u64,
+    reply_seconds: i64,
+    /// Resolutions, and the time from the opening to the latest one.
+    resolutions: u64,
+    full_resolution: Option<Span>,
+    reopens: u64,
+    incoming_messages: u64,
+    outgoing_messages: u64,
+    private_notes: u64,
+    /// Seconds in `open`, and in `pending` or `snoozed`, summed.
+    requester_wait_seconds: i64,
+    agent_wait_seconds: i64,
+    sla_hits: u64,
+    sla_misses: u64,
+}
+
+impl From<ConversationRow> for ConversationReport {
+    fn from(row: ConversationRow) -> Self {
+        Self {
+            conversation_id: row.conversation_id,
+            contact_id: row.contact_id,
+            inbox_id: row.inbox_id,
+            channel: row.channel,
+            team_id: row.team_id,
+            assignee_id: row.assignee_id,
+            priority: row.priority,
+            labels: row.labels,
+            bot: row.bot,
+            opened_at: row.opened_at,
+            first_response: span(row.first_response),
+            replies: row.replies,
+            reply_seconds: row.reply_seconds,
+            resolutions: row.resolutions,
+            full_resolution: span(row.full_resolution),
+            reopens: row.reopens,
+            incoming_messages: row.incoming_messages,
+            outgoing_messages: row.outgoing_messages,
+            private_notes: row.private_notes,
+            requester_wait_seconds: row.requester_wait_seconds,
+            agent_wait_seconds: row.agent_wait_seconds,
+            sla_hits: row.sla_hits,
+            sla_misses: row.sla_misses,
+        }
+    }
+}
+
+const CONVERSATION_CSV_HEADER: [&str; 25] = [
+    "conversation_id",
+    "contact_id",
+    "inbox_id",
+    "channel",
+    "team_id",
+    "assignee_id",
+    "priority",
+    "labels",
+    "bot",
+    "opened_at",
+    "first_response_seconds",
+    "first_response_business_seconds",
+    "replies",
+    "reply_seconds",
+    "resolutions",
+    "full_resolution_seconds",
+    "full_resolution_business_seconds",
+    "reopens",
+    "incoming_messages",
+    "outgoing_messages",
+    "private_notes",
+    "requester_wait_seconds",
+    "agent_wait_seconds",
+    "sla_hits",
+    "sla_misses",
+];
+
+fn conversation_record(row: &ConversationRow) -> Vec<String> {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let pair = |value: Option<(i64, i64)>, first: bool| {
+        value.map(|(a, b)| if first { a } else { b }.to_string()).unwrap_or_default()
+    };
+    vec![
+        row.conversation_id.clone(),
+        row.contact_id.clone(),
+        text(&row.inbox_id),
+        row.channel.clone(),
+        text(&row.team_id),
+        text(&row.assignee_id),
+        row.priority.clone(),
+        row.labels.join(";"),
+        row.bot.to_string(),
+        row.opened_at.map(time).unwrap_or_default(),
+        pair(row.first_response, true),
+        pair(row.first_response, false),
+        row.replies.to_string(),
+        row.reply_seconds.to_string(),
+        row.resolutions.to_string(),
+        pair(row.full_resolution, true),
+        pair(row.full_resolution, false),
+        row.reopens.to_string(),
+        row.incoming_messages.to_string(),
+        row.outgoing_messages.to_string(),
+        row.private_notes.to_string(),
+        row.requester_wait_seconds.to_string(),
+        row.agent_wait_seconds.to_string(),
+        row.sla_hits.to_string(),
+        row.sla_misses.to_string(),
+    ]
+}
+
+/// `GET /v1/reports/conversations`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationsPage {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the rows are as of.
+    as_of_position: i64,
+    /// The period.
+    period: Period,
+    /// One row per conversation with facts in the period, by id.
+    data: Vec<ConversationReport>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/reports/conversations`
+#[utoipa::path(
+    get,
+    path = "/reports/conversations",
+    tag = "reports",
+    summary = "One row per conversation",
+    description = "Each conversation with facts in the period, its facts summed up: first response, replies, \
+        resolutions, reopens, messages, waits and SLA outcomes, with the team, assignee, priority and labels at its \
+        last fact. `Accept: text/csv` answers every row.",
+    params(ConversationsQuery),
+    responses((status = 200, description = "A page of rows (or every row as CSV).",
+        content((ConversationsPage = "application/json"), (String = "text/csv"))),
+        (status = 404, response = crate::openapi::NotFound))
+)]
+pub async fn conversations(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Query(query): Query<ConversationsQuery>,
+) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let scope = query.scope()?;
+    let limit = match query.limit {
+        None => 100,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(ApiError::invalid_field("limit", "must be 1 to 1000")),
+    };
+    let after = query.cursor.clone().filter(|c| !c.is_empty());
+    let as_of = scope.as_of(&state, query.min_position).await?;
+    let (rows, mut rows_in) = tokio::sync::mpsc::channel::<FactRow>(1024);
+    let reading = query::each(state.store(), &principal.tenant, scope.version, &scope.filter, rows);
+    let folding = async {
+        let mut folded = ConversationRows::default();
+        while let Some(row) = rows_in.recv().await {
+            folded.add(&row);
+        }
+        folded
+    };
+    let (read, folded) = tokio::join!(reading, folding);
+    read?;
+    let rows = folded.into_rows();
+    if wants_csv(&headers) {
+        let mut body = csv_line(&CONVERSATION_CSV_HEADER);
+        for row in rows {
+            body.extend(csv_line(&conversation_record(&row)));
+        }
+        return Ok(csv_response(axum::body::Body::from(body), "conversations"));
+    }
+    let mut page: Vec<ConversationRow> = rows
+        .filter(|row| after.as_ref().is_none_or(|after| row.conversation_id > *after))
+        .take(limit + 1)
+        .collect();
+    let next_cursor = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|row| row.conversation_id.clone())
+    } else {
+        None
+    };
+    Ok(axum::Json(ConversationsPage {
+        version: scope.version,
+        as_of_position: as_of,
+        period: Period { since: scope.since, until: scope.until },
+        data: page.into_iter().map(Into::into).collect(),
+        next_cursor,
     })
     .into_response())
 }

@@ -643,7 +643,7 @@ pub async fn list(
     tag = "reports",
     summary = "List one conversation's reporting facts",
     description = "The facts of one conversation, in log order; as `GET /v1/reports/events?conversation_id=`. \
-        A conversation with no facts (or none of this tenant) answers an empty page.",
+        A conversation that does not exist (in this tenant) is 404.",
     params(("id" = Uuid, Path, description = "The conversation."), FactsQuery),
     responses((status = 200, description = "A page of its facts (or every one as CSV).",
         content((FactsPage = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
@@ -655,5 +655,10 @@ pub async fn of_conversation(
     headers: HeaderMap,
     Query(query): Query<FactsQuery>,
 ) -> Result<Response, ApiError> {
+    require(&principal, SCOPE)?;
+    let first = state.store().stream_page(&principal.tenant, "conversation", &id.to_string(), 0, 1).await?;
+    if first.is_empty() {
+        return Err(ApiError::not_found(format!("conversation {id}")));
+    }
     facts_answer(&state, &principal, &query, Some(id), &headers).await
 }
