@@ -109,8 +109,11 @@ impl ReportConversation {
     }
 
     /// Takes in one of its SLA clocks' events, recorded at `position`, and returns the outcome it
-    /// records, if any.
+    /// records, if any (none before the conversation's opening was seen).
     pub fn observe_sla(&mut self, event: &SlaEvent, position: i64, hours: &BusinessHours) -> Vec<Fact> {
+        if self.opened.is_none() {
+            return Vec::new();
+        }
         let metric_of = |timer_id: &str| timer_id.split(':').next().unwrap_or(timer_id).to_owned();
         match event {
             SlaEvent::SlaTimerStarted { timer_id, started_at, .. } => {

@@ -104,6 +104,8 @@ struct Batch {
     conversations: BTreeMap<(String, String), ReportConversation>,
     /// Each tenant's live calendars, oldest first, as the batch has them.
     calendars: HashMap<String, Vec<CalendarVersion>>,
+    /// Every hour: what a conversation without a calendar counts.
+    always: Option<BusinessHours>,
     facts: Vec<(String, Fact)>,
 }
 
@@ -128,13 +130,12 @@ impl Batch {
         }
         let conversation = self.conversations.get_mut(&key).expect("just read");
         let calendars = self.calendars.get(&tenant).map(Vec::as_slice).unwrap_or_default();
+        let always = self.always.get_or_insert_with(BusinessHours::always);
         let hours = |inbox: Option<&str>| {
-            calendar::for_inbox(calendars, inbox)
-                .map_or_else(BusinessHours::always, |c| c.calendar.hours.clone())
+            calendar::for_inbox(calendars, inbox).map_or(&*always, |c| &c.calendar.hours)
         };
         let facts = if stored.aggregate_type == "sla" {
-            let hours = hours(conversation.inbox_id());
-            conversation.observe_sla(&stored.decode::<SlaEvent>()?, position, &hours)
+            conversation.observe_sla(&stored.decode::<SlaEvent>()?, position, hours(conversation.inbox_id()))
         } else {
             let event = stored.decode::<ConversationEvent>()?;
             let hours = match &event {
@@ -142,7 +143,7 @@ impl Batch {
                 ConversationEvent::ConversationOpened { inbox_id, .. } => hours(inbox_id.as_deref()),
                 _ => hours(conversation.inbox_id()),
             };
-            conversation.observe(&event, position, &hours)
+            conversation.observe(&event, position, hours)
         };
         self.facts.extend(facts.into_iter().map(|fact| (tenant.clone(), fact)));
         Ok(())
