@@ -29,6 +29,7 @@ CREATE TABLE report_facts
     PRIMARY KEY (tenant_id, version, end_position, metric)
 );
 CREATE INDEX report_facts_time ON report_facts (tenant_id, version, ended_at);
+CREATE INDEX report_facts_metric_time ON report_facts (tenant_id, version, metric, ended_at);
 CREATE INDEX report_facts_conversation ON report_facts (tenant_id, version, conversation_id, end_position);
 
 CREATE TABLE report_conversations

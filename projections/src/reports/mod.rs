@@ -9,7 +9,7 @@ pub mod figures;
 pub mod query;
 mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use colloquy_domain::calendar::{self, Calendar, CalendarVersion};
 use colloquy_domain::definition::DefinitionEvent;
@@ -76,6 +76,18 @@ impl Projection for Reports {
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let mut batch = Batch { version: self.version, ..Batch::default() };
+        // Every conversation's state the batch needs, read in a few statements.
+        let keys: BTreeSet<(String, String)> = events
+            .iter()
+            .filter(|e| self.handles(e) && e.aggregate_type != "calendar")
+            .map(|e| (e.tenant_id().unwrap_or_default(), e.aggregate_id.clone()))
+            .collect();
+        let keys: Vec<(String, String)> = keys.into_iter().collect();
+        let mut found = store::conversations(tx, self.version, &keys).await?;
+        for key in keys {
+            let state = found.remove(&key).unwrap_or_default();
+            batch.conversations.insert(key, state);
+        }
         for stored in events.iter().filter(|e| self.handles(e)) {
             batch.apply(tx, stored).await?;
         }

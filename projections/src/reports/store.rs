@@ -101,6 +101,57 @@ pub(super) async fn conversation(
     found.map(|json| serde_json::from_str(&json).map_err(codec)).transpose()
 }
 
+/// The stored states of the conversations `keys` (tenant, conversation) name, in a few
+/// statements: PostgreSQL takes them as two arrays, SQLite in multi-row chunks.
+pub(super) async fn conversations(
+    tx: &mut Tx<'_>,
+    version: u32,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), ReportConversation>, ProjectionError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    match tx {
+        Tx::Postgres(tx) => {
+            let (tenants, ids): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|(t, c)| (t.as_str(), c.as_str())).unzip();
+            let sql = "SELECT r.tenant_id, r.conversation_id, r.state FROM report_conversations r
+                         JOIN UNNEST($2::text[], $3::text[]) AS k(k_tenant, k_id)
+                           ON r.tenant_id = k.k_tenant AND r.conversation_id = k.k_id
+                        WHERE r.version = $1";
+            rows = sqlx::query_as(sql)
+                .bind(i64::from(version))
+                .bind(tenants)
+                .bind(ids)
+                .fetch_all(&mut **tx)
+                .await?;
+        }
+        Tx::Sqlite(tx) => {
+            let mut remaining = keys;
+            while !remaining.is_empty() {
+                let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+                remaining = rest;
+                let sql = format!(
+                    "SELECT tenant_id, conversation_id, state FROM report_conversations
+                       JOIN (VALUES {}) AS k ON tenant_id = k.column1 AND conversation_id = k.column2
+                      WHERE version = ?",
+                    vec!["(?, ?)"; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query_as(&sql);
+                for (tenant, id) in chunk {
+                    query = query.bind(tenant).bind(id);
+                }
+                let chunk_rows: Vec<(String, String, String)> =
+                    query.bind(i64::from(version)).fetch_all(&mut **tx).await?;
+                rows.extend(chunk_rows);
+            }
+        }
+    }
+    for (tenant, id, json) in rows {
+        found.insert((tenant, id), serde_json::from_str(&json).map_err(codec)?);
+    }
+    Ok(found)
+}
+
 /// Writes the states of the conversations a batch touched (those it saw the opening of).
 pub(super) async fn write_conversations(
     tx: &mut Tx<'_>,

@@ -246,7 +246,7 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
     let seed: u64 = rand::random();
     eprintln!("history seed: {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let server = TestServer::start(backend).await;
+    let mut server = TestServer::start(backend).await;
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
     let (agents, teams) = (["ana", "ben", "cy"], ["tier-1", "tier-2"]);
     for n in 0..12 {
@@ -406,6 +406,20 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
         .await
         .unwrap();
     assert_eq!(csv.text().await.unwrap().lines().count(), 13, "a header and a row per conversation");
+
+    // Rebuilt from the log, the facts are the same, superseded ones included.
+    let before = facts(&server, "include_superseded=true").await;
+    server.shut_down().await;
+    let store = colloquy_projections::open_store(&server.config().store_location()).await.unwrap();
+    let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
+    let projection = colloquy_projections::by_name("reports_v1").unwrap();
+    let rebuilt = colloquy_projections::Projector::new(log, projection).rebuild(|_| {}).await.unwrap();
+    assert_eq!(rebuilt, head);
+    drop(store);
+    server.start_again().await;
+    let after = facts(&server, &format!("include_superseded=true&min_position={head}")).await;
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after, before, "a rebuild gives the same facts");
     server.stop().await;
 }
 
