@@ -19,7 +19,7 @@ use colloquy_projections::reports::conversations::{ConversationRow, Conversation
 use colloquy_projections::reports::figures::{self, Bucket, Dimension, Durations, Figure, Tally};
 use colloquy_projections::reports::query::{self, FactRow, Filter};
 
-use super::{csv_line, csv_response, facts_link, metrics, report_query, wants_csv, SCOPE};
+use super::{csv_line, csv_response, facts_link, metrics, report_query, wants_csv, Scope, SCOPE};
 use crate::extract::{require, Auth, Path, Query};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -27,27 +27,40 @@ use crate::state::AppState;
 /// Most buckets one time series answers.
 pub const MAX_BUCKETS: usize = 1000;
 
+/// Feeds every fact `filter` selects to `each`, as the store reads them (memory stays flat).
+async fn each_fact(
+    state: &AppState,
+    tenant: &TenantId,
+    version: u32,
+    filter: &Filter,
+    mut each: impl FnMut(&FactRow),
+) -> Result<(), ApiError> {
+    let (rows, mut rows_in) = tokio::sync::mpsc::channel::<FactRow>(1024);
+    let reading = query::each(state.store(), tenant, version, filter, rows);
+    let folding = async {
+        while let Some(row) = rows_in.recv().await {
+            each(&row);
+        }
+    };
+    let (read, ()) = tokio::join!(reading, folding);
+    Ok(read?)
+}
+
 /// Folds every fact `filter` selects into a tally per key `key_of` gives it (none: left out).
-async fn fold<K: Ord + Send + 'static>(
+async fn fold<K: Ord>(
     state: &AppState,
     tenant: &TenantId,
     version: u32,
     filter: &Filter,
     key_of: impl Fn(&FactRow) -> Vec<K>,
 ) -> Result<BTreeMap<K, Tally>, ApiError> {
-    let (rows, mut rows_in) = tokio::sync::mpsc::channel::<FactRow>(1024);
-    let reading = query::each(state.store(), tenant, version, filter, rows);
-    let folding = async {
-        let mut tallies: BTreeMap<K, Tally> = BTreeMap::new();
-        while let Some(row) = rows_in.recv().await {
-            for key in key_of(&row) {
-                tallies.entry(key).or_default().add(&row);
-            }
+    let mut tallies: BTreeMap<K, Tally> = BTreeMap::new();
+    each_fact(state, tenant, version, filter, |row| {
+        for key in key_of(row) {
+            tallies.entry(key).or_default().add(row);
         }
-        tallies
-    };
-    let (read, tallies) = tokio::join!(reading, folding);
-    read?;
+    })
+    .await?;
     Ok(tallies)
 }
 
@@ -156,6 +169,23 @@ pub struct Period {
     until: DateTime<Utc>,
 }
 
+/// What a report's figures are: the definition version, the log position and the period.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct About {
+    /// The metric definition version.
+    version: u32,
+    /// The global position the figures are as of.
+    as_of_position: i64,
+    /// The period.
+    period: Period,
+}
+
+impl About {
+    fn of(scope: &Scope, as_of_position: i64, until: DateTime<Utc>) -> Self {
+        Self { version: scope.version, as_of_position, period: Period { since: scope.since, until } }
+    }
+}
+
 report_query! {
     /// Query of `GET /v1/reports/summary`.
     SummaryQuery {}
@@ -175,12 +205,9 @@ pub struct SummaryLine {
 /// `GET /v1/reports/summary`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Summary {
-    /// The metric definition version.
-    version: u32,
-    /// The global position the figures are as of.
-    as_of_position: i64,
-    /// The period.
-    period: Period,
+    /// What the figures are: their definition version, log position and period.
+    #[serde(flatten)]
+    about: About,
     /// The period before it, as long.
     previous_period: Period,
     /// Every metric.
@@ -234,9 +261,7 @@ pub async fn summary(
         return Ok(csv_table("summary", &["metric", "period"], rows));
     }
     Ok(axum::Json(Summary {
-        version: scope.version,
-        as_of_position: as_of,
-        period: Period { since: scope.since, until: scope.until },
+        about: About::of(&scope, as_of, scope.until),
         previous_period: Period { since: scope.since - length, until: scope.since },
         metrics: lines,
     })
@@ -278,14 +303,11 @@ pub struct Point {
 /// `GET /v1/reports/timeseries`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Timeseries {
-    /// The metric definition version.
-    version: u32,
-    /// The global position the figures are as of.
-    as_of_position: i64,
+    /// What the figures are: their definition version, log position and period.
+    #[serde(flatten)]
+    about: About,
     /// The metric.
     metric: Metric,
-    /// The period.
-    period: Period,
     /// The buckets, every one of the period, empty ones included.
     data: Vec<Point>,
     /// The whole period (the summary's figure): the buckets' counts and sums add up to it.
@@ -355,16 +377,8 @@ pub async fn timeseries(
         let rows = data.iter().map(|point| (vec![time(point.start)], &point.figure)).collect();
         return Ok(csv_table("timeseries", &["start"], rows));
     }
-    Ok(axum::Json(Timeseries {
-        version: scope.version,
-        as_of_position: as_of,
-        metric,
-        period: Period { since: scope.since, until },
-        data,
-        total,
-        next_since,
-    })
-    .into_response())
+    Ok(axum::Json(Timeseries { about: About::of(&scope, as_of, until), metric, data, total, next_since })
+        .into_response())
 }
 
 report_query! {
@@ -410,12 +424,9 @@ pub struct ByRow {
 /// `GET /v1/reports/by/{dimension}`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Breakdown {
-    /// The metric definition version.
-    version: u32,
-    /// The global position the figures are as of.
-    as_of_position: i64,
-    /// The period.
-    period: Period,
+    /// What the figures are: their definition version, log position and period.
+    #[serde(flatten)]
+    about: About,
     /// One row per value (by label: a fact with several labels counts in each).
     data: Vec<ByRow>,
 }
@@ -494,13 +505,7 @@ pub async fn by(
         }
         return Ok(csv_table("breakdown", &["key", "metric"], lines));
     }
-    Ok(axum::Json(Breakdown {
-        version: scope.version,
-        as_of_position: as_of,
-        period: Period { since: scope.since, until: scope.until },
-        data,
-    })
-    .into_response())
+    Ok(axum::Json(Breakdown { about: About::of(&scope, as_of, scope.until), data }).into_response())
 }
 
 report_query! {
@@ -522,12 +527,9 @@ pub struct Bands {
 /// `GET /v1/reports/first-response-distribution`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Distribution {
-    /// The metric definition version.
-    version: u32,
-    /// The global position the figures are as of.
-    as_of_position: i64,
-    /// The period.
-    period: Period,
+    /// What the figures are: their definition version, log position and period.
+    #[serde(flatten)]
+    about: About,
     /// One row per channel.
     data: Vec<Bands>,
 }
@@ -576,13 +578,7 @@ pub async fn first_response_distribution(
         }
         return Ok(csv_response(axum::body::Body::from(body), "first-response-distribution"));
     }
-    Ok(axum::Json(Distribution {
-        version: scope.version,
-        as_of_position: as_of,
-        period: Period { since: scope.since, until: scope.until },
-        data,
-    })
-    .into_response())
+    Ok(axum::Json(Distribution { about: About::of(&scope, as_of, scope.until), data }).into_response())
 }
 
 /// One cell of the inbox by label matrix.
@@ -599,12 +595,9 @@ pub struct Cell {
 /// `GET /v1/reports/inbox-labels`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Matrix {
-    /// The metric definition version.
-    version: u32,
-    /// The global position the figures are as of.
-    as_of_position: i64,
-    /// The period.
-    period: Period,
+    /// What the figures are: their definition version, log position and period.
+    #[serde(flatten)]
+    about: About,
     /// The non-empty cells.
     data: Vec<Cell>,
 }
@@ -654,13 +647,7 @@ pub async fn inbox_labels(
         }
         return Ok(csv_response(axum::body::Body::from(body), "inbox-labels"));
     }
-    Ok(axum::Json(Matrix {
-        version: scope.version,
-        as_of_position: as_of,
-        period: Period { since: scope.since, until: scope.until },
-        data,
-    })
-    .into_response())
+    Ok(axum::Json(Matrix { about: About::of(&scope, as_of, scope.until), data }).into_response())
 }
 
 report_query! {
@@ -818,12 +805,9 @@ fn conversation_record(row: &ConversationRow) -> Vec<String> {
 /// `GET /v1/reports/conversations`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationsPage {
-    /// The metric definition version.
-    version: u32,
-    /// The global position the rows are as of.
-    as_of_position: i64,
-    /// The period.
-    period: Period,
+    /// What the rows are: their definition version, log position and period.
+    #[serde(flatten)]
+    about: About,
     /// One row per conversation with facts in the period, by id.
     data: Vec<ConversationReport>,
     /// Pass as `cursor` for the next page; `null` on the last.
@@ -859,17 +843,8 @@ pub async fn conversations(
     };
     let after = query.cursor.clone().filter(|c| !c.is_empty());
     let as_of = scope.as_of(&state, query.min_position).await?;
-    let (rows, mut rows_in) = tokio::sync::mpsc::channel::<FactRow>(1024);
-    let reading = query::each(state.store(), &principal.tenant, scope.version, &scope.filter, rows);
-    let folding = async {
-        let mut folded = ConversationRows::default();
-        while let Some(row) = rows_in.recv().await {
-            folded.add(&row);
-        }
-        folded
-    };
-    let (read, folded) = tokio::join!(reading, folding);
-    read?;
+    let mut folded = ConversationRows::default();
+    each_fact(&state, &principal.tenant, scope.version, &scope.filter, |row| folded.add(row)).await?;
     let rows = folded.into_rows();
     if wants_csv(&headers) {
         let mut body = csv_line(&CONVERSATION_CSV_HEADER);
@@ -889,9 +864,7 @@ pub async fn conversations(
         None
     };
     Ok(axum::Json(ConversationsPage {
-        version: scope.version,
-        as_of_position: as_of,
-        period: Period { since: scope.since, until: scope.until },
+        about: About::of(&scope, as_of, scope.until),
         data: page.into_iter().map(Into::into).collect(),
         next_cursor,
     })
