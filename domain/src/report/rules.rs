@@ -124,7 +124,7 @@ impl ReportConversation {
                 let start = self.timers.get(timer_id).copied().unwrap_or(Mark { at: *at, position });
                 let mut deciding =
                     Deciding { conversation: self, hours, now: Mark { at: *at, position }, facts: vec![] };
-                deciding.fact(Metric::SlaMiss, start, Some(&metric_of(timer_id)), None).started_at = start.at;
+                deciding.fact(Metric::SlaMiss, start, Some(&metric_of(timer_id)), None);
                 deciding.facts
             }
             SlaEvent::SlaTimerFulfilled {
