@@ -132,15 +132,12 @@ impl Batch {
             return Ok(());
         }
         let key = (tenant.clone(), stored.aggregate_id.clone());
-        if !self.conversations.contains_key(&key) {
-            let found = store::conversation(tx, self.version, &key.0, &key.1).await?;
-            self.conversations.insert(key.clone(), found.unwrap_or_default());
-        }
         if !self.calendars.contains_key(&tenant) {
             let calendars = store::calendars(tx, self.version, &tenant).await?;
             self.calendars.insert(tenant.clone(), calendars);
         }
-        let conversation = self.conversations.get_mut(&key).expect("just read");
+        // Read for the whole batch before its first event (`Reports::apply`).
+        let conversation = self.conversations.entry(key).or_default();
         let calendars = self.calendars.get(&tenant).map(Vec::as_slice).unwrap_or_default();
         let always = self.always.get_or_insert_with(BusinessHours::always);
         let hours = |inbox: Option<&str>| {

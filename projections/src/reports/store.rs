@@ -82,25 +82,6 @@ pub(super) async fn calendars(
     rows.iter().map(|json| serde_json::from_str(json).map_err(codec)).collect()
 }
 
-/// A conversation's stored state, if any.
-pub(super) async fn conversation(
-    tx: &mut Tx<'_>,
-    version: u32,
-    tenant: &str,
-    conversation: &str,
-) -> Result<Option<ReportConversation>, ProjectionError> {
-    let sql = "SELECT state FROM report_conversations WHERE tenant_id = $1 AND version = $2 AND conversation_id = $3";
-    let found: Option<String> = on_tx!(tx, |conn| {
-        sqlx::query_scalar(sql)
-            .bind(tenant)
-            .bind(i64::from(version))
-            .bind(conversation)
-            .fetch_optional(conn)
-            .await?
-    });
-    found.map(|json| serde_json::from_str(&json).map_err(codec)).transpose()
-}
-
 /// The stored states of the conversations `keys` (tenant, conversation) name, in a few
 /// statements: PostgreSQL takes them as two arrays, SQLite in multi-row chunks.
 pub(super) async fn conversations(
