@@ -9,6 +9,7 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 
 use colloquy_domain::calendar::CalendarAggregate;
+use colloquy_domain::report::ReportSettingsAggregate;
 use colloquy_domain::sla::{ConversationSla, SlaPolicyAggregate};
 use colloquy_domain::{Contact, Conversation, Group};
 use colloquy_infra::relay::JetStreamTransport;
@@ -35,6 +36,7 @@ struct Inner {
     groups: Repository<Group>,
     calendars: Repository<CalendarAggregate>,
     policies: Repository<SlaPolicyAggregate>,
+    report_settings: Repository<ReportSettingsAggregate>,
     clocks: Repository<ConversationSla>,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
     projectors: Arc<Vec<Projector>>,
@@ -112,6 +114,7 @@ impl AppState {
                 groups: Repository::new(store.clone(), cache),
                 calendars: Repository::new(store.clone(), cache),
                 policies: Repository::new(store.clone(), cache),
+                report_settings: Repository::new(store.clone(), cache),
                 clocks: Repository::new(store.clone(), cache),
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
@@ -269,6 +272,16 @@ impl AppState {
     /// SLA policy commands and reads.
     pub fn policies(&self) -> &Repository<SlaPolicyAggregate> {
         &self.inner.policies
+    }
+
+    /// How long a read waits for a read model to reach its `min_position`.
+    pub fn min_position_timeout(&self) -> Duration {
+        self.inner.min_position_timeout
+    }
+
+    /// Each tenant's report settings: which definition version its reports read.
+    pub fn report_settings(&self) -> &Repository<ReportSettingsAggregate> {
+        &self.inner.report_settings
     }
 
     /// Conversations' SLA clocks: reads, and policies applied by command.

@@ -21,14 +21,16 @@ pub use runtime::{Applied, Fold, Projection, ProjectionError, Projector, Rebuild
 
 /// Every projection, by name.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![
+    let mut all: Vec<Arc<dyn Projection>> = vec![
         Arc::new(conversation_list::ConversationList),
         Arc::new(group_conversations::GroupConversations),
         Arc::new(group_members::GroupMembers),
         Arc::new(snooze::SnoozeTimers),
         Arc::new(sla::Sla),
-        Arc::new(reports::Reports::current()),
-    ]
+    ];
+    // Every kept definition version's facts: the versions share tables, each its own rows.
+    all.extend(reports::Reports::all().map(|reports| Arc::new(reports) as Arc<dyn Projection>));
+    all
 }
 
 /// The runtimes' own tables: the secondary indexes a rebuild deferred (`deferred.rs`), and the
@@ -38,8 +40,13 @@ pub const RUNTIME_TABLES: [&str; 2] = ["deferred_indexes", processes::JOBS_TABLE
 /// Every read-model table the projections and their runtime own: what a process that runs them
 /// opens the store with ([`open_store`]).
 pub fn read_model_tables() -> Vec<&'static str> {
-    let declared = all().iter().flat_map(|p| p.tables().iter().copied()).collect::<Vec<_>>();
-    RUNTIME_TABLES.into_iter().chain(declared).collect()
+    let mut tables: Vec<&'static str> = RUNTIME_TABLES.to_vec();
+    for table in all().iter().flat_map(|p| p.tables().iter().copied()) {
+        if !tables.contains(&table) {
+            tables.push(table);
+        }
+    }
+    tables
 }
 
 /// Opens the store for a process that runs or rebuilds projections: on SQLite their tables

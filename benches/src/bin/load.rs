@@ -1186,9 +1186,9 @@ async fn run(
     drop(server);
     let replayed = replay(&binary, &env, "conversation_list")?;
     println!("\n## Replay\n\n`colloquy projections rebuild conversation_list` (server stopped): {replayed}");
-    let replayed = replay(&binary, &env, "reports_v1")?;
+    let replayed = replay(&binary, &env, "reports_v2")?;
     println!(
-        "\n`colloquy projections rebuild reports_v1` (the facts' definition 1; server stopped): {replayed}"
+        "\n`colloquy projections rebuild reports_v2` (the facts' definition 2; server stopped): {replayed}"
     );
     println!(
         "\n## Server memory\n\nRSS after the run{}: {} MB ({} MB anonymous, {} MB mapped from files); peak RSS: {} MB",

@@ -3,8 +3,10 @@
 //! derived from the log by a pure fold ([`ReportConversation::observe`]), each with the
 //! dimensions as they were at that moment and its business seconds on the inbox's calendar.
 //!
-//! The definitions are versioned code: [`DEFINITION`] names the rules here, and a changed rule
-//! is a new version built from position 0 beside the current one (docs/adr/0009). The rules
+//! The definitions are versioned code: [`DEFINITIONS`] names every version the rules here can
+//! derive (a rule that changed reads the version it is asked for), and a changed rule is a new
+//! version built from position 0 beside the current one, compared, then made current per tenant
+//! ([`ReportSettings`], docs/adr/0009). The rules
 //! follow the best help desks (Zendesk's first reply, requester and agent wait times; Chatwoot's
 //! reporting events), and avoid what their users complain of:
 //!
@@ -19,8 +21,10 @@
 //!   **first resolution** from the opening to the first resolve, once; **full resolution** from
 //!   the opening to the latest resolve, each one superseding the conversation's earlier one.
 //! - **Reopened** counts a reopen, valued at the time since the last resolve.
-//! - **Requester wait** is time in `open`, **agent wait** time in `pending` or `snoozed`, one fact
-//!   per stay, ended by the status change.
+//! - **Requester wait** is time in `open`, **agent wait** time in `pending`, one fact per stay,
+//!   ended by the status change. A stay in `snoozed` is **on hold** and the requester still
+//!   waits (Zendesk's on-hold time, counted in its requester wait); version 1 counted it as agent
+//!   wait instead.
 //! - **Bot handoff** is leaving the `bot` status for any but `closed` (valued from the cycle's
 //!   start); **bot resolution** a resolve from `bot`, or of a cycle only bots answered.
 //! - **SLA hit** is a timer fulfilled within its threshold, **SLA miss** a breach (at its computed
@@ -41,8 +45,54 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversation::Status;
 
-/// The version of the rules here: facts of another version are kept apart.
-pub const DEFINITION: u32 = 1;
+/// Every definition version the rules here derive, oldest first: facts of each are kept apart.
+/// Version 2 split a stay in `snoozed` from agent wait into on hold (and requester wait).
+pub const DEFINITIONS: [u32; 2] = [1, 2];
+
+/// The newest definition version.
+pub const DEFINITION: u32 = DEFINITIONS[DEFINITIONS.len() - 1];
+
+/// The version a tenant reads until it makes another current: a new version is compared first.
+pub const ESTABLISHED: u32 = 1;
+
+/// A tenant's choice among the definition versions, a versioned definition of its own (its events
+/// `ReportSettingsCreated` and `ReportSettingsRevised` record each change of the current version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(example = json!({"current_version": 2})))]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// The definition version the tenant's reports read by default.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub current_version: u32,
+}
+
+/// A tenant's report settings as an aggregate.
+pub type ReportSettingsAggregate = crate::definition::Defined<ReportSettings>;
+
+/// The one stream of a tenant's report settings (streams are keyed by tenant).
+pub const SETTINGS_ID: uuid::Uuid = uuid::Uuid::nil();
+
+impl crate::definition::Definition for ReportSettings {
+    const TYPE: &'static str = "report_settings";
+    const NOUN: &'static str = "report settings";
+    const EVENT_PREFIX: &'static str = "ReportSettings";
+
+    fn name(&self) -> &str {
+        "reports"
+    }
+
+    fn validated(self) -> Result<Self, crate::validate::FieldError> {
+        if DEFINITIONS.contains(&self.current_version) {
+            Ok(self)
+        } else {
+            let kept: Vec<String> = DEFINITIONS.iter().map(u32::to_string).collect();
+            Err(crate::validate::FieldError::new(
+                "current_version",
+                format!("{} is not a definition version (kept: {})", self.current_version, kept.join(", ")),
+            ))
+        }
+    }
+}
 
 /// What a fact measures or counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -69,8 +119,10 @@ pub enum Metric {
     BotResolution,
     /// A stay in `open`: the customer waits for the team.
     RequesterWait,
-    /// A stay in `pending` or `snoozed`: the team waits for the customer or a time.
+    /// A stay in `pending`: the team waits for the customer (version 1: `snoozed` too).
     AgentWait,
+    /// A stay in `snoozed`: the team put the conversation aside (version 2 on).
+    OnHold,
     /// An SLA timer fulfilled within its threshold: its clock seconds.
     SlaHit,
     /// An SLA timer breached, at its computed due: a count.
@@ -85,7 +137,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric.
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 17] = [
         Self::ConversationOpened,
         Self::ConversationReopened,
         Self::FirstResponse,
@@ -97,6 +149,7 @@ impl Metric {
         Self::BotResolution,
         Self::RequesterWait,
         Self::AgentWait,
+        Self::OnHold,
         Self::SlaHit,
         Self::SlaMiss,
         Self::IncomingMessage,
@@ -118,6 +171,7 @@ impl Metric {
             Self::BotResolution => "bot_resolution",
             Self::RequesterWait => "requester_wait",
             Self::AgentWait => "agent_wait",
+            Self::OnHold => "on_hold",
             Self::SlaHit => "sla_hit",
             Self::SlaMiss => "sla_miss",
             Self::IncomingMessage => "incoming_message",
@@ -129,6 +183,14 @@ impl Metric {
     /// The metric named `name`.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|metric| metric.as_str() == name)
+    }
+
+    /// Whether definition `version` derives it (on hold came with version 2).
+    pub fn derived_in(self, version: u32) -> bool {
+        match self {
+            Self::OnHold => version >= 2,
+            _ => true,
+        }
     }
 
     /// Whether its facts carry a duration (the others only count).

@@ -27,6 +27,8 @@ struct AfterMessage {
 
 /// Facts being decided for one event.
 struct Deciding<'a> {
+    /// The definition version decided by.
+    version: u32,
     conversation: &'a ReportConversation,
     hours: &'a BusinessHours,
     now: Mark,
@@ -75,8 +77,15 @@ impl ReportConversation {
     }
 
     /// Takes in one of the conversation's events, recorded at `position`, and returns the facts
-    /// it ends, timed on `hours`. An event before the opening was seen gives none.
-    pub fn observe(&mut self, event: &ConversationEvent, position: i64, hours: &BusinessHours) -> Vec<Fact> {
+    /// it ends under definition `version` (one of [`DEFINITIONS`]), timed on `hours`. An event
+    /// before the opening was seen gives none.
+    pub fn observe(
+        &mut self,
+        version: u32,
+        event: &ConversationEvent,
+        position: i64,
+        hours: &BusinessHours,
+    ) -> Vec<Fact> {
         let now = Mark { at: event.occurred_at(), position };
         if let ConversationEvent::ConversationOpened { .. } = event {
             self.open(event, now);
@@ -86,7 +95,7 @@ impl ReportConversation {
         // Dimensions change first, so the facts an event ends carry what it set (a resolve by the
         // assignee it names).
         self.move_dimensions(event);
-        let mut deciding = Deciding { conversation: self, hours, now, facts: Vec::new() };
+        let mut deciding = Deciding { version, conversation: self, hours, now, facts: Vec::new() };
         match event {
             ConversationEvent::ConversationOpened { .. } => {
                 deciding.count(Metric::ConversationOpened, None, None)
@@ -109,8 +118,15 @@ impl ReportConversation {
     }
 
     /// Takes in one of its SLA clocks' events, recorded at `position`, and returns the outcome it
-    /// records, if any (none before the conversation's opening was seen).
-    pub fn observe_sla(&mut self, event: &SlaEvent, position: i64, hours: &BusinessHours) -> Vec<Fact> {
+    /// records under definition `version`, if any (none before the conversation's opening was
+    /// seen).
+    pub fn observe_sla(
+        &mut self,
+        version: u32,
+        event: &SlaEvent,
+        position: i64,
+        hours: &BusinessHours,
+    ) -> Vec<Fact> {
         if self.opened.is_none() {
             return Vec::new();
         }
@@ -122,8 +138,13 @@ impl ReportConversation {
             }
             SlaEvent::SlaTimerBreached { timer_id, at } => {
                 let start = self.timers.get(timer_id).copied().unwrap_or(Mark { at: *at, position });
-                let mut deciding =
-                    Deciding { conversation: self, hours, now: Mark { at: *at, position }, facts: vec![] };
+                let mut deciding = Deciding {
+                    version,
+                    conversation: self,
+                    hours,
+                    now: Mark { at: *at, position },
+                    facts: vec![],
+                };
                 deciding.fact(Metric::SlaMiss, start, Some(&metric_of(timer_id)), None);
                 deciding.facts
             }
@@ -139,8 +160,13 @@ impl ReportConversation {
                 if *breached {
                     return Vec::new();
                 }
-                let mut deciding =
-                    Deciding { conversation: self, hours, now: Mark { at: *at, position }, facts: vec![] };
+                let mut deciding = Deciding {
+                    version,
+                    conversation: self,
+                    hours,
+                    now: Mark { at: *at, position },
+                    facts: vec![],
+                };
                 let fact = deciding.fact(Metric::SlaHit, start, Some(&metric_of(timer_id)), None);
                 // The clock's own count: its calendar (or 24x7) and its pauses.
                 fact.value = Some(*calendar_seconds);
@@ -300,6 +326,10 @@ impl Deciding<'_> {
         match from {
             Status::Open => {
                 self.fact(Metric::RequesterWait, since, Some(from.as_str()), None);
+            }
+            Status::Snoozed if self.version >= 2 => {
+                self.fact(Metric::RequesterWait, since, Some(from.as_str()), None);
+                self.fact(Metric::OnHold, since, Some(from.as_str()), None);
             }
             Status::Pending | Status::Snoozed => {
                 self.fact(Metric::AgentWait, since, Some(from.as_str()), None);

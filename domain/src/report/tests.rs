@@ -95,6 +95,7 @@ fn assigned(agent: &str, team: &str, minutes: i64) -> ConversationEvent {
 
 /// A conversation's facts as the reports' projection derives them, one event at a time.
 struct Reported {
+    version: u32,
     conversation: ReportConversation,
     hours: BusinessHours,
     position: i64,
@@ -107,8 +108,17 @@ impl Reported {
     }
 
     fn on(hours: BusinessHours, events: Vec<ConversationEvent>) -> Self {
-        let mut reported =
-            Self { conversation: ReportConversation::default(), hours, position: 0, facts: Vec::new() };
+        Self::under(DEFINITION, hours, events)
+    }
+
+    fn under(version: u32, hours: BusinessHours, events: Vec<ConversationEvent>) -> Self {
+        let mut reported = Self {
+            version,
+            conversation: ReportConversation::default(),
+            hours,
+            position: 0,
+            facts: Vec::new(),
+        };
         for event in events {
             reported.when(event);
         }
@@ -117,14 +127,14 @@ impl Reported {
 
     fn when(&mut self, event: ConversationEvent) -> &mut Self {
         self.position += 1;
-        let facts = self.conversation.observe(&event, self.position, &self.hours);
+        let facts = self.conversation.observe(self.version, &event, self.position, &self.hours);
         self.facts.extend(facts);
         self
     }
 
     fn when_sla(&mut self, event: SlaEvent) -> &mut Self {
         self.position += 1;
-        let facts = self.conversation.observe_sla(&event, self.position, &self.hours);
+        let facts = self.conversation.observe_sla(self.version, &event, self.position, &self.hours);
         self.facts.extend(facts);
         self
     }
@@ -217,19 +227,43 @@ fn a_reopen_starts_a_resolution_cycle_but_no_first_response() {
     assert_eq!(reported.minutes(Metric::ReplyTime), vec![10, 30]);
 }
 
-#[test]
-fn snoozing_ends_the_requester_wait_and_the_snooze_is_an_agent_wait() {
-    let reported = Reported::given(vec![
+fn snoozed_then_pending() -> Vec<ConversationEvent> {
+    vec![
         opened(),
         status(Status::Open, Status::Snoozed, 15),
         status(Status::Snoozed, Status::Open, 75),
         status(Status::Open, Status::Pending, 80),
         status(Status::Pending, Status::Closed, 95),
-    ]);
+    ]
+}
+
+#[test]
+fn a_snooze_is_on_hold_and_the_requester_still_waits_while_pending_is_the_agents_wait() {
+    let reported = Reported::given(snoozed_then_pending());
+    assert_eq!(reported.minutes(Metric::RequesterWait), vec![15, 60, 5], "open, snoozed, open");
+    assert_eq!(reported.minutes(Metric::OnHold), vec![60]);
+    assert_eq!(reported.minutes(Metric::AgentWait), vec![15]);
+    let kinds: Vec<_> = reported.of(Metric::RequesterWait).iter().map(|fact| fact.kind.clone()).collect();
+    assert_eq!(kinds, vec![Some("open".to_owned()), Some("snoozed".to_owned()), Some("open".to_owned())]);
+}
+
+#[test]
+fn version_1_counted_a_snooze_as_agent_wait_and_had_no_on_hold() {
+    let reported = Reported::under(1, BusinessHours::always(), snoozed_then_pending());
     assert_eq!(reported.minutes(Metric::RequesterWait), vec![15, 5]);
     assert_eq!(reported.minutes(Metric::AgentWait), vec![60, 15]);
+    assert!(reported.of(Metric::OnHold).is_empty());
     let kinds: Vec<_> = reported.of(Metric::AgentWait).iter().map(|fact| fact.kind.clone()).collect();
     assert_eq!(kinds, vec![Some("snoozed".to_owned()), Some("pending".to_owned())]);
+}
+
+#[test]
+fn report_settings_take_only_a_kept_version() {
+    use crate::definition::Definition;
+    assert!(ReportSettings { current_version: ESTABLISHED }.validated().is_ok());
+    assert!(ReportSettings { current_version: DEFINITION }.validated().is_ok());
+    let refused = ReportSettings { current_version: 9 }.validated().expect_err("9 is not kept");
+    assert_eq!(refused.field, "current_version");
 }
 
 #[test]
@@ -414,7 +448,7 @@ fn history(first: Status, steps: &[(Step, i64)]) -> Vec<ConversationEvent> {
 
 /// A naive recomputation over the whole history: for each duration metric, the (start, end)
 /// minutes of every span it should report, found by looking back from each end.
-fn recomputed(events: &[ConversationEvent]) -> BTreeMap<Metric, Vec<(i64, i64)>> {
+fn recomputed(version: u32, events: &[ConversationEvent]) -> BTreeMap<Metric, Vec<(i64, i64)>> {
     let minute = |event: &ConversationEvent| (event.occurred_at() - t0()).num_minutes();
     let mut spans: BTreeMap<Metric, Vec<(i64, i64)>> = BTreeMap::new();
     let mut add = |metric, start, end| spans.entry(metric).or_default().push((start, end));
@@ -452,6 +486,10 @@ fn recomputed(events: &[ConversationEvent]) -> BTreeMap<Metric, Vec<(i64, i64)>>
                 .unwrap_or(0);
             match from {
                 Status::Open => add(Metric::RequesterWait, entered, end),
+                Status::Snoozed if version >= 2 => {
+                    add(Metric::RequesterWait, entered, end);
+                    add(Metric::OnHold, entered, end);
+                }
                 Status::Pending | Status::Snoozed => add(Metric::AgentWait, entered, end),
                 _ => {}
             }
@@ -492,11 +530,12 @@ proptest::proptest! {
     #[test]
     fn the_facts_of_any_history_are_what_a_naive_recomputation_finds(
         bot_first in proptest::bool::ANY,
+        version in proptest::sample::select(DEFINITIONS.to_vec()),
         steps in proptest::collection::vec(step(), 0..40),
     ) {
         let events = history(if bot_first { Status::Bot } else { Status::Open }, &steps);
-        let reported = Reported::given(events.clone());
-        let expected = recomputed(&events);
+        let reported = Reported::under(version, BusinessHours::always(), events.clone());
+        let expected = recomputed(version, &events);
         for metric in Metric::ALL.into_iter().filter(|m| m.is_duration() && !matches!(m, Metric::SlaHit | Metric::BotResolution)) {
             let found: Vec<(i64, i64)> = reported
                 .of(metric)
@@ -504,7 +543,7 @@ proptest::proptest! {
                 .map(|f| ((f.started_at - t0()).num_minutes(), (f.ended_at - t0()).num_minutes()))
                 .collect();
             let wanted = expected.get(&metric).cloned().unwrap_or_default();
-            proptest::prop_assert_eq!(found, wanted, "{:?}", metric);
+            proptest::prop_assert_eq!(found, wanted, "{:?} under version {}", metric, version);
         }
         let messages = events.iter().filter(|e| matches!(e, ConversationEvent::MessageAdded { .. })).count();
         let counted = [Metric::IncomingMessage, Metric::OutgoingMessage, Metric::PrivateNote]

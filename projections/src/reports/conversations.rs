@@ -49,10 +49,12 @@ pub struct ConversationRow {
     pub outgoing_messages: u64,
     /// Private notes.
     pub private_notes: u64,
-    /// Seconds in `open`, summed.
+    /// Seconds the customer waited (in `open`; version 2: and `snoozed`), summed.
     pub requester_wait_seconds: i64,
-    /// Seconds in `pending` or `snoozed`, summed.
+    /// Seconds in `pending` (version 1: and `snoozed`), summed.
     pub agent_wait_seconds: i64,
+    /// Seconds in `snoozed` (version 2 on), summed.
+    pub on_hold_seconds: i64,
     /// SLA timers met.
     pub sla_hits: u64,
     /// SLA timers breached.
@@ -88,6 +90,7 @@ impl ConversationRow {
             Metric::PrivateNote => self.private_notes += 1,
             Metric::RequesterWait => self.requester_wait_seconds += value,
             Metric::AgentWait => self.agent_wait_seconds += value,
+            Metric::OnHold => self.on_hold_seconds += value,
             Metric::SlaHit => self.sla_hits += 1,
             Metric::SlaMiss => self.sla_misses += 1,
             Metric::FullResolution | Metric::FirstResolution | Metric::BotHandoff | Metric::BotResolution => {

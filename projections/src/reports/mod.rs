@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use colloquy_domain::calendar::{self, Calendar, CalendarVersion};
 use colloquy_domain::definition::DefinitionEvent;
-use colloquy_domain::report::{Fact, ReportConversation, DEFINITION};
+use colloquy_domain::report::{Fact, ReportConversation, DEFINITIONS};
 use colloquy_domain::sla::SlaEvent;
 use colloquy_domain::{BusinessHours, ConversationEvent};
 use colloquy_infra::event::Metadata;
@@ -29,7 +29,7 @@ pub const CONVERSATIONS_TABLE: &str = "report_conversations";
 pub const CALENDARS_TABLE: &str = "report_calendars";
 
 /// The definition versions kept, with their projections' names: the last is the newest.
-pub const VERSIONS: [(u32, &str); 1] = [(DEFINITION, "reports_v1")];
+pub const VERSIONS: [(u32, &str); 2] = [(DEFINITIONS[0], "reports_v1"), (DEFINITIONS[1], "reports_v2")];
 
 /// The projection's name for definition `version`.
 pub fn name_of(version: u32) -> Option<&'static str> {
@@ -53,9 +53,14 @@ impl Reports {
         name_of(version).map(|name| Self { version, name })
     }
 
-    /// The current definition's projection.
-    pub fn current() -> Self {
-        Self { version: VERSIONS[VERSIONS.len() - 1].0, name: VERSIONS[VERSIONS.len() - 1].1 }
+    /// Every kept version's projection, oldest first.
+    pub fn all() -> impl Iterator<Item = Self> {
+        VERSIONS.into_iter().map(|(version, name)| Self { version, name })
+    }
+
+    /// Its definition version.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 }
 
@@ -144,7 +149,12 @@ impl Batch {
             calendar::for_inbox(calendars, inbox).map_or(&*always, |c| &c.calendar.hours)
         };
         let facts = if stored.aggregate_type == "sla" {
-            conversation.observe_sla(&stored.decode::<SlaEvent>()?, position, hours(conversation.inbox_id()))
+            conversation.observe_sla(
+                self.version,
+                &stored.decode::<SlaEvent>()?,
+                position,
+                hours(conversation.inbox_id()),
+            )
         } else {
             let event = stored.decode::<ConversationEvent>()?;
             let hours = match &event {
@@ -152,7 +162,7 @@ impl Batch {
                 ConversationEvent::ConversationOpened { inbox_id, .. } => hours(inbox_id.as_deref()),
                 _ => hours(conversation.inbox_id()),
             };
-            conversation.observe(&event, position, hours)
+            conversation.observe(self.version, &event, position, hours)
         };
         self.facts.extend(facts.into_iter().map(|fact| (tenant.clone(), fact)));
         Ok(())

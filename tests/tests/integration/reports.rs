@@ -484,7 +484,172 @@ async fn a_process_that_skips_the_reports_leaves_them_to_the_next(backend: Backe
     server.stop().await;
 }
 
+/// A summary line's figure of `metric` (`current`, or a comparison's `figure` and `against`).
+fn line<'a>(answer: &'a Value, metric: &str) -> &'a Value {
+    answer["metrics"].as_array().unwrap().iter().find(|l| l["metric"] == metric).unwrap()
+}
+
+/// A new definition version builds beside the established one; the tenant compares them, then
+/// makes it current with an event; the old one stays readable by `?version=`.
+async fn a_new_definition_is_compared_then_made_current_and_the_old_stays_readable(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let id = server.conversation().await;
+    let at = |path: &str| format!("/v1/conversations/{id}/{path}");
+    server.customer_message(&id, "hello").await;
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "snoozed", "snoozed_until": until})))
+        .await;
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "open"}))).await;
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "pending"}))).await;
+    ok(&server, Method::POST, &at("status"), Some(json!({"status": "closed"}))).await;
+    let head = head(&server).await;
+
+    let listed = server.get("/v1/reports/definitions").await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    assert_eq!(
+        (listed.body["current_version"].clone(), listed.body["chosen"].clone()),
+        (json!(1), json!(false))
+    );
+    assert!(listed.headers.get("etag").is_none(), "no settings yet");
+    let versions = listed.body["versions"].as_array().unwrap();
+    assert_eq!(versions.iter().map(|v| v["version"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    let derives = |v: &Value, metric: &str| v["metrics"].as_array().unwrap().contains(&json!(metric));
+    assert!(!derives(&versions[0], "on_hold") && derives(&versions[1], "on_hold"));
+
+    // By default the tenant reads version 1: a snooze is agent wait.
+    let summary = server.get(&format!("/v1/reports/summary?min_position={head}")).await;
+    assert_eq!(summary.status, StatusCode::OK, "{:?}", summary.body);
+    assert_eq!(summary.body["version"], 1);
+    assert_eq!(line(&summary.body, "agent_wait")["current"]["count"], 2, "snoozed and pending");
+    assert!(
+        !summary.body["metrics"].as_array().unwrap().iter().any(|l| l["metric"] == "on_hold"),
+        "not of version 1"
+    );
+
+    let compared = server.get(&format!("/v1/reports/compare?version=2&against=1&min_position={head}")).await;
+    assert_eq!(compared.status, StatusCode::OK, "{:?}", compared.body);
+    assert_eq!(
+        (compared.body["version"].clone(), compared.body["against_version"].clone()),
+        (json!(2), json!(1))
+    );
+    let on_hold = line(&compared.body, "on_hold");
+    assert_eq!(
+        (on_hold["figure"]["count"].clone(), on_hold["against"]["count"].clone()),
+        (json!(1), json!(0))
+    );
+    assert_eq!(on_hold["differs"], true);
+    let agent_wait = line(&compared.body, "agent_wait");
+    assert_eq!(
+        (agent_wait["figure"]["count"].clone(), agent_wait["against"]["count"].clone()),
+        (json!(1), json!(2))
+    );
+    let requester_wait = line(&compared.body, "requester_wait");
+    assert_eq!(
+        requester_wait["figure"]["count"].as_u64().unwrap(),
+        requester_wait["against"]["count"].as_u64().unwrap() + 1,
+        "version 2's requester waits while snoozed"
+    );
+    for same in ["conversation_opened", "resolution", "incoming_message"] {
+        assert_eq!(line(&compared.body, same)["differs"], false, "{same}");
+    }
+    let csv = server
+        .call_with(Method::GET, "/v1/reports/compare?against=1&version=2", None, &[("accept", "text/csv")])
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+
+    // Making it current is the tenant's settings, and refuses what is not kept.
+    let created = server.post("/v1/tokens", json!({"name": "analyst", "scopes": ["reports:read"]})).await;
+    let reader = created.body["secret"].as_str().unwrap().to_owned();
+    let refused = server
+        .client
+        .put(server.url("/v1/reports/definitions/current"))
+        .bearer_auth(&reader)
+        .json(&json!({"current_version": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let unknown = server
+        .call(Method::PUT, "/v1/reports/definitions/current", Some(json!({"current_version": 9})))
+        .await;
+    unknown.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    let made = server
+        .call(Method::PUT, "/v1/reports/definitions/current", Some(json!({"current_version": 2})))
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{:?}", made.body);
+    assert_eq!((made.body["current_version"].clone(), made.body["chosen"].clone()), (json!(2), json!(true)));
+    assert_eq!(made.etag(), "\"1\"");
+    let summary = server.get(&format!("/v1/reports/summary?min_position={head}")).await;
+    assert_eq!(summary.body["version"], 2, "the default now");
+    assert_eq!(line(&summary.body, "on_hold")["current"]["count"], 1);
+    let old = server.get(&format!("/v1/reports/summary?version=1&min_position={head}")).await;
+    assert_eq!(old.body["version"], 1, "the old version stays readable");
+    assert_eq!(line(&old.body, "agent_wait")["current"]["count"], 2);
+
+    // A stale If-Match changes nothing; the current one goes back, as a second event.
+    let stale = server
+        .call_with(
+            Method::PUT,
+            "/v1/reports/definitions/current",
+            Some(json!({"current_version": 1})),
+            &[("if-match", "\"7\"")],
+        )
+        .await;
+    stale.assert_problem(StatusCode::PRECONDITION_FAILED);
+    let back = server
+        .call_with(
+            Method::PUT,
+            "/v1/reports/definitions/current",
+            Some(json!({"current_version": 1})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::OK, "{:?}", back.body);
+    assert_eq!(back.body["current_version"], 1);
+    let events = server.get("/v1/events?limit=1000").await;
+    let settings: Vec<(String, Value)> = events.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["aggregate_type"] == "report_settings")
+        .map(|e| {
+            (e["event_type"].as_str().unwrap().to_owned(), e["data"]["definition"]["current_version"].clone())
+        })
+        .collect();
+    assert_eq!(
+        settings,
+        [("ReportSettingsCreated".to_owned(), json!(2)), ("ReportSettingsRevised".to_owned(), json!(1))],
+        "each change of the current version is an event"
+    );
+    server.stop().await;
+}
+
+/// A version whose facts have not caught up with the log cannot be made current.
+async fn a_version_still_being_built_is_not_made_current(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.skip_projections = vec!["reports_v2".into()];
+        config.min_position_timeout_ms = 300;
+    })
+    .await;
+    let id = server.conversation().await;
+    server.customer_message(&id, "hello").await;
+    let listed = server.get("/v1/reports/definitions").await;
+    let v2 = &listed.body["versions"][1];
+    assert_eq!((v2["version"].clone(), v2["caught_up"].clone()), (json!(2), json!(false)), "{listed:?}");
+    let refused = server
+        .call(Method::PUT, "/v1/reports/definitions/current", Some(json!({"current_version": 2})))
+        .await;
+    let detail = refused.assert_problem(StatusCode::CONFLICT);
+    assert!(detail.contains("still being built"), "{detail}");
+    let listed = server.get("/v1/reports/definitions").await;
+    assert_eq!(listed.body["current_version"], 1, "nothing changed");
+    server.stop().await;
+}
+
 on_both_stores!(
+    a_new_definition_is_compared_then_made_current_and_the_old_stays_readable,
+    a_version_still_being_built_is_not_made_current,
     a_process_that_skips_the_reports_leaves_them_to_the_next,
     a_conversations_facts_carry_the_dimensions_then_and_link_to_their_events,
     facts_fed_through_jetstream_are_the_same,

@@ -47,7 +47,7 @@ async fn each_fact(
 }
 
 /// Folds every fact `filter` selects into a tally per key `key_of` gives it (none: left out).
-async fn fold<K: Ord>(
+pub(super) async fn fold<K: Ord>(
     state: &AppState,
     tenant: &TenantId,
     version: u32,
@@ -100,6 +100,16 @@ pub struct FigureView {
     facts: String,
 }
 
+impl FigureView {
+    /// The same counts and durations (the links aside).
+    pub(super) fn same_as(&self, other: &Self) -> bool {
+        let durations = |d: &Option<DurationsView>| d.as_ref().map(|d| (d.sum, d.median, d.p90));
+        (self.count, self.conversations, self.contacts) == (other.count, other.conversations, other.contacts)
+            && durations(&self.calendar) == durations(&other.calendar)
+            && durations(&self.business) == durations(&other.business)
+    }
+}
+
 fn view(figure: Figure, link: String) -> FigureView {
     FigureView {
         count: figure.count,
@@ -116,7 +126,7 @@ fn empty() -> Figure {
 }
 
 /// The figure of `tally` (or of no facts) for `metric` over `filter`.
-fn figure_of(tally: Option<Tally>, version: u32, filter: &Filter, metric: Metric) -> FigureView {
+pub(super) fn figure_of(tally: Option<Tally>, version: u32, filter: &Filter, metric: Metric) -> FigureView {
     let filter = Filter { metrics: vec![metric], ..filter.clone() };
     view(tally.map_or_else(empty, Tally::figure), facts_link(version, &filter))
 }
@@ -151,7 +161,7 @@ const FIGURE_CSV_HEADER: [&str; 11] = [
     "business_p90",
 ];
 
-fn csv_table(name: &str, leading: &[&str], rows: Vec<(Vec<String>, &FigureView)>) -> Response {
+pub(super) fn csv_table(name: &str, leading: &[&str], rows: Vec<(Vec<String>, &FigureView)>) -> Response {
     let mut body = csv_line(&leading.iter().chain(FIGURE_CSV_HEADER.iter()).collect::<Vec<_>>());
     for (mut fields, figure) in rows {
         fields.extend(figure_csv(figure));
@@ -181,7 +191,7 @@ pub struct About {
 }
 
 impl About {
-    fn of(scope: &Scope, as_of_position: i64, until: DateTime<Utc>) -> Self {
+    pub(super) fn of(scope: &Scope, as_of_position: i64, until: DateTime<Utc>) -> Self {
         Self { version: scope.version, as_of_position, period: Period { since: scope.since, until } }
     }
 }
@@ -232,7 +242,7 @@ pub async fn summary(
     Query(query): Query<SummaryQuery>,
 ) -> Result<Response, ApiError> {
     require(&principal, SCOPE)?;
-    let scope = query.scope()?;
+    let scope = query.scope(&state, &principal.tenant).await?;
     let as_of = scope.as_of(&state, query.min_position).await?;
     let length = scope.until - scope.since;
     let previous =
@@ -246,6 +256,7 @@ pub async fn summary(
     let mut tallies = tallies;
     let lines: Vec<SummaryLine> = Metric::ALL
         .into_iter()
+        .filter(|metric| metric.derived_in(scope.version))
         .map(|metric| SummaryLine {
             metric,
             current: figure_of(tallies.remove(&(metric, true)), scope.version, &scope.filter, metric),
@@ -336,7 +347,7 @@ pub async fn timeseries(
     Query(query): Query<TimeseriesQuery>,
 ) -> Result<Response, ApiError> {
     require(&principal, SCOPE)?;
-    let scope = query.scope()?;
+    let scope = query.scope(&state, &principal.tenant).await?;
     let metric = match metrics("metric", query.metric.as_deref())?.as_slice() {
         [one] => *one,
         [] => return Err(ApiError::invalid_field("metric", "is required")),
@@ -458,7 +469,7 @@ pub async fn by(
             "report dimension {dimension:?} (dimensions: agent, team, inbox, channel, label, priority)"
         ))
     })?;
-    let scope = query.scope()?;
+    let scope = query.scope(&state, &principal.tenant).await?;
     let mut wanted = metrics("metric", query.metric.as_deref())?;
     if wanted.is_empty() {
         wanted = Metric::ALL.to_vec();
@@ -551,7 +562,7 @@ pub async fn first_response_distribution(
     Query(query): Query<DistributionQuery>,
 ) -> Result<Response, ApiError> {
     require(&principal, SCOPE)?;
-    let scope = query.scope()?;
+    let scope = query.scope(&state, &principal.tenant).await?;
     let as_of = scope.as_of(&state, query.min_position).await?;
     let filter = Filter { metrics: vec![Metric::FirstResponse], ..scope.filter.clone() };
     let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
@@ -620,7 +631,7 @@ pub async fn inbox_labels(
     Query(query): Query<DistributionQuery>,
 ) -> Result<Response, ApiError> {
     require(&principal, SCOPE)?;
-    let scope = query.scope()?;
+    let scope = query.scope(&state, &principal.tenant).await?;
     let as_of = scope.as_of(&state, query.min_position).await?;
     let filter = Filter { metrics: vec![Metric::ConversationOpened], ..scope.filter.clone() };
     let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
@@ -703,9 +714,11 @@ pub struct ConversationReport {
     incoming_messages: u64,
     outgoing_messages: u64,
     private_notes: u64,
-    /// Seconds in `open`, and in `pending` or `snoozed`, summed.
+    /// Seconds the customer waited, the team waited and on hold, summed (version 1: `snoozed`
+    /// is agent wait, and there is no on hold).
     requester_wait_seconds: i64,
     agent_wait_seconds: i64,
+    on_hold_seconds: i64,
     sla_hits: u64,
     sla_misses: u64,
 }
@@ -734,13 +747,14 @@ impl From<ConversationRow> for ConversationReport {
             private_notes: row.private_notes,
             requester_wait_seconds: row.requester_wait_seconds,
             agent_wait_seconds: row.agent_wait_seconds,
+            on_hold_seconds: row.on_hold_seconds,
             sla_hits: row.sla_hits,
             sla_misses: row.sla_misses,
         }
     }
 }
 
-const CONVERSATION_CSV_HEADER: [&str; 25] = [
+const CONVERSATION_CSV_HEADER: [&str; 26] = [
     "conversation_id",
     "contact_id",
     "inbox_id",
@@ -764,6 +778,7 @@ const CONVERSATION_CSV_HEADER: [&str; 25] = [
     "private_notes",
     "requester_wait_seconds",
     "agent_wait_seconds",
+    "on_hold_seconds",
     "sla_hits",
     "sla_misses",
 ];
@@ -797,6 +812,7 @@ fn conversation_record(row: &ConversationRow) -> Vec<String> {
         row.private_notes.to_string(),
         row.requester_wait_seconds.to_string(),
         row.agent_wait_seconds.to_string(),
+        row.on_hold_seconds.to_string(),
         row.sla_hits.to_string(),
         row.sla_misses.to_string(),
     ]
@@ -835,7 +851,7 @@ pub async fn conversations(
     Query(query): Query<ConversationsQuery>,
 ) -> Result<Response, ApiError> {
     require(&principal, SCOPE)?;
-    let scope = query.scope()?;
+    let scope = query.scope(&state, &principal.tenant).await?;
     let limit = match query.limit {
         None => 100,
         Some(n) if (1..=1000).contains(&n) => n,

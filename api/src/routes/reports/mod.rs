@@ -4,6 +4,7 @@
 //! the log position it is as of; every figure links to the facts behind it, each fact to the
 //! events that started and ended it.
 
+pub mod definitions;
 pub mod figures;
 
 use std::fmt::Write as _;
@@ -86,9 +87,17 @@ macro_rules! report_query {
         }
 
         impl $name {
-            /// The common fields, checked.
-            pub fn scope(&self) -> Result<$crate::routes::reports::Scope, $crate::problem::ApiError> {
-                $crate::routes::reports::Scope::check($crate::routes::reports::Common {
+            /// The common fields, checked; the version defaults to the tenant's current one.
+            pub async fn scope(
+                &self,
+                state: &$crate::state::AppState,
+                tenant: &colloquy_domain::TenantId,
+            ) -> Result<$crate::routes::reports::Scope, $crate::problem::ApiError> {
+                let current = match self.version {
+                    Some(_) => colloquy_domain::report::ESTABLISHED,
+                    None => $crate::routes::reports::definitions::current(state, tenant).await?,
+                };
+                $crate::routes::reports::Scope::check(current, $crate::routes::reports::Common {
                     since: self.since,
                     until: self.until,
                     tz: self.tz.as_deref(),
@@ -163,7 +172,7 @@ fn one_of<T: for<'de> Deserialize<'de>>(
 }
 
 impl Scope {
-    pub(crate) fn check(common: Common<'_>) -> Result<Self, ApiError> {
+    pub(crate) fn check(current: u32, common: Common<'_>) -> Result<Self, ApiError> {
         let until = common.until.map_or_else(Utc::now, Into::into);
         // A `since` at or after `until` is an empty period: every figure of it is zero.
         let since = common.since.map_or(until - Duration::days(DEFAULT_DAYS), Into::into).min(until);
@@ -173,7 +182,7 @@ impl Scope {
                 .parse()
                 .map_err(|_| ApiError::invalid_field("tz", format!("{name:?} is not an IANA time zone")))?,
         };
-        let version = common.version.unwrap_or(colloquy_domain::report::DEFINITION);
+        let version = common.version.unwrap_or(current);
         let reports = Reports::of(version).ok_or_else(|| {
             let kept: Vec<String> = reports::VERSIONS.iter().map(|(v, _)| v.to_string()).collect();
             ApiError::not_found(format!("metric definition version {version} (kept: {})", kept.join(", ")))
@@ -573,7 +582,7 @@ async fn facts_answer(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     require(principal, SCOPE)?;
-    let mut scope = query.scope()?;
+    let mut scope = query.scope(state, &principal.tenant).await?;
     // The facts listing covers all time unless a period is given.
     scope.filter.since = query.since.map(Into::into);
     scope.filter.until = query.until.map(Into::into);
