@@ -1,5 +1,6 @@
 //! The `colloquy` binary: `serve` runs everything; `relay` and `project` run those parts alone
-//! for scale-out; `projections rebuild|status` operate the read models.
+//! for scale-out; `projections rebuild|status` operate the read models; `tokens` the API tokens;
+//! `audit` the hash chain.
 
 use std::time::Instant;
 
@@ -7,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
+
+mod cli_audit;
 
 use colloquy_api::Roles;
 use colloquy_infra::checkpoints::consumer_lags;
@@ -47,6 +50,11 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Audits history: verifies the hash chain, signs checkpoints of it.
+    Audit {
+        #[command(subcommand)]
+        command: cli_audit::AuditCommand,
     },
 }
 
@@ -282,5 +290,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Projections { command: ProjectionsCommand::Status { config } } => status(&config).await,
         Command::Tokens { command } => tokens(command).await,
+        Command::Audit { command } => cli_audit::run(command).await,
     }
 }

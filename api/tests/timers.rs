@@ -40,13 +40,18 @@ struct Batch {
 
 impl Batch {
     async fn start(server: &TestServer) -> Self {
+        Self::due_in(server, DUE_IN).await
+    }
+
+    /// A batch due `due_in` after its conversations are open.
+    async fn due_in(server: &TestServer, due_in: Duration) -> Self {
         let mut timed = Vec::new();
         let mut snoozed = Vec::new();
         for _ in 0..EACH {
             timed.push(server.conversation().await);
             snoozed.push(server.conversation().await);
         }
-        let due = Utc::now() + DUE_IN;
+        let due = Utc::now() + due_in;
         let until = due.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for id in &snoozed {
             let body = json!({"status": "snoozed", "snoozed_until": until});
@@ -147,6 +152,7 @@ async fn timers_fire_once_across_two_project_processes_a_sigkill_and_a_time_with
         json!({"name": "Fast", "targets": [{"metric": "first_response", "threshold_seconds": threshold}]});
     let reply = server.post("/v1/sla-policies", policy).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let policy_id = reply.body["id"].as_str().unwrap().to_owned();
 
     // Both processes run; one is killed as the batch falls due and comes back a moment later.
     let batch = Batch::start(&server).await;
@@ -161,11 +167,18 @@ async fn timers_fire_once_across_two_project_processes_a_sigkill_and_a_time_with
     assert_eq!((wakes, breaches), (vec![1; EACH], vec![1; EACH]), "each timer fires once");
 
     // Both are killed before the next batch falls due: nothing fires until one starts again,
-    // and then each timer fires once, acted on by one process (each job tried once).
-    let batch = Batch::start(&server).await;
+    // and then each timer fires once, acted on by one process (each job tried once). Twice the
+    // time to fall due (the policy's next version too), so that scheduling on a loaded machine
+    // (the whole suite at once) ends before it does.
+    let slower = json!({"name": "Fast", "targets": [{"metric": "first_response", "threshold_seconds": 2 * threshold}]});
+    let reply =
+        server.call(reqwest::Method::PUT, &format!("/v1/sla-policies/{policy_id}"), Some(slower)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let batch = Batch::due_in(&server, 2 * DUE_IN).await;
     scheduled(&batch, &pool).await;
     first.kill();
     second.kill();
+    assert!(Utc::now() < batch.due, "the processes are killed before the batch falls due");
     sleep_until(batch.due + chrono::Duration::seconds(2)).await;
     assert_eq!(batch.jobs_in(&pool, false).await, batch.jobs().len(), "nothing fires while no process runs");
     let (wakes, breaches) = batch.fired(&server).await;

@@ -2,8 +2,9 @@
 //! import of a module at or above it in [`ORDER`], which is also the order lib.rs documents.
 
 /// Infra's modules, lowest first: each may use only those before it.
-const ORDER: [&str; 18] = [
+const ORDER: [&str; 20] = [
     "json",
+    "chain",
     "error",
     "upcast",
     "event",
@@ -14,6 +15,7 @@ const ORDER: [&str; 18] = [
     "checkpoints",
     "snapshots",
     "log",
+    "audit",
     "envelope",
     "relay",
     "feed",

@@ -3,11 +3,13 @@
 //! aggregate cache, tenants and API tokens, and `Config`. The only crate that knows SQL or NATS.
 //!
 //! Its modules depend only downwards, in this order (a test checks that none imports one above
-//! it): `json`, `error`, `upcast`, `event`, `bus`, `tx`, `writer`, `store`, `checkpoints`,
-//! `snapshots`, `log`, `envelope`, `relay`, `feed`, `repository`, `idempotency`, `tokens`,
-//! `config`.
+//! it): `json`, `chain`, `error`, `upcast`, `event`, `bus`, `tx`, `writer`, `store`, `checkpoints`,
+//! `snapshots`, `log`, `audit`, `envelope`, `relay`, `feed`, `repository`, `idempotency`,
+//! `tokens`, `config`.
 
+pub mod audit;
 pub mod bus;
+pub mod chain;
 pub mod checkpoints;
 pub mod config;
 pub mod envelope;

@@ -138,6 +138,10 @@ impl Store {
                 migrator.run(&pool).await?;
                 let tables = STORE_READ_MODEL_TABLES.iter().chain(read_model_tables).copied();
                 move_read_models(&pool, tables).await?;
+                let linked = crate::chain::link_unlinked(&pool).await?;
+                if linked > 0 {
+                    tracing::info!(linked, "linked the events stored before the hash chain");
+                }
                 let writes = sqlite_pool(path, 1).await?;
                 let read_model_writes = sqlite_pool(path, 1).await?;
                 Backend::Sqlite {

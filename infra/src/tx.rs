@@ -106,6 +106,17 @@ pub enum File {
 impl Durability {
     /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
     /// trip (`synchronous` is kept per attached file).
+    /// The statements that begin a write transaction on `file` that takes the file's write lock
+    /// at once (a second process's writer waits instead of failing at its first write).
+    pub(crate) fn begin_immediate(self, file: File) -> &'static str {
+        match (file, self) {
+            (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN IMMEDIATE",
+            (File::Events, Self::Relaxed) => "PRAGMA main.synchronous = NORMAL; BEGIN IMMEDIATE",
+            (File::ReadModels, Self::Durable) => "PRAGMA read_models.synchronous = FULL; BEGIN IMMEDIATE",
+            (File::ReadModels, Self::Relaxed) => "PRAGMA read_models.synchronous = NORMAL; BEGIN IMMEDIATE",
+        }
+    }
+
     pub(crate) fn begin(self, file: File) -> &'static str {
         match (file, self) {
             (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN",

@@ -16,6 +16,7 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use crate::bus::EventBus;
+use crate::chain::{self, Hash, Linked, GENESIS};
 use crate::event::StoredEvent;
 use crate::json::RawJson;
 use crate::tx::{Durability, File};
@@ -24,8 +25,9 @@ use crate::tx::{Durability, File};
 const MAX_COMMANDS: usize = 256;
 /// The most events one combined append carries (a single command with more still goes alone).
 const MAX_EVENTS: usize = 4_096;
-/// Rows per SQLite `INSERT` (7 parameters each, under SQLite's 32,766).
-const SQLITE_ROWS_PER_INSERT: usize = 500;
+/// Rows per SQLite `INSERT` (8 parameters each, and 2 for each one's link: under SQLite's 32,766
+/// in all).
+const SQLITE_ROWS_PER_INSERT: usize = 400;
 
 /// One command's events, waiting to be appended, and where to send the outcome: the global
 /// position of its last event.
@@ -301,38 +303,100 @@ async fn write_postgres(pool: &PgPool, events: &[Encoded<'_>]) -> Result<i64, Pe
         .map_err(failed)
 }
 
-/// One transaction (one fsync with `synchronous=FULL`) in one round trip to the connection's
-/// thread: `BEGIN`, multi-row inserts, the log's head (the last row's position, which the inserts have just
-/// moved), `COMMIT`, sent as one query. Each statement costs sqlx-sqlite a hand-over to that
-/// thread and back, which costs more than an append's statements themselves. SQLite stops at the
-/// first statement that fails and leaves the transaction open, so a failure is rolled back here
-/// (a conflict rolls the whole append back). `pool` is the events' writer's one connection (see
-/// `tx.rs`).
+/// One transaction (one fsync with `synchronous=FULL`) in two round trips to the connection's
+/// thread. The first begins it (`IMMEDIATE`: the file's write lock at once) and reads the log's
+/// head and the last link of each tenant the events belong to; the events' positions and links
+/// (`chain.rs`) are computed here; the second inserts the events with their positions, their
+/// links, reads the head back and commits. Each statement costs sqlx-sqlite a hand-over to that
+/// thread and back, which costs more than an append's statements themselves, so each round is
+/// one query. SQLite stops at the first statement that fails and leaves the transaction open,
+/// so a failure is rolled back here (a conflict rolls the whole append back). `pool` is the
+/// events' writer's one connection (see `tx.rs`).
 async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
-    let mut sql = format!("{};\n", Durability::Durable.begin(File::Events));
-    for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        sql.push_str(&format!(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES {rows};\n"
-        ));
-    }
-    sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
-    let mut query = sqlx::query_scalar::<_, i64>(&sql);
-    for Encoded { event, payload, metadata } in events {
-        let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-        query = query
-            .bind(event.aggregate_type.as_str())
-            .bind(event.aggregate_id.as_str())
-            .bind(sequence)
-            .bind(event.event_type.as_str())
-            .bind(event.event_version.as_str())
-            .bind(payload.text())
-            .bind(metadata.text());
-    }
     let mut connection = pool.acquire().await.map_err(failed)?;
-    // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.
-    match query.fetch_all(&mut *connection).await {
+    let appended = async {
+        let tenants: Vec<String> = {
+            let mut tenants: Vec<String> =
+                events.iter().map(|e| e.metadata.str_field("tenant_id").unwrap_or_default()).collect();
+            tenants.sort();
+            tenants.dedup();
+            tenants
+        };
+        let rows = vec!["(?)"; tenants.len()].join(", ");
+        let begin = format!(
+            "{};\nWITH t(tenant) AS (VALUES {rows})
+             SELECT t.tenant,
+                    (SELECT coalesce(max(position), 0) FROM events),
+                    (SELECT h.hash FROM events e JOIN event_hashes h ON h.position = e.position
+                      WHERE e.tenant_id = t.tenant ORDER BY e.position DESC LIMIT 1)
+               FROM t",
+            Durability::Durable.begin_immediate(File::Events)
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, Option<Vec<u8>>)>(&begin);
+        for tenant in &tenants {
+            query = query.bind(tenant);
+        }
+        let read = query.fetch_all(&mut *connection).await?;
+        let head = read.first().map_or(0, |(_, head, _)| *head);
+        let mut heads: std::collections::HashMap<String, Hash> = read
+            .into_iter()
+            .map(|(tenant, _, hash)| (tenant, hash.as_deref().and_then(chain::hash_of).unwrap_or(GENESIS)))
+            .collect();
+        let mut sql = String::new();
+        for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            sql.push_str(&format!(
+                "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES {rows};\n"
+            ));
+            let links = vec!["(?, ?)"; chunk.len()].join(", ");
+            sql.push_str(&format!("INSERT INTO event_hashes (position, hash) VALUES {links};\n"));
+        }
+        sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
+        let mut links = Vec::with_capacity(events.len());
+        for (Encoded { event, payload, metadata }, position) in events.iter().zip(head + 1..) {
+            let tenant = metadata.str_field("tenant_id").unwrap_or_default();
+            let prev = heads.get(&tenant).copied().unwrap_or(GENESIS);
+            let linked = Linked {
+                tenant_id: &tenant,
+                position,
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: payload.text(),
+                metadata: metadata.text(),
+            };
+            let hash = chain::link(&prev, &linked);
+            heads.insert(tenant, hash);
+            links.push((position, hash));
+        }
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        let mut links = links.iter();
+        for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
+            let chunk_links: Vec<&(i64, Hash)> = links.by_ref().take(chunk.len()).collect();
+            for (Encoded { event, payload, metadata }, (position, _)) in chunk.iter().zip(&chunk_links) {
+                let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+                query = query
+                    .bind(*position)
+                    .bind(event.aggregate_type.as_str())
+                    .bind(event.aggregate_id.as_str())
+                    .bind(sequence)
+                    .bind(event.event_type.as_str())
+                    .bind(event.event_version.as_str())
+                    .bind(payload.text())
+                    .bind(metadata.text());
+            }
+            for (position, hash) in chunk_links {
+                query = query.bind(*position).bind(hash.to_vec());
+            }
+        }
+        // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.
+        query.fetch_all(&mut *connection).await
+    }
+    .await;
+    match appended {
         Ok(heads) => heads.last().copied().ok_or_else(|| {
             PersistenceError::ConnectionError(Box::new(std::io::Error::other("the append returned no head")))
         }),

@@ -71,12 +71,17 @@ async fn both_dialects_migrate_to_the_same_tables_and_columns() {
     let postgres_needs = [
         // Commit order comes from transaction ids: a sequencer table and its state.
         "event_log.event_position",
+        // The hash chain's links sit in the log's rows (SQLite's in `event_hashes`).
+        "event_log.hash",
         "event_log_state.horizon",
         "event_log_state.last_position",
         "event_log_state.singleton",
         "events.xact_id",
     ];
     let sqlite_needs = [
+        // The hash chain's links, which the writer inserts beside the events.
+        "event_hashes.hash",
+        "event_hashes.position",
         // The log is a view over the events, with their commit times.
         "event_log.recorded_at",
         // AUTOINCREMENT's counters.

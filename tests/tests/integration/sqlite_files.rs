@@ -142,6 +142,7 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
         [
             "_sqlx_migrations",
             "api_tokens",
+            "event_hashes",
             "events",
             "idempotency_keys",
             "sqlite_sequence",

@@ -1,0 +1,282 @@
+//! The hash chain on both stores: every appended event is linked, `audit::verify` walks it
+//! clean; an attacker with database access who edits a payload (bypassing the append-only
+//! trigger) is named at that position; one who removes an event is named too; one who also
+//! recomputes every link passes a plain walk but not a signed checkpoint taken before.
+
+use chrono::Utc;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Row;
+
+use colloquy_domain::TenantId;
+use colloquy_infra::audit::{self, Checkpoint};
+use colloquy_infra::chain::{self, Hash, Linked, GENESIS};
+use colloquy_infra::{tokens, Store};
+
+use crate::common::{Backend, TestServer};
+
+/// Some history in two tenants: conversations with messages.
+async fn history(server: &TestServer) -> (i64, String) {
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let other = TenantId::parse("other").unwrap();
+    let issued =
+        tokens::create_token(&store, &other, "other", &["admin".to_owned()], None, Utc::now()).await.unwrap();
+    store.close().await;
+    let mut marked = None;
+    for n in 0..3 {
+        let id = server.conversation().await;
+        let position = server.customer_message(&id, &format!("hello {n}")).await;
+        if n == 1 {
+            marked = Some((position, format!("hello {n}")));
+        }
+        let reply = server
+            .client
+            .post(server.url("/v1/contacts"))
+            .bearer_auth(&issued.secret)
+            .json(&json!({"first_name": "Other", "last_name": format!("Person {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::CREATED);
+    }
+    marked.unwrap()
+}
+
+async fn verify(
+    store: &Store,
+    tenant: Option<&TenantId>,
+    from: i64,
+    checkpoints: &[Checkpoint],
+) -> audit::Verification {
+    audit::verify(store, tenant, from, checkpoints, |_| {}).await.unwrap()
+}
+
+/// Runs `sql` as an attacker would: with the append-only guard out of the way.
+async fn tamper(server: &TestServer, store: &Store, backend: Backend, sql: &str) {
+    match backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(server.database_url().unwrap()).await.unwrap();
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+            sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            drop(conn);
+            pool.close().await;
+        }
+        Backend::Sqlite => {
+            let path = server.config().data_dir.join("colloquy.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            for statement in [
+                "DROP TRIGGER events_no_update",
+                "DROP TRIGGER events_no_delete",
+                sql,
+                "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+                "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+            ] {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let _ = store;
+}
+
+/// The event at global position `position`, as each store keys it.
+fn at_position(backend: Backend, position: i64) -> String {
+    match backend {
+        Backend::Postgres => {
+            format!("position = (SELECT event_position FROM event_log WHERE position = {position})")
+        }
+        Backend::Sqlite => format!("position = {position}"),
+    }
+}
+
+async fn an_edited_payload_is_named_by_its_position(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (position, text) = history(&server).await;
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let head = colloquy_infra::log::read_head(&store).await.unwrap();
+    let clean = verify(&store, None, 1, &[]).await;
+    assert_eq!(clean.broken, None);
+    assert_eq!((clean.events, clean.last_position), (u64::try_from(head).unwrap(), head));
+    assert_eq!(clean.heads.len(), 2, "a chain per tenant: {:?}", clean.heads.keys());
+
+    let payload = match backend {
+        Backend::Postgres => "payload = replace(payload::text, '{text}', 'I never said that')::json",
+        Backend::Sqlite => "payload = replace(payload, '{text}', 'I never said that')",
+    }
+    .replace("{text}", &text);
+    tamper(
+        &server,
+        &store,
+        backend,
+        &format!("UPDATE events SET {payload} WHERE {}", at_position(backend, position)),
+    )
+    .await;
+
+    let broken = verify(&store, None, 1, &[]).await.broken.expect("the edit is found");
+    assert_eq!(broken.position, position);
+    assert_eq!(broken.tenant_id.as_deref(), Some("default"));
+    let tenant = TenantId::parse("default").unwrap();
+    assert_eq!(verify(&store, Some(&tenant), 1, &[]).await.broken.map(|b| b.position), Some(position));
+    // The other tenant's chain is untouched, and a walk from after the edit takes links as stored.
+    let other = TenantId::parse("other").unwrap();
+    assert_eq!(verify(&store, Some(&other), 1, &[]).await.broken, None);
+    assert_eq!(verify(&store, None, position + 1, &[]).await.broken, None);
+    store.close().await;
+    server.stop().await;
+}
+
+async fn a_removed_event_is_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (position, _) = history(&server).await;
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    tamper(&server, &store, backend, &format!("DELETE FROM events WHERE {}", at_position(backend, position)))
+        .await;
+    let broken = verify(&store, None, 1, &[]).await.broken.expect("the removal is found");
+    assert_eq!(broken.position, position, "{broken:?}");
+    store.close().await;
+    server.stop().await;
+}
+
+/// What an attacker who knows the scheme does after an edit: recomputes every link from
+/// `from` on, so that a plain walk passes.
+async fn relink(server: &TestServer, backend: Backend, from: i64) {
+    let read = "SELECT position, tenant_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata";
+    let mut heads: std::collections::HashMap<String, Hash> = std::collections::HashMap::new();
+    let mut links: Vec<(i64, Hash)> = Vec::new();
+    let mut link = |row: &dyn Fn(&str) -> String, position: i64, sequence: i64, prev: Option<Hash>| {
+        let tenant = row("tenant_id");
+        let prev = heads.get(&tenant).copied().or(prev).unwrap_or(GENESIS);
+        let (t, i, et, ev, p, m) = (
+            row("aggregate_type"),
+            row("aggregate_id"),
+            row("event_type"),
+            row("event_version"),
+            row("payload"),
+            row("metadata"),
+        );
+        let hash = chain::link(
+            &prev,
+            &Linked {
+                tenant_id: &tenant,
+                position,
+                aggregate_type: &t,
+                aggregate_id: &i,
+                sequence,
+                event_type: &et,
+                event_version: &ev,
+                payload: &p,
+                metadata: &m,
+            },
+        );
+        heads.insert(tenant, hash);
+        links.push((position, hash));
+    };
+    match backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(server.database_url().unwrap()).await.unwrap();
+            let rows = sqlx::query(&format!(
+                "SELECT l.position, l.tenant_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                        e.payload::text AS payload, e.metadata::text AS metadata,
+                        (SELECT p.hash FROM event_log p WHERE p.tenant_id = l.tenant_id AND p.position < {from} ORDER BY p.position DESC LIMIT 1) AS prev
+                   FROM event_log l JOIN events e ON e.position = l.event_position WHERE l.position >= {from} ORDER BY l.position"
+            ))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            for row in &rows {
+                let prev: Option<Vec<u8>> = row.get("prev");
+                link(
+                    &|c| row.get::<String, _>(c),
+                    row.get("position"),
+                    row.get("sequence"),
+                    prev.as_deref().and_then(chain::hash_of),
+                );
+            }
+            for (position, hash) in &links {
+                sqlx::query("UPDATE event_log SET hash = $1 WHERE position = $2")
+                    .bind(&hash[..])
+                    .bind(position)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Sqlite => {
+            let path = server.config().data_dir.join("colloquy.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            let rows = sqlx::query(&format!(
+                "{read}, (SELECT h.hash FROM events p JOIN event_hashes h ON h.position = p.position
+                           WHERE p.tenant_id = e.tenant_id AND p.position < {from} ORDER BY p.position DESC LIMIT 1) AS prev
+                   FROM events e WHERE position >= {from} ORDER BY position"
+            ))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            for row in &rows {
+                let prev: Option<Vec<u8>> = row.get("prev");
+                link(
+                    &|c| row.get::<String, _>(c),
+                    row.get("position"),
+                    row.get("sequence"),
+                    prev.as_deref().and_then(chain::hash_of),
+                );
+            }
+            for (position, hash) in &links {
+                sqlx::query("UPDATE event_hashes SET hash = ? WHERE position = ?")
+                    .bind(&hash[..])
+                    .bind(position)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
+async fn a_rewritten_history_passes_a_plain_walk_but_not_a_signed_checkpoint(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (position, text) = history(&server).await;
+    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let key = audit::generate_key();
+    let clean = verify(&store, None, 1, &[]).await;
+    let (head_position, head_hash) = clean.heads["default"].clone();
+    let checkpoint = Checkpoint::sign(&key, store.id(), "default", (head_position, &head_hash), Utc::now());
+    checkpoint.check_signature(&key.verifying_key()).unwrap();
+    assert_eq!(verify(&store, None, 1, std::slice::from_ref(&checkpoint)).await.checkpoints_matched, 1);
+
+    let payload = match backend {
+        Backend::Postgres => "payload = replace(payload::text, '{text}', 'rewritten')::json",
+        Backend::Sqlite => "payload = replace(payload, '{text}', 'rewritten')",
+    }
+    .replace("{text}", &text);
+    tamper(
+        &server,
+        &store,
+        backend,
+        &format!("UPDATE events SET {payload} WHERE {}", at_position(backend, position)),
+    )
+    .await;
+    relink(&server, backend, position).await;
+    assert_eq!(verify(&store, None, 1, &[]).await.broken, None, "every link recomputed: a plain walk passes");
+    let broken = verify(&store, None, 1, &[checkpoint]).await.broken.expect("the checkpoint catches it");
+    assert_eq!(broken.position, head_position);
+    assert!(broken.reason.contains("rewritten"), "{}", broken.reason);
+    store.close().await;
+    server.stop().await;
+}
+
+on_both_stores!(
+    an_edited_payload_is_named_by_its_position,
+    a_removed_event_is_named,
+    a_rewritten_history_passes_a_plain_walk_but_not_a_signed_checkpoint,
+);
