@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod paging;
 pub mod participants;
+pub mod point_in_time;
 pub mod problem;
 pub mod process;
 pub mod routes;

@@ -34,7 +34,7 @@ pub use event::{DecodeError, StoredEvent};
 pub use json::RawJson;
 pub use log::GlobalLog;
 pub use repository::{
-    CacheLimits, CacheReads, CacheSize, CommandError, Committed, Intent, Origin, Repository,
+    CacheLimits, CacheReads, CacheSize, CommandError, Committed, Intent, Origin, Repository, Until,
 };
 pub use store::{Durability, File, Store, StoreError, StoreLocation};
 pub use tx::{Tx, WriteTx};

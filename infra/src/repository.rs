@@ -66,6 +66,15 @@ pub enum Intent {
     Update,
 }
 
+/// Where a point-in-time read stops ([`Repository::read_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The events up to this global position.
+    Position(i64),
+    /// The events recorded up to this instant.
+    Instant(chrono::DateTime<Utc>),
+}
+
 /// Events a command appended, the aggregate's version after them, and what the caller read
 /// from the aggregate's new state.
 #[derive(Debug)]
@@ -410,6 +419,52 @@ where
                 return Ok(loaded);
             }
         }
+    }
+
+    /// Reads an aggregate of `tenant` as it stood at `until`: its stream's events up to then
+    /// (by global position, or by when each was recorded) folded through its own `apply`, the
+    /// code the live state is folded by. With the version it had then and the global position
+    /// of its last event folded; `None` when it had no event by then (or is not the tenant's).
+    /// Reads the store, never the cache.
+    pub async fn read_at<R>(
+        &self,
+        tenant: &TenantId,
+        aggregate_id: &str,
+        until: Until,
+        read: impl FnOnce(&A, usize) -> R,
+    ) -> Result<Option<(R, i64)>, crate::StoreError> {
+        let mut aggregate = A::default();
+        let (mut version, mut position, mut after) = (0usize, 0i64, 0i64);
+        'read: loop {
+            let page = self.store.stream_page(tenant, A::TYPE, aggregate_id, after, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for stored in page {
+                let happened = match until {
+                    Until::Position(at) => stored.position.is_some_and(|p| p <= at),
+                    Until::Instant(at) => stored.recorded_at().is_some_and(|recorded| recorded <= at),
+                };
+                if !happened {
+                    break 'read;
+                }
+                after = stored.sequence;
+                let event = stored.decode::<A::Event>().map_err(|e| {
+                    crate::StoreError::Corrupt(format!(
+                        "{} {aggregate_id} at {}: {e}",
+                        A::TYPE,
+                        stored.sequence
+                    ))
+                })?;
+                aggregate.apply(event);
+                version = usize::try_from(stored.sequence).unwrap_or(version);
+                position = stored.position.unwrap_or(position);
+            }
+        }
+        if version == 0 || aggregate.tenant() != Some(tenant) {
+            return Ok(None);
+        }
+        Ok(Some((read(&aggregate, version), position)))
     }
 
     /// Reads the current state of an aggregate of `tenant`. `None` when it does not exist there.

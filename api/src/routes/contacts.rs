@@ -12,6 +12,7 @@ use colloquy_infra::Intent;
 
 use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::{cursor, PageParams};
+use crate::point_in_time::{not_yet, PointInTime};
 use crate::problem::{command_failed, ApiError};
 use crate::routes::Ask;
 use crate::routes::{origin, Versioned};
@@ -123,17 +124,30 @@ pub async fn create(
     path = "/contacts/{id}",
     tag = "contacts",
     summary = "Read a contact",
-    params(("id" = Uuid, Path, description = "The contact's id.")),
+    description = "With `as_of` or `at_position`, the contact as it stood then, folded from its own events; \
+        `Colloquy-Position` names the last one.",
+    params(("id" = Uuid, Path, description = "The contact's id."), PointInTime),
     responses(
-        (status = 200, description = "The contact; `ETag` is its version.", body = ContactView)
+        (status = 200, description = "The contact; `ETag` is its version (then).", body = ContactView)
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(contact_id): Path<Uuid>,
+    Query(point): Query<PointInTime>,
 ) -> Result<Versioned<ContactView>, ApiError> {
     require(&principal, "contacts:read")?;
+    if let Some(until) = point.until()? {
+        let found = state
+            .contacts()
+            .read_at(&principal.tenant, &contact_id.to_string(), until, |contact: &Contact, version| {
+                (version, ContactView::of(contact, version))
+            })
+            .await?;
+        let ((version, view), position) = found.ok_or_else(|| not_yet(&format!("contact {contact_id}")))?;
+        return Ok(Versioned::ok(version, view).at(Some(position)));
+    }
     let found = state
         .contacts()
         .read(&principal.tenant, &contact_id.to_string(), |contact: &Contact, version| {

@@ -18,6 +18,7 @@ use colloquy_projections::conversation_list;
 use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
 use crate::instant::Instant;
 use crate::paging::PageParams;
+use crate::point_in_time::{not_yet, PointInTime};
 use crate::problem::{command_failed, ApiError};
 use crate::routes::contacts::stream_events;
 use crate::routes::Ask;
@@ -240,7 +241,9 @@ pub async fn open(
     path = "/conversations/{id}",
     tag = "conversations",
     summary = "Read a conversation",
-    params(("id" = Uuid, Path, description = "The conversation's id.")),
+    description = "With `as_of` or `at_position`, the conversation as it stood then, folded from its own events; \
+        `Colloquy-Position` names the last one (its messages then: `GET .../messages` with the same parameter).",
+    params(("id" = Uuid, Path, description = "The conversation's id."), PointInTime),
     responses(
         (status = 200, description = "The conversation; `ETag` is its version.", body = ConversationView),
         (status = 410, response = crate::openapi::Gone)
@@ -250,6 +253,7 @@ pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(conversation_id): Path<Uuid>,
+    Query(point): Query<PointInTime>,
 ) -> Result<Versioned<ConversationView>, ApiError> {
     require(&principal, "conversations:read")?;
     let id = conversation_id.to_string();
@@ -258,6 +262,19 @@ pub async fn get(
             "conversation {conversation_id} was deleted; its history stays at /v1/conversations/{conversation_id}/events"
         ))
     };
+    if let Some(until) = point.until()? {
+        let found = state
+            .conversations()
+            .read_at(&principal.tenant, &id, until, |conversation: &Conversation, version| {
+                (conversation.deleted, version, ConversationView::of(conversation, version))
+            })
+            .await?;
+        return match found {
+            None => Err(not_yet(&format!("conversation {conversation_id}"))),
+            Some(((true, _, _), _)) => Err(gone()),
+            Some(((false, version, view), position)) => Ok(Versioned::ok(version, view).at(Some(position))),
+        };
+    }
     let row = conversation_list::get(state.store(), principal.tenant.as_str(), &id).await?;
     // The row answers when it holds every event of the stream, whichever process wrote them;
     // otherwise the aggregate does, so a read after any acknowledged write sees it.

@@ -16,6 +16,7 @@ use colloquy_infra::tokens::Principal;
 
 use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
 use crate::paging::{cursor, PageParams};
+use crate::point_in_time::PointInTime;
 use crate::problem::ApiError;
 use crate::routes::conversations::run;
 use crate::routes::Versioned;
@@ -186,13 +187,43 @@ async fn group_of(
     Ok(Some(group.unwrap_or_default()))
 }
 
+/// Query of `GET /v1/conversations/{id}/messages`: a page, now or at a point in the past.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page (empty: the first page).
+    cursor: Option<String>,
+    /// Accepted for uniformity with list queries: the messages come from the conversation's
+    /// current state, which always includes every acknowledged write.
+    min_position: Option<i64>,
+    /// The messages as they stood at this instant (not with `at_position`).
+    as_of: Option<crate::instant::Instant>,
+    /// The messages as of this global position (not with `as_of`).
+    #[param(minimum = 0)]
+    at_position: Option<i64>,
+}
+
+fn messages_page(conversation: &Conversation, after: usize, limit: usize) -> Page<MessageView> {
+    let messages = conversation.messages.get(after..).unwrap_or_default();
+    let data: Vec<MessageView> =
+        messages.iter().take(limit).map(|m| MessageView::of(conversation, m)).collect();
+    let next_cursor = (messages.len() > limit).then(|| cursor("msg", (after + limit) as u64));
+    Page { data, next_cursor }
+}
+
 /// `GET /v1/conversations/{id}/messages`: oldest first.
 #[utoipa::path(
     get,
     path = "/conversations/{id}/messages",
     tag = "messages",
     summary = "List messages",
-    params(("id" = Uuid, Path, description = "The conversation's id."), PageParams),
+    description = "With `as_of` or `at_position`, the messages as they stood then (edits and deletions as of then), folded \
+        from the conversation's own events.",
+    params(("id" = Uuid, Path, description = "The conversation's id."), MessagesQuery),
     responses(
         (status = 200, description = "A page of the conversation's messages, oldest first.", body = Page<MessageView>)
     )
@@ -201,21 +232,31 @@ pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(conversation_id): Path<Uuid>,
-    Query(page): Query<PageParams>,
+    Query(query): Query<MessagesQuery>,
 ) -> Result<axum::Json<Page<MessageView>>, ApiError> {
     require(&principal, "conversations:read")?;
+    let page = PageParams { limit: query.limit, cursor: query.cursor, min_position: query.min_position };
+    let point = PointInTime { as_of: query.as_of, at_position: query.at_position };
     let limit = page.limit()?;
     let after = usize::try_from(page.after("msg")?).unwrap_or(usize::MAX);
-    let listed = state
-        .conversations()
-        .read(&principal.tenant, &conversation_id.to_string(), |conversation: &Conversation, _| {
-            let messages = conversation.messages.get(after..).unwrap_or_default();
-            let data: Vec<MessageView> =
-                messages.iter().take(limit).map(|m| MessageView::of(conversation, m)).collect();
-            let next_cursor = (messages.len() > limit).then(|| cursor("msg", (after + limit) as u64));
-            Page { data, next_cursor }
-        })
-        .await?;
+    let id = conversation_id.to_string();
+    let listed = match point.until()? {
+        Some(until) => state
+            .conversations()
+            .read_at(&principal.tenant, &id, until, |conversation: &Conversation, _| {
+                messages_page(conversation, after, limit)
+            })
+            .await?
+            .map(|(page, _)| page),
+        None => {
+            state
+                .conversations()
+                .read(&principal.tenant, &id, |conversation: &Conversation, _| {
+                    messages_page(conversation, after, limit)
+                })
+                .await?
+        }
+    };
     listed.map(axum::Json).ok_or_else(|| ApiError::not_found(format!("conversation {conversation_id}")))
 }
 

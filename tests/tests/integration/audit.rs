@@ -275,7 +275,75 @@ async fn a_rewritten_history_passes_a_plain_walk_but_not_a_signed_checkpoint(bac
     server.stop().await;
 }
 
+/// A read's body without what only the inbox read model adds (the contact's summary, the SLA).
+fn state_of(mut body: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = body.as_object_mut() {
+        object.remove("contact");
+        object.remove("sla");
+    }
+    body
+}
+
+/// Point-in-time reads give, at each moment, the state a live read gave then.
+async fn a_read_as_of_a_moment_is_the_state_read_live_then(backend: Backend) {
+    use reqwest::Method;
+    let server = TestServer::start(backend).await;
+    let contact = server.contact().await;
+    let opened = server
+        .post("/v1/conversations", json!({"contact_id": contact, "channel": "email", "subject": "Order"}))
+        .await;
+    let id = opened.body["id"].as_str().unwrap().to_owned();
+    let at = |path: &str| format!("/v1/conversations/{id}{path}");
+    let steps: Vec<(Method, String, serde_json::Value)> = vec![
+        (Method::POST, at("/messages"), json!({"sender": {"kind": "customer"}, "text": "Where is it?"})),
+        (Method::PATCH, at(""), json!({"priority": "high", "subject": "Lost order"})),
+        (Method::POST, at("/labels"), json!({"add": ["vip"]})),
+        (
+            Method::POST,
+            at("/messages"),
+            json!({"sender": {"kind": "user", "id": "ana"}, "text": "On its way"}),
+        ),
+        (Method::POST, at("/status"), json!({"status": "closed"})),
+        (Method::PATCH, format!("/v1/contacts/{contact}"), json!({"first_name": "Annie"})),
+    ];
+    // (position, moment, conversation, its messages, the contact), read live after each write.
+    let mut captured = Vec::new();
+    for (method, path, body) in steps {
+        let reply = server.call(method, &path, Some(body)).await;
+        assert!(reply.status.is_success(), "{path}: {:?}", reply.body);
+        let position: i64 = reply.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
+        let conversation = server.get(&at("")).await;
+        let messages = server.get(&at("/messages")).await;
+        let person = server.get(&format!("/v1/contacts/{contact}")).await;
+        captured.push((position, Utc::now(), state_of(conversation.body), messages.body, person.body));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (position, moment, conversation, messages, person) in &captured {
+        let moment = moment.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for point in [format!("at_position={position}"), format!("as_of={}", moment.replace('+', "%2B"))] {
+            let then = server.get(&format!("{}?{point}", at(""))).await;
+            assert_eq!(then.status, StatusCode::OK, "{point}: {:?}", then.body);
+            assert_eq!(&state_of(then.body), conversation, "the conversation at {point}");
+            assert!(then.headers["colloquy-position"].to_str().unwrap().parse::<i64>().unwrap() <= *position);
+            let listed = server.get(&format!("{}?{point}", at("/messages"))).await;
+            assert_eq!(&listed.body, messages, "its messages at {point}");
+            let contact_then = server.get(&format!("/v1/contacts/{contact}?{point}")).await;
+            assert_eq!(&contact_then.body, person, "the contact at {point}");
+        }
+    }
+    // Before it existed: 404; both parameters, or a bad one: 400.
+    server.get(&format!("{}?at_position=1", at(""))).await.assert_problem(StatusCode::NOT_FOUND);
+    server
+        .get(&format!("{}?at_position=1&as_of=2026-01-01T00:00:00Z", at("")))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    server.get(&format!("{}?as_of=yesterday", at(""))).await.assert_problem(StatusCode::BAD_REQUEST);
+    server.get(&format!("{}?at_position=-3", at(""))).await.assert_problem(StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
 on_both_stores!(
+    a_read_as_of_a_moment_is_the_state_read_live_then,
     an_edited_payload_is_named_by_its_position,
     a_removed_event_is_named,
     a_rewritten_history_passes_a_plain_walk_but_not_a_signed_checkpoint,

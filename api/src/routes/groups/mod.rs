@@ -36,6 +36,7 @@ use crate::extract::{etag, require, Auth, IfMatch, Json, Path, Query};
 use crate::instant::Instant;
 use crate::paging::{cursor, PageParams};
 use crate::participants::{resolve_participants, Participant};
+use crate::point_in_time::{not_yet, PointInTime};
 use crate::problem::{command_failed, ApiError};
 use crate::routes::contacts::stream_events;
 use crate::routes::Ask;
@@ -320,7 +321,9 @@ pub async fn create(
     path = "/groups/{id}",
     tag = "groups",
     summary = "Read a group",
-    params(("id" = Uuid, Path, description = "The group's id.")),
+    description = "With `as_of` or `at_position`, the group as it stood then, folded from its own events; \
+        `Colloquy-Position` names the last one.",
+    params(("id" = Uuid, Path, description = "The group's id."), PointInTime),
     responses(
         (status = 200, description = "The group; `ETag` is its version.", body = GroupView)
     )
@@ -329,7 +332,19 @@ pub async fn get(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(group_id): Path<Uuid>,
+    Query(point): Query<PointInTime>,
 ) -> Result<Versioned<GroupView>, ApiError> {
+    if let Some(until) = point.until()? {
+        require(&principal, "groups:read")?;
+        let found = state
+            .groups()
+            .read_at(&principal.tenant, &group_id.to_string(), until, |group: &Group, version| {
+                (version, GroupView::of(group, version))
+            })
+            .await?;
+        let ((version, view), position) = found.ok_or_else(|| not_yet(&format!("group {group_id}")))?;
+        return Ok(Versioned::ok(version, view).at(Some(position)));
+    }
     let (version, view) =
         read(&state, &principal, group_id, |group, version| (version, GroupView::of(group, version))).await?;
     Ok(Versioned::ok(version, view))
