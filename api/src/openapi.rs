@@ -87,6 +87,7 @@ const EXAMPLE_ID: &str = "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
         (name = "calendars", description = "Business calendars: a time zone, hours per weekday, holidays and special days; versioned."),
         (name = "sla", description = "SLA policies: targets per metric and priority, on a calendar or around the clock; versioned."),
         (name = "reports", description = "Reporting facts derived from the log, and the figures folded from them: summary, time series, breakdowns, distributions, live counts."),
+        (name = "audit", description = "The audit log: every command's effect, who did it and through which request; exported whole as CSV or JSON Lines."),
         (name = "tokens", description = "The admin API for the tenant's API tokens."),
         (name = "operations", description = "Health, readiness and metrics; no token needed."),
         (name = "reference", description = "This document and the page that renders it.")
@@ -396,6 +397,7 @@ fn conventional_scope(tag: &str, method: &str) -> Option<String> {
         "events" => "events",
         "calendars" | "sla" => "settings",
         "reports" => "reports",
+        "audit" => "audit",
         "tokens" => return Some(crate::extract::ADMIN_SCOPE.to_owned()),
         _ => return None,
     };

@@ -2,6 +2,7 @@
 //! endpoint ([`command`]: scope, origin, run, refusal mapped to its status), building a
 //! command's origin from the caller and the request, and answering with a version.
 
+pub mod audit;
 pub mod calendars;
 pub mod contacts;
 pub mod conversations;

@@ -342,7 +342,119 @@ async fn a_read_as_of_a_moment_is_the_state_read_live_then(backend: Backend) {
     server.stop().await;
 }
 
+/// Every command is one audit entry, with who did it and its events; filters, pages and exports
+/// agree; another tenant's commands are not there.
+async fn every_command_is_one_audit_entry(backend: Backend) {
+    use reqwest::Method;
+    let server = TestServer::start(backend).await;
+    let (_, _) = history(&server).await; // three conversations with a message each, and another tenant's contacts
+    let bot =
+        server.post("/v1/tokens", json!({"name": "triage-bot", "scopes": ["conversations:write"]})).await;
+    let bot_id = bot.body["id"].as_str().unwrap().to_owned();
+    let bot = bot.body["secret"].as_str().unwrap().to_owned();
+    let id = server.conversation().await;
+    let closed = server
+        .client
+        .post(server.url(&format!("/v1/conversations/{id}/status")))
+        .bearer_auth(&bot)
+        .header("x-request-id", "close-it-please")
+        .json(&json!({"status": "closed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::OK);
+    let deleted = server.call(Method::DELETE, &format!("/v1/conversations/{id}"), None).await;
+    assert!(deleted.status.is_success(), "{:?}", deleted.body);
+
+    let all = server.get("/v1/audit?limit=500").await;
+    assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
+    let entries = all.body["data"].as_array().unwrap().clone();
+    // The events of this tenant, each in exactly one entry, in log order.
+    let events = server.get("/v1/events?limit=1000").await.body["data"].as_array().unwrap().clone();
+    let covered: Vec<i64> = entries
+        .iter()
+        .flat_map(|e| {
+            e["audited_changes"].as_array().unwrap().iter().map(|c| c["position"].as_i64().unwrap())
+        })
+        .collect();
+    let positions: Vec<i64> = events.iter().map(|e| e["position"].as_i64().unwrap()).collect();
+    assert_eq!(covered, positions, "every event of the tenant once, in order");
+    assert!(entries.iter().all(|e| e["associated_id"] == "default"));
+    // One entry per command: 4 contacts and conversations opened, 3 messages, a close, a delete.
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["auditable_type"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions.iter().filter(|a| **a == ("contact", "create")).count(), 4);
+    assert_eq!(actions.iter().filter(|a| **a == ("conversation", "create")).count(), 4);
+    assert_eq!(actions.iter().filter(|a| **a == ("conversation", "destroy")).count(), 1);
+    let close = entries.iter().find(|e| e["event_types"] == json!(["StatusChanged"])).unwrap();
+    assert_eq!(
+        (close["username"].as_str(), close["request_uuid"].as_str()),
+        (Some(bot_id.as_str()), Some("close-it-please"))
+    );
+    assert_eq!(close["auditable_id"], id.as_str());
+    assert_eq!(close["audited_changes"][0]["data"]["to"], "closed");
+
+    // Filters.
+    let by_bot =
+        server.get(&format!("/v1/audit?actor={bot_id}")).await.body["data"].as_array().unwrap().len();
+    assert_eq!(by_bot, 1);
+    let statuses = server.get("/v1/audit?event_type=StatusChanged").await;
+    assert_eq!(statuses.body["data"].as_array().unwrap().len(), 1);
+    let one = server.get(&format!("/v1/audit?aggregate_type=conversation&aggregate_id={id}")).await;
+    assert_eq!(one.body["data"].as_array().unwrap().len(), 3, "opened, closed, deleted: {:?}", one.body);
+    let future = server.get("/v1/audit?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(future.body["data"], json!([]));
+
+    // Pages of two give the same entries.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = server.get(&format!("/v1/audit?limit=2&cursor={cursor}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        paged.extend(page.body["data"].as_array().unwrap().iter().cloned());
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, entries);
+
+    // Exports: one line per entry.
+    let reply = server
+        .client
+        .get(server.url("/v1/audit"))
+        .bearer_auth(&server.token)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let csv_text = reply.text().await.unwrap();
+    assert_eq!(csv_text.lines().count(), entries.len() + 1, "a header and a row each");
+    let reply = server
+        .client
+        .get(server.url("/v1/audit"))
+        .bearer_auth(&server.token)
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<serde_json::Value> =
+        reply.text().await.unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines, entries);
+
+    // The scope, and a bad cursor.
+    let denied = server.client.get(server.url("/v1/audit")).bearer_auth(&bot).send().await.unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    server.get("/v1/audit?cursor=bm9wZQ").await.assert_problem(StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
 on_both_stores!(
+    every_command_is_one_audit_entry,
     a_read_as_of_a_moment_is_the_state_read_live_then,
     an_edited_payload_is_named_by_its_position,
     a_removed_event_is_named,

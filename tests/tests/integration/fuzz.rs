@@ -273,6 +273,8 @@ fn routes(f: &Fixtures) -> Vec<Route> {
             .with_query(&[("limit", "5"), ("team_id", "tier-1")]),
         route(Method::GET, "/v1/reports/live", &[], None).with_query(&[("min_position", "1")]),
         route(Method::GET, "/v1/reports/definitions", &[], None),
+        route(Method::GET, "/v1/audit", &[], None)
+            .with_query(&[("aggregate_type", "conversation"), ("limit", "5")]),
         route(Method::GET, "/v1/reports/compare", &[], None)
             .with_query(&[("against", "1"), ("version", "2")]),
         route(Method::PUT, "/v1/reports/definitions/current", &[], Some(json!({"current_version": 1}))),
