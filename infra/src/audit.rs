@@ -114,15 +114,16 @@ pub async fn page(store: &Store, tenant: Option<&TenantId>, after: i64) -> Resul
         }))
     };
     if let Some(pool) = store.postgres_pool() {
-        let filter = if tenant.is_some() { "AND l.tenant_id = $3" } else { "" };
+        let filter = if tenant.is_some() { "AND tenant_id = $3" } else { "" };
         let sql = format!(
             "SELECT l.position, l.tenant_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
                     e.event_version, e.payload::text AS payload, e.metadata::text AS metadata, l.hash
-               FROM event_log l
-               LEFT JOIN events e ON e.position = l.event_position
-              WHERE l.position > $1 {filter}
-              ORDER BY l.position
-              LIMIT $2"
+               FROM (SELECT position, event_position, tenant_id, hash FROM event_log
+                      WHERE position > $1 {filter}
+                      ORDER BY position
+                      LIMIT $2) l
+               LEFT JOIN LATERAL (SELECT * FROM events WHERE position = l.event_position LIMIT 1) e ON true
+              ORDER BY l.position"
         );
         let mut query = sqlx::query(&sql).bind(after).bind(PAGE);
         if let Some(tenant) = tenant {

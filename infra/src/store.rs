@@ -330,7 +330,9 @@ impl Store {
         let after = i64::try_from(sequence).unwrap_or(i64::MAX);
         let failed = |e: sqlx::Error| PersistenceError::ConnectionError(Box::new(e));
         // Each event's size is summed in order over the sequences alone; only the events whose
-        // predecessors are under the budget are then read whole.
+        // predecessors are under the budget are then read whole, each by its whole key (LATERAL
+        // with LIMIT 1, which the planner cannot flatten: with a join it, misled by a stream's stale row estimate, scanned the stream once
+        // per event: 1.3 s a page of a 10,000-event stream).
         let (rows, through) = match &*self.backend {
             Backend::Postgres { pool, .. } => {
                 let rows = sqlx::query(
@@ -339,8 +341,9 @@ impl Store {
                                FROM (SELECT sequence, octet_length(payload::text) + pg_column_size(metadata) AS size
                                        FROM events
                                       WHERE tenant_id = $5 AND aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3) s) w
-                       JOIN events e
-                         ON e.tenant_id = $5 AND e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                       CROSS JOIN LATERAL (SELECT * FROM events
+                                            WHERE tenant_id = $5 AND aggregate_type = $1 AND aggregate_id = $2
+                                              AND sequence = w.sequence LIMIT 1) e
                       WHERE w.through - w.size < $4
                       ORDER BY w.sequence",
                 )
@@ -431,8 +434,9 @@ impl Store {
                                       WHERE aggregate_type = $1 AND aggregate_id = $2 AND tenant_id = $3 AND sequence > $4
                                       ORDER BY sequence
                                       LIMIT $5) s) w
-                       JOIN events e
-                         ON e.tenant_id = $3 AND e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = w.sequence
+                       CROSS JOIN LATERAL (SELECT * FROM events
+                                            WHERE tenant_id = $3 AND aggregate_type = $1 AND aggregate_id = $2
+                                              AND sequence = w.sequence LIMIT 1) e
                        LEFT JOIN event_log l ON l.event_position = e.position
                       WHERE w.through - w.size < $6
                       ORDER BY e.sequence",
