@@ -14,10 +14,10 @@ use crate::problem::ApiError;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PointInTime {
-    /// The state as it stood at this instant: the events recorded by then (not with
-    /// `at_position`).
+    /// The state as it stood at this instant: the events recorded by then (with `at_position`
+    /// too, whichever point comes first).
     pub as_of: Option<Instant>,
-    /// The state as of this global position: the events of the log up to it (not with `as_of`).
+    /// The state as of this global position: the events of the log up to it.
     #[param(minimum = 0)]
     pub at_position: Option<i64>,
 }
@@ -26,13 +26,11 @@ impl PointInTime {
     /// Where the read stops, if in the past.
     pub fn until(&self) -> Result<Option<Until>, ApiError> {
         match (self.as_of, self.at_position) {
-            (Some(_), Some(_)) => {
-                Err(ApiError::invalid_field("at_position", "give as_of or at_position, not both"))
-            }
             (_, Some(position)) if position < 0 => {
                 Err(ApiError::invalid_field("at_position", "must be 0 or more"))
             }
-            (_, Some(position)) => Ok(Some(Until::Position(position))),
+            (Some(at), Some(position)) => Ok(Some(Until::Both(position, at.into()))),
+            (None, Some(position)) => Ok(Some(Until::Position(position))),
             (Some(at), None) => Ok(Some(Until::Instant(at.into()))),
             (None, None) => Ok(None),
         }

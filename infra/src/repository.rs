@@ -73,6 +73,8 @@ pub enum Until {
     Position(i64),
     /// The events recorded up to this instant.
     Instant(chrono::DateTime<Utc>),
+    /// The events up to this global position that were recorded by this instant.
+    Both(i64, chrono::DateTime<Utc>),
 }
 
 /// Events a command appended, the aggregate's version after them, and what the caller read
@@ -441,9 +443,12 @@ where
                 break;
             }
             for stored in page {
+                let by_position = |at: i64| stored.position.is_some_and(|p| p <= at);
+                let by_time = |at| stored.recorded_at().is_some_and(|recorded| recorded <= at);
                 let happened = match until {
-                    Until::Position(at) => stored.position.is_some_and(|p| p <= at),
-                    Until::Instant(at) => stored.recorded_at().is_some_and(|recorded| recorded <= at),
+                    Until::Position(at) => by_position(at),
+                    Until::Instant(at) => by_time(at),
+                    Until::Both(position, at) => by_position(position) && by_time(at),
                 };
                 if !happened {
                     break 'read;

@@ -200,9 +200,10 @@ pub struct MessagesQuery {
     /// Accepted for uniformity with list queries: the messages come from the conversation's
     /// current state, which always includes every acknowledged write.
     min_position: Option<i64>,
-    /// The messages as they stood at this instant (not with `at_position`).
+    /// The messages as they stood at this instant (with `at_position` too, whichever point
+    /// comes first).
     as_of: Option<crate::instant::Instant>,
-    /// The messages as of this global position (not with `as_of`).
+    /// The messages as of this global position.
     #[param(minimum = 0)]
     at_position: Option<i64>,
 }

@@ -63,6 +63,7 @@ pub const ESTABLISHED: u32 = 1;
 pub struct ReportSettings {
     /// The definition version the tenant's reports read by default.
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[serde(deserialize_with = "crate::whole::int")]
     pub current_version: u32,
 }
 
