@@ -37,8 +37,8 @@ use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
-    audit, calendars, contacts, conversations, events, groups, health, inbox, messages, recompute, reports,
-    sla, stream, timers, tokens, whatif,
+    audit, calendars, contacts, conversations, events, groups, health, inbox, inbox_row, messages, recompute,
+    reports, sla, stream, timers, tokens, whatif,
 };
 pub use crate::state::AppState;
 
@@ -127,6 +127,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::definitions::make_current))
         .routes(routes!(reports::definitions::compare))
         .routes(routes!(audit::list))
+        .routes(routes!(inbox_row::get))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))
         .routes(routes!(messages::report_delivery))

@@ -77,6 +77,19 @@ pub enum Until {
     Both(i64, chrono::DateTime<Utc>),
 }
 
+impl Until {
+    /// Whether `event` had happened by then.
+    pub fn includes(&self, event: &crate::StoredEvent) -> bool {
+        let by_position = |at: i64| event.position.is_some_and(|p| p <= at);
+        let by_time = |at| event.recorded_at().is_some_and(|recorded| recorded <= at);
+        match *self {
+            Until::Position(at) => by_position(at),
+            Until::Instant(at) => by_time(at),
+            Until::Both(position, at) => by_position(position) && by_time(at),
+        }
+    }
+}
+
 /// Events a command appended, the aggregate's version after them, and what the caller read
 /// from the aggregate's new state.
 #[derive(Debug)]
@@ -443,14 +456,7 @@ where
                 break;
             }
             for stored in page {
-                let by_position = |at: i64| stored.position.is_some_and(|p| p <= at);
-                let by_time = |at| stored.recorded_at().is_some_and(|recorded| recorded <= at);
-                let happened = match until {
-                    Until::Position(at) => by_position(at),
-                    Until::Instant(at) => by_time(at),
-                    Until::Both(position, at) => by_position(position) && by_time(at),
-                };
-                if !happened {
+                if !until.includes(&stored) {
                     break 'read;
                 }
                 after = stored.sequence;

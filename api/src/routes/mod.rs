@@ -11,6 +11,7 @@ pub mod events;
 pub mod groups;
 pub mod health;
 pub mod inbox;
+pub mod inbox_row;
 pub mod messages;
 pub mod recompute;
 pub mod reports;

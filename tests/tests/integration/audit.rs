@@ -308,6 +308,7 @@ async fn a_read_as_of_a_moment_is_the_state_read_live_then(backend: Backend) {
     ];
     // (position, moment, conversation, its messages, the contact), read live after each write.
     let mut captured = Vec::new();
+    let mut rows = Vec::new();
     for (method, path, body) in steps {
         let reply = server.call(method, &path, Some(body)).await;
         assert!(reply.status.is_success(), "{path}: {:?}", reply.body);
@@ -315,10 +316,16 @@ async fn a_read_as_of_a_moment_is_the_state_read_live_then(backend: Backend) {
         let conversation = server.get(&at("")).await;
         let messages = server.get(&at("/messages")).await;
         let person = server.get(&format!("/v1/contacts/{contact}")).await;
+        // The inbox row, once the read model has this write.
+        let listed = server.get(&format!("/v1/conversations?min_position={position}")).await;
+        assert_eq!(listed.status, StatusCode::OK);
+        let row = server.get(&at("/inbox-row")).await;
+        assert_eq!(row.status, StatusCode::OK, "{:?}", row.body);
+        rows.push(row.body);
         captured.push((position, Utc::now(), state_of(conversation.body), messages.body, person.body));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    for (position, moment, conversation, messages, person) in &captured {
+    for ((position, moment, conversation, messages, person), row) in captured.iter().zip(&rows) {
         let moment = moment.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for point in [format!("at_position={position}"), format!("as_of={}", moment.replace('+', "%2B"))] {
             let then = server.get(&format!("{}?{point}", at(""))).await;
@@ -329,6 +336,8 @@ async fn a_read_as_of_a_moment_is_the_state_read_live_then(backend: Backend) {
             assert_eq!(&listed.body, messages, "its messages at {point}");
             let contact_then = server.get(&format!("/v1/contacts/{contact}?{point}")).await;
             assert_eq!(&contact_then.body, person, "the contact at {point}");
+            let row_then = server.get(&format!("{}?{point}", at("/inbox-row"))).await;
+            assert_eq!(&row_then.body, row, "the inbox row (with its contact then) at {point}");
         }
     }
     // Both parameters: whichever point comes first. Before it existed: 404; a bad one: 400.

@@ -254,6 +254,8 @@ fn routes(f: &Fixtures) -> Vec<Route> {
             ("limit", "5"),
         ]),
         route(Method::GET, "/v1/conversations/{}/reports/events", &[conversation], None),
+        route(Method::GET, "/v1/conversations/{}/inbox-row", &[conversation], None)
+            .with_query(&[("at_position", "3")]),
         route(Method::GET, "/v1/reports/summary", &[], None)
             .with_query(&[("tz", "Europe/Berlin"), ("channel", "email")]),
         route(Method::GET, "/v1/reports/timeseries", &[], None).with_query(&[
