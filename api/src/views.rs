@@ -361,6 +361,17 @@ impl MessageView {
     }
 }
 
+/// An event's fields: cqrs-es stores an event as `{"EventName": {...fields}}`, and the name is
+/// already in `event_type`, so this is the fields alone.
+pub fn event_data(event: &StoredEvent) -> Value {
+    match event.payload.to_value() {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key(&event.event_type) => {
+            map.remove(&event.event_type).unwrap_or(Value::Null)
+        }
+        other => other,
+    }
+}
+
 /// A stored event, as auditors and reporting services read it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
@@ -384,14 +395,7 @@ impl From<StoredEvent> for EventView {
             std::borrow::Cow::Borrowed(_) => None,
         };
         let event = current.unwrap_or(event);
-        // cqrs-es stores an event as {"EventName": {...fields}}; the name is already in
-        // event_type, so `data` carries the fields alone.
-        let data = match event.payload.to_value() {
-            Value::Object(mut map) if map.len() == 1 && map.contains_key(&event.event_type) => {
-                map.remove(&event.event_type).unwrap_or(Value::Null)
-            }
-            other => other,
-        };
+        let data = event_data(&event);
         Self {
             position: event.position,
             aggregate_type: event.aggregate_type,

@@ -315,9 +315,11 @@ async fn write_postgres(pool: &PgPool, events: &[Encoded<'_>]) -> Result<i64, Pe
 async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
     let mut connection = pool.acquire().await.map_err(failed)?;
     let appended = async {
-        let tenants: Vec<String> = {
-            let mut tenants: Vec<String> =
-                events.iter().map(|e| e.metadata.str_field("tenant_id").unwrap_or_default()).collect();
+        // Each event's tenant, read from its metadata once.
+        let owners: Vec<String> =
+            events.iter().map(|e| e.metadata.str_field("tenant_id").unwrap_or_default()).collect();
+        let tenants: Vec<&String> = {
+            let mut tenants: Vec<&String> = owners.iter().collect();
             tenants.sort();
             tenants.dedup();
             tenants
@@ -354,11 +356,10 @@ async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, 
         }
         sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
         let mut links = Vec::with_capacity(events.len());
-        for (Encoded { event, payload, metadata }, position) in events.iter().zip(head + 1..) {
-            let tenant = metadata.str_field("tenant_id").unwrap_or_default();
-            let prev = heads.get(&tenant).copied().unwrap_or(GENESIS);
+        for ((Encoded { event, payload, metadata }, tenant), position) in events.iter().zip(&owners).zip(head + 1..) {
+            let prev = heads.get(tenant).copied().unwrap_or(GENESIS);
             let linked = Linked {
-                tenant_id: &tenant,
+                tenant_id: tenant,
                 position,
                 aggregate_type: &event.aggregate_type,
                 aggregate_id: &event.aggregate_id,
@@ -369,7 +370,7 @@ async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, 
                 metadata: metadata.text(),
             };
             let hash = chain::link(&prev, &linked);
-            heads.insert(tenant, hash);
+            heads.insert(tenant.clone(), hash);
             links.push((position, hash));
         }
         let mut query = sqlx::query_scalar::<_, i64>(&sql);

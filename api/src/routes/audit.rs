@@ -24,7 +24,7 @@ use crate::instant::Instant;
 use crate::problem::ApiError;
 use crate::routes::reports::{csv_line, csv_response, wants_csv};
 use crate::state::AppState;
-use crate::views::Page;
+use crate::views::{event_data, Page};
 
 /// The scope that reads the audit log.
 const SCOPE: &str = "audit:read";
@@ -136,15 +136,6 @@ fn key_of(event: &StoredEvent, meta: &HashMap<String, String>) -> Key {
     )
 }
 
-fn data_of(event: &StoredEvent) -> Value {
-    match event.payload.to_value() {
-        Value::Object(mut map) if map.len() == 1 && map.contains_key(&event.event_type) => {
-            map.remove(&event.event_type).unwrap_or(Value::Null)
-        }
-        other => other,
-    }
-}
-
 fn entry_of(events: Vec<(StoredEvent, HashMap<String, String>)>) -> Option<AuditEntry> {
     let (first, meta) = events.first()?;
     let (last, _) = events.last()?;
@@ -179,7 +170,7 @@ fn entry_of(events: Vec<(StoredEvent, HashMap<String, String>)>) -> Option<Audit
             .map(|(event, _)| AuditedChange {
                 event_type: event.event_type.clone(),
                 position: event.position.unwrap_or_default(),
-                data: data_of(event),
+                data: event_data(event),
             })
             .collect(),
         event_types,
