@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use colloquy_domain::TenantId;
 use colloquy_infra::audit::{self, Checkpoint};
-use colloquy_infra::{Config, Store};
+use colloquy_infra::Config;
 
 /// What `audit export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -145,7 +145,7 @@ async fn verify(
     checkpoints: &[Checkpoint],
 ) -> anyhow::Result<()> {
     let tenant = tenant.map(tenant_of).transpose()?;
-    let store = Store::open(&config.store_location()).await?;
+    let store = config.open_store(&[]).await?;
     if let Some(foreign) = checkpoints.iter().find(|c| c.store_id != store.id()) {
         bail!("the checkpoint of position {} is of another store ({})", foreign.position, foreign.store_id);
     }
@@ -203,7 +203,7 @@ async fn checkpoint(config: &Config, tenant: &str, key: &PathBuf) -> anyhow::Res
     let tenant = tenant_of(tenant)?;
     let text = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
     let key = audit::signing_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-    let store = Store::open(&config.store_location()).await?;
+    let store = config.open_store(&[]).await?;
     let verification = audit::verify(&store, Some(&tenant), 1, &[], |_| {}).await?;
     store.close().await;
     if let Some(broken) = verification.broken {
@@ -289,7 +289,7 @@ async fn export(
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let tenant = tenant_of(tenant)?;
-    let store = Store::open(&config.store_location()).await?;
+    let store = config.open_store(&[]).await?;
     let head = colloquy_infra::log::read_head(&store).await?;
     let mut writer: Box<dyn std::io::Write> = match out {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -321,8 +321,12 @@ async fn export(
             }
             match format {
                 ExportFormat::Jsonl => serde_json::to_writer(&mut writer, &exported)?,
+                // Personal data as a reader sees it (erased where its key is gone); the `jsonl`
+                // lines keep it sealed, as stored, which is what the chain covers.
                 ExportFormat::Cloudevents => {
-                    writer.write_all(colloquy_infra::envelope::cloud_event_json(&stored).as_bytes())?
+                    let mut revealed = [stored];
+                    store.keys().reveal_in_place(&mut revealed).await?;
+                    writer.write_all(colloquy_infra::envelope::cloud_event_json(&revealed[0]).as_bytes())?
                 }
             }
             writer.write_all(b"\n")?;
@@ -347,7 +351,7 @@ const REPLAY_BATCH: usize = 1_000;
 
 async fn replay(config: &Config, file: &PathBuf) -> anyhow::Result<()> {
     use std::io::BufRead as _;
-    let store = colloquy_projections::open_store(&config.store_location()).await?;
+    let store = config.open_store(&colloquy_projections::read_model_tables()).await?;
     let head = colloquy_infra::log::read_head(&store).await?;
     if head > 0 {
         bail!("the store already holds {head} events: replay into a new, empty store");

@@ -94,6 +94,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(contacts::create))
         .routes(routes!(contacts::get, contacts::patch))
         .routes(routes!(contacts::events))
+        .routes(routes!(contacts::erase))
         .routes(routes!(conversations::open, inbox::list))
         .routes(routes!(inbox::counts))
         .routes(routes!(inbox::resolve))

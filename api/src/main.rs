@@ -14,7 +14,7 @@ mod cli_audit;
 use colloquy_api::Roles;
 use colloquy_infra::checkpoints::consumer_lags;
 use colloquy_infra::relay::RELAY_CHECKPOINT;
-use colloquy_infra::{Config, GlobalLog, LogFormat, Store};
+use colloquy_infra::{Config, GlobalLog, LogFormat};
 use colloquy_projections::Projector;
 
 /// jemalloc rather than glibc's allocator: the same work leaves a smaller RSS
@@ -187,7 +187,7 @@ async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
         let names: Vec<&str> = colloquy_projections::all().iter().map(|p| p.name()).collect();
         format!("no projection {name:?}; there are: {}", names.join(", "))
     })?;
-    let store = colloquy_projections::open_store(&config.store_location()).await?;
+    let store = config.open_store(&colloquy_projections::read_model_tables()).await?;
     let log = GlobalLog::start(store.clone()).await?;
     let head = colloquy_infra::log::read_head(&store).await?;
     let projector = Projector::new(log, projection);
@@ -213,7 +213,7 @@ async fn rebuild(name: &str, config: &Config) -> anyhow::Result<()> {
 }
 
 async fn status(config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.store_location()).await?;
+    let store = config.open_store(&[]).await?;
     let head = colloquy_infra::log::read_head(&store).await?;
     let projections: Vec<String> =
         colloquy_projections::all().iter().map(|p| format!("projection:{}", p.name())).collect();
@@ -238,7 +238,7 @@ async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
         | TokensCommand::Revoke { tenant, config, .. } => (tenant.clone(), config),
     };
     let tenant = colloquy_domain::TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let store = Store::open(&config.store_location()).await?;
+    let store = config.open_store(&[]).await?;
     let now = chrono::Utc::now();
     let outcome = match command {
         TokensCommand::Create { name, scopes, expires_in_days, .. } => {

@@ -238,7 +238,7 @@ impl From<ContactError> for ApiError {
             ContactError::NotFound => Self::not_found("the contact"),
             ContactError::AlreadyExists(_) => Self::conflict(error.to_string()),
             ContactError::Invalid(field) => Self::invalid(field),
-            ContactError::Deleted(_) => Self::refused(error.to_string()),
+            ContactError::Deleted(_) | ContactError::Erased(_) => Self::refused(error.to_string()),
         }
     }
 }

@@ -187,7 +187,8 @@ where
 pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     // Every process opens it with the projections' tables, so that on SQLite they are moved into
     // the read models' file before anything (a projector, a rebuild elsewhere) writes them.
-    let store = colloquy_projections::open_store(&config.store_location())
+    let store = config
+        .open_store(&colloquy_projections::read_model_tables())
         .await
         .context("opening the event store")?;
     let tenant = TenantId::parse(DEFAULT_TENANT).context("default tenant id")?;

@@ -29,6 +29,9 @@ pub struct ContactView {
     status: ContactStatus,
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
+    /// When its personal data was erased (`POST /v1/contacts/{id}/erase`); absent before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased_at: Option<DateTime<Utc>>,
     version: usize,
 }
 
@@ -48,6 +51,7 @@ impl ContactView {
             status: contact.status,
             created_at: contact.created_at,
             updated_at: contact.updated_at,
+            erased_at: contact.erased_at,
             version,
         }
     }

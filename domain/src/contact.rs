@@ -91,6 +91,9 @@ pub enum ContactCommand {
         /// The new status.
         status: ContactStatus,
     },
+    /// Erases the contact's personal data (the right to erasure): the store destroys the key
+    /// it is kept under (docs/adr/0011). Final; a second erase changes nothing.
+    EraseContact,
 }
 
 /// One changed field of a contact, carrying its new value.
@@ -159,6 +162,12 @@ pub enum ContactEvent {
         /// When.
         changed_at: chrono::DateTime<chrono::Utc>,
     },
+    /// The contact's personal data was erased: the key it was kept under is destroyed in the
+    /// same commit, and every earlier event reads its values as erased.
+    ContactErased {
+        /// When.
+        erased_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl DomainEvent for ContactEvent {
@@ -167,6 +176,7 @@ impl DomainEvent for ContactEvent {
             Self::ContactCreated { .. } => "ContactCreated",
             Self::ContactUpdated { .. } => "ContactUpdated",
             Self::ContactStatusChanged { .. } => "ContactStatusChanged",
+            Self::ContactErased { .. } => "ContactErased",
         }
         .to_owned()
     }
@@ -188,6 +198,9 @@ pub enum ContactError {
     /// Any command on a deleted contact.
     #[error("contact {0} is deleted")]
     Deleted(ContactId),
+    /// Any command but erase on an erased contact.
+    #[error("contact {0} was erased")]
+    Erased(ContactId),
     /// A field breaks its rule.
     #[error("invalid {0}")]
     Invalid(#[from] FieldError),
@@ -222,6 +235,9 @@ pub struct Contact {
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Time of the last change.
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When its personal data was erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn derived_full_name(first_name: &str, last_name: Option<&str>) -> String {
@@ -261,6 +277,9 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), FieldError> {
 impl Contact {
     fn require_live(&self) -> Result<ContactId, ContactError> {
         let id = self.id.ok_or(ContactError::NotFound)?;
+        if self.erased_at.is_some() {
+            return Err(ContactError::Erased(id));
+        }
         if self.status == ContactStatus::Deleted {
             return Err(ContactError::Deleted(id));
         }
@@ -428,6 +447,13 @@ impl Aggregate for Contact {
                     sink.write(event, self).await;
                 }
             }
+            ContactCommand::EraseContact => {
+                // A deleted contact may be erased too; an erased one is left as it is.
+                self.id.ok_or(ContactError::NotFound)?;
+                if self.erased_at.is_none() {
+                    sink.write(ContactEvent::ContactErased { erased_at: ctx.now }, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -461,6 +487,7 @@ impl Aggregate for Contact {
                     status: ContactStatus::Active,
                     created_at: Some(created_at),
                     updated_at: Some(created_at),
+                    erased_at: None,
                 };
             }
             ContactEvent::ContactUpdated { changes, updated_at } => {
@@ -481,6 +508,16 @@ impl Aggregate for Contact {
             ContactEvent::ContactStatusChanged { to, changed_at, .. } => {
                 self.status = to;
                 self.updated_at = Some(changed_at);
+            }
+            ContactEvent::ContactErased { erased_at } => {
+                // What the store reads for the erased values, so a cached contact shows what one
+                // read afresh does.
+                self.first_name = crate::personal::ERASED.to_owned();
+                self.full_name = crate::personal::ERASED.to_owned();
+                (self.last_name, self.phone, self.email) = (None, None, None);
+                self.metadata = Map::new();
+                self.erased_at = Some(erased_at);
+                self.updated_at = Some(erased_at);
             }
         }
     }
@@ -733,6 +770,33 @@ mod tests {
             .given(vec![created(), deleted()])
             .when(ContactCommand::ChangeContactStatus { status: ContactStatus::Active })
             .then_expect_error(ContactError::Deleted(contact_id()));
+    }
+
+    #[test]
+    fn erasing_a_contact_records_it_once_and_it_then_refuses_changes() {
+        let erased = ContactEvent::ContactErased { erased_at: now() };
+        ContactTest::with(services())
+            .given(vec![created(), deleted()])
+            .when(ContactCommand::EraseContact)
+            .then_expect_events(vec![erased.clone()]);
+        ContactTest::with(services())
+            .given(vec![created(), erased.clone()])
+            .when(ContactCommand::EraseContact)
+            .then_expect_events(vec![]);
+        ContactTest::with(services())
+            .given(vec![created(), erased.clone()])
+            .when(ContactCommand::ChangeContactStatus { status: ContactStatus::Inactive })
+            .then_expect_error(ContactError::Erased(contact_id()));
+        ContactTest::with(services())
+            .given_no_previous_events()
+            .when(ContactCommand::EraseContact)
+            .then_expect_error(ContactError::NotFound);
+        let mut contact = Contact::default();
+        contact.apply(created());
+        contact.apply(erased);
+        assert_eq!((contact.full_name.as_str(), contact.email.as_deref()), (crate::personal::ERASED, None));
+        assert!(contact.metadata.is_empty());
+        assert_eq!(contact.labels, ["vip"], "labels are the tenant's, not personal data");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod group;
 pub mod hours;
 pub mod ids;
 pub mod metadata;
+pub mod personal;
 pub mod report;
 pub mod sla;
 pub mod validate;
@@ -58,7 +59,7 @@ pub trait Snapshot {
 }
 
 impl Snapshot for Contact {
-    const SHAPE: u32 = 1;
+    const SHAPE: u32 = 2;
 }
 
 impl Snapshot for Group {

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::personal::MasterKey;
 use crate::repository::CacheLimits;
-use crate::store::StoreLocation;
+use crate::store::{Store, StoreLocation};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,9 +116,25 @@ pub struct Config {
     /// costs.
     #[arg(long = "skip-projection", env = "COLLOQUY_SKIP_PROJECTIONS", value_delimiter = ',')]
     pub skip_projections: Vec<String>,
+
+    /// The master key (32 bytes, base64; `colloquy keys master` makes one) that wraps each
+    /// contact's data key (docs/adr/0011). Without it the store keeps one of its own, so a copy
+    /// of the database alone reads the personal data in it; erasure works either way.
+    #[arg(long, env = "COLLOQUY_MASTER_KEY", value_parser = MasterKey::from_base64, hide_env_values = true)]
+    pub master_key: Option<MasterKey>,
 }
 
 impl Config {
+    /// Opens the store (with the read models' `tables`, see [`Store::open_with_read_models`])
+    /// and gives it the configured master key.
+    pub async fn open_store(&self, tables: &[&str]) -> Result<Store, crate::StoreError> {
+        let store = Store::open_with_read_models(&self.store_location(), tables).await?;
+        if let Some(key) = &self.master_key {
+            store.keys().configure(key.clone());
+        }
+        Ok(store)
+    }
+
     /// The limits of each aggregate type's cache.
     pub fn cache_limits(&self) -> CacheLimits {
         CacheLimits {

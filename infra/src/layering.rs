@@ -2,7 +2,7 @@
 //! import of a module at or above it in [`ORDER`], which is also the order lib.rs documents.
 
 /// Infra's modules, lowest first: each may use only those before it.
-const ORDER: [&str; 20] = [
+const ORDER: [&str; 22] = [
     "json",
     "chain",
     "error",
@@ -10,6 +10,7 @@ const ORDER: [&str; 20] = [
     "event",
     "bus",
     "tx",
+    "personal",
     "writer",
     "store",
     "checkpoints",
@@ -21,6 +22,7 @@ const ORDER: [&str; 20] = [
     "feed",
     "repository",
     "idempotency",
+    "erasure",
     "tokens",
     "config",
 ];

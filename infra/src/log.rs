@@ -66,14 +66,15 @@ impl GlobalLog {
 
     /// Events after global position `after`, in order, at most `limit` (and at most
     /// [`MAX_PAGE`] and [`crate::store::PAGE_BYTES`], at least one event); only `tenant`'s when
-    /// given. A page short of `limit` has not always reached the head.
+    /// given. A page short of `limit` has not always reached the head. Personal data is
+    /// revealed (docs/adr/0011): what was written, or erased.
     pub async fn read(
         &self,
         after: i64,
         limit: i64,
         tenant: Option<&TenantId>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        read_log(&self.store, after, limit, tenant, Metadata::All).await
+        self.read_with(after, limit, tenant, Metadata::All).await
     }
 
     /// [`GlobalLog::read`], carrying `metadata` of each event's metadata.
@@ -84,7 +85,20 @@ impl GlobalLog {
         tenant: Option<&TenantId>,
         metadata: Metadata,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        read_log(&self.store, after, limit, tenant, metadata).await
+        let mut events = read_log(&self.store, after, limit, tenant, metadata).await?;
+        self.store.keys().reveal_in_place(&mut events).await?;
+        Ok(events)
+    }
+
+    /// [`GlobalLog::read`] with personal data as stored, sealed: for the relay, so that JetStream
+    /// never holds it readable, and what an erasure destroys the key of reads as erased there too.
+    pub async fn read_stored(
+        &self,
+        after: i64,
+        limit: i64,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read_log(&self.store, after, limit, tenant, Metadata::All).await
     }
 
     /// The store underneath.

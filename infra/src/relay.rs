@@ -316,10 +316,10 @@ pub async fn run(
             // This process's commits, as its writer handed them over, where they continue from
             // the cursor; the log where they do not.
             Transport::JetStream(_) => match continuing(store.take_held(), cursor) {
-                handed if handed.is_empty() => log.read(cursor, BATCH, None).await?,
+                handed if handed.is_empty() => log.read_stored(cursor, BATCH, None).await?,
                 handed => handed,
             },
-            Transport::Bus(_) => log.read(cursor, BATCH, None).await?,
+            Transport::Bus(_) => log.read_stored(cursor, BATCH, None).await?,
         };
         let Some(last) = events.last().and_then(|e| e.position) else {
             if checkpointed && saved < cursor {

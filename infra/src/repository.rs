@@ -21,6 +21,7 @@ use lru::LruCache;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use colloquy_domain::personal::PersonalData;
 use colloquy_domain::{Actor, CommandContext, EventMetadata, Footprint, Snapshot, TenantId, TenantOwned};
 
 use crate::snapshots::{Of, StoredSnapshot};
@@ -280,7 +281,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
 
 impl<A> Repository<A>
 where
-    A: Aggregate<Services = CommandContext> + TenantOwned + Footprint + Snapshot,
+    A: Aggregate<Services = CommandContext> + TenantOwned + Footprint + Snapshot + PersonalData,
     A::Command: Clone,
 {
     /// A repository over `store` that keeps loaded aggregates within `cache`.
@@ -318,6 +319,14 @@ where
         let weight = Weight { events: loaded.version, bytes: loaded.aggregate.footprint() };
         *guard = Some(loaded);
         self.cache().weigh(key, slot, weight);
+    }
+
+    /// Drops every aggregate this process holds (an erasure: a cached one holds the erased
+    /// values as they read before it); each is read again from the store at its next use.
+    pub fn forget_all(&self) {
+        let mut cache = self.cache();
+        cache.slots.clear();
+        (cache.events, cache.bytes) = (0, 0);
     }
 
     /// What the cache holds now.
@@ -588,10 +597,27 @@ where
                             continue;
                         }
                     };
+                // The aggregate has applied the events: it knows whose each value is.
+                let personal: Vec<_> = events.iter().map(|e| loaded.aggregate.personal_data(e)).collect();
+                let erases: Vec<(String, String)> = events
+                    .iter()
+                    .filter_map(|e| loaded.aggregate.erases(e))
+                    .map(|subject| (tenant.as_str().to_owned(), subject.0.to_string()))
+                    .collect();
                 let envelopes = wrap(aggregate_id, loaded.version, events, origin, correlation_id, now);
-                let serialized = serialize(&envelopes).map_err(CommandError::Store)?;
-                match self.store.append(serialized).await {
+                let mut serialized = serialize(&envelopes).map_err(CommandError::Store)?;
+                let mut payloads: Vec<&mut serde_json::Value> =
+                    serialized.iter_mut().map(|e| &mut e.payload).collect();
+                self.store
+                    .keys()
+                    .seal(tenant, &mut payloads, &personal)
+                    .await
+                    .map_err(|e| CommandError::Store(PersistenceError::ConnectionError(Box::new(e))))?;
+                match self.store.append_erasing(serialized, erases.clone()).await {
                     Ok(position) => {
+                        for (tenant, subject) in &erases {
+                            self.store.keys().forget(tenant, subject);
+                        }
                         loaded.version += envelopes.len();
                         let version = loaded.version;
                         let view = view(&loaded.aggregate, version);

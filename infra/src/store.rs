@@ -24,6 +24,7 @@ use colloquy_domain::TenantId;
 pub use crate::error::StoreError;
 pub use crate::event::StoredEvent;
 use crate::event::{stored_event_pg, stored_event_sqlite};
+use crate::personal::Keyring;
 use crate::tx::{Backend, Tx, WriteTx};
 pub use crate::tx::{Durability, File, Reads};
 pub use crate::writer::raise;
@@ -78,6 +79,8 @@ pub struct Store {
     secret: Arc<str>,
     /// The most stored bytes one page read returns ([`PAGE_BYTES`] unless a test lowers it).
     page_bytes: i64,
+    /// The contacts' data keys, which seal and reveal their personal data (`personal.rs`).
+    keys: Arc<Keyring>,
 }
 
 /// The most bytes of stored events (payload and metadata, as stored) one page read returns,
@@ -170,8 +173,10 @@ impl Store {
         let head = Arc::new(watch::channel(head).0);
         let handoff = Arc::new(writer::Handoff::default());
         let appends = writer::spawn(target, head.clone(), handoff.clone());
+        let backend = Arc::new(backend);
         Ok(Self {
-            backend: Arc::new(backend),
+            keys: Arc::new(Keyring::new(backend.clone())),
+            backend,
             appends,
             head,
             handoff,
@@ -179,6 +184,12 @@ impl Store {
             secret: secret.into(),
             page_bytes: PAGE_BYTES,
         })
+    }
+
+    /// The contacts' data keys: what reveals their personal data in events read from the log
+    /// (pages of streams and aggregates' loads are revealed already), and seals it in appends.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
     }
 
     /// The store's own id: made once when the store is new, kept in the store (and so in its
@@ -393,7 +404,11 @@ impl Store {
                 (events, through)
             }
         };
-        let events = rows.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+        let mut events = rows.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+        self.keys
+            .reveal_in_place(&mut events)
+            .await
+            .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
         // Only a page that reached the budget can have left events out (see `cut_short`).
         Ok(LoadedPage { events, more: cut_short(through, self.page_bytes) })
     }
@@ -403,13 +418,23 @@ impl Store {
     /// `PersistenceError::OptimisticLockError`. Appends queued at the same time share one commit
     /// (group commit, see `writer.rs`); each still succeeds or fails on its own.
     pub async fn append(&self, events: Vec<SerializedEvent>) -> Result<i64, PersistenceError> {
+        self.append_erasing(events, Vec::new()).await
+    }
+
+    /// [`Store::append`], destroying in the same commit the data keys of `erases` (tenant and
+    /// contact): the events record an erasure (docs/adr/0011).
+    pub async fn append_erasing(
+        &self,
+        events: Vec<SerializedEvent>,
+        erases: Vec<(String, String)>,
+    ) -> Result<i64, PersistenceError> {
         let stopped = || {
             PersistenceError::ConnectionError(Box::new(std::io::Error::other(
                 "the store's writer has stopped",
             )))
         };
         let (reply, outcome) = oneshot::channel();
-        self.appends.send(AppendRequest { events, reply }).await.map_err(|_| stopped())?;
+        self.appends.send(AppendRequest { events, erases, reply }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 
@@ -480,6 +505,8 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?
             }
         };
+        let mut rows = rows;
+        self.keys.reveal_in_place(&mut rows).await?;
         Ok(rows)
     }
 
@@ -627,7 +654,10 @@ async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sq
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // What is deleted or overwritten is zeroed in the file, not left in free space: an
+        // erasure's read-model rows leave no copy behind (docs/adr/0011).
+        .pragma("secure_delete", "ON");
     let read_models = sqlite_read_models_path(path).to_string_lossy().into_owned();
     SqlitePoolOptions::new()
         .max_connections(max_connections)
@@ -641,6 +671,7 @@ async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sq
                 // Both kept per file; the journal mode is also stored in the file.
                 sqlx::query("PRAGMA read_models.journal_mode = WAL").execute(&mut *connection).await?;
                 sqlx::query("PRAGMA read_models.synchronous = FULL").execute(&mut *connection).await?;
+                sqlx::query("PRAGMA read_models.secure_delete = ON").execute(&mut *connection).await?;
                 Ok(())
             })
         })

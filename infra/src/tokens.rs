@@ -221,6 +221,7 @@ pub const SCOPES: &[&str] = &[
     "conversations:write",
     "contacts:read",
     "contacts:write",
+    "contacts:erase",
     "groups:read",
     "groups:write",
     "settings:read",

@@ -19,6 +19,7 @@ use crate::bus::EventBus;
 use crate::chain::{self, Hash, Linked, GENESIS};
 use crate::event::StoredEvent;
 use crate::json::RawJson;
+use crate::personal;
 use crate::tx::{Durability, File};
 
 /// The most commands one combined append carries.
@@ -33,6 +34,8 @@ const SQLITE_ROWS_PER_INSERT: usize = 400;
 /// position of its last event.
 pub(crate) struct AppendRequest {
     pub(crate) events: Vec<SerializedEvent>,
+    /// The subjects (tenant, contact) whose data keys these events erase, in the same commit.
+    pub(crate) erases: Vec<(String, String)>,
     pub(crate) reply: oneshot::Sender<Result<i64, PersistenceError>>,
 }
 
@@ -206,8 +209,9 @@ async fn write_batch(
     // A command whose caller has gone (its request was cancelled) is still appended: the caller
     // may have been cut off after the commit anyway, and the outcome must not depend on timing.
     let combined: Vec<&SerializedEvent> = batch.iter().flat_map(|request| &request.events).collect();
+    let erases: Vec<&(String, String)> = batch.iter().flat_map(|request| &request.erases).collect();
     let started = std::time::Instant::now();
-    let written = write(target, handoff, &combined).await;
+    let written = write(target, handoff, &combined, &erases).await;
     let took = started.elapsed();
     if took > SLOW_APPEND {
         tracing::warn!(
@@ -234,7 +238,8 @@ async fn write_batch(
             // fails on its own quickly).
             for request in batch {
                 let events: Vec<&SerializedEvent> = request.events.iter().collect();
-                let outcome = write(target, handoff, &events).await;
+                let erases: Vec<&(String, String)> = request.erases.iter().collect();
+                let outcome = write(target, handoff, &events, &erases).await;
                 if let Ok(last) = outcome {
                     raise(head, last);
                 }
@@ -267,13 +272,32 @@ async fn write(
     target: &Target,
     handoff: &Handoff,
     events: &[&SerializedEvent],
+    erases: &[&(String, String)],
 ) -> Result<i64, PersistenceError> {
     let encoded: Vec<Encoded<'_>> = events.iter().map(|event| Encoded::new(event)).collect();
     let last = match target {
-        Target::Postgres(pool) => write_postgres(pool, &encoded).await?,
+        Target::Postgres(pool) if erases.is_empty() => write_postgres(pool, &encoded).await?,
+        Target::Postgres(pool) => {
+            // An erasure destroys its key in the commit that records it.
+            let mut tx = pool.begin().await.map_err(failed)?;
+            let last = write_postgres(&mut *tx, &encoded).await?;
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            for (tenant, subject) in erases {
+                sqlx::query(personal::ERASE_KEY_PG)
+                    .bind(tenant)
+                    .bind(subject)
+                    .bind(&now)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            }
+            tx.commit().await.map_err(failed)?;
+            last
+        }
         Target::Sqlite { pool, write_lock } => {
             let _writer = write_lock.lock().await;
-            write_sqlite(pool, &encoded).await?
+            write_sqlite(pool, &encoded, erases).await?
         }
     };
     handoff.hand_over(encoded, last);
@@ -284,7 +308,10 @@ async fn write(
 /// answers the log's head, all in one round trip. Payloads go as text, which the server only
 /// checks as `json` (the column's type); the metadata as text cast to `jsonb`, which the tenant
 /// column is generated from.
-async fn write_postgres(pool: &PgPool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
+async fn write_postgres<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
+    events: &[Encoded<'_>],
+) -> Result<i64, PersistenceError> {
     let column = |get: fn(&SerializedEvent) -> &str| events.iter().map(|e| get(e.event)).collect::<Vec<_>>();
     let sequences: Vec<i64> =
         events.iter().map(|e| i64::try_from(e.event.sequence).unwrap_or(i64::MAX)).collect();
@@ -312,7 +339,11 @@ async fn write_postgres(pool: &PgPool, events: &[Encoded<'_>]) -> Result<i64, Pe
 /// one query. SQLite stops at the first statement that fails and leaves the transaction open,
 /// so a failure is rolled back here (a conflict rolls the whole append back). `pool` is the
 /// events' writer's one connection (see `tx.rs`).
-async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, PersistenceError> {
+async fn write_sqlite(
+    pool: &SqlitePool,
+    events: &[Encoded<'_>],
+    erases: &[&(String, String)],
+) -> Result<i64, PersistenceError> {
     let mut connection = pool.acquire().await.map_err(failed)?;
     let appended = async {
         // Each event's tenant, read from its metadata once.
@@ -354,6 +385,10 @@ async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, 
             let links = vec!["(?, ?)"; chunk.len()].join(", ");
             sql.push_str(&format!("INSERT INTO event_hashes (position, hash) VALUES {links};\n"));
         }
+        for _ in erases {
+            sql.push_str(personal::ERASE_KEY);
+            sql.push_str(";\n");
+        }
         sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
         let mut links = Vec::with_capacity(events.len());
         for ((Encoded { event, payload, metadata }, tenant), position) in events.iter().zip(&owners).zip(head + 1..) {
@@ -392,6 +427,10 @@ async fn write_sqlite(pool: &SqlitePool, events: &[Encoded<'_>]) -> Result<i64, 
             for (position, hash) in chunk_links {
                 query = query.bind(*position).bind(hash.to_vec());
             }
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for (tenant, subject) in erases {
+            query = query.bind(tenant.as_str()).bind(subject.as_str()).bind(now.clone()).bind(now.clone());
         }
         // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.
         query.fetch_all(&mut *connection).await

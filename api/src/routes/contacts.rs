@@ -204,6 +204,58 @@ pub async fn patch(
     Ok(Versioned::changed(committed))
 }
 
+/// `POST /v1/contacts/{id}/erase`
+#[utoipa::path(
+    post,
+    path = "/contacts/{id}/erase",
+    tag = "contacts",
+    summary = "Erase a contact's personal data",
+    description = "The right to erasure, without rewriting history (crypto-shredding): the key the contact's \
+        personal data is kept under (names, phone, e-mail, metadata, and the text and attachments of the messages \
+        they sent) is destroyed in the commit that records `ContactErased`. Every read, read model, export and \
+        stream shows those values as erased from then on (`[erased]` for a required text, `null` otherwise); \
+        the rest of history (counts, times, statuses) and the hash chain are intact. Snapshots and idempotent \
+        answers that held the data are deleted once the read models have applied the erasure. Final; erasing \
+        again changes nothing. Scope `contacts:erase`.",
+    params(("id" = Uuid, Path, description = "The contact's id.")),
+    responses(
+        (status = 200, description = "The erased contact.", body = ContactView)
+    )
+)]
+pub async fn erase(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    Path(contact_id): Path<Uuid>,
+) -> Result<Versioned<ContactView>, ApiError> {
+    let ask = Ask {
+        scope: "contacts:erase",
+        kind: "contact",
+        id: contact_id,
+        intent: Intent::Update,
+        expected: None,
+        command: ContactCommand::EraseContact,
+    };
+    let committed =
+        crate::routes::command(state.contacts(), &principal, &headers, ask, ContactView::of).await?;
+    // A cached conversation holds the contact's messages as they read before.
+    state.conversations().forget_all();
+    // The copies outside the events go once the inbox has rewritten its rows (the snapshots
+    // and answers are deleted whether or not it has; a later checkpoint truncates the logs).
+    if let Some(position) = committed.position {
+        if let Err(error) =
+            state.await_projection(colloquy_projections::conversation_list::NAME, Some(position)).await
+        {
+            tracing::warn!(?error, contact = %contact_id, "the inbox had not applied an erasure when its copies were cleared");
+        }
+        let cleared =
+            colloquy_infra::erasure::clear_copies(state.store(), &principal.tenant, &contact_id.to_string())
+                .await?;
+        tracing::info!(contact = %contact_id, ?cleared, "erased a contact's personal data");
+    }
+    Ok(Versioned::changed(committed))
+}
+
 /// `GET /v1/contacts/{id}/events`
 #[utoipa::path(
     get,

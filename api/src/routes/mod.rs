@@ -61,7 +61,11 @@ pub async fn command<A, V>(
     view: impl FnOnce(&A, usize) -> V,
 ) -> Result<Committed<A, V>, ApiError>
 where
-    A: cqrs_es::Aggregate<Services = CommandContext> + TenantOwned + Footprint + Snapshot,
+    A: cqrs_es::Aggregate<Services = CommandContext>
+        + TenantOwned
+        + Footprint
+        + Snapshot
+        + colloquy_domain::personal::PersonalData,
     A::Command: Clone,
     ApiError: From<A::Error>,
 {

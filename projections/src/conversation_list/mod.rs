@@ -61,6 +61,12 @@ impl ContactSummary {
                 Some(summary)
             }
             ContactEvent::ContactStatusChanged { .. } => summary,
+            // What its events read as from now on (docs/adr/0011).
+            ContactEvent::ContactErased { .. } => summary.map(|_| Self {
+                name: Some(colloquy_domain::personal::ERASED.to_owned()),
+                email: None,
+                phone: None,
+            }),
         }
     }
 }

@@ -285,6 +285,9 @@ struct Batch {
     counted_before: HashMap<Key, Option<CountKey>>,
     contacts: HashMap<Key, Option<KnownContact>>,
     changed_contacts: BTreeSet<Key>,
+    /// Contacts erased in this batch: the stored rows whose last message is theirs lose its
+    /// preview (`write`), as the rows held here do at once.
+    erased_contacts: BTreeSet<Key>,
     /// In a rebuild or a catch-up, the batch sealed before this one, until it is written: what
     /// it holds is read from it, not from the store, which may not have it yet.
     previous: Option<Arc<Batch>>,
@@ -579,12 +582,19 @@ impl Batch {
             (_, None) => return Ok(()),
         };
         let Some(summary) = ContactSummary::apply(known.map(|k| k.summary), &event) else { return Ok(()) };
+        let erased = matches!(event, ContactEvent::ContactErased { .. });
         for id in self.rows_by_contact.get(&key).into_iter().flatten() {
             if let Some(Some(row)) = self.rows.get_mut(id) {
                 if row.contact_id == stored.aggregate_id {
                     row.contact = summary.clone();
+                    if erased && row.last_message_sender_kind.is_some_and(|kind| kind.is_incoming()) {
+                        row.last_message_preview = None;
+                    }
                 }
             }
+        }
+        if erased {
+            self.erased_contacts.insert(key.clone());
         }
         self.contacts.insert(key.clone(), Some(KnownContact { tenant_id, summary }));
         self.changed_contacts.insert(key);
@@ -632,6 +642,14 @@ impl Batch {
                     query.execute(conn).await?;
                 })
             }
+        }
+        for key in &self.erased_contacts {
+            let (tenant, contact) = unscoped(key);
+            let sql = "UPDATE conversation_list SET last_message_preview = NULL
+                        WHERE tenant_id = $1 AND contact_id = $2 AND last_message_sender_kind IN ('customer', 'visitor')";
+            on_tx!(tx, |conn| {
+                sqlx::query(sql).bind(tenant).bind(contact).execute(conn).await?;
+            });
         }
         let written: Vec<&ConversationRow> =
             self.row_order.iter().filter_map(|id| self.rows.get(id).and_then(Option::as_ref)).collect();

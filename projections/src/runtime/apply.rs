@@ -14,7 +14,9 @@ impl Projector {
 
     /// Applies a slice of the log exactly once: what the checkpoint covers is skipped, and a
     /// slice that does not continue from the checkpoint is refused as a gap.
+    /// Every sealed value is revealed first (docs/adr/0011): the bus carries events as stored.
     pub async fn apply(&self, events: &[StoredEvent]) -> Result<Applied, ProjectionError> {
+        let events = &*self.log.store().keys().reveal(events).await?;
         if let Some(applied) = self.skip_ignored(events).await? {
             return Ok(applied);
         }

@@ -94,6 +94,14 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         skip_projections: Vec::new(),
         max_requests_in_flight: 1024,
         max_connections: 4096,
+        // Each test store's own master key (docs/adr/0011); a restart keeps it with the config.
+        master_key:
+            Some(
+                colloquy_infra::personal::MasterKey::from_base64(
+                    &colloquy_infra::personal::MasterKey::generate(),
+                )
+                .expect("a generated master key reads"),
+            ),
     }
 }
 
