@@ -12,6 +12,7 @@ mod common;
 mod audit;
 mod bad_input;
 mod conversations;
+mod erasure;
 mod fanout;
 mod fuzz;
 mod global_log;
