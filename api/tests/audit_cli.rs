@@ -29,8 +29,12 @@ fn audit(env: &[(&str, String)], args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn store_env(server: &TestServer) -> Vec<(&'static str, String)> {
-    let mut env = vec![("COLLOQUY_DATA_DIR", server.config().data_dir.display().to_string())];
+/// The store's place and its master key (`master_key`, base64), as the CLI takes them.
+fn store_env(server: &TestServer, master_key: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("COLLOQUY_DATA_DIR", server.config().data_dir.display().to_string()),
+        ("COLLOQUY_MASTER_KEY", master_key.to_owned()),
+    ];
     if let Some(url) = server.database_url() {
         env.push(("COLLOQUY_DATABASE_URL", url.to_owned()));
     }
@@ -70,7 +74,9 @@ async fn head_of(server: &TestServer) -> i64 {
 }
 
 async fn an_export_verifies_and_replays_into_the_same_figures(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let master_key = colloquy_infra::personal::MasterKey::generate();
+    let key = colloquy_infra::personal::MasterKey::from_base64(&master_key).unwrap();
+    let server = TestServer::start_with(backend, |config| config.master_key = Some(key)).await;
     for n in 0..4 {
         let id = server.conversation().await;
         server.customer_message(&id, &format!("question {n}")).await;
@@ -84,7 +90,7 @@ async fn an_export_verifies_and_replays_into_the_same_figures(backend: Backend) 
     }
     let head = head_of(&server).await;
     let source = figures(&server, head).await;
-    let env = store_env(&server);
+    let env = store_env(&server, &master_key);
 
     let verified = audit(&env, &["verify"]);
     assert!(verified.status.success(), "{}", text(&verified));
@@ -105,9 +111,11 @@ async fn an_export_verifies_and_replays_into_the_same_figures(backend: Backend) 
 
     let checked = audit(&[], &["verify", "--file", jsonl.to_str().unwrap()]);
     assert!(checked.status.success(), "{}", text(&checked));
-    // A changed line no longer links.
+    // A changed line no longer links (an agent's answer: a customer's text is sealed, below).
+    assert!(!lines.contains("question 2"), "a customer's text is exported sealed");
     let changed = dir.path().join("changed.jsonl");
-    std::fs::write(&changed, lines.replacen("question 2", "question 9", 1)).unwrap();
+    assert!(lines.contains("\"answer\""));
+    std::fs::write(&changed, lines.replacen("\"answer\"", "\"no answer\"", 1)).unwrap();
     let refused = audit(&[], &["verify", "--file", changed.to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(text(&refused).contains("breaks at position"), "{}", text(&refused));

@@ -218,6 +218,7 @@ pub async fn patch(
         answers that held the data are deleted once the read models have applied the erasure. Final; erasing \
         again changes nothing. Scope `contacts:erase`.",
     params(("id" = Uuid, Path, description = "The contact's id.")),
+    security(("bearer" = ["contacts:erase"])),
     responses(
         (status = 200, description = "The erased contact.", body = ContactView)
     )
