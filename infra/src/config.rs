@@ -117,7 +117,7 @@ pub struct Config {
     #[arg(long = "skip-projection", env = "COLLOQUY_SKIP_PROJECTIONS", value_delimiter = ',')]
     pub skip_projections: Vec<String>,
 
-    /// The master key (32 bytes, base64; `colloquy keys master` makes one) that wraps each
+    /// The master key (32 bytes in base64, such as `openssl rand -base64 32` prints) that wraps each
     /// contact's data key (docs/adr/0011). Without it the store keeps one of its own, so a copy
     /// of the database alone reads the personal data in it; erasure works either way.
     #[arg(long, env = "COLLOQUY_MASTER_KEY", value_parser = MasterKey::from_base64, hide_env_values = true)]

@@ -73,8 +73,7 @@ impl MasterKey {
         Ok(Self { id, cipher })
     }
 
-    /// A new random master key, in base64 (`colloquy keys master`, and the one a store keeps
-    /// when none is configured).
+    /// A new random master key, in base64 (the one a store keeps when none is configured).
     pub fn generate() -> String {
         BASE64.encode(random::<32>())
     }
