@@ -38,7 +38,7 @@ use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
     audit, calendars, contacts, conversations, events, groups, health, inbox, inbox_row, messages, recompute,
-    reports, sla, stream, timers, tokens, whatif,
+    reports, revert, sla, stream, timers, tokens, whatif,
 };
 pub use crate::state::AppState;
 
@@ -95,6 +95,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(contacts::get, contacts::patch))
         .routes(routes!(contacts::events))
         .routes(routes!(contacts::erase))
+        .routes(routes!(revert::revert))
         .routes(routes!(conversations::open, inbox::list))
         .routes(routes!(inbox::counts))
         .routes(routes!(inbox::resolve))

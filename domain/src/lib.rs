@@ -9,6 +9,7 @@
 
 pub mod calendar;
 pub mod channel;
+pub mod compensate;
 pub mod contact;
 pub mod context;
 pub mod conversation;

@@ -117,8 +117,14 @@ fn open_bytes(cipher: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<V
 /// A contact's data key as this process holds it.
 #[derive(Clone)]
 enum Held {
-    Live { cipher: XChaCha20Poly1305, read_at: Instant },
+    Live {
+        cipher: XChaCha20Poly1305,
+        read_at: Instant,
+    },
     Erased,
+    /// No key in this store (the values came from elsewhere: an export replayed into it): they
+    /// read as erased, and a write makes the subject a key.
+    Missing,
 }
 
 /// The store's data keys: made, read, cached, and the values sealed and revealed with them.
@@ -221,6 +227,7 @@ impl Keyring {
                     Some(Held::Live { read_at, .. }) if read_at.elapsed() > KEY_TTL => {
                         missing.push(subject.clone())
                     }
+                    Some(Held::Missing) if make => missing.push(subject.clone()),
                     Some(held) => found.push((subject.clone(), held.clone())),
                     None => missing.push(subject.clone()),
                 }
@@ -230,7 +237,7 @@ impl Keyring {
             let held = match self.read_key(tenant, &subject).await? {
                 Some(held) => held,
                 None if make => self.make_key(tenant, &subject).await?,
-                None => Held::Erased,
+                None => Held::Missing,
             };
             self.cache().put((tenant.to_owned(), subject.clone()), held.clone());
             found.push((subject, held));
@@ -330,7 +337,7 @@ impl Keyring {
                         inner.insert("e".into(), value.erased.clone());
                         Value::Object(Map::from_iter([(SEALED.to_owned(), Value::Object(inner))]))
                     }
-                    Some(Held::Erased) | None => value.erased.clone(),
+                    Some(Held::Erased | Held::Missing) | None => value.erased.clone(),
                 };
             }
         }
@@ -403,7 +410,7 @@ fn open_values(value: &mut Value, tenant: &str, keys: &[(String, Held)]) {
                 .ok()
                 .and_then(|bytes| open_bytes(cipher, &bytes, &bound("value", tenant, subject)))
                 .and_then(|plaintext| serde_json::from_slice::<Value>(&plaintext).ok()),
-            Some(Held::Erased) | None => None,
+            Some(Held::Erased | Held::Missing) | None => None,
         };
         // A value that does not open (tampered with, or bound to another contact) reads as erased.
         *value = opened.unwrap_or_else(|| erased.clone());

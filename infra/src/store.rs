@@ -510,6 +510,48 @@ impl Store {
         Ok(rows)
     }
 
+    /// The events of `tenant` whose metadata names `correlation_id` (one request's, and what
+    /// they caused), in log order, at most `limit`, personal data revealed.
+    pub async fn correlated(
+        &self,
+        tenant: &TenantId,
+        correlation_id: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = match &*self.backend {
+            Backend::Postgres { pool, .. } => sqlx::query(
+                "SELECT l.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+                   FROM events e JOIN event_log l ON l.event_position = e.position
+                  WHERE e.tenant_id = $1 AND e.metadata ->> 'correlation_id' = $2
+                  ORDER BY l.position LIMIT $3",
+            )
+            .bind(tenant.as_str())
+            .bind(correlation_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(stored_event_pg)
+            .collect::<Result<Vec<_>, _>>()?,
+            Backend::Sqlite { pool, .. } => sqlx::query(
+                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
+                   FROM events
+                  WHERE tenant_id = $1 AND json_extract(metadata, '$.correlation_id') = $2
+                  ORDER BY position LIMIT $3",
+            )
+            .bind(tenant.as_str())
+            .bind(correlation_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(stored_event_sqlite)
+            .collect::<Result<Vec<_>, _>>()?,
+        };
+        self.keys.reveal_in_place(&mut events).await?;
+        Ok(events)
+    }
+
     /// The latest sequence of the stream of one aggregate of `tenant` (0 when it has none): one
     /// index-only lookup, which lets a read model's copy be checked for freshness against the
     /// store.

@@ -15,6 +15,7 @@ pub mod inbox_row;
 pub mod messages;
 pub mod recompute;
 pub mod reports;
+pub mod revert;
 pub mod sla;
 pub mod stream;
 pub mod timers;

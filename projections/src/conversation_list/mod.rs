@@ -137,6 +137,8 @@ pub struct ConversationRow {
     pub last_message_type: Option<MessageType>,
     /// Sender kind of the latest public message.
     pub last_message_sender_kind: Option<SenderKind>,
+    /// Who sent it, when the message named them (a group member, for a group's).
+    pub last_message_sender_id: Option<String>,
     /// Which side spoke last.
     pub last_responder: Option<Responder>,
     /// When the customer last wrote.
@@ -174,6 +176,16 @@ fn insert_sorted(list: &mut Vec<String>, value: &str) {
 }
 
 impl ConversationRow {
+    /// Whether its last message came from contact `contact`: the customer or visitor it names,
+    /// or, where it names none, the conversation's contact.
+    pub fn last_message_is_from(&self, contact: &str) -> bool {
+        self.last_message_sender_kind.is_some_and(SenderKind::is_incoming)
+            && match &self.last_message_sender_id {
+                Some(id) => id == contact,
+                None => self.contact_id == contact,
+            }
+    }
+
     /// Customer messages since the latest read by anyone.
     pub fn unread_count(&self) -> i64 {
         let seen = self.readers.values().map(|r| r.customer_messages_seen).max().unwrap_or(0);
@@ -280,6 +292,7 @@ impl ConversationRow {
                 last_message_at: None,
                 last_message_type: None,
                 last_message_sender_kind: None,
+                last_message_sender_id: None,
                 last_responder: None,
                 last_customer_message_at: None,
                 last_agent_message_at: None,
@@ -355,6 +368,7 @@ impl ConversationRow {
                     row.last_message_at = Some(*created_at);
                     row.last_message_type = Some(content.message_type);
                     row.last_message_sender_kind = Some(sender.kind);
+                    row.last_message_sender_id = sender.id.clone();
                     if sender.kind.is_incoming() {
                         row.customer_message_count += 1;
                         row.last_responder = Some(Responder::Customer);

@@ -23,7 +23,8 @@ use crate::runtime::{Fold, Projection, ProjectionError, Sealed, Tx};
 pub(super) const COLUMNS: &str = "conversation_id, tenant_id, number, contact_id, contact_name, contact_email, \
      contact_phone, channel, inbox_id, group_type, group_id, subject, status, snoozed_until, priority, priority_rank, \
      assignee_id, team_id, labels, starred, deleted, custom_fields, message_count, customer_message_count, \
-     last_message_preview, last_message_at, last_message_type, last_message_sender_kind, last_responder, \
+     last_message_preview, last_message_at, last_message_type, last_message_sender_kind, last_message_sender_id, \
+     last_responder, \
      last_customer_message_at, last_agent_message_at, waiting_since, first_reply_at, response_count, \
      total_response_time_ms, participants, mentioned, readers, created_at, updated_at, last_activity_at, \
      group_activity_at, version";
@@ -92,6 +93,7 @@ macro_rules! row_values {
         $emit!($row, $row.last_message_at);
         $emit!($row, $row.last_message_type.map(|t| t.as_str()));
         $emit!($row, $row.last_message_sender_kind.map(|k| k.as_str()));
+        $emit!($row, &$row.last_message_sender_id);
         $emit!($row, $row.last_responder.as_ref().map(name_of));
         $emit!($row, $row.last_customer_message_at);
         $emit!($row, $row.last_agent_message_at);
@@ -112,7 +114,7 @@ macro_rules! row_values {
 
 /// The PostgreSQL type of each column of [`COLUMNS`], in its order: what the upsert casts each
 /// column's array of values to.
-const COLUMN_TYPES: [&str; 43] = [
+const COLUMN_TYPES: [&str; 44] = [
     "text",        // conversation_id
     "text",        // tenant_id
     "bigint",      // number
@@ -141,6 +143,7 @@ const COLUMN_TYPES: [&str; 43] = [
     "timestamptz", // last_message_at
     "text",        // last_message_type
     "text",        // last_message_sender_kind
+    "text",        // last_message_sender_id
     "text",        // last_responder
     "timestamptz", // last_customer_message_at
     "timestamptz", // last_agent_message_at
@@ -220,6 +223,7 @@ where
         last_message_sender_kind: optional("last_message_sender_kind")?
             .map(|v| named("last_message_sender_kind", &v))
             .transpose()?,
+        last_message_sender_id: optional("last_message_sender_id")?,
         last_responder: optional("last_responder")?.map(|v| named("last_responder", &v)).transpose()?,
         last_customer_message_at: row.try_get("last_customer_message_at")?,
         last_agent_message_at: row.try_get("last_agent_message_at")?,
@@ -582,18 +586,22 @@ impl Batch {
             (_, None) => return Ok(()),
         };
         let Some(summary) = ContactSummary::apply(known.map(|k| k.summary), &event) else { return Ok(()) };
-        let erased = matches!(event, ContactEvent::ContactErased { .. });
         for id in self.rows_by_contact.get(&key).into_iter().flatten() {
             if let Some(Some(row)) = self.rows.get_mut(id) {
                 if row.contact_id == stored.aggregate_id {
                     row.contact = summary.clone();
-                    if erased && row.last_message_sender_kind.is_some_and(|kind| kind.is_incoming()) {
-                        row.last_message_preview = None;
-                    }
                 }
             }
         }
-        if erased {
+        if matches!(event, ContactEvent::ContactErased { .. }) {
+            // The rows whose last message is theirs: their own conversations', and a group's
+            // whose last message a member wrote (rare: every row held is looked at).
+            let contact = stored.aggregate_id.as_str();
+            for row in self.rows.values_mut().flatten().filter(|row| row.tenant_id == tenant_id) {
+                if row.last_message_is_from(contact) {
+                    row.last_message_preview = None;
+                }
+            }
             self.erased_contacts.insert(key.clone());
         }
         self.contacts.insert(key.clone(), Some(KnownContact { tenant_id, summary }));
@@ -646,7 +654,8 @@ impl Batch {
         for key in &self.erased_contacts {
             let (tenant, contact) = unscoped(key);
             let sql = "UPDATE conversation_list SET last_message_preview = NULL
-                        WHERE tenant_id = $1 AND contact_id = $2 AND last_message_sender_kind IN ('customer', 'visitor')";
+                        WHERE tenant_id = $1 AND last_message_sender_kind IN ('customer', 'visitor')
+                          AND (last_message_sender_id = $2 OR (last_message_sender_id IS NULL AND contact_id = $2))";
             on_tx!(tx, |conn| {
                 sqlx::query(sql).bind(tenant).bind(contact).execute(conn).await?;
             });

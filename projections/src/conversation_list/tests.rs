@@ -202,3 +202,17 @@ fn contact_summaries_follow_name_email_and_phone_changes() {
     );
     assert_eq!(ContactSummary::apply(None, &updated), None);
 }
+
+#[test]
+fn the_last_message_is_from_the_sender_it_names_else_from_the_conversations_contact() {
+    let mut row =
+        fold(&[opened(), message(SenderKind::Customer, Visibility::Public, "hi", 1)]).expect("a row");
+    // The sender named "c" (a group's member, say) wrote it; the conversation's contact did not.
+    assert!(row.last_message_is_from("c"));
+    assert!(!row.last_message_is_from(&row.contact_id.clone()));
+    row.last_message_sender_id = None;
+    assert!(row.last_message_is_from(&row.contact_id.clone()));
+    let answered =
+        fold(&[opened(), message(SenderKind::User, Visibility::Public, "hello", 1)]).expect("a row");
+    assert!(!answered.last_message_is_from("agent-1"), "an agent's message is no contact's");
+}

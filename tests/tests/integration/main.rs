@@ -22,6 +22,7 @@ mod inbox;
 mod migrations;
 mod openapi;
 mod reports;
+mod revert;
 mod shutdown;
 mod sla;
 mod sqlite_files;
