@@ -217,10 +217,10 @@ mod tests {
     }
 
     #[test]
-    fn a_sent_message_refuses_the_revert_with_its_reason() {
+    fn a_deletion_refuses_the_revert_with_its_reason() {
         let before = open();
         let events = vec![ConversationEvent::ConversationDeleted { deleted_at: at() }];
-        let refused = Conversation::compensate(&before, &before, &events).unwrap_err();
+        let refused = Conversation::compensate(&before, &before, &events).expect_err("refused");
         assert!(refused.contains("ConversationDeleted"), "{refused}");
     }
 
