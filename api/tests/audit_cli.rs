@@ -74,9 +74,8 @@ async fn head_of(server: &TestServer) -> i64 {
 }
 
 async fn an_export_verifies_and_replays_into_the_same_figures(backend: Backend) {
-    let master_key = colloquy_infra::personal::MasterKey::generate();
-    let key = colloquy_infra::personal::MasterKey::from_base64(&master_key).unwrap();
-    let server = TestServer::start_with(backend, |config| config.master_key = Some(key)).await;
+    let server = TestServer::start(backend).await;
+    let master_key = common::master_key_text();
     for n in 0..4 {
         let id = server.conversation().await;
         server.customer_message(&id, &format!("question {n}")).await;
@@ -90,7 +89,7 @@ async fn an_export_verifies_and_replays_into_the_same_figures(backend: Backend) 
     }
     let head = head_of(&server).await;
     let source = figures(&server, head).await;
-    let env = store_env(&server, &master_key);
+    let env = store_env(&server, master_key);
 
     let verified = audit(&env, &["verify"]);
     assert!(verified.status.success(), "{}", text(&verified));

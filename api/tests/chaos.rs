@@ -53,6 +53,7 @@ async fn the_fan_out_survives_crashes_of_relay_projector_and_nats() {
         ("COLLOQUY_DATABASE_URL".to_owned(), database_url.clone()),
         ("COLLOQUY_NATS_URL".to_owned(), nats.url.clone()),
         ("COLLOQUY_DB_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
+        ("COLLOQUY_MASTER_KEY".to_owned(), common::master_key_text().to_owned()),
     ];
     let relay = Arc::new(std::sync::Mutex::new(Worker::start("relay", env.clone())));
     let projector = Arc::new(std::sync::Mutex::new(Worker::start("project", env.clone())));

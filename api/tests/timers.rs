@@ -143,6 +143,7 @@ async fn timers_fire_once_across_two_project_processes_a_sigkill_and_a_time_with
         ("COLLOQUY_DATABASE_URL".to_owned(), database_url.clone()),
         ("COLLOQUY_NATS_URL".to_owned(), nats.url.clone()),
         ("COLLOQUY_DB_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
+        ("COLLOQUY_MASTER_KEY".to_owned(), common::master_key_text().to_owned()),
     ];
     let _relay = Worker::start("relay", env.clone());
     let mut first = Worker::start("project", env.clone());

@@ -132,6 +132,7 @@ impl Config {
         if let Some(key) = &self.master_key {
             store.keys().configure(key.clone());
         }
+        store.keys().prepare().await?;
         Ok(store)
     }
 

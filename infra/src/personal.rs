@@ -159,6 +159,15 @@ impl Keyring {
         self.configured.set(key).is_ok()
     }
 
+    /// Reads (or makes) the master key the store keeps when none is configured, so that the
+    /// warning that it is so comes when the process starts, not in its first request.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        if self.configured.get().is_none() {
+            self.kept_key().await?;
+        }
+        Ok(())
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(String, String), Held>> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

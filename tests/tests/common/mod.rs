@@ -74,6 +74,13 @@ pub struct TestServer {
     database: Option<TestDatabase>,
 }
 
+/// The master key every test server of this test binary is configured with, in base64, as
+/// `COLLOQUY_MASTER_KEY` takes it.
+pub fn master_key_text() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(colloquy_infra::personal::MasterKey::generate)
+}
+
 pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) -> Config {
     Config {
         data_dir,
@@ -94,14 +101,12 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         skip_projections: Vec::new(),
         max_requests_in_flight: 1024,
         max_connections: 4096,
-        // Each test store's own master key (docs/adr/0011); a restart keeps it with the config.
-        master_key:
-            Some(
-                colloquy_infra::personal::MasterKey::from_base64(
-                    &colloquy_infra::personal::MasterKey::generate(),
-                )
+        // The test binary's master key (docs/adr/0011): a `colloquy` process a test starts on
+        // the same store takes it as `COLLOQUY_MASTER_KEY` (`master_key_text`).
+        master_key: Some(
+            colloquy_infra::personal::MasterKey::from_base64(master_key_text())
                 .expect("a generated master key reads"),
-            ),
+        ),
     }
 }
 
