@@ -283,7 +283,7 @@ impl TestServer {
     #[allow(dead_code)] // Each test binary compiles this module; not every one stops the list.
     pub async fn append_unreadable(&self) -> (String, i64) {
         let id = self.conversation().await;
-        let store = colloquy_infra::Store::open(&self.config().store_location()).await.unwrap();
+        let store = self.config().open_store(&[]).await.unwrap();
         let sequence = self.all_events("conversations", &id).await.len();
         let unreadable = cqrs_es::persist::SerializedEvent::new(
             id.clone(),

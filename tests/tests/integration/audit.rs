@@ -17,7 +17,7 @@ use crate::common::{Backend, TestServer};
 
 /// Some history in two tenants: conversations with messages.
 async fn history(server: &TestServer) -> (i64, String) {
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let other = TenantId::parse("other").unwrap();
     let issued =
         tokens::create_token(&store, &other, "other", &["admin".to_owned()], None, Utc::now()).await.unwrap();
@@ -25,7 +25,14 @@ async fn history(server: &TestServer) -> (i64, String) {
     let mut marked = None;
     for n in 0..3 {
         let id = server.conversation().await;
-        let position = server.customer_message(&id, &format!("hello {n}")).await;
+        server.customer_message(&id, "a customer's text, stored sealed").await;
+        // An agent's text is stored as written: what the attacker below edits.
+        let path = format!("/v1/conversations/{id}/messages");
+        let sent = server
+            .post(&path, json!({"sender": {"kind": "user", "id": "agent-1"}, "text": format!("hello {n}")}))
+            .await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{:?}", sent.body);
+        let position: i64 = sent.headers["colloquy-position"].to_str().unwrap().parse().unwrap();
         if n == 1 {
             marked = Some((position, format!("hello {n}")));
         }
@@ -100,7 +107,7 @@ fn at_position(backend: Backend, position: i64) -> String {
 async fn an_edited_payload_is_named_by_its_position(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (position, text) = history(&server).await;
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let head = colloquy_infra::log::read_head(&store).await.unwrap();
     let clean = verify(&store, None, 1, &[]).await;
     assert_eq!(clean.broken, None);
@@ -136,7 +143,7 @@ async fn an_edited_payload_is_named_by_its_position(backend: Backend) {
 async fn a_removed_event_is_named(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (position, _) = history(&server).await;
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     tamper(&server, &store, backend, &format!("DELETE FROM events WHERE {}", at_position(backend, position)))
         .await;
     let broken = verify(&store, None, 1, &[]).await.broken.expect("the removal is found");
@@ -246,7 +253,7 @@ async fn relink(server: &TestServer, backend: Backend, from: i64) {
 async fn a_rewritten_history_passes_a_plain_walk_but_not_a_signed_checkpoint(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (position, text) = history(&server).await;
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let key = audit::generate_key();
     let clean = verify(&store, None, 1, &[]).await;
     let (head_position, head_hash) = clean.heads["default"].clone();

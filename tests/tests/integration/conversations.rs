@@ -390,7 +390,7 @@ async fn a_cache_smaller_than_the_conversations_loses_nothing(backend: Backend) 
 /// The version of the snapshot kept of conversation `id`, if any, read from the store beside the
 /// server.
 async fn snapshot_version(server: &TestServer, id: &str) -> Option<i64> {
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let sql = "SELECT version FROM snapshots WHERE aggregate_type = 'conversation' AND aggregate_id = $1";
     let version = match store.reads() {
         colloquy_infra::store::Reads::Postgres(pool) => {
@@ -406,7 +406,7 @@ async fn snapshot_version(server: &TestServer, id: &str) -> Option<i64> {
 
 /// Breaks the snapshot kept of conversation `id`: its state no longer reads back.
 async fn break_snapshot(server: &TestServer, id: &str) {
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let sql = "UPDATE snapshots SET state = 'not a state' WHERE aggregate_id = $1";
     match store.reads() {
         colloquy_infra::store::Reads::Postgres(pool) => {
@@ -421,7 +421,7 @@ async fn break_snapshot(server: &TestServer, id: &str) {
 
 /// Moves the snapshot kept of conversation `id` to `version`, its state unchanged.
 async fn set_snapshot_version(server: &TestServer, id: &str, version: i64) {
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let sql = "UPDATE snapshots SET version = $2 WHERE aggregate_id = $1";
     colloquy_infra::on_pool!(store, |pool| {
         assert_eq!(sqlx::query(sql).bind(id).bind(version).execute(pool).await.unwrap().rows_affected(), 1)

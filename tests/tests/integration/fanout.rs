@@ -120,7 +120,7 @@ async fn a_projection_passes_over_the_events_it_ignores(backend: Backend) {
         assert_eq!(groups.status, StatusCode::OK, "{:?}", groups.body);
         assert_eq!(groups.body["data"], json!([]));
     }
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let mut stored = Vec::new();
     for _ in 0..100 {
         stored.clear();
@@ -189,7 +189,7 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
     assert_eq!(counted.status, StatusCode::OK, "{:?}", counted.body);
     server.shut_down().await;
 
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     // Rows gone wrong, and a counter the log never produced: only clearing removes that one.
     let spoil = [
         "UPDATE conversation_list SET message_count = 0, subject = 'spoiled'",
@@ -284,7 +284,7 @@ async fn a_rebuild_gives_back_the_list_the_live_projector_built(backend: Backend
     store.close().await;
 
     server.start_again().await;
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     assert_eq!(list_indexes(&store).await, indexes_before, "built again at the start");
     assert_eq!(deferred_notes(&store).await, 0);
     store.close().await;
@@ -442,7 +442,7 @@ async fn a_rebuild_beside_a_live_projector_under_load_loses_nothing(backend: Bac
             .await
             .unwrap()
     };
-    let elsewhere = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let elsewhere = server.config().open_store(&[]).await.unwrap();
     let load = async {
         let mut last = 0;
         for round in 0..20 {
@@ -553,7 +553,7 @@ on_both_stores!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_processs_appends_reach_the_list_beside_this_ones() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let theirs = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let theirs = server.config().open_store(&[]).await.unwrap();
     let (alone, before_ours, ours) =
         (server.conversation().await, server.conversation().await, server.conversation().await);
     let listed = |list: &Value| -> Vec<String> {
@@ -676,8 +676,12 @@ async fn an_event_larger_than_nats_takes_goes_out_by_reference(backend: Backend)
     assert_eq!(whole.body["data"][0]["position"], large_at, "{:?}", whole.body);
     let text = whole.body["data"][0]["data"]["content"]["text"].as_str();
     assert!(text == Some(large.as_str()), "the event whole, its text of {:?} bytes", text.map(str::len));
+    // A customer's text is sealed on the stream (docs/adr/0011); the log reads it revealed.
     let small = envelopes.last().unwrap();
-    assert_eq!(small["data"]["content"]["text"], "small", "{small}");
+    assert!(small["data"]["content"]["text"]["$pii"].is_object(), "{small}");
+    assert!(!small.to_string().contains("small"), "{small}");
+    let revealed = server.get(&format!("/v1/events?after={}&limit=1", last - 1)).await;
+    assert_eq!(revealed.body["data"][0]["data"]["content"]["text"], "small", "{:?}", revealed.body);
     server.stop().await;
 }
 
@@ -769,7 +773,7 @@ async fn jetstream_gets_this_and_another_processs_commits_once_in_log_order() {
     let nats = NatsServer::start().await;
     let server =
         TestServer::start_with(Backend::Postgres, |config| config.nats_url = Some(nats.url.clone())).await;
-    let theirs = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let theirs = server.config().open_store(&[]).await.unwrap();
     let ours = server.conversation().await;
     for n in 0..9 {
         if n % 3 == 0 {
@@ -791,7 +795,8 @@ async fn jetstream_gets_this_and_another_processs_commits_once_in_log_order() {
     let head = theirs.append(vec![deleted_event(&other, sequence + 1, "elsewhere")]).await.unwrap();
 
     let log = colloquy_infra::log::GlobalLog::start(theirs.clone()).await.unwrap();
-    let stored = log.read(0, 10_000, None).await.unwrap();
+    // As stored: JetStream carries a contact's personal data sealed (docs/adr/0011).
+    let stored = log.read_stored(0, 10_000, None).await.unwrap();
     assert_eq!(stored.len() as i64, head);
     let client = async_nats::connect(&nats.url).await.unwrap();
     let stream = async_nats::jetstream::new(client).get_stream("COLLOQUY_EVENTS").await.unwrap();
@@ -875,7 +880,7 @@ async fn waiters_read_a_checkpoint_another_instance_moves_together(backend: Back
     server.get(&format!("/v1/conversations?min_position={position}")).await;
     server.shut_down().await;
 
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let end = append_copies_of_its_first_message(&store, &log, &id, 3).await;
     let projection = colloquy_projections::by_name("conversation_list").unwrap();
@@ -924,7 +929,7 @@ async fn two_projector_instances_by_turns_apply_each_event_once() {
     server.shut_down().await;
 
     // Twelve more messages, appended as the server appended the first; no projector runs.
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     append_copies_of_its_first_message(&store, &log, &id, 12).await;
     let events = log.read(position, 1000, None).await.unwrap();
@@ -973,7 +978,7 @@ async fn an_instance_handed_a_batch_with_a_hole_does_not_step_over_it() {
 
     // A policy (which the list ignores), a message (which it counts), and another policy,
     // appended as the server would have; no projector runs.
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let created =
         log.read(0, 1000, None).await.unwrap().into_iter().find(|e| e.event_type == "SlaPolicyCreated");

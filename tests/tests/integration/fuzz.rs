@@ -101,6 +101,10 @@ struct Fixtures {
     doomed_calendar: String,
     policy: String,
     doomed_policy: String,
+    /// A contact to erase.
+    doomed_contact: String,
+    /// A request's correlation id, to revert.
+    request: String,
 }
 
 fn calendar_body() -> Value {
@@ -156,7 +160,19 @@ async fn fixtures(server: &TestServer) -> Fixtures {
     }
     let token = server.post("/v1/tokens", json!({"name": "fuzz", "scopes": ["conversations:read"]})).await;
     assert_eq!(token.status, StatusCode::CREATED, "{:?}", token.body);
+    let request = uuid::Uuid::now_v7().to_string();
+    let labelled = server
+        .call_with(
+            Method::POST,
+            &format!("/v1/conversations/{doomed_conversation}/labels"),
+            Some(json!({"add": ["fuzz"]})),
+            &[("x-correlation-id", &request)],
+        )
+        .await;
+    assert!(labelled.status.is_success(), "{:?}", labelled.body);
     Fixtures {
+        doomed_contact: server.contact().await,
+        request,
         contact,
         member,
         removable_member,
@@ -203,6 +219,8 @@ fn the_fuzzed_routes_are_every_route_the_server_has() {
         doomed_calendar: placeholder(),
         policy: placeholder(),
         doomed_policy: placeholder(),
+        doomed_contact: placeholder(),
+        request: placeholder(),
     };
     let fuzzed: std::collections::BTreeSet<String> = routes(&fixtures)
         .iter()
@@ -317,6 +335,8 @@ fn routes(f: &Fixtures) -> Vec<Route> {
             })),
         ),
         route(Method::GET, "/v1/contacts/{}/events", &[&f.contact], None).with_query(page),
+        route(Method::POST, "/v1/contacts/{}/erase", &[&f.doomed_contact], None),
+        route(Method::POST, "/v1/commands/{}/revert", &[&f.request], None),
         route(
             Method::POST,
             "/v1/conversations",

@@ -130,7 +130,7 @@ async fn a_read_with_only_the_tenant_returns_the_same_events(backend: Backend) {
         let reply = server.post(&path, json!({"sender": {"kind": "customer"}, "text": text})).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     }
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let full = log.read(0, 100, None).await.unwrap();
     let slim = log.read_with(0, 100, None, colloquy_infra::event::Metadata::TenantOnly).await.unwrap();
@@ -156,7 +156,7 @@ async fn a_read_with_only_the_tenant_returns_the_same_events(backend: Backend) {
 /// is what was written.
 async fn a_payload_reads_back_as_the_text_written(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let id = Uuid::now_v7().to_string();
     let mut event = deleted_event(&id, 1, "exact");
     // Keys whose sorted order is not `jsonb`'s (shorter keys first), a nested object, an
@@ -319,7 +319,7 @@ async fn pages_are_bounded_by_bytes(backend: Backend) {
     for n in 0..6 {
         server.customer_message(&id, &format!("{n} {text}")).await;
     }
-    let whole = Store::open(&server.config().store_location()).await.unwrap();
+    let whole = server.config().open_store(&[]).await.unwrap();
     // About two messages' worth.
     let store = whole.clone().with_page_bytes(25_000);
     type Conversation = colloquy_domain::Conversation;

@@ -370,7 +370,7 @@ async fn scopes_guard_reads_and_writes(backend: Backend) {
         create_group(&server, json!({"inbox_id": "wa-main", "inbox_contact_id": inbox, "subject": "Scoped"}))
             .await;
     // A second handle on the server's store issues a token that may only read groups.
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let admin =
         colloquy_infra::tokens::authenticate(&store, &server.token, Utc::now()).await.unwrap().unwrap();
     let secret = colloquy_infra::tokens::generate_secret();
@@ -811,7 +811,7 @@ async fn an_activity_time_out_of_range_is_refused_and_an_old_one_does_not_stop_t
     }
     assert_eq!(server.all_events("groups", &group).await.len(), 1, "a refused ping appends nothing");
 
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let old = cqrs_es::persist::SerializedEvent::new(
         group.clone(),
         2,

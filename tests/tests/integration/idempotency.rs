@@ -110,7 +110,7 @@ async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
 
 /// The stored responses' rows, as (key, body) pairs, read straight from the store.
 async fn stored_keys(server: &TestServer) -> Vec<(String, Vec<u8>)> {
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let sql = "SELECT key, COALESCE(body, '') FROM idempotency_keys ORDER BY key";
     if let Some(pool) = store.reads().postgres() {
         let rows: Vec<(String, Vec<u8>)> =
@@ -168,7 +168,7 @@ async fn keys_belong_to_their_token_and_keep_no_secret(backend: Backend) {
     assert_eq!(server.all_events("conversations", &id).await.len(), 2, "opened and one message");
 
     // A key past its 24 hours is purged when the server starts (and every ten minutes).
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let old = chrono::Utc::now().timestamp_millis() - 25 * 3_600_000;
     let insert = "INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at) VALUES ('default', 'old', 'x', $1)";
     if let Some(pool) = store.reads().postgres() {

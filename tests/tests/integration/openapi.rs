@@ -211,6 +211,7 @@ async fn the_documented_scope_is_the_one_each_operation_checks() {
             .replace("/contacts/{id}", &format!("/contacts/{contact}"))
             .replace("{id}", &conversation)
             .replace("{message_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{correlation_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{contact_id}", &contact);
         // Required query parameters (a conversation's id is the one such today) take the
         // conversation's id, so the request reaches the scope check.

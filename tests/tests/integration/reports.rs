@@ -410,7 +410,7 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
     // Rebuilt from the log, the facts are the same, superseded ones included.
     let before = facts(&server, "include_superseded=true").await;
     server.shut_down().await;
-    let store = colloquy_projections::open_store(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&colloquy_projections::read_model_tables()).await.unwrap();
     let log = colloquy_infra::GlobalLog::start(store.clone()).await.unwrap();
     let projection = colloquy_projections::by_name("reports_v1").unwrap();
     let rebuilt = colloquy_projections::Projector::new(log, projection).rebuild(|_| {}).await.unwrap();

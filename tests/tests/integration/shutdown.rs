@@ -140,7 +140,7 @@ async fn acknowledged_commands_survive_a_graceful_shutdown_under_load(backend: B
     assert!(refused.is_empty(), "commands were refused rather than finished or cut off: {refused:?}");
 
     // Stopped: what the projectors saved is at or behind the log's head, never ahead of it.
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let head = colloquy_infra::log::read_head(&store).await.unwrap();
     let checkpoints = all_checkpoints(&store).await.unwrap();
     store.close().await;

@@ -145,6 +145,9 @@ async fn every_table_of_a_new_store_is_either_an_events_table_or_a_moved_read_mo
             "event_hashes",
             "events",
             "idempotency_keys",
+            // The contacts' data keys, destroyed in the commit of an erasure (docs/adr/0011).
+            "personal_keys",
+            "personal_master_keys",
             "sqlite_sequence",
             "store_identity",
             "tenant_counters",

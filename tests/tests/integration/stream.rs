@@ -185,7 +185,7 @@ async fn streams_are_capped_per_token_and_end_when_it_is_revoked(backend: Backen
 async fn streams_share_one_reader_of_the_log(backend: Backend) {
     let server = TestServer::start(backend).await;
     let id = server.conversation().await;
-    let store = colloquy_infra::Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let other = colloquy_domain::TenantId::parse("other").unwrap();
     let issued = colloquy_infra::tokens::create_token(
         &store,

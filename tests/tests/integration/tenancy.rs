@@ -16,7 +16,7 @@ use colloquy_infra::{tokens, Store};
 
 /// A caller with an admin token, named `name`, of tenant `other`.
 async fn admin_of_tenant_other(server: &TestServer, name: &str) -> Caller {
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
     let other = TenantId::parse("other").unwrap();
     let issued =
         tokens::create_token(&store, &other, name, &["admin".to_owned()], None, Utc::now()).await.unwrap();

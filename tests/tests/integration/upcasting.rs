@@ -102,7 +102,7 @@ fn in_former_shape(
 async fn events_of_a_former_shape_read_in_the_current_one_everywhere(backend: Backend) {
     register_former_shapes();
     let server = TestServer::start(backend).await;
-    let store = Store::open(&server.config().store_location()).await.unwrap();
+    let store = server.config().open_store(&[]).await.unwrap();
 
     // A conversation with one message as this release stores it, and one as the former did.
     let conversation = server.conversation().await;
