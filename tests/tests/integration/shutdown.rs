@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 
 use crate::common::{Backend, TestServer};
 use colloquy_infra::checkpoints::all as all_checkpoints;
-use colloquy_infra::Store;
 
 const CLIENTS: usize = 8;
 const MESSAGES_PER_CONVERSATION: usize = 4;

@@ -10,7 +10,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use colloquy_infra::upcast::{register, Upcaster};
-use colloquy_infra::Store;
 
 use crate::common::{Backend, TestServer};
 use crate::stream::Subscription;
