@@ -412,11 +412,13 @@ fn takes_if_match(path: &str, method: &str) -> bool {
 }
 
 /// Changes to an existing resource that take no `If-Match`: a provider's report of activity and a
-/// sync request record what happened whatever the client read, and a token's revocation is final.
-const WITHOUT_IF_MATCH: [(&str, &str); 3] = [
+/// sync request record what happened whatever the client read, and a token's revocation and a
+/// contact's erasure are final whatever the client read.
+const WITHOUT_IF_MATCH: [(&str, &str); 4] = [
     ("post", "/v1/groups/{id}/provider/activity"),
     ("post", "/v1/groups/{id}/sync"),
     ("delete", "/v1/tokens/{id}"),
+    ("post", "/v1/contacts/{id}/erase"),
 ];
 
 fn conventions(path: &str, method: &str, operation: &mut Operation) {
@@ -490,7 +492,7 @@ fn conventions(path: &str, method: &str, operation: &mut Operation) {
     if has_body || has_parameters || command {
         add("400", reference::<BadRequest>());
     }
-    if path.contains("{id}") {
+    if path.contains("{id}") || path.contains("{correlation_id}") {
         add("404", reference::<NotFound>());
     }
     if answers_412 {
