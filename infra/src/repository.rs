@@ -321,8 +321,9 @@ where
         self.cache().weigh(key, slot, weight);
     }
 
-    /// Drops every aggregate this process holds (an erasure: a cached one holds the erased
-    /// values as they read before it); each is read again from the store at its next use.
+    /// Drops every aggregate this process holds (after an erasure: a cached one holds the
+    /// contact's values as they read before it); each is read again from the store at its next
+    /// use.
     pub fn forget_all(&self) {
         let mut cache = self.cache();
         cache.slots.clear();
