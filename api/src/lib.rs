@@ -19,6 +19,7 @@ pub mod routes;
 pub mod serde_util;
 pub mod state;
 pub mod views;
+pub mod webhook_delivery;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -38,7 +39,7 @@ use crate::problem::ApiError;
 pub use crate::process::{Roles, Running, ShutdownHandle};
 use crate::routes::{
     audit, calendars, contacts, conversations, events, groups, health, inbox, inbox_row, messages, recompute,
-    reports, revert, sla, stream, timers, tokens, whatif,
+    reports, revert, sla, stream, timers, tokens, webhooks, whatif,
 };
 pub use crate::state::AppState;
 
@@ -129,6 +130,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::definitions::make_current))
         .routes(routes!(reports::definitions::compare))
         .routes(routes!(audit::list))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::patch, webhooks::delete))
+        .routes(routes!(webhooks::versions))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::replay))
+        .routes(routes!(webhooks::resume))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::ping))
         .routes(routes!(inbox_row::get))
         .routes(routes!(messages::add, messages::list))
         .routes(routes!(messages::get, messages::patch))

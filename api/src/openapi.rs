@@ -88,6 +88,7 @@ const EXAMPLE_ID: &str = "0192f3c4-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
         (name = "sla", description = "SLA policies: targets per metric and priority, on a calendar or around the clock; versioned."),
         (name = "reports", description = "Reporting facts derived from the log, and the figures folded from them: summary, time series, breakdowns, distributions, live counts."),
         (name = "audit", description = "The audit log: every command's effect, who did it and through which request; exported whole as CSV or JSON Lines."),
+        (name = "webhooks", description = "Subscriptions that receive the tenant's events over HTTP: signed CloudEvents, in order, retried, replayable."),
         (name = "tokens", description = "The admin API for the tenant's API tokens."),
         (name = "operations", description = "Health, readiness and metrics; no token needed."),
         (name = "reference", description = "This document and the page that renders it.")
@@ -398,6 +399,7 @@ fn conventional_scope(tag: &str, method: &str) -> Option<String> {
         "calendars" | "sla" => "settings",
         "reports" => "reports",
         "audit" => "audit",
+        "webhooks" => "webhooks",
         "tokens" => return Some(crate::extract::ADMIN_SCOPE.to_owned()),
         _ => return None,
     };
@@ -413,12 +415,17 @@ fn takes_if_match(path: &str, method: &str) -> bool {
 
 /// Changes to an existing resource that take no `If-Match`: a provider's report of activity and a
 /// sync request record what happened whatever the client read, and a token's revocation and a
-/// contact's erasure are final whatever the client read.
-const WITHOUT_IF_MATCH: [(&str, &str); 4] = [
+/// contact's erasure are final whatever the client read; a webhook's secret, deliveries and
+/// test ping are not its versioned definition.
+const WITHOUT_IF_MATCH: [(&str, &str); 8] = [
     ("post", "/v1/groups/{id}/provider/activity"),
     ("post", "/v1/groups/{id}/sync"),
     ("delete", "/v1/tokens/{id}"),
     ("post", "/v1/contacts/{id}/erase"),
+    ("post", "/v1/webhooks/{id}/rotate-secret"),
+    ("post", "/v1/webhooks/{id}/replay"),
+    ("post", "/v1/webhooks/{id}/resume"),
+    ("post", "/v1/webhooks/{id}/ping"),
 ];
 
 fn conventions(path: &str, method: &str, operation: &mut Operation) {

@@ -293,6 +293,13 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             }));
         }
     }
+    if roles.projectors {
+        // Webhooks, delivered from the log by whichever process holds each subscription's lease.
+        let (webhook_log, settings) = (log.clone(), crate::webhook_delivery::Settings::from_config(config));
+        workers.push(supervise("webhooks".into(), stop.subscribe(), move |stop| {
+            crate::webhook_delivery::run(webhook_log.clone(), settings, stop)
+        }));
+    }
     if roles.relay {
         let transport = match &jetstream {
             Some(jetstream) => {
@@ -335,7 +342,8 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             config.max_requests_in_flight,
         )
         .with_stuck_after(Duration::from_secs(config.ready_stuck_after_secs))
-        .with_conversations(conversations);
+        .with_conversations(conversations)
+        .with_webhook_settings(crate::webhook_delivery::Settings::from_config(config));
         let closer = state.clone();
         let router = app(state);
         let (shutdown, signal) = oneshot::channel::<()>();

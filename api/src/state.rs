@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use colloquy_domain::calendar::CalendarAggregate;
 use colloquy_domain::report::ReportSettingsAggregate;
 use colloquy_domain::sla::{ConversationSla, SlaPolicyAggregate};
+use colloquy_domain::webhook::WebhookAggregate;
 use colloquy_domain::{Contact, Conversation, Group};
 use colloquy_infra::relay::JetStreamTransport;
 use colloquy_infra::tokens::{self, Principal};
@@ -38,6 +39,9 @@ struct Inner {
     policies: Repository<SlaPolicyAggregate>,
     report_settings: Repository<ReportSettingsAggregate>,
     clocks: Repository<ConversationSla>,
+    webhooks: Repository<WebhookAggregate>,
+    /// How webhooks are delivered (a ping is sent from here).
+    webhook_settings: crate::webhook_delivery::Settings,
     verified_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
     projectors: Arc<Vec<Projector>>,
     min_position_timeout: Duration,
@@ -116,6 +120,13 @@ impl AppState {
                 policies: Repository::new(store.clone(), cache),
                 report_settings: Repository::new(store.clone(), cache),
                 clocks: Repository::new(store.clone(), cache),
+                webhooks: Repository::new(store.clone(), cache),
+                webhook_settings: crate::webhook_delivery::Settings {
+                    allow_private: false,
+                    retry_for: Duration::from_secs(86_400),
+                    retry_base: Duration::from_secs(5),
+                    timeout: Duration::from_secs(10),
+                },
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::channel(false).0,
@@ -152,6 +163,26 @@ impl AppState {
             inner.conversations = repository;
         }
         self
+    }
+
+    /// This state, with webhooks checked and pinged by `settings`. Only while the state is not
+    /// shared yet.
+    #[must_use]
+    pub fn with_webhook_settings(mut self, settings: crate::webhook_delivery::Settings) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.webhook_settings = settings;
+        }
+        self
+    }
+
+    /// How webhooks are delivered.
+    pub fn webhook_settings(&self) -> &crate::webhook_delivery::Settings {
+        &self.inner.webhook_settings
+    }
+
+    /// The webhook subscriptions' repository.
+    pub fn webhooks(&self) -> &Repository<WebhookAggregate> {
+        &self.inner.webhooks
     }
 
     /// The one reader of the log that event streams follow.

@@ -23,6 +23,7 @@ pub mod personal;
 pub mod report;
 pub mod sla;
 pub mod validate;
+pub mod webhook;
 pub mod whole;
 
 pub use channel::Channel;

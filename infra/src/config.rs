@@ -122,6 +122,25 @@ pub struct Config {
     /// of the database alone reads the personal data in it; erasure works either way.
     #[arg(long, env = "COLLOQUY_MASTER_KEY", value_parser = MasterKey::from_base64, hide_env_values = true)]
     pub master_key: Option<MasterKey>,
+
+    /// Lets webhooks reach URLs whose host is, or resolves to, a loopback, private, link-local or
+    /// otherwise internal address. Off by default, so that a subscription cannot make the server
+    /// call into the network it runs in; for receivers on the same host or network (tests).
+    #[arg(long, env = "COLLOQUY_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
+
+    /// How long, in seconds, a webhook's failing delivery is retried (with exponential backoff
+    /// and jitter) before the subscription is paused with the reason.
+    #[arg(long, env = "COLLOQUY_WEBHOOK_RETRY_FOR_SECS", default_value_t = 86_400)]
+    pub webhook_retry_for_secs: u64,
+
+    /// The first retry's pause in milliseconds; each next one doubles, up to an hour.
+    #[arg(long, env = "COLLOQUY_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub webhook_retry_base_ms: u64,
+
+    /// How long, in milliseconds, one webhook request may take, connecting included.
+    #[arg(long, env = "COLLOQUY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
 }
 
 impl Config {

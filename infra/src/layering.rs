@@ -23,6 +23,7 @@ const ORDER: [&str; 22] = [
     "repository",
     "idempotency",
     "erasure",
+    "secrets",
     "tokens",
     "config",
 ];

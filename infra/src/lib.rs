@@ -23,6 +23,7 @@ pub mod log;
 pub mod personal;
 pub mod relay;
 pub mod repository;
+pub mod secrets;
 mod snapshots;
 pub mod store;
 pub mod tokens;

@@ -217,6 +217,34 @@ impl Keyring {
         )))
     }
 
+    /// Seals `secret`, a secret the store must read back (a webhook's signing secret), under the
+    /// master key, bound to `kind`, `tenant` and `owner`: the master key's id and the sealed bytes.
+    pub async fn seal_secret(
+        &self,
+        kind: &str,
+        tenant: &str,
+        owner: &str,
+        secret: &[u8],
+    ) -> Result<(String, Vec<u8>), StoreError> {
+        let master = self.wrapping_key().await?;
+        Ok((master.id.clone(), seal_bytes(&master.cipher, secret, &bound(kind, tenant, owner))))
+    }
+
+    /// Opens what [`Keyring::seal_secret`] sealed under master key `master_id`.
+    pub async fn open_secret(
+        &self,
+        (kind, tenant, owner): (&str, &str, &str),
+        master_id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let master = self.master(master_id).await?;
+        open_bytes(&master.cipher, sealed, &bound(kind, tenant, owner)).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the {kind} secret of {owner} does not open with master key {master_id}"
+            ))
+        })
+    }
+
     /// The data keys of `subjects` of `tenant`, read from the store where not cached; a subject
     /// with none is made one when `make`, else reads as erased (its values came from elsewhere,
     /// an export replayed into a new store).

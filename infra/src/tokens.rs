@@ -229,6 +229,8 @@ pub const SCOPES: &[&str] = &[
     "events:read",
     "reports:read",
     "audit:read",
+    "webhooks:read",
+    "webhooks:write",
     ADMIN_SCOPE,
 ];
 

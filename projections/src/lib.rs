@@ -13,6 +13,7 @@ pub mod rows;
 pub mod runtime;
 pub mod sla;
 pub mod snooze;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(group_members::GroupMembers),
         Arc::new(snooze::SnoozeTimers),
         Arc::new(sla::Sla),
+        Arc::new(webhooks::Webhooks),
     ];
     // Every kept definition version's facts: the versions share tables, each its own rows.
     all.extend(reports::Reports::all().map(|reports| Arc::new(reports) as Arc<dyn Projection>));

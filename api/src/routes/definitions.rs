@@ -45,7 +45,7 @@ pub struct RevisionView<D> {
     pub definition: D,
 }
 
-fn view<D: Definition>(defined: &Defined<D>) -> Option<DefinitionView<D>> {
+fn view<D: Scoped>(defined: &Defined<D>) -> Option<DefinitionView<D>> {
     let first = defined.revisions.first()?;
     let current = defined.current()?;
     Some(DefinitionView {
@@ -57,17 +57,40 @@ fn view<D: Definition>(defined: &Defined<D>) -> Option<DefinitionView<D>> {
     })
 }
 
-/// Every definition is the tenant's settings: `settings:read` reads it, `settings:write` changes it.
-fn scope(write: bool) -> &'static str {
+/// The scopes a kind of definition is read and changed with.
+pub trait Scoped: Definition {
+    /// To read it.
+    const READ: &'static str;
+    /// To change it.
+    const WRITE: &'static str;
+}
+
+/// Calendars and SLA policies are the tenant's settings.
+impl Scoped for colloquy_domain::calendar::Calendar {
+    const READ: &'static str = "settings:read";
+    const WRITE: &'static str = "settings:write";
+}
+
+impl Scoped for colloquy_domain::sla::SlaPolicy {
+    const READ: &'static str = "settings:read";
+    const WRITE: &'static str = "settings:write";
+}
+
+impl Scoped for colloquy_domain::webhook::Webhook {
+    const READ: &'static str = "webhooks:read";
+    const WRITE: &'static str = "webhooks:write";
+}
+
+fn scope<D: Scoped>(write: bool) -> &'static str {
     if write {
-        "settings:write"
+        D::WRITE
     } else {
-        "settings:read"
+        D::READ
     }
 }
 
 /// `POST`: creates it, under the client's id or a new one, at `/v1/<path>/<id>`.
-pub async fn create<D: Definition>(
+pub async fn create<D: Scoped>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     headers: &HeaderMap,
@@ -78,7 +101,7 @@ pub async fn create<D: Definition>(
     let id = id.unwrap_or_else(Uuid::now_v7);
     let command_ = DefinitionCommand::Create { id, tenant_id: principal.tenant.clone(), definition };
     let ask = Ask {
-        scope: scope(true),
+        scope: scope::<D>(true),
         kind: D::NOUN,
         id,
         intent: Intent::Create,
@@ -91,12 +114,12 @@ pub async fn create<D: Definition>(
 }
 
 /// `GET /{id}`: the current version; deleted ones are gone.
-pub async fn get<D: Definition>(
+pub async fn get<D: Scoped>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     id: Uuid,
 ) -> Result<Versioned<DefinitionView<D>>, ApiError> {
-    require(principal, scope(false))?;
+    require(principal, scope::<D>(false))?;
     let found = repository
         .read(&principal.tenant, &id.to_string(), |defined, version| {
             (!defined.deleted).then(|| view(defined).map(|view| (version, view))).flatten()
@@ -107,7 +130,7 @@ pub async fn get<D: Definition>(
 }
 
 /// `PUT /{id}`: records `definition` as the next version (nothing when it is the same).
-pub async fn replace<D: Definition>(
+pub async fn replace<D: Scoped>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     headers: &HeaderMap,
@@ -115,7 +138,7 @@ pub async fn replace<D: Definition>(
     definition: D,
 ) -> Result<Versioned<DefinitionView<D>>, ApiError> {
     let ask = Ask {
-        scope: scope(true),
+        scope: scope::<D>(true),
         kind: D::NOUN,
         id,
         intent: Intent::Update,
@@ -129,14 +152,14 @@ pub async fn replace<D: Definition>(
 }
 
 /// `DELETE /{id}`: 204. Its versions stay on its stream; timers that ran under it keep saying so.
-pub async fn delete<D: Definition>(
+pub async fn delete<D: Scoped>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     headers: &HeaderMap,
     (id, expected): (Uuid, Option<usize>),
 ) -> Result<Response, ApiError> {
     let ask = Ask {
-        scope: scope(true),
+        scope: scope::<D>(true),
         kind: D::NOUN,
         id,
         intent: Intent::Update,
@@ -153,12 +176,12 @@ pub async fn delete<D: Definition>(
 }
 
 /// `GET /{id}/versions`: every version, oldest first (a deleted one's too).
-pub async fn versions<D: Definition>(
+pub async fn versions<D: Scoped>(
     repository: &Repository<Defined<D>>,
     principal: &Principal,
     id: Uuid,
 ) -> Result<axum::Json<Page<RevisionView<D>>>, ApiError> {
-    require(principal, scope(false))?;
+    require(principal, scope::<D>(false))?;
     let found = repository
         .read(&principal.tenant, &id.to_string(), |defined, _| {
             defined
@@ -177,11 +200,11 @@ pub async fn versions<D: Definition>(
 }
 
 /// `GET`: the tenant's live definitions of the kind, oldest first, from the read model.
-pub async fn list<D: Definition>(
+pub async fn list<D: Scoped>(
     state: &AppState,
     principal: &Principal,
 ) -> Result<axum::Json<Page<DefinitionView<D>>>, ApiError> {
-    require(principal, scope(false))?;
+    require(principal, scope::<D>(false))?;
     let listed = definitions::list::<D>(state.store(), &principal.tenant).await?;
     let data = listed
         .into_iter()

@@ -20,6 +20,7 @@ pub mod sla;
 pub mod stream;
 pub mod timers;
 pub mod tokens;
+pub mod webhooks;
 pub mod whatif;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

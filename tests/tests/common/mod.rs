@@ -107,6 +107,11 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
             colloquy_infra::personal::MasterKey::from_base64(master_key_text())
                 .expect("a generated master key reads"),
         ),
+        // Tests' webhook receivers listen on loopback; retries come fast.
+        webhook_allow_private: true,
+        webhook_retry_for_secs: 86_400,
+        webhook_retry_base_ms: 100,
+        webhook_timeout_ms: 5_000,
     }
 }
 

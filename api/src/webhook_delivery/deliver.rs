@@ -1,0 +1,326 @@
+//! One subscription's deliveries, by the process that holds its lease: the tenant's log after
+//! the cursor, the events it wants, in order, one request (or batch) at a time; the cursor moves
+//! past a request once the subscriber answered 2xx (at least once: a crash between the two
+//! sends it again, under the same `webhook-id`). A failure is retried with exponential backoff
+//! and jitter, from the same events, until it has failed for the retry period; then the
+//! subscription is paused with the reason and resumes from there when told to.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use colloquy_domain::webhook::ContentMode;
+use colloquy_domain::TenantId;
+use colloquy_infra::envelope::{cloud_event, cloud_event_json};
+use colloquy_infra::{secrets, GlobalLog, StoreError, StoredEvent};
+use colloquy_projections::webhooks::deliveries::{self, Delivery};
+use colloquy_projections::webhooks::state::{self, State, Step};
+use colloquy_projections::webhooks::Subscription;
+
+use super::send::{Message, Sender};
+use super::Settings;
+
+/// Events read from the log at a time.
+const READ: i64 = 500;
+
+/// The most events in a batched request.
+const BATCH_EVENTS: usize = 100;
+
+/// The most bytes of events in a batched request (one larger event goes alone).
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// How long a lease lasts; it is renewed at a third of that.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// How long secrets are used before they are read again (a rotation signs within this).
+const SECRETS_FOR: Duration = Duration::from_secs(1);
+
+/// The least time between two reads of the log that found nothing.
+const IDLE_READ: Duration = Duration::from_millis(10);
+
+/// The longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The pause before attempt `attempts + 1`: `base` doubled per attempt made, at most an hour,
+/// with full jitter in its upper half (so that subscribers failing together do not retry in step).
+pub fn backoff(base: Duration, attempts: i32) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(30);
+    let pause = base.saturating_mul(1 << doublings).min(MAX_BACKOFF);
+    let half = pause / 2;
+    half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+}
+
+/// What a holder works with.
+pub struct Holder {
+    /// The log.
+    pub log: GlobalLog,
+    /// This process's lease name.
+    pub name: String,
+    /// The requests' client.
+    pub sender: Sender,
+    /// Retry and safety settings.
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Why a subscription's task ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Told to stop (the process stops, or it was deleted or made inactive).
+    Stopped,
+    /// Another process holds it now, or it is paused.
+    LostLease,
+}
+
+/// The event's id, as its CloudEvent names it.
+fn event_id(event: &StoredEvent) -> String {
+    cloud_event(event)
+        .id
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .unwrap_or_else(|| format!("position-{}", event.position.unwrap_or_default()))
+}
+
+/// The events at the buffer's front that one request carries, and the cursor after it: the
+/// unwanted ones before and among them are passed over.
+fn next_request(buffer: &VecDeque<StoredEvent>, subscription: &Subscription) -> (Vec<usize>, Option<i64>) {
+    let most = match subscription.webhook.content_mode {
+        ContentMode::Structured => 1,
+        ContentMode::Batched => BATCH_EVENTS,
+    };
+    let (mut taken, mut bytes, mut through) = (Vec::new(), 0usize, None);
+    for (at, event) in buffer.iter().enumerate() {
+        if subscription.webhook.wants(&event.aggregate_type, &event.event_type) {
+            let size = event.payload.raw().get().len() + event.metadata.raw().get().len();
+            if taken.len() == most || (!taken.is_empty() && bytes + size > BATCH_BYTES) {
+                break;
+            }
+            bytes += size;
+            taken.push(at);
+        }
+        through = event.position;
+    }
+    (taken, through)
+}
+
+/// Delivers `subscription` until told to stop or it loses its lease; `state` as claimed.
+pub async fn run(
+    holder: &Holder,
+    mut subscription: watch::Receiver<Subscription>,
+    mut state: State,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Ended, StoreError> {
+    let current = subscription.borrow().clone();
+    let (tenant, id) = (current.tenant_id.clone(), current.id.clone());
+    let key = (tenant.as_str(), id.as_str());
+    let tenant_id =
+        TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(format!("webhook {id}: {e}")))?;
+    let store = holder.log.store().clone();
+    let mut head = holder.log.watch_head();
+    let mut buffer: VecDeque<StoredEvent> = VecDeque::new();
+    let mut renewed = tokio::time::Instant::now();
+    let mut secrets_read: Option<(tokio::time::Instant, secrets::Secrets)> = None;
+    loop {
+        if *stop.borrow() {
+            return Ok(Ended::Stopped);
+        }
+        let now = now_ms();
+        if renewed.elapsed() > LEASE / 3 {
+            let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(30_000);
+            match state::claim(&store, key, &holder.name, (now, until)).await? {
+                Some(claimed) => state = claimed,
+                None => return Ok(Ended::LostLease),
+            }
+            renewed = tokio::time::Instant::now();
+        }
+        // Waiting for a retry: woken at its time, and each second to see an operator's change.
+        if state.next_attempt_at > now {
+            let wait = Duration::from_millis(u64::try_from(state.next_attempt_at - now).unwrap_or(0));
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+            }
+            match reread(&store, key, &holder.name).await? {
+                Some(reread) if reread.paused_at.is_none() => state = reread,
+                _ => return Ok(Ended::LostLease),
+            }
+            continue;
+        }
+        if buffer.is_empty() {
+            head.borrow_and_update();
+            let read = holder.log.read(state.cursor, READ, Some(&tenant_id)).await?;
+            if read.is_empty() {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = head.changed() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                // Other tenants' events move the head too: at most one read per `IDLE_READ`.
+                tokio::time::sleep(IDLE_READ).await;
+                continue;
+            }
+            buffer.extend(read);
+        }
+        let subscription_now = subscription.borrow_and_update().clone();
+        let (taken, through) = next_request(&buffer, &subscription_now);
+        let Some(through) = through else {
+            buffer.clear();
+            continue;
+        };
+        let from = state.cursor;
+        let step = if taken.is_empty() {
+            Step::Delivered { to: through, count: 0, at: now }
+        } else {
+            let fresh = secrets_read.as_ref().is_some_and(|(read_at, _)| read_at.elapsed() < SECRETS_FOR);
+            if !fresh {
+                let Some(read) = secrets::get(&store, &tenant, &id).await? else {
+                    // Deleted meanwhile (its secret goes first); the supervisor stops this task.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                secrets_read = Some((tokio::time::Instant::now(), read));
+            }
+            let Some((_, secrets)) = secrets_read.as_ref() else { continue };
+            let events: Vec<&StoredEvent> = taken.iter().map(|at| &buffer[*at]).collect();
+            attempt(holder, &subscription_now, (&state, now), &events, secrets).await?
+        };
+        let recorded = state::record(&store, key, &holder.name, from, step.clone()).await?;
+        if !recorded {
+            // The lease was lost, or an operator moved the cursor (a replay): start from the store.
+            buffer.clear();
+            match reread(&store, key, &holder.name).await? {
+                Some(reread) if reread.paused_at.is_none() => {
+                    state = reread;
+                    continue;
+                }
+                _ => return Ok(Ended::LostLease),
+            }
+        }
+        match step {
+            Step::Delivered { to, count, at } => {
+                while buffer.front().is_some_and(|event| event.position.unwrap_or_default() <= to) {
+                    buffer.pop_front();
+                }
+                state.cursor = to;
+                state.delivered += count;
+                if count > 0 {
+                    state.delivered_at = Some(at);
+                }
+                state.failing_since = None;
+                state.attempts = 0;
+                state.next_attempt_at = 0;
+                state.last_error = None;
+            }
+            Step::Failed { at, error, retry_at, pause } => {
+                if pause.is_some() {
+                    tracing::warn!(tenant = %tenant, webhook = %id, reason = ?pause, "webhook paused");
+                    return Ok(Ended::LostLease);
+                }
+                state.failing_since = state.failing_since.or(Some(at));
+                state.attempts += 1;
+                state.next_attempt_at = retry_at;
+                state.last_error = Some(error);
+            }
+        }
+    }
+}
+
+/// The stored state, if this holder still holds it.
+async fn reread(
+    store: &colloquy_infra::Store,
+    key: (&str, &str),
+    name: &str,
+) -> Result<Option<State>, StoreError> {
+    Ok(state::read(store, key.0, key.1).await?.filter(|state| state.leased_by.as_deref() == Some(name)))
+}
+
+/// Sends `events` and logs the attempt: the step it makes.
+async fn attempt(
+    holder: &Holder,
+    subscription: &Subscription,
+    (state, now): (&State, i64),
+    events: &[&StoredEvent],
+    secrets: &secrets::Secrets,
+) -> Result<Step, StoreError> {
+    let (first, last) = (events[0], events[events.len() - 1]);
+    let (content_type, body, message_id) = match subscription.webhook.content_mode {
+        ContentMode::Structured => {
+            ("application/cloudevents+json", cloud_event_json(first).into_bytes(), event_id(first))
+        }
+        ContentMode::Batched => {
+            let body =
+                format!("[{}]", events.iter().map(|e| cloud_event_json(e)).collect::<Vec<_>>().join(","));
+            let id = format!("{}.{}", event_id(first), events.len());
+            ("application/cloudevents-batch+json", body.into_bytes(), id)
+        }
+    };
+    let message = Message {
+        url: &subscription.webhook.url,
+        id: &message_id,
+        content_type,
+        body,
+        secrets: secrets.signing(now),
+    };
+    let sent = holder.sender.send(message).await;
+    let attempt_number = state.attempts + 1;
+    let delivery = Delivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        attempted_at: now,
+        kind: "events".into(),
+        message_id,
+        first_position: first.position,
+        last_position: last.position,
+        events: i32::try_from(events.len()).unwrap_or(i32::MAX),
+        attempt: attempt_number,
+        outcome: if sent.delivered() { "delivered" } else { "failed" }.into(),
+        status_code: sent.status.map(i32::from),
+        error: sent.error.clone(),
+        latency_ms: sent.latency_ms,
+        response_excerpt: sent.excerpt.clone(),
+    };
+    deliveries::record(holder.log.store(), (&subscription.tenant_id, &subscription.id), &delivery).await?;
+    let through = last.position.unwrap_or_default();
+    let Some(error) = sent.error else {
+        return Ok(Step::Delivered { to: through, count: i64::try_from(events.len()).unwrap_or(0), at: now });
+    };
+    let at = now_ms();
+    let since = state.failing_since.unwrap_or(at);
+    let retry_for = i64::try_from(holder.settings.retry_for.as_millis()).unwrap_or(i64::MAX);
+    let pause = (at - since >= retry_for).then(|| {
+        format!(
+            "deliveries failed for {} s ({attempt_number} attempts) from position {}; the last: {error}",
+            (at - since) / 1000,
+            first.position.unwrap_or_default()
+        )
+    });
+    let wait = backoff(holder.settings.retry_base, attempt_number);
+    let retry_at = at + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+    Ok(Step::Failed { at, error, retry_at, pause })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_an_hour() {
+        let base = Duration::from_secs(5);
+        for attempts in 1..40 {
+            let pause = backoff(base, attempts);
+            let full = base.saturating_mul(1 << (attempts - 1).min(30)).min(MAX_BACKOFF);
+            assert!(pause >= full / 2 && pause <= full, "attempt {attempts}: {pause:?} of {full:?}");
+        }
+        assert!(backoff(base, 30) <= MAX_BACKOFF);
+    }
+}
