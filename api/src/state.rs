@@ -126,6 +126,7 @@ impl AppState {
                     retry_for: Duration::from_secs(86_400),
                     retry_base: Duration::from_secs(5),
                     timeout: Duration::from_secs(10),
+                    lease: Duration::from_secs(30),
                 },
                 store,
                 verified_tokens: Mutex::new(HashMap::new()),

@@ -141,6 +141,11 @@ pub struct Config {
     /// How long, in milliseconds, one webhook request may take, connecting included.
     #[arg(long, env = "COLLOQUY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
+
+    /// How long, in milliseconds, a process holds a webhook subscription without renewing it
+    /// (it renews at a third of that): how soon another process takes over from one that died.
+    #[arg(long, env = "COLLOQUY_WEBHOOK_LEASE_MS", default_value_t = 30_000)]
+    pub webhook_lease_ms: u64,
 }
 
 impl Config {

@@ -372,6 +372,7 @@ pub async fn delete(
     let response = definitions::delete(state.webhooks(), &principal, &headers, (id, expected)).await?;
     let key = (principal.tenant.as_str(), id.to_string());
     secrets::delete(state.store(), key.0, &key.1).await?;
+    crate::webhook_delivery::deliver::secrets_changed();
     deliveries::forget(state.store(), (key.0, &key.1)).await?;
     Ok(response)
 }
@@ -431,6 +432,7 @@ pub async fn rotate_secret(
     if !secrets::rotate(state.store(), tenant, &id.to_string(), &secret, (now, now + grace * 1000)).await? {
         return Err(ApiError::not_found(format!("webhook {id}")));
     }
+    crate::webhook_delivery::deliver::secrets_changed();
     let mut body = view(&state, tenant, found.body).await?;
     body.secret = Some(secret);
     Ok(Versioned::ok(found.version, body))
@@ -442,8 +444,9 @@ pub async fn rotate_secret(
 pub struct ReplayParams {
     /// The log position to deliver from again (the `position` of an event, or of a CloudEvent
     /// received): it and every later event the subscription wants are sent again, in order.
+    /// Required.
     #[param(minimum = 1)]
-    from_position: i64,
+    from_position: Option<i64>,
 }
 
 /// `POST /v1/webhooks/{id}/replay`
@@ -463,10 +466,11 @@ pub async fn replay(
     Query(params): Query<ReplayParams>,
 ) -> Result<Response, ApiError> {
     require(&principal, Webhook::WRITE)?;
-    if params.from_position < 1 {
+    let from = params.from_position.ok_or_else(|| ApiError::invalid_field("from_position", "is required"))?;
+    if from < 1 {
         return Err(ApiError::invalid_field("from_position", "must be at least 1"));
     }
-    move_deliveries(&state, &principal, id, Some(params.from_position - 1)).await
+    move_deliveries(&state, &principal, id, Some(from - 1)).await
 }
 
 /// `POST /v1/webhooks/{id}/resume`

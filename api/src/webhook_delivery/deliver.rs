@@ -31,11 +31,22 @@ const BATCH_EVENTS: usize = 100;
 /// The most bytes of events in a batched request (one larger event goes alone).
 const BATCH_BYTES: usize = 1024 * 1024;
 
-/// How long a lease lasts; it is renewed at a third of that.
-pub const LEASE: Duration = Duration::from_secs(30);
-
-/// How long secrets are used before they are read again (a rotation signs within this).
+/// How long secrets are used before they are read again: a rotation in another process signs
+/// within this, as does a deletion; one in this process at once ([`secrets_changed`]).
 const SECRETS_FOR: Duration = Duration::from_secs(1);
+
+/// Moved on by each rotation in this process, so that no task signs with what it read before.
+static SECRETS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Tells this process's deliveries that a secret was rotated or deleted: they read the secrets
+/// again before their next request (a deleted subscription's has none, and sends no more).
+pub fn secrets_changed() {
+    SECRETS_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn secrets_generation() -> u64 {
+    SECRETS_GENERATION.load(std::sync::atomic::Ordering::SeqCst)
+}
 
 /// The least time between two reads of the log that found nothing.
 const IDLE_READ: Duration = Duration::from_millis(10);
@@ -130,14 +141,16 @@ pub async fn run(
     let mut head = holder.log.watch_head();
     let mut buffer: VecDeque<StoredEvent> = VecDeque::new();
     let mut renewed = tokio::time::Instant::now();
-    let mut secrets_read: Option<(tokio::time::Instant, secrets::Secrets)> = None;
+    let mut secrets_read: Option<(tokio::time::Instant, u64, secrets::Secrets)> = None;
     loop {
         if *stop.borrow() {
             return Ok(Ended::Stopped);
         }
         let now = now_ms();
-        if renewed.elapsed() > LEASE / 3 {
-            let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(30_000);
+        // The lease is renewed at a third of its length.
+        let lease = holder.settings.lease;
+        if renewed.elapsed() > lease / 3 {
+            let until = now + i64::try_from(lease.as_millis()).unwrap_or(30_000);
             match state::claim(&store, key, &holder.name, (now, until)).await? {
                 Some(claimed) => state = claimed,
                 None => return Ok(Ended::LostLease),
@@ -182,16 +195,19 @@ pub async fn run(
         let step = if taken.is_empty() {
             Step::Delivered { to: through, count: 0, at: now }
         } else {
-            let fresh = secrets_read.as_ref().is_some_and(|(read_at, _)| read_at.elapsed() < SECRETS_FOR);
+            let fresh = secrets_read.as_ref().is_some_and(|(read_at, generation, _)| {
+                read_at.elapsed() < SECRETS_FOR && *generation == secrets_generation()
+            });
             if !fresh {
+                let generation = secrets_generation();
                 let Some(read) = secrets::get(&store, &tenant, &id).await? else {
                     // Deleted meanwhile (its secret goes first); the supervisor stops this task.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
-                secrets_read = Some((tokio::time::Instant::now(), read));
+                secrets_read = Some((tokio::time::Instant::now(), generation, read));
             }
-            let Some((_, secrets)) = secrets_read.as_ref() else { continue };
+            let Some((_, _, secrets)) = secrets_read.as_ref() else { continue };
             let events: Vec<&StoredEvent> = taken.iter().map(|at| &buffer[*at]).collect();
             attempt(holder, &subscription_now, (&state, now), &events, secrets).await?
         };

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use colloquy_infra::{Config, GlobalLog, StoreError};
 use colloquy_projections::webhooks::{self, deliveries, state, Subscription};
 
-use deliver::{now_ms, Ended, Holder, LEASE};
+use deliver::{now_ms, Ended, Holder};
 
 /// How often the subscriptions are read again (a new one starts within this).
 const SCAN_EVERY: Duration = Duration::from_millis(500);
@@ -38,6 +38,8 @@ pub struct Settings {
     pub retry_base: Duration,
     /// How long a request may take.
     pub timeout: Duration,
+    /// How long a process holds a subscription without renewing it.
+    pub lease: Duration,
 }
 
 impl Settings {
@@ -48,6 +50,7 @@ impl Settings {
             retry_for: Duration::from_secs(config.webhook_retry_for_secs),
             retry_base: Duration::from_millis(config.webhook_retry_base_ms.max(1)),
             timeout: Duration::from_millis(config.webhook_timeout_ms.max(100)),
+            lease: Duration::from_millis(config.webhook_lease_ms.max(300)),
         }
     }
 
@@ -146,7 +149,7 @@ async fn scan(holder: &Arc<Holder>, tasks: &mut HashMap<(String, String), Task>)
         if tasks.contains_key(&key) {
             continue;
         }
-        let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(30_000);
+        let until = now + i64::try_from(holder.settings.lease.as_millis()).unwrap_or(30_000);
         let Some(claimed) = state::claim(store, (&key.0, &key.1), &holder.name, (now, until)).await? else {
             continue;
         };

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod receiver;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -112,6 +114,7 @@ pub fn config_for(data_dir: PathBuf, database_url: Option<String>, token: &str) 
         webhook_retry_for_secs: 86_400,
         webhook_retry_base_ms: 100,
         webhook_timeout_ms: 5_000,
+        webhook_lease_ms: 3_000,
     }
 }
 

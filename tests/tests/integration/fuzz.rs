@@ -105,6 +105,9 @@ struct Fixtures {
     doomed_contact: String,
     /// A request's correlation id, to revert.
     request: String,
+    /// A webhook subscription (to a closed loopback port: a ping fails at once).
+    webhook: String,
+    doomed_webhook: String,
 }
 
 fn calendar_body() -> Value {
@@ -170,7 +173,11 @@ async fn fixtures(server: &TestServer) -> Fixtures {
         )
         .await;
     assert!(labelled.status.is_success(), "{:?}", labelled.body);
+    let webhook_body =
+        json!({"name": "Fuzz", "url": format!("http://127.0.0.1:{}/hook", crate::common::free_port())});
     Fixtures {
+        webhook: created(server, "/v1/webhooks", webhook_body.clone()).await,
+        doomed_webhook: created(server, "/v1/webhooks", webhook_body).await,
         doomed_contact: server.contact().await,
         request,
         contact,
@@ -221,6 +228,8 @@ fn the_fuzzed_routes_are_every_route_the_server_has() {
         doomed_policy: placeholder(),
         doomed_contact: placeholder(),
         request: placeholder(),
+        webhook: placeholder(),
+        doomed_webhook: placeholder(),
     };
     let fuzzed: std::collections::BTreeSet<String> = routes(&fixtures)
         .iter()
@@ -337,6 +346,30 @@ fn routes(f: &Fixtures) -> Vec<Route> {
         route(Method::GET, "/v1/contacts/{}/events", &[&f.contact], None).with_query(page),
         route(Method::POST, "/v1/contacts/{}/erase", &[&f.doomed_contact], None),
         route(Method::POST, "/v1/commands/{}/revert", &[&f.request], None),
+        route(
+            Method::POST,
+            "/v1/webhooks",
+            &[],
+            Some(json!({"name": "Fuzzed", "url": "http://127.0.0.1:9/hook", "event_types": ["MessageAdded"],
+                        "aggregate_types": ["conversation"], "active": false, "content_mode": "batched"})),
+        ),
+        route(Method::GET, "/v1/webhooks", &[], None),
+        route(Method::GET, "/v1/webhooks/{}", &[&f.webhook], None),
+        route(
+            Method::PATCH,
+            "/v1/webhooks/{}",
+            &[&f.webhook],
+            Some(json!({"name": "Renamed", "event_types": [], "active": true, "content_mode": "structured"})),
+        ),
+        route(Method::DELETE, "/v1/webhooks/{}", &[&f.doomed_webhook], None),
+        route(Method::GET, "/v1/webhooks/{}/versions", &[&f.webhook], None),
+        route(Method::POST, "/v1/webhooks/{}/rotate-secret", &[&f.webhook], None)
+            .with_query(&[("grace_seconds", "60")]),
+        route(Method::POST, "/v1/webhooks/{}/replay", &[&f.webhook], None)
+            .with_query(&[("from_position", "1")]),
+        route(Method::POST, "/v1/webhooks/{}/resume", &[&f.webhook], None),
+        route(Method::GET, "/v1/webhooks/{}/deliveries", &[&f.webhook], None).with_query(&[("limit", "5")]),
+        route(Method::POST, "/v1/webhooks/{}/ping", &[&f.webhook], None),
         route(
             Method::POST,
             "/v1/conversations",

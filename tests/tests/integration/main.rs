@@ -30,3 +30,4 @@ mod stream;
 mod tenancy;
 mod timers;
 mod upcasting;
+mod webhooks;
