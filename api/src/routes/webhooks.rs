@@ -444,9 +444,8 @@ pub async fn rotate_secret(
 pub struct ReplayParams {
     /// The log position to deliver from again (the `position` of an event, or of a CloudEvent
     /// received): it and every later event the subscription wants are sent again, in order.
-    /// Required.
-    #[param(minimum = 1)]
-    from_position: Option<i64>,
+    #[param(value_type = i64, minimum = 1)]
+    from_position: String,
 }
 
 /// `POST /v1/webhooks/{id}/replay`
@@ -466,10 +465,10 @@ pub async fn replay(
     Query(params): Query<ReplayParams>,
 ) -> Result<Response, ApiError> {
     require(&principal, Webhook::WRITE)?;
-    let from = params.from_position.ok_or_else(|| ApiError::invalid_field("from_position", "is required"))?;
-    if from < 1 {
-        return Err(ApiError::invalid_field("from_position", "must be at least 1"));
-    }
+    // Read as text, so that the scope is checked before the value.
+    let from = params.from_position.trim().parse::<i64>().ok().filter(|from| *from >= 1);
+    let from =
+        from.ok_or_else(|| ApiError::invalid_field("from_position", "must be a log position, 1 or more"))?;
     move_deliveries(&state, &principal, id, Some(from - 1)).await
 }
 
@@ -576,6 +575,7 @@ pub struct DeliveriesParams {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     cursor: Option<String>,
 }
 
