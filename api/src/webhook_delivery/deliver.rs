@@ -15,7 +15,7 @@ use colloquy_domain::webhook::ContentMode;
 use colloquy_domain::TenantId;
 use colloquy_infra::envelope::{cloud_event, cloud_event_json};
 use colloquy_infra::{secrets, GlobalLog, StoreError, StoredEvent};
-use colloquy_projections::webhooks::deliveries::{self, Delivery};
+use colloquy_projections::webhooks::deliveries::Delivery;
 use colloquy_projections::webhooks::state::{self, State, Step};
 use colloquy_projections::webhooks::Subscription;
 
@@ -125,55 +125,159 @@ fn next_request(buffer: &VecDeque<StoredEvent>, subscription: &Subscription) -> 
     (taken, through)
 }
 
+/// What a holder has done and not yet written: the cursor's move over the requests taken (and
+/// the events passed over) since the last write, and the attempts made. Written at most every
+/// [`WRITE_EVERY`] or [`WRITE_ATTEMPTS`] attempts, at a failure, and before any wait, in one
+/// transaction: a crash sends the unwritten requests again (at least once, as ever).
+#[derive(Default)]
+struct Unwritten {
+    moved: Option<Step>,
+    attempts: Vec<Delivery>,
+    since: Option<tokio::time::Instant>,
+}
+
+/// The longest a holder goes without writing what it delivered.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
+
+/// The most attempts a holder keeps unwritten.
+const WRITE_ATTEMPTS: usize = 200;
+
+impl Unwritten {
+    fn moved_to(&mut self, to: i64, count: i64, at: i64) {
+        let count = match self.moved {
+            Some(Step::Delivered { count: before, .. }) => before + count,
+            _ => count,
+        };
+        self.moved = Some(Step::Delivered { to, count, at });
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    fn due(&self) -> bool {
+        self.attempts.len() >= WRITE_ATTEMPTS
+            || self.since.is_some_and(|since| since.elapsed() >= WRITE_EVERY)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.moved.is_none() && self.attempts.is_empty()
+    }
+}
+
+/// A holder's subscription, as it goes.
+struct Held<'a> {
+    holder: &'a Holder,
+    key: (&'a str, &'a str),
+    state: State,
+    /// The cursor as stored (`state.cursor` runs ahead of it by what is unwritten).
+    stored: i64,
+    unwritten: Unwritten,
+}
+
+impl Held<'_> {
+    /// Writes what is unwritten, with `failed` after it: false when the lease was lost or the
+    /// cursor moved by an operator (the state is then read again, and the caller starts over
+    /// from it; `Err(Ended)` when it is no longer this holder's).
+    async fn write(&mut self, failed: Option<Step>) -> Result<Result<bool, Ended>, StoreError> {
+        if self.unwritten.is_empty() && failed.is_none() {
+            return Ok(Ok(true));
+        }
+        let unwritten = std::mem::take(&mut self.unwritten);
+        let steps: Vec<Step> = unwritten.moved.into_iter().chain(failed).collect();
+        let store = self.holder.log.store();
+        let written =
+            state::record(store, self.key, &self.holder.name, self.stored, (&steps, &unwritten.attempts))
+                .await?;
+        if written {
+            self.stored = self.state.cursor;
+            return Ok(Ok(true));
+        }
+        match reread(store, self.key, &self.holder.name).await? {
+            Some(reread) if reread.paused_at.is_none() => {
+                self.stored = reread.cursor;
+                self.state = reread;
+                Ok(Ok(false))
+            }
+            _ => Ok(Err(Ended::LostLease)),
+        }
+    }
+}
+
 /// Delivers `subscription` until told to stop or it loses its lease; `state` as claimed.
 pub async fn run(
     holder: &Holder,
     mut subscription: watch::Receiver<Subscription>,
-    mut state: State,
+    state: State,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Ended, StoreError> {
     let current = subscription.borrow().clone();
     let (tenant, id) = (current.tenant_id.clone(), current.id.clone());
-    let key = (tenant.as_str(), id.as_str());
     let tenant_id =
         TenantId::parse(&tenant).map_err(|e| StoreError::Corrupt(format!("webhook {id}: {e}")))?;
     let store = holder.log.store().clone();
+    let mut held =
+        Held { holder, key: (&tenant, &id), stored: state.cursor, state, unwritten: Unwritten::default() };
     let mut head = holder.log.watch_head();
     let mut buffer: VecDeque<StoredEvent> = VecDeque::new();
     let mut renewed = tokio::time::Instant::now();
     let mut secrets_read: Option<(tokio::time::Instant, u64, secrets::Secrets)> = None;
+    macro_rules! write {
+        ($failed:expr) => {
+            match held.write($failed).await? {
+                Ok(true) => {}
+                Ok(false) => {
+                    buffer.clear();
+                    continue;
+                }
+                Err(ended) => return Ok(ended),
+            }
+        };
+    }
     loop {
         if *stop.borrow() {
+            write!(None);
             return Ok(Ended::Stopped);
         }
         let now = now_ms();
-        // The lease is renewed at a third of its length.
+        // The lease is renewed at a third of its length, with what is delivered written first.
         let lease = holder.settings.lease;
         if renewed.elapsed() > lease / 3 {
+            write!(None);
             let until = now + i64::try_from(lease.as_millis()).unwrap_or(30_000);
-            match state::claim(&store, key, &holder.name, (now, until)).await? {
-                Some(claimed) => state = claimed,
+            match state::claim(&store, held.key, &holder.name, (now, until)).await? {
+                Some(claimed) => {
+                    held.stored = claimed.cursor;
+                    held.state = claimed;
+                }
                 None => return Ok(Ended::LostLease),
             }
             renewed = tokio::time::Instant::now();
         }
         // Waiting for a retry: woken at its time, and each second to see an operator's change.
-        if state.next_attempt_at > now {
-            let wait = Duration::from_millis(u64::try_from(state.next_attempt_at - now).unwrap_or(0));
+        if held.state.next_attempt_at > now {
+            let wait = Duration::from_millis(u64::try_from(held.state.next_attempt_at - now).unwrap_or(0));
             tokio::select! {
                 _ = stop.changed() => {}
                 () = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
             }
-            match reread(&store, key, &holder.name).await? {
-                Some(reread) if reread.paused_at.is_none() => state = reread,
+            match reread(&store, held.key, &holder.name).await? {
+                Some(reread) if reread.paused_at.is_none() => {
+                    if reread.cursor != held.state.cursor {
+                        buffer.clear();
+                    }
+                    held.stored = reread.cursor;
+                    held.state = reread;
+                }
                 _ => return Ok(Ended::LostLease),
             }
             continue;
         }
+        if held.unwritten.due() {
+            write!(None);
+        }
         if buffer.is_empty() {
             head.borrow_and_update();
-            let read = holder.log.read(state.cursor, READ, Some(&tenant_id)).await?;
+            let read = holder.log.read(held.state.cursor, READ, Some(&tenant_id)).await?;
             if read.is_empty() {
+                write!(None);
                 tokio::select! {
                     _ = stop.changed() => {}
                     _ = head.changed() => {}
@@ -191,62 +295,49 @@ pub async fn run(
             buffer.clear();
             continue;
         };
-        let from = state.cursor;
-        let step = if taken.is_empty() {
-            Step::Delivered { to: through, count: 0, at: now }
-        } else {
-            let fresh = secrets_read.as_ref().is_some_and(|(read_at, generation, _)| {
-                read_at.elapsed() < SECRETS_FOR && *generation == secrets_generation()
-            });
-            if !fresh {
-                let generation = secrets_generation();
-                let Some(read) = secrets::get(&store, &tenant, &id).await? else {
-                    // Deleted meanwhile (its secret goes first); the supervisor stops this task.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
-                secrets_read = Some((tokio::time::Instant::now(), generation, read));
-            }
-            let Some((_, _, secrets)) = secrets_read.as_ref() else { continue };
-            let events: Vec<&StoredEvent> = taken.iter().map(|at| &buffer[*at]).collect();
-            attempt(holder, &subscription_now, (&state, now), &events, secrets).await?
-        };
-        let recorded = state::record(&store, key, &holder.name, from, step.clone()).await?;
-        if !recorded {
-            // The lease was lost, or an operator moved the cursor (a replay): start from the store.
+        if taken.is_empty() {
+            held.unwritten.moved_to(through, 0, now);
             buffer.clear();
-            match reread(&store, key, &holder.name).await? {
-                Some(reread) if reread.paused_at.is_none() => {
-                    state = reread;
-                    continue;
-                }
-                _ => return Ok(Ended::LostLease),
-            }
+            held.state.cursor = through;
+            continue;
         }
+        let fresh = secrets_read.as_ref().is_some_and(|(read_at, generation, _)| {
+            read_at.elapsed() < SECRETS_FOR && *generation == secrets_generation()
+        });
+        if !fresh {
+            let generation = secrets_generation();
+            let Some(read) = secrets::get(&store, &tenant, &id).await? else {
+                // Deleted meanwhile (its secret goes first); the supervisor stops this task.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            secrets_read = Some((tokio::time::Instant::now(), generation, read));
+        }
+        let Some((_, _, secrets)) = secrets_read.as_ref() else { continue };
+        let events: Vec<&StoredEvent> = taken.iter().map(|at| &buffer[*at]).collect();
+        let (step, delivery) = attempt(holder, &subscription_now, (&held.state, now), &events, secrets).await;
+        held.unwritten.attempts.push(delivery);
         match step {
             Step::Delivered { to, count, at } => {
+                held.unwritten.moved_to(to, count, at);
                 while buffer.front().is_some_and(|event| event.position.unwrap_or_default() <= to) {
                     buffer.pop_front();
                 }
-                state.cursor = to;
-                state.delivered += count;
-                if count > 0 {
-                    state.delivered_at = Some(at);
-                }
-                state.failing_since = None;
-                state.attempts = 0;
-                state.next_attempt_at = 0;
-                state.last_error = None;
+                held.state.cursor = to;
+                held.state.delivered += count;
+                held.state.delivered_at = Some(at);
             }
-            Step::Failed { at, error, retry_at, pause } => {
-                if pause.is_some() {
-                    tracing::warn!(tenant = %tenant, webhook = %id, reason = ?pause, "webhook paused");
+            Step::Failed { at, ref error, retry_at, ref pause } => {
+                let paused = pause.clone();
+                held.state.last_error = Some(error.clone());
+                write!(Some(step.clone()));
+                if paused.is_some() {
+                    tracing::warn!(tenant = %tenant, webhook = %id, reason = ?paused, "webhook paused");
                     return Ok(Ended::LostLease);
                 }
-                state.failing_since = state.failing_since.or(Some(at));
-                state.attempts += 1;
-                state.next_attempt_at = retry_at;
-                state.last_error = Some(error);
+                held.state.failing_since = held.state.failing_since.or(Some(at));
+                held.state.attempts += 1;
+                held.state.next_attempt_at = retry_at;
             }
         }
     }
@@ -261,14 +352,14 @@ async fn reread(
     Ok(state::read(store, key.0, key.1).await?.filter(|state| state.leased_by.as_deref() == Some(name)))
 }
 
-/// Sends `events` and logs the attempt: the step it makes.
+/// Sends `events`: the step it makes, and the attempt to log.
 async fn attempt(
     holder: &Holder,
     subscription: &Subscription,
     (state, now): (&State, i64),
     events: &[&StoredEvent],
     secrets: &secrets::Secrets,
-) -> Result<Step, StoreError> {
+) -> (Step, Delivery) {
     let (first, last) = (events[0], events[events.len() - 1]);
     let (content_type, body, message_id) = match subscription.webhook.content_mode {
         ContentMode::Structured => {
@@ -305,10 +396,12 @@ async fn attempt(
         latency_ms: sent.latency_ms,
         response_excerpt: sent.excerpt.clone(),
     };
-    deliveries::record(holder.log.store(), (&subscription.tenant_id, &subscription.id), &delivery).await?;
     let through = last.position.unwrap_or_default();
     let Some(error) = sent.error else {
-        return Ok(Step::Delivered { to: through, count: i64::try_from(events.len()).unwrap_or(0), at: now });
+        return (
+            Step::Delivered { to: through, count: i64::try_from(events.len()).unwrap_or(0), at: now },
+            delivery,
+        );
     };
     let at = now_ms();
     let since = state.failing_since.unwrap_or(at);
@@ -322,7 +415,7 @@ async fn attempt(
     });
     let wait = backoff(holder.settings.retry_base, attempt_number);
     let retry_at = at + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
-    Ok(Step::Failed { at, error, retry_at, pause })
+    (Step::Failed { at, error, retry_at, pause }, delivery)
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ mod inbox;
 mod reports;
 #[path = "load/sla.rs"]
 mod sla;
+#[path = "load/webhooks.rs"]
+mod webhooks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
@@ -74,6 +76,10 @@ struct Args {
     /// at --rows conversations of filled facts.
     #[arg(long)]
     reports: bool,
+    /// Instead of the command load: webhook deliveries' events/s (a backlog replayed, structured
+    /// and batched) and their lag at 1,000 events/s with 10 subscribers, one failing.
+    #[arg(long)]
+    webhooks: bool,
     /// With --sla: how many timers to fire (100,000; 500 with --quick).
     #[arg(long)]
     timers: Option<usize>,
@@ -180,6 +186,13 @@ impl Server {
                 (status, position, body)
             }
             Err(_) => (0, None, Value::Null),
+        }
+    }
+
+    async fn call_delete(&self, path: &str) -> (u16, Value) {
+        match self.client.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await {
+            Ok(response) => (response.status().as_u16(), response.json().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
         }
     }
 
@@ -1068,6 +1081,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         outcome
+    } else if args.webhooks {
+        env.push(("COLLOQUY_WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
+        match Server::start(&args.binary, env.clone()).await {
+            Ok(server) => webhooks::run(server, args.quick, seconds).await,
+            Err(error) => Err(error),
+        }
     } else if args.sla {
         let clients = if args.quick { vec![8] } else { vec![8, 32] };
         match Server::start(&args.binary, env.clone()).await {

@@ -44,35 +44,45 @@ pub struct Delivery {
     pub response_excerpt: Option<String>,
 }
 
+/// The statement that keeps an attempt ([`bind_attempt`] its parameters).
+pub(super) const INSERT: &str =
+    "INSERT INTO webhook_deliveries (tenant_id, webhook_id, id, attempted_at, kind, message_id, first_position,
+         last_position, events, attempt, outcome, status_code, error, latency_ms, response_excerpt)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// Binds [`INSERT`]'s parameters: `tenant`, `webhook` and an attempt's fields (a macro, since
+/// the statement's type is each store's own).
+macro_rules! bind_attempt {
+    ($query:expr, $tenant:expr, $webhook:expr, $delivery:expr) => {
+        $query
+            .bind($tenant)
+            .bind($webhook)
+            .bind(&$delivery.id)
+            .bind($delivery.attempted_at)
+            .bind(&$delivery.kind)
+            .bind(&$delivery.message_id)
+            .bind($delivery.first_position)
+            .bind($delivery.last_position)
+            .bind($delivery.events)
+            .bind($delivery.attempt)
+            .bind(&$delivery.outcome)
+            .bind($delivery.status_code)
+            .bind(&$delivery.error)
+            .bind($delivery.latency_ms)
+            .bind(&$delivery.response_excerpt)
+    };
+}
+pub(super) use bind_attempt;
+
 /// Keeps `delivery` in `webhook`'s log.
 pub async fn record(
     store: &Store,
     (tenant, webhook): (&str, &str),
     delivery: &Delivery,
 ) -> Result<(), StoreError> {
-    let sql = "INSERT INTO webhook_deliveries (tenant_id, webhook_id, id, attempted_at, kind, message_id, first_position,
-                   last_position, events, attempt, outcome, status_code, error, latency_ms, response_excerpt)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
     let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
     colloquy_infra::on_tx!(&mut *tx, |conn| {
-        sqlx::query(sql)
-            .bind(tenant)
-            .bind(webhook)
-            .bind(&delivery.id)
-            .bind(delivery.attempted_at)
-            .bind(&delivery.kind)
-            .bind(&delivery.message_id)
-            .bind(delivery.first_position)
-            .bind(delivery.last_position)
-            .bind(delivery.events)
-            .bind(delivery.attempt)
-            .bind(&delivery.outcome)
-            .bind(delivery.status_code)
-            .bind(&delivery.error)
-            .bind(delivery.latency_ms)
-            .bind(&delivery.response_excerpt)
-            .execute(&mut *conn)
-            .await?;
+        bind_attempt!(sqlx::query(INSERT), tenant, webhook, delivery).execute(&mut *conn).await?;
     });
     Ok(tx.commit().await?)
 }

@@ -5,6 +5,8 @@
 
 use colloquy_infra::{Durability, File, Store, StoreError};
 
+use super::deliveries::{self, Delivery};
+
 /// The table.
 pub const TABLE: &str = "webhook_state";
 
@@ -124,40 +126,74 @@ pub enum Step {
     },
 }
 
-/// Records `step` for `holder`, whose cursor was `from`: false (nothing written) when it no
-/// longer holds the lease or the cursor moved meanwhile.
+/// The statement and parameters of `step` from cursor `from`: numbers then texts after `$1`
+/// tenant, `$2` webhook.
+fn statement(step: &Step, from: i64, holder: &str) -> (&'static str, Vec<i64>, Vec<Option<String>>) {
+    let holder = Some(holder.to_owned());
+    match step {
+        Step::Delivered { to, count, at } => (
+            "UPDATE webhook_state SET cursor = $4, failing_since = NULL, attempts = 0, next_attempt_at = 0,
+                    last_error = NULL, delivered = delivered + $5,
+                    delivered_at = CASE WHEN $5 > 0 THEN $6 ELSE delivered_at END
+              WHERE tenant_id = $1 AND webhook_id = $2 AND cursor = $3 AND leased_by = $7",
+            vec![from, *to, *count, *at],
+            vec![holder],
+        ),
+        Step::Failed { at, error, retry_at, pause } => (
+            "UPDATE webhook_state SET failing_since = coalesce(failing_since, $4), attempts = attempts + 1,
+                    next_attempt_at = $5, last_error = $6,
+                    paused_at = CASE WHEN $7 IS NULL THEN NULL ELSE $4 END, paused_reason = $7,
+                    leased_by = CASE WHEN $7 IS NULL THEN leased_by ELSE NULL END
+              WHERE tenant_id = $1 AND webhook_id = $2 AND cursor = $3 AND leased_by = $8",
+            vec![from, *at, *retry_at],
+            vec![Some(error.clone()), pause.clone(), holder],
+        ),
+    }
+}
+
+/// Records `steps`, in order, for `holder`, whose cursor was `from`, and the `attempts` they
+/// made, in one transaction: false (no step written; the attempts are, they were made) when it
+/// no longer holds the lease or the cursor moved meanwhile.
 pub async fn record(
     store: &Store,
     (tenant, webhook): (&str, &str),
     holder: &str,
     from: i64,
-    step: Step,
+    (steps, attempts): (&[Step], &[Delivery]),
 ) -> Result<bool, StoreError> {
-    let holder = Some(holder.to_owned());
-    match step {
-        Step::Delivered { to, count, at } => {
-            let sql = "UPDATE webhook_state SET cursor = $4, failing_since = NULL, attempts = 0, next_attempt_at = 0,
-                              last_error = NULL, delivered = delivered + $5,
-                              delivered_at = CASE WHEN $5 > 0 THEN $6 ELSE delivered_at END
-                        WHERE tenant_id = $1 AND webhook_id = $2 AND cursor = $3 AND leased_by = $7";
-            let binds = Binds { tenant, webhook, numbers: &[from, to, count, at], texts: &[holder] };
-            update(store, sql, binds).await
+    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+    let mut cursor = from;
+    let mut moved = true;
+    for step in steps {
+        let (sql, numbers, texts) = statement(step, cursor, holder);
+        let changed = colloquy_infra::on_tx!(&mut *tx, |conn| {
+            let mut query = sqlx::query(sql).bind(tenant).bind(webhook);
+            for value in &numbers {
+                query = query.bind(*value);
+            }
+            for value in &texts {
+                query = query.bind(value.as_deref());
+            }
+            query.execute(&mut *conn).await?.rows_affected()
+        });
+        if changed == 0 {
+            moved = false;
+            break;
         }
-        Step::Failed { at, error, retry_at, pause } => {
-            let sql = "UPDATE webhook_state SET failing_since = coalesce(failing_since, $4), attempts = attempts + 1,
-                              next_attempt_at = $5, last_error = $6,
-                              paused_at = CASE WHEN $7 IS NULL THEN NULL ELSE $4 END, paused_reason = $7,
-                              leased_by = CASE WHEN $7 IS NULL THEN leased_by ELSE NULL END
-                        WHERE tenant_id = $1 AND webhook_id = $2 AND cursor = $3 AND leased_by = $8";
-            let binds = Binds {
-                tenant,
-                webhook,
-                numbers: &[from, at, retry_at],
-                texts: &[Some(error), pause, holder],
-            };
-            update(store, sql, binds).await
+        if let Step::Delivered { to, .. } = step {
+            cursor = *to;
         }
     }
+    // (A step that found no row changed nothing, and the ones after it were not tried.)
+    for attempt in attempts {
+        colloquy_infra::on_tx!(&mut *tx, |conn| {
+            deliveries::bind_attempt!(sqlx::query(deliveries::INSERT), tenant, webhook, attempt)
+                .execute(&mut *conn)
+                .await?;
+        });
+    }
+    tx.commit().await?;
+    Ok(moved)
 }
 
 /// Starts deliveries again from position `after` (a replay: events after it are sent again),
