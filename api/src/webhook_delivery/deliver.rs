@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use colloquy_domain::webhook::ContentMode;
 use colloquy_domain::TenantId;
@@ -48,9 +48,6 @@ fn secrets_generation() -> u64 {
     SECRETS_GENERATION.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// The least time between two reads of the log that found nothing.
-const IDLE_READ: Duration = Duration::from_millis(10);
-
 /// The longest pause between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -72,6 +69,8 @@ pub fn backoff(base: Duration, attempts: i32) -> Duration {
 pub struct Holder {
     /// The log.
     pub log: GlobalLog,
+    /// The process's one reader of the log's new events, which the holders follow.
+    pub feed: crate::log_feed::LogFeed,
     /// This process's lease name.
     pub name: String,
     /// The requests' client.
@@ -160,6 +159,12 @@ impl Unwritten {
     fn is_empty(&self) -> bool {
         self.moved.is_none() && self.attempts.is_empty()
     }
+
+    /// Whether to write before waiting: something was sent (what was only passed over is
+    /// written when due, or by the next write).
+    fn worth_writing_now(&self) -> bool {
+        !self.attempts.is_empty() || matches!(self.moved, Some(Step::Delivered { count, .. }) if count > 0)
+    }
 }
 
 /// A holder's subscription, as it goes.
@@ -215,7 +220,11 @@ pub async fn run(
     let store = holder.log.store().clone();
     let mut held =
         Held { holder, key: (&tenant, &id), stored: state.cursor, state, unwritten: Unwritten::default() };
-    let mut head = holder.log.watch_head();
+    let mut batches = holder.feed.subscribe();
+    let mut arrived: Option<std::sync::Arc<crate::log_feed::Batch>> = None;
+    // Whether the log was read up to the head (the feed then continues from there), and the
+    // last position looked at.
+    let (mut following, mut seen) = (false, held.state.cursor);
     let mut buffer: VecDeque<StoredEvent> = VecDeque::new();
     let mut renewed = tokio::time::Instant::now();
     let mut secrets_read: Option<(tokio::time::Instant, u64, secrets::Secrets)> = None;
@@ -225,6 +234,7 @@ pub async fn run(
                 Ok(true) => {}
                 Ok(false) => {
                     buffer.clear();
+                    (following, seen) = (false, held.state.cursor);
                     continue;
                 }
                 Err(ended) => return Ok(ended),
@@ -244,6 +254,11 @@ pub async fn run(
             let until = now + i64::try_from(lease.as_millis()).unwrap_or(30_000);
             match state::claim(&store, held.key, &holder.name, (now, until)).await? {
                 Some(claimed) => {
+                    if claimed.cursor != held.state.cursor {
+                        // An operator moved it (a replay) since the last write.
+                        buffer.clear();
+                        (following, seen) = (false, claimed.cursor);
+                    }
                     held.stored = claimed.cursor;
                     held.state = claimed;
                 }
@@ -262,6 +277,7 @@ pub async fn run(
                 Some(reread) if reread.paused_at.is_none() => {
                     if reread.cursor != held.state.cursor {
                         buffer.clear();
+                        (following, seen) = (false, reread.cursor);
                     }
                     held.stored = reread.cursor;
                     held.state = reread;
@@ -274,20 +290,69 @@ pub async fn run(
             write!(None);
         }
         if buffer.is_empty() {
-            head.borrow_and_update();
-            let read = holder.log.read(held.state.cursor, READ, Some(&tenant_id)).await?;
-            if read.is_empty() {
-                write!(None);
+            // All that was seen is delivered: the cursor passes what was not this tenant's.
+            if seen > held.state.cursor {
+                held.unwritten.moved_to(seen, 0, now);
+                held.state.cursor = seen;
+            }
+            // Following the process's one reader of the log while its batches continue from
+            // the cursor; reading the log here to catch up otherwise.
+            let mut gap = !following;
+            while buffer.is_empty() && !gap {
+                let batch = match arrived.take().map_or_else(|| batches.try_recv(), Ok) {
+                    Ok(batch) => batch,
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        gap = true;
+                        break;
+                    }
+                };
+                let cursor = held.state.cursor;
+                if batch.last <= cursor {
+                    continue;
+                }
+                if batch.after > cursor {
+                    gap = true;
+                    break;
+                }
+                let ours = batch.events.iter().filter(|(owner, event)| {
+                    owner.as_deref() == Some(tenant.as_str()) && event.position.unwrap_or_default() > cursor
+                });
+                buffer.extend(ours.map(|(_, event)| event.clone()));
+                seen = batch.last;
+                if buffer.is_empty() {
+                    held.unwritten.moved_to(seen, 0, now);
+                    held.state.cursor = seen;
+                }
+            }
+            if buffer.is_empty() && gap {
+                // What this read does not find up to the head as it was before it, is not there.
+                let head_before = holder.log.head();
+                let read = holder.log.read(held.state.cursor, READ, Some(&tenant_id)).await?;
+                following = read.is_empty();
+                match read.last().and_then(|event| event.position) {
+                    Some(last) => seen = last,
+                    None => seen = seen.max(head_before),
+                }
+                buffer.extend(read);
+            }
+            if buffer.is_empty() {
+                if held.unwritten.worth_writing_now() {
+                    write!(None);
+                }
                 tokio::select! {
                     _ = stop.changed() => {}
-                    _ = head.changed() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    received = batches.recv() => match received {
+                        Ok(batch) => arrived = Some(batch),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => following = false,
+                    },
+                    // Now and then the log itself is read, whatever the feed says.
+                    () = tokio::time::sleep(Duration::from_secs(1)) => following = false,
                 }
-                // Other tenants' events move the head too: at most one read per `IDLE_READ`.
-                tokio::time::sleep(IDLE_READ).await;
                 continue;
             }
-            buffer.extend(read);
         }
         let subscription_now = subscription.borrow_and_update().clone();
         let (taken, through) = next_request(&buffer, &subscription_now);

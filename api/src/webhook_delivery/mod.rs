@@ -75,7 +75,8 @@ pub async fn run(
 ) -> Result<(), StoreError> {
     let store = log.store().clone();
     let name = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    let holder = Arc::new(Holder { log, name, sender: settings.sender()?, settings });
+    let feed = crate::log_feed::LogFeed::new(log.clone());
+    let holder = Arc::new(Holder { log, feed, name, sender: settings.sender()?, settings });
     let mut tasks: HashMap<(String, String), Task> = HashMap::new();
     let mut pruned: Option<tokio::time::Instant> = None;
     let outcome = loop {
