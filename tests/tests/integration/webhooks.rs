@@ -12,6 +12,24 @@ use serde_json::{json, Value};
 use crate::common::receiver::Receiver;
 use crate::common::{eventually, Backend, TestServer};
 
+/// An admin token of tenant `other`.
+async fn other_tenant(server: &TestServer) -> String {
+    let store = server.config().open_store(&[]).await.unwrap();
+    let other = colloquy_domain::TenantId::parse("other").unwrap();
+    let issued = colloquy_infra::tokens::create_token(
+        &store,
+        &other,
+        "other",
+        &["admin".to_owned()],
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    store.close().await;
+    issued.secret
+}
+
 /// Creates a subscription to `url` with `extra` fields: its id and secret.
 async fn subscribe(server: &TestServer, url: &str, extra: Value) -> (String, String) {
     let mut body = json!({"name": "receiver", "url": url});
@@ -88,7 +106,31 @@ async fn delivers_every_event_signed_in_order_through_failures(backend: Backend)
     let (id, secret) = subscribe(&server, &receiver.url, json!({})).await;
     let created = server.get(&format!("/v1/webhooks/{id}")).await;
     assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    // Another tenant's activity, interleaved, is not this subscription's; nor is the subscription
+    // that tenant's.
+    let other = other_tenant(&server).await;
+    let client = reqwest::Client::new();
+    let foreign =
+        client.get(server.url(&format!("/v1/webhooks/{id}"))).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    for _ in 0..3 {
+        let made = client
+            .post(server.url("/v1/contacts"))
+            .bearer_auth(&other)
+            .json(&json!({"first_name": "Other"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), StatusCode::CREATED);
+    }
     let ids = traffic(&server, 3).await;
+    client
+        .post(server.url("/v1/contacts"))
+        .bearer_auth(&other)
+        .json(&json!({"first_name": "Late"}))
+        .send()
+        .await
+        .unwrap();
     let logged = eventually(Duration::from_secs(5), "the subscription's creation projected", || async {
         let reply = server.get(&format!("/v1/webhooks/{id}")).await;
         reply.body["delivery"]["position"].as_i64()
