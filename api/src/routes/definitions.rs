@@ -120,6 +120,16 @@ pub async fn get<D: Scoped>(
     id: Uuid,
 ) -> Result<Versioned<DefinitionView<D>>, ApiError> {
     require(principal, scope::<D>(false))?;
+    read(repository, principal, id).await
+}
+
+/// [`get`] for a handler that checked a scope of its own (a change that reads the current
+/// version first).
+pub async fn read<D: Scoped>(
+    repository: &Repository<Defined<D>>,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Versioned<DefinitionView<D>>, ApiError> {
     let found = repository
         .read(&principal.tenant, &id.to_string(), |defined, version| {
             (!defined.deleted).then(|| view(defined).map(|view| (version, view))).flatten()

@@ -215,7 +215,7 @@ pub async fn create(
     let id = body.id.unwrap_or_else(Uuid::now_v7);
     // The secret is kept first: a subscription never exists without one.
     let secret = sign::new_secret();
-    if let Ok(existing) = definitions::get(state.webhooks(), &principal, id).await {
+    if let Ok(existing) = definitions::read(state.webhooks(), &principal, id).await {
         return Err(ApiError::conflict(format!("webhook {} exists already", existing.body.id)));
     }
     secrets::put(state.store(), principal.tenant.as_str(), &id.to_string(), &secret).await?;
@@ -262,7 +262,8 @@ async fn current(
     principal: &Principal,
     id: Uuid,
 ) -> Result<Versioned<WebhookView>, ApiError> {
-    let found = definitions::get(state.webhooks(), principal, id).await?;
+    require(principal, Webhook::READ)?;
+    let found = definitions::read(state.webhooks(), principal, id).await?;
     let body = view(state, principal.tenant.as_str(), found.body).await?;
     Ok(Versioned::ok(found.version, body))
 }
@@ -326,7 +327,7 @@ pub async fn patch(
     Json(body): Json<PatchWebhook>,
 ) -> Result<Versioned<WebhookView>, ApiError> {
     require(&principal, Webhook::WRITE)?;
-    let found = definitions::get(state.webhooks(), &principal, id).await?;
+    let found = definitions::read(state.webhooks(), &principal, id).await?;
     let mut webhook = found.body.definition.clone();
     let url_changed = body.url.as_ref().is_some_and(|url| *url != webhook.url);
     if let Some(url) = body.url {
@@ -425,7 +426,7 @@ pub async fn rotate_secret(
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::invalid_field("grace_seconds", format!("must be 0 to {MAX_GRACE_SECONDS}")));
     }
-    let found = definitions::get(state.webhooks(), &principal, id).await?;
+    let found = definitions::read(state.webhooks(), &principal, id).await?;
     let secret = sign::new_secret();
     let now = now_ms();
     let tenant = principal.tenant.as_str();
@@ -498,7 +499,7 @@ async fn move_deliveries(
     id: Uuid,
     after: Option<i64>,
 ) -> Result<Response, ApiError> {
-    let found = definitions::get(state.webhooks(), principal, id).await?;
+    let found = definitions::read(state.webhooks(), principal, id).await?;
     // Its deliveries' row is made by the projection of its creation.
     state.await_projection(webhooks::NAME, Some(state.log().head())).await?;
     let key = (principal.tenant.as_str(), id.to_string());
@@ -608,7 +609,7 @@ pub async fn deliveries(
         ),
         None => None,
     };
-    definitions::get(state.webhooks(), &principal, id).await?;
+    definitions::read(state.webhooks(), &principal, id).await?;
     let key = (principal.tenant.as_str(), id.to_string());
     let page = deliveries::page(state.store(), (key.0, &key.1), before.as_deref(), limit + 1).await?;
     let more = page.len() > usize::try_from(limit).unwrap_or(usize::MAX);
@@ -634,7 +635,7 @@ pub async fn ping(
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<DeliveryView>, ApiError> {
     require(&principal, Webhook::WRITE)?;
-    let found = definitions::get(state.webhooks(), &principal, id).await?;
+    let found = definitions::read(state.webhooks(), &principal, id).await?;
     let tenant = principal.tenant.as_str();
     let key = id.to_string();
     let secrets = secrets::get(state.store(), tenant, &key)

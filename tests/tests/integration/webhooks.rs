@@ -343,6 +343,31 @@ async fn subscriptions_are_versioned_and_checked(backend: Backend) {
         refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(refused.body["errors"][0]["field"], field, "{:?}", refused.body);
     }
+    // Managing needs `webhooks:write` alone; reading, `webhooks:read`.
+    let token = server.post("/v1/tokens", json!({"name": "hooks", "scopes": ["webhooks:write"]})).await;
+    let writer = token.body["secret"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let made = client
+        .post(server.url("/v1/webhooks"))
+        .bearer_auth(&writer)
+        .json(&json!({"name": "w", "url": receiver.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made: Value = made.json().await.unwrap();
+    let path = format!("/v1/webhooks/{}", made["id"].as_str().unwrap());
+    let patched = client
+        .patch(server.url(&path))
+        .bearer_auth(&writer)
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    let read = client.get(server.url(&path)).bearer_auth(&writer).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::FORBIDDEN);
+
     let unknown = server
         .post("/v1/webhooks", json!({"name": "x", "url": "https://example.com/", "secret": "mine"}))
         .await;
