@@ -1,5 +1,6 @@
 //! Webhooks across a crash, on both stores: `colloquy serve` SIGKILLed while it delivers to a
-//! (slow) receiver, then started again. Delivery is at least once: every event the tenant
+//! (slow) receiver, one event per request or while a batch waits for its answer, then started
+//! again. Delivery is at least once: every event the tenant
 //! recorded after the subscription reaches the receiver, none is missing, and each aggregate's
 //! events arrive in order (a redelivery of what was in flight comes before anything newer).
 //!
@@ -54,7 +55,30 @@ impl Api {
     }
 }
 
-async fn crash_mid_delivery(postgres: bool) {
+/// How the subscription takes its events, and when the process is killed.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// One event per request; killed once 18 requests came.
+    Structured,
+    /// Batches; killed while a batch is with the receiver, unanswered.
+    Batched,
+}
+
+/// SIGKILLs the server and starts it again: how many distinct events the receiver had taken.
+fn crash(server: &mut Worker, receiver: &Receiver, mode: Mode) -> usize {
+    server.kill();
+    let at_kill = receiver.distinct().len();
+    if mode == Mode::Batched {
+        assert!(
+            receiver.arrived() > receiver.requests().len(),
+            "a batch was in flight when the process died"
+        );
+    }
+    server.spawn();
+    at_kill
+}
+
+async fn crash_mid_delivery(postgres: bool, mode: Mode) {
     let data_dir = tempfile::tempdir().unwrap();
     let database = if postgres { Some(TestDatabase::create().await) } else { None };
     let port = free_port();
@@ -76,8 +100,18 @@ async fn crash_mid_delivery(postgres: bool) {
     api.up().await;
 
     let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_millis(25));
-    let created = api.post("/v1/webhooks", json!({"name": "crm", "url": receiver.url})).await;
+    let content_mode = match mode {
+        Mode::Structured => {
+            receiver.set_delay(Duration::from_millis(25));
+            "structured"
+        }
+        Mode::Batched => {
+            receiver.set_delay(Duration::from_millis(300));
+            "batched"
+        }
+    };
+    let body = json!({"name": "crm", "url": receiver.url, "content_mode": content_mode});
+    let created = api.post("/v1/webhooks", body).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let mut conversations = Vec::new();
     for _ in 0..4 {
@@ -85,21 +119,36 @@ async fn crash_mid_delivery(postgres: bool) {
         let body = json!({"contact_id": contact["id"], "channel": "whatsapp"});
         conversations.push(api.post("/v1/conversations", body).await["id"].as_str().unwrap().to_owned());
     }
+    // The messages come in rounds, a little apart, so that deliveries run while they come (in
+    // batches, more than one). The process is killed once `due` says so: in the structured mode
+    // a third of the way through, in the batched one while its second batch waits for the
+    // receiver's answer; it is started again at once, and the rounds go on.
+    let due = || match mode {
+        Mode::Structured => receiver.requests().len() >= 18,
+        Mode::Batched => receiver.arrived() >= 2,
+    };
+    let mut at_kill = None;
     for round in 0..12 {
         for conversation in &conversations {
             let body = json!({"sender": {"kind": "customer"}, "text": format!("m{round}")});
             api.post(&format!("/v1/conversations/{conversation}/messages"), body).await;
         }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        if at_kill.is_none() && due() {
+            at_kill = Some(crash(&mut server, &receiver, mode));
+            api.up().await;
+        }
     }
-    // Killed a third of the way through.
-    eventually(Duration::from_secs(20), "deliveries under way", || async {
-        (receiver.requests().len() >= 18).then_some(())
-    })
-    .await;
-    server.kill();
-    let at_kill = receiver.distinct().len();
-    server.spawn();
-    api.up().await;
+    let at_kill = match at_kill {
+        Some(at_kill) => at_kill,
+        None => {
+            eventually(Duration::from_secs(20), "deliveries under way", || async { due().then_some(()) })
+                .await;
+            let at_kill = crash(&mut server, &receiver, mode);
+            api.up().await;
+            at_kill
+        }
+    };
 
     let (status, webhook) = api.call(reqwest::Method::GET, &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(status, StatusCode::OK, "{webhook}");
@@ -135,10 +184,20 @@ async fn crash_mid_delivery(postgres: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_crash_mid_delivery_loses_nothing() {
-    crash_mid_delivery(false).await;
+    crash_mid_delivery(false, Mode::Structured).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_mid_delivery_loses_nothing() {
-    crash_mid_delivery(true).await;
+    crash_mid_delivery(true, Mode::Structured).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_crash_mid_batch_loses_nothing() {
+    crash_mid_delivery(false, Mode::Batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_mid_batch_loses_nothing() {
+    crash_mid_delivery(true, Mode::Batched).await;
 }

@@ -36,6 +36,7 @@ impl Received {
 #[derive(Default)]
 struct Behaviour {
     requests: Mutex<Vec<Received>>,
+    arrived: AtomicUsize,
     fail_next: AtomicUsize,
     failing: AtomicBool,
     delay_ms: AtomicU64,
@@ -56,6 +57,7 @@ impl Drop for Receiver {
 }
 
 async fn receive(behaviour: Arc<Behaviour>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+    behaviour.arrived.fetch_add(1, Ordering::SeqCst);
     let delay = behaviour.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -110,6 +112,11 @@ impl Receiver {
     /// Answers each request after `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.behaviour.delay_ms.store(u64::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+
+    /// Requests that have arrived, answered or not yet.
+    pub fn arrived(&self) -> usize {
+        self.behaviour.arrived.load(Ordering::SeqCst)
     }
 
     /// Every request so far.
