@@ -482,3 +482,34 @@ on_both_stores!(
     a_removed_event_is_named,
     a_rewritten_history_passes_a_plain_walk_but_not_a_signed_checkpoint,
 );
+
+/// Two writers on one SQLite file (another process's store beside the server's), appending in
+/// turns: each one's appends are linked after the other's, although each writer links its next
+/// append from what it knew after its own last commit (the other's positions are then taken, and
+/// it reads the chain again): the chain verifies whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_sqlite_file_keep_one_chain() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let theirs = server.config().open_store(&[]).await.unwrap();
+    let ids = [server.conversation().await, server.conversation().await];
+    let ours_id = server.conversation().await;
+    for round in 0..5 {
+        for id in &ids {
+            let sequence = server.all_events("conversations", id).await.len();
+            let event = crate::common::deleted_event(id, sequence + 1, "elsewhere");
+            // Their writer first, then ours, which had not seen it.
+            let theirs_at = theirs.append(vec![event]).await.unwrap();
+            let ours = server.customer_message(&ours_id, &format!("round {round}")).await;
+            assert!(ours > theirs_at, "positions follow commit order across the writers");
+        }
+    }
+    let store = server.config().open_store(&[]).await.unwrap();
+    let head = colloquy_infra::log::read_head(&store).await.unwrap();
+    let verified = verify(&store, None, 1, &[]).await;
+    assert_eq!(verified.broken, None, "{:?}", verified.broken);
+    assert_eq!(verified.last_position, head);
+    assert_eq!(verified.events, u64::try_from(head).unwrap());
+    theirs.close().await;
+    store.close().await;
+    server.stop().await;
+}
