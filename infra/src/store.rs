@@ -166,14 +166,7 @@ impl Store {
                 let head = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
                     .fetch_one(pool)
                     .await?;
-                (
-                    head,
-                    Target::Sqlite {
-                        pool: writes.clone(),
-                        write_lock: write_lock.clone(),
-                        chain: Default::default(),
-                    },
-                )
+                (head, Target::Sqlite { pool: writes.clone(), write_lock: write_lock.clone() })
             }
         };
         let (id, secret) = store_identity(&backend).await?;

@@ -43,7 +43,7 @@ pub(crate) struct AppendRequest {
 #[derive(Clone)]
 pub(crate) enum Target {
     Postgres(PgPool),
-    Sqlite { pool: SqlitePool, write_lock: Arc<Mutex<()>>, chain: Arc<std::sync::Mutex<ChainCache>> },
+    Sqlite { pool: SqlitePool, write_lock: Arc<Mutex<()>> },
 }
 
 /// Where the writer hands the events it commits, once the process has said where
@@ -295,9 +295,9 @@ async fn write(
             tx.commit().await.map_err(failed)?;
             last
         }
-        Target::Sqlite { pool, write_lock, chain } => {
+        Target::Sqlite { pool, write_lock } => {
             let _writer = write_lock.lock().await;
-            write_sqlite(pool, &encoded, erases, chain).await?
+            write_sqlite(pool, &encoded, erases).await?
         }
     };
     handoff.hand_over(encoded, last);
@@ -330,201 +330,127 @@ async fn write_postgres<'c>(
         .map_err(failed)
 }
 
-/// What the SQLite writer knows of the log after its last commit: the head and each tenant's
-/// last link, so that the next append needs no read first. Another process that appends since
-/// makes the positions it would give taken (the append fails and is made again, reading them).
-#[derive(Debug, Default)]
-pub(crate) struct ChainCache {
-    known: Option<(i64, std::collections::HashMap<String, Hash>)>,
-}
-
-/// The most tenants whose last link the cache keeps (past it, it starts over).
-const CACHED_TENANTS: usize = 10_000;
-
-/// One transaction (one fsync with `synchronous=FULL`), in one round trip to the connection's
-/// thread where the log's head and the last link of each tenant the events belong to are known
-/// from this writer's last commit (`cache`), else in two. The first of two begins the
-/// transaction (`IMMEDIATE`: the file's write lock at once) and reads them; the events'
-/// positions and links (`chain.rs`) are computed here; then one round inserts the events with
-/// their positions and links, reads the head back and commits (begun in it where nothing was
-/// read). Each statement costs sqlx-sqlite a hand-over to that thread and back, which costs more
-/// than an append's statements themselves, and between two rounds the write lock is held while
-/// this task waits for its turn to run (a busy server's tasks made the second round cost the
-/// embedded store a third of its commands/s), so each round is one query. SQLite stops at the
-/// first statement that fails and leaves the transaction open, so a failure is rolled back here
-/// (a conflict rolls the whole append back); one in the single round, which a position another
-/// process took causes, is made again in two. `pool` is the events' writer's one connection
-/// (see `tx.rs`).
+/// One transaction (one fsync with `synchronous=FULL`) in two round trips to the connection's
+/// thread. The first begins it (`IMMEDIATE`: the file's write lock at once) and reads the log's
+/// head and the last link of each tenant the events belong to; the events' positions and links
+/// (`chain.rs`) are computed here; the second inserts the events with their positions, their
+/// links, reads the head back and commits. Each statement costs sqlx-sqlite a hand-over to that
+/// thread and back, which costs more than an append's statements themselves, so each round is
+/// one query. SQLite stops at the first statement that fails and leaves the transaction open,
+/// so a failure is rolled back here (a conflict rolls the whole append back). `pool` is the
+/// events' writer's one connection (see `tx.rs`).
 async fn write_sqlite(
     pool: &SqlitePool,
     events: &[Encoded<'_>],
     erases: &[&(String, String)],
-    cache: &std::sync::Mutex<ChainCache>,
 ) -> Result<i64, PersistenceError> {
     let mut connection = pool.acquire().await.map_err(failed)?;
-    // Each event's tenant, read from its metadata once.
-    let owners: Vec<String> =
-        events.iter().map(|e| e.metadata.str_field("tenant_id").unwrap_or_default()).collect();
-    let tenants: Vec<&String> = {
-        let mut tenants: Vec<&String> = owners.iter().collect();
-        tenants.sort();
-        tenants.dedup();
-        tenants
-    };
-    let known = {
-        let cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.known.as_ref().and_then(|(head, links)| {
-            let heads: Option<std::collections::HashMap<String, Hash>> =
-                tenants.iter().map(|t| links.get(*t).map(|link| ((*t).clone(), *link))).collect();
-            heads.map(|heads| (*head, heads))
-        })
-    };
-    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).known = None;
-    let begin = Durability::Durable.begin_immediate(File::Events);
-    let appended = match known {
-        Some((head, heads)) => {
-            match insert(&mut connection, (events, &owners, erases), (head, heads), Some(begin)).await {
-                Ok(done) => Ok(done),
-                Err(_) => {
-                    rollback(&mut connection).await;
-                    read_and_insert(&mut connection, (events, &owners, erases), &tenants, begin).await
+    let appended = async {
+        // Each event's tenant, read from its metadata once.
+        let owners: Vec<String> =
+            events.iter().map(|e| e.metadata.str_field("tenant_id").unwrap_or_default()).collect();
+        let tenants: Vec<&String> = {
+            let mut tenants: Vec<&String> = owners.iter().collect();
+            tenants.sort();
+            tenants.dedup();
+            tenants
+        };
+        let rows = vec!["(?)"; tenants.len()].join(", ");
+        let begin = format!(
+            "{};\nWITH t(tenant) AS (VALUES {rows})
+             SELECT t.tenant,
+                    (SELECT coalesce(max(position), 0) FROM events),
+                    (SELECT h.hash FROM events e JOIN event_hashes h ON h.position = e.position
+                      WHERE e.tenant_id = t.tenant ORDER BY e.position DESC LIMIT 1)
+               FROM t",
+            Durability::Durable.begin_immediate(File::Events)
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, Option<Vec<u8>>)>(&begin);
+        for tenant in &tenants {
+            query = query.bind(tenant);
+        }
+        let read = query.fetch_all(&mut *connection).await?;
+        let head = read.first().map_or(0, |(_, head, _)| *head);
+        let mut heads: std::collections::HashMap<String, Hash> = read
+            .into_iter()
+            .map(|(tenant, _, hash)| (tenant, hash.as_deref().and_then(chain::hash_of).unwrap_or(GENESIS)))
+            .collect();
+        let mut sql = String::new();
+        for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            sql.push_str(&format!(
+                "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES {rows};\n"
+            ));
+            let links = vec!["(?, ?)"; chunk.len()].join(", ");
+            sql.push_str(&format!("INSERT INTO event_hashes (position, hash) VALUES {links};\n"));
+        }
+        for _ in erases {
+            sql.push_str(personal::ERASE_KEY);
+            sql.push_str(";\n");
+        }
+        sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
+        let mut links = Vec::with_capacity(events.len());
+        for ((Encoded { event, payload, metadata }, tenant), position) in events.iter().zip(&owners).zip(head + 1..) {
+            let prev = heads.get(tenant).copied().unwrap_or(GENESIS);
+            let linked = Linked {
+                tenant_id: tenant,
+                position,
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: payload.text(),
+                metadata: metadata.text(),
+            };
+            let hash = chain::link(&prev, &linked);
+            heads.insert(tenant.clone(), hash);
+            links.push((position, hash));
+        }
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        let mut links = links.iter();
+        for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
+            let chunk_links: Vec<&(i64, Hash)> = links.by_ref().take(chunk.len()).collect();
+            for (Encoded { event, payload, metadata }, (position, _)) in chunk.iter().zip(&chunk_links) {
+                let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+                query = query
+                    .bind(*position)
+                    .bind(event.aggregate_type.as_str())
+                    .bind(event.aggregate_id.as_str())
+                    .bind(sequence)
+                    .bind(event.event_type.as_str())
+                    .bind(event.event_version.as_str())
+                    .bind(payload.text())
+                    .bind(metadata.text());
+            }
+            for (position, hash) in chunk_links {
+                query = query.bind(*position).bind(hash.to_vec());
+            }
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for (tenant, subject) in erases {
+            query = query.bind(tenant.as_str()).bind(subject.as_str()).bind(now.clone()).bind(now.clone());
+        }
+        // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.
+        query.fetch_all(&mut *connection).await
+    }
+    .await;
+    match appended {
+        Ok(heads) => heads.last().copied().ok_or_else(|| {
+            PersistenceError::ConnectionError(Box::new(std::io::Error::other("the append returned no head")))
+        }),
+        Err(error) => {
+            // Where the failure was BEGIN or COMMIT, no transaction may be open; where ROLLBACK
+            // fails for any other reason, the connection's state is unknown and it is not reused.
+            if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *connection).await {
+                if !rollback.to_string().contains("no transaction is active") {
+                    connection.close_on_drop();
                 }
             }
-        }
-        None => read_and_insert(&mut connection, (events, &owners, erases), &tenants, begin).await,
-    };
-    match appended {
-        Ok((last, heads)) => {
-            let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut links = std::mem::take(&mut cache.known).map(|(_, links)| links).unwrap_or_default();
-            if links.len() > CACHED_TENANTS {
-                links.clear();
-            }
-            links.extend(heads);
-            cache.known = Some((last, links));
-            Ok(last)
-        }
-        Err(error) => {
-            rollback(&mut connection).await;
             Err(failed(error))
         }
     }
-}
-
-/// Rolls back whatever transaction a failed append left open. Where the failure was BEGIN or
-/// COMMIT, none may be; where ROLLBACK fails for any other reason, the connection's state is
-/// unknown and it is not reused.
-async fn rollback(connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
-    if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut **connection).await {
-        if !rollback.to_string().contains("no transaction is active") {
-            connection.close_on_drop();
-        }
-    }
-}
-
-type Appending<'a, 'e> = (&'a [Encoded<'e>], &'a [String], &'a [&'a (String, String)]);
-
-/// Begins the transaction and reads the head and the tenants' last links, then inserts.
-async fn read_and_insert(
-    connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    appending: Appending<'_, '_>,
-    tenants: &[&String],
-    begin: &str,
-) -> Result<(i64, std::collections::HashMap<String, Hash>), sqlx::Error> {
-    let rows = vec!["(?)"; tenants.len()].join(", ");
-    let read = format!(
-        "{begin};\nWITH t(tenant) AS (VALUES {rows})
-         SELECT t.tenant,
-                (SELECT coalesce(max(position), 0) FROM events),
-                (SELECT h.hash FROM events e JOIN event_hashes h ON h.position = e.position
-                  WHERE e.tenant_id = t.tenant ORDER BY e.position DESC LIMIT 1)
-           FROM t"
-    );
-    let mut query = sqlx::query_as::<_, (String, i64, Option<Vec<u8>>)>(&read);
-    for tenant in tenants {
-        query = query.bind(*tenant);
-    }
-    let read = query.fetch_all(&mut **connection).await?;
-    let head = read.first().map_or(0, |(_, head, _)| *head);
-    let heads = read
-        .into_iter()
-        .map(|(tenant, _, hash)| (tenant, hash.as_deref().and_then(chain::hash_of).unwrap_or(GENESIS)))
-        .collect();
-    insert(connection, appending, (head, heads), None).await
-}
-
-/// Links the events after `head` and `heads` (each tenant's last link), inserts them, reads the
-/// head back and commits, in one round (begun with `begin` when no transaction is open yet):
-/// the head, and each tenant's last link now.
-async fn insert(
-    connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    (events, owners, erases): Appending<'_, '_>,
-    (head, mut heads): (i64, std::collections::HashMap<String, Hash>),
-    begin: Option<&str>,
-) -> Result<(i64, std::collections::HashMap<String, Hash>), sqlx::Error> {
-    let mut sql = begin.map(|begin| format!("{begin};\n")).unwrap_or_default();
-    for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        sql.push_str(&format!(
-            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES {rows};\n"
-        ));
-        let links = vec!["(?, ?)"; chunk.len()].join(", ");
-        sql.push_str(&format!("INSERT INTO event_hashes (position, hash) VALUES {links};\n"));
-    }
-    for _ in erases {
-        sql.push_str(personal::ERASE_KEY);
-        sql.push_str(";\n");
-    }
-    sql.push_str("SELECT coalesce(max(position), 0) FROM events;\nCOMMIT");
-    let mut links = Vec::with_capacity(events.len());
-    for ((Encoded { event, payload, metadata }, tenant), position) in
-        events.iter().zip(owners).zip(head + 1..)
-    {
-        let prev = heads.get(tenant).copied().unwrap_or(GENESIS);
-        let linked = Linked {
-            tenant_id: tenant,
-            position,
-            aggregate_type: &event.aggregate_type,
-            aggregate_id: &event.aggregate_id,
-            sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
-            event_type: &event.event_type,
-            event_version: &event.event_version,
-            payload: payload.text(),
-            metadata: metadata.text(),
-        };
-        let hash = chain::link(&prev, &linked);
-        heads.insert(tenant.clone(), hash);
-        links.push((position, hash));
-    }
-    let mut query = sqlx::query_scalar::<_, i64>(&sql);
-    let mut links = links.iter();
-    for chunk in events.chunks(SQLITE_ROWS_PER_INSERT) {
-        let chunk_links: Vec<&(i64, Hash)> = links.by_ref().take(chunk.len()).collect();
-        for (Encoded { event, payload, metadata }, (position, _)) in chunk.iter().zip(&chunk_links) {
-            let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-            query = query
-                .bind(*position)
-                .bind(event.aggregate_type.as_str())
-                .bind(event.aggregate_id.as_str())
-                .bind(sequence)
-                .bind(event.event_type.as_str())
-                .bind(event.event_version.as_str())
-                .bind(payload.text())
-                .bind(metadata.text());
-        }
-        for (position, hash) in chunk_links {
-            query = query.bind(*position).bind(hash.to_vec());
-        }
-    }
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    for (tenant, subject) in erases {
-        query = query.bind(tenant.as_str()).bind(subject.as_str()).bind(now.clone()).bind(now.clone());
-    }
-    // `fetch_all`, not `fetch_one`: a query stopped at its first row would not reach `COMMIT`.
-    let last = query.fetch_all(&mut **connection).await?.last().copied();
-    let last = last.ok_or_else(|| sqlx::Error::Protocol("the append returned no head".into()))?;
-    Ok((last, heads))
 }
 
 /// Moves a watched position forward to `position`, never back; watchers wake only when it moved.
