@@ -106,14 +106,16 @@ pub enum File {
 impl Durability {
     /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
     /// trip (`synchronous` is kept per attached file).
-    /// The statements that begin a write transaction on `file` that takes the file's write lock
-    /// at once (a second process's writer waits instead of failing at its first write).
-    pub(crate) fn begin_immediate(self, file: File) -> &'static str {
-        match (file, self) {
-            (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN IMMEDIATE",
-            (File::Events, Self::Relaxed) => "PRAGMA main.synchronous = NORMAL; BEGIN IMMEDIATE",
-            (File::ReadModels, Self::Durable) => "PRAGMA read_models.synchronous = FULL; BEGIN IMMEDIATE",
-            (File::ReadModels, Self::Relaxed) => "PRAGMA read_models.synchronous = NORMAL; BEGIN IMMEDIATE",
+    /// The statements that begin the events' writer's transaction with the events file's write
+    /// lock taken at once (a second process's writer waits instead of failing at its first
+    /// write), and only that file's: `BEGIN IMMEDIATE` would take the attached read models'
+    /// file's lock too, so that every projector batch waited for each append and each append
+    /// for every batch, in SQLite's busy sleeps (BENCHMARKS.md, "the hash chain's cost on
+    /// SQLite, bisected"). A write that changes nothing takes the one lock.
+    pub(crate) fn begin_events_write(self) -> &'static str {
+        match self {
+            Self::Durable => "PRAGMA main.synchronous = FULL; BEGIN; DELETE FROM main.event_hashes WHERE 0",
+            Self::Relaxed => "PRAGMA main.synchronous = NORMAL; BEGIN; DELETE FROM main.event_hashes WHERE 0",
         }
     }
 

@@ -20,7 +20,7 @@ use crate::chain::{self, Hash, Linked, GENESIS};
 use crate::event::StoredEvent;
 use crate::json::RawJson;
 use crate::personal;
-use crate::tx::{Durability, File};
+use crate::tx::Durability;
 
 /// The most commands one combined append carries.
 const MAX_COMMANDS: usize = 256;
@@ -331,7 +331,7 @@ async fn write_postgres<'c>(
 }
 
 /// One transaction (one fsync with `synchronous=FULL`) in two round trips to the connection's
-/// thread. The first begins it (`IMMEDIATE`: the file's write lock at once) and reads the log's
+/// thread. The first begins it (with the events file's write lock at once) and reads the log's
 /// head and the last link of each tenant the events belong to; the events' positions and links
 /// (`chain.rs`) are computed here; the second inserts the events with their positions, their
 /// links, reads the head back and commits. Each statement costs sqlx-sqlite a hand-over to that
@@ -363,7 +363,7 @@ async fn write_sqlite(
                     (SELECT h.hash FROM events e JOIN event_hashes h ON h.position = e.position
                       WHERE e.tenant_id = t.tenant ORDER BY e.position DESC LIMIT 1)
                FROM t",
-            Durability::Durable.begin_immediate(File::Events)
+            Durability::Durable.begin_events_write()
         );
         let mut query = sqlx::query_as::<_, (String, i64, Option<Vec<u8>>)>(&begin);
         for tenant in &tenants {
