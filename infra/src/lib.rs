@@ -3,9 +3,9 @@
 //! aggregate cache, tenants and API tokens, and `Config`. The only crate that knows SQL or NATS.
 //!
 //! Its modules depend only downwards, in this order (a test checks that none imports one above
-//! it): `json`, `chain`, `error`, `upcast`, `event`, `bus`, `tx`, `writer`, `store`, `checkpoints`,
-//! `snapshots`, `log`, `audit`, `envelope`, `relay`, `feed`, `repository`, `idempotency`,
-//! `tokens`, `config`.
+//! it): `json`, `chain`, `error`, `upcast`, `event`, `bus`, `tx`, `personal`, `writer`, `store`,
+//! `checkpoints`, `snapshots`, `log`, `audit`, `envelope`, `relay`, `feed`, `repository`,
+//! `idempotency`, `erasure`, `secrets`, `tokens`, `config`.
 
 pub mod audit;
 pub mod bus;
