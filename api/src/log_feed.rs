@@ -40,6 +40,9 @@ pub struct LogFeed {
     batches: broadcast::Sender<Arc<Batch>>,
     started: Arc<Once>,
     reads: Arc<AtomicU64>,
+    /// Held by every clone: the reader ends once the last is dropped and no stream listens
+    /// (a restarted webhook supervisor makes a feed of its own).
+    alive: Arc<()>,
 }
 
 impl LogFeed {
@@ -50,6 +53,7 @@ impl LogFeed {
             batches: broadcast::channel(CAPACITY).0,
             started: Arc::new(Once::new()),
             reads: Arc::new(AtomicU64::new(0)),
+            alive: Arc::new(()),
         }
     }
 
@@ -57,7 +61,8 @@ impl LogFeed {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
         let receiver = self.batches.subscribe();
         self.started.call_once(|| {
-            tokio::spawn(read(self.log.clone(), self.batches.clone(), self.reads.clone()));
+            let alive = Arc::downgrade(&self.alive);
+            tokio::spawn(read(self.log.clone(), self.batches.clone(), self.reads.clone(), alive));
         });
         receiver
     }
@@ -73,8 +78,14 @@ impl LogFeed {
     }
 }
 
-/// The reader: follows the head, and reads what is new while any stream listens.
-async fn read(log: GlobalLog, batches: broadcast::Sender<Arc<Batch>>, reads: Arc<AtomicU64>) {
+/// The reader: follows the head, and reads what is new while any stream listens, until its feed
+/// is gone and no stream listens.
+async fn read(
+    log: GlobalLog,
+    batches: broadcast::Sender<Arc<Batch>>,
+    reads: Arc<AtomicU64>,
+    alive: std::sync::Weak<()>,
+) {
     let mut head = log.watch_head();
     let mut cursor = log.head();
     loop {
@@ -82,6 +93,9 @@ async fn read(log: GlobalLog, batches: broadcast::Sender<Arc<Batch>>, reads: Arc
         // With no stream listening, nothing is read: a stream that subscribes later catches up
         // from where it is on its own.
         if batches.receiver_count() == 0 {
+            if alive.strong_count() == 0 {
+                return;
+            }
             cursor = known;
         }
         if cursor >= known {

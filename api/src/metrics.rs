@@ -1,7 +1,8 @@
 //! `GET /metrics` in the Prometheus text format: HTTP answers by method, route and status;
 //! commands (POST, PATCH and DELETE under `/v1`) by route and outcome with a latency histogram;
 //! and, read at scrape time, the aggregate caches' sizes, the log's head (events appended), the
-//! relay's lag and each projection's lag; the process's resident memory and, where the binary
+//! relay's lag and each projection's lag; webhook requests by outcome and the subscriptions by
+//! state; the process's resident memory and, where the binary
 //! installs a reader (`colloquy` does, for jemalloc), its allocator's. Kept by hand: a few
 //! counters need no metrics framework.
 
@@ -181,6 +182,20 @@ fn render_memory(out: &mut String, resident: Option<u64>, allocator: Option<Allo
     }
 }
 
+/// The subscriptions by how their deliveries stand, and the age of the oldest failure.
+fn render_webhooks(out: &mut String, health: &colloquy_projections::webhooks::state::Health, now_ms: i64) {
+    out.push_str("# HELP colloquy_webhook_subscriptions Webhook subscriptions (every process's) by state: ok, failing (retrying), paused (failed too long; resume them).\n");
+    out.push_str("# TYPE colloquy_webhook_subscriptions gauge\n");
+    for (state, count) in [("ok", health.ok), ("failing", health.failing), ("paused", health.paused)] {
+        let _ = writeln!(out, "colloquy_webhook_subscriptions{{state=\"{state}\"}} {count}");
+    }
+    out.push_str("# HELP colloquy_webhook_oldest_failure_seconds How long the oldest failing subscription has failed (0 when none is).\n");
+    out.push_str("# TYPE colloquy_webhook_oldest_failure_seconds gauge\n");
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = health.failing_since.map_or(0.0, |since| (now_ms - since).max(0) as f64 / 1000.0);
+    let _ = writeln!(out, "colloquy_webhook_oldest_failure_seconds {seconds}");
+}
+
 /// The middleware that counts every answer.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -201,7 +216,8 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     tag = "operations",
     responses((status = 200, description = "Prometheus text format: HTTP answers by method, route and status; \
         commands by route and outcome with a latency histogram; the aggregate caches' sizes, and their loads and events read from the store; the log's head; \
-        every consumer's lag; the process's resident memory and its allocator's figures.",
+        every consumer's lag; webhook requests by outcome with their latency, events delivered, and the subscriptions by state; \
+        the process's resident memory and its allocator's figures.",
         content_type = "text/plain; version=0.0.4", body = String,
         example = "# TYPE colloquy_log_head gauge\ncolloquy_log_head 1042\n"))
 )]
@@ -283,7 +299,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     out.push_str("# TYPE colloquy_event_stream_log_reads_total counter\n");
     let _ = writeln!(out, "colloquy_event_stream_log_reads_total {}", state.log_feed().reads());
     render_memory(&mut out, resident_memory_bytes(), ALLOCATOR_STATS.get().and_then(|read| read()));
+    crate::webhook_delivery::stats::render(&mut out);
     let store = state.store();
+    if let Ok(health) = colloquy_projections::webhooks::state::health(store).await {
+        render_webhooks(&mut out, &health, chrono::Utc::now().timestamp_millis());
+    }
     if let Ok(head) = colloquy_infra::log::read_head(store).await {
         out.push_str("# HELP colloquy_log_head Events appended to the global log (its head position).\n");
         out.push_str("# TYPE colloquy_log_head gauge\n");
@@ -329,6 +349,25 @@ mod tests {
         let mut none = String::new();
         render_memory(&mut none, None, None);
         assert_eq!(none, "");
+    }
+
+    #[test]
+    fn webhook_subscriptions_are_rendered_by_state_with_the_oldest_failure() {
+        use colloquy_projections::webhooks::state::Health;
+        let health = Health { ok: 3, failing: 2, paused: 1, failing_since: Some(10_000) };
+        let mut out = String::new();
+        render_webhooks(&mut out, &health, 75_500);
+        for line in [
+            "colloquy_webhook_subscriptions{state=\"ok\"} 3",
+            "colloquy_webhook_subscriptions{state=\"failing\"} 2",
+            "colloquy_webhook_subscriptions{state=\"paused\"} 1",
+            "colloquy_webhook_oldest_failure_seconds 65.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        let mut none = String::new();
+        render_webhooks(&mut none, &Health::default(), 75_500);
+        assert!(none.lines().any(|l| l == "colloquy_webhook_oldest_failure_seconds 0"), "{none}");
     }
 
     #[cfg(target_os = "linux")]

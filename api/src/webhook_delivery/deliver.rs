@@ -390,6 +390,7 @@ pub async fn run(
                 }
                 held.state.cursor = to;
                 held.state.delivered += count;
+                super::stats::delivered(count);
                 held.state.delivered_at = Some(at);
             }
             Step::Failed { at, ref error, retry_at, ref pause } => {

@@ -2,12 +2,14 @@
 //! which shares the subscriptions out through leases on their `webhook_state` rows and runs one
 //! task per subscription it holds (`deliver.rs`), so that a slow subscriber delays no other and
 //! each is delivered by one process at a time, in log order. `send.rs` makes a request,
-//! `sign.rs` signs it, `safety.rs` keeps it from internal addresses.
+//! `sign.rs` signs it, `safety.rs` keeps it from internal addresses, `stats.rs` counts
+//! what came of it for `/metrics`.
 
 pub mod deliver;
 pub mod safety;
 pub mod send;
 pub mod sign;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -67,8 +67,14 @@ impl Sender {
         Ok(Self { client, allow_private })
     }
 
-    /// Sends `message`, signed now.
+    /// Sends `message`, signed now, and counts what came of it ([`super::stats`]).
     pub async fn send(&self, message: Message<'_>) -> Attempt {
+        let attempt = self.send_uncounted(message).await;
+        super::stats::request(&attempt);
+        attempt
+    }
+
+    async fn send_uncounted(&self, message: Message<'_>) -> Attempt {
         let started = Instant::now();
         let failed = |error: String, status: Option<u16>, excerpt: Option<String>| Attempt {
             status,

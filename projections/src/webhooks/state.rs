@@ -230,3 +230,28 @@ pub async fn takeable(store: &Store, holder: &str, now: i64) -> Result<Vec<(Stri
         .fetch_all(pool)
         .await?))
 }
+
+/// How the subscriptions' deliveries stand, across every process: for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Delivering, or waiting for events: not failing.
+    pub ok: i64,
+    /// Retrying a failed delivery.
+    pub failing: i64,
+    /// Paused after failing for too long, until an operator resumes them.
+    pub paused: i64,
+    /// When the oldest failure still retried began (Unix ms).
+    pub failing_since: Option<i64>,
+}
+
+/// How the subscriptions' deliveries stand.
+pub async fn health(store: &Store) -> Result<Health, StoreError> {
+    let sql = "SELECT CAST(COALESCE(SUM(CASE WHEN paused_at IS NULL AND failing_since IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT),
+                      CAST(COALESCE(SUM(CASE WHEN paused_at IS NULL AND failing_since IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT),
+                      CAST(COALESCE(SUM(CASE WHEN paused_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT),
+                      MIN(CASE WHEN paused_at IS NULL THEN failing_since END)
+                 FROM webhook_state";
+    let (ok, failing, paused, failing_since): (i64, i64, i64, Option<i64>) =
+        colloquy_infra::on_pool!(store, |pool| sqlx::query_as(sql).fetch_one(pool).await?);
+    Ok(Health { ok, failing, paused, failing_since })
+}

@@ -219,6 +219,19 @@ async fn a_subscriber_failing_too_long_is_paused_and_resumes_where_it_stopped(ba
     let tried = receiver.requests().len();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(receiver.requests().len(), tried, "a paused subscription is not tried");
+    // Operators see it: the subscription paused, and the 503s among the requests (counted by the
+    // server's process, which other tests' servers may share: at least this test's).
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"));
+        line[name.len() + 1..].parse().unwrap()
+    };
+    assert_eq!(value("colloquy_webhook_subscriptions{state=\"paused\"}"), 1.0);
+    assert_eq!(value("colloquy_webhook_subscriptions{state=\"failing\"}"), 0.0);
+    assert!(value("colloquy_webhook_requests_total{outcome=\"5xx\"}") >= 2.0, "{metrics}");
 
     // Recovered and resumed: the five messages, in one batch, in order; nothing else.
     receiver.set_failing(false);
