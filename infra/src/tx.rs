@@ -104,8 +104,6 @@ pub enum File {
 }
 
 impl Durability {
-    /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
-    /// trip (`synchronous` is kept per attached file).
     /// The statements that begin the events' writer's transaction with the events file's write
     /// lock taken at once (a second process's writer waits instead of failing at its first
     /// write), and only that file's: `BEGIN IMMEDIATE` would take the attached read models'
@@ -119,6 +117,8 @@ impl Durability {
         }
     }
 
+    /// The statement that sets `synchronous` for `file` and opens a transaction, in one round
+    /// trip (`synchronous` is kept per attached file).
     pub(crate) fn begin(self, file: File) -> &'static str {
         match (file, self) {
             (File::Events, Self::Durable) => "PRAGMA main.synchronous = FULL; BEGIN",
