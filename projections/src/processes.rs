@@ -318,7 +318,9 @@ fn origin(actor_id: &str, job: &Job) -> Origin {
     }
 }
 
-/// The jobs of `process` due at `now`, oldest event first. On PostgreSQL they are claimed for
+/// The jobs of `process` due at `now`: the earliest due first (by the event that set them among
+/// those due together), so that each look reads the head of the due index and no more, however
+/// long the backlog; handed over oldest event first. On PostgreSQL they are claimed for
 /// [`CLAIM`], so that several processes running `process` each take other jobs (rows another is
 /// claiming are skipped, not waited for). On SQLite, one process's store, they are read: a claim
 /// would be a write, waiting for the read models' one writer behind the projectors' batches.
@@ -344,7 +346,7 @@ async fn claim(
             // Jobs acted on and not yet marked are still pending here: read past them.
             let skipped = unsettled.len();
             let sql = "SELECT * FROM process_jobs WHERE process = $1 AND NOT done AND due_at <= $2
-                        ORDER BY position, job_id LIMIT $3";
+                        ORDER BY due_at, position LIMIT $3";
             let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis());
             let limit = JOBS_PER_ROUND + i64::try_from(skipped).unwrap_or(i64::MAX);
             let rows = query.bind(limit).fetch_all(pool).await?;
@@ -370,7 +372,7 @@ async fn claim_rows(
             let sql = "UPDATE process_jobs AS j SET claimed_until = $4
                          FROM (SELECT process, job_id FROM process_jobs
                                 WHERE process = $1 AND NOT done AND due_at <= $2 AND claimed_until <= $2
-                                ORDER BY position, job_id LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
+                                ORDER BY due_at, position LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
                         WHERE j.process = due.process AND j.job_id = due.job_id
                        RETURNING j.*";
             let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
@@ -521,14 +523,31 @@ pub fn retry_pause(attempts: i32) -> Duration {
 }
 
 /// When the earliest pending job of `process` may be claimed: when it is due, or when another
-/// process's claim on it runs out (`None` when none is pending).
+/// process's claim on it runs out (`None` when none is pending). Read from the head of the due
+/// index, [`HEAD`] rows: past them every job is due no sooner than the last one read, so a head
+/// of claimed jobs answers that last due (a look then, which finds the claims or their end).
 async fn earliest(store: &Store, process: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let sql = "SELECT min(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END)
-                 FROM process_jobs WHERE process = $1 AND NOT done";
-    let due: Option<i64> =
-        colloquy_infra::on_pool!(store, |pool| sqlx::query_scalar(sql).bind(process).fetch_one(pool).await?);
-    Ok(due.map(|due| DateTime::from_timestamp_millis(due).unwrap_or_default()))
+    let sql = "SELECT due_at, claimed_until FROM process_jobs WHERE process = $1 AND NOT done
+                ORDER BY due_at LIMIT $2";
+    let head: Vec<(i64, i64)> = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_as(sql).bind(process).bind(HEAD).fetch_all(pool).await?
+    });
+    Ok(earliest_of(&head, HEAD).map(|due| DateTime::from_timestamp_millis(due).unwrap_or_default()))
 }
+
+/// The earliest time any of `head` (pending jobs' due and claim, by due; `full` rows when more
+/// may follow) may be claimed.
+fn earliest_of(head: &[(i64, i64)], full: i64) -> Option<i64> {
+    let soonest = head.iter().map(|(due, claimed_until)| *due.max(claimed_until)).min()?;
+    let more = i64::try_from(head.len()).is_ok_and(|rows| rows >= full);
+    Some(match head.last() {
+        Some((last_due, _)) if more => soonest.min(*last_due),
+        _ => soonest,
+    })
+}
+
+/// Rows [`earliest`] reads: more than the jobs rounds of a few processes claim at once.
+const HEAD: i64 = 4 * JOBS_PER_ROUND;
 
 /// The longest [`run`] sleeps without looking: a safety net for jobs written where it could not
 /// see them (a projector of another process, another process's retry).
@@ -669,6 +688,17 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_earliest_claim_is_a_due_or_the_end_of_a_claim_and_never_later_than_an_unread_job() {
+        // Due at 10, claimed until 25; due at 20: the one due at 20 comes first.
+        assert_eq!(earliest_of(&[(10, 25), (20, 0)], 4), Some(20));
+        // Both claimed past the next: the first claim's end.
+        assert_eq!(earliest_of(&[(10, 25), (20, 30)], 4), Some(25));
+        // A full head of claims: jobs past it may be due from the last due on.
+        assert_eq!(earliest_of(&[(10, 25), (20, 30)], 2), Some(20));
+        assert_eq!(earliest_of(&[], 2), None);
+    }
 
     #[test]
     fn a_failed_job_waits_longer_after_each_failure_up_to_five_minutes() {
