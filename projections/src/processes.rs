@@ -51,9 +51,6 @@ const ACTS_AT_ONCE: usize = 16;
 /// Jobs acted on whose marks are not written yet, past which a round waits for them.
 const MOST_UNSETTLED: usize = 1_000;
 
-/// PostgreSQL marks (a transaction each) written at once.
-const MARKS_AT_ONCE: usize = 4;
-
 /// The longest pause before a failed job is tried again.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(300);
 
@@ -438,51 +435,87 @@ where
 /// Marks rounds' jobs: each acted on is done, each that failed is put off by its pause, with its
 /// error. Each only as the event that last set it left it (or cancelled): a timer set again
 /// meanwhile stays pending. On SQLite, whose one writer takes transactions in turn, one
-/// transaction marks the rounds handed over together. On PostgreSQL each job is marked in a
-/// transaction of its own: the projection half's batches lock the same rows in log order, and one
-/// transaction marking many in another order could deadlock with one (seen under load: each such
-/// wait lasts the second PostgreSQL takes to notice, and loses the marks), and a mark waits at
-/// most 100 ms for a row a batch holds (batches under load held theirs for seconds). A mark is not
-/// made durable: one lost in a crash, or not made, repeats an act once the claim runs out, which
-/// acts allow.
+/// transaction marks the rounds handed over together. On PostgreSQL too, but a row a projection
+/// batch holds (batches lock the same rows in log order, and hold them for seconds under load) is
+/// skipped, not waited for: waiting in another order could deadlock with a batch (seen under
+/// load), and a skipped job is taken again once its claim runs out, and its act then changes
+/// nothing (a batch holding it has mostly set it again anyway). A mark is not made durable: one
+/// lost in a crash, or not made, repeats an act once the claim runs out, which acts allow.
 async fn settle(store: &Store, process: &str, outcomes: &[Outcome]) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
     if store.is_postgres() {
-        let marks: Vec<_> = outcomes.iter().map(|outcome| mark_alone(store, process, outcome)).collect();
-        let marked: Vec<Result<(), StoreError>> =
-            futures::stream::iter(marks).buffer_unordered(MARKS_AT_ONCE).collect().await;
-        marked.into_iter().collect::<Result<(), _>>()?;
-    } else if !outcomes.is_empty() {
-        let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
+        let (done, failed): (Vec<&Outcome>, Vec<&Outcome>) =
+            outcomes.iter().partition(|(_, failure)| failure.is_none());
+        mark_done_unless_held(&mut tx, process, &done).await?;
+        for outcome in failed {
+            mark_failed_unless_held(&mut tx, process, outcome).await?;
+        }
+    } else {
         for outcome in outcomes {
             mark(&mut tx, process, outcome).await?;
         }
-        tx.commit().await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks `done` jobs on PostgreSQL, a few statements for the lot, skipping rows a projection
+/// batch holds (as [`settle`] says).
+async fn mark_done_unless_held(tx: &mut Tx<'_>, process: &str, done: &[&Outcome]) -> Result<(), StoreError> {
+    let mut remaining = done;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(rows::statement_rows(remaining.len()));
+        remaining = rest;
+        // Counted also when its projection half cancelled it meanwhile (its act's event).
+        let sql = format!(
+            "UPDATE process_jobs AS j SET done = true, attempts = j.attempts + 1, last_error = NULL
+               FROM (SELECT p.process, p.job_id FROM process_jobs AS p
+                       JOIN (VALUES {}) AS v (job_id, position) ON p.job_id = v.job_id
+                      WHERE p.process = ${} AND (p.position = v.position OR p.done)
+                        FOR UPDATE OF p SKIP LOCKED) AS held
+              WHERE j.process = held.process AND j.job_id = held.job_id",
+            rows::parameter_rows(true, chunk.len(), 2),
+            chunk.len() * 2 + 1
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (job, _) in chunk {
+                query = query.bind(&job.id).bind(job.position);
+            }
+            query.bind(process).execute(conn).await?;
+        });
     }
     Ok(())
 }
 
-/// Marks one job on PostgreSQL in a transaction of its own, as [`settle`] says.
-async fn mark_alone(store: &Store, process: &str, outcome: &Outcome) -> Result<(), StoreError> {
-    let mut tx = store.begin(File::ReadModels, Durability::Relaxed).await?;
-    on_tx!(&mut *tx, |conn| {
-        sqlx::query("SET LOCAL lock_timeout = '100ms'").execute(conn).await?;
+/// Puts off a failed job on PostgreSQL, unless a projection batch holds its row (as [`settle`]
+/// says).
+async fn mark_failed_unless_held(
+    tx: &mut Tx<'_>,
+    process: &str,
+    (job, failure): &Outcome,
+) -> Result<(), StoreError> {
+    let Some((error, pause)) = failure else { return Ok(()) };
+    let sql = "UPDATE process_jobs AS j SET attempts = j.attempts + 1, last_error = $3, due_at = $4, claimed_until = 0
+                 FROM (SELECT process, job_id FROM process_jobs WHERE process = $1 AND job_id = $2 AND position = $5
+                          FOR UPDATE SKIP LOCKED) AS held
+                WHERE j.process = held.process AND j.job_id = held.job_id";
+    let due_at = Utc::now() + *pause;
+    on_tx!(tx, |conn| {
+        sqlx::query(sql)
+            .bind(process)
+            .bind(&job.id)
+            .bind(error.to_string())
+            .bind(due_at.timestamp_millis())
+            .bind(job.position)
+            .execute(conn)
+            .await?;
     });
-    match mark(&mut tx, process, outcome).await {
-        Ok(()) => Ok(tx.commit().await?),
-        // A projection batch holds the row: left unmarked, the job is taken again once its
-        // claim runs out, and its act then changes nothing.
-        Err(StoreError::Database(sqlx::Error::Database(e)))
-            if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
-        {
-            tracing::debug!(process, job = %outcome.0.id, "a job's row was held; left unmarked");
-            Ok(())
-        }
-        Err(other) => Err(other),
-    }
+    Ok(())
 }
-
-/// PostgreSQL's SQLSTATE for a lock not taken within `lock_timeout`.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Marks one job of a round in `tx`, as [`settle`] says.
 async fn mark(tx: &mut Tx<'_>, process: &str, (job, failure): &Outcome) -> Result<(), StoreError> {
