@@ -576,15 +576,40 @@ impl Store {
 
     /// Hands out the next value of a per-tenant counter (1, 2, 3, ...). A value is never handed
     /// out twice, even across processes: the increment is one atomic upsert.
+    ///
+    /// The increment holds the tenant's counter row until it commits, so it commits at once and
+    /// without waiting for the disk ([`Durability::Relaxed`]): on PostgreSQL in the one round
+    /// trip that makes it (an implicit transaction of two statements), not a round trip later,
+    /// which under load let a few hundred increments a second through (a tenant opening
+    /// conversations from many clients queued on its row). A value is used by an event, appended
+    /// after it in the same write-ahead log (PostgreSQL's, or the events file's), whose durable
+    /// commit makes the increment durable too: a crash loses only increments that no durable
+    /// event used, so a value is handed out again only where nothing kept it.
     pub async fn next_counter(&self, tenant: &TenantId, name: &str) -> Result<u64, StoreError> {
-        let sql = "INSERT INTO tenant_counters (tenant_id, name, value) VALUES ($1, $2, 1)
-                   ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1
-                   RETURNING value";
-        let mut tx = self.begin(File::Events, Durability::Durable).await?;
-        let value: i64 = crate::on_tx!(&mut *tx, |conn| {
-            sqlx::query_scalar(sql).bind(tenant.as_str()).bind(name).fetch_one(conn).await?
-        });
-        tx.commit().await?;
+        let value: i64 = if let Some(pool) = self.postgres_pool() {
+            // Inlined, as a two-statement query takes no parameters: a tenant id is lower-case
+            // letters, digits, `-` and `_`, and a counter's name is the caller's constant.
+            let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+            let sql = format!(
+                "SET LOCAL synchronous_commit = off;
+                 INSERT INTO tenant_counters (tenant_id, name, value) VALUES ({}, {}, 1)
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1
+                 RETURNING value",
+                literal(tenant.as_str()),
+                literal(name)
+            );
+            sqlx::raw_sql(&sql).fetch_one(pool).await?.try_get(0)?
+        } else {
+            let sql = "INSERT INTO tenant_counters (tenant_id, name, value) VALUES ($1, $2, 1)
+                       ON CONFLICT (tenant_id, name) DO UPDATE SET value = tenant_counters.value + 1
+                       RETURNING value";
+            let mut tx = self.begin(File::Events, Durability::Relaxed).await?;
+            let value = crate::on_tx!(&mut *tx, |conn| {
+                sqlx::query_scalar(sql).bind(tenant.as_str()).bind(name).fetch_one(conn).await?
+            });
+            tx.commit().await?;
+            value
+        };
         u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("counter {name} is negative")))
     }
 

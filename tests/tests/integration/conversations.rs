@@ -320,6 +320,14 @@ async fn conversation_numbers_count_up_per_tenant(backend: Backend) {
         numbers.push(server.get(&format!("/v1/conversations/{id}")).await.body["number"].as_u64().unwrap());
     }
     assert_eq!(numbers, vec![1, 2, 3]);
+    // Opened at once, they take the next numbers, each once, none skipped.
+    let opened = futures::future::join_all((0..20).map(|_| server.conversation())).await;
+    let mut numbers = Vec::new();
+    for id in opened {
+        numbers.push(server.get(&format!("/v1/conversations/{id}")).await.body["number"].as_u64().unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (4..24).collect::<Vec<u64>>());
     server.stop().await;
 }
 
