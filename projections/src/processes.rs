@@ -451,7 +451,7 @@ async fn settle(store: &Store, process: &str, outcomes: &[Outcome]) -> Result<()
             outcomes.iter().partition(|(_, failure)| failure.is_none());
         mark_done_unless_held(&mut tx, process, &done).await?;
         for outcome in failed {
-            mark_failed_unless_held(&mut tx, process, outcome).await?;
+            mark(&mut tx, process, outcome).await?;
         }
     } else {
         for outcome in outcomes {
@@ -491,33 +491,7 @@ async fn mark_done_unless_held(tx: &mut Tx<'_>, process: &str, done: &[&Outcome]
     Ok(())
 }
 
-/// Puts off a failed job on PostgreSQL, unless a projection batch holds its row (as [`settle`]
-/// says).
-async fn mark_failed_unless_held(
-    tx: &mut Tx<'_>,
-    process: &str,
-    (job, failure): &Outcome,
-) -> Result<(), StoreError> {
-    let Some((error, pause)) = failure else { return Ok(()) };
-    let sql = "UPDATE process_jobs AS j SET attempts = j.attempts + 1, last_error = $3, due_at = $4, claimed_until = 0
-                 FROM (SELECT process, job_id FROM process_jobs WHERE process = $1 AND job_id = $2 AND position = $5
-                          FOR UPDATE SKIP LOCKED) AS held
-                WHERE j.process = held.process AND j.job_id = held.job_id";
-    let due_at = Utc::now() + *pause;
-    on_tx!(tx, |conn| {
-        sqlx::query(sql)
-            .bind(process)
-            .bind(&job.id)
-            .bind(error.to_string())
-            .bind(due_at.timestamp_millis())
-            .bind(job.position)
-            .execute(conn)
-            .await?;
-    });
-    Ok(())
-}
-
-/// Marks one job of a round in `tx`, as [`settle`] says.
+/// Marks one job of a round in `tx`, as [`settle`] says (on PostgreSQL, a failed one).
 async fn mark(tx: &mut Tx<'_>, process: &str, (job, failure): &Outcome) -> Result<(), StoreError> {
     match failure {
         None => {
@@ -529,9 +503,18 @@ async fn mark(tx: &mut Tx<'_>, process: &str, (job, failure): &Outcome) -> Resul
             });
         }
         Some((error, pause)) => {
-            let sql = "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4,
-                              claimed_until = 0
-                       WHERE process = $1 AND job_id = $2 AND position = $5";
+            // On PostgreSQL unless a projection batch holds the row (as `settle` says).
+            let sql = if rows::numbered(tx) {
+                "UPDATE process_jobs AS j SET attempts = j.attempts + 1, last_error = $3, due_at = $4,
+                        claimed_until = 0
+                   FROM (SELECT process, job_id FROM process_jobs
+                          WHERE process = $1 AND job_id = $2 AND position = $5 FOR UPDATE SKIP LOCKED) AS held
+                  WHERE j.process = held.process AND j.job_id = held.job_id"
+            } else {
+                "UPDATE process_jobs SET attempts = attempts + 1, last_error = $3, due_at = $4,
+                        claimed_until = 0
+                  WHERE process = $1 AND job_id = $2 AND position = $5"
+            };
             let due_at = Utc::now() + *pause;
             on_tx!(tx, |conn| {
                 sqlx::query(sql)
