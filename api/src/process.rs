@@ -280,11 +280,15 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         // woken when their projection half applies a batch.
         let clocks = Arc::new(Repository::new(store.clone(), config.cache_limits()));
         for process in colloquy_projections::processes(&store, conversations.clone(), clocks) {
-            if config.skip_projections.iter().any(|n| n == process.name()) {
+            if config.skip_projections.iter().any(|n| n == process.projection()) {
                 continue;
             }
-            let Some(projector) = projectors.iter().find(|p| p.name() == process.name()) else {
-                anyhow::bail!("the process {} has no projection half", process.name());
+            let Some(projector) = projectors.iter().find(|p| p.name() == process.projection()) else {
+                anyhow::bail!(
+                    "the process {} has no projection half {}",
+                    process.name(),
+                    process.projection()
+                );
             };
             let (process_store, recorded) = (store.clone(), projector.watch_applied());
             workers.push(supervise(format!("process {}", process.name()), stop.subscribe(), move |stop| {

@@ -70,7 +70,8 @@ pub fn processes(
     vec![
         Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations.clone())),
         Arc::new(snooze::SnoozeWaker::new(conversations)),
-        Arc::new(sla::SlaClocks::new(store.clone(), clocks)),
+        Arc::new(sla::SlaClocks::observing(store.clone(), clocks.clone())),
+        Arc::new(sla::SlaClocks::firing(store.clone(), clocks)),
     ]
 }
 

@@ -292,6 +292,12 @@ pub trait Process: Send + Sync + 'static {
     /// The process's name: its jobs' `process`.
     fn name(&self) -> &'static str;
 
+    /// The projection half that records its jobs, whose batches wake it (its name unless it
+    /// says: one projection may feed several processes, each with a lane of jobs of its own).
+    fn projection(&self) -> &'static str {
+        self.name()
+    }
+
     /// The id of the system actor its commands are recorded as (its name unless it says).
     fn actor_id(&self) -> &'static str {
         self.name()

@@ -24,7 +24,8 @@ pub struct TimersQuery {
 /// A job a process manager still has to do: a timer when it has a due time.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TimerView {
-    /// The process that will act (`snooze_timers`, `group_conversations`).
+    /// The process that will act (`snooze_timers`, `group_conversations`, `sla` for the SLA
+    /// clocks' observe jobs, `sla_fire` for their deadlines).
     process: String,
     /// Its id within the process.
     id: String,

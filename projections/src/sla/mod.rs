@@ -6,10 +6,13 @@
 //!   a tenant with a policy it schedules an *observe* job for the conversation (one per
 //!   conversation, due at once, or at most once a second while it is busy: [`OBSERVE_EVERY`]),
 //!   and for each running timer a *fire* job due at its next deadline.
-//! - [`SlaClocks`], the actor half, feeds a conversation's new events to its clocks
-//!   ([`SlaCommand::Observe`], with the catalog as it stands) and fires due timers
-//!   ([`SlaCommand::Fire`]), feeding them first what they have not seen. Both commands record nothing when repeated, so a job acted on twice
-//!   (a crash, two processes) changes nothing the second time.
+//! - [`SlaClocks`], the actor half, in two lanes, each a process of its own over this
+//!   projection: the observe lane ([`NAME`]) feeds a conversation's new events to its clocks
+//!   ([`SlaCommand::Observe`], with the catalog as it stands); the fire lane ([`FIRE`]) fires due
+//!   timers ([`SlaCommand::Fire`]), feeding the clocks first what they have not seen. A fire
+//!   never waits behind a backlog of observe jobs due before it (an opening's burst), and an
+//!   observe backlog never delays a breach. Both commands record nothing when repeated, so a job
+//!   acted on twice (a crash, two processes, both lanes) changes nothing the second time.
 //!
 //! The clocks' events go to the conversation's own `sla` stream (docs/adr/0007).
 
@@ -30,8 +33,11 @@ use colloquy_infra::{CommandError, Intent, Origin, Repository, Store, StoredEven
 use crate::processes::{self, ActError, Job, NewJob, Process};
 use crate::runtime::{Projection, ProjectionError, Tx};
 
-/// The projection's (and its checkpoint's, and its jobs') name.
+/// The projection's (and its checkpoint's, and its observe jobs') name.
 pub const NAME: &str = "sla";
+
+/// The fire lane's name: the process whose jobs are the timers' deadlines.
+pub const FIRE: &str = "sla_fire";
 
 /// The actor recorded on the clocks' events.
 pub const ACTOR: &str = "sla-clock";
@@ -107,7 +113,7 @@ impl Projection for Sla {
         }
         let jobs: Vec<NewJob> = observing.into_values().collect();
         processes::schedule_gathering(tx, NAME, &jobs, OBSERVE_EVERY).await?;
-        folding.write(tx, NAME).await?;
+        folding.write(tx, FIRE).await?;
         for ((tenant, conversation), position) in moved {
             timers::show_in_inbox(tx, &tenant, &conversation, position).await?;
         }
@@ -142,18 +148,25 @@ fn observe(observing: &mut BTreeMap<String, NewJob>, stored: &StoredEvent) {
     }
 }
 
-/// The actor half: feeds conversations' events to their clocks and fires due timers, through
-/// the process's repository of SLA clocks.
+/// The actor half, one lane of it: feeds conversations' events to their clocks, or fires due
+/// timers, through the process's repository of SLA clocks (both lanes share it, so that their
+/// commands to one conversation's clocks queue on its slot).
 #[derive(Debug, Clone)]
 pub struct SlaClocks {
     store: Store,
     clocks: Arc<Repository<ConversationSla>>,
+    lane: &'static str,
 }
 
 impl SlaClocks {
-    /// The actor half over `store`, commanding clocks through `clocks`.
-    pub fn new(store: Store, clocks: Arc<Repository<ConversationSla>>) -> Self {
-        Self { store, clocks }
+    /// The observe lane over `store`, commanding clocks through `clocks`.
+    pub fn observing(store: Store, clocks: Arc<Repository<ConversationSla>>) -> Self {
+        Self { store, clocks, lane: NAME }
+    }
+
+    /// The fire lane over `store`, commanding clocks through `clocks`.
+    pub fn firing(store: Store, clocks: Arc<Repository<ConversationSla>>) -> Self {
+        Self { store, clocks, lane: FIRE }
     }
 
     async fn observe(&self, job: &Job, conversation: &str, origin: &Origin) -> Result<(), ActError> {
@@ -216,6 +229,10 @@ impl SlaClocks {
 #[async_trait::async_trait]
 impl Process for SlaClocks {
     fn name(&self) -> &'static str {
+        self.lane
+    }
+
+    fn projection(&self) -> &'static str {
         NAME
     }
 

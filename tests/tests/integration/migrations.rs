@@ -92,10 +92,14 @@ async fn both_dialects_migrate_to_the_same_tables_and_columns() {
     assert_eq!(only_sqlite, sqlite_needs.iter().collect::<Vec<_>>(), "columns only SQLite has");
 }
 
-/// A store from before the process managers' jobs table keeps its leaves as jobs of the
-/// `group_conversations` process: the pending one still to do, the done one done (a rebuild
-/// must not close that group's conversations again), each caused by its leave.
-async fn leaves_from_before_the_jobs_table_become_jobs(backend: common::Backend) {
+/// A store migrated to just before `version`, with `rows` (SQL statements) written into it as
+/// a deployment of that time would have, at the location the next open migrates it from; the
+/// directory and database live as long as the returned guards.
+async fn store_before(
+    backend: common::Backend,
+    version: &str,
+    rows: &[String],
+) -> (tempfile::TempDir, Option<common::TestDatabase>, StoreLocation) {
     let dir = tempfile::tempdir().unwrap();
     let dialect = match backend {
         common::Backend::Sqlite => "sqlite",
@@ -106,55 +110,52 @@ async fn leaves_from_before_the_jobs_table_become_jobs(backend: common::Backend)
     let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/migrations").join(dialect);
     for file in std::fs::read_dir(all).unwrap() {
         let file = file.unwrap();
-        if file.file_name().to_string_lossy().as_ref() < "20261206000017" {
+        if file.file_name().to_string_lossy().as_ref() < version {
             std::fs::copy(file.path(), earlier.join(file.file_name())).unwrap();
         }
     }
     let migrator = sqlx::migrate::Migrator::new(earlier.as_path()).await.unwrap();
-    let leave =
-        "INSERT INTO group_leaves (tenant_id, group_id, leave_event_id, correlation_id, position, done)
-                 VALUES ('acme', $1, $2, 'c-1', $3, $4)";
-    let leaves = [("g-done", "e-done", 7, true), ("g-pending", "e-pending", 9, false)];
-    let database = match backend {
-        common::Backend::Postgres => Some(common::TestDatabase::create().await),
-        common::Backend::Sqlite => None,
-    };
-    let location = match &database {
-        Some(database) => {
+    match backend {
+        common::Backend::Postgres => {
+            let database = common::TestDatabase::create().await;
             let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
             migrator.run(&pool).await.unwrap();
-            for (group, event, position, done) in leaves {
-                sqlx::query(leave)
-                    .bind(group)
-                    .bind(event)
-                    .bind(position)
-                    .bind(done)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+            for row in rows {
+                sqlx::query(row).execute(&pool).await.unwrap();
             }
             pool.close().await;
-            StoreLocation::Postgres { url: database.url.clone(), max_connections: 4 }
+            let location = StoreLocation::Postgres { url: database.url.clone(), max_connections: 4 };
+            (dir, Some(database), location)
         }
-        None => {
+        common::Backend::Sqlite => {
             let path = dir.path().join("colloquy.db");
             let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
             migrator.run(&pool).await.unwrap();
-            for (group, event, position, done) in leaves {
-                sqlx::query(leave)
-                    .bind(group)
-                    .bind(event)
-                    .bind(position)
-                    .bind(done)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+            for row in rows {
+                sqlx::query(row).execute(&pool).await.unwrap();
             }
             pool.close().await;
-            StoreLocation::Sqlite { path }
+            (dir, None, StoreLocation::Sqlite { path })
         }
-    };
+    }
+}
+
+/// A store from before the process managers' jobs table keeps its leaves as jobs of the
+/// `group_conversations` process: the pending one still to do, the done one done (a rebuild
+/// must not close that group's conversations again), each caused by its leave.
+async fn leaves_from_before_the_jobs_table_become_jobs(backend: common::Backend) {
+    let leaves = [("g-done", "e-done", 7, true), ("g-pending", "e-pending", 9, false)];
+    let rows: Vec<String> = leaves
+        .iter()
+        .map(|(group, event, position, done)| {
+            format!(
+                "INSERT INTO group_leaves (tenant_id, group_id, leave_event_id, correlation_id, position, done)
+                 VALUES ('acme', '{group}', '{event}', 'c-1', {position}, {done})"
+            )
+        })
+        .collect();
+    let (_dir, _database, location) = store_before(backend, "20261206000017", &rows).await;
 
     let store = colloquy_projections::open_store(&location).await.unwrap();
     let sql = "SELECT job_id, tenant_id, position, job, correlation_id, causation_id, done FROM process_jobs
@@ -193,4 +194,39 @@ async fn leaves_from_before_the_jobs_table_become_jobs(backend: common::Backend)
     store.close().await;
 }
 
-on_both_stores!(leaves_from_before_the_jobs_table_become_jobs);
+/// A store from before the SLA clocks' fire lane has its fire jobs, done and pending, moved to
+/// the `sla_fire` process (a rebuild must find the done ones done), and its observe jobs left
+/// with `sla`.
+async fn fire_jobs_move_to_the_fire_lane(backend: common::Backend) {
+    let jobs =
+        [("sla", "fire/acme/c-1/first_response", true), ("sla", "fire/acme/c-2/first_response", false)];
+    let observe = ("sla", "observe/acme/c-2", false);
+    let rows: Vec<String> = jobs
+        .iter()
+        .chain([&observe])
+        .enumerate()
+        .map(|(position, (process, id, done))| {
+            format!(
+                "INSERT INTO process_jobs (process, job_id, tenant_id, subject, position, due_at, job, done)
+                 VALUES ('{process}', '{id}', 'acme', NULL, {position}, 0, '{{}}', {done})"
+            )
+        })
+        .collect();
+    let (_dir, _database, location) = store_before(backend, "20261213000027", &rows).await;
+
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    let sql = "SELECT process, job_id, done FROM process_jobs ORDER BY position";
+    let found: Vec<(String, String, bool)> =
+        colloquy_infra::on_pool!(store, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
+    let expected = [
+        ("sla_fire", "fire/acme/c-1/first_response", true),
+        ("sla_fire", "fire/acme/c-2/first_response", false),
+        ("sla", "observe/acme/c-2", false),
+    ];
+    let expected: Vec<_> =
+        expected.iter().map(|(p, id, done)| (p.to_string(), id.to_string(), *done)).collect();
+    assert_eq!(found, expected);
+    store.close().await;
+}
+
+on_both_stores!(leaves_from_before_the_jobs_table_become_jobs, fire_jobs_move_to_the_fire_lane);
