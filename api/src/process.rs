@@ -279,21 +279,27 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         // The process managers' actor halves, which send the commands their projections recorded,
         // woken when their projection half applies a batch.
         let clocks = Arc::new(Repository::new(store.clone(), config.cache_limits()));
+        // The processes of one projection half run as lanes of one runner, in the order given.
+        let mut lanes: Vec<(&str, Vec<Arc<dyn colloquy_projections::processes::Process>>)> = Vec::new();
         for process in colloquy_projections::processes(&store, conversations.clone(), clocks) {
             if config.skip_projections.iter().any(|n| n == process.projection()) {
                 continue;
             }
-            let Some(projector) = projectors.iter().find(|p| p.name() == process.projection()) else {
-                anyhow::bail!(
-                    "the process {} has no projection half {}",
-                    process.name(),
-                    process.projection()
-                );
+            match lanes.iter_mut().find(|(projection, _)| *projection == process.projection()) {
+                Some((_, of_projection)) => of_projection.push(process),
+                None => lanes.push((process.projection(), vec![process])),
+            }
+        }
+        for (projection, processes) in lanes {
+            let Some(projector) = projectors.iter().find(|p| p.name() == projection) else {
+                anyhow::bail!("the processes of {projection} have no projection half");
             };
             let (process_store, recorded) = (store.clone(), projector.watch_applied());
-            workers.push(supervise(format!("process {}", process.name()), stop.subscribe(), move |stop| {
-                let (store, process, recorded) = (process_store.clone(), process.clone(), recorded.clone());
-                colloquy_projections::processes::run(store, process, recorded, stop)
+            let name = processes.iter().map(|p| p.name()).collect::<Vec<_>>().join("+");
+            workers.push(supervise(format!("process {name}"), stop.subscribe(), move |stop| {
+                let (store, processes, recorded) =
+                    (process_store.clone(), processes.clone(), recorded.clone());
+                colloquy_projections::processes::run(store, processes, recorded, stop)
             }));
         }
     }

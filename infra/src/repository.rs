@@ -521,14 +521,28 @@ where
         aggregate_id: &str,
         read: impl FnOnce(&A) -> R,
     ) -> Result<Option<R>, PersistenceError> {
+        self.read_cached(tenant, aggregate_id, |aggregate, _| read(aggregate)).await
+    }
+
+    /// Reads an aggregate of `tenant` from the cache when it holds it, without asking the store
+    /// for newer events (only another process can have appended them), as [`Self::read`] does
+    /// otherwise. For a caller that reads only to save itself work before a command, which
+    /// [`Self::execute`] then decides on the aggregate as the store has it (a stale read costs
+    /// it work, never a wrong outcome). `None` when the aggregate does not exist there.
+    pub async fn read_cached<R>(
+        &self,
+        tenant: &TenantId,
+        aggregate_id: &str,
+        read: impl FnOnce(&A, usize) -> R,
+    ) -> Result<Option<R>, PersistenceError> {
         {
             let slot = self.slot(&key(tenant, aggregate_id));
             let guard = slot.lock().await;
             if let Some(loaded) = guard.as_ref().filter(|loaded| loaded.aggregate.tenant() == Some(tenant)) {
-                return Ok(Some(read(&loaded.aggregate)));
+                return Ok(Some(read(&loaded.aggregate, loaded.version)));
             }
         }
-        self.read(tenant, aggregate_id, |aggregate, _| read(aggregate)).await
+        self.read(tenant, aggregate_id, read).await
     }
 
     /// Runs `command` on the aggregate `aggregate_id` and reads `view` from the state after it.

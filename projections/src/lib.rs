@@ -59,9 +59,10 @@ pub async fn open_store(
     colloquy_infra::Store::open_with_read_models(location, &read_model_tables()).await
 }
 
-/// Every process manager's actor half (each named as its projection half in [`all`]),
-/// commanding conversations through `conversations` (the process's one repository of them,
-/// which the API shares) and SLA clocks through `clocks`.
+/// Every process manager's actor half (each over its projection half in [`all`]; those over
+/// one projection half are lanes of one runner, in this order: `processes::run`), commanding
+/// conversations through `conversations` (the process's one repository of them, which the API
+/// shares) and SLA clocks through `clocks`.
 pub fn processes(
     store: &colloquy_infra::Store,
     conversations: Arc<colloquy_infra::Repository<colloquy_domain::Conversation>>,
@@ -70,8 +71,9 @@ pub fn processes(
     vec![
         Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations.clone())),
         Arc::new(snooze::SnoozeWaker::new(conversations)),
-        Arc::new(sla::SlaClocks::observing(store.clone(), clocks.clone())),
-        Arc::new(sla::SlaClocks::firing(store.clone(), clocks)),
+        // The fire lane first: a deadline never waits behind the clocks' observe backlog.
+        Arc::new(sla::SlaClocks::firing(store.clone(), clocks.clone())),
+        Arc::new(sla::SlaClocks::observing(store.clone(), clocks)),
     ]
 }
 

@@ -5,11 +5,12 @@
 //!   calls for work, [`record`]s a job in `process_jobs`, in the batch's transaction: the job
 //!   commits with the checkpoint, exactly once per event, in log order.
 //! - The **actor half** is a [`Process`], which [`run`] hands each job that is due, oldest
-//!   first (a round's jobs a few at a time), with an [`Origin`] whose causation id is the job's
-//!   event and whose correlation id is that event's. On PostgreSQL a round first claims its
-//!   jobs for a while ([`CLAIM`]), so that processes running one process manager side by side
-//!   each take other jobs. A job acted on is marked done; one that fails is tried again later, with a growing
-//!   pause. A crash between the act and the mark repeats the act (once the claim runs out), so
+//!   first (a round's jobs a few at a time; the processes of one projection half are lanes of
+//!   one runner, a round taking the first lane's due jobs first), with an [`Origin`] whose
+//!   causation id is the job's event and whose correlation id is that event's. On PostgreSQL a
+//!   round first claims its jobs for a while ([`CLAIM`]), so that processes running one process
+//!   manager side by side each take other jobs. A job acted on is marked done; one that fails is
+//!   tried again later, with a growing pause. A crash between the act and the mark repeats the act (once the claim runs out), so
 //!   an act must be idempotent (a command that records nothing when its work is already done).
 //!
 //! Jobs are kept once done, so a rebuild of the projection half (which replays the log) never
@@ -261,6 +262,8 @@ pub async fn pending_on(store: &Store, tenant: &TenantId, subject: &str) -> Resu
 /// A job that is due, as [`Process::act`] gets it.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The process it is a job of (a lane of [`run`]).
+    pub process: &'static str,
     /// Its id within the process.
     pub id: String,
     /// The tenant whose commands it sends.
@@ -329,7 +332,8 @@ fn origin(actor_id: &str, job: &Job) -> Origin {
 /// would be a write, waiting for the read models' one writer behind the projectors' batches.
 async fn claim(
     store: &Store,
-    process: &str,
+    process: &'static str,
+    limit: i64,
     now: DateTime<Utc>,
     unsettled: &Unsettled,
 ) -> Result<Vec<Job>, StoreError> {
@@ -351,13 +355,13 @@ async fn claim(
             let sql = "SELECT * FROM process_jobs WHERE process = $1 AND NOT done AND due_at <= $2
                         ORDER BY due_at, position LIMIT $3";
             let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis());
-            let limit = JOBS_PER_ROUND + i64::try_from(skipped).unwrap_or(i64::MAX);
-            let rows = query.bind(limit).fetch_all(pool).await?;
+            let read = limit.saturating_add(i64::try_from(skipped).unwrap_or(i64::MAX));
+            let rows = query.bind(read).fetch_all(pool).await?;
             let rows = rows.into_iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
-            let rows = rows.into_iter().filter(|row| !unsettled.holds(&row.0, row.4));
-            rows.take(usize::try_from(JOBS_PER_ROUND).unwrap_or(usize::MAX)).collect()
+            let rows = rows.into_iter().filter(|row| !unsettled.holds(process, &row.0, row.4));
+            rows.take(usize::try_from(limit).unwrap_or(usize::MAX)).collect()
         }
-        None => claim_rows(store, process, now, until).await?,
+        None => claim_rows(store, process, limit, now, until).await?,
     };
     jobs_of(process, rows)
 }
@@ -366,6 +370,7 @@ async fn claim(
 async fn claim_rows(
     store: &Store,
     process: &str,
+    limit: i64,
     now: DateTime<Utc>,
     until: i64,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
@@ -378,7 +383,7 @@ async fn claim_rows(
                                 ORDER BY due_at, position LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
                         WHERE j.process = due.process AND j.job_id = due.job_id
                        RETURNING j.*";
-            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(JOBS_PER_ROUND);
+            let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis()).bind(limit);
             query
                 .bind(until)
                 .fetch_all(&mut **tx)
@@ -395,12 +400,13 @@ async fn claim_rows(
 }
 
 /// The jobs of claimed rows, oldest event first.
-fn jobs_of(process: &str, rows: Vec<ClaimedRow>) -> Result<Vec<Job>, StoreError> {
+fn jobs_of(process: &'static str, rows: Vec<ClaimedRow>) -> Result<Vec<Job>, StoreError> {
     let mut jobs = rows
         .into_iter()
         .map(|(id, tenant, job, attempts, position, correlation_id, causation_id)| {
             let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{process} job {id}: {e}"));
             Ok(Job {
+                process,
                 tenant: TenantId::parse(&tenant).map_err(|e| corrupt(&e))?,
                 job: serde_json::from_str(&job).map_err(|e| corrupt(&e))?,
                 attempts,
@@ -447,7 +453,7 @@ where
 /// load), and a skipped job is taken again once its claim runs out, and its act then changes
 /// nothing (a batch holding it has mostly set it again anyway). A mark is not made durable: one
 /// lost in a crash, or not made, repeats an act once the claim runs out, which acts allow.
-async fn settle(store: &Store, process: &str, outcomes: &[Outcome]) -> Result<(), StoreError> {
+async fn settle(store: &Store, outcomes: &[Outcome]) -> Result<(), StoreError> {
     if outcomes.is_empty() {
         return Ok(());
     }
@@ -455,13 +461,19 @@ async fn settle(store: &Store, process: &str, outcomes: &[Outcome]) -> Result<()
     if store.is_postgres() {
         let (done, failed): (Vec<&Outcome>, Vec<&Outcome>) =
             outcomes.iter().partition(|(_, failure)| failure.is_none());
-        mark_done_unless_held(&mut tx, process, &done).await?;
+        let mut processes: Vec<&'static str> = done.iter().map(|(job, _)| job.process).collect();
+        processes.dedup();
+        for process in processes {
+            let of_process: Vec<&Outcome> =
+                done.iter().copied().filter(|(job, _)| job.process == process).collect();
+            mark_done_unless_held(&mut tx, process, &of_process).await?;
+        }
         for outcome in failed {
-            mark(&mut tx, process, outcome).await?;
+            mark(&mut tx, outcome).await?;
         }
     } else {
         for outcome in outcomes {
-            mark(&mut tx, process, outcome).await?;
+            mark(&mut tx, outcome).await?;
         }
     }
     tx.commit().await?;
@@ -498,7 +510,8 @@ async fn mark_done_unless_held(tx: &mut Tx<'_>, process: &str, done: &[&Outcome]
 }
 
 /// Marks one job of a round in `tx`, as [`settle`] says (on PostgreSQL, a failed one).
-async fn mark(tx: &mut Tx<'_>, process: &str, (job, failure): &Outcome) -> Result<(), StoreError> {
+async fn mark(tx: &mut Tx<'_>, (job, failure): &Outcome) -> Result<(), StoreError> {
+    let process = job.process;
     match failure {
         None => {
             // Counted also when its projection half cancelled it meanwhile (its act's event).
@@ -578,14 +591,17 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 /// What a round's acts came to: each job, with its error and pause when it failed.
 type Outcome = (Job, Option<(ActError, Duration)>);
 
-/// The jobs acted on whose marks are not written yet, by id and the position that set them: a
-/// round on SQLite (which reads its jobs, not claims them) reads past them, and a round waits
-/// while too many are.
+/// The jobs acted on whose marks are not written yet, by process, id and the position that set
+/// them: a round on SQLite (which reads its jobs, not claims them) reads past them, and a round
+/// waits while too many are.
 #[derive(Debug, Clone, Default)]
-struct Unsettled(Arc<std::sync::Mutex<HashSet<(String, i64)>>>);
+struct Unsettled(Arc<std::sync::Mutex<HashSet<UnsettledJob>>>);
+
+/// A job's process, id and the position that set it.
+type UnsettledJob = (&'static str, String, i64);
 
 impl Unsettled {
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i64)>> {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<UnsettledJob>> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -593,18 +609,18 @@ impl Unsettled {
         self.set().len()
     }
 
-    fn holds(&self, job_id: &str, position: i64) -> bool {
-        self.set().contains(&(job_id.to_owned(), position))
+    fn holds(&self, process: &'static str, job_id: &str, position: i64) -> bool {
+        self.set().contains(&(process, job_id.to_owned(), position))
     }
 
     fn add(&self, outcomes: &[Outcome]) {
-        self.set().extend(outcomes.iter().map(|(job, _)| (job.id.clone(), job.position)));
+        self.set().extend(outcomes.iter().map(|(job, _)| (job.process, job.id.clone(), job.position)));
     }
 
     fn remove(&self, outcomes: &[Outcome]) {
         let mut set = self.set();
         for (job, _) in outcomes {
-            set.remove(&(job.id.clone(), job.position));
+            set.remove(&(job.process, job.id.clone(), job.position));
         }
     }
 }
@@ -614,7 +630,7 @@ impl Unsettled {
 /// for the read models' writer behind the projectors' batches, so rounds need not wait for it).
 async fn settle_rounds(
     store: Store,
-    process: &'static str,
+    name: String,
     mut rounds: mpsc::UnboundedReceiver<Vec<Outcome>>,
     unsettled: Unsettled,
 ) {
@@ -622,29 +638,38 @@ async fn settle_rounds(
         while let Ok(more) = rounds.try_recv() {
             outcomes.extend(more);
         }
-        if let Err(error) = settle(&store, process, &outcomes).await {
+        if let Err(error) = settle(&store, &outcomes).await {
             // On PostgreSQL their jobs are taken again once their claim runs out; on SQLite at
             // the next round.
-            tracing::warn!(process, %error, "a round's jobs could not be marked");
+            tracing::warn!(process = %name, %error, "a round's jobs could not be marked");
         }
         unsettled.remove(&outcomes);
     }
 }
 
-/// Acts on `process`'s jobs as they fall due, until `stop`. It sleeps until the earliest pending
-/// job is due, or until `recorded` moves (the projection half's checkpoint: it may have recorded
-/// jobs), at most [`POLL`] apart, and at the longest [`LONGEST_SLEEP`]. Marks are written by a
-/// task of their own while the next rounds act.
+/// Acts on `job` of `process`, with its origin.
+async fn act(process: Arc<dyn Process>, job: Job) -> (Job, Result<(), ActError>) {
+    let outcome = process.act(&job, &origin(process.actor_id(), &job)).await;
+    (job, outcome)
+}
+
+/// Acts on the jobs of `lanes` (the processes of one projection half) as they fall due, until
+/// `stop`: a round takes the due jobs of the first lane, then fills up with the next's, so that
+/// an earlier lane's jobs (a timer's deadline) never wait behind a later one's backlog (the
+/// events its clocks have still to see). It sleeps until the earliest pending job is due, or
+/// until `recorded` moves (the projection half's checkpoint: it may have recorded jobs), at most
+/// [`POLL`] apart, and at the longest [`LONGEST_SLEEP`]. Marks are written by a task of their own
+/// while the next rounds act.
 pub async fn run(
     store: Store,
-    process: Arc<dyn Process>,
+    lanes: Vec<Arc<dyn Process>>,
     mut recorded: watch::Receiver<i64>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    let name = process.name();
+    let name = lanes.iter().map(|lane| lane.name()).collect::<Vec<_>>().join("+");
     let unsettled = Unsettled::default();
     let (to_settle, rounds) = mpsc::unbounded_channel();
-    let settler = tokio::spawn(settle_rounds(store.clone(), name, rounds, unsettled.clone()));
+    let settler = tokio::spawn(settle_rounds(store.clone(), name.clone(), rounds, unsettled.clone()));
     loop {
         if *stop.borrow() {
             drop(to_settle);
@@ -655,24 +680,26 @@ pub async fn run(
             tokio::time::sleep(POLL).await;
             continue;
         }
-        let jobs = claim(&store, name, Utc::now(), &unsettled).await?;
+        let now = Utc::now();
+        let mut jobs = Vec::new();
+        for (index, lane) in lanes.iter().enumerate() {
+            let room = JOBS_PER_ROUND - i64::try_from(jobs.len()).unwrap_or(JOBS_PER_ROUND);
+            if room > 0 {
+                let claimed = claim(&store, lane.name(), room, now, &unsettled).await?;
+                jobs.extend(claimed.into_iter().map(|job| (index, job)));
+            }
+        }
         let acted = jobs.len();
-        // A round's jobs are acted on together, a few at a time: each is another job id, and two
-        // on one aggregate queue on its slot in the repository.
+        // A round's jobs are acted on together, a few at a time, the first lane's first: each is
+        // another job id, and two on one aggregate queue on its slot in the repository.
         let mut acts = futures::stream::iter(jobs)
-            .map(|job| {
-                let process = process.clone();
-                async move {
-                    let outcome = process.act(&job, &origin(process.actor_id(), &job)).await;
-                    (job, outcome)
-                }
-            })
+            .map(|(lane, job)| act(Arc::clone(&lanes[lane]), job))
             .buffer_unordered(ACTS_AT_ONCE);
         let mut outcomes = Vec::with_capacity(acted);
         while let Some((job, outcome)) = acts.next().await {
             let failure = outcome.err().map(|error| {
                 let pause = retry_pause(job.attempts + 1);
-                tracing::warn!(process = name, job = %job.id, %error, retry_in_s = pause.as_secs(), "a job failed; it will be tried again");
+                tracing::warn!(process = job.process, job = %job.id, %error, retry_in_s = pause.as_secs(), "a job failed; it will be tried again");
                 (error, pause)
             });
             outcomes.push((job, failure));
@@ -689,7 +716,13 @@ pub async fn run(
         if acted as i64 == JOBS_PER_ROUND {
             continue;
         }
-        let sleep = match earliest(&store, name).await? {
+        let mut soonest = None;
+        for lane in &lanes {
+            if let Some(due) = earliest(&store, lane.name()).await? {
+                soonest = Some(soonest.map_or(due, |soonest: DateTime<Utc>| soonest.min(due)));
+            }
+        }
+        let sleep = match soonest {
             Some(due) => (due - Utc::now()).to_std().unwrap_or_default().min(LONGEST_SLEEP),
             None => LONGEST_SLEEP,
         };

@@ -7,11 +7,11 @@
 //!   conversation, due at once, or at most once a second while it is busy: [`OBSERVE_EVERY`]),
 //!   and for each running timer a *fire* job due at its next deadline.
 //! - [`SlaClocks`], the actor half, in two lanes, each a process of its own over this
-//!   projection: the observe lane ([`NAME`]) feeds a conversation's new events to its clocks
-//!   ([`SlaCommand::Observe`], with the catalog as it stands); the fire lane ([`FIRE`]) fires due
-//!   timers ([`SlaCommand::Fire`]), feeding the clocks first what they have not seen. A fire
-//!   never waits behind a backlog of observe jobs due before it (an opening's burst), and an
-//!   observe backlog never delays a breach. Both commands record nothing when repeated, so a job
+//!   projection: the fire lane ([`FIRE`]) fires due timers ([`SlaCommand::Fire`]), feeding the
+//!   clocks first what they have not seen; the observe lane ([`NAME`]) feeds a conversation's new
+//!   events to its clocks ([`SlaCommand::Observe`], with the catalog as it stands). One runner
+//!   takes a round's due fire jobs first and fills it with observe jobs, so a fire never waits
+//!   behind observe jobs due before it (an opening's burst, a busy mix). Both commands record nothing when repeated, so a job
 //!   acted on twice (a crash, two processes, both lanes) changes nothing the second time.
 //!
 //! The clocks' events go to the conversation's own `sla` stream (docs/adr/0007).
@@ -172,7 +172,9 @@ impl SlaClocks {
     async fn observe(&self, job: &Job, conversation: &str, origin: &Origin) -> Result<(), ActError> {
         let conversation_id: ConversationId =
             conversation.parse().map_err(|_| ActError(format!("{conversation} is not a conversation id")))?;
-        let seen = self.clocks.read(&job.tenant, conversation, |clocks, _| clocks.observed).await;
+        // What the clocks have seen, as cached: the command skips what they have seen as the
+        // store has them (a stale cache, after another process's append, conflicts and retries).
+        let seen = self.clocks.read_cached(&job.tenant, conversation, |clocks, _| clocks.observed).await;
         let mut seen = seen.map_err(|e| ActError(e.to_string()))?.unwrap_or(0);
         // Read once there is something to feed the clocks.
         let mut catalog = None;

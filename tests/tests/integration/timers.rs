@@ -2,11 +2,14 @@
 //! `snooze_expired`, caused by the snooze), also when its time came while no server ran; a later
 //! snooze moves the timer and any other status cancels it; `GET /v1/timers` shows what is due.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use colloquy_projections::processes::{ActError, Job, Process};
 
 use crate::common::{self, Backend, TestServer};
 
@@ -114,8 +117,83 @@ async fn a_later_snooze_moves_the_timer_and_another_status_cancels_it(backend: B
     server.stop().await;
 }
 
+/// A lane of the runner in the lanes test: records each job it is handed, in the order acted.
+struct Lane {
+    name: &'static str,
+    acted: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl Process for Lane {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn act(&self, job: &Job, _origin: &colloquy_infra::Origin) -> Result<(), ActError> {
+        self.acted.lock().unwrap().push(format!("{}/{}", self.name, job.id));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok(())
+    }
+}
+
+/// The processes of one projection half run as lanes of one runner, the first first: its due
+/// jobs are acted on in the first round though a later lane has sixty jobs due before them (an
+/// SLA timer's deadline behind a burst of the clocks' observe jobs), and every job once.
+async fn a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = match backend {
+        Backend::Postgres => Some(common::TestDatabase::create().await),
+        Backend::Sqlite => None,
+    };
+    let location = match &database {
+        Some(database) => {
+            colloquy_infra::StoreLocation::Postgres { url: database.url.clone(), max_connections: 4 }
+        }
+        None => colloquy_infra::StoreLocation::Sqlite { path: dir.path().join("colloquy.db") },
+    };
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    // Long due: the backlog at 1,000 ms past the epoch, the deadlines at 2,000.
+    let (backlog, deadlines): (i64, i64) = (60, 3);
+    let jobs = (0..backlog)
+        .map(|n| ("backlog", format!("b-{n:02}"), 1_000, n))
+        .chain((0..deadlines).map(|n| ("deadlines", format!("d-{n}"), 2_000, backlog + n)));
+    for (process, id, due_at, position) in jobs {
+        let sql = "INSERT INTO process_jobs (process, job_id, tenant_id, position, due_at, job)
+                   VALUES ($1, $2, 'default', $3, $4, '{}')";
+        colloquy_infra::on_pool!(store, |pool| {
+            sqlx::query(sql).bind(process).bind(&id).bind(position).bind(due_at).execute(pool).await.unwrap();
+        });
+    }
+
+    let acted = Arc::new(Mutex::new(Vec::new()));
+    let lane = |name| Arc::new(Lane { name, acted: acted.clone() }) as Arc<dyn Process>;
+    let lanes = vec![lane("deadlines"), lane("backlog")];
+    let (_recorded, recorded_rx) = tokio::sync::watch::channel(0);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let runner =
+        tokio::spawn(colloquy_projections::processes::run(store.clone(), lanes, recorded_rx, stop_rx));
+    common::eventually(Duration::from_secs(10), "every job is acted on", || async {
+        (acted.lock().unwrap().len() as i64 >= backlog + deadlines).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    runner.await.unwrap().unwrap();
+
+    let acted = acted.lock().unwrap().clone();
+    let first_round: Vec<&String> = acted.iter().take(50).collect();
+    for n in 0..deadlines {
+        assert!(first_round.contains(&&format!("deadlines/d-{n}")), "d-{n} in the first round: {acted:?}");
+    }
+    let mut each = acted.clone();
+    each.sort();
+    each.dedup();
+    assert_eq!(each.len(), acted.len(), "each job acted on once: {acted:?}");
+    store.close().await;
+}
+
 on_both_stores!(
     a_timed_snooze_reopens_its_conversation_at_its_time,
     a_snooze_due_while_no_server_ran_reopens_when_one_starts,
     a_later_snooze_moves_the_timer_and_another_status_cancels_it,
+    a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier,
 );
