@@ -10,8 +10,9 @@
 //!   causation id is the job's event and whose correlation id is that event's. On PostgreSQL a
 //!   round first claims its jobs for a while ([`CLAIM`]), so that processes running one process
 //!   manager side by side each take other jobs. A job acted on is marked done; one that fails is
-//!   tried again later, with a growing pause. A crash between the act and the mark repeats the act (once the claim runs out), so
-//!   an act must be idempotent (a command that records nothing when its work is already done).
+//!   tried again later, with a growing pause. A crash between the act and the mark repeats the
+//!   act (once the claim runs out), so an act must be idempotent (a command that records nothing
+//!   when its work is already done).
 //!
 //! Jobs are kept once done, so a rebuild of the projection half (which replays the log) never
 //! does a job again. `due_at` lets a job wait for its time: a durable timer is a job that a
@@ -462,6 +463,7 @@ async fn settle(store: &Store, outcomes: &[Outcome]) -> Result<(), StoreError> {
         let (done, failed): (Vec<&Outcome>, Vec<&Outcome>) =
             outcomes.iter().partition(|(_, failure)| failure.is_none());
         let mut processes: Vec<&'static str> = done.iter().map(|(job, _)| job.process).collect();
+        processes.sort_unstable();
         processes.dedup();
         for process in processes {
             let of_process: Vec<&Outcome> =

@@ -11,8 +11,9 @@
 //!   clocks first what they have not seen; the observe lane ([`NAME`]) feeds a conversation's new
 //!   events to its clocks ([`SlaCommand::Observe`], with the catalog as it stands). One runner
 //!   takes a round's due fire jobs first and fills it with observe jobs, so a fire never waits
-//!   behind observe jobs due before it (an opening's burst, a busy mix). Both commands record nothing when repeated, so a job
-//!   acted on twice (a crash, two processes, both lanes) changes nothing the second time.
+//!   behind observe jobs due before it (an opening's burst, a busy mix). Both commands record
+//!   nothing when repeated, so a job acted on twice (a crash, two processes, both lanes)
+//!   changes nothing the second time.
 //!
 //! The clocks' events go to the conversation's own `sla` stream (docs/adr/0007).
 
@@ -114,9 +115,7 @@ impl Projection for Sla {
         let jobs: Vec<NewJob> = observing.into_values().collect();
         processes::schedule_gathering(tx, NAME, &jobs, OBSERVE_EVERY).await?;
         folding.write(tx, FIRE).await?;
-        for ((tenant, conversation), position) in moved {
-            timers::show_in_inbox(tx, &tenant, &conversation, position).await?;
-        }
+        timers::show_in_inbox(tx, &moved).await?;
         Ok(())
     }
 

@@ -199,37 +199,85 @@ async fn stored_timer(
     Ok(Some(Folding { timer, cause: (cause_id, correlation_id), position, last: None }))
 }
 
-/// Sets the conversation's row of [`INBOX_TABLE`] to what its timers amount to now (for the
-/// event at `position`), or removes it when none is live.
+/// Sets the rows of [`INBOX_TABLE`] of the conversations whose timers a batch `moved` (by tenant
+/// and conversation, with the position of the last event that moved them) to what their timers
+/// amount to now, or removes those with none live: a few statements for the lot.
 pub(super) async fn show_in_inbox(
     tx: &mut Tx<'_>,
-    tenant: &str,
-    conversation: &str,
-    position: i64,
+    moved: &BTreeMap<(String, String), i64>,
 ) -> Result<(), ProjectionError> {
-    let sql = "SELECT timer FROM sla_timers WHERE tenant_id = $1 AND conversation_id = $2 AND state IN ('running', 'paused')";
-    let live: Vec<String> =
-        on_tx!(tx, |conn| sqlx::query_scalar(sql).bind(tenant).bind(conversation).fetch_all(conn).await?);
-    let live = live.iter().map(|json| serde_json::from_str::<Timer>(json)).collect::<Result<Vec<_>, _>>();
-    match Due::of(&live.map_err(encode)?) {
-        Some(due) => {
-            let sql = "INSERT INTO sla_inbox (sla_tenant_id, sla_conversation_id, sla_state, sla_next_due_at, sla_position)
-                       VALUES ($1, $2, $3, $4, $5)
-                       ON CONFLICT (sla_tenant_id, sla_conversation_id) DO UPDATE SET
-                         sla_state = excluded.sla_state, sla_next_due_at = excluded.sla_next_due_at,
-                         sla_position = excluded.sla_position
-                       WHERE sla_inbox.sla_position < excluded.sla_position";
-            on_tx!(tx, |conn| {
-                let query = sqlx::query(sql).bind(tenant).bind(conversation).bind(due.state.as_str());
-                query.bind(due.next_due_at).bind(position).execute(conn).await?;
-            });
+    let keys: Vec<&(String, String)> = moved.keys().collect();
+    let mut live: BTreeMap<(String, String), Vec<Timer>> = BTreeMap::new();
+    let mut remaining = &keys[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(crate::rows::statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "SELECT tenant_id, conversation_id, timer FROM sla_timers
+              WHERE (tenant_id, conversation_id) IN (VALUES {}) AND state IN ('running', 'paused')",
+            crate::rows::parameter_rows(crate::rows::numbered(tx), chunk.len(), 2)
+        );
+        let rows: Vec<(String, String, String)> = on_tx!(tx, |conn| {
+            let mut query = sqlx::query_as(&sql);
+            for (tenant, conversation) in chunk {
+                query = query.bind(tenant).bind(conversation);
+            }
+            query.fetch_all(conn).await?
+        });
+        for (tenant, conversation, json) in rows {
+            live.entry((tenant, conversation))
+                .or_default()
+                .push(serde_json::from_str(&json).map_err(encode)?);
         }
-        None => {
-            let sql = "DELETE FROM sla_inbox WHERE sla_tenant_id = $1 AND sla_conversation_id = $2";
-            on_tx!(tx, |conn| {
-                sqlx::query(sql).bind(tenant).bind(conversation).execute(conn).await?;
-            });
+    }
+    let (mut shown, mut gone) = (Vec::new(), Vec::new());
+    for (key, position) in moved {
+        match live.get(key).and_then(Due::of) {
+            Some(due) => shown.push((key, due, *position)),
+            None => gone.push(key),
         }
+    }
+    let mut remaining = &shown[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(crate::rows::statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO sla_inbox (sla_tenant_id, sla_conversation_id, sla_state, sla_next_due_at, sla_position)
+             VALUES {}
+             ON CONFLICT (sla_tenant_id, sla_conversation_id) DO UPDATE SET
+               sla_state = excluded.sla_state, sla_next_due_at = excluded.sla_next_due_at,
+               sla_position = excluded.sla_position
+             WHERE sla_inbox.sla_position < excluded.sla_position",
+            crate::rows::parameter_rows(crate::rows::numbered(tx), chunk.len(), 5)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for ((tenant, conversation), due, position) in chunk {
+                query = query
+                    .bind(tenant)
+                    .bind(conversation)
+                    .bind(due.state.as_str())
+                    .bind(due.next_due_at)
+                    .bind(*position);
+            }
+            query.execute(conn).await?;
+        });
+    }
+    let mut remaining = &gone[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(crate::rows::statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "DELETE FROM sla_inbox WHERE (sla_tenant_id, sla_conversation_id) IN (VALUES {})",
+            crate::rows::parameter_rows(crate::rows::numbered(tx), chunk.len(), 2)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (tenant, conversation) in chunk {
+                query = query.bind(tenant).bind(conversation);
+            }
+            query.execute(conn).await?;
+        });
     }
     Ok(())
 }

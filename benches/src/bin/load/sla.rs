@@ -29,22 +29,28 @@ async fn create_policy(server: &Server, body: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many of the sampled conversations have an observe job pending (their clocks have not seen
+/// all their events).
+async fn behind(server: &Server, sample: &[String]) -> usize {
+    let mut behind = 0;
+    for id in sample {
+        let pending = get_json(server, &format!("/v1/timers?conversation_id={id}")).await;
+        let observing = pending["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|job| job["id"].as_str().is_some_and(|job_id| job_id.starts_with("observe/")));
+        behind += usize::from(observing);
+    }
+    behind
+}
+
 /// Waits until no sampled conversation has an observe job pending (its clocks have seen its
 /// events); how long that took.
 async fn catch_up(server: &Server, sample: &[String], timeout: Duration) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < timeout {
-        let mut behind = 0;
-        for id in sample {
-            let pending = get_json(server, &format!("/v1/timers?conversation_id={id}")).await;
-            let observing = pending["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|job| job["id"].as_str().is_some_and(|job_id| job_id.starts_with("observe/")));
-            behind += usize::from(observing);
-        }
-        if behind == 0 {
+        if behind(server, sample).await == 0 {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -52,14 +58,14 @@ async fn catch_up(server: &Server, sample: &[String], timeout: Duration) -> Opti
     None
 }
 
-/// Opens `count` conversations in inbox `inbox`, `clients` at a time.
-async fn open_in_inbox(server: &Arc<Server>, inbox: &str, count: usize, clients: usize) -> usize {
+/// Opens `count` conversations in inbox `inbox`, `clients` at a time; their ids.
+async fn open_in_inbox(server: &Arc<Server>, inbox: &str, count: usize, clients: usize) -> Vec<String> {
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let (server, next, inbox) = (server.clone(), next.clone(), inbox.to_owned());
             tokio::spawn(async move {
-                let mut opened = 0;
+                let mut opened = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= count as u64 {
@@ -69,19 +75,19 @@ async fn open_in_inbox(server: &Arc<Server>, inbox: &str, count: usize, clients:
                         .post("/v1/contacts", json!({"first_name": format!("Waiting {n}"), "phone": format!("+1415556{:04}", n % 10_000)}))
                         .await;
                     let contact_id = contact["id"].as_str().unwrap_or_default().to_owned();
-                    let (status, _, _) = server
+                    let (status, _, conversation) = server
                         .post("/v1/conversations", json!({"contact_id": contact_id, "channel": "whatsapp", "inbox_id": inbox}))
                         .await;
-                    if status == 201 {
-                        opened += 1;
+                    if let (201, Some(id)) = (status, conversation["id"].as_str()) {
+                        opened.push(id.to_owned());
                     }
                 }
             })
         })
         .collect();
-    let mut opened = 0;
+    let mut opened = Vec::new();
     for task in tasks {
-        opened += task.await.unwrap_or(0);
+        opened.extend(task.await.unwrap_or_default());
     }
     opened
 }
@@ -190,9 +196,14 @@ pub(super) async fn run(
     let opening = Instant::now();
     let opened = open_in_inbox(server, "timers", timers, 32).await;
     let opened_in = opening.elapsed();
+    // Evenly through the opening: whose clocks have not yet seen their opening, so have no timer.
+    let sample: Vec<String> = opened.iter().step_by((opened.len() / 200).max(1)).cloned().collect();
+    let unseen_at_opened = behind(server, &sample).await;
     // The mix runs while the timers come due: from the first due until a few seconds past the last.
-    let first_due = Duration::from_secs(threshold).saturating_sub(opened_in);
+    let first_due = Duration::from_secs(threshold).saturating_sub(opening.elapsed());
     tokio::time::sleep(first_due).await;
+    let unseen_at_first_due = behind(server, &sample).await;
+    let opened = opened.len();
     let mix_for = (opened_in.as_secs() + 10).min(600);
     let under = load(server, &with, 8, mix_for).await;
     // Then until every breach is recorded, or long enough to say they were not.
@@ -207,7 +218,8 @@ pub(super) async fn run(
     let recorded = late.len();
     let mut late = Latencies(late);
     println!(
-        "| timers | opened in s | mix commands/s while firing | breaches recorded | lateness p50 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|\n| {opened} | {:.1} | {:.0} | {recorded} | {} | {} | {} |",
+        "| timers | opened in s | clocks not started, of {} sampled: once opened / at the first due | mix commands/s while firing | breaches recorded | lateness p50 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n| {opened} | {:.1} | {unseen_at_opened} / {unseen_at_first_due} | {:.0} | {recorded} | {} | {} | {} |",
+        sample.len(),
         opened_in.as_secs_f64(),
         under.per_second,
         ms(late.percentile(0.50)),
