@@ -462,14 +462,7 @@ async fn settle(store: &Store, outcomes: &[Outcome]) -> Result<(), StoreError> {
     if store.is_postgres() {
         let (done, failed): (Vec<&Outcome>, Vec<&Outcome>) =
             outcomes.iter().partition(|(_, failure)| failure.is_none());
-        let mut processes: Vec<&'static str> = done.iter().map(|(job, _)| job.process).collect();
-        processes.sort_unstable();
-        processes.dedup();
-        for process in processes {
-            let of_process: Vec<&Outcome> =
-                done.iter().copied().filter(|(job, _)| job.process == process).collect();
-            mark_done_unless_held(&mut tx, process, &of_process).await?;
-        }
+        mark_done_unless_held(&mut tx, &done).await?;
         for outcome in failed {
             mark(&mut tx, outcome).await?;
         }
@@ -482,9 +475,9 @@ async fn settle(store: &Store, outcomes: &[Outcome]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Marks `done` jobs on PostgreSQL, a few statements for the lot, skipping rows a projection
+/// Marks `done` jobs (of any lane) on PostgreSQL, a few statements for the lot, skipping rows a projection
 /// batch holds (as [`settle`] says).
-async fn mark_done_unless_held(tx: &mut Tx<'_>, process: &str, done: &[&Outcome]) -> Result<(), StoreError> {
+async fn mark_done_unless_held(tx: &mut Tx<'_>, done: &[&Outcome]) -> Result<(), StoreError> {
     let mut remaining = done;
     while !remaining.is_empty() {
         let (chunk, rest) = remaining.split_at(rows::statement_rows(remaining.len()));
@@ -493,19 +486,19 @@ async fn mark_done_unless_held(tx: &mut Tx<'_>, process: &str, done: &[&Outcome]
         let sql = format!(
             "UPDATE process_jobs AS j SET done = true, attempts = j.attempts + 1, last_error = NULL
                FROM (SELECT p.process, p.job_id FROM process_jobs AS p
-                       JOIN (VALUES {}) AS v (job_id, position) ON p.job_id = v.job_id
-                      WHERE p.process = ${} AND (p.position = v.position OR p.done)
+                       JOIN (VALUES {}) AS v (process, job_id, position)
+                         ON p.process = v.process AND p.job_id = v.job_id
+                      WHERE p.position = v.position OR p.done
                         FOR UPDATE OF p SKIP LOCKED) AS held
               WHERE j.process = held.process AND j.job_id = held.job_id",
-            rows::parameter_rows(true, chunk.len(), 2),
-            chunk.len() * 2 + 1
+            rows::parameter_rows(true, chunk.len(), 3)
         );
         on_tx!(tx, |conn| {
             let mut query = sqlx::query(&sql);
             for (job, _) in chunk {
-                query = query.bind(&job.id).bind(job.position);
+                query = query.bind(job.process).bind(&job.id).bind(job.position);
             }
-            query.bind(process).execute(conn).await?;
+            query.execute(conn).await?;
         });
     }
     Ok(())
