@@ -23,6 +23,9 @@ pub struct Durations {
     pub median: i64,
     /// Their 90th percentile.
     pub p90: i64,
+    /// Whether median and p90 are read from a histogram (within 1% of a value at their rank)
+    /// rather than being values at their rank.
+    pub estimated: bool,
 }
 
 /// What a set of facts amounts to.
@@ -64,7 +67,7 @@ fn durations(mut values: Vec<i64>) -> Option<Durations> {
     let sum: i64 = values.iter().sum();
     #[allow(clippy::cast_precision_loss)]
     let mean = sum as f64 / values.len() as f64;
-    Some(Durations { sum, mean, median: rank(&values, 50), p90: rank(&values, 90) })
+    Some(Durations { sum, mean, median: rank(&values, 50), p90: rank(&values, 90), estimated: false })
 }
 
 impl Tally {
@@ -221,6 +224,18 @@ impl Dimension {
             "label" => Some(Self::Label),
             "priority" => Some(Self::Priority),
             _ => None,
+        }
+    }
+
+    /// Its name, as in a path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Team => "team",
+            Self::Inbox => "inbox",
+            Self::Channel => "channel",
+            Self::Label => "label",
+            Self::Priority => "priority",
         }
     }
 

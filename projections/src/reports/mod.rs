@@ -4,9 +4,11 @@
 //! with its own checkpoint and rows, so a changed definition is built from position 0 beside
 //! the current one (docs/adr/0009). Its queries are in [`query`].
 
+pub mod cells;
 pub mod conversations;
 pub mod figures;
 pub mod query;
+pub mod rollups;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -100,7 +102,7 @@ impl Projection for Reports {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[FACTS_TABLE, CONVERSATIONS_TABLE, CALENDARS_TABLE]
+        &[FACTS_TABLE, CONVERSATIONS_TABLE, CALENDARS_TABLE, rollups::CELLS_TABLE, rollups::NUMBERS_TABLE]
     }
 
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {

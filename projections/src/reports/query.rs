@@ -145,12 +145,12 @@ fn conditions(filter: &Filter, binds: &mut Vec<Bind>) -> String {
     sql
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "metric, kind, conversation_id, contact_id, value, business_value, started_at, ended_at,
     start_position, end_position, agent_id, assignee_id, team_id, inbox_id, channel, priority, labels,
     group_conversation, bot, superseded_at";
 
-fn fact_row<R: Row>(row: &R) -> Result<FactRow, sqlx::Error>
+pub(crate) fn fact_row<R: Row>(row: &R) -> Result<FactRow, sqlx::Error>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,

@@ -1,11 +1,13 @@
 //! The reports' writes: conversations' states, facts and calendars, in a batch's transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use colloquy_domain::calendar::{Calendar, CalendarVersion};
 use colloquy_domain::definition::DefinitionEvent;
 use colloquy_domain::report::{Fact, Metric, ReportConversation};
 
+use super::query::{self, FactRow};
+use super::rollups;
 use crate::on_tx;
 use crate::rows::{numbered, parameter_rows, statement_rows};
 use crate::runtime::{ProjectionError, Tx};
@@ -16,7 +18,13 @@ fn codec(error: serde_json::Error) -> ProjectionError {
 
 /// Removes definition `version`'s rows (a rebuild's start).
 pub(super) async fn clear(tx: &mut Tx<'_>, version: u32) -> Result<(), ProjectionError> {
-    for table in [super::FACTS_TABLE, super::CONVERSATIONS_TABLE, super::CALENDARS_TABLE] {
+    for table in [
+        super::FACTS_TABLE,
+        super::CONVERSATIONS_TABLE,
+        super::CALENDARS_TABLE,
+        rollups::CELLS_TABLE,
+        rollups::NUMBERS_TABLE,
+    ] {
         let sql = format!("DELETE FROM {table} WHERE version = $1");
         on_tx!(tx, |conn| {
             sqlx::query(&sql).bind(i64::from(version)).execute(conn).await?;
@@ -186,19 +194,28 @@ pub(super) async fn write_facts(
         }
         first_in_batch.entry((key.0, key.1, fact.metric.as_str())).or_insert(fact.end_position);
     }
+    // The stored facts superseded, as they were: they leave their cells.
+    let mut removed = Vec::new();
     for ((tenant, conversation, metric), position) in first_in_batch {
-        let sql = "UPDATE report_facts SET superseded_at = $1
-                    WHERE tenant_id = $2 AND version = $3 AND conversation_id = $4 AND metric = $5
-                      AND superseded_at IS NULL AND end_position < $1";
-        on_tx!(tx, |conn| {
-            let query = sqlx::query(sql).bind(position).bind(tenant).bind(i64::from(version));
-            query.bind(conversation).bind(metric).execute(conn).await?;
+        let sql = format!(
+            "UPDATE report_facts SET superseded_at = $1
+              WHERE tenant_id = $2 AND version = $3 AND conversation_id = $4 AND metric = $5
+                AND superseded_at IS NULL AND end_position < $1
+             RETURNING {}",
+            query::COLUMNS
+        );
+        let rows: Vec<FactRow> = on_tx!(tx, |conn| {
+            let query = sqlx::query(&sql).bind(position).bind(tenant).bind(i64::from(version));
+            let rows = query.bind(conversation).bind(metric).fetch_all(conn).await?;
+            rows.iter().map(query::fact_row).collect::<Result<_, _>>()?
         });
+        removed.extend(rows.into_iter().map(|row| (tenant.to_owned(), row)));
     }
     let mut rows = Vec::with_capacity(facts.len());
     for ((tenant, fact), superseded) in facts.iter().zip(superseded_at) {
         rows.push((tenant, fact, serde_json::to_string(&fact.dimensions.labels).map_err(codec)?, superseded));
     }
+    let mut inserted: HashSet<(i64, String)> = HashSet::with_capacity(rows.len());
     let mut remaining = &rows[..];
     while !remaining.is_empty() {
         let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
@@ -208,11 +225,12 @@ pub(super) async fn write_facts(
                                        value, business_value, started_at, ended_at, start_position, agent_id,
                                        assignee_id, team_id, inbox_id, channel, priority, labels,
                                        group_conversation, bot, superseded_at)
-             VALUES {} ON CONFLICT (tenant_id, version, end_position, metric) DO NOTHING",
+             VALUES {} ON CONFLICT (tenant_id, version, end_position, metric) DO NOTHING
+             RETURNING end_position, metric",
             parameter_rows(numbered(tx), chunk.len(), 22)
         );
-        on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql);
+        let written: Vec<(i64, String)> = on_tx!(tx, |conn| {
+            let mut query = sqlx::query_as(&sql);
             for (tenant, fact, labels, superseded) in chunk {
                 let dimensions = &fact.dimensions;
                 query = query
@@ -239,8 +257,45 @@ pub(super) async fn write_facts(
                     .bind(dimensions.bot)
                     .bind(*superseded);
             }
-            query.execute(conn).await?;
+            query.fetch_all(conn).await?
         });
+        inserted.extend(written);
     }
-    Ok(())
+    // The facts new to the store and current count in their cells (one a later fact of the same
+    // batch superseded never does; one already stored, a replayed batch's, did before).
+    let added: Vec<(String, FactRow)> = rows
+        .iter()
+        .filter(|(_, fact, _, superseded)| {
+            superseded.is_none() && inserted.contains(&(fact.end_position, fact.metric.as_str().to_owned()))
+        })
+        .map(|(tenant, fact, _, _)| ((*tenant).clone(), row_of(fact)))
+        .collect();
+    rollups::count(tx, version, &added, &removed).await
+}
+
+/// A fact as the store reads it back.
+fn row_of(fact: &Fact) -> FactRow {
+    let dimensions = &fact.dimensions;
+    FactRow {
+        metric: fact.metric,
+        kind: fact.kind.clone(),
+        conversation_id: fact.conversation_id.clone(),
+        contact_id: fact.contact_id.clone(),
+        value: fact.value,
+        business_value: fact.business_value,
+        started_at: fact.started_at,
+        ended_at: fact.ended_at,
+        start_position: fact.start_position,
+        end_position: fact.end_position,
+        agent_id: dimensions.agent_id.clone(),
+        assignee_id: dimensions.assignee_id.clone(),
+        team_id: dimensions.team_id.clone(),
+        inbox_id: dimensions.inbox_id.clone(),
+        channel: dimensions.channel.clone(),
+        priority: dimensions.priority.clone(),
+        labels: dimensions.labels.clone(),
+        group: dimensions.group,
+        bot: dimensions.bot,
+        superseded_at: None,
+    }
 }

@@ -18,6 +18,7 @@ use colloquy_projections::conversation_list;
 use colloquy_projections::reports::conversations::{ConversationRow, ConversationRows};
 use colloquy_projections::reports::figures::{self, Bucket, Dimension, Durations, Figure, Tally};
 use colloquy_projections::reports::query::{self, FactRow, Filter};
+use colloquy_projections::reports::rollups;
 
 use super::{csv_line, csv_response, facts_link, metrics, report_query, wants_csv, Scope, SCOPE};
 use crate::extract::{require, Auth, Path, Query};
@@ -75,11 +76,15 @@ pub struct DurationsView {
     median: i64,
     /// Their 90th percentile.
     p90: i64,
+    /// Whether median and p90 are estimates, within 1% of a value at their rank (read from the
+    /// rollups' histograms, once a period holds more than 65,536 distinct durations): `false`,
+    /// they are values at their rank. `?exact=true` folds the facts instead.
+    estimated: bool,
 }
 
 impl From<Durations> for DurationsView {
     fn from(d: Durations) -> Self {
-        Self { sum: d.sum, mean: d.mean, median: d.median, p90: d.p90 }
+        Self { sum: d.sum, mean: d.mean, median: d.median, p90: d.p90, estimated: d.estimated }
     }
 }
 
@@ -127,8 +132,19 @@ fn empty() -> Figure {
 
 /// The figure of `tally` (or of no facts) for `metric` over `filter`.
 pub(super) fn figure_of(tally: Option<Tally>, version: u32, filter: &Filter, metric: Metric) -> FigureView {
+    from_figure(tally.map(Tally::figure), version, filter, metric)
+}
+
+/// The view of `figure` (or of no facts) for `metric` over `filter`.
+fn from_figure(figure: Option<Figure>, version: u32, filter: &Filter, metric: Metric) -> FigureView {
     let filter = Filter { metrics: vec![metric], ..filter.clone() };
-    view(tally.map_or_else(empty, Tally::figure), facts_link(version, &filter))
+    view(figure.unwrap_or_else(empty), facts_link(version, &filter))
+}
+
+/// Whether a report over `filter` reads the rollups: unless `exact` asks to fold the facts, where
+/// they serve it ([`rollups::serves`]).
+fn from_rollups(filter: &Filter, exact: Option<bool>) -> bool {
+    exact != Some(true) && rollups::serves(filter)
 }
 
 fn time(at: DateTime<Utc>) -> String {
@@ -198,7 +214,11 @@ impl About {
 
 report_query! {
     /// Query of `GET /v1/reports/summary`.
-    SummaryQuery {}
+    SummaryQuery {
+        /// Fold every fact of the period instead of reading the hourly and daily rollups: slower
+        /// over a long period, with median and p90 always values at their rank.
+        exact: Option<bool>,
+    }
 }
 
 /// One metric in the summary.
@@ -247,20 +267,30 @@ pub async fn summary(
     let length = scope.until - scope.since;
     let previous =
         Filter { since: Some(scope.since - length), until: Some(scope.since), ..scope.filter.clone() };
-    let both = Filter { since: previous.since, ..scope.filter.clone() };
     let since = scope.since;
-    let tallies = fold(&state, &principal.tenant, scope.version, &both, |row| {
-        vec![(row.metric, row.ended_at >= since)]
-    })
-    .await?;
-    let mut tallies = tallies;
+    let mut figures: BTreeMap<(Metric, bool), Figure> = BTreeMap::new();
+    if from_rollups(&scope.filter, query.exact) {
+        for (current, from, to) in [(true, since, scope.until), (false, since - length, since)] {
+            let cells =
+                rollups::figures(state.store(), &principal.tenant, scope.version, None, &[], from, to)
+                    .await?;
+            figures.extend(cells.into_iter().map(|((metric, _), cell)| ((metric, current), cell.figure())));
+        }
+    } else {
+        let both = Filter { since: previous.since, ..scope.filter.clone() };
+        let tallies = fold(&state, &principal.tenant, scope.version, &both, |row| {
+            vec![(row.metric, row.ended_at >= since)]
+        })
+        .await?;
+        figures.extend(tallies.into_iter().map(|(key, tally)| (key, tally.figure())));
+    }
     let lines: Vec<SummaryLine> = Metric::ALL
         .into_iter()
         .filter(|metric| metric.derived_in(scope.version))
         .map(|metric| SummaryLine {
             metric,
-            current: figure_of(tallies.remove(&(metric, true)), scope.version, &scope.filter, metric),
-            previous: figure_of(tallies.remove(&(metric, false)), scope.version, &previous, metric),
+            current: from_figure(figures.remove(&(metric, true)), scope.version, &scope.filter, metric),
+            previous: from_figure(figures.remove(&(metric, false)), scope.version, &previous, metric),
         })
         .collect();
     if wants_csv(&headers) {
@@ -398,6 +428,9 @@ report_query! {
         /// Only these metrics (comma-separated; default every one).
         #[param(example = "first_response,resolution", pattern = r"^(conversation_opened|conversation_reopened|first_response|reply_time|resolution|first_resolution|full_resolution|bot_handoff|bot_resolution|requester_wait|agent_wait|sla_hit|sla_miss|incoming_message|outgoing_message|private_note)(,(conversation_opened|conversation_reopened|first_response|reply_time|resolution|first_resolution|full_resolution|bot_handoff|bot_resolution|requester_wait|agent_wait|sla_hit|sla_miss|incoming_message|outgoing_message|private_note))*$")]
         metric: Option<String>,
+        /// Fold every fact of the period instead of reading the hourly and daily rollups: slower
+        /// over a long period, with median and p90 always values at their rank.
+        exact: Option<bool>,
     }
 }
 
@@ -476,13 +509,29 @@ pub async fn by(
     }
     let as_of = scope.as_of(&state, query.min_position).await?;
     let filter = Filter { metrics: wanted.clone(), ..scope.filter.clone() };
-    let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
-        dimension.keys(row).into_iter().map(|key| (key, row.metric)).collect()
-    })
-    .await?;
-    let mut rows: BTreeMap<Option<String>, BTreeMap<Metric, Tally>> = BTreeMap::new();
-    for ((key, metric), tally) in tallies {
-        rows.entry(key).or_default().insert(metric, tally);
+    let mut rows: BTreeMap<Option<String>, BTreeMap<Metric, Figure>> = BTreeMap::new();
+    if from_rollups(&filter, query.exact) {
+        let store = state.store();
+        let cells = rollups::figures(
+            store,
+            &principal.tenant,
+            scope.version,
+            Some(dimension),
+            &wanted,
+            scope.since,
+            scope.until,
+        );
+        for ((metric, key), cell) in cells.await? {
+            rows.entry(key).or_default().insert(metric, cell.figure());
+        }
+    } else {
+        let tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
+            dimension.keys(row).into_iter().map(|key| (key, row.metric)).collect()
+        })
+        .await?;
+        for ((key, metric), tally) in tallies {
+            rows.entry(key).or_default().insert(metric, tally.figure());
+        }
     }
     let data: Vec<ByRow> = rows
         .into_iter()
@@ -500,7 +549,7 @@ pub async fn by(
                 .iter()
                 .map(|metric| MetricFigure {
                     metric: *metric,
-                    figure: figure_of(tallies.remove(metric), scope.version, &row_filter, *metric),
+                    figure: from_figure(tallies.remove(metric), scope.version, &row_filter, *metric),
                 })
                 .collect();
             ByRow { key, metrics }

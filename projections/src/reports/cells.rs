@@ -1,0 +1,551 @@
+//! The reports' rollups, pure: a [`Cell`] holds what the facts of one hour or one UTC day, one
+//! metric and one dimension key amount to, in a form that adds up across cells without the
+//! facts: their count, the distinct conversations and contacts (sets of their numbers, exact
+//! under any union), and each duration's count, sum and histogram ([`Values`]). A fact counts in
+//! the cells of its hour and of its day, for the whole tenant and for each dimension's key
+//! ([`keys_of`]); a superseded fact is taken out of them again (docs/adr/0013).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use roaring::RoaringBitmap;
+
+use super::figures::{Dimension, Durations, Figure};
+use super::query::FactRow;
+use colloquy_domain::report::Metric;
+
+/// A cell's span of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grain {
+    /// A UTC hour.
+    Hour,
+    /// A UTC day.
+    Day,
+}
+
+impl Grain {
+    /// Its code in the table.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Hour => 0,
+            Self::Day => 1,
+        }
+    }
+
+    /// How long a cell of it is.
+    pub fn length(self) -> Duration {
+        match self {
+            Self::Hour => Duration::hours(1),
+            Self::Day => Duration::days(1),
+        }
+    }
+
+    /// The start of the cell `at` falls in.
+    pub fn start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at.duration_trunc(self.length()).unwrap_or(at)
+    }
+}
+
+/// Where a cell sits: its grain and start, the metric, and the dimension (`""` for the whole
+/// tenant, else a [`Dimension`]'s name) with its key (`""` for a fact without one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CellKey {
+    /// Hour or day.
+    pub grain: Grain,
+    /// Its first instant.
+    pub start: DateTime<Utc>,
+    /// The metric.
+    pub metric: Metric,
+    /// The dimension's name, `""` for the whole tenant.
+    pub dimension: &'static str,
+    /// The dimension's key, `""` for none.
+    pub key: String,
+}
+
+/// The dimensions cells are kept for, beside the whole tenant.
+pub const DIMENSIONS: [Dimension; 6] = [
+    Dimension::Agent,
+    Dimension::Team,
+    Dimension::Inbox,
+    Dimension::Channel,
+    Dimension::Label,
+    Dimension::Priority,
+];
+
+/// Every cell `fact` counts in: of its hour and its day, for the tenant and for each dimension's
+/// key (each label's, for labels).
+pub fn keys_of(fact: &FactRow) -> Vec<CellKey> {
+    let mut keys = Vec::with_capacity(2 * (2 + DIMENSIONS.len() + fact.labels.len()));
+    for grain in [Grain::Hour, Grain::Day] {
+        let start = grain.start(fact.ended_at);
+        let key = |dimension: &'static str, key: String| CellKey {
+            grain,
+            start,
+            metric: fact.metric,
+            dimension,
+            key,
+        };
+        keys.push(key("", String::new()));
+        for dimension in DIMENSIONS {
+            for value in dimension.keys(fact) {
+                keys.push(key(dimension.name(), value.unwrap_or_default()));
+            }
+        }
+    }
+    keys
+}
+
+/// Values below this are kept one bucket each, in every histogram: short durations are exact.
+const EXACT_BELOW: i64 = 128;
+/// A larger value's bucket: `BASE + ⌈log_γ value⌉`, sorted as the values are.
+const BASE: i64 = 1 << 40;
+/// γ of the buckets, (1 + α) / (1 - α) with α = 0.5%: a bucket's middle is within 0.5% of every
+/// value in it (rounded to the second: within 1% from 128 s up).
+const GAMMA: f64 = 1.005 / 0.995;
+
+/// The bucket of `value`.
+fn bucket(value: i64) -> i64 {
+    if value < EXACT_BELOW {
+        return value;
+    }
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    let index = ((value as f64).ln() / GAMMA.ln()).ceil() as i64;
+    BASE + index
+}
+
+/// The value a bucket stands for: its own for an exact one, else the middle of its range.
+fn representative(bucket: i64) -> i64 {
+    if bucket < BASE {
+        return bucket;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let upper = GAMMA.powf((bucket - BASE) as f64);
+    #[allow(clippy::cast_possible_truncation)]
+    let middle = (2.0 * upper / (GAMMA + 1.0)).round() as i64;
+    middle
+}
+
+/// The most distinct values a stored cell keeps exactly; past it, its histogram.
+pub const CELL_EXACT: usize = 256;
+/// The most distinct values a figure read from cells keeps exactly.
+pub const FIGURE_EXACT: usize = 1 << 16;
+
+/// Durations, in seconds: their count and sum, and their values (while there are few distinct
+/// ones) or their histogram ([`bucket`]s).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Values {
+    count: u64,
+    sum: i64,
+    exact: bool,
+    counts: BTreeMap<i64, u64>,
+}
+
+impl Values {
+    fn new() -> Self {
+        Self { exact: true, ..Self::default() }
+    }
+
+    /// Counts `value` in, keeping at most `exact` distinct values exactly.
+    fn add(&mut self, value: i64, exact: usize) {
+        self.count += 1;
+        self.sum += value;
+        let key = if self.exact { value } else { bucket(value) };
+        *self.counts.entry(key).or_default() += 1;
+        self.bound(exact);
+    }
+
+    /// Takes `value` out (a superseded fact's).
+    fn remove(&mut self, value: i64) {
+        self.count = self.count.saturating_sub(1);
+        self.sum -= value;
+        let key = if self.exact { value } else { bucket(value) };
+        if let Some(count) = self.counts.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.counts.remove(&key);
+            }
+        }
+    }
+
+    /// Adds `other` in, keeping at most `exact` distinct values exactly.
+    fn merge(&mut self, other: &Self, exact: usize) {
+        self.count += other.count;
+        self.sum += other.sum;
+        if self.exact && !other.exact {
+            self.bucket_values();
+        }
+        for (&key, &count) in &other.counts {
+            let key = if self.exact || !other.exact { key } else { bucket(key) };
+            *self.counts.entry(key).or_default() += count;
+        }
+        self.bound(exact);
+    }
+
+    fn bound(&mut self, exact: usize) {
+        if self.exact && self.counts.len() > exact {
+            self.bucket_values();
+        }
+    }
+
+    fn bucket_values(&mut self) {
+        let mut buckets = BTreeMap::new();
+        for (value, count) in std::mem::take(&mut self.counts) {
+            *buckets.entry(bucket(value)).or_default() += count;
+        }
+        self.counts = buckets;
+        self.exact = false;
+    }
+
+    /// The value at the nearest rank of `percent`: one that occurred while exact, else within 1%
+    /// of one.
+    fn rank(&self, percent: u64) -> i64 {
+        let wanted = (self.count * percent).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (&key, &count) in &self.counts {
+            seen += count;
+            if seen >= wanted {
+                return if self.exact { key } else { representative(key) };
+            }
+        }
+        self.counts.last_key_value().map_or(0, |(&key, _)| if self.exact { key } else { representative(key) })
+    }
+
+    fn durations(&self) -> Option<Durations> {
+        if self.count == 0 {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let mean = self.sum as f64 / self.count as f64;
+        Some(Durations {
+            sum: self.sum,
+            mean,
+            median: self.rank(50),
+            p90: self.rank(90),
+            estimated: !self.exact,
+        })
+    }
+}
+
+/// What the facts of one cell (or of several, merged) amount to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    count: u64,
+    conversations: RoaringBitmap,
+    contacts: RoaringBitmap,
+    calendar: Values,
+    business: Values,
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            conversations: RoaringBitmap::new(),
+            contacts: RoaringBitmap::new(),
+            calendar: Values::new(),
+            business: Values::new(),
+        }
+    }
+}
+
+/// A fact as a cell counts it: its conversation's and contact's numbers and its durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// The conversation's number.
+    pub conversation: u32,
+    /// The contact's number.
+    pub contact: u32,
+    /// Wall-clock seconds.
+    pub value: Option<i64>,
+    /// Business seconds.
+    pub business_value: Option<i64>,
+}
+
+impl Cell {
+    /// Counts a fact in.
+    pub fn add(&mut self, fact: &Counted) {
+        self.count += 1;
+        self.conversations.insert(fact.conversation);
+        self.contacts.insert(fact.contact);
+        if let Some(value) = fact.value {
+            self.calendar.add(value, CELL_EXACT);
+        }
+        if let Some(value) = fact.business_value {
+            self.business.add(value, CELL_EXACT);
+        }
+    }
+
+    /// Takes a superseded fact out. Its conversation leaves the cell (a conversation has one
+    /// current fact of a superseding metric); its contact leaves only where `contact_stays` is
+    /// false (the contact's other conversations have no current fact in the cell).
+    pub fn remove(&mut self, fact: &Counted, contact_stays: bool) {
+        self.count = self.count.saturating_sub(1);
+        self.conversations.remove(fact.conversation);
+        if !contact_stays {
+            self.contacts.remove(fact.contact);
+        }
+        if let Some(value) = fact.value {
+            self.calendar.remove(value);
+        }
+        if let Some(value) = fact.business_value {
+            self.business.remove(value);
+        }
+    }
+
+    /// Adds `other` in, as a figure read from many cells does.
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.conversations |= &other.conversations;
+        self.contacts |= &other.contacts;
+        self.calendar.merge(&other.calendar, FIGURE_EXACT);
+        self.business.merge(&other.business, FIGURE_EXACT);
+    }
+
+    /// Whether no fact is left in it.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// What it amounts to.
+    pub fn figure(&self) -> Figure {
+        Figure {
+            count: self.count,
+            conversations: self.conversations.len(),
+            contacts: self.contacts.len(),
+            calendar: self.calendar.durations(),
+            business: self.business.durations(),
+        }
+    }
+
+    /// Its stored form: the count, both sets (roaring's portable format) and both histograms,
+    /// each number a LEB128 varint (signed ones zigzagged).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        put(&mut out, self.count);
+        for set in [&self.conversations, &self.contacts] {
+            put(&mut out, set.serialized_size() as u64);
+            // Writing into a Vec cannot fail.
+            let _ = set.serialize_into(&mut out);
+        }
+        for values in [&self.calendar, &self.business] {
+            put(&mut out, values.count);
+            put(&mut out, zigzag(values.sum));
+            put(&mut out, u64::from(values.exact));
+            put(&mut out, values.counts.len() as u64);
+            let mut last = 0;
+            for (&key, &count) in &values.counts {
+                put(&mut out, zigzag(key - last));
+                put(&mut out, count);
+                last = key;
+            }
+        }
+        out
+    }
+
+    /// A cell from its stored form.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut reader = Reader { bytes, at: 0 };
+        let count = reader.next()?;
+        let mut sets = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let length = usize::try_from(reader.next()?).map_err(|e| e.to_string())?;
+            let bytes = reader.take(length)?;
+            sets.push(RoaringBitmap::deserialize_from(bytes).map_err(|e| e.to_string())?);
+        }
+        let mut values = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let count = reader.next()?;
+            let sum = unzigzag(reader.next()?);
+            let exact = reader.next()? == 1;
+            let entries = reader.next()?;
+            let mut counts = BTreeMap::new();
+            let mut last = 0;
+            for _ in 0..entries {
+                last += unzigzag(reader.next()?);
+                counts.insert(last, reader.next()?);
+            }
+            values.push(Values { count, sum, exact, counts });
+        }
+        let contacts = sets.pop().unwrap_or_default();
+        let conversations = sets.pop().unwrap_or_default();
+        let business = values.pop().unwrap_or_default();
+        let calendar = values.pop().unwrap_or_default();
+        Ok(Self { count, conversations, contacts, calendar, business })
+    }
+}
+
+fn put(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        #[allow(clippy::cast_possible_truncation)]
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    out.push(value as u8);
+}
+
+fn zigzag(value: i64) -> u64 {
+    #[allow(clippy::cast_sign_loss)]
+    let encoded = ((value << 1) ^ (value >> 63)) as u64;
+    encoded
+}
+
+fn unzigzag(value: u64) -> i64 {
+    #[allow(clippy::cast_possible_wrap)]
+    let decoded = (value >> 1) as i64 ^ -((value & 1) as i64);
+    decoded
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn next(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.at).ok_or("a cell cut short")?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err("a cell's number too long".into())
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'a [u8], String> {
+        let end =
+            self.at.checked_add(length).filter(|end| *end <= self.bytes.len()).ok_or("a cell cut short")?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counted(conversation: u32, contact: u32, value: i64) -> Counted {
+        Counted { conversation, contact, value: Some(value), business_value: Some(value / 2) }
+    }
+
+    fn exact_ranks(mut values: Vec<i64>) -> (i64, i64) {
+        values.sort_unstable();
+        let at = |percent: usize| values[(values.len() * percent).div_ceil(100).max(1) - 1];
+        (at(50), at(90))
+    }
+
+    #[test]
+    fn a_fact_counts_in_its_hour_and_day_for_the_tenant_and_each_dimension() {
+        let at: DateTime<Utc> = "2026-11-23T09:41:00Z".parse().expect("a time");
+        let fact = FactRow {
+            metric: Metric::FirstResponse,
+            kind: None,
+            conversation_id: "c1".into(),
+            contact_id: "p1".into(),
+            value: Some(60),
+            business_value: Some(60),
+            started_at: at,
+            ended_at: at,
+            start_position: 1,
+            end_position: 2,
+            agent_id: Some("ana".into()),
+            assignee_id: None,
+            team_id: None,
+            inbox_id: Some("support".into()),
+            channel: "email".into(),
+            priority: "high".into(),
+            labels: vec!["vip".into(), "billing".into()],
+            group: false,
+            bot: false,
+            superseded_at: None,
+        };
+        let keys = keys_of(&fact);
+        // Tenant, agent, team, inbox, channel, two labels, priority: eight, for each grain.
+        assert_eq!(keys.len(), 16);
+        let hour = "2026-11-23T09:00:00Z".parse::<DateTime<Utc>>().expect("a time");
+        let day = "2026-11-23T00:00:00Z".parse::<DateTime<Utc>>().expect("a time");
+        assert!(keys.iter().filter(|k| k.grain == Grain::Hour).all(|k| k.start == hour));
+        assert!(keys.iter().filter(|k| k.grain == Grain::Day).all(|k| k.start == day));
+        let labels: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.grain == Grain::Day && k.dimension == "label")
+            .map(|k| k.key.as_str())
+            .collect();
+        assert_eq!(labels, ["vip", "billing"]);
+    }
+
+    #[test]
+    fn a_superseded_fact_leaves_its_cell_but_a_contact_with_another_conversation_stays() {
+        let mut cell = Cell::default();
+        cell.add(&counted(1, 7, 600));
+        cell.add(&counted(2, 7, 900));
+        cell.remove(&counted(1, 7, 600), true);
+        let figure = cell.figure();
+        assert_eq!((figure.count, figure.conversations, figure.contacts), (1, 1, 1));
+        assert_eq!(figure.calendar.map(|d| (d.sum, d.median)), Some((900, 900)));
+        cell.remove(&counted(2, 7, 900), false);
+        assert!(cell.is_empty());
+        assert_eq!(cell.figure().contacts, 0);
+    }
+
+    #[test]
+    fn few_values_stay_exact_and_many_become_a_histogram_within_one_percent() {
+        let mut cell = Cell::default();
+        for n in 0..(CELL_EXACT as u32) {
+            cell.add(&counted(n, n, 1_000 + i64::from(n)));
+        }
+        let exact = cell.figure().calendar.expect("durations");
+        assert!(!exact.estimated);
+        cell.add(&counted(9_999, 9_999, 50_000));
+        let estimated = cell.figure().calendar.expect("durations");
+        assert!(estimated.estimated);
+        assert_eq!(estimated.sum, exact.sum + 50_000, "sums stay exact");
+    }
+
+    proptest! {
+        #[test]
+        fn merged_cells_give_exact_counts_and_sums_and_ranks_within_one_percent(
+            cells in proptest::collection::vec(
+                proptest::collection::vec((0u32..500, 0u32..200, 0i64..2_000_000), 0..400), 1..12),
+        ) {
+            let mut merged = Cell::default();
+            let mut all = Vec::new();
+            let mut conversations = std::collections::BTreeSet::new();
+            for facts in &cells {
+                let mut cell = Cell::default();
+                for &(conversation, contact, value) in facts {
+                    cell.add(&counted(conversation, contact, value));
+                    all.push(value);
+                    conversations.insert(conversation);
+                }
+                // Through the stored form.
+                let cell = Cell::decode(&cell.encode()).expect("decodes");
+                merged.merge(&cell);
+            }
+            let figure = merged.figure();
+            prop_assert_eq!(figure.count, all.len() as u64);
+            prop_assert_eq!(figure.conversations, conversations.len() as u64);
+            if all.is_empty() {
+                prop_assert!(figure.calendar.is_none());
+            } else {
+                let calendar = figure.calendar.expect("durations");
+                prop_assert_eq!(calendar.sum, all.iter().sum::<i64>());
+                let (median, p90) = exact_ranks(all.clone());
+                for (got, wanted) in [(calendar.median, median), (calendar.p90, p90)] {
+                    if calendar.estimated {
+                        #[allow(clippy::cast_precision_loss)]
+                        let error = (got - wanted).abs() as f64 / (wanted.max(1)) as f64;
+                        prop_assert!(error <= 0.01, "{got} for {wanted}");
+                    } else {
+                        prop_assert_eq!(got, wanted);
+                    }
+                }
+            }
+        }
+    }
+}

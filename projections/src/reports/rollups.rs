@@ -1,0 +1,526 @@
+//! The reports' rollups, stored: each batch's new facts counted into their [`Cell`]s (and a
+//! superseded fact taken out) in the batch's transaction, so cells and facts always agree at the
+//! checkpoint; conversations and contacts numbered per tenant for the cells' sets; and the
+//! figures of a period read from its whole UTC days' and hours' cells, with the facts of its
+//! partial hours at either end folded in (docs/adr/0013).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use colloquy_domain::report::Metric;
+use colloquy_domain::TenantId;
+use colloquy_infra::{on_pool, Store, StoreError};
+
+use super::cells::{keys_of, Cell, CellKey, Counted, Grain};
+use super::figures::Dimension;
+use super::query::{self, FactRow, Filter};
+use crate::on_tx;
+use crate::rows::{numbered, parameter_rows, statement_rows};
+use crate::runtime::{ProjectionError, Tx};
+
+/// The cells' table.
+pub const CELLS_TABLE: &str = "report_cells";
+/// The conversations' and contacts' numbers.
+pub const NUMBERS_TABLE: &str = "report_numbers";
+
+const CONVERSATION: &str = "conversation";
+const CONTACT: &str = "contact";
+
+fn corrupt(error: String) -> sqlx::Error {
+    sqlx::Error::Decode(error.into())
+}
+
+/// A fact counted into a cell (`None`), or taken out of it (whether its contact stays).
+type Change = (Counted, Option<bool>);
+
+/// A stored cell's row: tenant, grain, start, metric, dimension, key and the cell.
+type CellRow = (String, i32, i64, String, String, String, Vec<u8>);
+
+/// Counts a batch's facts into their cells: `added` (new current facts) in, `removed` (stored
+/// facts the batch superseded) out, each with its tenant.
+pub(super) async fn count(
+    tx: &mut Tx<'_>,
+    version: u32,
+    added: &[(String, FactRow)],
+    removed: &[(String, FactRow)],
+) -> Result<(), ProjectionError> {
+    if added.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    let everyone = added.iter().chain(removed);
+    let conversations: BTreeSet<(String, String)> =
+        everyone.clone().map(|(tenant, fact)| (tenant.clone(), fact.conversation_id.clone())).collect();
+    let contacts: BTreeSet<(String, String)> =
+        everyone.map(|(tenant, fact)| (tenant.clone(), fact.contact_id.clone())).collect();
+    let conversations = number(tx, version, CONVERSATION, conversations).await?;
+    let contacts = number(tx, version, CONTACT, contacts).await?;
+    let counted = |tenant: &String, fact: &FactRow| Counted {
+        conversation: conversations
+            .get(&(tenant.clone(), fact.conversation_id.clone()))
+            .copied()
+            .unwrap_or_default(),
+        contact: contacts.get(&(tenant.clone(), fact.contact_id.clone())).copied().unwrap_or_default(),
+        value: fact.value,
+        business_value: fact.business_value,
+    };
+    // Removals first: a fact superseded in its own cell by the batch's new one leaves, and the
+    // new one comes in.
+    let mut changes: BTreeMap<(String, CellKey), Vec<Change>> = BTreeMap::new();
+    for (tenant, fact) in removed {
+        let staying = cells_of_the_contacts_other_facts(tx, version, tenant, fact).await?;
+        for key in keys_of(fact) {
+            let stays = staying.contains(&key);
+            changes.entry((tenant.clone(), key)).or_default().push((counted(tenant, fact), Some(stays)));
+        }
+    }
+    for (tenant, fact) in added {
+        for key in keys_of(fact) {
+            changes.entry((tenant.clone(), key)).or_default().push((counted(tenant, fact), None));
+        }
+    }
+    let keys: Vec<&(String, CellKey)> = changes.keys().collect();
+    let mut cells = stored_cells(tx, version, &keys).await?;
+    let mut rows = Vec::with_capacity(changes.len());
+    for (key, facts) in &changes {
+        let cell = cells.entry(key.clone()).or_default();
+        for (fact, removal) in facts {
+            match removal {
+                Some(contact_stays) => cell.remove(fact, *contact_stays),
+                None => cell.add(fact),
+            }
+        }
+        rows.push((key, cell.encode()));
+    }
+    write_cells(tx, version, &rows).await
+}
+
+/// The cells in which the contact of `fact` (superseded) still has a current fact of its metric,
+/// in another conversation: there the contact stays counted.
+async fn cells_of_the_contacts_other_facts(
+    tx: &mut Tx<'_>,
+    version: u32,
+    tenant: &str,
+    fact: &FactRow,
+) -> Result<BTreeSet<CellKey>, ProjectionError> {
+    // The metric written in, not bound: the partial index over current full resolutions serves
+    // only a statement that names it.
+    let metric = fact.metric.as_str();
+    let sql = format!(
+        "SELECT {} FROM report_facts
+          WHERE tenant_id = $1 AND version = $2 AND contact_id = $3 AND metric = '{metric}'
+            AND superseded_at IS NULL AND conversation_id <> $4",
+        query::COLUMNS
+    );
+    let others: Vec<FactRow> = on_tx!(tx, |conn| {
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(i64::from(version))
+            .bind(&fact.contact_id)
+            .bind(&fact.conversation_id)
+            .fetch_all(conn)
+            .await?;
+        rows.iter().map(query::fact_row).collect::<Result<_, _>>()?
+    });
+    Ok(others.iter().flat_map(keys_of).collect())
+}
+
+/// The numbers of `ids` (tenant, id) of `kind`, giving the ones without a number the next.
+async fn number(
+    tx: &mut Tx<'_>,
+    version: u32,
+    kind: &str,
+    ids: BTreeSet<(String, String)>,
+) -> Result<HashMap<(String, String), u32>, ProjectionError> {
+    let ids: Vec<(String, String)> = ids.into_iter().collect();
+    let mut numbers = HashMap::with_capacity(ids.len());
+    let mut remaining = &ids[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "SELECT n.tenant_id, n.id, n.number FROM {NUMBERS_TABLE} n
+               JOIN (SELECT column1 AS k_tenant, column2 AS k_id FROM (VALUES {}) AS v) AS k
+                 ON n.tenant_id = k.k_tenant AND n.id = k.k_id
+              WHERE n.version = {version} AND n.kind = '{kind}'",
+            parameter_rows(numbered(tx), chunk.len(), 2)
+        );
+        let found: Vec<(String, String, i64)> = on_tx!(tx, |conn| {
+            let mut query = sqlx::query_as(&sql);
+            for (tenant, id) in chunk {
+                query = query.bind(tenant).bind(id);
+            }
+            query.fetch_all(conn).await?
+        });
+        for (tenant, id, number) in found {
+            numbers.insert((tenant, id), u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
+        }
+    }
+    let missing: Vec<&(String, String)> = ids.iter().filter(|key| !numbers.contains_key(*key)).collect();
+    let mut next: HashMap<&str, i64> = HashMap::new();
+    let mut new_rows = Vec::with_capacity(missing.len());
+    for key in missing {
+        let tenant = key.0.as_str();
+        if !next.contains_key(tenant) {
+            let sql = format!(
+                "SELECT coalesce(max(number), 0) FROM {NUMBERS_TABLE} WHERE tenant_id = $1 AND version = $2 AND kind = $3"
+            );
+            let last: i64 = on_tx!(tx, |conn| {
+                sqlx::query_scalar(&sql)
+                    .bind(tenant)
+                    .bind(i64::from(version))
+                    .bind(kind)
+                    .fetch_one(conn)
+                    .await?
+            });
+            next.insert(tenant, last);
+        }
+        let last = next.get_mut(tenant).map(|n| {
+            *n += 1;
+            *n
+        });
+        let number = last.unwrap_or(1);
+        numbers.insert(key.clone(), u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
+        new_rows.push((tenant, key.1.as_str(), number));
+    }
+    let mut remaining = &new_rows[..];
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO {NUMBERS_TABLE} (tenant_id, version, kind, id, number) VALUES {}",
+            parameter_rows(numbered(tx), chunk.len(), 5)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (tenant, id, number) in chunk {
+                query = query.bind(*tenant).bind(i64::from(version)).bind(kind).bind(*id).bind(*number);
+            }
+            query.execute(conn).await?;
+        });
+    }
+    Ok(numbers)
+}
+
+/// The stored cells of `keys`.
+async fn stored_cells(
+    tx: &mut Tx<'_>,
+    version: u32,
+    keys: &[&(String, CellKey)],
+) -> Result<HashMap<(String, CellKey), Cell>, ProjectionError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    let mut remaining = keys;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "SELECT c.tenant_id, c.grain, c.start_at, c.metric, c.dimension, c.key, c.cell FROM {CELLS_TABLE} c
+               JOIN (SELECT column1 AS k_tenant, column2 AS k_grain, column3 AS k_start, column4 AS k_metric,
+                            column5 AS k_dimension, column6 AS k_key FROM (VALUES {}) AS v) AS k
+                 ON c.tenant_id = k.k_tenant AND c.grain = k.k_grain AND c.start_at = k.k_start
+                AND c.metric = k.k_metric AND c.dimension = k.k_dimension AND c.key = k.k_key
+              WHERE c.version = {version}",
+            parameter_rows(numbered(tx), chunk.len(), 6)
+        );
+        let rows: Vec<CellRow> = on_tx!(tx, |conn| {
+            let mut query = sqlx::query_as(&sql);
+            for (tenant, key) in chunk {
+                query = query
+                    .bind(tenant)
+                    .bind(key.grain.code())
+                    .bind(key.start.timestamp())
+                    .bind(key.metric.as_str())
+                    .bind(key.dimension)
+                    .bind(&key.key);
+            }
+            query.fetch_all(conn).await?
+        });
+        for (tenant, grain, start, metric, dimension, key, cell) in rows {
+            let key = cell_key(grain, start, &metric, &dimension, key)?;
+            found.insert((tenant, key), Cell::decode(&cell).map_err(corrupt)?);
+        }
+    }
+    Ok(found)
+}
+
+fn cell_key(
+    grain: i32,
+    start: i64,
+    metric: &str,
+    dimension: &str,
+    key: String,
+) -> Result<CellKey, sqlx::Error> {
+    let grain = match grain {
+        0 => Grain::Hour,
+        1 => Grain::Day,
+        other => return Err(corrupt(format!("a cell of grain {other}"))),
+    };
+    let start =
+        DateTime::from_timestamp(start, 0).ok_or_else(|| corrupt(format!("a cell starting at {start}")))?;
+    let metric = Metric::parse(metric).ok_or_else(|| corrupt(format!("a cell of metric {metric}")))?;
+    let dimension = match dimension {
+        "" => "",
+        name => Dimension::parse(name).ok_or_else(|| corrupt(format!("a cell of dimension {name}")))?.name(),
+    };
+    Ok(CellKey { grain, start, metric, dimension, key })
+}
+
+async fn write_cells(
+    tx: &mut Tx<'_>,
+    version: u32,
+    rows: &[(&(String, CellKey), Vec<u8>)],
+) -> Result<(), ProjectionError> {
+    let mut remaining = rows;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO {CELLS_TABLE} (tenant_id, version, grain, start_at, metric, dimension, key, cell) VALUES {}
+             ON CONFLICT (tenant_id, version, dimension, grain, start_at, metric, key) DO UPDATE SET cell = excluded.cell",
+            parameter_rows(numbered(tx), chunk.len(), 8)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for ((tenant, key), cell) in chunk {
+                query = query
+                    .bind(tenant)
+                    .bind(i64::from(version))
+                    .bind(key.grain.code())
+                    .bind(key.start.timestamp())
+                    .bind(key.metric.as_str())
+                    .bind(key.dimension)
+                    .bind(&key.key)
+                    .bind(cell);
+            }
+            query.execute(conn).await?;
+        });
+    }
+    Ok(())
+}
+
+/// Whether a report over `filter` can be read from the cells: it counts the current facts as the
+/// log stands now, of every metric or of some, and narrows by no dimension or kind.
+pub fn serves(filter: &Filter) -> bool {
+    filter.current_only
+        && filter.at_position.is_none()
+        && filter.kind.is_none()
+        && filter.conversation_id.is_none()
+        && filter.contact_id.is_none()
+        && filter.agent_id.is_none()
+        && filter.team_id.is_none()
+        && filter.inbox_id.is_none()
+        && filter.channel.is_none()
+        && filter.priority.is_none()
+        && filter.label.is_none()
+}
+
+/// Of a period, the whole UTC days, the whole hours outside them, and the partial hours at either
+/// end (from the facts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pieces {
+    days: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    hours: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+fn ceil(at: DateTime<Utc>, grain: Grain) -> DateTime<Utc> {
+    let start = grain.start(at);
+    if start == at {
+        start
+    } else {
+        start + grain.length()
+    }
+}
+
+fn pieces(since: DateTime<Utc>, until: DateTime<Utc>) -> Pieces {
+    let mut pieces = Pieces { days: None, hours: Vec::new(), edges: Vec::new() };
+    if since >= until {
+        return pieces;
+    }
+    let (first_hour, last_hour) = (ceil(since, Grain::Hour), Grain::Hour.start(until));
+    if first_hour >= last_hour {
+        pieces.edges.push((since, until));
+        return pieces;
+    }
+    let (first_day, last_day) = (ceil(since, Grain::Day), Grain::Day.start(until));
+    if first_day < last_day {
+        pieces.days = Some((first_day, last_day));
+        pieces.hours = vec![(first_hour, first_day), (last_day, last_hour)];
+    } else {
+        pieces.hours = vec![(first_hour, last_hour)];
+    }
+    pieces.hours.retain(|(from, to)| from < to);
+    pieces.edges =
+        [(since, first_hour), (last_hour, until)].into_iter().filter(|(from, to)| from < to).collect();
+    pieces
+}
+
+/// A key of a report read from the cells: the metric and the dimension's key (`None` for a fact
+/// without one, and for the whole tenant).
+pub type FigureKey = (Metric, Option<String>);
+
+/// The figures of `tenant`'s facts of `version` (of `metrics`, every one when empty) that ended in
+/// `[since, until)`, for the whole tenant (`dimension` none) or per key of `dimension`: the whole
+/// UTC days' and hours' cells merged, with the facts of the partial hours at either end.
+pub async fn figures(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    dimension: Option<Dimension>,
+    metrics: &[Metric],
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
+    let mut figures: BTreeMap<FigureKey, Cell> = BTreeMap::new();
+    let pieces = pieces(since, until);
+    let dimension_name = dimension.map_or("", Dimension::name);
+    let mut spans: Vec<(Grain, DateTime<Utc>, DateTime<Utc>)> =
+        pieces.hours.iter().map(|(from, to)| (Grain::Hour, *from, *to)).collect();
+    if let Some((from, to)) = pieces.days {
+        spans.push((Grain::Day, from, to));
+    }
+    let wanted = |metric: Metric| metrics.is_empty() || metrics.contains(&metric);
+    for (grain, from, to) in spans {
+        let sql = format!(
+            "SELECT metric, key, cell FROM {CELLS_TABLE}
+              WHERE tenant_id = $1 AND version = $2 AND dimension = $3 AND grain = $4
+                AND start_at >= $5 AND start_at < $6"
+        );
+        on_pool!(store, |pool| {
+            let mut rows = sqlx::query(&sql)
+                .bind(tenant.as_str())
+                .bind(i64::from(version))
+                .bind(dimension_name)
+                .bind(grain.code())
+                .bind(from.timestamp())
+                .bind(to.timestamp())
+                .fetch(pool);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                let metric: String = row.try_get(0)?;
+                let Some(metric) = Metric::parse(&metric).filter(|m| wanted(*m)) else { continue };
+                let key: String = row.try_get(1)?;
+                let bytes: Vec<u8> = row.try_get(2)?;
+                let cell = Cell::decode(&bytes).map_err(corrupt)?;
+                let key = if key.is_empty() { None } else { Some(key) };
+                figures.entry((metric, key)).or_default().merge(&cell);
+            }
+        });
+    }
+    for (from, to) in pieces.edges {
+        let filter = Filter {
+            metrics: metrics.to_vec(),
+            since: Some(from),
+            until: Some(to),
+            current_only: true,
+            ..Filter::default()
+        };
+        let (sink, mut facts) = tokio::sync::mpsc::channel(1024);
+        let reading = query::each(store, tenant, version, &filter, sink);
+        let collecting = async {
+            let mut all = Vec::new();
+            while let Some(fact) = facts.recv().await {
+                all.push(fact);
+            }
+            all
+        };
+        let (read, edge) = tokio::join!(reading, collecting);
+        read?;
+        let conversations =
+            numbers_of(store, tenant, version, CONVERSATION, edge.iter().map(|f| &f.conversation_id)).await?;
+        let contacts =
+            numbers_of(store, tenant, version, CONTACT, edge.iter().map(|f| &f.contact_id)).await?;
+        for fact in &edge {
+            let counted = Counted {
+                conversation: conversations.get(&fact.conversation_id).copied().unwrap_or_default(),
+                contact: contacts.get(&fact.contact_id).copied().unwrap_or_default(),
+                value: fact.value,
+                business_value: fact.business_value,
+            };
+            let keys = match dimension {
+                None => vec![None],
+                Some(dimension) => dimension.keys(fact),
+            };
+            for key in keys {
+                let mut cell = Cell::default();
+                cell.add(&counted);
+                figures.entry((fact.metric, key)).or_default().merge(&cell);
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// The stored numbers of `ids` of `kind`.
+async fn numbers_of<'a>(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    kind: &str,
+    ids: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, u32>, StoreError> {
+    let ids: Vec<&String> = ids.collect::<BTreeSet<_>>().into_iter().collect();
+    let mut numbers = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 4)).collect();
+        let sql = format!(
+            "SELECT id, number FROM {NUMBERS_TABLE} WHERE tenant_id = $1 AND version = $2 AND kind = $3
+                AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(String, i64)> = on_pool!(store, |pool| {
+            let mut query = sqlx::query_as(&sql).bind(tenant.as_str()).bind(i64::from(version)).bind(kind);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        for (id, number) in rows {
+            numbers.insert(id, u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
+        }
+    }
+    Ok(numbers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("an RFC 3339 time")
+    }
+
+    #[test]
+    fn a_period_is_whole_days_then_whole_hours_then_partial_hours_from_the_facts() {
+        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"));
+        assert_eq!(pieces.days, Some((utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))));
+        assert_eq!(
+            pieces.hours,
+            vec![
+                (utc("2026-11-01T11:00:00Z"), utc("2026-11-02T00:00:00Z")),
+                (utc("2026-11-04T00:00:00Z"), utc("2026-11-04T03:00:00Z"))
+            ]
+        );
+        assert_eq!(
+            pieces.edges,
+            vec![
+                (utc("2026-11-01T10:20:00Z"), utc("2026-11-01T11:00:00Z")),
+                (utc("2026-11-04T03:00:00Z"), utc("2026-11-04T03:05:00Z"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_period_within_a_day_or_an_hour_uses_hours_or_only_the_facts() {
+        let within_a_day = pieces(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:30:00Z"));
+        assert_eq!(within_a_day.days, None);
+        assert_eq!(within_a_day.hours, vec![(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:00:00Z"))]);
+        assert_eq!(within_a_day.edges, vec![(utc("2026-11-01T12:00:00Z"), utc("2026-11-01T12:30:00Z"))]);
+        let within_an_hour = pieces(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"));
+        assert_eq!((within_an_hour.days, within_an_hour.hours.len()), (None, 0));
+        assert_eq!(within_an_hour.edges, vec![(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"))]);
+        let aligned = pieces(utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"));
+        assert_eq!(aligned.days, Some((utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"))));
+        assert!(aligned.hours.is_empty() && aligned.edges.is_empty());
+    }
+}
