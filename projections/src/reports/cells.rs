@@ -2,8 +2,8 @@
 //! metric and one dimension key amount to, in a form that adds up across cells without the
 //! facts: their count, the distinct conversations and contacts (sets of their numbers, exact
 //! under any union), and each duration's count, sum and histogram ([`Values`]). A fact counts in
-//! the cells of its hour and of its day, for the whole tenant and for each dimension's key
-//! ([`keys_of`]); a superseded fact is taken out of them again (docs/adr/0013).
+//! the cells of its hour and of its day for the whole tenant, and of its day for each dimension's
+//! key ([`keys_of`]); a superseded fact is taken out of them again (docs/adr/0013).
 
 use std::collections::BTreeMap;
 
@@ -72,24 +72,23 @@ pub const DIMENSIONS: [Dimension; 6] = [
     Dimension::Priority,
 ];
 
-/// Every cell `fact` counts in: of its hour and its day, for the tenant and for each dimension's
-/// key (each label's, for labels).
+/// Every cell `fact` counts in: of its hour and its day for the tenant, and of its day for each
+/// dimension's key (each label's, for labels). Hours are kept for the tenant only: per dimension
+/// key they would be about as many as the facts themselves.
 pub fn keys_of(fact: &FactRow) -> Vec<CellKey> {
-    let mut keys = Vec::with_capacity(2 * (2 + DIMENSIONS.len() + fact.labels.len()));
-    for grain in [Grain::Hour, Grain::Day] {
-        let start = grain.start(fact.ended_at);
-        let key = |dimension: &'static str, key: String| CellKey {
-            grain,
-            start,
-            metric: fact.metric,
-            dimension,
-            key,
-        };
-        keys.push(key("", String::new()));
-        for dimension in DIMENSIONS {
-            for value in dimension.keys(fact) {
-                keys.push(key(dimension.name(), value.unwrap_or_default()));
-            }
+    let mut keys = Vec::with_capacity(3 + DIMENSIONS.len() + fact.labels.len());
+    let key = |grain: Grain, dimension: &'static str, key: String| CellKey {
+        grain,
+        start: grain.start(fact.ended_at),
+        metric: fact.metric,
+        dimension,
+        key,
+    };
+    keys.push(key(Grain::Hour, "", String::new()));
+    keys.push(key(Grain::Day, "", String::new()));
+    for dimension in DIMENSIONS {
+        for value in dimension.keys(fact) {
+            keys.push(key(Grain::Day, dimension.name(), value.unwrap_or_default()));
         }
     }
     keys
@@ -440,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fact_counts_in_its_hour_and_day_for_the_tenant_and_each_dimension() {
+    fn a_fact_counts_in_the_tenants_hour_and_day_and_in_each_dimensions_day() {
         let at: DateTime<Utc> = "2026-11-23T09:41:00Z".parse().expect("a time");
         let fact = FactRow {
             metric: Metric::FirstResponse,
@@ -465,11 +464,14 @@ mod tests {
             superseded_at: None,
         };
         let keys = keys_of(&fact);
-        // Tenant, agent, team, inbox, channel, two labels, priority: eight, for each grain.
-        assert_eq!(keys.len(), 16);
+        // The tenant's hour; the day of the tenant, agent, team, inbox, channel, two labels and
+        // priority.
+        assert_eq!(keys.len(), 9);
         let hour = "2026-11-23T09:00:00Z".parse::<DateTime<Utc>>().expect("a time");
         let day = "2026-11-23T00:00:00Z".parse::<DateTime<Utc>>().expect("a time");
-        assert!(keys.iter().filter(|k| k.grain == Grain::Hour).all(|k| k.start == hour));
+        let hours: Vec<&CellKey> = keys.iter().filter(|k| k.grain == Grain::Hour).collect();
+        assert_eq!(hours.len(), 1);
+        assert_eq!((hours[0].start, hours[0].dimension), (hour, ""));
         assert!(keys.iter().filter(|k| k.grain == Grain::Day).all(|k| k.start == day));
         let labels: Vec<&str> = keys
             .iter()

@@ -1,8 +1,8 @@
 //! The reports' rollups, stored: each batch's new facts counted into their [`Cell`]s (and a
 //! superseded fact taken out) in the batch's transaction, so cells and facts always agree at the
 //! checkpoint; conversations and contacts numbered per tenant for the cells' sets; and the
-//! figures of a period read from its whole UTC days' and hours' cells, with the facts of its
-//! partial hours at either end folded in (docs/adr/0013).
+//! figures of a period read from its whole UTC days' cells, with the tenant's hours' cells and
+//! the facts of what is left at either end folded in (docs/adr/0013).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -299,6 +299,68 @@ async fn write_cells(
     Ok(())
 }
 
+/// Counts every current fact of `tenant`'s definition `version` into fresh cells, numbering its
+/// conversations and contacts afresh: what the projection's batches would have written, for facts
+/// stored without them (the load benchmark fills `report_facts` with SQL). How many facts.
+pub async fn recount(store: &Store, tenant: &TenantId, version: u32) -> Result<u64, ProjectionError> {
+    let filter = Filter { current_only: true, ..Filter::default() };
+    let (sink, mut facts) = tokio::sync::mpsc::channel(4096);
+    let reading = query::each(store, tenant, version, &filter, sink);
+    let counting = async {
+        let mut numbers: [HashMap<String, u32>; 2] = [HashMap::new(), HashMap::new()];
+        let mut cells: HashMap<(String, CellKey), Cell> = HashMap::new();
+        let mut counted = 0u64;
+        while let Some(fact) = facts.recv().await {
+            let mut number = |kind: usize, id: &String| {
+                let next = u32::try_from(numbers[kind].len() + 1).unwrap_or(u32::MAX);
+                *numbers[kind].entry(id.clone()).or_insert(next)
+            };
+            let fact_counted = Counted {
+                conversation: number(0, &fact.conversation_id),
+                contact: number(1, &fact.contact_id),
+                value: fact.value,
+                business_value: fact.business_value,
+            };
+            for key in keys_of(&fact) {
+                cells.entry((tenant.as_str().to_owned(), key)).or_default().add(&fact_counted);
+            }
+            counted += 1;
+        }
+        (numbers, cells, counted)
+    };
+    let (read, (numbers, cells, counted)) = tokio::join!(reading, counting);
+    read?;
+    let mut tx = store.begin(colloquy_infra::File::ReadModels, colloquy_infra::Durability::Durable).await?;
+    for table in [CELLS_TABLE, NUMBERS_TABLE] {
+        let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND version = $2");
+        on_tx!(&mut *tx, |conn| {
+            sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version)).execute(conn).await?;
+        });
+    }
+    for (kind, numbered_ids) in [CONVERSATION, CONTACT].into_iter().zip(numbers) {
+        let rows: Vec<(&str, String, i64)> =
+            numbered_ids.into_iter().map(|(id, number)| (tenant.as_str(), id, i64::from(number))).collect();
+        for chunk in rows.chunks(crate::rows::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO {NUMBERS_TABLE} (tenant_id, version, kind, id, number) VALUES {}",
+                parameter_rows(numbered(&tx), chunk.len(), 5)
+            );
+            on_tx!(&mut *tx, |conn| {
+                let mut query = sqlx::query(&sql);
+                for (tenant, id, number) in chunk {
+                    query = query.bind(*tenant).bind(i64::from(version)).bind(kind).bind(id).bind(*number);
+                }
+                query.execute(conn).await?;
+            });
+        }
+    }
+    let rows: Vec<(&(String, CellKey), Vec<u8>)> =
+        cells.iter().map(|(key, cell)| (key, cell.encode())).collect();
+    write_cells(&mut tx, version, &rows).await?;
+    tx.commit().await?;
+    Ok(counted)
+}
+
 /// Whether a report over `filter` can be read from the cells: it counts the current facts as the
 /// log stands now, of every metric or of some, and narrows by no dimension or kind.
 pub fn serves(filter: &Filter) -> bool {
@@ -333,9 +395,22 @@ fn ceil(at: DateTime<Utc>, grain: Grain) -> DateTime<Utc> {
     }
 }
 
-fn pieces(since: DateTime<Utc>, until: DateTime<Utc>) -> Pieces {
+/// The pieces of `[since, until)`: with `hours`, whole hours outside the whole days, else the
+/// facts of every partial day (a dimension's cells are days only).
+fn pieces(since: DateTime<Utc>, until: DateTime<Utc>, hours: bool) -> Pieces {
     let mut pieces = Pieces { days: None, hours: Vec::new(), edges: Vec::new() };
     if since >= until {
+        return pieces;
+    }
+    if !hours {
+        let (first_day, last_day) = (ceil(since, Grain::Day), Grain::Day.start(until));
+        if first_day >= last_day {
+            pieces.edges.push((since, until));
+        } else {
+            pieces.days = Some((first_day, last_day));
+            pieces.edges =
+                [(since, first_day), (last_day, until)].into_iter().filter(|(from, to)| from < to).collect();
+        }
         return pieces;
     }
     let (first_hour, last_hour) = (ceil(since, Grain::Hour), Grain::Hour.start(until));
@@ -362,7 +437,8 @@ pub type FigureKey = (Metric, Option<String>);
 
 /// The figures of `tenant`'s facts of `version` (of `metrics`, every one when empty) that ended in
 /// `[since, until)`, for the whole tenant (`dimension` none) or per key of `dimension`: the whole
-/// UTC days' and hours' cells merged, with the facts of the partial hours at either end.
+/// UTC days' cells merged, with the whole hours' cells and the facts of the partial hours at
+/// either end for the tenant, or the facts of the partial days for a dimension.
 pub async fn figures(
     store: &Store,
     tenant: &TenantId,
@@ -373,7 +449,7 @@ pub async fn figures(
     until: DateTime<Utc>,
 ) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
     let mut figures: BTreeMap<FigureKey, Cell> = BTreeMap::new();
-    let pieces = pieces(since, until);
+    let pieces = pieces(since, until, dimension.is_none());
     let dimension_name = dimension.map_or("", Dimension::name);
     let mut spans: Vec<(Grain, DateTime<Utc>, DateTime<Utc>)> =
         pieces.hours.iter().map(|(from, to)| (Grain::Hour, *from, *to)).collect();
@@ -492,7 +568,7 @@ mod tests {
 
     #[test]
     fn a_period_is_whole_days_then_whole_hours_then_partial_hours_from_the_facts() {
-        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"));
+        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"), true);
         assert_eq!(pieces.days, Some((utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))));
         assert_eq!(
             pieces.hours,
@@ -512,15 +588,29 @@ mod tests {
 
     #[test]
     fn a_period_within_a_day_or_an_hour_uses_hours_or_only_the_facts() {
-        let within_a_day = pieces(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:30:00Z"));
+        let within_a_day = pieces(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:30:00Z"), true);
         assert_eq!(within_a_day.days, None);
         assert_eq!(within_a_day.hours, vec![(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:00:00Z"))]);
         assert_eq!(within_a_day.edges, vec![(utc("2026-11-01T12:00:00Z"), utc("2026-11-01T12:30:00Z"))]);
-        let within_an_hour = pieces(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"));
+        let within_an_hour = pieces(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"), true);
         assert_eq!((within_an_hour.days, within_an_hour.hours.len()), (None, 0));
         assert_eq!(within_an_hour.edges, vec![(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"))]);
-        let aligned = pieces(utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"));
+        let aligned = pieces(utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"), true);
         assert_eq!(aligned.days, Some((utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"))));
         assert!(aligned.hours.is_empty() && aligned.edges.is_empty());
+    }
+
+    #[test]
+    fn without_hours_a_period_is_whole_days_and_the_partial_days_from_the_facts() {
+        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"), false);
+        assert_eq!(pieces.days, Some((utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))));
+        assert!(pieces.hours.is_empty());
+        assert_eq!(
+            pieces.edges,
+            vec![
+                (utc("2026-11-01T10:20:00Z"), utc("2026-11-02T00:00:00Z")),
+                (utc("2026-11-04T00:00:00Z"), utc("2026-11-04T03:05:00Z"))
+            ]
+        );
     }
 }
