@@ -229,4 +229,41 @@ async fn fire_jobs_move_to_the_fire_lane(backend: common::Backend) {
     store.close().await;
 }
 
-on_both_stores!(leaves_from_before_the_jobs_table_become_jobs, fire_jobs_move_to_the_fire_lane);
+/// A store from before the reports' rollups has facts without cells: its reports' tables are
+/// emptied and their checkpoints removed, so the projections build facts and cells again from the
+/// log; the other projections' checkpoints stay.
+async fn facts_from_before_the_rollups_are_built_again(backend: common::Backend) {
+    let rows = vec![
+        "INSERT INTO report_facts (tenant_id, version, end_position, metric, kind, conversation_id, contact_id,
+                                   value, business_value, started_at, ended_at, start_position, agent_id,
+                                   assignee_id, team_id, inbox_id, channel, priority, labels,
+                                   group_conversation, bot, superseded_at)
+         VALUES ('acme', 1, 2, 'first_response', NULL, 'c-1', 'p-1', 60, 60, '2026-12-01T09:00:00Z',
+                 '2026-12-01T09:01:00Z', 1, 'ana', 'ana', NULL, 'support', 'email', 'medium', '[]',
+                 false, false, NULL)"
+            .to_owned(),
+        "INSERT INTO checkpoints (name, position) VALUES ('projection:reports_v1', 2), ('projection:conversation_list', 2)"
+            .to_owned(),
+    ];
+    let (_dir, _database, location) = store_before(backend, "20261214000028", &rows).await;
+
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    let facts: i64 = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar("SELECT count(*) FROM report_facts").fetch_one(pool).await.unwrap()
+    });
+    let cells: i64 = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar("SELECT count(*) FROM report_cells").fetch_one(pool).await.unwrap()
+    });
+    let checkpoints: Vec<String> = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar("SELECT name FROM checkpoints ORDER BY name").fetch_all(pool).await.unwrap()
+    });
+    assert_eq!((facts, cells), (0, 0));
+    assert_eq!(checkpoints, ["projection:conversation_list"]);
+    store.close().await;
+}
+
+on_both_stores!(
+    leaves_from_before_the_jobs_table_become_jobs,
+    fire_jobs_move_to_the_fire_lane,
+    facts_from_before_the_rollups_are_built_again
+);
