@@ -261,16 +261,25 @@ pub struct Counted {
 }
 
 impl Cell {
-    /// Counts a fact in.
+    /// Counts a fact in, as a stored cell does.
     pub fn add(&mut self, fact: &Counted) {
+        self.add_keeping(fact, CELL_EXACT);
+    }
+
+    /// Counts a fact in, as a figure read from many cells does (as [`Cell::merge`] keeps values).
+    pub fn add_to_figure(&mut self, fact: &Counted) {
+        self.add_keeping(fact, FIGURE_EXACT);
+    }
+
+    fn add_keeping(&mut self, fact: &Counted, exact: usize) {
         self.count += 1;
         self.conversations.insert(fact.conversation);
         self.contacts.insert(fact.contact);
         if let Some(value) = fact.value {
-            self.calendar.add(value, CELL_EXACT);
+            self.calendar.add(value, exact);
         }
         if let Some(value) = fact.business_value {
-            self.business.add(value, CELL_EXACT);
+            self.business.add(value, exact);
         }
     }
 

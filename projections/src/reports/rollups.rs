@@ -135,27 +135,45 @@ async fn number(
 ) -> Result<HashMap<(String, String), u32>, ProjectionError> {
     let ids: Vec<(String, String)> = ids.into_iter().collect();
     let mut numbers = HashMap::with_capacity(ids.len());
-    let mut remaining = &ids[..];
-    while !remaining.is_empty() {
-        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
-        remaining = rest;
-        let sql = format!(
-            "SELECT n.tenant_id, n.id, n.number FROM {NUMBERS_TABLE} n
-               JOIN (SELECT column1 AS k_tenant, column2 AS k_id FROM (VALUES {}) AS v) AS k
-                 ON n.tenant_id = k.k_tenant AND n.id = k.k_id
-              WHERE n.version = {version} AND n.kind = '{kind}'",
-            parameter_rows(numbered(tx), chunk.len(), 2)
-        );
-        let found: Vec<(String, String, i64)> = on_tx!(tx, |conn| {
-            let mut query = sqlx::query_as(&sql);
-            for (tenant, id) in chunk {
-                query = query.bind(tenant).bind(id);
-            }
-            query.fetch_all(conn).await?
-        });
-        for (tenant, id, number) in found {
-            numbers.insert((tenant, id), u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
+    let mut found: Vec<(String, String, i64)> = Vec::new();
+    match &mut *tx {
+        // Two arrays: the planner looks each pair up by the key (a join with VALUES it may plan
+        // as a scan of the whole table).
+        Tx::Postgres(tx) => {
+            let (tenants, keys): (Vec<&str>, Vec<&str>) =
+                ids.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
+            let sql = format!(
+                "SELECT n.tenant_id, n.id, n.number FROM {NUMBERS_TABLE} n
+                   JOIN UNNEST($1::text[], $2::text[]) AS k (k_tenant, k_id)
+                     ON n.tenant_id = k.k_tenant AND n.id = k.k_id
+                  WHERE n.version = $3 AND n.kind = $4"
+            );
+            let query = sqlx::query_as(&sql).bind(tenants).bind(keys).bind(i64::from(version)).bind(kind);
+            found = query.fetch_all(&mut **tx).await?;
         }
+        Tx::Sqlite(tx) => {
+            let mut remaining = &ids[..];
+            while !remaining.is_empty() {
+                let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+                remaining = rest;
+                let sql = format!(
+                    "SELECT n.tenant_id, n.id, n.number FROM {NUMBERS_TABLE} n
+                       JOIN (VALUES {}) AS k ON n.tenant_id = k.column1 AND n.id = k.column2
+                      WHERE n.version = ? AND n.kind = ?",
+                    vec!["(?, ?)"; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query_as(&sql);
+                for (tenant, id) in chunk {
+                    query = query.bind(tenant).bind(id);
+                }
+                let rows: Vec<(String, String, i64)> =
+                    query.bind(i64::from(version)).bind(kind).fetch_all(&mut **tx).await?;
+                found.extend(rows);
+            }
+        }
+    }
+    for (tenant, id, number) in found {
+        numbers.insert((tenant, id), u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
     }
     let missing: Vec<&(String, String)> = ids.iter().filter(|key| !numbers.contains_key(*key)).collect();
     let mut next: HashMap<&str, i64> = HashMap::new();
@@ -210,36 +228,68 @@ async fn stored_cells(
     keys: &[&(String, CellKey)],
 ) -> Result<HashMap<(String, CellKey), Cell>, ProjectionError> {
     let mut found = HashMap::with_capacity(keys.len());
-    let mut remaining = keys;
-    while !remaining.is_empty() {
-        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
-        remaining = rest;
-        let sql = format!(
-            "SELECT c.tenant_id, c.grain, c.start_at, c.metric, c.dimension, c.key, c.cell FROM {CELLS_TABLE} c
-               JOIN (SELECT column1 AS k_tenant, column2 AS k_grain, column3 AS k_start, column4 AS k_metric,
-                            column5 AS k_dimension, column6 AS k_key FROM (VALUES {}) AS v) AS k
-                 ON c.tenant_id = k.k_tenant AND c.grain = k.k_grain AND c.start_at = k.k_start
-                AND c.metric = k.k_metric AND c.dimension = k.k_dimension AND c.key = k.k_key
-              WHERE c.version = {version}",
-            parameter_rows(numbered(tx), chunk.len(), 6)
-        );
-        let rows: Vec<CellRow> = on_tx!(tx, |conn| {
-            let mut query = sqlx::query_as(&sql);
-            for (tenant, key) in chunk {
-                query = query
-                    .bind(tenant)
-                    .bind(key.grain.code())
-                    .bind(key.start.timestamp())
-                    .bind(key.metric.as_str())
-                    .bind(key.dimension)
-                    .bind(&key.key);
+    let mut rows: Vec<CellRow> = Vec::new();
+    match &mut *tx {
+        // Arrays, looked up by the key (as `number` does).
+        Tx::Postgres(tx) => {
+            let mut columns: (Vec<&str>, Vec<i32>, Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>) =
+                Default::default();
+            for (tenant, key) in keys {
+                columns.0.push(tenant);
+                columns.1.push(key.grain.code());
+                columns.2.push(key.start.timestamp());
+                columns.3.push(key.metric.as_str());
+                columns.4.push(key.dimension);
+                columns.5.push(&key.key);
             }
-            query.fetch_all(conn).await?
-        });
-        for (tenant, grain, start, metric, dimension, key, cell) in rows {
-            let key = cell_key(grain, start, &metric, &dimension, key)?;
-            found.insert((tenant, key), Cell::decode(&cell).map_err(corrupt)?);
+            let sql = format!(
+                "SELECT c.tenant_id, c.grain, c.start_at, c.metric, c.dimension, c.key, c.cell FROM {CELLS_TABLE} c
+                   JOIN UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                        AS k (k_tenant, k_grain, k_start, k_metric, k_dimension, k_key)
+                     ON c.tenant_id = k.k_tenant AND c.version = $7 AND c.dimension = k.k_dimension
+                    AND c.grain = k.k_grain AND c.start_at = k.k_start AND c.metric = k.k_metric AND c.key = k.k_key"
+            );
+            rows = sqlx::query_as(&sql)
+                .bind(columns.0)
+                .bind(columns.1)
+                .bind(columns.2)
+                .bind(columns.3)
+                .bind(columns.4)
+                .bind(columns.5)
+                .bind(i64::from(version))
+                .fetch_all(&mut **tx)
+                .await?;
         }
+        Tx::Sqlite(tx) => {
+            let mut remaining = keys;
+            while !remaining.is_empty() {
+                let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+                remaining = rest;
+                let sql = format!(
+                    "SELECT c.tenant_id, c.grain, c.start_at, c.metric, c.dimension, c.key, c.cell FROM {CELLS_TABLE} c
+                       JOIN (VALUES {}) AS k
+                         ON c.tenant_id = k.column1 AND c.version = ? AND c.dimension = k.column5
+                        AND c.grain = k.column2 AND c.start_at = k.column3 AND c.metric = k.column4 AND c.key = k.column6",
+                    vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query_as(&sql);
+                for (tenant, key) in chunk {
+                    query = query
+                        .bind(tenant)
+                        .bind(key.grain.code())
+                        .bind(key.start.timestamp())
+                        .bind(key.metric.as_str())
+                        .bind(key.dimension)
+                        .bind(&key.key);
+                }
+                let chunk_rows: Vec<CellRow> = query.bind(i64::from(version)).fetch_all(&mut **tx).await?;
+                rows.extend(chunk_rows);
+            }
+        }
+    }
+    for (tenant, grain, start, metric, dimension, key, cell) in rows {
+        let key = cell_key(grain, start, &metric, &dimension, key)?;
+        found.insert((tenant, key), Cell::decode(&cell).map_err(corrupt)?);
     }
     Ok(found)
 }
@@ -518,9 +568,7 @@ pub async fn figures(
                 Some(dimension) => dimension.keys(fact),
             };
             for key in keys {
-                let mut cell = Cell::default();
-                cell.add(&counted);
-                figures.entry((fact.metric, key)).or_default().merge(&cell);
+                figures.entry((fact.metric, key)).or_default().add_to_figure(&counted);
             }
         }
     }

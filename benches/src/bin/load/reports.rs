@@ -76,7 +76,11 @@ async fn facts_caught_up(server: &Server, timeout: Duration) -> Option<Duration>
     let started = Instant::now();
     let head = super::log_head(server).await;
     while started.elapsed() < timeout {
-        if server.get(&format!("/v1/reports/events?limit=1&min_position={head}")).await == 200 {
+        // The newest version's facts: the one the server with facts runs (a tenant reads version
+        // 1 until it makes another current, and that projection does not run here).
+        let newest = colloquy_projections::reports::VERSIONS.last().map_or(1, |(version, _)| *version);
+        let path = format!("/v1/reports/events?limit=1&version={newest}&min_position={head}");
+        if server.get(&path).await == 200 {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -192,6 +196,16 @@ pub(super) async fn run(
     for dimension in ["agent", "team", "inbox", "channel", "label", "priority"] {
         cases.push((format!("by {dimension}, every metric"), format!("/v1/reports/by/{dimension}?{period}")));
     }
+    // Whole UTC days: read from the rollups' day cells alone, no facts at either end.
+    let today = chrono::Utc::now().date_naive();
+    let whole_days =
+        format!("since={}T00:00:00Z&until={today}T00:00:00Z", today - chrono::Duration::days(30));
+    cases.push(("summary, 30 whole UTC days".to_owned(), format!("/v1/reports/summary?{whole_days}")));
+    cases.push(("by agent, 30 whole UTC days".to_owned(), format!("/v1/reports/by/agent?{whole_days}")));
+    cases.push((
+        "by agent, 30 whole UTC days, exact=true (folded)".to_owned(),
+        format!("/v1/reports/by/agent?exact=true&{whole_days}"),
+    ));
     for (name, path) in cases {
         let (mut latencies, _) = measure(&server, warmup, samples, |_| path.clone()).await?;
         let p99 = latencies.percentile(0.99);
