@@ -232,16 +232,12 @@ async fn stored_cells(
     match &mut *tx {
         // Arrays, looked up by the key (as `number` does).
         Tx::Postgres(tx) => {
-            let mut columns: (Vec<&str>, Vec<i32>, Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>) =
-                Default::default();
-            for (tenant, key) in keys {
-                columns.0.push(tenant);
-                columns.1.push(key.grain.code());
-                columns.2.push(key.start.timestamp());
-                columns.3.push(key.metric.as_str());
-                columns.4.push(key.dimension);
-                columns.5.push(&key.key);
-            }
+            let tenants: Vec<&str> = keys.iter().map(|(tenant, _)| tenant.as_str()).collect();
+            let grains: Vec<i32> = keys.iter().map(|(_, key)| key.grain.code()).collect();
+            let starts: Vec<i64> = keys.iter().map(|(_, key)| key.start.timestamp()).collect();
+            let metrics: Vec<&str> = keys.iter().map(|(_, key)| key.metric.as_str()).collect();
+            let dimensions: Vec<&str> = keys.iter().map(|(_, key)| key.dimension).collect();
+            let names: Vec<&str> = keys.iter().map(|(_, key)| key.key.as_str()).collect();
             let sql = format!(
                 "SELECT c.tenant_id, c.grain, c.start_at, c.metric, c.dimension, c.key, c.cell FROM {CELLS_TABLE} c
                    JOIN UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[])
@@ -250,12 +246,12 @@ async fn stored_cells(
                     AND c.grain = k.k_grain AND c.start_at = k.k_start AND c.metric = k.k_metric AND c.key = k.k_key"
             );
             rows = sqlx::query_as(&sql)
-                .bind(columns.0)
-                .bind(columns.1)
-                .bind(columns.2)
-                .bind(columns.3)
-                .bind(columns.4)
-                .bind(columns.5)
+                .bind(tenants)
+                .bind(grains)
+                .bind(starts)
+                .bind(metrics)
+                .bind(dimensions)
+                .bind(names)
                 .bind(i64::from(version))
                 .fetch_all(&mut **tx)
                 .await?;
