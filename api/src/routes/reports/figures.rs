@@ -77,7 +77,7 @@ pub struct DurationsView {
     /// Their 90th percentile.
     p90: i64,
     /// Whether median and p90 are estimates, within 1% of a value at their rank (read from the
-    /// rollups' histograms, once a period holds more than 65,536 distinct durations): `false`,
+    /// rollups' histograms, once a figure holds more than 4,096 distinct durations): `false`,
     /// they are values at their rank. `?exact=true` folds the facts instead.
     estimated: bool,
 }
