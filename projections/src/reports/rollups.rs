@@ -568,6 +568,9 @@ pub async fn figures(
             }
         }
     }
+    // A cell whose only facts were superseded stays, empty: its key has no facts, as a fold would
+    // not list it.
+    figures.retain(|_, cell| !cell.is_empty());
     Ok(figures)
 }
 
