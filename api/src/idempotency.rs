@@ -6,8 +6,9 @@
 //!
 //! Responses worth replaying are stored: successes and the refusals a retry would meet again
 //! (404, 410, 422). Anything else (bad input, auth, conflicts, 5xx) releases the key, so a
-//! corrected or later retry runs. A response that carries a secret (a new token's) is never
-//! stored: its replay says what was created and that the secret is not kept.
+//! corrected or later retry runs. A response that carries a secret (a new token's, a webhook's
+//! signing secret at its creation or rotation) is never stored: its replay says what the request
+//! did, and that the secret is not kept.
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -34,9 +35,24 @@ pub const MAX_KEY_LENGTH: usize = 255;
 const REPLAYED_HEADERS: [&str; 4] = ["content-type", "location", "etag", "colloquy-position"];
 
 /// Put in a response's extensions by a handler whose body holds a secret shown only once: the
-/// body is not stored, and a replay answers 409 naming what was created (`Location`).
-#[derive(Debug, Clone, Copy)]
-pub struct HoldsSecret;
+/// body is not stored, and a replay answers 409 naming the resource (`Location`) and what to do
+/// if the secret was lost.
+#[derive(Debug, Clone)]
+pub struct HoldsSecret {
+    /// The resource the secret belongs to (`/v1/tokens/{id}`).
+    pub resource: String,
+    /// What a client that lost the secret does, as a sentence's end ("revoke it and create
+    /// another").
+    pub remedy: &'static str,
+}
+
+impl HoldsSecret {
+    /// Marks `response` as holding the secret of `resource`.
+    pub fn mark(mut response: Response, resource: String, remedy: &'static str) -> Response {
+        response.extensions_mut().insert(Self { resource, remedy });
+        response
+    }
+}
 
 fn worth_keeping(status: StatusCode) -> bool {
     status.is_success() || matches!(status.as_u16(), 404 | 410 | 422)
@@ -119,8 +135,8 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                 return ApiError::internal(&"the response body could not be read").into_response();
             };
             let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let stored = if parts.extensions.get::<HoldsSecret>().is_some() {
-                secret_withheld(&key, header("location")).await
+            let stored = if let Some(secret) = parts.extensions.get::<HoldsSecret>() {
+                secret_withheld(&key, secret).await
             } else {
                 let headers = REPLAYED_HEADERS
                     .iter()
@@ -138,13 +154,13 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
-/// What is stored for a response whose body holds a secret: a 409 that names what was created,
-/// so a retry learns that it was, without the secret ever reaching the store.
-async fn secret_withheld(key: &str, location: Option<String>) -> StoredResponse {
-    let created = location.clone().unwrap_or_else(|| "the resource".to_owned());
+/// What is stored for a response whose body holds a secret: a 409 that names the resource, so a
+/// retry learns that the request was done, without the secret ever reaching the store.
+async fn secret_withheld(key: &str, secret: &HoldsSecret) -> StoredResponse {
+    let HoldsSecret { resource, remedy } = secret;
     let problem = ApiError::conflict(format!(
-        "the request with Idempotency-Key {key:?} created {created}; its secret was shown once and is not kept: \
-         revoke it and create another if it was lost"
+        "the request with Idempotency-Key {key:?} was done already ({resource}); the secret it answered with \
+         was shown once and is not kept: {remedy} if it was lost"
     ));
     let (parts, body) = problem.into_response().into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
@@ -152,9 +168,7 @@ async fn secret_withheld(key: &str, location: Option<String>) -> StoredResponse 
     if let Some(content_type) = parts.headers.get("content-type").and_then(|v| v.to_str().ok()) {
         headers.push(("content-type".into(), content_type.to_owned()));
     }
-    if let Some(location) = location {
-        headers.push(("location".into(), location));
-    }
+    headers.push(("location".into(), resource.clone()));
     StoredResponse { status: parts.status.as_u16(), headers, body }
 }
 

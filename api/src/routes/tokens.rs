@@ -11,6 +11,7 @@ use uuid::Uuid;
 use colloquy_infra::tokens::{self, TokenError, TokenInfo, ADMIN_SCOPE};
 
 use crate::extract::{require, Auth, Json, Path};
+use crate::idempotency::HoldsSecret;
 use crate::instant::Instant;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -96,11 +97,11 @@ pub async fn create(
         expires_at: body.expires_at.map(Into::into),
     };
     let location = format!("/v1/tokens/{}", created.id);
-    let mut response = (StatusCode::CREATED, [(axum::http::header::LOCATION, location)], axum::Json(created))
-        .into_response();
+    let response =
+        (StatusCode::CREATED, [(axum::http::header::LOCATION, location.clone())], axum::Json(created))
+            .into_response();
     // The secret must never reach the store of idempotent responses.
-    response.extensions_mut().insert(crate::idempotency::HoldsSecret);
-    Ok(response)
+    Ok(HoldsSecret::mark(response, location, "revoke it and create another"))
 }
 
 /// `GET /v1/tokens`

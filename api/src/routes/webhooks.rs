@@ -16,6 +16,7 @@ use colloquy_infra::tokens::Principal;
 use colloquy_projections::webhooks::{self, deliveries, state};
 
 use crate::extract::{require, Auth, IfMatch, Json, Path, Query};
+use crate::idempotency::HoldsSecret;
 use crate::problem::ApiError;
 use crate::routes::definitions::{self, DefinitionView, RevisionView, Scoped};
 use crate::routes::Versioned;
@@ -187,7 +188,7 @@ pub struct CreateWebhook {
     path = "/webhooks",
     tag = "webhooks",
     summary = "Subscribe a URL to the tenant's events",
-    description = "Events recorded after the subscription's creation are POSTed to the URL as CloudEvents 1.0, in log order (so in order per aggregate), signed by the Standard Webhooks scheme (`webhook-id`: the event id, `webhook-timestamp`, `webhook-signature`). At least once: a receiver dedups by `webhook-id` or the CloudEvent's `id`. A failure is retried with exponential backoff and jitter for 24 hours, then the subscription is paused with the reason. The answer carries the signing secret, the only time it is shown.",
+    description = "Events recorded after the subscription's creation are POSTed to the URL as CloudEvents 1.0, in log order (so in order per aggregate), signed by the Standard Webhooks scheme (`webhook-id`: the event id, `webhook-timestamp`, `webhook-signature`). At least once: a receiver dedups by `webhook-id` or the CloudEvent's `id`. A failure is retried with exponential backoff and jitter for 24 hours, then the subscription is paused with the reason. The answer carries the signing secret, the only time it is shown: a retry with the same `Idempotency-Key` answers 409 with `Location` naming the subscription, since the secret is not kept for it.",
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "Created; `Location` names it; `secret` is shown this once.", body = WebhookView),
@@ -200,7 +201,7 @@ pub async fn create(
     Auth(principal): Auth,
     headers: HeaderMap,
     Json(body): Json<CreateWebhook>,
-) -> Result<Versioned<WebhookView>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&principal, Webhook::WRITE)?;
     let webhook = Webhook {
         name: body.name,
@@ -223,8 +224,14 @@ pub async fn create(
         definitions::create(state.webhooks(), &principal, &headers, "webhooks", Some(id), webhook).await?;
     let mut body = view(&state, principal.tenant.as_str(), created.body).await?;
     body.secret = Some(secret);
-    Ok(Versioned::created(created.version, format!("/v1/webhooks/{id}"), body).at(created.position))
+    let location = format!("/v1/webhooks/{id}");
+    let response = Versioned::created(created.version, location.clone(), body).at(created.position);
+    // The secret must never reach the store of idempotent responses.
+    Ok(HoldsSecret::mark(response.into_response(), location, LOST_SECRET))
 }
+
+/// What a client does that lost a webhook's secret (an idempotent retry does not show it again).
+const LOST_SECRET: &str = "rotate it (POST /v1/webhooks/{id}/rotate-secret)";
 
 /// `GET /v1/webhooks`
 #[utoipa::path(
@@ -411,16 +418,19 @@ pub struct RotateParams {
     path = "/webhooks/{id}/rotate-secret",
     tag = "webhooks",
     summary = "Rotate a webhook's signing secret",
-    description = "A new secret signs from now on; the one it replaces signs too until the grace ends (two signatures in `webhook-signature`). The answer shows the new secret, this once.",
+    description = "A new secret signs from now on; the one it replaces signs too until the grace ends (two signatures in `webhook-signature`). The answer shows the new secret, this once: a retry with the same `Idempotency-Key` answers 409 naming the subscription, rotating nothing, since the secret is not kept for it.",
     params(("id" = Uuid, Path, description = "The subscription's id."), RotateParams),
-    responses((status = 200, description = "The subscription with its new `secret`.", body = WebhookView))
+    responses(
+        (status = 200, description = "The subscription with its new `secret`.", body = WebhookView),
+        (status = 409, response = crate::openapi::Conflict)
+    )
 )]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<Uuid>,
     Query(params): Query<RotateParams>,
-) -> Result<Versioned<WebhookView>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&principal, Webhook::WRITE)?;
     let grace = params.grace_seconds.unwrap_or(86_400);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
@@ -436,7 +446,8 @@ pub async fn rotate_secret(
     crate::webhook_delivery::deliver::secrets_changed();
     let mut body = view(&state, tenant, found.body).await?;
     body.secret = Some(secret);
-    Ok(Versioned::ok(found.version, body))
+    let response = Versioned::ok(found.version, body).into_response();
+    Ok(HoldsSecret::mark(response, format!("/v1/webhooks/{id}"), LOST_SECRET))
 }
 
 /// Query of `POST /v1/webhooks/{id}/replay`.

@@ -126,8 +126,9 @@ async fn stored_keys(server: &TestServer) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A key is the token's own: another token sending it runs its own request, scope check
-/// included, and never gets the first token's response. A new token's secret is never stored: a
-/// retry of its creation answers 409 naming the token. Expired keys are purged by the server.
+/// included, and never gets the first token's response. A secret shown once (a new token's, a
+/// webhook's at its creation and rotation) is never stored: a retry answers 409 naming the
+/// resource. Expired keys are purged by the server.
 async fn keys_belong_to_their_token_and_keep_no_secret(backend: Backend) {
     let mut server = TestServer::start(backend).await;
     let id = server.conversation().await;
@@ -149,8 +150,40 @@ async fn keys_belong_to_their_token_and_keep_no_secret(backend: Backend) {
     assert_eq!(again.headers["idempotent-replayed"], "true");
     let listed = server.get("/v1/tokens").await;
     assert_eq!(listed.body["data"].as_array().unwrap().len(), 2, "one token created: {:?}", listed.body);
+
+    // Nor is a webhook's signing secret, at its creation or at a rotation: a retry of either
+    // answers 409 naming the subscription, and rotates nothing.
+    let hook = json!({"name": "crm", "url": "http://127.0.0.1:9/hook"});
+    let hook_key = [("idempotency-key", "hook-1")];
+    let made = server.call_with(Method::POST, "/v1/webhooks", Some(hook.clone()), &hook_key).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let hook_secret = made.body["secret"].as_str().unwrap().to_owned();
+    let hook_path = made.headers["location"].to_str().unwrap().to_owned();
+    let again = server.call_with(Method::POST, "/v1/webhooks", Some(hook), &hook_key).await;
+    let detail = again.assert_problem(StatusCode::CONFLICT);
+    assert!(detail.contains("not kept") && !again.body.to_string().contains(&hook_secret), "{detail}");
+    assert_eq!(again.headers["location"], made.headers["location"]);
+    let rotate = format!("{hook_path}/rotate-secret");
+    let rotate_key = [("idempotency-key", "rotate-1")];
+    let rotated = server.call_with(Method::POST, &rotate, Some(json!({})), &rotate_key).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{:?}", rotated.body);
+    let rotated_secret = rotated.body["secret"].as_str().unwrap().to_owned();
+    let again = server.call_with(Method::POST, &rotate, Some(json!({})), &rotate_key).await;
+    let detail = again.assert_problem(StatusCode::CONFLICT);
+    assert!(detail.contains("rotate") && !again.body.to_string().contains(&rotated_secret), "{detail}");
+    assert_eq!(again.headers["location"].to_str().unwrap(), hook_path);
+    let read = server.get(&hook_path).await;
+    assert_eq!(
+        read.body["secret_rotated_at"], rotated.body["secret_rotated_at"],
+        "rotated once: {:?}",
+        read.body
+    );
+
     for (key, body) in stored_keys(&server).await {
-        assert!(!String::from_utf8_lossy(&body).contains(&secret), "the secret is stored under {key}");
+        let body = String::from_utf8_lossy(&body);
+        for secret in [&secret, &hook_secret, &rotated_secret] {
+            assert!(!body.contains(secret.as_str()), "a secret is stored under {key}");
+        }
     }
 
     // The reader's request with the admin's key runs: it is refused for its scope.
@@ -182,7 +215,7 @@ async fn keys_belong_to_their_token_and_keep_no_secret(backend: Backend) {
         (!stored_keys(&server).await.iter().any(|(key, _)| key == "old")).then_some(())
     })
     .await;
-    assert_eq!(stored_keys(&server).await.len(), 2, "the live keys stay");
+    assert_eq!(stored_keys(&server).await.len(), 4, "the live keys stay");
     server.stop().await;
 }
 
