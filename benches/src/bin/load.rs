@@ -90,6 +90,14 @@ struct Args {
     /// With --inbox or --reports: conversations to fill (1,000,000; 20,000 with --quick).
     #[arg(long)]
     rows: Option<u64>,
+    /// With --reports and PostgreSQL: the filled store's database, kept after the run and taken
+    /// again by the next (filled and counted only while it has no facts), so that the reports'
+    /// reads can be timed again without filling a million conversations each time.
+    #[arg(long)]
+    filled_database: Option<String>,
+    /// With --reports: time the reports over filled facts alone, without the command pair.
+    #[arg(long)]
+    skip_pair: bool,
     /// The `colloquy` binary.
     #[arg(long, default_value = "target/release/colloquy")]
     binary: PathBuf,
@@ -1054,9 +1062,10 @@ async fn main() -> anyhow::Result<()> {
             let dir = data_dir.path().join(name);
             settings.push(("COLLOQUY_DATA_DIR".into(), dir.display().to_string()));
             if postgres {
-                let database = format!("{database}_{name}");
+                let kept = args.filled_database.clone().filter(|_| name == "filled");
+                let database = kept.clone().unwrap_or_else(|| format!("{database}_{name}"));
                 settings.push(("COLLOQUY_DATABASE_URL".into(), format!("{base_url}/{database}")));
-                extra.push(database);
+                extra.push((database, kept.is_some()));
             }
             settings
         };
@@ -1064,7 +1073,15 @@ async fn main() -> anyhow::Result<()> {
         let filled_url = filled.iter().find(|(k, _)| k == "COLLOQUY_DATABASE_URL").map(|(_, v)| v.clone());
         let mut outcome = Ok(());
         if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
-            for name in extra.iter().filter(|_| postgres) {
+            for (name, kept) in extra.iter().filter(|_| postgres) {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                        .bind(name)
+                        .fetch_one(&mut admin)
+                        .await?;
+                if *kept && exists {
+                    continue;
+                }
                 if let Err(error) = admin.execute(format!("CREATE DATABASE {name}").as_str()).await {
                     outcome = Err(error.into());
                 }
@@ -1072,11 +1089,13 @@ async fn main() -> anyhow::Result<()> {
         }
         let stores = reports::Stores { without, with, filled: filled_url.map(|url| (filled, url)) };
         let outcome = match outcome {
-            Ok(()) => reports::run(&args.binary, stores, args.quick, &clients, seconds, rows).await,
+            Ok(()) => {
+                reports::run(&args.binary, stores, args.quick, &clients, seconds, rows, args.skip_pair).await
+            }
             Err(error) => Err(error),
         };
         if let Ok(mut admin) = PgConnection::connect(&args.admin_url).await {
-            for name in &extra {
+            for (name, _) in extra.iter().filter(|(_, kept)| !kept) {
                 let _ = admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
             }
         }

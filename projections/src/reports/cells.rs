@@ -1,14 +1,13 @@
-//! The reports' rollups, pure: a [`Cell`] holds what the facts of one hour or one UTC day, one
-//! metric and one dimension key amount to, in a form that adds up across cells without the
-//! facts: their count, the distinct conversations and contacts (sets of their numbers, exact
-//! under any union), and each duration's count, sum and histogram ([`Values`]). A fact counts in
-//! the cells of its hour and of its day for the whole tenant, and of its day for each dimension's
-//! key ([`keys_of`]); a superseded fact is taken out of them again (docs/adr/0013).
-
-use std::collections::BTreeMap;
+//! The reports' rollups, pure: a [`Cell`] holds what the facts of five minutes, a UTC hour or a
+//! UTC day, one metric and one dimension key amount to, in a form that adds up across cells
+//! without the facts: their count, the distinct conversations and contacts (sets of their
+//! numbers, exact under any union), and each duration's count, sum and histogram ([`Values`]). A
+//! fact counts in the cells of its five minutes, hour and day for the whole tenant, and of its day
+//! for each dimension's key ([`keys_of`]); a superseded fact is taken out of them again
+//! (docs/adr/0013).
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 use super::figures::{Dimension, Durations, Figure};
 use super::query::FactRow;
@@ -21,6 +20,8 @@ pub enum Grain {
     Hour,
     /// A UTC day.
     Day,
+    /// Five minutes (from a whole hour on).
+    FiveMinutes,
 }
 
 impl Grain {
@@ -29,7 +30,13 @@ impl Grain {
         match self {
             Self::Hour => 0,
             Self::Day => 1,
+            Self::FiveMinutes => 2,
         }
+    }
+
+    /// The grain of `code` in the table.
+    pub fn of_code(code: i32) -> Option<Self> {
+        [Self::Hour, Self::Day, Self::FiveMinutes].into_iter().find(|grain| grain.code() == code)
     }
 
     /// How long a cell of it is.
@@ -37,6 +44,7 @@ impl Grain {
         match self {
             Self::Hour => Duration::hours(1),
             Self::Day => Duration::days(1),
+            Self::FiveMinutes => Duration::minutes(5),
         }
     }
 
@@ -72,11 +80,18 @@ pub const DIMENSIONS: [Dimension; 6] = [
     Dimension::Priority,
 ];
 
-/// Every cell `fact` counts in: of its hour and its day for the tenant, and of its day for each
-/// dimension's key (each label's, for labels). Hours are kept for the tenant only: per dimension
-/// key they would be about as many as the facts themselves.
+/// The grains of the whole tenant's cells, finest first: a period reads the largest whole cells
+/// it holds and folds only the facts of the partial five minutes at either end.
+pub const TENANT_GRAINS: [Grain; 3] = [Grain::FiveMinutes, Grain::Hour, Grain::Day];
+
+/// The grains of a dimension key's cells: days only (see [`keys_of`]).
+pub const KEY_GRAINS: [Grain; 1] = [Grain::Day];
+
+/// Every cell `fact` counts in: of its five minutes, hour and day for the tenant, and of its day
+/// for each dimension's key (each label's, for labels). Finer cells are kept for the tenant only:
+/// per dimension key they would be about as many as the facts themselves.
 pub fn keys_of(fact: &FactRow) -> Vec<CellKey> {
-    let mut keys = Vec::with_capacity(3 + DIMENSIONS.len() + fact.labels.len());
+    let mut keys = Vec::with_capacity(TENANT_GRAINS.len() + DIMENSIONS.len() + fact.labels.len());
     let key = |grain: Grain, dimension: &'static str, key: String| CellKey {
         grain,
         start: grain.start(fact.ended_at),
@@ -84,11 +99,14 @@ pub fn keys_of(fact: &FactRow) -> Vec<CellKey> {
         dimension,
         key,
     };
-    keys.push(key(Grain::Hour, "", String::new()));
-    keys.push(key(Grain::Day, "", String::new()));
+    for grain in TENANT_GRAINS {
+        keys.push(key(grain, "", String::new()));
+    }
     for dimension in DIMENSIONS {
         for value in dimension.keys(fact) {
-            keys.push(key(Grain::Day, dimension.name(), value.unwrap_or_default()));
+            for grain in KEY_GRAINS {
+                keys.push(key(grain, dimension.name(), value.clone().unwrap_or_default()));
+            }
         }
     }
     keys
@@ -131,13 +149,14 @@ pub const CELL_EXACT: usize = 256;
 pub const FIGURE_EXACT: usize = 4096;
 
 /// Durations, in seconds: their count and sum, and their values (while there are few distinct
-/// ones) or their histogram ([`bucket`]s).
+/// ones) or their histogram ([`bucket`]s), as `(value or bucket, count)` sorted by the first:
+/// merging two is one pass over both, where a map took a search per entry (docs/adr/0013).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Values {
     count: u64,
     sum: i64,
     exact: bool,
-    counts: BTreeMap<i64, u64>,
+    counts: Vec<(i64, u64)>,
 }
 
 impl Values {
@@ -145,12 +164,23 @@ impl Values {
         Self { exact: true, ..Self::default() }
     }
 
+    fn key(&self, value: i64) -> i64 {
+        if self.exact {
+            value
+        } else {
+            bucket(value)
+        }
+    }
+
     /// Counts `value` in, keeping at most `exact` distinct values exactly.
     fn add(&mut self, value: i64, exact: usize) {
         self.count += 1;
         self.sum += value;
-        let key = if self.exact { value } else { bucket(value) };
-        *self.counts.entry(key).or_default() += 1;
+        let key = self.key(value);
+        match self.counts.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(at) => self.counts[at].1 += 1,
+            Err(at) => self.counts.insert(at, (key, 1)),
+        }
         self.bound(exact);
     }
 
@@ -158,11 +188,11 @@ impl Values {
     fn remove(&mut self, value: i64) {
         self.count = self.count.saturating_sub(1);
         self.sum -= value;
-        let key = if self.exact { value } else { bucket(value) };
-        if let Some(count) = self.counts.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                self.counts.remove(&key);
+        let key = self.key(value);
+        if let Ok(at) = self.counts.binary_search_by_key(&key, |(k, _)| *k) {
+            self.counts[at].1 -= 1;
+            if self.counts[at].1 == 0 {
+                self.counts.remove(at);
             }
         }
     }
@@ -171,13 +201,19 @@ impl Values {
     fn merge(&mut self, other: &Self, exact: usize) {
         self.count += other.count;
         self.sum += other.sum;
+        if other.counts.is_empty() {
+            return;
+        }
         if self.exact && !other.exact {
             self.bucket_values();
         }
-        for (&key, &count) in &other.counts {
-            let key = if self.exact || !other.exact { key } else { bucket(key) };
-            *self.counts.entry(key).or_default() += count;
-        }
+        // Bucketing keeps the order (a larger value never has a smaller bucket), so `other`'s
+        // keys stay sorted, equal ones side by side.
+        let rebucket = !self.exact && other.exact;
+        let theirs =
+            other.counts.iter().map(|&(key, count)| (if rebucket { bucket(key) } else { key }, count));
+        let ours = std::mem::take(&mut self.counts);
+        self.counts = merged(ours.into_iter(), theirs, other.counts.len());
         self.bound(exact);
     }
 
@@ -187,12 +223,42 @@ impl Values {
         }
     }
 
-    fn bucket_values(&mut self) {
-        let mut buckets = BTreeMap::new();
-        for (value, count) in std::mem::take(&mut self.counts) {
-            *buckets.entry(bucket(value)).or_default() += count;
+    /// `all` merged in one pass: the same as merging them one by one into a new figure's, since
+    /// a figure turns into a histogram exactly when its distinct values pass `exact` (they only
+    /// grow) or when it takes one in, whatever the order.
+    fn merged<'a>(all: impl Iterator<Item = &'a Self> + Clone, exact: usize) -> Self {
+        let bucketed = all.clone().any(|values| !values.exact && !values.counts.is_empty());
+        let mut out = Self::new();
+        let mut entries = Vec::new();
+        for values in all {
+            out.count += values.count;
+            out.sum += values.sum;
+            let rebucket = bucketed && values.exact;
+            entries.extend(
+                values.counts.iter().map(|&(key, count)| (if rebucket { bucket(key) } else { key }, count)),
+            );
         }
-        self.counts = buckets;
+        entries.sort_unstable_by_key(|&(key, _)| key);
+        out.counts = merged(std::iter::empty(), entries.into_iter(), 0);
+        out.exact = !bucketed;
+        out.bound(exact);
+        out
+    }
+
+    /// Durations counted one each, as a figure keeps them.
+    fn of(mut durations: Vec<i64>, exact: usize) -> Self {
+        durations.sort_unstable();
+        let mut out = Self::new();
+        out.count = durations.len() as u64;
+        out.sum = durations.iter().sum();
+        out.counts = merged(std::iter::empty(), durations.into_iter().map(|value| (value, 1)), 0);
+        out.bound(exact);
+        out
+    }
+
+    fn bucket_values(&mut self) {
+        let values = std::mem::take(&mut self.counts);
+        self.counts = merged(std::iter::empty(), values.into_iter().map(|(v, c)| (bucket(v), c)), 0);
         self.exact = false;
     }
 
@@ -201,13 +267,14 @@ impl Values {
     fn rank(&self, percent: u64) -> i64 {
         let wanted = (self.count * percent).div_ceil(100).max(1);
         let mut seen = 0;
-        for (&key, &count) in &self.counts {
+        let shown = |key: i64| if self.exact { key } else { representative(key) };
+        for &(key, count) in &self.counts {
             seen += count;
             if seen >= wanted {
-                return if self.exact { key } else { representative(key) };
+                return shown(key);
             }
         }
-        self.counts.last_key_value().map_or(0, |(&key, _)| if self.exact { key } else { representative(key) })
+        self.counts.last().map_or(0, |&(key, _)| shown(key))
     }
 
     fn durations(&self) -> Option<Durations> {
@@ -301,6 +368,18 @@ impl Cell {
         }
     }
 
+    /// `cells` merged as a figure read from them, in one pass over their sets and values: the
+    /// same as merging them one by one ([`Cell::merge`]), which unions each set into a growing
+    /// one (most of a breakdown's time, in a profile at 1,000,000 conversations).
+    pub fn merged(cells: Vec<Self>) -> Self {
+        let count = cells.iter().map(|cell| cell.count).sum();
+        let calendar = Values::merged(cells.iter().map(|cell| &cell.calendar), FIGURE_EXACT);
+        let business = Values::merged(cells.iter().map(|cell| &cell.business), FIGURE_EXACT);
+        let (conversations, contacts): (Vec<_>, Vec<_>) =
+            cells.into_iter().map(|cell| (cell.conversations, cell.contacts)).unzip();
+        Self { count, conversations: conversations.union(), contacts: contacts.union(), calendar, business }
+    }
+
     /// Adds `other` in, as a figure read from many cells does.
     pub fn merge(&mut self, other: &Self) {
         self.count += other.count;
@@ -342,7 +421,7 @@ impl Cell {
             put(&mut out, u64::from(values.exact));
             put(&mut out, values.counts.len() as u64);
             let mut last = 0;
-            for (&key, &count) in &values.counts {
+            for &(key, count) in &values.counts {
                 put(&mut out, zigzag(key - last));
                 put(&mut out, count);
                 last = key;
@@ -366,12 +445,17 @@ impl Cell {
             let count = reader.next()?;
             let sum = unzigzag(reader.next()?);
             let exact = reader.next()? == 1;
-            let entries = reader.next()?;
-            let mut counts = BTreeMap::new();
-            let mut last = 0;
-            for _ in 0..entries {
-                last += unzigzag(reader.next()?);
-                counts.insert(last, reader.next()?);
+            let entries = usize::try_from(reader.next()?).map_err(|e| e.to_string())?;
+            // Each entry takes two bytes at least: a count past that is a damaged cell.
+            let mut counts = Vec::with_capacity(entries.min(bytes.len() / 2));
+            let mut last: i64 = 0;
+            for index in 0..entries {
+                let step = unzigzag(reader.next()?);
+                if index > 0 && step <= 0 {
+                    return Err("a cell's values out of order".into());
+                }
+                last = last.checked_add(step).ok_or("a cell's value out of range")?;
+                counts.push((last, reader.next()?));
             }
             values.push(Values { count, sum, exact, counts });
         }
@@ -380,6 +464,46 @@ impl Cell {
         let business = values.pop().unwrap_or_default();
         let calendar = values.pop().unwrap_or_default();
         Ok(Self { count, conversations, contacts, calendar, business })
+    }
+}
+
+/// Facts gathered for one figure, then made its cell at once ([`Gathered::cell`]): numbers and
+/// durations sorted once, where adding facts to a cell one by one shifts its sets' arrays at
+/// each insert. The cell is the one [`Cell::add_to_figure`] would make of the same facts.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    count: u64,
+    conversations: Vec<u32>,
+    contacts: Vec<u32>,
+    calendar: Vec<i64>,
+    business: Vec<i64>,
+}
+
+impl Gathered {
+    /// Gathers a fact.
+    pub fn add(&mut self, fact: &Counted) {
+        self.count += 1;
+        self.conversations.push(fact.conversation);
+        self.contacts.push(fact.contact);
+        self.calendar.extend(fact.value);
+        self.business.extend(fact.business_value);
+    }
+
+    /// What the facts amount to, as a figure's cell.
+    pub fn cell(self) -> Cell {
+        let set = |mut numbers: Vec<u32>| {
+            numbers.sort_unstable();
+            numbers.dedup();
+            // Sorted and without repeats, so never refused.
+            RoaringBitmap::from_sorted_iter(numbers).unwrap_or_default()
+        };
+        Cell {
+            count: self.count,
+            conversations: set(self.conversations),
+            contacts: set(self.contacts),
+            calendar: Values::of(self.calendar, FIGURE_EXACT),
+            business: Values::of(self.business, FIGURE_EXACT),
+        }
     }
 }
 
@@ -403,6 +527,30 @@ fn unzigzag(value: u64) -> i64 {
     #[allow(clippy::cast_possible_wrap)]
     let decoded = (value >> 1) as i64 ^ -((value & 1) as i64);
     decoded
+}
+
+/// `ours` and `theirs`, each sorted by key (equal keys side by side), as one list sorted by key
+/// with each key once, its counts added; `extra` is about how many `theirs` brings.
+fn merged(
+    ours: impl Iterator<Item = (i64, u64)>,
+    theirs: impl Iterator<Item = (i64, u64)>,
+    extra: usize,
+) -> Vec<(i64, u64)> {
+    let (mut ours, mut theirs) = (ours.peekable(), theirs.peekable());
+    let mut out: Vec<(i64, u64)> = Vec::with_capacity(ours.size_hint().0 + extra);
+    loop {
+        let next = match (ours.peek(), theirs.peek()) {
+            (Some(a), Some(b)) if a.0 <= b.0 => ours.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => theirs.next(),
+            (Some(_), None) => ours.next(),
+            (None, None) => None,
+        };
+        let Some((key, count)) = next else { return out };
+        match out.last_mut() {
+            Some(last) if last.0 == key => last.1 += count,
+            _ => out.push((key, count)),
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -474,9 +622,12 @@ mod tests {
             superseded_at: None,
         };
         let keys = keys_of(&fact);
-        // The tenant's hour; the day of the tenant, agent, team, inbox, channel, two labels and
-        // priority.
-        assert_eq!(keys.len(), 9);
+        // The tenant's five minutes and hour; the day of the tenant, agent, team, inbox, channel,
+        // two labels and priority.
+        assert_eq!(keys.len(), 10);
+        let five = keys.iter().filter(|k| k.grain == Grain::FiveMinutes).collect::<Vec<_>>();
+        assert_eq!(five.len(), 1);
+        assert_eq!((five[0].start, five[0].dimension), ("2026-11-23T09:40:00Z".parse().expect("a time"), ""));
         let hour = "2026-11-23T09:00:00Z".parse::<DateTime<Utc>>().expect("a time");
         let day = "2026-11-23T00:00:00Z".parse::<DateTime<Utc>>().expect("a time");
         let hours: Vec<&CellKey> = keys.iter().filter(|k| k.grain == Grain::Hour).collect();
@@ -517,6 +668,72 @@ mod tests {
         let estimated = cell.figure().calendar.expect("durations");
         assert!(estimated.estimated);
         assert_eq!(estimated.sum, exact.sum + 50_000, "sums stay exact");
+    }
+
+    #[test]
+    fn every_grain_reads_back_from_its_code() {
+        for grain in TENANT_GRAINS.into_iter().chain(KEY_GRAINS) {
+            assert_eq!(Grain::of_code(grain.code()), Some(grain));
+        }
+        assert_eq!(Grain::of_code(7), None);
+    }
+
+    #[test]
+    fn a_damaged_cell_is_refused_never_a_panic() {
+        let mut cell = Cell::default();
+        cell.add(&counted(1, 1, 10));
+        cell.add(&counted(2, 2, 20));
+        let bytes = cell.encode();
+        assert_eq!(Cell::decode(&bytes), Ok(cell.clone()));
+        for end in 0..bytes.len() {
+            assert!(Cell::decode(&bytes[..end]).is_err(), "cut at {end}");
+        }
+        // Values stored out of order would merge wrongly: refused.
+        cell.calendar.counts.reverse();
+        assert_eq!(Cell::decode(&cell.encode()), Err("a cell's values out of order".to_owned()));
+    }
+
+    #[test]
+    fn merging_keeps_one_sorted_entry_per_value() {
+        let (mut ours, mut theirs) = (Values::new(), Values::new());
+        for value in [5, 1, 9, 5] {
+            ours.add(value, CELL_EXACT);
+        }
+        for value in [9, 2, 5] {
+            theirs.add(value, CELL_EXACT);
+        }
+        ours.merge(&theirs, FIGURE_EXACT);
+        assert_eq!(ours.counts, [(1, 1), (2, 1), (5, 3), (9, 2)]);
+        assert_eq!((ours.count, ours.sum), (7, 36));
+        ours.remove(5);
+        ours.remove(2);
+        assert_eq!(ours.counts, [(1, 1), (5, 2), (9, 2)]);
+    }
+
+    proptest! {
+        #[test]
+        fn merging_at_once_equals_merging_one_by_one_and_gathering_equals_adding(
+            cells in proptest::collection::vec(
+                proptest::collection::vec((0u32..5_000, 0u32..2_000, 0i64..200_000), 0..600), 0..10),
+        ) {
+            let mut one_by_one = Cell::default();
+            let mut added = Cell::default();
+            let mut gathered = Gathered::default();
+            let mut stored = Vec::new();
+            for facts in &cells {
+                let mut cell = Cell::default();
+                for &(conversation, contact, value) in facts {
+                    let fact = counted(conversation, contact, value);
+                    cell.add(&fact);
+                    added.add_to_figure(&fact);
+                    gathered.add(&fact);
+                }
+                one_by_one.merge(&cell);
+                stored.push(cell);
+            }
+            prop_assert_eq!(Cell::merged(stored), one_by_one);
+            prop_assert_eq!(gathered.cell(), added);
+        }
     }
 
     proptest! {

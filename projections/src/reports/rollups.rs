@@ -13,7 +13,7 @@ use colloquy_domain::report::Metric;
 use colloquy_domain::TenantId;
 use colloquy_infra::{on_pool, Store, StoreError};
 
-use super::cells::{keys_of, Cell, CellKey, Counted, Grain};
+use super::cells::{keys_of, Cell, CellKey, Counted, Gathered, Grain, KEY_GRAINS, TENANT_GRAINS};
 use super::figures::Dimension;
 use super::query::{self, FactRow, Filter};
 use crate::on_tx;
@@ -297,11 +297,7 @@ fn cell_key(
     dimension: &str,
     key: String,
 ) -> Result<CellKey, sqlx::Error> {
-    let grain = match grain {
-        0 => Grain::Hour,
-        1 => Grain::Day,
-        other => return Err(corrupt(format!("a cell of grain {other}"))),
-    };
+    let grain = Grain::of_code(grain).ok_or_else(|| corrupt(format!("a cell of grain {grain}")))?;
     let start =
         DateTime::from_timestamp(start, 0).ok_or_else(|| corrupt(format!("a cell starting at {start}")))?;
     let metric = Metric::parse(metric).ok_or_else(|| corrupt(format!("a cell of metric {metric}")))?;
@@ -423,12 +419,11 @@ pub fn serves(filter: &Filter) -> bool {
         && filter.label.is_none()
 }
 
-/// Of a period, the whole UTC days, the whole hours outside them, and the partial hours at either
-/// end (from the facts).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Of a period, the whole cells to read, largest first, and the partial spans at either end whose
+/// facts are folded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Pieces {
-    days: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    hours: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    cells: Vec<(Grain, DateTime<Utc>, DateTime<Utc>)>,
     edges: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
@@ -441,40 +436,30 @@ fn ceil(at: DateTime<Utc>, grain: Grain) -> DateTime<Utc> {
     }
 }
 
-/// The pieces of `[since, until)`: with `hours`, whole hours outside the whole days, else the
-/// facts of every partial day (a dimension's cells are days only).
-fn pieces(since: DateTime<Utc>, until: DateTime<Utc>, hours: bool) -> Pieces {
-    let mut pieces = Pieces { days: None, hours: Vec::new(), edges: Vec::new() };
-    if since >= until {
-        return pieces;
-    }
-    if !hours {
-        let (first_day, last_day) = (ceil(since, Grain::Day), Grain::Day.start(until));
-        if first_day >= last_day {
-            pieces.edges.push((since, until));
-        } else {
-            pieces.days = Some((first_day, last_day));
-            pieces.edges =
-                [(since, first_day), (last_day, until)].into_iter().filter(|(from, to)| from < to).collect();
-        }
-        return pieces;
-    }
-    let (first_hour, last_hour) = (ceil(since, Grain::Hour), Grain::Hour.start(until));
-    if first_hour >= last_hour {
-        pieces.edges.push((since, until));
-        return pieces;
-    }
-    let (first_day, last_day) = (ceil(since, Grain::Day), Grain::Day.start(until));
-    if first_day < last_day {
-        pieces.days = Some((first_day, last_day));
-        pieces.hours = vec![(first_hour, first_day), (last_day, last_hour)];
-    } else {
-        pieces.hours = vec![(first_hour, last_hour)];
-    }
-    pieces.hours.retain(|(from, to)| from < to);
-    pieces.edges =
-        [(since, first_hour), (last_hour, until)].into_iter().filter(|(from, to)| from < to).collect();
+/// The pieces of `[since, until)` with cells of `grains` (finest first; each a whole number of
+/// the one before): the whole cells of the largest grain within it, then, on either side, of the
+/// next grain down, and so on; what no whole cell covers is folded from the facts.
+fn pieces(since: DateTime<Utc>, until: DateTime<Utc>, grains: &[Grain]) -> Pieces {
+    let mut pieces = Pieces::default();
+    split(since, until, grains, &mut pieces);
     pieces
+}
+
+fn split(since: DateTime<Utc>, until: DateTime<Utc>, grains: &[Grain], pieces: &mut Pieces) {
+    if since >= until {
+        return;
+    }
+    let Some((&grain, finer)) = grains.split_last() else {
+        pieces.edges.push((since, until));
+        return;
+    };
+    let (first, last) = (ceil(since, grain), grain.start(until));
+    if first >= last {
+        return split(since, until, finer, pieces);
+    }
+    pieces.cells.push((grain, first, last));
+    split(since, first, finer, pieces);
+    split(last, until, finer, pieces);
 }
 
 /// A key of a report read from the cells: the metric and the dimension's key (`None` for a fact
@@ -483,8 +468,10 @@ pub type FigureKey = (Metric, Option<String>);
 
 /// The figures of `tenant`'s facts of `version` (of `metrics`, every one when empty) that ended in
 /// `[since, until)`, for the whole tenant (`dimension` none) or per key of `dimension`: the whole
-/// UTC days' cells merged, with the whole hours' cells and the facts of the partial hours at
-/// either end for the tenant, or the facts of the partial days for a dimension.
+/// UTC days' cells merged, with the whole hours' and five minutes' cells and the facts of the
+/// partial five minutes at either end for the tenant, or the facts of the partial days for a
+/// dimension ([`pieces`]). Each piece is read by a task of its own, so that the database reads one
+/// while this process merges another.
 pub async fn figures(
     store: &Store,
     tenant: &TenantId,
@@ -494,77 +481,36 @@ pub async fn figures(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
-    let mut figures: BTreeMap<FigureKey, Cell> = BTreeMap::new();
-    let pieces = pieces(since, until, dimension.is_none());
-    let dimension_name = dimension.map_or("", Dimension::name);
-    let mut spans: Vec<(Grain, DateTime<Utc>, DateTime<Utc>)> =
-        pieces.hours.iter().map(|(from, to)| (Grain::Hour, *from, *to)).collect();
-    if let Some((from, to)) = pieces.days {
-        spans.push((Grain::Day, from, to));
-    }
-    let wanted = |metric: Metric| metrics.is_empty() || metrics.contains(&metric);
-    for (grain, from, to) in spans {
-        let sql = format!(
-            "SELECT metric, key, cell FROM {CELLS_TABLE}
-              WHERE tenant_id = $1 AND version = $2 AND dimension = $3 AND grain = $4
-                AND start_at >= $5 AND start_at < $6"
-        );
-        on_pool!(store, |pool| {
-            let mut rows = sqlx::query(&sql)
-                .bind(tenant.as_str())
-                .bind(i64::from(version))
-                .bind(dimension_name)
-                .bind(grain.code())
-                .bind(from.timestamp())
-                .bind(to.timestamp())
-                .fetch(pool);
-            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-                let metric: String = row.try_get(0)?;
-                let Some(metric) = Metric::parse(&metric).filter(|m| wanted(*m)) else { continue };
-                let key: String = row.try_get(1)?;
-                let bytes: Vec<u8> = row.try_get(2)?;
-                let cell = Cell::decode(&bytes).map_err(corrupt)?;
-                let key = if key.is_empty() { None } else { Some(key) };
-                figures.entry((metric, key)).or_default().merge(&cell);
-            }
-        });
+    let grains: &[Grain] = if dimension.is_none() { &TENANT_GRAINS } else { &KEY_GRAINS };
+    let pieces = pieces(since, until, grains);
+    let mut parts = Vec::new();
+    for (grain, from, to) in pieces.cells {
+        let (store, tenant, metrics) = (store.clone(), tenant.clone(), metrics.to_vec());
+        parts.push(tokio::spawn(async move {
+            cells(&store, &tenant, version, dimension, &metrics, grain, (from, to)).await
+        }));
     }
     for (from, to) in pieces.edges {
-        let filter = Filter {
-            metrics: metrics.to_vec(),
-            since: Some(from),
-            until: Some(to),
-            current_only: true,
-            ..Filter::default()
+        let (store, tenant, metrics) = (store.clone(), tenant.clone(), metrics.to_vec());
+        parts.push(tokio::spawn(async move {
+            edge(&store, &tenant, version, dimension, &metrics, (from, to)).await
+        }));
+    }
+    let mut figures: BTreeMap<FigureKey, Cell> = BTreeMap::new();
+    for part in parts {
+        let part = match part.await {
+            Ok(part) => part?,
+            Err(failed) => match failed.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(cancelled) => return Err(StoreError::Corrupt(cancelled.to_string())),
+            },
         };
-        let (sink, mut facts) = tokio::sync::mpsc::channel(1024);
-        let reading = query::each(store, tenant, version, &filter, sink);
-        let collecting = async {
-            let mut all = Vec::new();
-            while let Some(fact) = facts.recv().await {
-                all.push(fact);
-            }
-            all
-        };
-        let (read, edge) = tokio::join!(reading, collecting);
-        read?;
-        let conversations =
-            numbers_of(store, tenant, version, CONVERSATION, edge.iter().map(|f| &f.conversation_id)).await?;
-        let contacts =
-            numbers_of(store, tenant, version, CONTACT, edge.iter().map(|f| &f.contact_id)).await?;
-        for fact in &edge {
-            let counted = Counted {
-                conversation: conversations.get(&fact.conversation_id).copied().unwrap_or_default(),
-                contact: contacts.get(&fact.contact_id).copied().unwrap_or_default(),
-                value: fact.value,
-                business_value: fact.business_value,
-            };
-            let keys = match dimension {
-                None => vec![None],
-                Some(dimension) => dimension.keys(fact),
-            };
-            for key in keys {
-                figures.entry((fact.metric, key)).or_default().add_to_figure(&counted);
+        for (key, cell) in part {
+            match figures.entry(key) {
+                std::collections::btree_map::Entry::Vacant(vacant) => {
+                    vacant.insert(cell);
+                }
+                std::collections::btree_map::Entry::Occupied(mut occupied) => occupied.get_mut().merge(&cell),
             }
         }
     }
@@ -574,7 +520,98 @@ pub async fn figures(
     Ok(figures)
 }
 
-/// The stored numbers of `ids` of `kind`.
+/// The cells of `grain` starting in `[from, to)`, merged per metric and key.
+async fn cells(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    dimension: Option<Dimension>,
+    metrics: &[Metric],
+    grain: Grain,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
+    let wanted = |metric: Metric| metrics.is_empty() || metrics.contains(&metric);
+    let mut gathered: BTreeMap<FigureKey, Vec<Cell>> = BTreeMap::new();
+    let sql = format!(
+        "SELECT metric, key, cell FROM {CELLS_TABLE}
+          WHERE tenant_id = $1 AND version = $2 AND dimension = $3 AND grain = $4
+            AND start_at >= $5 AND start_at < $6"
+    );
+    on_pool!(store, |pool| {
+        let mut rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(i64::from(version))
+            .bind(dimension.map_or("", Dimension::name))
+            .bind(grain.code())
+            .bind(from.timestamp())
+            .bind(to.timestamp())
+            .fetch(pool);
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+            let metric: String = row.try_get(0)?;
+            let Some(metric) = Metric::parse(&metric).filter(|m| wanted(*m)) else { continue };
+            let key: String = row.try_get(1)?;
+            let bytes: &[u8] = row.try_get(2)?;
+            let cell = Cell::decode(bytes).map_err(corrupt)?;
+            let key = if key.is_empty() { None } else { Some(key) };
+            gathered.entry((metric, key)).or_default().push(cell);
+        }
+    });
+    Ok(gathered.into_iter().map(|(key, cells)| (key, Cell::merged(cells))).collect())
+}
+
+/// The current facts that ended in `[from, to)`, folded per metric and key as cells.
+async fn edge(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    dimension: Option<Dimension>,
+    metrics: &[Metric],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
+    let filter = Filter {
+        metrics: metrics.to_vec(),
+        since: Some(from),
+        until: Some(to),
+        current_only: true,
+        ..Filter::default()
+    };
+    let (sink, mut facts) = tokio::sync::mpsc::channel(1024);
+    let reading = query::each(store, tenant, version, &filter, sink);
+    let collecting = async {
+        let mut all = Vec::new();
+        while let Some(fact) = facts.recv().await {
+            all.push(fact);
+        }
+        all
+    };
+    let (read, edge) = tokio::join!(reading, collecting);
+    read?;
+    // Looked up once per conversation and contact, not per fact: a day's facts name a few
+    // thousand conversations.
+    let conversations =
+        numbers_of(store, tenant, version, CONVERSATION, edge.iter().map(|f| &f.conversation_id)).await?;
+    let contacts = numbers_of(store, tenant, version, CONTACT, edge.iter().map(|f| &f.contact_id)).await?;
+    let mut figures: BTreeMap<FigureKey, Gathered> = BTreeMap::new();
+    for fact in &edge {
+        let counted = Counted {
+            conversation: conversations.get(&fact.conversation_id).copied().unwrap_or_default(),
+            contact: contacts.get(&fact.contact_id).copied().unwrap_or_default(),
+            value: fact.value,
+            business_value: fact.business_value,
+        };
+        let keys = match dimension {
+            None => vec![None],
+            Some(dimension) => dimension.keys(fact),
+        };
+        for key in keys {
+            figures.entry((fact.metric, key)).or_default().add(&counted);
+        }
+    }
+    Ok(figures.into_iter().map(|(key, gathered)| (key, gathered.cell())).collect())
+}
+
+/// The stored numbers of `ids` of `kind`: on PostgreSQL in one statement (an array the planner
+/// looks up key by key), on SQLite a few hundred at a time.
 async fn numbers_of<'a>(
     store: &Store,
     tenant: &TenantId,
@@ -582,25 +619,33 @@ async fn numbers_of<'a>(
     kind: &str,
     ids: impl Iterator<Item = &'a String>,
 ) -> Result<HashMap<String, u32>, StoreError> {
-    let ids: Vec<&String> = ids.collect::<BTreeSet<_>>().into_iter().collect();
-    let mut numbers = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 4)).collect();
+    let ids: Vec<&str> = ids.map(String::as_str).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut found: Vec<(String, i64)> = Vec::new();
+    if let Some(pool) = store.reads().postgres() {
         let sql = format!(
-            "SELECT id, number FROM {NUMBERS_TABLE} WHERE tenant_id = $1 AND version = $2 AND kind = $3
-                AND id IN ({})",
-            placeholders.join(", ")
+            "SELECT n.id, n.number FROM {NUMBERS_TABLE} n JOIN UNNEST($4::text[]) AS k (k_id) ON n.id = k.k_id
+              WHERE n.tenant_id = $1 AND n.version = $2 AND n.kind = $3"
         );
-        let rows: Vec<(String, i64)> = on_pool!(store, |pool| {
+        let query = sqlx::query_as(&sql).bind(tenant.as_str()).bind(i64::from(version)).bind(kind).bind(&ids);
+        found = query.fetch_all(pool).await?;
+    } else if let Some(pool) = store.reads().sqlite() {
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|n| format!("${}", n + 4)).collect();
+            let sql = format!(
+                "SELECT id, number FROM {NUMBERS_TABLE} WHERE tenant_id = $1 AND version = $2 AND kind = $3
+                    AND id IN ({})",
+                placeholders.join(", ")
+            );
             let mut query = sqlx::query_as(&sql).bind(tenant.as_str()).bind(i64::from(version)).bind(kind);
             for id in chunk {
                 query = query.bind(*id);
             }
-            query.fetch_all(pool).await?
-        });
-        for (id, number) in rows {
-            numbers.insert(id, u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
+            found.extend(query.fetch_all(pool).await?);
         }
+    }
+    let mut numbers = HashMap::with_capacity(found.len());
+    for (id, number) in found {
+        numbers.insert(id, u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
     }
     Ok(numbers)
 }
@@ -614,44 +659,60 @@ mod tests {
     }
 
     #[test]
-    fn a_period_is_whole_days_then_whole_hours_then_partial_hours_from_the_facts() {
-        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"), true);
-        assert_eq!(pieces.days, Some((utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))));
+    fn a_period_is_whole_days_then_whole_hours_then_whole_five_minutes_then_the_facts() {
+        let pieces = pieces(utc("2026-11-01T10:22:00Z"), utc("2026-11-04T03:07:30Z"), &TENANT_GRAINS);
         assert_eq!(
-            pieces.hours,
+            pieces.cells,
             vec![
-                (utc("2026-11-01T11:00:00Z"), utc("2026-11-02T00:00:00Z")),
-                (utc("2026-11-04T00:00:00Z"), utc("2026-11-04T03:00:00Z"))
+                (Grain::Day, utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z")),
+                (Grain::Hour, utc("2026-11-01T11:00:00Z"), utc("2026-11-02T00:00:00Z")),
+                (Grain::FiveMinutes, utc("2026-11-01T10:25:00Z"), utc("2026-11-01T11:00:00Z")),
+                (Grain::Hour, utc("2026-11-04T00:00:00Z"), utc("2026-11-04T03:00:00Z")),
+                (Grain::FiveMinutes, utc("2026-11-04T03:00:00Z"), utc("2026-11-04T03:05:00Z")),
             ]
         );
         assert_eq!(
             pieces.edges,
             vec![
-                (utc("2026-11-01T10:20:00Z"), utc("2026-11-01T11:00:00Z")),
-                (utc("2026-11-04T03:00:00Z"), utc("2026-11-04T03:05:00Z"))
+                (utc("2026-11-01T10:22:00Z"), utc("2026-11-01T10:25:00Z")),
+                (utc("2026-11-04T03:05:00Z"), utc("2026-11-04T03:07:30Z"))
             ]
         );
     }
 
     #[test]
-    fn a_period_within_a_day_or_an_hour_uses_hours_or_only_the_facts() {
-        let within_a_day = pieces(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:30:00Z"), true);
-        assert_eq!(within_a_day.days, None);
-        assert_eq!(within_a_day.hours, vec![(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:00:00Z"))]);
-        assert_eq!(within_a_day.edges, vec![(utc("2026-11-01T12:00:00Z"), utc("2026-11-01T12:30:00Z"))]);
-        let within_an_hour = pieces(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"), true);
-        assert_eq!((within_an_hour.days, within_an_hour.hours.len()), (None, 0));
-        assert_eq!(within_an_hour.edges, vec![(utc("2026-11-01T10:05:00Z"), utc("2026-11-01T10:50:00Z"))]);
-        let aligned = pieces(utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"), true);
-        assert_eq!(aligned.days, Some((utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"))));
-        assert!(aligned.hours.is_empty() && aligned.edges.is_empty());
+    fn a_period_within_a_day_or_an_hour_uses_the_grains_it_holds() {
+        let within_a_day = pieces(utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:30:00Z"), &TENANT_GRAINS);
+        assert_eq!(
+            within_a_day.cells,
+            vec![
+                (Grain::Hour, utc("2026-11-01T10:00:00Z"), utc("2026-11-01T12:00:00Z")),
+                (Grain::FiveMinutes, utc("2026-11-01T12:00:00Z"), utc("2026-11-01T12:30:00Z")),
+            ]
+        );
+        assert!(within_a_day.edges.is_empty());
+        let within_five = pieces(utc("2026-11-01T10:06:00Z"), utc("2026-11-01T10:09:00Z"), &TENANT_GRAINS);
+        assert!(within_five.cells.is_empty());
+        assert_eq!(within_five.edges, vec![(utc("2026-11-01T10:06:00Z"), utc("2026-11-01T10:09:00Z"))]);
+        let aligned = pieces(utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"), &TENANT_GRAINS);
+        assert_eq!(
+            aligned.cells,
+            vec![(Grain::Day, utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"))]
+        );
+        assert!(aligned.edges.is_empty());
+        assert_eq!(
+            pieces(utc("2026-11-03T00:00:00Z"), utc("2026-11-01T00:00:00Z"), &TENANT_GRAINS),
+            Pieces::default()
+        );
     }
 
     #[test]
-    fn without_hours_a_period_is_whole_days_and_the_partial_days_from_the_facts() {
-        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"), false);
-        assert_eq!(pieces.days, Some((utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))));
-        assert!(pieces.hours.is_empty());
+    fn with_days_only_a_period_is_whole_days_and_the_partial_days_from_the_facts() {
+        let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"), &KEY_GRAINS);
+        assert_eq!(
+            pieces.cells,
+            vec![(Grain::Day, utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))]
+        );
         assert_eq!(
             pieces.edges,
             vec![
@@ -659,5 +720,31 @@ mod tests {
                 (utc("2026-11-04T00:00:00Z"), utc("2026-11-04T03:05:00Z"))
             ]
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_pieces_tile_the_period_exactly(start in 0i64..10_000_000, length in 0i64..5_000_000) {
+            let since = utc("2026-01-01T00:00:00Z") + chrono::Duration::seconds(start);
+            let until = since + chrono::Duration::seconds(length);
+            let pieces = pieces(since, until, &TENANT_GRAINS);
+            let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+                pieces.cells.iter().map(|(_, from, to)| (*from, *to)).chain(pieces.edges.iter().copied()).collect();
+            for (grain, from, to) in &pieces.cells {
+                proptest::prop_assert_eq!(grain.start(*from), *from);
+                proptest::prop_assert_eq!(grain.start(*to), *to);
+            }
+            spans.sort();
+            let mut at = since;
+            for (from, to) in spans {
+                proptest::prop_assert_eq!(from, at);
+                proptest::prop_assert!(from < to);
+                at = to;
+            }
+            proptest::prop_assert_eq!(at, until.max(since));
+            for (from, to) in &pieces.edges {
+                proptest::prop_assert!(*to - *from < Grain::FiveMinutes.length());
+            }
+        }
     }
 }

@@ -262,8 +262,48 @@ async fn facts_from_before_the_rollups_are_built_again(backend: common::Backend)
     store.close().await;
 }
 
+/// A store whose rollups have no five-minute cells is emptied as well, so its summaries never
+/// read five minutes with nothing in them: the reports build again from the log; the other
+/// projections' checkpoints stay.
+async fn rollups_without_five_minute_cells_are_built_again(backend: common::Backend) {
+    let byte = match backend {
+        common::Backend::Postgres => "'\\x00'::bytea",
+        common::Backend::Sqlite => "x'00'",
+    };
+    let rows = vec![
+        format!(
+            "INSERT INTO report_cells (tenant_id, version, dimension, grain, start_at, metric, key, cell)
+             VALUES ('acme', 1, '', 1, 1764547200, 'first_response', '', {byte})"
+        ),
+        "INSERT INTO report_numbers (tenant_id, version, kind, id, number) VALUES ('acme', 1, 'conversation', 'c-1', 1)"
+            .to_owned(),
+        "INSERT INTO checkpoints (name, position) VALUES ('projection:reports_v2', 2), ('projection:sla', 2)".to_owned(),
+    ];
+    let (_dir, _database, location) = store_before(backend, "20261215000029", &rows).await;
+
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    let count = |table: &'static str| {
+        let store = store.clone();
+        async move {
+            let sql = format!("SELECT count(*) FROM {table}");
+            let count: i64 = colloquy_infra::on_pool!(store, |pool| sqlx::query_scalar(&sql)
+                .fetch_one(pool)
+                .await
+                .unwrap());
+            count
+        }
+    };
+    assert_eq!((count("report_cells").await, count("report_numbers").await), (0, 0));
+    let checkpoints: Vec<String> = colloquy_infra::on_pool!(store, |pool| {
+        sqlx::query_scalar("SELECT name FROM checkpoints ORDER BY name").fetch_all(pool).await.unwrap()
+    });
+    assert_eq!(checkpoints, ["projection:sla"]);
+    store.close().await;
+}
+
 on_both_stores!(
     leaves_from_before_the_jobs_table_become_jobs,
     fire_jobs_move_to_the_fire_lane,
-    facts_from_before_the_rollups_are_built_again
+    facts_from_before_the_rollups_are_built_again,
+    rollups_without_five_minute_cells_are_built_again
 );

@@ -346,7 +346,8 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
         }
     }
 
-    // Read from the rollups (day cells, hour cells, and the facts of partial hours), the summary
+    // Read from the rollups (day, hour and five-minute cells, and the facts of partial five
+    // minutes), the summary
     // and each breakdown are the facts' fold, field for field: distinct conversations and
     // contacts, medians and p90s included.
     let in_hours = format!(
@@ -354,7 +355,18 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
         (started - chrono::Duration::minutes(61)).format("%Y-%m-%dT%H:%M:%SZ"),
         (chrono::Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ")
     );
-    for period in [&period, &in_hours] {
+    // Six minutes either side of the history: it lies in whole five minutes' cells. A second
+    // either side: in the partial five minutes at the ends, folded from the facts.
+    let around = |margin: chrono::Duration| {
+        format!(
+            "since={}&until={}&min_position={head}",
+            (started - margin).format("%Y-%m-%dT%H:%M:%SZ"),
+            (chrono::Utc::now() + margin).format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    };
+    let (in_minutes, at_the_ends) =
+        (around(chrono::Duration::minutes(6)), around(chrono::Duration::seconds(1)));
+    for period in [&period, &in_hours, &in_minutes, &at_the_ends] {
         let rolled = server.get(&format!("/v1/reports/summary?{period}")).await;
         let folded = server.get(&format!("/v1/reports/summary?exact=true&{period}")).await;
         assert_eq!(rolled.body["metrics"], folded.body["metrics"], "the summary over {period}");

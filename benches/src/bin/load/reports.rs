@@ -47,8 +47,17 @@ SELECT 'default', 1, c.i * 100 + m.j, m.metric, m.kind,
        AS m(j, metric, kind, timed)
 "#;
 
-async fn fill(database_url: &str, conversations: u64) -> anyhow::Result<()> {
+/// Fills the facts (see [`FILL`]), unless the store has some already (a kept database): whether it
+/// filled.
+async fn fill(database_url: &str, conversations: u64) -> anyhow::Result<bool> {
     let mut connection = PgConnection::connect(database_url).await?;
+    let filled: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM report_facts LIMIT 1) AS f")
+        .fetch_one(&mut connection)
+        .await?;
+    if filled > 0 {
+        eprintln!("  the kept database has its facts already: not filled again");
+        return Ok(false);
+    }
     let started = Instant::now();
     for first in (1..=conversations).step_by(50_000) {
         let last = (first + 49_999).min(conversations);
@@ -67,7 +76,7 @@ async fn fill(database_url: &str, conversations: u64) -> anyhow::Result<()> {
         filled.as_secs_f64(),
         (started.elapsed() - filled).as_secs_f64()
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Waits until the facts' projection has applied the log's head (each request waits up to 5 s
@@ -104,10 +113,27 @@ pub(super) async fn run(
     clients: &[usize],
     seconds: u64,
     conversations: u64,
+    skip_pair: bool,
+) -> anyhow::Result<()> {
+    if !skip_pair {
+        pair(binary, stores.without, stores.with, quick, clients, seconds).await?;
+    }
+    let Some((filled_env, filled_url)) = stores.filled else { return Ok(()) };
+    filled(binary, filled_env, &filled_url, quick, conversations).await
+}
+
+/// The command mix without and with the facts' projection, each on a fresh store.
+async fn pair(
+    binary: &PathBuf,
+    without_env: Vec<(String, String)>,
+    with_env: Vec<(String, String)>,
+    quick: bool,
+    clients: &[usize],
+    seconds: u64,
 ) -> anyhow::Result<()> {
     let per_set = if quick { 50 } else { 500 };
     println!("## Reports: the command mix without and with the facts' projection ({seconds} s per row, a fresh store each)\n");
-    let mut without_env = stores.without;
+    let mut without_env = without_env;
     without_env.push(("COLLOQUY_SKIP_PROJECTIONS".into(), "reports_v1,reports_v2".into()));
     let without = Arc::new(Server::start(binary, without_env).await?);
     let ids = Arc::new(open_conversations(&without, per_set).await);
@@ -117,7 +143,7 @@ pub(super) async fn run(
     }
     drop(without);
     // One definition's facts, as a deployment runs them once its tenants read the newest.
-    let mut with_env = stores.with;
+    let mut with_env = with_env;
     with_env.push(("COLLOQUY_SKIP_PROJECTIONS".into(), "reports_v1".into()));
     let with = Arc::new(Server::start(binary, with_env).await?);
     let ids = Arc::new(open_conversations(&with, per_set).await);
@@ -146,8 +172,17 @@ pub(super) async fn run(
         None => println!("\nThe facts had not caught up 600 s after the load stopped.\n"),
     }
     drop(with);
+    Ok(())
+}
 
-    let Some((filled_env, filled_url)) = stores.filled else { return Ok(()) };
+/// Each report over the last 30 days of `conversations` conversations' filled facts.
+async fn filled(
+    binary: &PathBuf,
+    filled_env: Vec<(String, String)>,
+    filled_url: &str,
+    quick: bool,
+    conversations: u64,
+) -> anyhow::Result<()> {
     println!(
         "## Reports over 30 days at {conversations} conversations ({} facts), PostgreSQL\n",
         conversations * 14
@@ -155,22 +190,27 @@ pub(super) async fn run(
     // The server first, so its migrations make the table; no events exist, so its projector
     // never touches the filled rows.
     let server = Server::start(binary, filled_env).await?;
-    fill(&filled_url, conversations).await?;
-    // The rollups the facts' projection would have kept beside them.
-    let counting = Instant::now();
-    let store = colloquy_infra::Store::open(&colloquy_infra::StoreLocation::Postgres {
-        url: filled_url.clone(),
-        max_connections: 4,
-    })
-    .await?;
-    let tenant = colloquy_domain::TenantId::parse("default")?;
-    let counted = colloquy_projections::reports::rollups::recount(&store, &tenant, 1).await?;
-    eprintln!("  counted {counted} facts into the rollups in {:.1} s", counting.elapsed().as_secs_f64());
-    drop(store);
-    // Statistics, as for the facts: written in one go, the tables have none until autovacuum
-    // comes by, and without them the planner looks numbers up through the wrong index.
-    let mut connection = PgConnection::connect(&filled_url).await?;
-    connection.execute("ANALYZE report_cells, report_numbers").await?;
+    fill(filled_url, conversations).await?;
+    let mut connection = PgConnection::connect(filled_url).await?;
+    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM report_cells LIMIT 1) AS c")
+        .fetch_one(&mut connection)
+        .await?;
+    if counted == 0 {
+        // The rollups the facts' projection would have kept beside them.
+        let counting = Instant::now();
+        let store = colloquy_infra::Store::open(&colloquy_infra::StoreLocation::Postgres {
+            url: filled_url.to_owned(),
+            max_connections: 4,
+        })
+        .await?;
+        let tenant = colloquy_domain::TenantId::parse("default")?;
+        let counted = colloquy_projections::reports::rollups::recount(&store, &tenant, 1).await?;
+        eprintln!("  counted {counted} facts into the rollups in {:.1} s", counting.elapsed().as_secs_f64());
+        drop(store);
+        // Statistics, as for the facts: written in one go, the tables have none until autovacuum
+        // comes by, and without them the planner looks numbers up through the wrong index.
+        connection.execute("ANALYZE report_cells, report_numbers").await?;
+    }
     // Each report reads every fact of its period: at a million conversations a few samples say
     // enough (and take minutes).
     let (warmup, samples) = match (quick, conversations) {
