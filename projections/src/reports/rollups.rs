@@ -483,22 +483,22 @@ pub async fn figures(
 ) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
     let grains: &[Grain] = if dimension.is_none() { &TENANT_GRAINS } else { &KEY_GRAINS };
     let pieces = pieces(since, until, grains);
-    let mut parts = Vec::new();
+    // A set of tasks: a request given up (its client gone) aborts them as it drops the set.
+    let mut parts = tokio::task::JoinSet::new();
     for (grain, from, to) in pieces.cells {
         let (store, tenant, metrics) = (store.clone(), tenant.clone(), metrics.to_vec());
-        parts.push(tokio::spawn(async move {
-            cells(&store, &tenant, version, dimension, &metrics, grain, (from, to)).await
-        }));
+        parts.spawn(
+            async move { cells(&store, &tenant, version, dimension, &metrics, grain, (from, to)).await },
+        );
     }
     for (from, to) in pieces.edges {
         let (store, tenant, metrics) = (store.clone(), tenant.clone(), metrics.to_vec());
-        parts.push(tokio::spawn(async move {
-            edge(&store, &tenant, version, dimension, &metrics, (from, to)).await
-        }));
+        parts.spawn(async move { edge(&store, &tenant, version, dimension, &metrics, (from, to)).await });
     }
+    // Merged as they finish: a figure is the same whatever the order its pieces merge in.
     let mut figures: BTreeMap<FigureKey, Cell> = BTreeMap::new();
-    for part in parts {
-        let part = match part.await {
+    while let Some(part) = parts.join_next().await {
+        let part = match part {
             Ok(part) => part?,
             Err(failed) => match failed.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
