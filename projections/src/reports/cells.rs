@@ -334,7 +334,9 @@ impl Cell {
         self.add_keeping(fact, CELL_EXACT);
     }
 
-    /// Counts a fact in, as a figure read from many cells does (as [`Cell::merge`] keeps values).
+    /// Counts a fact in, as a figure read from many cells does (as [`Cell::merge`] keeps values):
+    /// what [`Gathered`] does for many facts at once, kept as its tests' reference.
+    #[cfg(test)]
     pub fn add_to_figure(&mut self, fact: &Counted) {
         self.add_keeping(fact, FIGURE_EXACT);
     }
@@ -469,7 +471,7 @@ impl Cell {
 
 /// Facts gathered for one figure, then made its cell at once ([`Gathered::cell`]): numbers and
 /// durations sorted once, where adding facts to a cell one by one shifts its sets' arrays at
-/// each insert. The cell is the one [`Cell::add_to_figure`] would make of the same facts.
+/// each insert. The cell is the one a figure would be, the facts counted in one by one.
 #[derive(Debug, Clone, Default)]
 pub struct Gathered {
     count: u64,

@@ -502,7 +502,8 @@ pub async fn figures(
             Ok(part) => part?,
             Err(failed) => match failed.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
-                Err(cancelled) => return Err(StoreError::Corrupt(cancelled.to_string())),
+                // Only a runtime shutting down cancels them.
+                Err(cancelled) => return Err(StoreError::Io(std::io::Error::other(cancelled))),
             },
         };
         for (key, cell) in part {
