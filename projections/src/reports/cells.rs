@@ -1,9 +1,9 @@
-//! The reports' rollups, pure: a [`Cell`] holds what the facts of five minutes, a UTC hour or a
-//! UTC day, one metric and one dimension key amount to, in a form that adds up across cells
+//! The reports' rollups, pure: a [`Cell`] holds what the facts of five minutes, a UTC hour, six
+//! UTC hours or a UTC day, one metric and one dimension key amount to, in a form that adds up across cells
 //! without the facts: their count, the distinct conversations and contacts (sets of their
 //! numbers, exact under any union), and each duration's count, sum and histogram ([`Values`]). A
-//! fact counts in the cells of its five minutes, hour and day for the whole tenant, and of its day
-//! for each dimension's key ([`keys_of`]); a superseded fact is taken out of them again
+//! fact counts in the cells of its five minutes, hour and day for the whole tenant, and of its six
+//! hours and day for each dimension's key ([`keys_of`]); a superseded fact is taken out of them again
 //! (docs/adr/0013).
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -22,6 +22,8 @@ pub enum Grain {
     Day,
     /// Five minutes (from a whole hour on).
     FiveMinutes,
+    /// Six hours (from 00:00, 06:00, 12:00 or 18:00 UTC on).
+    SixHours,
 }
 
 impl Grain {
@@ -31,12 +33,15 @@ impl Grain {
             Self::Hour => 0,
             Self::Day => 1,
             Self::FiveMinutes => 2,
+            Self::SixHours => 3,
         }
     }
 
     /// The grain of `code` in the table.
     pub fn of_code(code: i32) -> Option<Self> {
-        [Self::Hour, Self::Day, Self::FiveMinutes].into_iter().find(|grain| grain.code() == code)
+        [Self::Hour, Self::Day, Self::FiveMinutes, Self::SixHours]
+            .into_iter()
+            .find(|grain| grain.code() == code)
     }
 
     /// How long a cell of it is.
@@ -45,6 +50,7 @@ impl Grain {
             Self::Hour => Duration::hours(1),
             Self::Day => Duration::days(1),
             Self::FiveMinutes => Duration::minutes(5),
+            Self::SixHours => Duration::hours(6),
         }
     }
 
@@ -58,7 +64,7 @@ impl Grain {
 /// tenant, else a [`Dimension`]'s name) with its key (`""` for a fact without one).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CellKey {
-    /// Hour or day.
+    /// Five minutes, an hour, six hours or a day.
     pub grain: Grain,
     /// Its first instant.
     pub start: DateTime<Utc>,
@@ -84,14 +90,16 @@ pub const DIMENSIONS: [Dimension; 6] = [
 /// it holds and folds only the facts of the partial five minutes at either end.
 pub const TENANT_GRAINS: [Grain; 3] = [Grain::FiveMinutes, Grain::Hour, Grain::Day];
 
-/// The grains of a dimension key's cells: days only (see [`keys_of`]).
-pub const KEY_GRAINS: [Grain; 1] = [Grain::Day];
+/// The grains of a dimension key's cells, finest first: a breakdown folds the facts of at most six
+/// hours at either end of its period (see [`keys_of`]).
+pub const KEY_GRAINS: [Grain; 2] = [Grain::SixHours, Grain::Day];
 
-/// Every cell `fact` counts in: of its five minutes, hour and day for the tenant, and of its day
-/// for each dimension's key (each label's, for labels). Finer cells are kept for the tenant only:
-/// per dimension key they would be about as many as the facts themselves.
+/// Every cell `fact` counts in: of its five minutes, hour and day for the tenant, and of its six
+/// hours and day for each dimension's key (each label's, for labels). A key's cells stop at six
+/// hours: per hour they would be about as many as the facts themselves (docs/adr/0013).
 pub fn keys_of(fact: &FactRow) -> Vec<CellKey> {
-    let mut keys = Vec::with_capacity(TENANT_GRAINS.len() + DIMENSIONS.len() + fact.labels.len());
+    let mut keys =
+        Vec::with_capacity(TENANT_GRAINS.len() + KEY_GRAINS.len() * (DIMENSIONS.len() + fact.labels.len()));
     let key = |grain: Grain, dimension: &'static str, key: String| CellKey {
         grain,
         start: grain.start(fact.ended_at),
@@ -624,9 +632,9 @@ mod tests {
             superseded_at: None,
         };
         let keys = keys_of(&fact);
-        // The tenant's five minutes and hour; the day of the tenant, agent, team, inbox, channel,
-        // two labels and priority.
-        assert_eq!(keys.len(), 10);
+        // The tenant's five minutes and hour; the six hours of the agent, team, inbox, channel, two
+        // labels and priority; the day of each of those and of the tenant.
+        assert_eq!(keys.len(), 17);
         let five = keys.iter().filter(|k| k.grain == Grain::FiveMinutes).collect::<Vec<_>>();
         assert_eq!(five.len(), 1);
         assert_eq!((five[0].start, five[0].dimension), ("2026-11-23T09:40:00Z".parse().expect("a time"), ""));
@@ -636,6 +644,10 @@ mod tests {
         assert_eq!(hours.len(), 1);
         assert_eq!((hours[0].start, hours[0].dimension), (hour, ""));
         assert!(keys.iter().filter(|k| k.grain == Grain::Day).all(|k| k.start == day));
+        let six = "2026-11-23T06:00:00Z".parse::<DateTime<Utc>>().expect("a time");
+        let sixes: Vec<&CellKey> = keys.iter().filter(|k| k.grain == Grain::SixHours).collect();
+        assert_eq!(sixes.len(), 7);
+        assert!(sixes.iter().all(|k| k.start == six && !k.dimension.is_empty()));
         let labels: Vec<&str> = keys
             .iter()
             .filter(|k| k.grain == Grain::Day && k.dimension == "label")

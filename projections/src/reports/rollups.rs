@@ -1,8 +1,9 @@
 //! The reports' rollups, stored: each batch's new facts counted into their [`Cell`]s (and a
 //! superseded fact taken out) in the batch's transaction, so cells and facts always agree at the
 //! checkpoint; conversations and contacts numbered per tenant for the cells' sets; and the
-//! figures of a period read from its whole UTC days' cells, with the tenant's hours' cells and
-//! the facts of what is left at either end folded in (docs/adr/0013).
+//! figures of a period read from its whole UTC days' cells, with the finer cells (the tenant's
+//! hours and five minutes, a key's six hours) and the facts of what is left at either end folded
+//! in (docs/adr/0013).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -469,8 +470,8 @@ pub type FigureKey = (Metric, Option<String>);
 /// The figures of `tenant`'s facts of `version` (of `metrics`, every one when empty) that ended in
 /// `[since, until)`, for the whole tenant (`dimension` none) or per key of `dimension`: the whole
 /// UTC days' cells merged, with the whole hours' and five minutes' cells and the facts of the
-/// partial five minutes at either end for the tenant, or the facts of the partial days for a
-/// dimension ([`pieces`]). Each piece is read by a task of its own, so that the database reads one
+/// partial five minutes at either end for the tenant, or the whole six hours' cells and the facts
+/// of the partial six hours for a dimension ([`pieces`]). Each piece is read by a task of its own, so that the database reads one
 /// while this process merges another.
 pub async fn figures(
     store: &Store,
@@ -708,16 +709,19 @@ mod tests {
     }
 
     #[test]
-    fn with_days_only_a_period_is_whole_days_and_the_partial_days_from_the_facts() {
+    fn for_a_key_a_period_is_whole_days_then_whole_six_hours_then_the_facts() {
         let pieces = pieces(utc("2026-11-01T10:20:00Z"), utc("2026-11-04T03:05:00Z"), &KEY_GRAINS);
         assert_eq!(
             pieces.cells,
-            vec![(Grain::Day, utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z"))]
+            vec![
+                (Grain::Day, utc("2026-11-02T00:00:00Z"), utc("2026-11-04T00:00:00Z")),
+                (Grain::SixHours, utc("2026-11-01T12:00:00Z"), utc("2026-11-02T00:00:00Z")),
+            ]
         );
         assert_eq!(
             pieces.edges,
             vec![
-                (utc("2026-11-01T10:20:00Z"), utc("2026-11-02T00:00:00Z")),
+                (utc("2026-11-01T10:20:00Z"), utc("2026-11-01T12:00:00Z")),
                 (utc("2026-11-04T00:00:00Z"), utc("2026-11-04T03:05:00Z"))
             ]
         );
@@ -725,10 +729,15 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_pieces_tile_the_period_exactly(start in 0i64..10_000_000, length in 0i64..5_000_000) {
+        fn the_pieces_tile_the_period_exactly(
+            start in 0i64..10_000_000,
+            length in 0i64..5_000_000,
+            of_a_key in proptest::bool::ANY,
+        ) {
             let since = utc("2026-01-01T00:00:00Z") + chrono::Duration::seconds(start);
             let until = since + chrono::Duration::seconds(length);
-            let pieces = pieces(since, until, &TENANT_GRAINS);
+            let grains: &[Grain] = if of_a_key { &KEY_GRAINS } else { &TENANT_GRAINS };
+            let pieces = pieces(since, until, grains);
             let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
                 pieces.cells.iter().map(|(_, from, to)| (*from, *to)).chain(pieces.edges.iter().copied()).collect();
             for (grain, from, to) in &pieces.cells {
@@ -744,7 +753,7 @@ mod tests {
             }
             proptest::prop_assert_eq!(at, until.max(since));
             for (from, to) in &pieces.edges {
-                proptest::prop_assert!(*to - *from < Grain::FiveMinutes.length());
+                proptest::prop_assert!(*to - *from < grains[0].length());
             }
         }
     }

@@ -266,6 +266,18 @@ async fn facts_from_before_the_rollups_are_built_again(backend: common::Backend)
 /// read five minutes with nothing in them: the reports build again from the log; the other
 /// projections' checkpoints stay.
 async fn rollups_without_five_minute_cells_are_built_again(backend: common::Backend) {
+    rollups_from_before(backend, "20261215000029").await;
+}
+
+/// So is one whose dimension keys have no six-hour cells: its breakdowns would read six hours
+/// with nothing in them.
+async fn rollups_without_six_hour_key_cells_are_built_again(backend: common::Backend) {
+    rollups_from_before(backend, "20261216000030").await;
+}
+
+/// Rollups stored before migration `before` are emptied by it, with their numbers and the
+/// reports' checkpoints; the other projections' checkpoints stay.
+async fn rollups_from_before(backend: common::Backend, before: &str) {
     let byte = match backend {
         common::Backend::Postgres => "'\\x00'::bytea",
         common::Backend::Sqlite => "x'00'",
@@ -279,7 +291,7 @@ async fn rollups_without_five_minute_cells_are_built_again(backend: common::Back
             .to_owned(),
         "INSERT INTO checkpoints (name, position) VALUES ('projection:reports_v2', 2), ('projection:sla', 2)".to_owned(),
     ];
-    let (_dir, _database, location) = store_before(backend, "20261215000029", &rows).await;
+    let (_dir, _database, location) = store_before(backend, before, &rows).await;
 
     let store = colloquy_projections::open_store(&location).await.unwrap();
     let count = |table: &'static str| {
@@ -305,5 +317,6 @@ on_both_stores!(
     leaves_from_before_the_jobs_table_become_jobs,
     fire_jobs_move_to_the_fire_lane,
     facts_from_before_the_rollups_are_built_again,
-    rollups_without_five_minute_cells_are_built_again
+    rollups_without_five_minute_cells_are_built_again,
+    rollups_without_six_hour_key_cells_are_built_again
 );

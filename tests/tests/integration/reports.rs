@@ -346,10 +346,9 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
         }
     }
 
-    // Read from the rollups (day, hour and five-minute cells, and the facts of partial five
-    // minutes), the summary
-    // and each breakdown are the facts' fold, field for field: distinct conversations and
-    // contacts, medians and p90s included.
+    // Read from the rollups (day, six-hour, hour and five-minute cells, and the facts of what is
+    // left at the ends), the summary and each breakdown are the facts' fold, field for field:
+    // distinct conversations and contacts, medians and p90s included.
     let in_hours = format!(
         "since={}&until={}&min_position={head}",
         (started - chrono::Duration::minutes(61)).format("%Y-%m-%dT%H:%M:%SZ"),
@@ -366,7 +365,16 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
     };
     let (in_minutes, at_the_ends) =
         (around(chrono::Duration::minutes(6)), around(chrono::Duration::seconds(1)));
-    for period in [&period, &in_hours, &in_minutes, &at_the_ends] {
+    // The whole six UTC hours around the history: a breakdown reads its keys' six-hour cells.
+    let six_hours = |at: chrono::DateTime<chrono::Utc>| {
+        chrono::DurationRound::duration_trunc(at, chrono::Duration::hours(6)).unwrap()
+    };
+    let in_six_hours = format!(
+        "since={}&until={}&min_position={head}",
+        six_hours(started).format("%Y-%m-%dT%H:%M:%SZ"),
+        (six_hours(chrono::Utc::now()) + chrono::Duration::hours(6)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    for period in [&period, &in_hours, &in_six_hours, &in_minutes, &at_the_ends] {
         let rolled = server.get(&format!("/v1/reports/summary?{period}")).await;
         let folded = server.get(&format!("/v1/reports/summary?exact=true&{period}")).await;
         assert_eq!(rolled.body["metrics"], folded.body["metrics"], "the summary over {period}");
