@@ -9,6 +9,8 @@ use colloquy_domain::report::Metric;
 use colloquy_domain::TenantId;
 use colloquy_infra::{Store, StoreError};
 
+use super::figures::Dimension;
+
 /// One stored fact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactRow {
@@ -258,4 +260,86 @@ pub async fn each(
         }
     });
     Ok(())
+}
+
+/// What a rollup's end folds of a fact: its metric, conversation, contact and durations, and the
+/// keys it counts under in one dimension (one `None` for the whole tenant).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tallied {
+    /// What it measures.
+    pub metric: Metric,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its contact.
+    pub contact_id: String,
+    /// Wall-clock seconds, for a duration.
+    pub value: Option<i64>,
+    /// Business seconds, for a duration.
+    pub business_value: Option<i64>,
+    /// The keys it counts under ([`Dimension::keys`]).
+    pub keys: Vec<Option<String>>,
+}
+
+/// Every fact `filter` selects, as much of it as a fold per key of `dimension` needs: six columns
+/// where a whole fact has twenty (the end of a breakdown's period reads thousands).
+pub async fn tallied(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    filter: &Filter,
+    dimension: Option<Dimension>,
+) -> Result<Vec<Tallied>, StoreError> {
+    let column = match dimension {
+        None => "NULL",
+        Some(Dimension::Agent) => "agent_id",
+        Some(Dimension::Team) => "team_id",
+        Some(Dimension::Inbox) => "inbox_id",
+        Some(Dimension::Channel) => "channel",
+        Some(Dimension::Priority) => "priority",
+        Some(Dimension::Label) => "labels",
+    };
+    let mut binds = Vec::new();
+    let sql = format!(
+        "SELECT metric, conversation_id, contact_id, value, business_value, {column} FROM report_facts WHERE {}",
+        conditions(filter, &mut binds)
+    );
+    let tallied = colloquy_infra::on_pool!(store, |pool| {
+        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version));
+        for bind in &binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(*int),
+                Bind::Time(time) => query.bind(*time),
+            };
+        }
+        let mut rows = query.fetch(pool);
+        let mut tallied = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let metric: String = row.try_get(0)?;
+            let key: Option<String> = row.try_get(5)?;
+            let keys = match (dimension, key) {
+                (Some(Dimension::Label), Some(labels)) => {
+                    let labels: Vec<String> =
+                        serde_json::from_str(&labels).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                    if labels.is_empty() {
+                        vec![None]
+                    } else {
+                        labels.into_iter().map(Some).collect()
+                    }
+                }
+                (_, key) => vec![key],
+            };
+            tallied.push(Tallied {
+                metric: Metric::parse(&metric)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("metric {metric}").into()))?,
+                conversation_id: row.try_get(1)?,
+                contact_id: row.try_get(2)?,
+                value: row.try_get(3)?,
+                business_value: row.try_get(4)?,
+                keys,
+            });
+        }
+        tallied
+    });
+    Ok(tallied)
 }

@@ -582,35 +582,21 @@ async fn edge(
         current_only: true,
         ..Filter::default()
     };
-    let (sink, mut facts) = tokio::sync::mpsc::channel(1024);
-    let reading = query::each(store, tenant, version, &filter, sink);
-    let collecting = async {
-        let mut all = Vec::new();
-        while let Some(fact) = facts.recv().await {
-            all.push(fact);
-        }
-        all
-    };
-    let (read, edge) = tokio::join!(reading, collecting);
-    read?;
-    // Looked up once per conversation and contact, not per fact: a day's facts name a few
+    let edge = query::tallied(store, tenant, version, &filter, dimension).await?;
+    // Looked up once per conversation and contact, not per fact: six hours' facts name a few
     // thousand conversations.
     let conversations =
         numbers_of(store, tenant, version, CONVERSATION, edge.iter().map(|f| &f.conversation_id)).await?;
     let contacts = numbers_of(store, tenant, version, CONTACT, edge.iter().map(|f| &f.contact_id)).await?;
     let mut figures: BTreeMap<FigureKey, Gathered> = BTreeMap::new();
-    for fact in &edge {
+    for fact in edge {
         let counted = Counted {
             conversation: conversations.get(&fact.conversation_id).copied().unwrap_or_default(),
             contact: contacts.get(&fact.contact_id).copied().unwrap_or_default(),
             value: fact.value,
             business_value: fact.business_value,
         };
-        let keys = match dimension {
-            None => vec![None],
-            Some(dimension) => dimension.keys(fact),
-        };
-        for key in keys {
+        for key in fact.keys {
             figures.entry((fact.metric, key)).or_default().add(&counted);
         }
     }
