@@ -241,8 +241,30 @@ pub async fn each(
     filter: &Filter,
     sink: tokio::sync::mpsc::Sender<FactRow>,
 ) -> Result<(), StoreError> {
+    stream(store, tenant, version, filter, "", sink).await
+}
+
+/// As [`each`], in log order (by end position): the order the projection met them in.
+pub async fn each_in_log_order(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    filter: &Filter,
+    sink: tokio::sync::mpsc::Sender<FactRow>,
+) -> Result<(), StoreError> {
+    stream(store, tenant, version, filter, " ORDER BY end_position, metric", sink).await
+}
+
+async fn stream(
+    store: &Store,
+    tenant: &TenantId,
+    version: u32,
+    filter: &Filter,
+    order: &str,
+    sink: tokio::sync::mpsc::Sender<FactRow>,
+) -> Result<(), StoreError> {
     let mut binds = Vec::new();
-    let sql = format!("SELECT {COLUMNS} FROM report_facts WHERE {}", conditions(filter, &mut binds));
+    let sql = format!("SELECT {COLUMNS} FROM report_facts WHERE {}{order}", conditions(filter, &mut binds));
     colloquy_infra::on_pool!(store, |pool| {
         let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version));
         for bind in &binds {

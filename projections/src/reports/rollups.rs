@@ -343,12 +343,13 @@ async fn write_cells(
 }
 
 /// Counts every current fact of `tenant`'s definition `version` into fresh cells, numbering its
-/// conversations and contacts afresh: what the projection's batches would have written, for facts
-/// stored without them (the load benchmark fills `report_facts` with SQL). How many facts.
+/// conversations and contacts afresh in log order: what the projection's batches would have
+/// written, for facts stored without them (the load benchmark fills `report_facts` with SQL). How
+/// many facts.
 pub async fn recount(store: &Store, tenant: &TenantId, version: u32) -> Result<u64, ProjectionError> {
     let filter = Filter { current_only: true, ..Filter::default() };
     let (sink, mut facts) = tokio::sync::mpsc::channel(4096);
-    let reading = query::each(store, tenant, version, &filter, sink);
+    let reading = query::each_in_log_order(store, tenant, version, &filter, sink);
     let counting = async {
         let mut numbers: [HashMap<String, u32>; 2] = [HashMap::new(), HashMap::new()];
         let mut cells: HashMap<(String, CellKey), Cell> = HashMap::new();

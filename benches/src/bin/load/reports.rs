@@ -22,6 +22,9 @@ use super::{load, ms, open_conversations, Server};
 /// Fills `report_facts` (definition 1, the bench token's tenant) for `conversations`
 /// conversations with SQL: per conversation an opening, three messages each way, a first
 /// response, two reply times, a requester wait and three resolution facts, over the last year.
+/// Conversations open in the order of their numbers (give or take ten minutes), so their facts'
+/// positions, and the rows' order on disk, follow time as the log's do: the projection writes
+/// facts, and numbers conversations and contacts, in log order.
 const FILL: &str = r#"
 INSERT INTO report_facts (tenant_id, version, end_position, metric, kind, conversation_id, contact_id,
                           value, business_value, started_at, ended_at, start_position, agent_id,
@@ -37,7 +40,8 @@ SELECT 'default', 1, c.i * 100 + m.j, m.metric, m.kind,
        (ARRAY['whatsapp', 'email', 'chat', 'sms', 'instagram', 'phone'])[1 + c.i % 6],
        (ARRAY['low', 'medium', 'high', 'urgent'])[1 + c.i % 4],
        '["label-' || c.i % 30 || '"]', false, c.i % 5 = 0, NULL
-  FROM (SELECT i, now() - random() * interval '365 days' AS opened_at
+  FROM (SELECT i, now() - interval '2 hours' - (1 - i::float8 / $3) * interval '365 days'
+                - random() * interval '10 minutes' AS opened_at
           FROM generate_series($1::bigint, $2::bigint) AS i) AS c
  CROSS JOIN (VALUES (0, 'conversation_opened', NULL, false), (1, 'incoming_message', 'customer', false),
                     (2, 'outgoing_message', 'user', false), (3, 'first_response', NULL, true),
@@ -65,6 +69,7 @@ async fn fill(database_url: &str, conversations: u64) -> anyhow::Result<()> {
         sqlx::query(FILL)
             .bind(first as i64)
             .bind(last as i64)
+            .bind(conversations as f64)
             .execute(&mut connection)
             .await
             .context("filling report_facts")?;
