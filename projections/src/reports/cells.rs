@@ -231,25 +231,44 @@ impl Values {
         }
     }
 
-    /// `all` merged in one pass: the same as merging them one by one into a new figure's, since
-    /// a figure turns into a histogram exactly when its distinct values pass `exact` (they only
-    /// grow) or when it takes one in, whatever the order.
+    /// `all` merged at once: the same as merging them one by one into a new figure's, since a
+    /// figure turns into a histogram exactly when its distinct values pass `exact` (they only
+    /// grow) or when it takes one in, whatever the order. Each one's values are a sorted run;
+    /// the runs merge pairwise, round by round (a profile of the breakdowns found sorting them
+    /// all together costing a sixth of a breakdown).
     fn merged<'a>(all: impl Iterator<Item = &'a Self> + Clone, exact: usize) -> Self {
         let bucketed = all.clone().any(|values| !values.exact && !values.counts.is_empty());
         let mut out = Self::new();
-        let mut entries = Vec::new();
+        let mut runs: Vec<Vec<(i64, u64)>> = Vec::new();
         for values in all {
             out.count += values.count;
             out.sum += values.sum;
-            let rebucket = bucketed && values.exact;
-            entries.extend(
-                values.counts.iter().map(|&(key, count)| (if rebucket { bucket(key) } else { key }, count)),
-            );
+            if values.counts.is_empty() {
+                continue;
+            }
+            runs.push(if bucketed && values.exact {
+                // Bucketing keeps the order, equal buckets side by side.
+                let rebucketed = values.counts.iter().map(|&(key, count)| (bucket(key), count));
+                merged(std::iter::empty(), rebucketed, values.counts.len())
+            } else {
+                values.counts.clone()
+            });
         }
-        // Sorted runs, one per cell: the stable sort finds them and merges them (a profile of the
-        // breakdowns found the unstable one sorting them from scratch).
-        entries.sort_by_key(|&(key, _)| key);
-        out.counts = merged(std::iter::empty(), entries.into_iter(), 0);
+        while runs.len() > 1 {
+            let mut round = Vec::with_capacity(runs.len().div_ceil(2));
+            let mut pairs = runs.into_iter();
+            while let Some(ours) = pairs.next() {
+                round.push(match pairs.next() {
+                    Some(theirs) => {
+                        let extra = theirs.len();
+                        merged(ours.into_iter(), theirs.into_iter(), extra)
+                    }
+                    None => ours,
+                });
+            }
+            runs = round;
+        }
+        out.counts = runs.pop().unwrap_or_default();
         out.exact = !bucketed;
         out.bound(exact);
         out

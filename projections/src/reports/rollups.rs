@@ -469,6 +469,24 @@ fn split(since: DateTime<Utc>, until: DateTime<Utc>, grains: &[Grain], pieces: &
     split(last, until, finer, pieces);
 }
 
+/// The most days of cells one task reads: a 30-day period's in four tasks.
+const DAYS_PER_TASK: i32 = 8;
+
+/// `cells` as tasks read them: a long run of days cut into runs of [`DAYS_PER_TASK`], so both
+/// cores decode and merge them.
+fn in_tasks(cells: Vec<(Grain, DateTime<Utc>, DateTime<Utc>)>) -> Vec<(Grain, DateTime<Utc>, DateTime<Utc>)> {
+    let per_task = Grain::Day.length() * DAYS_PER_TASK;
+    cells
+        .into_iter()
+        .flat_map(|(grain, from, to)| {
+            let step = if grain == Grain::Day { per_task } else { to - from };
+            std::iter::successors(Some(from), move |at| Some(*at + step))
+                .take_while(move |at| *at < to)
+                .map(move |at| (grain, at, (at + step).min(to)))
+        })
+        .collect()
+}
+
 /// A key of a report read from the cells: the metric and the dimension's key (`None` for a fact
 /// without one, and for the whole tenant).
 pub type FigureKey = (Metric, Option<String>);
@@ -490,9 +508,10 @@ pub async fn figures(
 ) -> Result<BTreeMap<FigureKey, Cell>, StoreError> {
     let grains: &[Grain] = if dimension.is_none() { &TENANT_GRAINS } else { &KEY_GRAINS };
     let pieces = pieces(since, until, grains);
+    let runs = in_tasks(pieces.cells);
     // A set of tasks: a request given up (its client gone) aborts them as it drops the set.
     let mut parts = tokio::task::JoinSet::new();
-    for (grain, from, to) in pieces.cells {
+    for (grain, from, to) in runs {
         let (store, tenant, metrics) = (store.clone(), tenant.clone(), metrics.to_vec());
         parts.spawn(
             async move { cells(&store, &tenant, version, dimension, &metrics, grain, (from, to)).await },
@@ -731,11 +750,13 @@ mod tests {
             let until = since + chrono::Duration::seconds(length);
             let grains: &[Grain] = if of_a_key { &KEY_GRAINS } else { &TENANT_GRAINS };
             let pieces = pieces(since, until, grains);
+            let tasks = in_tasks(pieces.cells.clone());
             let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
-                pieces.cells.iter().map(|(_, from, to)| (*from, *to)).chain(pieces.edges.iter().copied()).collect();
-            for (grain, from, to) in &pieces.cells {
+                tasks.iter().map(|(_, from, to)| (*from, *to)).chain(pieces.edges.iter().copied()).collect();
+            for (grain, from, to) in &tasks {
                 proptest::prop_assert_eq!(grain.start(*from), *from);
                 proptest::prop_assert_eq!(grain.start(*to), *to);
+                proptest::prop_assert!(*grain != Grain::Day || *to - *from <= Grain::Day.length() * DAYS_PER_TASK);
             }
             spans.sort();
             let mut at = since;
