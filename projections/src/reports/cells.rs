@@ -1,10 +1,10 @@
 //! The reports' rollups, pure: a [`Cell`] holds what the facts of five minutes, a UTC hour, six
-//! UTC hours or a UTC day, one metric and one dimension key amount to, in a form that adds up across cells
-//! without the facts: their count, the distinct conversations and contacts (sets of their
-//! numbers, exact under any union), and each duration's count, sum and histogram ([`Values`]). A
-//! fact counts in the cells of its five minutes, hour and day for the whole tenant, and of its six
-//! hours and day for each dimension's key ([`keys_of`]); a superseded fact is taken out of them again
-//! (docs/adr/0013).
+//! UTC hours or a UTC day, one metric and one dimension key amount to, in a form that adds up
+//! across cells without the facts: their count, the distinct conversations and contacts (sets of
+//! their numbers, exact under any union), and each duration's count, sum and histogram
+//! ([`Values`]). A fact counts in the cells of its five minutes, hour and day for the whole
+//! tenant, and of its six hours and day for each dimension's key ([`keys_of`]); a superseded fact
+//! is taken out of them again (docs/adr/0013).
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use roaring::{MultiOps, RoaringBitmap};

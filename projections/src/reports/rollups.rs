@@ -495,8 +495,9 @@ pub type FigureKey = (Metric, Option<String>);
 /// `[since, until)`, for the whole tenant (`dimension` none) or per key of `dimension`: the whole
 /// UTC days' cells merged, with the whole hours' and five minutes' cells and the facts of the
 /// partial five minutes at either end for the tenant, or the whole six hours' cells and the facts
-/// of the partial six hours for a dimension ([`pieces`]). Each piece is read by a task of its own, so that the database reads one
-/// while this process merges another.
+/// of the partial six hours for a dimension ([`pieces`]). Each piece (and each run of
+/// [`DAYS_PER_TASK`] days) is read by a task of its own, so that the database reads one while this
+/// process merges others.
 pub async fn figures(
     store: &Store,
     tenant: &TenantId,
