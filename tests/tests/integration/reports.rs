@@ -378,6 +378,16 @@ async fn every_report_agrees_with_the_others_and_with_a_recount_of_the_raw_event
         let rolled = server.get(&format!("/v1/reports/summary?{period}")).await;
         let folded = server.get(&format!("/v1/reports/summary?exact=true&{period}")).await;
         assert_eq!(rolled.body["metrics"], folded.body["metrics"], "the summary over {period}");
+        for metric in ["incoming_message", "first_response", "full_resolution"] {
+            // A half-hour zone: its local hours start at half past, in five minutes' cells.
+            let series =
+                format!("/v1/reports/timeseries?metric={metric}&group_by=hour&tz=Asia/Kolkata&{period}");
+            let rolled = server.get(&series).await;
+            let folded = server.get(&format!("{series}&exact=true")).await;
+            assert_eq!(rolled.status, StatusCode::OK, "{:?}", rolled.body);
+            assert_eq!(rolled.body["data"], folded.body["data"], "{metric} by hour over {period}");
+            assert_eq!(rolled.body["total"], folded.body["total"], "{metric}'s total over {period}");
+        }
         for dimension in ["agent", "team", "inbox", "channel", "label", "priority"] {
             let rolled = server.get(&format!("/v1/reports/by/{dimension}?{period}")).await;
             let folded = server.get(&format!("/v1/reports/by/{dimension}?exact=true&{period}")).await;

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use colloquy_domain::conversation::Status;
@@ -18,7 +19,7 @@ use colloquy_projections::conversation_list;
 use colloquy_projections::reports::conversations::{ConversationRow, ConversationRows};
 use colloquy_projections::reports::figures::{self, Bucket, Dimension, Durations, Figure, Tally};
 use colloquy_projections::reports::query::{self, FactRow, Filter};
-use colloquy_projections::reports::rollups;
+use colloquy_projections::reports::{cells, rollups};
 
 use super::{csv_line, csv_response, facts_link, metrics, report_query, wants_csv, Scope, SCOPE};
 use crate::extract::{require, Auth, Path, Query};
@@ -27,6 +28,9 @@ use crate::state::AppState;
 
 /// Most buckets one time series answers.
 pub const MAX_BUCKETS: usize = 1000;
+
+/// How many of a time series' buckets are read from the rollups at once.
+const BUCKETS_AT_ONCE: usize = 8;
 
 /// Feeds every fact `filter` selects to `each`, as the store reads them (memory stays flat).
 async fn each_fact(
@@ -319,6 +323,9 @@ report_query! {
         /// The buckets: `hour`, `day` (default), `week` (from Monday) or `month`, local to `tz`.
         #[param(value_type = Option<BucketName>, inline)]
         group_by: Option<String>,
+        /// Fold every fact of the period instead of reading each bucket from the rollups: slower
+        /// over a long period, with median and p90 always values at their rank.
+        exact: Option<bool>,
     }
 }
 
@@ -367,7 +374,7 @@ pub struct Timeseries {
     summary = "A metric's time series",
     description = "One metric per hour, day, week or month of the period, in the time zone `tz` (a day is a local day, \
         23 or 25 hours long across a DST change), with the period's total. At most 1,000 buckets: a longer period is answered up to its 1,000th bucket, \
-        with `next_since` to continue from.",
+        with `next_since` to continue from. Each bucket is read from the rollups as a summary's period is (`exact=true` folds the facts).",
     params(TimeseriesQuery),
     responses((status = 200, description = "The series.", content((Timeseries = "application/json"), (String = "text/csv"))), (status = 404, response = crate::openapi::NotFound))
 )]
@@ -395,24 +402,51 @@ pub async fn timeseries(
     let until = next_since.unwrap_or(scope.until);
     let as_of = scope.as_of(&state, query.min_position).await?;
     let filter = Filter { metrics: vec![metric], until: Some(until), ..scope.filter.clone() };
-    let zone = scope.zone;
-    let mut tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
-        let start = figures::bucket_start(row.ended_at, bucket, zone);
-        vec![Some(start), None]
-    })
-    .await?;
-    let total = figure_of(tallies.remove(&None), scope.version, &filter, metric);
-    let data: Vec<Point> = starts
+    // Each bucket's span: the first starts at `since` at the earliest, the last ends at `until`.
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = starts
         .iter()
         .enumerate()
         .map(|(index, start)| {
-            let end = starts.get(index + 1).copied().unwrap_or(until).min(until);
-            let bucket_filter =
-                Filter { since: Some((*start).max(scope.since)), until: Some(end), ..filter.clone() };
-            Point {
-                start: *start,
-                figure: figure_of(tallies.remove(&Some(*start)), scope.version, &bucket_filter, metric),
+            ((*start).max(scope.since), starts.get(index + 1).copied().unwrap_or(until).min(until))
+        })
+        .collect();
+    let (mut figures, total): (Vec<Option<Figure>>, Option<Figure>) = if from_rollups(&filter, query.exact) {
+        let (store, tenant, version) = (state.store(), &principal.tenant, scope.version);
+        // Each bucket read as a summary's period is; the total is their cells merged, so the
+        // buckets add up to it.
+        let cells: Vec<Option<cells::Cell>> = futures::stream::iter(spans.iter().copied())
+            .map(|(from, to)| async move {
+                let mut cells = rollups::figures(store, tenant, version, None, &[metric], from, to).await?;
+                Ok::<_, colloquy_infra::StoreError>(cells.remove(&(metric, None)))
+            })
+            .buffered(BUCKETS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let mut whole: Option<cells::Cell> = None;
+        for cell in cells.iter().flatten() {
+            match &mut whole {
+                Some(whole) => whole.merge(cell),
+                None => whole = Some(cell.clone()),
             }
+        }
+        (cells.iter().map(|cell| cell.as_ref().map(cells::Cell::figure)).collect(), whole.map(|c| c.figure()))
+    } else {
+        let zone = scope.zone;
+        let mut tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
+            vec![Some(figures::bucket_start(row.ended_at, bucket, zone)), None]
+        })
+        .await?;
+        let buckets = starts.iter().map(|start| tallies.remove(&Some(*start)).map(Tally::figure)).collect();
+        (buckets, tallies.remove(&None).map(Tally::figure))
+    };
+    let total = from_figure(total, scope.version, &filter, metric);
+    let data: Vec<Point> = starts
+        .iter()
+        .zip(&spans)
+        .zip(figures.drain(..))
+        .map(|((start, (from, to)), figure)| {
+            let bucket_filter = Filter { since: Some(*from), until: Some(*to), ..filter.clone() };
+            Point { start: *start, figure: from_figure(figure, scope.version, &bucket_filter, metric) }
         })
         .collect();
     if wants_csv(&headers) {
