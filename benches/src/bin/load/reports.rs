@@ -220,7 +220,7 @@ async fn filled(
     let (warmup, samples) = if quick { (3, 20) } else { (2, 20) };
     let folding = |path: &str| {
         let folds = path.contains("exact=true")
-            || ["/timeseries", "/first-response-distribution", "/inbox-labels"]
+            || ["/first-response-distribution", "/inbox-labels"]
                 .iter()
                 .any(|p| path.contains(p));
         if folds && conversations >= 500_000 && !quick {
