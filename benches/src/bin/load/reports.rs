@@ -220,9 +220,7 @@ async fn filled(
     let (warmup, samples) = if quick { (3, 20) } else { (2, 20) };
     let folding = |path: &str| {
         let folds = path.contains("exact=true")
-            || ["/first-response-distribution", "/inbox-labels"]
-                .iter()
-                .any(|p| path.contains(p));
+            || ["/first-response-distribution", "/inbox-labels"].iter().any(|p| path.contains(p));
         if folds && conversations >= 500_000 && !quick {
             (1, 5)
         } else {
