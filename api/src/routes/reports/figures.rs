@@ -410,26 +410,22 @@ pub async fn timeseries(
             ((*start).max(scope.since), starts.get(index + 1).copied().unwrap_or(until).min(until))
         })
         .collect();
-    let (mut figures, total): (Vec<Option<Figure>>, Option<Figure>) = if from_rollups(&filter, query.exact) {
+    let (bucket_figures, total): (Vec<Option<Figure>>, Option<Figure>) = if from_rollups(&filter, query.exact)
+    {
         let (store, tenant, version) = (state.store(), &principal.tenant, scope.version);
         // Each bucket read as a summary's period is; the total is their cells merged, so the
         // buckets add up to it.
-        let cells: Vec<Option<cells::Cell>> = futures::stream::iter(spans.iter().copied())
+        let read: Vec<Option<cells::Cell>> = futures::stream::iter(spans.iter().copied())
             .map(|(from, to)| async move {
-                let mut cells = rollups::figures(store, tenant, version, None, &[metric], from, to).await?;
-                Ok::<_, colloquy_infra::StoreError>(cells.remove(&(metric, None)))
+                let mut read = rollups::figures(store, tenant, version, None, &[metric], from, to).await?;
+                Ok::<_, colloquy_infra::StoreError>(read.remove(&(metric, None)))
             })
             .buffered(BUCKETS_AT_ONCE)
             .try_collect()
             .await?;
-        let mut whole: Option<cells::Cell> = None;
-        for cell in cells.iter().flatten() {
-            match &mut whole {
-                Some(whole) => whole.merge(cell),
-                None => whole = Some(cell.clone()),
-            }
-        }
-        (cells.iter().map(|cell| cell.as_ref().map(cells::Cell::figure)).collect(), whole.map(|c| c.figure()))
+        let whole = cells::Cell::merged(read.iter().flatten().cloned().collect());
+        let total = (!whole.is_empty()).then(|| whole.figure());
+        (read.iter().map(|cell| cell.as_ref().map(cells::Cell::figure)).collect(), total)
     } else {
         let zone = scope.zone;
         let mut tallies = fold(&state, &principal.tenant, scope.version, &filter, |row| {
@@ -443,7 +439,7 @@ pub async fn timeseries(
     let data: Vec<Point> = starts
         .iter()
         .zip(&spans)
-        .zip(figures.drain(..))
+        .zip(bucket_figures)
         .map(|((start, (from, to)), figure)| {
             let bucket_filter = Filter { since: Some(*from), until: Some(*to), ..filter.clone() };
             Point { start: *start, figure: from_figure(figure, scope.version, &bucket_filter, metric) }
