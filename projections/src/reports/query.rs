@@ -95,6 +95,22 @@ enum Bind {
     Time(DateTime<Utc>),
 }
 
+/// `query` with its tenant, version and `binds` bound in order (a macro: each store's query is a
+/// type of its own).
+macro_rules! bound {
+    ($query:expr, $tenant:expr, $version:expr, $binds:expr) => {{
+        let mut query = $query.bind($tenant.as_str()).bind(i64::from($version));
+        for bind in $binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(*int),
+                Bind::Time(time) => query.bind(*time),
+            };
+        }
+        query
+    }};
+}
+
 /// `filter`'s conditions, after `tenant_id = $1 AND version = $2`, with their bindings.
 fn conditions(filter: &Filter, binds: &mut Vec<Bind>) -> String {
     let mut sql = String::from("tenant_id = $1 AND version = $2");
@@ -217,14 +233,7 @@ pub async fn facts(
     sql.push_str(&format!(" ORDER BY end_position, metric LIMIT ${}", binds.len() + 3));
     binds.push(Bind::Int(limit));
     let rows = colloquy_infra::on_pool!(store, |pool| {
-        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version));
-        for bind in &binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(*int),
-                Bind::Time(time) => query.bind(*time),
-            };
-        }
+        let query = bound!(sqlx::query(&sql), tenant, version, &binds);
         let rows = query.fetch_all(pool).await?;
         rows.iter().map(fact_row).collect::<Result<Vec<_>, _>>()?
     });
@@ -266,14 +275,7 @@ async fn stream(
     let mut binds = Vec::new();
     let sql = format!("SELECT {COLUMNS} FROM report_facts WHERE {}{order}", conditions(filter, &mut binds));
     colloquy_infra::on_pool!(store, |pool| {
-        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version));
-        for bind in &binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(*int),
-                Bind::Time(time) => query.bind(*time),
-            };
-        }
+        let query = bound!(sqlx::query(&sql), tenant, version, &binds);
         let mut rows = query.fetch(pool);
         while let Some(row) = rows.try_next().await? {
             if sink.send(fact_row(&row)?).await.is_err() {
@@ -326,14 +328,7 @@ pub async fn tallied(
         conditions(filter, &mut binds)
     );
     let tallied = colloquy_infra::on_pool!(store, |pool| {
-        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version));
-        for bind in &binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(*int),
-                Bind::Time(time) => query.bind(*time),
-            };
-        }
+        let query = bound!(sqlx::query(&sql), tenant, version, &binds);
         let mut rows = query.fetch(pool);
         let mut tallied = Vec::new();
         while let Some(row) = rows.try_next().await? {
