@@ -210,9 +210,16 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
         _ => None,
     };
     let bus = EventBus::new();
+    // Whether this process's timers fire late, which its background projections (the reports')
+    // defer to (docs/adr/0014).
+    let deadlines = colloquy_projections::deadlines::Deadlines::default();
     let projectors: Vec<Projector> = colloquy_projections::all()
         .into_iter()
-        .map(|p| Projector::new(log.clone(), p).with_linger(config.projection_linger()))
+        .map(|p| {
+            Projector::new(log.clone(), p)
+                .with_linger(config.projection_linger())
+                .with_deadlines(deadlines.clone())
+        })
         .collect();
     for name in &config.skip_projections {
         if !projectors.iter().any(|p| p.name() == name) {
@@ -296,10 +303,11 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
             };
             let (process_store, recorded) = (store.clone(), projector.watch_applied());
             let name = processes.iter().map(|p| p.name()).collect::<Vec<_>>().join("+");
+            let deadlines = deadlines.clone();
             workers.push(supervise(format!("process {name}"), stop.subscribe(), move |stop| {
                 let (store, processes, recorded) =
                     (process_store.clone(), processes.clone(), recorded.clone());
-                colloquy_projections::processes::run(store, processes, recorded, stop)
+                colloquy_projections::processes::run(store, processes, recorded, stop, deadlines.clone())
             }));
         }
     }

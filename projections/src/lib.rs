@@ -3,6 +3,7 @@
 //! read model lives here rather than in infra).
 
 pub mod conversation_list;
+pub mod deadlines;
 pub mod deferred;
 pub mod failure;
 pub mod group_conversations;

@@ -6,7 +6,7 @@
 //!   commits with the checkpoint, exactly once per event, in log order.
 //! - The **actor half** is a [`Process`], which [`run`] hands each job that is due, oldest
 //!   first (a round's jobs a few at a time; the processes of one projection half are lanes of
-//!   one runner, a round taking the first lane's due jobs first), with an [`Origin`] whose
+//!   one runner, a round taking each lane's due jobs at that lane's [`Pace`]), with an [`Origin`] whose
 //!   causation id is the job's event and whose correlation id is that event's. On PostgreSQL a
 //!   round first claims its jobs for a while ([`CLAIM`]), so that processes running one process
 //!   manager side by side each take other jobs. A job acted on is marked done; one that fails is
@@ -35,6 +35,7 @@ use uuid::Uuid;
 use colloquy_domain::{Actor, ActorKind, TenantId};
 use colloquy_infra::{on_tx, Durability, File, Origin, Store, StoreError, StoredEvent, Tx};
 
+use crate::deadlines::Deadlines;
 use crate::rows;
 use crate::runtime::ProjectionError;
 
@@ -44,11 +45,32 @@ pub const JOBS_TABLE: &str = "process_jobs";
 /// The least time between two looks of [`run`] woken by its projection half.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Jobs taken per look.
+/// Jobs of a lane taken per look, unless the process says ([`Pace`]).
 const JOBS_PER_ROUND: i64 = 50;
 
-/// Jobs of one round acted on at once: their commands' appends share the store's group commits.
+/// Jobs of a lane's round acted on at once, unless the process says ([`Pace`]): their commands'
+/// appends share the store's group commits.
 const ACTS_AT_ONCE: usize = 16;
+
+/// How many of a lane's jobs a round takes, and how many of them it acts on at once. A round
+/// acts on every lane's jobs together, each lane at its own pace, and ends when all have ended;
+/// behind a lane that filled its round, a later lane takes only one wave (`at_once`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Jobs taken per round.
+    pub jobs_per_round: i64,
+    /// Of those, acted on at once.
+    pub at_once: usize,
+    /// Whether its jobs are deadlines (timers): a round of them acted on late holds back the
+    /// process's background projections ([`Deadlines`]).
+    pub deadlines: bool,
+}
+
+impl Pace {
+    /// Most processes' pace: acts that send a command or two each.
+    pub const DEFAULT: Pace =
+        Pace { jobs_per_round: JOBS_PER_ROUND, at_once: ACTS_AT_ONCE, deadlines: false };
+}
 
 /// Jobs acted on whose marks are not written yet, past which a round waits for them.
 const MOST_UNSETTLED: usize = 1_000;
@@ -275,6 +297,8 @@ pub struct Job {
     pub attempts: i32,
     /// The position of the event that last set it: a timer set again meanwhile is not settled.
     position: i64,
+    /// When it fell due, in Unix milliseconds.
+    due_at: i64,
     correlation_id: Option<String>,
     causation_id: Option<String>,
 }
@@ -305,6 +329,11 @@ pub trait Process: Send + Sync + 'static {
     /// The id of the system actor its commands are recorded as (its name unless it says).
     fn actor_id(&self) -> &'static str {
         self.name()
+    }
+
+    /// How many of its jobs a round takes and acts on at once ([`Pace::DEFAULT`] unless it says).
+    fn pace(&self) -> Pace {
+        Pace::DEFAULT
     }
 
     /// Does `job`, sending its commands with `origin`. Idempotent: a job may be acted on again
@@ -404,7 +433,7 @@ async fn claim_rows(
 fn jobs_of(process: &'static str, rows: Vec<ClaimedRow>) -> Result<Vec<Job>, StoreError> {
     let mut jobs = rows
         .into_iter()
-        .map(|(id, tenant, job, attempts, position, correlation_id, causation_id)| {
+        .map(|(id, tenant, job, attempts, position, due_at, correlation_id, causation_id)| {
             let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{process} job {id}: {e}"));
             Ok(Job {
                 process,
@@ -412,6 +441,7 @@ fn jobs_of(process: &'static str, rows: Vec<ClaimedRow>) -> Result<Vec<Job>, Sto
                 job: serde_json::from_str(&job).map_err(|e| corrupt(&e))?,
                 attempts,
                 position,
+                due_at,
                 correlation_id,
                 causation_id,
                 id,
@@ -423,7 +453,7 @@ fn jobs_of(process: &'static str, rows: Vec<ClaimedRow>) -> Result<Vec<Job>, Sto
     Ok(jobs)
 }
 
-type ClaimedRow = (String, String, String, i32, i64, Option<String>, Option<String>);
+type ClaimedRow = (String, String, String, i32, i64, i64, Option<String>, Option<String>);
 
 /// A claimed job's columns, in either dialect.
 fn claimed<R: Row>(row: R) -> Result<ClaimedRow, sqlx::Error>
@@ -440,6 +470,7 @@ where
         row.try_get("job")?,
         row.try_get("attempts")?,
         row.try_get("position")?,
+        row.try_get("due_at")?,
         row.try_get("correlation_id")?,
         row.try_get("causation_id")?,
     ))
@@ -649,17 +680,20 @@ async fn act(process: Arc<dyn Process>, job: Job) -> (Job, Result<(), ActError>)
 }
 
 /// Acts on the jobs of `lanes` (the processes of one projection half) as they fall due, until
-/// `stop`: a round takes the due jobs of the first lane, then fills up with the next's, so that
-/// an earlier lane's jobs (a timer's deadline) never wait behind a later one's backlog (the
-/// events its clocks have still to see). It sleeps until the earliest pending job is due, or
+/// `stop`: a round takes each lane's due jobs, as many as its [`Pace`] says, the first lane's
+/// first, and acts on each lane's at that lane's pace, so that an earlier lane's jobs (a timer's
+/// deadline) never wait behind a later one's backlog (the events its clocks have still to see);
+/// behind a full round of an earlier lane, a later lane still takes one wave of jobs, so it
+/// never starves. It sleeps until the earliest pending job is due, or
 /// until `recorded` moves (the projection half's checkpoint: it may have recorded jobs), at most
 /// [`POLL`] apart, and at the longest [`LONGEST_SLEEP`]. Marks are written by a task of their own
-/// while the next rounds act.
+/// while the next rounds act. A deadline lane's round acted on late is noted in `deadlines`.
 pub async fn run(
     store: Store,
     lanes: Vec<Arc<dyn Process>>,
     mut recorded: watch::Receiver<i64>,
     mut stop: watch::Receiver<bool>,
+    deadlines: Deadlines,
 ) -> Result<(), ProjectionError> {
     let name = lanes.iter().map(|lane| lane.name()).collect::<Vec<_>>().join("+");
     let unsettled = Unsettled::default();
@@ -676,20 +710,32 @@ pub async fn run(
             continue;
         }
         let now = Utc::now();
-        let mut jobs = Vec::new();
-        for (index, lane) in lanes.iter().enumerate() {
-            let room = JOBS_PER_ROUND - i64::try_from(jobs.len()).unwrap_or(JOBS_PER_ROUND);
-            if room > 0 {
-                let claimed = claim(&store, lane.name(), room, now, &unsettled).await?;
-                jobs.extend(claimed.into_iter().map(|job| (index, job)));
+        // Each lane's due jobs, up to its pace, the first lane first: behind a lane that filled
+        // its round (a backlog of deadlines), a later lane takes one wave (its `at_once`), so it
+        // never starves; a lane that filled its share may have more due.
+        let mut jobs = Vec::with_capacity(lanes.len());
+        let mut full = false;
+        for lane in &lanes {
+            let pace = lane.pace();
+            let wave = i64::try_from(pace.at_once).unwrap_or(i64::MAX);
+            let room = if full { wave.min(pace.jobs_per_round) } else { pace.jobs_per_round };
+            let claimed = claim(&store, lane.name(), room, now, &unsettled).await?;
+            full |= i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= room;
+            let earliest = claimed.iter().map(|job| job.due_at).min();
+            if let Some(due) = earliest.filter(|_| pace.deadlines).and_then(DateTime::from_timestamp_millis) {
+                deadlines.note(due, now);
             }
+            jobs.push(claimed);
         }
-        let acted = jobs.len();
-        // A round's jobs are acted on together, a few at a time, the first lane's first: each is
-        // another job id, and two on one aggregate queue on its slot in the repository.
-        let mut acts = futures::stream::iter(jobs)
-            .map(|(lane, job)| act(Arc::clone(&lanes[lane]), job))
-            .buffer_unordered(ACTS_AT_ONCE);
+        // A round's jobs are acted on together, each lane's a few at a time at its own pace (a
+        // light lane's acts never queue behind a heavy lane's): each is another job id, and two
+        // on one aggregate queue on its slot in the repository.
+        let acted: usize = jobs.iter().map(Vec::len).sum();
+        let mut acts = futures::stream::select_all(lanes.iter().zip(jobs).map(|(lane, jobs)| {
+            let lane = Arc::clone(lane);
+            let at_once = lane.pace().at_once;
+            futures::stream::iter(jobs).map(move |job| act(Arc::clone(&lane), job)).buffer_unordered(at_once)
+        }));
         let mut outcomes = Vec::with_capacity(acted);
         while let Some((job, outcome)) = acts.next().await {
             let failure = outcome.err().map(|error| {
@@ -708,7 +754,7 @@ pub async fn run(
                 ))));
             }
         }
-        if acted as i64 == JOBS_PER_ROUND {
+        if full {
             continue;
         }
         let mut soonest = None;

@@ -17,7 +17,7 @@ use colloquy_domain::conversation::Status;
 use colloquy_domain::{Conversation, ConversationCommand, ConversationError, ConversationEvent};
 use colloquy_infra::{CommandError, Intent, Origin, Repository, StoredEvent};
 
-use crate::processes::{self, ActError, Job, NewJob, Process};
+use crate::processes::{self, ActError, Job, NewJob, Pace, Process};
 use crate::runtime::{Projection, ProjectionError, Tx};
 
 /// The projection's (and its checkpoint's, and its jobs') name.
@@ -98,6 +98,11 @@ impl Process for SnoozeWaker {
 
     fn actor_id(&self) -> &'static str {
         WAKER_ACTOR
+    }
+
+    /// Snooze wake-ups are timers: one acted on late holds back background projections.
+    fn pace(&self) -> Pace {
+        Pace { deadlines: true, ..Pace::DEFAULT }
     }
 
     async fn act(&self, job: &Job, origin: &Origin) -> Result<(), ActError> {

@@ -72,6 +72,11 @@ impl Projection for Reports {
         self.name
     }
 
+    /// Analytics: while the process's timers fire late, reports wait (docs/adr/0014).
+    fn defers_to_deadlines(&self) -> bool {
+        true
+    }
+
     fn handles(&self, event: &StoredEvent) -> bool {
         match event.aggregate_type.as_str() {
             "conversation" => true,

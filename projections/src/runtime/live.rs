@@ -33,6 +33,7 @@ impl Projector {
                     if linger > Duration::ZERO {
                         tokio::time::sleep(linger).await;
                     }
+                    self.defer_to_deadlines().await;
                     let mut batch = vec![(*event).clone()];
                     while batch.len() < 1000 {
                         match events.try_recv() {
@@ -69,6 +70,7 @@ impl Projector {
     pub async fn run_polling(&self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         let mut head = self.log.watch_head();
         loop {
+            self.defer_to_deadlines().await;
             self.catch_up().await?;
             self.failures.recovered();
             tokio::select! {

@@ -133,6 +133,13 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies events, in log order, inside `tx`.
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError>;
 
+    /// Whether it is background work that holds back its live batches while the process's
+    /// timers fire late ([`crate::deadlines`]): analytics, not what an agent or a timer reads
+    /// (false by default).
+    fn defers_to_deadlines(&self) -> bool {
+        false
+    }
+
     /// The tables it owns: on SQLite moved into the read models' file (so that they commit
     /// with the checkpoint), and emptied by [`Projection::clear`] unless it says otherwise. A
     /// table a projection writes must be here (a test checks every table of a new store is
@@ -241,6 +248,8 @@ pub struct Projector {
     /// The checkpoint's generation as this process last read it: a rebuild (in any process)
     /// moves it on, and what this process knew applied before that no longer holds.
     generation: Arc<std::sync::atomic::AtomicI64>,
+    /// Whether the process's timers are behind, which a deferring projection waits for.
+    deadlines: crate::deadlines::Deadlines,
 }
 
 impl std::fmt::Debug for Projector {
@@ -262,6 +271,23 @@ impl Projector {
             waiters_read: Arc::new(std::sync::Mutex::new((None, 0))),
             failures: Arc::new(Failures::default()),
             generation: Arc::new(std::sync::atomic::AtomicI64::new(checkpoints::UNKNOWN_GENERATION)),
+            deadlines: crate::deadlines::Deadlines::default(),
+        }
+    }
+
+    /// Lets a projection that [defers to deadlines](Projection::defers_to_deadlines) hold back
+    /// its live batches while `deadlines` says the process's timers are behind.
+    #[must_use]
+    pub fn with_deadlines(mut self, deadlines: crate::deadlines::Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// Before a live batch: a deferring projection waits while the process's timers are behind
+    /// (at most [`crate::deadlines::LONGEST_WAIT`]).
+    async fn defer_to_deadlines(&self) {
+        if self.projection.defers_to_deadlines() {
+            self.deadlines.wait(crate::deadlines::LONGEST_WAIT).await;
         }
     }
 

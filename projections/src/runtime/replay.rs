@@ -34,6 +34,7 @@ impl Projector {
         'read: loop {
             let mut pages = read_ahead(self.log.clone(), checkpoint, size, self.projection.metadata());
             while let Some(page) = pages.recv().await {
+                self.defer_to_deadlines().await;
                 checkpoint = match self.apply(&page?).await? {
                     Applied::UpTo(position) => position,
                     // Another instance moved the checkpoint meanwhile; read on from there.
@@ -107,6 +108,7 @@ impl Projector {
             let folded = if done {
                 None
             } else {
+                self.defer_to_deadlines().await;
                 Some(self.fold_commit(&mut *fold, &mut pages, checkpoint, limits).await)
             };
             // The commit before must be in the store before this one is written, and before

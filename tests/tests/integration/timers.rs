@@ -2,6 +2,7 @@
 //! `snooze_expired`, caused by the snooze), also when its time came while no server ran; a later
 //! snooze moves the timer and any other status cancels it; `GET /v1/timers` shows what is due.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use colloquy_projections::processes::{ActError, Job, Process};
+use colloquy_projections::deadlines::Deadlines;
+use colloquy_projections::processes::{ActError, Job, Pace, Process};
 
 use crate::common::{self, Backend, TestServer};
 
@@ -117,10 +119,14 @@ async fn a_later_snooze_moves_the_timer_and_another_status_cancels_it(backend: B
     server.stop().await;
 }
 
-/// A lane of the runner in the lanes test: records each job it is handed, in the order acted.
+/// A lane of the runner in the lanes test: records each job it is handed, in the order acted,
+/// and the most of its acts under way at once.
 struct Lane {
     name: &'static str,
+    pace: Pace,
     acted: Arc<Mutex<Vec<String>>>,
+    under_way: AtomicUsize,
+    most: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -129,17 +135,26 @@ impl Process for Lane {
         self.name
     }
 
+    fn pace(&self) -> Pace {
+        self.pace
+    }
+
     async fn act(&self, job: &Job, _origin: &colloquy_infra::Origin) -> Result<(), ActError> {
         self.acted.lock().unwrap().push(format!("{}/{}", self.name, job.id));
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.under_way.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 }
 
-/// The processes of one projection half run as lanes of one runner, the first first: its due
-/// jobs are acted on in the first round though a later lane has sixty jobs due before them (an
-/// SLA timer's deadline behind a burst of the clocks' observe jobs), and every job once.
-async fn a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier(backend: Backend) {
+/// The processes of one projection half run as lanes of one runner, each at its own pace: the
+/// deadlines lane's forty jobs are all acted on in the first round, all at once as its pace
+/// says, though the backlog lane has sixty jobs due before them (an SLA timer's deadline behind
+/// a burst of the clocks' observe jobs); behind that full round the backlog lane still takes one
+/// wave at its default pace (sixteen at once), so it never starves; every job is acted on once.
+async fn each_lane_of_a_runner_keeps_its_own_pace(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let database = match backend {
         Backend::Postgres => Some(common::TestDatabase::create().await),
@@ -153,10 +168,10 @@ async fn a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier(backend:
     };
     let store = colloquy_projections::open_store(&location).await.unwrap();
     // Long due: the backlog at 1,000 ms past the epoch, the deadlines at 2,000.
-    let (backlog, deadlines): (i64, i64) = (60, 3);
+    let (backlog, deadlines): (i64, i64) = (60, 40);
     let jobs = (0..backlog)
         .map(|n| ("backlog", format!("b-{n:02}"), 1_000, n))
-        .chain((0..deadlines).map(|n| ("deadlines", format!("d-{n}"), 2_000, backlog + n)));
+        .chain((0..deadlines).map(|n| ("deadlines", format!("d-{n:02}"), 2_000, backlog + n)));
     for (process, id, due_at, position) in jobs {
         let sql = "INSERT INTO process_jobs (process, job_id, tenant_id, position, due_at, job)
                    VALUES ($1, $2, 'default', $3, $4, '{}')";
@@ -166,12 +181,26 @@ async fn a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier(backend:
     }
 
     let acted = Arc::new(Mutex::new(Vec::new()));
-    let lane = |name| Arc::new(Lane { name, acted: acted.clone() }) as Arc<dyn Process>;
-    let lanes = vec![lane("deadlines"), lane("backlog")];
+    let lane = |name, pace| {
+        let (under_way, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        Arc::new(Lane { name, pace, acted: acted.clone(), under_way, most })
+    };
+    let (fast, slow) = (
+        lane("deadlines", Pace { jobs_per_round: 40, at_once: 40, deadlines: true }),
+        lane("backlog", Pace::DEFAULT),
+    );
+    let lanes = vec![fast.clone() as Arc<dyn Process>, slow.clone() as Arc<dyn Process>];
     let (_recorded, recorded_rx) = tokio::sync::watch::channel(0);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let runner =
-        tokio::spawn(colloquy_projections::processes::run(store.clone(), lanes, recorded_rx, stop_rx));
+    let late = Deadlines::default();
+    let started = Utc::now();
+    let runner = tokio::spawn(colloquy_projections::processes::run(
+        store.clone(),
+        lanes,
+        recorded_rx,
+        stop_rx,
+        late.clone(),
+    ));
     common::eventually(Duration::from_secs(10), "every job is acted on", || async {
         (acted.lock().unwrap().len() as i64 >= backlog + deadlines).then_some(())
     })
@@ -180,10 +209,21 @@ async fn a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier(backend:
     runner.await.unwrap().unwrap();
 
     let acted = acted.lock().unwrap().clone();
-    let first_round: Vec<&String> = acted.iter().take(50).collect();
+    // The first round: the deadlines' forty and one wave of the backlog's.
+    let wave = Pace::DEFAULT.at_once;
+    let first_round: Vec<&String> = acted.iter().take(40 + wave).collect();
     for n in 0..deadlines {
-        assert!(first_round.contains(&&format!("deadlines/d-{n}")), "d-{n} in the first round: {acted:?}");
+        assert!(
+            first_round.contains(&&format!("deadlines/d-{n:02}")),
+            "d-{n:02} in the first round: {acted:?}"
+        );
     }
+    let backlog_first = first_round.iter().filter(|id| id.starts_with("backlog/")).count();
+    assert_eq!(backlog_first, wave, "one wave of the backlog in the first round: {acted:?}");
+    assert_eq!(fast.most.load(Ordering::SeqCst), 40, "the deadlines all at once");
+    assert_eq!(slow.most.load(Ordering::SeqCst), wave, "the backlog at the default pace");
+    // The deadlines were due long ago: their round holds background projections back.
+    assert!(late.holding(started + chrono::Duration::seconds(1)), "a late round of deadlines is noted");
     let mut each = acted.clone();
     each.sort();
     each.dedup();
@@ -195,5 +235,5 @@ on_both_stores!(
     a_timed_snooze_reopens_its_conversation_at_its_time,
     a_snooze_due_while_no_server_ran_reopens_when_one_starts,
     a_later_snooze_moves_the_timer_and_another_status_cancels_it,
-    a_first_lanes_jobs_go_before_a_later_lanes_backlog_due_earlier,
+    each_lane_of_a_runner_keeps_its_own_pace,
 );
