@@ -43,7 +43,9 @@ pub const FIRE: &str = "sla_fire";
 
 /// The fire lane's pace ([`SlaClocks::pace`]): at 100,000 timers due over three minutes, 526
 /// a second, the default pace fired about 440 a second beside the mix on SQLite, so the backlog
-/// and every breach's lateness grew (BENCHMARKS.md, "The fire lane's own pace").
+/// and every breach's lateness grew. This pace alone did not fix it (the reports took the CPU);
+/// with the reports held back while fires are late, it did (BENCHMARKS.md, "Deadlines before
+/// reports"; docs/adr/0014).
 const FIRE_PACE: Pace = Pace { jobs_per_round: 200, at_once: 64, deadlines: true };
 
 /// The actor recorded on the clocks' events.
