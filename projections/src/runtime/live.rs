@@ -70,7 +70,6 @@ impl Projector {
     pub async fn run_polling(&self, mut stop: watch::Receiver<bool>) -> Result<(), ProjectionError> {
         let mut head = self.log.watch_head();
         loop {
-            self.defer_to_deadlines().await;
             self.catch_up().await?;
             self.failures.recovered();
             tokio::select! {

@@ -283,8 +283,8 @@ impl Projector {
         self
     }
 
-    /// Before a live batch: a deferring projection waits while the process's timers are behind
-    /// (at most [`crate::deadlines::LONGEST_WAIT`]).
+    /// Before a live batch or a catch-up page (or fold): a deferring projection waits while the
+    /// process's timers are behind (at most [`crate::deadlines::LONGEST_WAIT`]).
     async fn defer_to_deadlines(&self) {
         if self.projection.defers_to_deadlines() {
             self.deadlines.wait(crate::deadlines::LONGEST_WAIT).await;
