@@ -49,6 +49,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     store: Store,
+    deadlines: colloquy_projections::deadlines::Deadlines,
 }
 
 impl Running {
@@ -77,6 +78,8 @@ impl Running {
             }
         };
         let _ = self.stop.send(true);
+        // A reports' projector waiting out a hold goes on to see the stop at once.
+        self.deadlines.release();
         for worker in self.workers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
         }
@@ -378,7 +381,7 @@ pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Running> {
     } else {
         (SocketAddr::from(([0, 0, 0, 0], 0)), None, None)
     };
-    Ok(Running { addr, generated_token, http_shutdown, http, stop, workers, store })
+    Ok(Running { addr, generated_token, http_shutdown, http, stop, workers, store, deadlines })
 }
 
 /// Where a process's projectors take the log from besides the store: the in-process bus (fed by

@@ -11,7 +11,7 @@
 //!
 //! [`Pace::deadlines`]: crate::processes::Pace::deadlines
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,9 +32,17 @@ pub const LONGEST_WAIT: Duration = Duration::from_secs(10);
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 
 /// Whether a process's deadlines are behind, shared by its runners and projectors (clones share
-/// it): the Unix millisecond until which background work holds back.
+/// it).
 #[derive(Debug, Clone, Default)]
-pub struct Deadlines(Arc<AtomicI64>);
+pub struct Deadlines(Arc<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    /// The Unix millisecond until which background work holds back.
+    until: AtomicI64,
+    /// Set once the process stops: nothing holds back any more.
+    released: AtomicBool,
+}
 
 impl Deadlines {
     /// Notes a round of deadline jobs, taken at `now`, the earliest of them due at `earliest`.
@@ -42,13 +50,20 @@ impl Deadlines {
         let late = (now - earliest).to_std().unwrap_or_default();
         if late > LATE {
             let until = (now + HOLD).timestamp_millis();
-            self.0.fetch_max(until, Ordering::Relaxed);
+            self.0.until.fetch_max(until, Ordering::Relaxed);
         }
+    }
+
+    /// Ends every hold for good, so that waiting projectors go on to see the process's stop
+    /// signal at once rather than after their longest wait.
+    pub fn release(&self) {
+        self.0.released.store(true, Ordering::Relaxed);
     }
 
     /// Whether background work holds back at `now`.
     pub fn holding(&self, now: DateTime<Utc>) -> bool {
-        now.timestamp_millis() < self.0.load(Ordering::Relaxed)
+        !self.0.released.load(Ordering::Relaxed)
+            && now.timestamp_millis() < self.0.until.load(Ordering::Relaxed)
     }
 
     /// Waits while background work holds back, at most `longest`; how long it waited.
@@ -93,5 +108,22 @@ mod tests {
         let waited = deadlines.wait(Duration::from_millis(120)).await;
         assert!(waited >= Duration::from_millis(120) && waited < HOLD, "{waited:?}");
         assert!(Deadlines::default().wait(Duration::from_secs(5)).await < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_release_ends_a_wait_and_every_later_hold() {
+        let deadlines = Deadlines::default();
+        let now = Utc::now();
+        deadlines.note(now - chrono::Duration::seconds(5), now);
+        let waiting = tokio::spawn({
+            let deadlines = deadlines.clone();
+            async move { deadlines.wait(LONGEST_WAIT).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadlines.release();
+        let waited = waiting.await.expect("the wait ends");
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        deadlines.note(Utc::now() - chrono::Duration::seconds(5), Utc::now());
+        assert!(!deadlines.holding(Utc::now()), "a released process holds nothing back");
     }
 }

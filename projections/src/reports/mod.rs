@@ -107,7 +107,14 @@ impl Projection for Reports {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[FACTS_TABLE, CONVERSATIONS_TABLE, CALENDARS_TABLE, rollups::CELLS_TABLE, rollups::NUMBERS_TABLE]
+        &[
+            FACTS_TABLE,
+            CONVERSATIONS_TABLE,
+            CALENDARS_TABLE,
+            rollups::CELLS_TABLE,
+            rollups::NUMBERS_TABLE,
+            rollups::HEADS_TABLE,
+        ]
     }
 
     async fn clear(&self, tx: &mut Tx<'_>) -> Result<(), ProjectionError> {

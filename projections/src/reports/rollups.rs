@@ -25,6 +25,8 @@ use crate::runtime::{ProjectionError, Tx};
 pub const CELLS_TABLE: &str = "report_cells";
 /// The conversations' and contacts' numbers.
 pub const NUMBERS_TABLE: &str = "report_numbers";
+/// The last number given per tenant, definition version and kind.
+pub const HEADS_TABLE: &str = "report_number_heads";
 
 const CONVERSATION: &str = "conversation";
 const CONTACT: &str = "contact";
@@ -177,23 +179,23 @@ async fn number(
         numbers.insert((tenant, id), u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
     }
     let missing: Vec<&(String, String)> = ids.iter().filter(|key| !numbers.contains_key(*key)).collect();
-    let mut next: HashMap<&str, i64> = HashMap::new();
+    // Each tenant's last number, read once by its key and moved on by the new ones.
+    let mut next: BTreeMap<&str, i64> = BTreeMap::new();
     let mut new_rows = Vec::with_capacity(missing.len());
     for key in missing {
         let tenant = key.0.as_str();
         if !next.contains_key(tenant) {
-            let sql = format!(
-                "SELECT coalesce(max(number), 0) FROM {NUMBERS_TABLE} WHERE tenant_id = $1 AND version = $2 AND kind = $3"
-            );
-            let last: i64 = on_tx!(tx, |conn| {
+            let sql =
+                format!("SELECT last FROM {HEADS_TABLE} WHERE tenant_id = $1 AND version = $2 AND kind = $3");
+            let last: Option<i64> = on_tx!(tx, |conn| {
                 sqlx::query_scalar(&sql)
                     .bind(tenant)
                     .bind(i64::from(version))
                     .bind(kind)
-                    .fetch_one(conn)
+                    .fetch_optional(conn)
                     .await?
             });
-            next.insert(tenant, last);
+            next.insert(tenant, last.unwrap_or(0));
         }
         let last = next.get_mut(tenant).map(|n| {
             *n += 1;
@@ -203,6 +205,8 @@ async fn number(
         numbers.insert(key.clone(), u32::try_from(number).map_err(|e| corrupt(e.to_string()))?);
         new_rows.push((tenant, key.1.as_str(), number));
     }
+    let heads: Vec<(&str, i64)> = next.into_iter().collect();
+    write_heads(tx, version, kind, &heads).await?;
     let mut remaining = &new_rows[..];
     while !remaining.is_empty() {
         let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
@@ -220,6 +224,33 @@ async fn number(
         });
     }
     Ok(numbers)
+}
+
+/// Records `heads` (each tenant's last number of `kind`) as the next numbering's start.
+async fn write_heads(
+    tx: &mut Tx<'_>,
+    version: u32,
+    kind: &str,
+    heads: &[(&str, i64)],
+) -> Result<(), ProjectionError> {
+    let mut remaining = heads;
+    while !remaining.is_empty() {
+        let (chunk, rest) = remaining.split_at(statement_rows(remaining.len()));
+        remaining = rest;
+        let sql = format!(
+            "INSERT INTO {HEADS_TABLE} (tenant_id, version, kind, last) VALUES {}
+             ON CONFLICT (tenant_id, version, kind) DO UPDATE SET last = excluded.last",
+            parameter_rows(numbered(tx), chunk.len(), 4)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (tenant, last) in chunk {
+                query = query.bind(*tenant).bind(i64::from(version)).bind(kind).bind(*last);
+            }
+            query.execute(conn).await?;
+        });
+    }
+    Ok(())
 }
 
 /// The stored cells of `keys`.
@@ -375,13 +406,15 @@ pub async fn recount(store: &Store, tenant: &TenantId, version: u32) -> Result<u
     let (read, (numbers, cells, counted)) = tokio::join!(reading, counting);
     read?;
     let mut tx = store.begin(colloquy_infra::File::ReadModels, colloquy_infra::Durability::Durable).await?;
-    for table in [CELLS_TABLE, NUMBERS_TABLE] {
+    for table in [CELLS_TABLE, NUMBERS_TABLE, HEADS_TABLE] {
         let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND version = $2");
         on_tx!(&mut *tx, |conn| {
             sqlx::query(&sql).bind(tenant.as_str()).bind(i64::from(version)).execute(conn).await?;
         });
     }
     for (kind, numbered_ids) in [CONVERSATION, CONTACT].into_iter().zip(numbers) {
+        let last = numbered_ids.values().max().copied().unwrap_or(0);
+        write_heads(&mut tx, version, kind, &[(tenant.as_str(), i64::from(last))]).await?;
         let rows: Vec<(&str, String, i64)> =
             numbered_ids.into_iter().map(|(id, number)| (tenant.as_str(), id, i64::from(number))).collect();
         for chunk in rows.chunks(crate::rows::ROWS_PER_STATEMENT) {

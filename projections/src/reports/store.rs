@@ -24,6 +24,7 @@ pub(super) async fn clear(tx: &mut Tx<'_>, version: u32) -> Result<(), Projectio
         super::CALENDARS_TABLE,
         rollups::CELLS_TABLE,
         rollups::NUMBERS_TABLE,
+        rollups::HEADS_TABLE,
     ] {
         let sql = format!("DELETE FROM {table} WHERE version = $1");
         on_tx!(tx, |conn| {

@@ -313,7 +313,57 @@ async fn rollups_from_before(backend: common::Backend, before: &str) {
     store.close().await;
 }
 
+/// Numbers given before the heads table keep, each tenant's last per version and kind becomes
+/// its head (the next number follows it), and a number stays unique.
+async fn numbers_from_before_the_heads_keep_and_head_them(backend: common::Backend) {
+    let numbers = [
+        ("acme", 1, "conversation", "c-1", 1),
+        ("acme", 1, "conversation", "c-2", 2),
+        ("acme", 1, "contact", "p-1", 1),
+        ("acme", 2, "conversation", "c-1", 1),
+        ("zeta", 2, "conversation", "c-9", 1),
+        ("zeta", 2, "conversation", "c-8", 2),
+        ("zeta", 2, "conversation", "c-7", 3),
+    ];
+    let rows: Vec<String> = numbers
+        .iter()
+        .map(|(tenant, version, kind, id, number)| {
+            format!(
+                "INSERT INTO report_numbers (tenant_id, version, kind, id, number)
+                 VALUES ('{tenant}', {version}, '{kind}', '{id}', {number})"
+            )
+        })
+        .collect();
+    let (_dir, _database, location) = store_before(backend, "20261217000031", &rows).await;
+
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    let sql =
+        "SELECT tenant_id, CAST(version AS BIGINT), kind, last FROM report_number_heads ORDER BY tenant_id, version, kind";
+    let heads: Vec<(String, i64, String, i64)> =
+        colloquy_infra::on_pool!(store, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
+    let expected = [
+        ("acme", 1, "contact", 1),
+        ("acme", 1, "conversation", 2),
+        ("acme", 2, "conversation", 1),
+        ("zeta", 2, "conversation", 3),
+    ];
+    let expected: Vec<_> =
+        expected.iter().map(|(t, v, k, last)| (t.to_string(), *v, k.to_string(), *last)).collect();
+    assert_eq!(heads, expected);
+    let kept: i64 =
+        colloquy_infra::on_pool!(store, |pool| sqlx::query_scalar("SELECT count(*) FROM report_numbers")
+            .fetch_one(pool)
+            .await
+            .unwrap());
+    assert_eq!(kept, 7);
+    let taken = "INSERT INTO report_numbers (tenant_id, version, kind, id, number) VALUES ('zeta', 2, 'conversation', 'c-6', 3)";
+    let again = colloquy_infra::on_pool!(store, |pool| sqlx::query(taken).execute(pool).await.map(|_| ()));
+    assert!(again.is_err(), "a number given twice is refused");
+    store.close().await;
+}
+
 on_both_stores!(
+    numbers_from_before_the_heads_keep_and_head_them,
     leaves_from_before_the_jobs_table_become_jobs,
     fire_jobs_move_to_the_fire_lane,
     facts_from_before_the_rollups_are_built_again,
