@@ -115,10 +115,15 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let backend = match location {
             StoreLocation::Postgres { url, max_connections } => {
+                // Every statement planned for its values and the tables as they are now, never
+                // by a generic plan cached while a young store's tables were nearly empty
+                // (docs/adr/0015).
+                let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+                    .options([("plan_cache_mode", "force_custom_plan")]);
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
+                    .connect_with(options)
                     .await?;
                 let migrator = sqlx::migrate!("migrations/postgres");
                 let applied =

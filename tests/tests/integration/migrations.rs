@@ -92,6 +92,27 @@ async fn both_dialects_migrate_to_the_same_tables_and_columns() {
     assert_eq!(only_sqlite, sqlite_needs.iter().collect::<Vec<_>>(), "columns only SQLite has");
 }
 
+/// Every connection of a PostgreSQL store plans each statement for its values: a generic plan
+/// cached while a young store's tables were nearly empty walked a tenant's whole stream for one
+/// event (docs/adr/0015).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_plans_every_statement_for_its_values() {
+    let database = common::TestDatabase::create().await;
+    let location = StoreLocation::Postgres { url: database.url.clone(), max_connections: 2 };
+    let store = colloquy_projections::open_store(&location).await.unwrap();
+    let Some(pool) = store.reads().postgres() else { panic!("a PostgreSQL store") };
+    let mut modes = Vec::new();
+    let (mut first, mut second) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    for connection in [&mut first, &mut second] {
+        let mode: String =
+            sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&mut **connection).await.unwrap();
+        modes.push(mode);
+    }
+    assert_eq!(modes, ["force_custom_plan", "force_custom_plan"]);
+    drop((first, second));
+    store.close().await;
+}
+
 /// A store migrated to just before `version`, with `rows` (SQL statements) written into it as
 /// a deployment of that time would have, at the location the next open migrates it from; the
 /// directory and database live as long as the returned guards.
