@@ -380,15 +380,18 @@ async fn claim(
     let until = (now + CLAIM).timestamp_millis();
     let rows = match store.reads().sqlite() {
         Some(pool) => {
-            // Jobs acted on and not yet marked are still pending here: read past them.
-            let skipped = unsettled.len();
+            // Jobs acted on and not yet marked are still pending here: read past them. The set
+            // is copied before the read: a mark committed after it was copied may be missed by
+            // the read, and its job must still be passed over (it leaves the set once marked).
+            let held = unsettled.copy();
+            let skipped = held.len();
             let sql = "SELECT * FROM process_jobs WHERE process = $1 AND NOT done AND due_at <= $2
                         ORDER BY due_at, position LIMIT $3";
             let query = sqlx::query(sql).bind(process).bind(now.timestamp_millis());
             let read = limit.saturating_add(i64::try_from(skipped).unwrap_or(i64::MAX));
             let rows = query.bind(read).fetch_all(pool).await?;
             let rows = rows.into_iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
-            let rows = rows.into_iter().filter(|row| !unsettled.holds(process, &row.0, row.4));
+            let rows = rows.into_iter().filter(|row| !held.contains(&(process, row.0.clone(), row.4)));
             rows.take(usize::try_from(limit).unwrap_or(usize::MAX)).collect()
         }
         None => claim_rows(store, process, limit, now, until).await?,
@@ -635,8 +638,8 @@ impl Unsettled {
         self.set().len()
     }
 
-    fn holds(&self, process: &'static str, job_id: &str, position: i64) -> bool {
-        self.set().contains(&(process, job_id.to_owned(), position))
+    fn copy(&self) -> HashSet<UnsettledJob> {
+        self.set().clone()
     }
 
     fn add(&self, outcomes: &[Outcome]) {
