@@ -140,16 +140,18 @@ async fn number(
     let mut numbers = HashMap::with_capacity(ids.len());
     let mut found: Vec<(String, String, i64)> = Vec::new();
     match &mut *tx {
-        // Two arrays: the planner looks each pair up by the key (a join with VALUES it may plan
-        // as a scan of the whole table).
+        // Each pair looked up by the whole key, one index probe each: as a join, the planner
+        // (which guesses a hundred pairs for any array) hashed the table's every number of the
+        // tenant for a batch's thirty ids, 4.6 ms a batch as the table grew (BENCHMARKS.md,
+        // "The reports' lookups, probed by key").
         Tx::Postgres(tx) => {
             let (tenants, keys): (Vec<&str>, Vec<&str>) =
                 ids.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
             let sql = format!(
-                "SELECT n.tenant_id, n.id, n.number FROM {NUMBERS_TABLE} n
-                   JOIN UNNEST($1::text[], $2::text[]) AS k (k_tenant, k_id)
-                     ON n.tenant_id = k.k_tenant AND n.id = k.k_id
-                  WHERE n.version = $3 AND n.kind = $4"
+                "SELECT k.k_tenant, k.k_id, n.number FROM UNNEST($1::text[], $2::text[]) AS k (k_tenant, k_id)
+                  CROSS JOIN LATERAL (SELECT number FROM {NUMBERS_TABLE}
+                                       WHERE tenant_id = k.k_tenant AND version = $3 AND kind = $4
+                                         AND id = k.k_id LIMIT 1) AS n"
             );
             let query = sqlx::query_as(&sql).bind(tenants).bind(keys).bind(i64::from(version)).bind(kind);
             found = query.fetch_all(&mut **tx).await?;
@@ -262,7 +264,7 @@ async fn stored_cells(
     let mut found = HashMap::with_capacity(keys.len());
     let mut rows: Vec<CellRow> = Vec::new();
     match &mut *tx {
-        // Arrays, looked up by the key (as `number` does).
+        // Arrays, each key probed by the whole key (as `number` does).
         Tx::Postgres(tx) => {
             let tenants: Vec<&str> = keys.iter().map(|(tenant, _)| tenant.as_str()).collect();
             let grains: Vec<i32> = keys.iter().map(|(_, key)| key.grain.code()).collect();
@@ -271,11 +273,13 @@ async fn stored_cells(
             let dimensions: Vec<&str> = keys.iter().map(|(_, key)| key.dimension).collect();
             let names: Vec<&str> = keys.iter().map(|(_, key)| key.key.as_str()).collect();
             let sql = format!(
-                "SELECT c.tenant_id, c.grain, c.start_at, c.metric, c.dimension, c.key, c.cell FROM {CELLS_TABLE} c
-                   JOIN UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                "SELECT k.k_tenant, k.k_grain, k.k_start, k.k_metric, k.k_dimension, k.k_key, c.cell
+                   FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                         AS k (k_tenant, k_grain, k_start, k_metric, k_dimension, k_key)
-                     ON c.tenant_id = k.k_tenant AND c.version = $7 AND c.dimension = k.k_dimension
-                    AND c.grain = k.k_grain AND c.start_at = k.k_start AND c.metric = k.k_metric AND c.key = k.k_key"
+                  CROSS JOIN LATERAL (SELECT cell FROM {CELLS_TABLE}
+                                       WHERE tenant_id = k.k_tenant AND version = $7 AND dimension = k.k_dimension
+                                         AND grain = k.k_grain AND start_at = k.k_start AND metric = k.k_metric
+                                         AND key = k.k_key LIMIT 1) AS c"
             );
             rows = sqlx::query_as(&sql)
                 .bind(tenants)
