@@ -69,12 +69,13 @@ pub fn processes(
     conversations: Arc<colloquy_infra::Repository<colloquy_domain::Conversation>>,
     clocks: Arc<colloquy_infra::Repository<colloquy_domain::sla::ConversationSla>>,
 ) -> Vec<Arc<dyn processes::Process>> {
+    let (fire, observe) = sla::SlaClocks::lanes(store.clone(), clocks);
     vec![
         Arc::new(group_conversations::GroupLeaveCloser::new(store.clone(), conversations.clone())),
         Arc::new(snooze::SnoozeWaker::new(conversations)),
         // The fire lane first: a deadline never waits behind the clocks' observe backlog.
-        Arc::new(sla::SlaClocks::firing(store.clone(), clocks.clone())),
-        Arc::new(sla::SlaClocks::observing(store.clone(), clocks)),
+        Arc::new(fire),
+        Arc::new(observe),
     ]
 }
 

@@ -303,6 +303,13 @@ pub struct Job {
     causation_id: Option<String>,
 }
 
+impl Job {
+    /// The position of the event that last set it.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+}
+
 /// Why an act did not finish: the job is tried again later.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

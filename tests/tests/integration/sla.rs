@@ -186,6 +186,38 @@ async fn a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts
     server.stop().await;
 }
 
+/// The clocks keep each tenant's policies between acts: a policy edited after one conversation's
+/// clocks read it times the conversations opened after the edit by its new version, and the
+/// first keeps the version it started under.
+async fn an_edited_policy_times_the_conversations_opened_after_it(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let policy = |threshold: i64| json!({"name": "Fast", "targets": [{"metric": "first_response", "threshold_seconds": threshold}]});
+    let created = server.post("/v1/sla-policies", policy(3600)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let path = format!("/v1/sla-policies/{}", created.body["id"].as_str().unwrap());
+    let runs = |c: &Value| c["timers"].as_array().is_some_and(|t| !t.is_empty());
+    let threshold = |clocks: &Value| {
+        let first = timer(clocks, "first_response");
+        (instant(&first["due_at"]) - instant(&first["started_at"])).num_seconds()
+    };
+
+    let first = server.conversation().await;
+    let clocks = clocks_when(&server, &first, "the first conversation is timed", runs).await;
+    assert_eq!((clocks["policy"]["version"].as_i64(), threshold(&clocks)), (Some(1), 3600));
+
+    let edited =
+        server.call_with(Method::PUT, &path, Some(policy(1800)), &[("if-match", &created.etag())]).await;
+    assert_eq!(edited.status, StatusCode::OK, "{:?}", edited.body);
+    assert_eq!(edited.body["version"], 2);
+    let second = server.conversation().await;
+    let clocks = clocks_when(&server, &second, "the second conversation is timed", runs).await;
+    assert_eq!((clocks["policy"]["version"].as_i64(), threshold(&clocks)), (Some(2), 1800));
+
+    let clocks = server.get(&format!("/v1/conversations/{first}/sla")).await.body;
+    assert_eq!((clocks["policy"]["version"].as_i64(), threshold(&clocks)), (Some(1), 3600));
+    server.stop().await;
+}
+
 async fn calendars_and_policies_are_versioned_resources_with_etags(backend: Backend) {
     let server = TestServer::start(backend).await;
     let calendar = json!({"name": "Berlin", "time_zone": "Europe/Berlin",
@@ -472,4 +504,5 @@ on_both_stores!(
     a_reply_the_clocks_have_not_seen_when_the_due_comes_still_fulfils_the_timer,
     a_breach_due_while_no_server_ran_is_recorded_at_its_due_when_one_starts,
     calendars_and_policies_are_versioned_resources_with_etags,
+    an_edited_policy_times_the_conversations_opened_after_it,
 );
