@@ -14,7 +14,38 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{load, ms, open_conversations, Latencies, Server};
+use super::{cpu, load, ms, open_conversations, Latencies, LoadResult, Server};
+
+/// The mix at `clients` on `conversations`, with the CPU each process spent per command answered
+/// over it (none where `/proc` cannot be read).
+async fn measured(
+    server: &Arc<Server>,
+    conversations: &Arc<Vec<String>>,
+    clients: usize,
+    seconds: u64,
+) -> (LoadResult, Option<cpu::PerCommand>) {
+    let before = cpu::snapshot(server.child.id());
+    let started = Instant::now();
+    let result = load(server, conversations, clients, seconds).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let answered = result.ok + result.refused + result.failed;
+    let cost =
+        before.zip(cpu::snapshot(server.child.id())).map(|(b, a)| b.per_command(&a, answered, elapsed));
+    (result, cost)
+}
+
+/// A phase's CPU per command, one table cell per process.
+fn cost_cells(cost: Option<cpu::PerCommand>) -> String {
+    cost.map_or_else(
+        || "- | - | - | - | -".to_owned(),
+        |c| {
+            format!(
+                "{:.3} | {:.3} | {:.3} | {:.3} | {:.2}",
+                c.server, c.postgres, c.nats, c.load, c.cores_busy
+            )
+        },
+    )
+}
 
 async fn get_json(server: &Server, path: &str) -> Value {
     match server.client.get(format!("{}{path}", server.base)).bearer_auth(&server.token).send().await {
@@ -131,7 +162,7 @@ pub(super) async fn run(
     let without = Arc::new(open_conversations(server, per_set).await);
     let mut before = Vec::new();
     for &c in clients {
-        before.push(load(server, &without, c, seconds).await);
+        before.push(measured(server, &without, c, seconds).await);
     }
     create_policy(
         server,
@@ -146,13 +177,13 @@ pub(super) async fn run(
     let with = Arc::new(open_conversations(server, per_set).await);
     let mut after = Vec::new();
     for &c in clients {
-        after.push(load(server, &with, c, seconds).await);
+        after.push(measured(server, &with, c, seconds).await);
     }
     println!(
         "| clients | commands/s without SLA | commands/s with SLA | ratio | p99 ms without | p99 ms with |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    for (b, a) in before.iter().zip(&after) {
+    for ((b, _), (a, _)) in before.iter().zip(&after) {
         println!(
             "| {} | {:.0} | {:.0} | {:.2} | {} | {} |",
             b.clients,
@@ -162,6 +193,16 @@ pub(super) async fn run(
             ms(b.p99),
             ms(a.p99)
         );
+    }
+    println!(
+        "\nCPU per command answered, ms of one core (from `/proc`), without and with SLA (work the clocks \
+         left for after the window is not in it):\n"
+    );
+    println!("| clients | SLA | server | PostgreSQL | NATS | load generator | cores busy |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for ((b, b_cost), (_, a_cost)) in before.iter().zip(&after) {
+        println!("| {} | without | {} |", b.clients, cost_cells(*b_cost));
+        println!("| {} | with | {} |", b.clients, cost_cells(*a_cost));
     }
     let sample: Vec<String> = with.iter().take(20).cloned().collect();
     match catch_up(server, &sample, Duration::from_secs(600)).await {
