@@ -426,6 +426,24 @@ async fn load(
     }
 }
 
+/// The mix at `clients` on `conversations`, with the CPU each process spent per command answered
+/// over it (none where `/proc` cannot be read).
+async fn measured(
+    server: &Arc<Server>,
+    conversations: &Arc<Vec<String>>,
+    clients: usize,
+    seconds: u64,
+) -> (LoadResult, Option<cpu::PerCommand>) {
+    let before = cpu::snapshot(server.child.id());
+    let started = Instant::now();
+    let result = load(server, conversations, clients, seconds).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let answered = result.ok + result.refused + result.failed;
+    let cost =
+        before.zip(cpu::snapshot(server.child.id())).map(|(b, a)| b.per_command(&a, answered, elapsed));
+    (result, cost)
+}
+
 /// Measures the mix at each client count and prints the table (with the ratio to the raw insert
 /// ceiling where one was measured).
 async fn command_table(
@@ -441,10 +459,7 @@ async fn command_table(
     let mut costs = Vec::new();
     for &c in clients {
         let reads_before = server.conversation_reads().await;
-        let before = cpu::snapshot(server.child.id());
-        let started = Instant::now();
-        let result = load(server, conversations, c, seconds).await;
-        let elapsed = started.elapsed().as_secs_f64();
+        let (result, cost) = measured(server, conversations, c, seconds).await;
         let answered = result.ok + result.refused + result.failed;
         let reads = match (reads_before, server.conversation_reads().await) {
             (Some((loads, events)), Some((loads_after, events_after))) => {
@@ -453,8 +468,8 @@ async fn command_table(
             }
             _ => "- | -".to_owned(),
         };
-        if let (Some(before), Some(after)) = (before, cpu::snapshot(server.child.id())) {
-            costs.push((c, before.per_command(&after, answered, elapsed), reads));
+        if let Some(cost) = cost {
+            costs.push((c, cost, reads));
         }
         let ceiling = ceilings.iter().find(|(n, _)| *n == c).map(|(_, r)| *r);
         println!(

@@ -140,10 +140,10 @@ async fn number(
     let mut numbers = HashMap::with_capacity(ids.len());
     let mut found: Vec<(String, String, i64)> = Vec::new();
     match &mut *tx {
-        // Each pair looked up by the whole key, one index probe each: as a join, the planner
-        // (which guesses a hundred pairs for any array) hashed the table's every number of the
-        // tenant for a batch's thirty ids, 4.6 ms a batch as the table grew (BENCHMARKS.md,
-        // "The reports' lookups, probed by key").
+        // Each pair looked up by the whole key, one index probe each: as a join, the planner,
+        // even knowing the batch's ids, hashed every number of the tenant for about thirty of
+        // them once the table had grown, 4.6 ms a batch (BENCHMARKS.md, "The reports' lookups,
+        // probed by key").
         Tx::Postgres(tx) => {
             let (tenants, keys): (Vec<&str>, Vec<&str>) =
                 ids.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();

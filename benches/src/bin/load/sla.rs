@@ -14,25 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{cpu, load, ms, open_conversations, Latencies, LoadResult, Server};
-
-/// The mix at `clients` on `conversations`, with the CPU each process spent per command answered
-/// over it (none where `/proc` cannot be read).
-async fn measured(
-    server: &Arc<Server>,
-    conversations: &Arc<Vec<String>>,
-    clients: usize,
-    seconds: u64,
-) -> (LoadResult, Option<cpu::PerCommand>) {
-    let before = cpu::snapshot(server.child.id());
-    let started = Instant::now();
-    let result = load(server, conversations, clients, seconds).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let answered = result.ok + result.refused + result.failed;
-    let cost =
-        before.zip(cpu::snapshot(server.child.id())).map(|(b, a)| b.per_command(&a, answered, elapsed));
-    (result, cost)
-}
+use super::{cpu, load, measured, ms, open_conversations, Latencies, Server};
 
 /// A phase's CPU per command, one table cell per process.
 fn cost_cells(cost: Option<cpu::PerCommand>) -> String {
