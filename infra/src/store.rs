@@ -59,6 +59,10 @@ pub struct LoadedPage {
 /// Whether a page whose events' sizes add up to `through` may have been cut: a page holds each
 /// event whose predecessors in it weigh less than `budget`, so one under the budget took every
 /// event there was.
+/// The most events a stream page's first read takes (see [`Store::load_page`]): a longer tail is
+/// read again under the page's byte budget.
+const TAIL_EVENTS: i64 = 32;
+
 pub(crate) fn cut_short(through: Option<i64>, budget: i64) -> bool {
     through.is_some_and(|through| through >= budget)
 }
@@ -351,6 +355,39 @@ impl Store {
         // per event: 1.3 s a page of a 10,000-event stream).
         let (rows, through) = match &*self.backend {
             Backend::Postgres { pool, .. } => {
+                // The usual read is a short tail (what came after a cached aggregate, or after
+                // what the SLA clocks saw): a plain range scan, planned in a tenth of the time the
+                // budgeted read takes to plan (0.18 ms of its 0.24 under the SLA mix). Only a tail
+                // of `TAIL_EVENTS` or more, or as heavy as the budget, is read again, budgeted.
+                let tail = sqlx::query(
+                    "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                            (octet_length(payload::text) + pg_column_size(metadata))::bigint AS size
+                       FROM events
+                      WHERE tenant_id = $4 AND aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+                      ORDER BY sequence LIMIT $5",
+                )
+                .bind(A::TYPE)
+                .bind(aggregate_id)
+                .bind(after)
+                .bind(tenant.as_str())
+                .bind(TAIL_EVENTS)
+                .fetch_all(pool)
+                .await
+                .map_err(failed)?;
+                let mut size = 0_i64;
+                for row in &tail {
+                    size = size.saturating_add(row.try_get::<i64, _>("size").map_err(failed)?);
+                }
+                if tail.len() < usize::try_from(TAIL_EVENTS).unwrap_or(usize::MAX) && size < self.page_bytes {
+                    let events = tail.iter().map(stored_event_pg).collect::<Result<Vec<_>, _>>();
+                    let mut events =
+                        events.map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+                    self.keys
+                        .reveal_in_place(&mut events)
+                        .await
+                        .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
+                    return Ok(LoadedPage { events, more: false });
+                }
                 let rows = sqlx::query(
                     "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata, w.through
                        FROM (SELECT sequence, size, sum(size) OVER (ORDER BY sequence) AS through

@@ -366,6 +366,21 @@ async fn pages_are_bounded_by_bytes(backend: Backend) {
     let positions: Vec<i64> = read.iter().filter_map(|e| e.position).collect();
     assert!(positions.windows(2).all(|w| w[1] == w[0] + 1), "gap-free: {positions:?}");
 
+    // A short tail is read whole, and so is a long stream of small events (past the first
+    // read's 32 events, the budgeted read takes over).
+    let chatty = server.conversation().await;
+    for n in 0..40 {
+        server.customer_message(&chatty, &format!("message {n}")).await;
+    }
+    let page = whole.load_page::<Conversation>(&default_tenant(), &chatty, 0).await.unwrap();
+    let sequences: Vec<i64> = page.events.iter().map(|e| e.sequence).collect();
+    assert_eq!((sequences, page.more), ((1..=41).collect::<Vec<_>>(), false));
+    let tail = whole.load_page::<Conversation>(&default_tenant(), &chatty, 38).await.unwrap();
+    let sequences: Vec<i64> = tail.events.iter().map(|e| e.sequence).collect();
+    assert_eq!((sequences, tail.more), (vec![39, 40, 41], false));
+    let past = whole.load_page::<Conversation>(&default_tenant(), &chatty, 41).await.unwrap();
+    assert_eq!((past.events.len(), past.more), (0, false));
+
     // A stream page, as GET .../events serves it.
     let stream = store.stream_page(&tenant, "conversation", &id, 0, 100).await.unwrap();
     assert!((2..=4).contains(&stream.len()), "{} events in a 25,000-byte stream page", stream.len());
