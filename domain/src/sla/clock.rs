@@ -60,10 +60,23 @@ pub(super) fn observe(
         return Vec::new();
     }
     let mut draft = Draft::new(state, catalog);
+    // Whether any event moved what the clocks read, or a timer.
+    let mut moved = false;
     for (sequence, event) in events {
         if sequence > draft.state.observed {
-            draft.step(conversation_id, &tenant_id, sequence, &event);
+            moved |= draft.step(conversation_id, &tenant_id, sequence, &event);
         }
+    }
+    // What the clocks read, recorded once for all the events seen, before what they did: each
+    // timer event carries its own times.
+    if moved {
+        let seen = SlaEvent::SlaObserved {
+            conversation_id,
+            tenant_id,
+            through: draft.state.observed,
+            facts: draft.state.facts.clone(),
+        };
+        draft.events.insert(0, seen);
     }
     draft.events
 }
@@ -281,30 +294,28 @@ fn times(
 }
 
 impl Draft<'_> {
+    /// Reads one event, then applies the rules to it; whether it changed what the clocks read or
+    /// moved a timer.
     fn step(
         &mut self,
         conversation_id: ConversationId,
         tenant_id: &TenantId,
         sequence: u64,
         event: &ConversationEvent,
-    ) {
+    ) -> bool {
         let before = self.state.facts.clone();
         let facts = observed(&before, event);
         let changed = facts != before;
         let mark = self.events.len();
-        let seen =
-            SlaEvent::SlaObserved { conversation_id, tenant_id: tenant_id.clone(), through: sequence, facts };
-        if changed {
-            self.emit(seen.clone());
-        }
-        let at = event.occurred_at();
-        self.rules(&before, event, at);
-        if !changed && self.events.len() > mark {
-            // The event stopped a timer without changing what the clocks read (an assignee's
-            // reply, say): the stream still records that it was seen, before what it did.
-            self.state.observed = sequence;
-            self.events.insert(mark, seen);
-        }
+        // Read into the draft's state only: the act records one `SlaObserved` for all its events.
+        self.state.apply(SlaEvent::SlaObserved {
+            conversation_id,
+            tenant_id: tenant_id.clone(),
+            through: sequence,
+            facts,
+        });
+        self.rules(&before, event, event.occurred_at());
+        changed || self.events.len() > mark
     }
 
     fn rules(&mut self, before: &Facts, event: &ConversationEvent, at: DateTime<Utc>) {

@@ -7,8 +7,9 @@ use super::*;
 /// Facts about a conversation's SLA clocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SlaEvent {
-    /// The clocks saw the conversation's events up to `through`, and it now stands as `facts`.
-    /// The first one starts the stream.
+    /// The clocks saw the conversation's events up to `through`, and it now stands as `facts`:
+    /// one for the events an act fed them, first, when any of them changed what the clocks read
+    /// or moved a timer. The first one starts the stream.
     SlaObserved {
         /// The conversation.
         conversation_id: ConversationId,

@@ -247,6 +247,33 @@ fn next_response_starts_at_the_first_customer_message_after_a_reply_and_stops_at
 }
 
 #[test]
+fn an_act_records_what_the_clocks_read_once_first_and_nothing_for_events_that_move_nothing() {
+    let mut clocks = Clocks::given(
+        catalog(vec![target(Metric::FirstResponse, 60), target(Metric::NextResponse, 30)]),
+        vec![opened(), customer(at(1))],
+    );
+    // Sequences 3 to 6: a reply, a wait, a second customer message (no change), a reply.
+    let events =
+        clocks.when(vec![reply("ada", at(10)), customer(at(20)), customer(at(25)), reply("ada", at(40))]);
+    assert_eq!(
+        types(&events),
+        [
+            "SlaObserved",
+            "SlaTimerFulfilled first_response",
+            "SlaTimerStarted next_response:1",
+            "SlaTimerFulfilled next_response:1"
+        ]
+    );
+    let SlaEvent::SlaObserved { through, facts, .. } = &events[0] else { unreachable!() };
+    assert_eq!((*through, facts), (6, &clocks.state.facts), "the last event seen, and the facts after it");
+    assert!(facts.human.replied && facts.human.since.is_none(), "{facts:?}");
+    assert_eq!(clocks.state.observed, 6);
+    // An act whose events move nothing records nothing; the next act reads them again.
+    assert!(clocks.when(vec![message(SenderKind::User, "ada", Visibility::Internal, at(41))]).is_empty());
+    assert_eq!(clocks.state.observed, 6);
+}
+
+#[test]
 fn resolving_cancels_next_response_and_never_counts_after() {
     let mut clocks = Clocks::given(
         catalog(vec![target(Metric::FirstResponse, 60), target(Metric::NextResponse, 30)]),
