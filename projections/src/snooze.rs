@@ -9,6 +9,7 @@
 //!   decides: a conversation no longer snoozed, or deleted, records nothing, so a timer that fires
 //!   twice (a crash, two processes) reopens the conversation once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -47,6 +48,9 @@ impl Projection for SnoozeTimers {
     }
 
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        // Each conversation's last word in the batch: a timer to set, or to cancel (at the
+        // position of the event that cancels it), written in a statement or two for the batch.
+        let mut last: BTreeMap<String, Result<NewJob, i64>> = BTreeMap::new();
         for stored in events.iter().filter(|e| self.handles(e)) {
             let Some(timer) = timer_id(stored) else {
                 tracing::warn!(conversation = %stored.aggregate_id, "a status change without a tenant");
@@ -59,14 +63,25 @@ impl Projection for SnoozeTimers {
                 } => {
                     let job = json!({ "conversation_id": stored.aggregate_id });
                     if let Some(mut job) = NewJob::caused_by(stored, job) {
-                        job.id = timer;
+                        job.id = timer.clone();
                         job.due_at = Some(until);
-                        processes::schedule(tx, NAME, std::slice::from_ref(&job)).await?;
+                        last.insert(timer, Ok(job));
                     }
                 }
-                _ => processes::cancel(tx, NAME, &[(timer, position)]).await?,
+                _ => {
+                    last.insert(timer, Err(position));
+                }
             }
         }
+        let (mut scheduled, mut cancelled) = (Vec::new(), Vec::new());
+        for (timer, word) in last {
+            match word {
+                Ok(job) => scheduled.push(job),
+                Err(position) => cancelled.push((timer, position)),
+            }
+        }
+        processes::schedule(tx, NAME, &scheduled).await?;
+        processes::cancel(tx, NAME, &cancelled).await?;
         Ok(())
     }
 

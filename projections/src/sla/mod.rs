@@ -90,7 +90,14 @@ impl Projection for Sla {
         // position of its last event), written once for the batch, at the end.
         let mut observing = BTreeMap::new();
         let mut moved = BTreeMap::new();
+        // The clocks' events, decoded once, and the timers they move read together.
+        let mut clocks = Vec::new();
+        for stored in events.iter().filter(|e| e.aggregate_type == "sla") {
+            clocks.push((stored, stored.decode::<SlaEvent>()?));
+        }
         let mut folding = timers::Timers::default();
+        folding.read_before(tx, &clocks).await?;
+        let mut clocks = clocks.into_iter();
         for stored in events.iter().filter(|e| self.handles(e)) {
             let tenant = stored.tenant_id().unwrap_or_default();
             match stored.aggregate_type.as_str() {
@@ -100,7 +107,8 @@ impl Projection for Sla {
                     has_policies.insert(tenant, true);
                 }
                 "sla" => {
-                    if folding.apply(tx, stored, stored.decode::<SlaEvent>()?).await? {
+                    let Some((_, event)) = clocks.next() else { continue };
+                    if folding.apply(stored, event) {
                         let position = stored.position.unwrap_or_default();
                         moved.insert((tenant, stored.aggregate_id.clone()), position);
                     }

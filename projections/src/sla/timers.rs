@@ -52,8 +52,8 @@ struct Folding {
     last: Option<StoredEvent>,
 }
 
-/// A batch's `sla` events folded into their timers: each timer read at most once (when the batch
-/// does not start it) and written once, with its job, at the end ([`Timers::write`]).
+/// A batch's `sla` events folded into their timers: the timers the batch does not start read
+/// together first, and each written once, with its job, at the end ([`Timers::write`]).
 #[derive(Debug, Default)]
 pub(super) struct Timers {
     /// By tenant, conversation and timer id; `None` for a timer that never started.
@@ -61,15 +61,58 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    /// Folds one `sla` event into its timer; whether it moved one (and so the conversation's
-    /// inbox row, which [`show_in_inbox`] sets once the batch is written).
-    pub(super) async fn apply(
+    /// Reads, in a few statements, every stored timer that `events` (a batch's `sla` events, in
+    /// order) move before starting it: one read a batch, not one a timer.
+    pub(super) async fn read_before(
         &mut self,
         tx: &mut Tx<'_>,
-        stored: &StoredEvent,
-        event: SlaEvent,
-    ) -> Result<bool, ProjectionError> {
-        let Some(timer_id) = event.timer_id().map(str::to_owned) else { return Ok(false) };
+        events: &[(&StoredEvent, SlaEvent)],
+    ) -> Result<(), ProjectionError> {
+        let mut started = std::collections::BTreeSet::new();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (stored, event) in events {
+            let Some(timer_id) = event.timer_id() else { continue };
+            let key =
+                (stored.tenant_id().unwrap_or_default(), stored.aggregate_id.clone(), timer_id.to_owned());
+            if matches!(event, SlaEvent::SlaTimerStarted { .. }) {
+                started.insert(key);
+            } else if !started.contains(&key) && !self.folding.contains_key(&key) {
+                wanted.insert(key);
+            }
+        }
+        let wanted: Vec<_> = wanted.into_iter().collect();
+        let mut remaining = &wanted[..];
+        while !remaining.is_empty() {
+            let (chunk, rest) = remaining.split_at(crate::rows::statement_rows(remaining.len()));
+            remaining = rest;
+            let sql = format!(
+                "SELECT tenant_id, conversation_id, timer_id, timer, position, cause_id, correlation_id
+                   FROM sla_timers WHERE (tenant_id, conversation_id, timer_id) IN (VALUES {})",
+                crate::rows::parameter_rows(crate::rows::numbered(tx), chunk.len(), 3)
+            );
+            type Found = (String, String, String, String, i64, Option<String>, Option<String>);
+            let rows: Vec<Found> = on_tx!(tx, |conn| {
+                let mut query = sqlx::query_as(&sql);
+                for (tenant, conversation, timer_id) in chunk {
+                    query = query.bind(tenant).bind(conversation).bind(timer_id);
+                }
+                query.fetch_all(conn).await?
+            });
+            // A key with no row stays unread: the event that moves it says so in the log.
+            for (tenant, conversation, timer_id, json, position, cause_id, correlation_id) in rows {
+                let timer: Timer = serde_json::from_str(&json).map_err(encode)?;
+                let folding = Folding { timer, cause: (cause_id, correlation_id), position, last: None };
+                self.folding.insert((tenant, conversation, timer_id), Some(folding));
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds one `sla` event into its timer, read before ([`Timers::read_before`]); whether it
+    /// moved one (and so the conversation's inbox row, which [`show_in_inbox`] sets once the batch
+    /// is written).
+    pub(super) fn apply(&mut self, stored: &StoredEvent, event: SlaEvent) -> bool {
+        let Some(timer_id) = event.timer_id().map(str::to_owned) else { return false };
         let key = (stored.tenant_id().unwrap_or_default(), stored.aggregate_id.clone(), timer_id);
         let position = stored.position.unwrap_or_default();
         // The event that set the timer's times: its warnings' and breach's cause.
@@ -83,19 +126,16 @@ impl Timers {
         if let Some(timer) = Timer::started(event.clone()) {
             let last = Some(stored.clone());
             self.folding.insert(key, Some(Folding { timer, cause: this_cause, position, last }));
-            return Ok(true);
+            return true;
         }
         if !self.folding.contains_key(&key) {
-            let found = stored_timer(tx, &key).await?;
-            if found.is_none() {
-                tracing::warn!(conversation = %key.1, timer_id = %key.2, "an SLA event for a timer that never started");
-            }
-            self.folding.insert(key.clone(), found);
+            tracing::warn!(conversation = %key.1, timer_id = %key.2, "an SLA event for a timer that never started");
+            self.folding.insert(key.clone(), None);
         }
-        let Some(Some(folding)) = self.folding.get_mut(&key) else { return Ok(false) };
+        let Some(Some(folding)) = self.folding.get_mut(&key) else { return false };
         // Already folded (a replayed batch).
         if folding.position >= position {
-            return Ok(false);
+            return false;
         }
         folding.timer.apply(event);
         if sets_times {
@@ -103,7 +143,7 @@ impl Timers {
         }
         folding.position = position;
         folding.last = Some(stored.clone());
-        Ok(true)
+        true
     }
 
     /// Writes each timer the batch moved, and moves its job to its next deadline (or cancels
@@ -181,22 +221,6 @@ impl Timers {
         processes::cancel(tx, process, &cancelled).await?;
         Ok(())
     }
-}
-
-/// The stored timer `key` names, as a batch starts folding it.
-async fn stored_timer(
-    tx: &mut Tx<'_>,
-    key: &(String, String, String),
-) -> Result<Option<Folding>, ProjectionError> {
-    let sql = "SELECT timer, position, cause_id, correlation_id FROM sla_timers
-                WHERE tenant_id = $1 AND conversation_id = $2 AND timer_id = $3";
-    type Found = (String, i64, Option<String>, Option<String>);
-    let found: Option<Found> = on_tx!(tx, |conn| {
-        sqlx::query_as(sql).bind(&key.0).bind(&key.1).bind(&key.2).fetch_optional(conn).await?
-    });
-    let Some((json, position, cause_id, correlation_id)) = found else { return Ok(None) };
-    let timer: Timer = serde_json::from_str(&json).map_err(encode)?;
-    Ok(Some(Folding { timer, cause: (cause_id, correlation_id), position, last: None }))
 }
 
 /// Sets the rows of [`INBOX_TABLE`] of the conversations whose timers a batch `moved` (by tenant
