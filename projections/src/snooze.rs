@@ -36,6 +36,14 @@ fn timer_id(stored: &StoredEvent) -> Option<String> {
     Some(format!("{}/{}", stored.tenant_id()?, stored.aggregate_id))
 }
 
+/// A batch's last word on a conversation's timer.
+enum Word {
+    /// Set it, as this job.
+    Set(NewJob),
+    /// Cancel it, at this position.
+    Cancel(i64),
+}
+
 #[async_trait::async_trait]
 impl Projection for SnoozeTimers {
     fn name(&self) -> &'static str {
@@ -50,7 +58,7 @@ impl Projection for SnoozeTimers {
     async fn apply(&self, tx: &mut Tx<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         // Each conversation's last word in the batch: a timer to set, or to cancel (at the
         // position of the event that cancels it), written in a statement or two for the batch.
-        let mut last: BTreeMap<String, Result<NewJob, i64>> = BTreeMap::new();
+        let mut last: BTreeMap<String, Word> = BTreeMap::new();
         for stored in events.iter().filter(|e| self.handles(e)) {
             let Some(timer) = timer_id(stored) else {
                 tracing::warn!(conversation = %stored.aggregate_id, "a status change without a tenant");
@@ -65,19 +73,19 @@ impl Projection for SnoozeTimers {
                     if let Some(mut job) = NewJob::caused_by(stored, job) {
                         job.id = timer.clone();
                         job.due_at = Some(until);
-                        last.insert(timer, Ok(job));
+                        last.insert(timer, Word::Set(job));
                     }
                 }
                 _ => {
-                    last.insert(timer, Err(position));
+                    last.insert(timer, Word::Cancel(position));
                 }
             }
         }
         let (mut scheduled, mut cancelled) = (Vec::new(), Vec::new());
         for (timer, word) in last {
             match word {
-                Ok(job) => scheduled.push(job),
-                Err(position) => cancelled.push((timer, position)),
+                Word::Set(job) => scheduled.push(job),
+                Word::Cancel(position) => cancelled.push((timer, position)),
             }
         }
         processes::schedule(tx, NAME, &scheduled).await?;
