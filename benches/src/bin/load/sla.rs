@@ -3,7 +3,7 @@
 //! 1. The pair: the command mix at each client count on conversations opened before any policy
 //!    exists, then, on the same server, on as many conversations opened after a policy that
 //!    times every conversation (first and next response, total resolution, assignment response,
-//!    with a warning each); then how long the clocks take to catch up once the load stops.
+//!    with a warning each; or the metrics `--sla-metrics` names); then how long the clocks take to catch up once the load stops.
 //! 2. Firing: many conversations opened under a policy whose first-response threshold runs out
 //!    while the mix keeps running; each breach's lateness is the time its `SlaTimerBreached` was
 //!    recorded minus its computed due time (`data.at`), read from the global log.
@@ -131,6 +131,20 @@ async fn breach_lateness(server: &Server, mut after: i64) -> (Vec<Duration>, i64
     }
 }
 
+/// The metrics the pair's policy times by default.
+pub(super) const METRICS: [&str; 4] =
+    ["first_response", "next_response", "total_resolution", "assignment_response"];
+
+/// The pair's policy's target for `metric`: an hour, with a warning at half of it (a day for the
+/// total resolution, without).
+fn target(metric: &str) -> Value {
+    match metric {
+        "total_resolution" => json!({"metric": metric, "threshold_seconds": 86400}),
+        "assignment_response" => json!({"metric": metric, "threshold_seconds": 3600}),
+        _ => json!({"metric": metric, "threshold_seconds": 3600, "warnings": [{"percent": 50}]}),
+    }
+}
+
 pub(super) async fn run(
     server: &Arc<Server>,
     quick: bool,
@@ -138,9 +152,13 @@ pub(super) async fn run(
     seconds: u64,
     timers: Option<usize>,
     threshold: Option<u64>,
+    metrics: &[String],
 ) -> anyhow::Result<()> {
     let per_set = if quick { 50 } else { 500 };
-    println!("## SLA clocks: the command mix without and with a policy ({seconds} s per row)\n");
+    println!(
+        "## SLA clocks: the command mix without and with a policy timing {} ({seconds} s per row)\n",
+        metrics.join(", ")
+    );
     let without = Arc::new(open_conversations(server, per_set).await);
     let mut before = Vec::new();
     for &c in clients {
@@ -148,12 +166,8 @@ pub(super) async fn run(
     }
     create_policy(
         server,
-        json!({"name": "Everything", "rank": 10, "targets": [
-            {"metric": "first_response", "threshold_seconds": 3600, "warnings": [{"percent": 50}]},
-            {"metric": "next_response", "threshold_seconds": 3600, "warnings": [{"percent": 50}]},
-            {"metric": "total_resolution", "threshold_seconds": 86400},
-            {"metric": "assignment_response", "threshold_seconds": 3600}
-        ]}),
+        json!({"name": "Everything", "rank": 10,
+               "targets": metrics.iter().map(|metric| target(metric)).collect::<Vec<_>>()}),
     )
     .await?;
     let with = Arc::new(open_conversations(server, per_set).await);
