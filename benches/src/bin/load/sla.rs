@@ -3,7 +3,8 @@
 //! 1. The pair: the command mix at each client count on conversations opened before any policy
 //!    exists, then, on the same server, on as many conversations opened after a policy that
 //!    times every conversation (first and next response, total resolution, assignment response,
-//!    with a warning each; or the metrics `--sla-metrics` names); then how long the clocks take to catch up once the load stops.
+//!    with a warning each; or the metrics `--sla-metrics` names); then how long the clocks take
+//!    to catch up once the load stops.
 //! 2. Firing: many conversations opened under a policy whose first-response threshold runs out
 //!    while the mix keeps running; each breach's lateness is the time its `SlaTimerBreached` was
 //!    recorded minus its computed due time (`data.at`), read from the global log.
@@ -135,8 +136,8 @@ async fn breach_lateness(server: &Server, mut after: i64) -> (Vec<Duration>, i64
 pub(super) const METRICS: [&str; 4] =
     ["first_response", "next_response", "total_resolution", "assignment_response"];
 
-/// The pair's policy's target for `metric`: an hour, with a warning at half of it (a day for the
-/// total resolution, without).
+/// The pair's policy's target for `metric`: a day for the total resolution, an hour for the
+/// others, the first and next response with a warning at half of it.
 fn target(metric: &str) -> Value {
     match metric {
         "total_resolution" => json!({"metric": metric, "threshold_seconds": 86400}),
